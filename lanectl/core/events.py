@@ -1,0 +1,65 @@
+"""Events a lane reacts to. Plain immutable values; adapters build them, core/lane.py consumes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional, Union
+
+
+@dataclass(frozen=True, slots=True)
+class PlateRead:
+    """A plate recognition, already normalized at the edge (core.plates.normalize_plate)."""
+
+    plate: str  # "" for a plate-less car
+    color: str = ""  # blue, yellow, green, white, black, yellow-green, "" unknown
+    confidence: int = 0  # 0..100
+    source: str = ""  # device name, for the logs
+
+
+@dataclass(frozen=True, slots=True)
+class IoSnapshot:
+    """The barrier controller's inputs after a change (every field is the current level)."""
+
+    arming: bool  # arming loop occupied: a car stands in front of the barrier
+    safety: bool  # safety loop occupied: a car is under the arm
+    up_limit: bool  # arm fully raised
+    down_limit: bool  # arm fully lowered
+    anti_smash: bool = False  # radar / IR tripped
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFault:
+    device: Literal["barrier", "plate_reader", "display", "scanner"]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecovered:
+    device: Literal["barrier", "plate_reader", "display", "scanner"]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDone:
+    """The device adapter's answer to an OpenBarrier / CloseBarrier effect."""
+
+    action_id: str
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorOpen:
+    """A booth operator releases the barrier: name and reason are mandatory (audited)."""
+
+    operator: str
+    reason: str
+    amount_fen: Optional[int] = None  # cash taken at the booth, if any
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed; the lane checks its deadlines (timers are data in the lane state)."""
+
+
+Event = Union[PlateRead, IoSnapshot, DeviceFault, DeviceRecovered, CommandDone, OperatorOpen, Tick]

@@ -1,0 +1,84 @@
+"""The seam between the lane state machine and the lot's rules: who may enter, what a leaving car owes.
+
+core/lane.py only talks to a Policy. FlatPolicy is the simple built-in one (lists + flat fee); the tariff
+engine plugs in behind the same two methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Mapping, Optional, Protocol
+
+# plates currently inside the lot (open entry records) -> their entry time; lets shared-space monthly cards
+# and "already inside" checks be decided without the policy doing I/O.
+Present = Mapping[str, datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDecision:
+    allow: bool
+    vehicle_class: str  # temporary | monthly | free | blacklist | ...
+    reason: str  # short machine word: temporary, monthly, whitelist, blacklist, temporary_not_allowed ...
+    message: str = ""  # for the display, e.g. "月租车 剩余12天"
+
+
+@dataclass(frozen=True, slots=True)
+class ExitQuote:
+    due_fen: int  # what the car still owes now
+    total_fen: int  # the whole fee for the stay
+    paid_fen: int  # already paid ahead
+    vehicle_class: str
+    reason: str  # free, monthly, whitelist, zero_fee, paid_ahead, fee, no_entry_record ...
+    breakdown: tuple[str, ...] = ()
+    needs_operator: bool = False  # the rules hand this car to the booth (e.g. no entry record policy)
+    flags: tuple[str, ...] = ()  # e.g. ("blacklist",) — shown and logged, not a reason to trap the car
+
+    @property
+    def free(self) -> bool:
+        return self.due_fen == 0 and not self.needs_operator
+
+
+class Policy(Protocol):
+    def entry(self, plate: str, color: str, at: datetime, present: Present) -> EntryDecision: ...
+
+    def exit(self, plate: str, color: str, entered_at: Optional[datetime], at: datetime, present: Present,
+             paid_fen: int = 0, paid_at: Optional[datetime] = None) -> ExitQuote: ...
+
+
+@dataclass(frozen=True)
+class FlatPolicy:
+    """Whitelist / blacklist and one flat fee per visit after a free period."""
+
+    flat_fen: int = 500
+    free_minutes: int = 15
+    whitelist: frozenset[str] = frozenset()
+    blacklist: frozenset[str] = frozenset()
+    allow_temporary: bool = True
+    no_entry_fen: int = 500
+
+    def entry(self, plate: str, color: str, at: datetime, present: Present) -> EntryDecision:
+        if plate in self.blacklist:
+            return EntryDecision(False, "blacklist", "blacklist", "黑名单车辆 禁止通行")
+        if plate in self.whitelist:
+            return EntryDecision(True, "free", "whitelist", "欢迎光临")
+        if not self.allow_temporary:
+            return EntryDecision(False, "temporary", "temporary_not_allowed", "临时车 禁止通行")
+        return EntryDecision(True, "temporary", "temporary", "欢迎光临")
+
+    def exit(self, plate: str, color: str, entered_at: Optional[datetime], at: datetime, present: Present,
+             paid_fen: int = 0, paid_at: Optional[datetime] = None) -> ExitQuote:
+        flags = ("blacklist",) if plate in self.blacklist else ()
+        if plate in self.whitelist:
+            return ExitQuote(0, 0, paid_fen, "free", "whitelist", ("whitelist",), flags=flags)
+        if entered_at is None:
+            due = max(0, self.no_entry_fen - paid_fen)
+            return ExitQuote(due, self.no_entry_fen, paid_fen, "temporary", "no_entry_record",
+                             (f"no entry record: {self.no_entry_fen} fen",), flags=flags)
+        minutes = (at - entered_at).total_seconds() / 60
+        if minutes <= self.free_minutes:
+            return ExitQuote(0, 0, paid_fen, "temporary", "zero_fee", (f"free {self.free_minutes} min",),
+                             flags=flags)
+        due = max(0, self.flat_fen - paid_fen)
+        return ExitQuote(due, self.flat_fen, paid_fen, "temporary", "paid_ahead" if due == 0 else "fee",
+                         (f"flat {self.flat_fen} fen per visit",), flags=flags)

@@ -1,0 +1,56 @@
+"""Ports: what the service layer needs from the outside world. Adapters implement them; tests use fakes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Awaitable, Callable, Protocol
+
+from lanectl.core.events import Event
+
+# Adapters push events through this; it never blocks (it puts on the lane's queue).
+Emit = Callable[[Event], None]
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Timezone-aware wall-clock time."""
+
+    def monotonic(self) -> float:
+        """Seconds, for intervals and deadlines."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class Barrier(Protocol):
+    """Barrier + loops IO. One adapter instance owns the device (and its bus)."""
+
+    async def run(self, emit: Emit) -> None:
+        """Connect, poll inputs, emit IoSnapshot on change, DeviceFault / DeviceRecovered; reconnect with
+        backoff. Runs until cancelled."""
+
+    async def open(self) -> None:
+        """Pulse OPEN. Raises BarrierError when the command could not be delivered."""
+
+    async def close(self) -> None:
+        """Pulse CLOSE. Raises BarrierUnsafe (without writing) when the safety loop or anti-smash input is
+        active at the moment of the command, BarrierError when it could not be delivered."""
+
+
+class PlateSource(Protocol):
+    async def run(self, emit: Emit) -> None:
+        """Read plates and emit PlateRead; survive garbage and a vanishing port. Runs until cancelled."""
+
+
+class Display(Protocol):
+    async def show(self, text: str, voice: str = "") -> None: ...
+
+
+class BarrierError(Exception):
+    """A barrier command could not be delivered (timeout, port gone, exception answer)."""
+
+
+class BarrierUnsafe(BarrierError):
+    """CLOSE refused: a car or obstacle is under the arm."""
+
+
+StartTask = Callable[[], Awaitable[None]]
