@@ -1,0 +1,353 @@
+"""The local store: one SQLite file (WAL, synchronous=FULL), versioned migrations, one writer thread.
+
+Write ahead, then act: a lane's state change, its records, its barrier-action audit rows and its outbox rows
+commit in ONE transaction (`commit_lane`) before anything goes to the wire. The event loop never blocks: every
+statement runs on the store's own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+
+import sqlite_utils
+
+from lanectl.core import effects as fx
+from lanectl.core.lane import InsideCar
+from lanectl.service.outbox import OutboxItem
+
+log = logging.getLogger("lanectl.store")
+T = TypeVar("T")
+
+# Each entry migrates from version i to i+1. Never edit a released step: append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE records (
+        record_id TEXT PRIMARY KEY,
+        lane_id TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('entry', 'exit', 'release')),
+        plate TEXT NOT NULL,
+        color TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL,                 -- local time with offset, as the lane saw it
+        ts REAL NOT NULL,                 -- unix seconds, for ordering and filters
+        status TEXT NOT NULL,
+        vehicle_class TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '',
+        entry_record_id TEXT NOT NULL DEFAULT '',
+        entered_at TEXT NOT NULL DEFAULT '',
+        total_fen INTEGER NOT NULL DEFAULT 0,
+        due_fen INTEGER NOT NULL DEFAULT 0,
+        paid_fen INTEGER NOT NULL DEFAULT 0,
+        operator TEXT NOT NULL DEFAULT '',
+        detail TEXT NOT NULL DEFAULT '[]',
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX records_plate ON records (plate, ts);
+    CREATE INDEX records_lane_ts ON records (lane_id, ts);
+    CREATE INDEX records_inside ON records (kind, status);
+    CREATE TABLE payments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        record_id TEXT NOT NULL REFERENCES records (record_id),
+        lane_id TEXT NOT NULL,
+        amount_fen INTEGER NOT NULL CHECK (amount_fen >= 0),
+        method TEXT NOT NULL,
+        reference TEXT NOT NULL DEFAULT '',
+        at TEXT NOT NULL
+    );
+    CREATE TABLE barrier_actions (
+        action_id TEXT PRIMARY KEY,
+        lane_id TEXT NOT NULL,
+        record_id TEXT NOT NULL DEFAULT '',
+        command TEXT NOT NULL CHECK (command IN ('open', 'close')),
+        authority TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '',
+        operator TEXT NOT NULL DEFAULT '',
+        trade_no TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('requested', 'sent', 'failed', 'interrupted')),
+        requested_at TEXT NOT NULL,
+        done_at TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        destination TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done', 'dead')),
+        last_error TEXT NOT NULL DEFAULT '',
+        done_at TEXT NOT NULL DEFAULT '',
+        UNIQUE (destination, key)
+    );
+    CREATE INDEX outbox_due ON outbox (destination, status, id);
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider TEXT NOT NULL,
+        trade_no TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        UNIQUE (provider, trade_no)
+    );
+    CREATE TABLE lane_state (
+        lane_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
+)
+
+RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class"})
+
+
+class StoreError(Exception):
+    pass
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path, *, destinations: Sequence[str] = ()) -> None:
+        self.path = Path(path)
+        self.destinations = tuple(destinations)  # where Publish effects fan out to (outbox rows)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lanectl-store")
+        self._conn: Optional[sqlite3.Connection] = None
+        self._inside: dict[str, InsideCar] = {}
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        await self._run(self._open_sync)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # records, outbox and inbox must survive power loss
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        migrate(conn)
+        # Commands written ahead but never confirmed sent belong to a process that died: never resend them.
+        n = conn.execute("UPDATE barrier_actions SET status='interrupted', error='daemon stopped before the "
+                         "command was confirmed sent' WHERE status='requested'").rowcount
+        if n:
+            log.warning("store: %d barrier command(s) interrupted by the last stop; not repeated", n)
+        self._inside = {
+            r["plate"]: InsideCar(r["record_id"], datetime.fromisoformat(r["at"]), r["lane_id"])
+            for r in conn.execute("SELECT plate, record_id, at, lane_id FROM records "
+                                  "WHERE kind='entry' AND status='inside' AND plate != '' ORDER BY ts")
+        }
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        await self._run(_close)
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("store is not open")
+        return self._conn
+
+    # --- lanes ----------------------------------------------------------------------------------------------
+    def inside(self) -> dict[str, InsideCar]:
+        """Cars inside the lot by our books (open entry records). Kept in memory, updated on commit."""
+        return dict(self._inside)
+
+    async def load_lane_state(self, lane_id: str) -> Optional[dict[str, Any]]:
+        def _load() -> Optional[dict[str, Any]]:
+            row = self.conn.execute("SELECT state FROM lane_state WHERE lane_id=?", (lane_id,)).fetchone()
+            return json.loads(row["state"]) if row else None
+        return await self._run(_load)
+
+    async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: Iterable[fx.Effect],
+                          now: datetime) -> None:
+        """The lane's new state and the persistent effects of one event, atomically."""
+        effects = [e for e in effects if fx.is_persistent(e)]
+        await self._run(self._commit_sync, lane_id, state, effects, now)
+        self._update_inside(effects)
+
+    def _commit_sync(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect], now: datetime) -> None:
+        conn = self.conn
+        stamp = now.isoformat()
+        db = sqlite_utils.Database(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for e in effects:
+                if isinstance(e, fx.NewRecord):
+                    row = asdict(e)
+                    row["detail"] = json.dumps(list(e.detail), ensure_ascii=False)
+                    row["ts"] = datetime.fromisoformat(e.at).timestamp()
+                    row["updated_at"] = stamp
+                    db["records"].insert(row)
+                elif isinstance(e, fx.PatchRecord):
+                    changes = dict(e.changes)
+                    bad = set(changes) - RECORD_COLUMNS
+                    if bad:
+                        raise StoreError(f"cannot patch record columns {sorted(bad)}")
+                    changes["updated_at"] = stamp
+                    db["records"].update(e.record_id, changes)
+                elif isinstance(e, fx.RecordPayment):
+                    db["payments"].insert(asdict(e))
+                elif isinstance(e, (fx.OpenBarrier, fx.CloseBarrier)):
+                    db["barrier_actions"].insert({
+                        "action_id": e.action_id, "lane_id": lane_id, "record_id": e.record_id,
+                        "command": "open" if isinstance(e, fx.OpenBarrier) else "close",
+                        "authority": getattr(e, "authority", ""), "reason": e.reason,
+                        "operator": getattr(e, "operator", ""), "trade_no": getattr(e, "trade_no", ""),
+                        "status": "requested", "requested_at": stamp})
+                elif isinstance(e, fx.Publish):
+                    self._enqueue_sync(db, e, stamp, now)
+            conn.execute(
+                "INSERT INTO lane_state (lane_id, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (lane_id) "
+                "DO UPDATE SET state=excluded.state, updated_at=excluded.updated_at",
+                (lane_id, json.dumps(state, ensure_ascii=False), stamp))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _enqueue_sync(self, db: sqlite_utils.Database, e: fx.Publish, stamp: str, now: datetime) -> None:
+        row = self.conn.execute("SELECT * FROM records WHERE record_id=?", (e.record_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"publish of unknown record {e.record_id}")
+        payload = _record_dict(row)
+        for dest in self.destinations:
+            self.conn.execute(
+                "INSERT INTO outbox (destination, kind, key, payload, created_at, next_at) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT (destination, key) DO NOTHING",
+                (dest, e.kind, f"{e.kind}:{e.record_id}", json.dumps(payload, ensure_ascii=False), stamp,
+                 now.timestamp()))
+
+    def _update_inside(self, effects: list[fx.Effect]) -> None:
+        for e in effects:
+            if isinstance(e, fx.NewRecord) and e.kind == "entry" and e.status == "inside" and e.plate:
+                self._inside[e.plate] = InsideCar(e.record_id, datetime.fromisoformat(e.at), e.lane_id)
+            elif isinstance(e, fx.PatchRecord) and dict(e.changes).get("status") in ("exited", "superseded"):
+                for plate, car in list(self._inside.items()):
+                    if car.record_id == e.record_id:
+                        del self._inside[plate]
+
+    async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None:
+        def _mark() -> None:
+            self.conn.execute("UPDATE barrier_actions SET status=?, done_at=?, error=? WHERE action_id=?",
+                              ("sent" if ok else "failed", now.isoformat(), error, action_id))
+        await self._run(_mark)
+
+    # --- queries (CLI through the control socket) -------------------------------------------------------------
+    async def records(self, *, plate: Optional[str] = None, lane: Optional[str] = None,
+                      since: Optional[datetime] = None, until: Optional[datetime] = None,
+                      limit: int = 100) -> list[dict[str, Any]]:
+        where, params = [], []
+        if plate:
+            where.append("plate = ?")
+            params.append(plate)
+        if lane:
+            where.append("lane_id = ?")
+            params.append(lane)
+        if since:
+            where.append("ts >= ?")
+            params.append(since.timestamp())
+        if until:
+            where.append("ts < ?")
+            params.append(until.timestamp())
+
+        def _query() -> list[dict[str, Any]]:
+            db = sqlite_utils.Database(self.conn)
+            rows = db["records"].rows_where(" AND ".join(where) or None, params, order_by="ts DESC, rowid DESC",
+                                            limit=limit)
+            return [_record_dict(r) for r in rows]
+        return await self._run(_query)
+
+    async def barrier_actions(self, lane: Optional[str] = None, limit: int = 100) -> list[dict[str, Any]]:
+        def _query() -> list[dict[str, Any]]:
+            sql = "SELECT * FROM barrier_actions" + (" WHERE lane_id=?" if lane else "") + \
+                  " ORDER BY rowid DESC LIMIT ?"
+            return [dict(r) for r in self.conn.execute(sql, ((lane,) if lane else ()) + (limit,))]
+        return await self._run(_query)
+
+    async def outbox_summary(self, limit: int = 50) -> dict[str, Any]:
+        def _query() -> dict[str, Any]:
+            counts = {f"{r['destination']}/{r['status']}": r["n"] for r in self.conn.execute(
+                "SELECT destination, status, COUNT(*) AS n FROM outbox GROUP BY destination, status")}
+            pending = [
+                {"id": r["id"], "destination": r["destination"], "kind": r["kind"], "key": r["key"],
+                 "attempts": r["attempts"], "created_at": r["created_at"], "last_error": r["last_error"],
+                 "next_at": datetime.fromtimestamp(r["next_at"]).astimezone().isoformat()}
+                for r in self.conn.execute("SELECT * FROM outbox WHERE status='pending' ORDER BY id LIMIT ?",
+                                           (limit,))]
+            return {"counts": counts, "pending": pending}
+        return await self._run(_query)
+
+    # --- OutboxQueue port (for service/outbox.py) -----------------------------------------------------------
+    async def due(self, destination: str, now: datetime, limit: int) -> list[OutboxItem]:
+        def _due() -> list[OutboxItem]:
+            rows = self.conn.execute(
+                "SELECT * FROM outbox WHERE destination=? AND status='pending' ORDER BY id LIMIT ?",
+                (destination, limit)).fetchall()
+            items = []
+            for r in rows:
+                if r["next_at"] > now.timestamp():
+                    break  # FIFO per destination: a retrying item holds back the ones behind it
+                items.append(OutboxItem(r["id"], r["destination"], r["kind"], r["key"], json.loads(r["payload"]),
+                                        r["attempts"], datetime.fromisoformat(r["created_at"])))
+            return items
+        return await self._run(_due)
+
+    async def next_due_at(self, destination: str) -> Optional[float]:
+        def _next() -> Optional[float]:
+            row = self.conn.execute("SELECT next_at FROM outbox WHERE destination=? AND status='pending' "
+                                    "ORDER BY id LIMIT 1", (destination,)).fetchone()
+            return row["next_at"] if row else None
+        return await self._run(_next)
+
+    async def mark_done(self, item_id: int, now: datetime) -> None:
+        await self._run(lambda: self.conn.execute(
+            "UPDATE outbox SET status='done', done_at=?, attempts=attempts+1 WHERE id=?",
+            (now.isoformat(), item_id)))
+
+    async def mark_retry(self, item_id: int, attempts: int, next_at: datetime, error: str) -> None:
+        await self._run(lambda: self.conn.execute(
+            "UPDATE outbox SET attempts=?, next_at=?, last_error=? WHERE id=?",
+            (attempts, next_at.timestamp(), error[:500], item_id)))
+
+    async def mark_dead(self, item_id: int, error: str, now: datetime) -> None:
+        await self._run(lambda: self.conn.execute(
+            "UPDATE outbox SET status='dead', last_error=?, done_at=?, attempts=attempts+1 WHERE id=?",
+            (error[:500], now.isoformat(), item_id)))
+
+
+def _record_dict(row: Any) -> dict[str, Any]:
+    d = dict(row)
+    d["detail"] = json.loads(d.get("detail") or "[]")
+    d.pop("ts", None)
+    return d
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    current = schema_version(conn)
+    if current > len(MIGRATIONS):
+        raise StoreError(f"database schema v{current} is newer than this lanectl (v{len(MIGRATIONS)}); "
+                         "upgrade lanectl or restore a matching database")
+    for version in range(current, len(MIGRATIONS)):
+        # executescript commits first; the step and its version bump then run in one transaction
+        conn.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[version]}\nPRAGMA user_version={version + 1};\nCOMMIT;")
+        log.info("store: migrated schema to v%d", version + 1)

@@ -1,0 +1,324 @@
+"""Configuration: a site file plus one YAML file per lane, validated strictly.
+
+    DIR/site.yaml        park id, timezone, database, listeners, uploads, credentials by reference
+    DIR/lanes/*.yaml     one lane each: direction, devices, lane rules
+
+Environment variables override the site file (`LANECTL_DATABASE=...`, `LANECTL_CONTROL__SOCKET=...`).
+Every error names the file, the key and the reason; an unknown key is an error, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from lanectl.config_devices import LaneDevices, ModbusRtuBarrier, SerialPlateReader
+
+LANE_ID = re.compile(r"^[0-9A-Za-z_]{1,20}$")
+
+
+class ConfigError(Exception):
+    """One or more configuration problems, each `file: key: reason`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Strict):
+    """A credential by reference: an environment variable or a key of the secrets file. Never inline."""
+
+    env: Optional[str] = None
+    secret: Optional[str] = None  # key in the site's secrets_file
+
+    @model_validator(mode="after")
+    def _one(self) -> "SecretRef":
+        if (self.env is None) == (self.secret is None):
+            raise ValueError("give exactly one of env: VARIABLE or secret: KEY_IN_SECRETS_FILE")
+        return self
+
+
+class HttpConfig(Strict):
+    """The listener cameras and platforms reach. The operator CLI never uses it."""
+
+    listen: str = "0.0.0.0:8780"
+    max_body_kb: int = Field(4096, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:8780")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class ControlConfig(Strict):
+    socket: Path = Path("/run/lanectl/control.sock")
+    mode: int = Field(0o660, ge=0, le=0o777)  # file mode of the socket: "0660" / "0o660" in YAML
+    group: Optional[str] = None
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _octal(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return int(v.removeprefix("0o"), 8)
+            except ValueError:
+                raise ValueError(f"expected an octal file mode such as \"0660\", not {v!r}") from None
+        return v
+
+
+class WebhookUpload(Strict):
+    """Generic upload of every record as JSON (the lot's own back office)."""
+
+    url: str
+    token: Optional[SecretRef] = None
+    rate_per_s: float = Field(5.0, gt=0, le=100)
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+
+class UploadsConfig(Strict):
+    webhook: Optional[WebhookUpload] = None
+
+
+class FlatFeeConfig(Strict):
+    """The simple built-in fee: free minutes, then one flat amount per visit (integer fen)."""
+
+    flat_fen: int = Field(500, ge=0)
+    free_minutes: int = Field(15, ge=0)
+    no_entry_fen: int = Field(500, ge=0)
+
+
+class ListsConfig(Strict):
+    whitelist: list[str] = []
+    blacklist: list[str] = []
+    allow_temporary: bool = True
+
+
+class SiteConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LANECTL_", env_nested_delimiter="__", extra="forbid",
+                                      frozen=True)
+
+    park_id: str = Field(min_length=1, max_length=64)
+    timezone: str = "Asia/Shanghai"
+    database: Path = Path("/var/lib/lanectl/lanectl.db")
+    http: HttpConfig = HttpConfig()
+    control: ControlConfig = ControlConfig()
+    secrets_file: Optional[Path] = None
+    uploads: UploadsConfig = UploadsConfig()
+    fee: FlatFeeConfig = FlatFeeConfig()
+    lists: ListsConfig = ListsConfig()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # the YAML comes in as init data: the environment wins
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Asia/Shanghai)") from None
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class LaneRulesConfig(Strict):
+    duplicate_window_s: float = Field(10.0, ge=0, le=600)
+    min_confidence: int = Field(0, ge=0, le=100)
+    open_confirm_s: float = Field(6.0, gt=0, le=60)
+    close_confirm_s: float = Field(10.0, gt=0, le=120)
+    pass_timeout_s: float = Field(120.0, gt=0, le=3600)
+    auto_close: bool = False
+
+
+class LaneConfig(Strict):
+    id: str
+    name: str = ""
+    direction: Literal["entry", "exit"]
+    devices: LaneDevices = LaneDevices()
+    rules: LaneRulesConfig = LaneRulesConfig()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not LANE_ID.match(v):
+            raise ValueError("lane id must be 1-20 characters of [0-9A-Za-z_] (it is part of record ids)")
+        return v
+
+
+@dataclass(frozen=True)
+class Config:
+    directory: Path
+    site: SiteConfig
+    lanes: tuple[LaneConfig, ...]
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    warnings: tuple[str, ...] = ()
+
+    def secret(self, ref: SecretRef, where: str) -> str:
+        """The credential behind a reference; ConfigError names where it was asked for."""
+        if ref.env is not None:
+            value = os.environ.get(ref.env)
+            if not value:
+                raise ConfigError([f"{where}: environment variable {ref.env} is not set"])
+            return value
+        assert ref.secret is not None
+        if ref.secret not in self.secrets:
+            raise ConfigError([f"{where}: key {ref.secret!r} not found in secrets file {self.site.secrets_file}"])
+        return self.secrets[ref.secret]
+
+    def lane(self, lane_id: str) -> LaneConfig:
+        for lane in self.lanes:
+            if lane.id == lane_id:
+                return lane
+        raise KeyError(lane_id)
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+def _read_yaml(path: Path, problems: list[str]) -> Optional[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(f"{path}: file not found")
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path}: cannot read: {exc}")
+        return None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problems.append(f"{path}:{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}")
+        return None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        problems.append(f"{path}: top level must be a mapping of keys, not {type(data).__name__}")
+        return None
+    return data
+
+
+def _explain(path: Path, exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        msg = msg.removeprefix("Value error, ")
+        out.append(f"{path}: {key}: {msg}")
+    return out
+
+
+def _resolve(base: Path, p: Optional[Path]) -> Optional[Path]:
+    return None if p is None else (p if p.is_absolute() else (base / p))
+
+
+def load_config(directory: str | Path) -> Config:
+    """Load and validate DIR/site.yaml and DIR/lanes/*.yaml; raise ConfigError with every problem found."""
+    d = Path(directory)
+    problems: list[str] = []
+    warnings: list[str] = []
+    if not d.is_dir():
+        raise ConfigError([f"{d}: not a directory (expected site.yaml and lanes/*.yaml in it)"])
+    site_path = d / "site.yaml"
+    site: Optional[SiteConfig] = None
+    data = _read_yaml(site_path, problems)
+    if data is not None:
+        try:
+            site = SiteConfig(**data)
+        except ValidationError as exc:
+            problems.extend(_explain(site_path, exc))
+    lanes: list[LaneConfig] = []
+    lane_files = sorted((d / "lanes").glob("*.yaml")) + sorted((d / "lanes").glob("*.yml"))
+    if not lane_files:
+        problems.append(f"{d / 'lanes'}: no lane files (*.yaml) found")
+    seen: dict[str, Path] = {}
+    for path in lane_files:
+        data = _read_yaml(path, problems)
+        if data is None:
+            continue
+        try:
+            lane = LaneConfig.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_explain(path, exc))
+            continue
+        if lane.id in seen:
+            problems.append(f"{path}: id: lane id {lane.id!r} already used in {seen[lane.id]}")
+            continue
+        seen[lane.id] = path
+        lanes.append(lane)
+    problems.extend(_check_ports(lanes, seen))
+    secrets: dict[str, str] = {}
+    if site is not None:
+        site = site.model_copy(update={"database": _resolve(d, site.database),
+                                       "secrets_file": _resolve(d, site.secrets_file)})
+        if site.secrets_file is not None:
+            sdata = _read_yaml(site.secrets_file, problems)
+            if sdata is not None:
+                secrets = {str(k): str(v) for k, v in sdata.items()}
+    if problems:
+        raise ConfigError(problems)
+    assert site is not None
+    config = Config(d, site, tuple(lanes), secrets, tuple(warnings))
+    if site.uploads.webhook and site.uploads.webhook.token:
+        config.secret(site.uploads.webhook.token, f"{site_path}: uploads.webhook.token")
+    return config
+
+
+def _check_ports(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
+    """Several barrier modules may share one RS-485 bus (same line settings, different unit ids); a plate
+    reader needs its port to itself."""
+    problems: list[str] = []
+    owners: dict[str, tuple[str, Any]] = {}
+    for lane in lanes:
+        for role, dev in (("barrier", lane.devices.barrier), ("plate_reader", lane.devices.plate_reader)):
+            port = getattr(dev, "port", None)
+            if not isinstance(dev, (ModbusRtuBarrier, SerialPlateReader)) or port is None:
+                continue
+            where = f"{files[lane.id]}: devices.{role}.port"
+            if port not in owners:
+                owners[port] = (lane.id, dev)
+                continue
+            other_lane, other = owners[port]
+            if isinstance(dev, ModbusRtuBarrier) and isinstance(other, ModbusRtuBarrier):
+                line = ("baudrate", "bytesize", "parity", "stopbits")
+                if any(getattr(dev, k) != getattr(other, k) for k in line):
+                    problems.append(f"{where}: shares bus {port} with lane {other_lane} but with other line settings")
+                elif dev.unit == other.unit:
+                    problems.append(f"{where}: unit {dev.unit} on bus {port} is already lane {other_lane}'s")
+            else:
+                problems.append(f"{where}: {port} is already used by lane {other_lane}")
+    return problems

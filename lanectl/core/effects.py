@@ -1,0 +1,100 @@
+"""Effects the lane state machine asks for. The runner executes them: records first (one transaction), then
+the wire. Plain immutable values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+Authority = Literal["rules", "payment", "operator"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """A lane record: an entry, an exit, a refused attempt or an operator release."""
+
+    record_id: str
+    lane_id: str
+    kind: Literal["entry", "exit", "release"]
+    plate: str
+    color: str
+    at: str  # ISO 8601 with offset
+    status: str  # entry: inside|refused|exited|superseded  exit: leaving|awaiting_payment|released|abandoned
+    vehicle_class: str = ""
+    reason: str = ""
+    entry_record_id: str = ""
+    entered_at: str = ""
+    total_fen: int = 0
+    due_fen: int = 0
+    paid_fen: int = 0
+    detail: tuple[str, ...] = ()  # fee breakdown, match kind, flags
+
+
+@dataclass(frozen=True, slots=True)
+class PatchRecord:
+    record_id: str
+    changes: tuple[tuple[str, Any], ...]  # (column, value) pairs, e.g. (("status", "exited"),)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPayment:
+    record_id: str
+    lane_id: str
+    amount_fen: int
+    method: str  # cash, operator, ... (providers later: wallet, sweepcode ...)
+    reference: str  # operator name or trade_no
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBarrier:
+    """Written ahead into the barrier-action audit (same transaction as the state change), then sent."""
+
+    action_id: str
+    record_id: str
+    authority: Authority
+    reason: str
+    operator: str = ""
+    trade_no: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseBarrier:
+    action_id: str
+    record_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Upload this record to every configured destination (outbox rows, same transaction)."""
+
+    record_id: str
+    kind: Literal["entry", "exit", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class Display:
+    text: str
+    voice: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """One structured line per decision (lane, plate, record, reason) or notable happening."""
+
+    level: Literal["info", "warning", "error"]
+    message: str
+    fields: tuple[tuple[str, Any], ...] = field(default=())
+
+
+Effect = Union[NewRecord, PatchRecord, RecordPayment, OpenBarrier, CloseBarrier, Publish, Display, Log]
+
+PERSISTENT = (NewRecord, PatchRecord, RecordPayment, OpenBarrier, CloseBarrier, Publish)
+
+
+def is_persistent(effect: Effect) -> bool:
+    return isinstance(effect, PERSISTENT)
+
+
+OptionalStr = Optional[str]

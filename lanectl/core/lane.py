@@ -1,0 +1,436 @@
+"""The lane state machine: handle(state, event, now, ctx) -> (state, effects).
+
+Pure: no I/O, no clock, no randomness. Time arrives as `now`; timers are deadlines kept in the state, so a
+state restored after a crash carries its timers with it. One car, one barrier cycle: a plate read while the
+barrier is busy with another car is held and handled when the cycle ends.
+
+Phases
+    idle ──plate (allowed / free)──▶ opening ──up limit──▶ open ──car passed (safety loop cleared)──▶ closing
+      ▲   └─plate (fee due, exit)──▶ awaiting_payment ──operator release (name + reason)──▶ opening       │
+      └──────────────────────────────────────── down limit ◀──────────────────────────────────────────────┘
+
+The safety invariant lives here and in the barrier adapter alike: OpenBarrier only for an allowed/free
+decision of the rules or an operator release with a name and a reason (payment results plug in later);
+CloseBarrier never while the last known safety loop or anti-smash input is active.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any, Literal, Mapping, Optional
+
+from lanectl.core import effects as fx
+from lanectl.core.events import (
+    CommandDone,
+    DeviceFault,
+    DeviceRecovered,
+    Event,
+    IoSnapshot,
+    OperatorOpen,
+    PlateRead,
+    Tick,
+)
+from lanectl.core.plates import match_entry
+from lanectl.core.policy import Policy
+
+Direction = Literal["entry", "exit"]
+CLOSE_RETRY_S = 2.0  # a CLOSE that was refused or lost is tried again after this (if the loops are clear)
+
+
+class Phase(str, Enum):
+    IDLE = "idle"
+    OPENING = "opening"  # OPEN sent, waiting for the up limit
+    OPEN = "open"  # arm up, waiting for the car to pass
+    CLOSING = "closing"  # CLOSE sent (or auto-close), waiting for the down limit
+    AWAITING_PAYMENT = "awaiting_payment"  # exit lane: fee due, barrier stays down
+
+
+@dataclass(frozen=True)
+class LaneRules:
+    duplicate_window_s: float = 10.0  # the same plate again within this window is the same car
+    min_confidence: int = 0
+    open_confirm_s: float = 6.0  # up limit must follow OPEN within this, else the barrier is faulted
+    close_confirm_s: float = 10.0
+    pass_timeout_s: float = 120.0  # arm up but the car never came through: lower it when the loops are clear
+    auto_close: bool = False  # the barrier lowers itself after the car; we only watch the down limit
+
+
+@dataclass(frozen=True, slots=True)
+class InsideCar:
+    record_id: str
+    entered_at: datetime
+    lane_id: str = ""
+
+
+@dataclass(frozen=True)
+class LaneContext:
+    lane_id: str
+    direction: Direction
+    policy: Policy
+    rules: LaneRules = LaneRules()
+    # cars inside the lot by plate (open entry records) — a snapshot the runner takes from the store
+    inside: Mapping[str, InsideCar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Visit:
+    """The car the lane is handling now."""
+
+    plate: str
+    color: str
+    record_id: str
+    vehicle_class: str = ""
+    reason: str = ""
+    entry_record_id: str = ""
+    due_fen: int = 0
+    passage: Literal["waiting", "on_safety"] = "waiting"
+
+
+@dataclass(frozen=True)
+class LaneState:
+    phase: Phase = Phase.IDLE
+    seq: int = 0  # per-lane counter behind record and action ids (persisted: ids never repeat)
+    visit: Optional[Visit] = None
+    io: Optional[IoSnapshot] = None
+    barrier_fault: str = ""
+    last_plate: str = ""
+    last_plate_at: Optional[datetime] = None
+    held: Optional[PlateRead] = None  # a plate read while the barrier was busy with another car
+    deadlines: tuple[tuple[str, datetime], ...] = ()  # (name, when)
+    pending_action: str = ""  # the barrier command not yet acknowledged by the adapter
+
+    # --- persistence (JSON-friendly dicts) -------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["phase"] = self.phase.value
+        d["last_plate_at"] = self.last_plate_at.isoformat() if self.last_plate_at else None
+        d["deadlines"] = [[n, t.isoformat()] for n, t in self.deadlines]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LaneState":
+        return cls(
+            phase=Phase(d["phase"]),
+            seq=int(d["seq"]),
+            visit=Visit(**d["visit"]) if d.get("visit") else None,
+            io=IoSnapshot(**d["io"]) if d.get("io") else None,
+            barrier_fault=d.get("barrier_fault", ""),
+            last_plate=d.get("last_plate", ""),
+            last_plate_at=datetime.fromisoformat(d["last_plate_at"]) if d.get("last_plate_at") else None,
+            held=PlateRead(**d["held"]) if d.get("held") else None,
+            deadlines=tuple((n, datetime.fromisoformat(t)) for n, t in d.get("deadlines", ())),
+            pending_action=d.get("pending_action", ""),
+        )
+
+    def deadline(self, name: str) -> Optional[datetime]:
+        return next((t for n, t in self.deadlines if n == name), None)
+
+    def next_deadline(self) -> Optional[datetime]:
+        return min((t for _, t in self.deadlines), default=None)
+
+
+_ID_SAFE = re.compile(r"[^0-9A-Za-z_]")
+
+
+def make_id(lane_id: str, now: datetime, seq: int) -> str:
+    """Site-unique id `<lane>_<yyyymmddHHMMSS>_<seq>`, only [0-9A-Za-z_], at most 48 characters (Bolink)."""
+    tail = f"_{now.strftime('%Y%m%d%H%M%S')}_{seq}"
+    return _ID_SAFE.sub("_", lane_id)[: 48 - len(tail)] + tail
+
+
+def restored(state: LaneState) -> LaneState:
+    """A state read back after a restart. The barrier command in flight when we died is not repeated: its
+    outcome is learned from the barrier's inputs (the first IoSnapshot), not guessed."""
+    return replace(state, pending_action="")
+
+
+# ----------------------------------------------------------------------------------------------------------
+def handle(state: LaneState, event: Event, now: datetime, ctx: LaneContext) -> tuple[LaneState, list[fx.Effect]]:
+    out: list[fx.Effect] = []
+    state = _expire_deadlines(state, now, ctx, out)
+    if isinstance(event, PlateRead):
+        state = _on_plate(state, event, now, ctx, out)
+    elif isinstance(event, IoSnapshot):
+        state = _on_io(state, event, now, ctx, out)
+    elif isinstance(event, OperatorOpen):
+        state = _on_operator(state, event, now, ctx, out)
+    elif isinstance(event, CommandDone):
+        state = _on_command_done(state, event, now, ctx, out)
+    elif isinstance(event, DeviceFault):
+        if event.device == "barrier":
+            if not state.barrier_fault:
+                out.append(_log(ctx, "warning", "barrier faulted", reason=event.reason))
+            state = replace(state, barrier_fault=event.reason)
+    elif isinstance(event, DeviceRecovered):
+        if event.device == "barrier" and state.barrier_fault:
+            out.append(_log(ctx, "info", "barrier recovered"))
+            state = replace(state, barrier_fault="")
+    elif isinstance(event, Tick):
+        pass
+    return state, out
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+def _log(ctx: LaneContext, level: Literal["info", "warning", "error"], message: str, **fields: Any) -> fx.Log:
+    return fx.Log(level, message, (("lane", ctx.lane_id),) + tuple(fields.items()))
+
+
+def _set_deadline(state: LaneState, name: str, when: datetime) -> LaneState:
+    return replace(state, deadlines=tuple((n, t) for n, t in state.deadlines if n != name) + ((name, when),))
+
+
+def _clear_deadline(state: LaneState, *names: str) -> LaneState:
+    return replace(state, deadlines=tuple((n, t) for n, t in state.deadlines if n not in names))
+
+
+def _next_id(state: LaneState, ctx: LaneContext, now: datetime) -> tuple[LaneState, str]:
+    seq = state.seq + 1
+    return replace(state, seq=seq), make_id(ctx.lane_id, now, seq)
+
+
+def _unsafe_to_close(state: LaneState) -> bool:
+    io = state.io
+    # Unknown inputs count as occupied: never lower an arm blind.
+    return io is None or io.safety or io.anti_smash
+
+
+def _open(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], *, record_id: str,
+          authority: fx.Authority, reason: str, operator: str = "") -> LaneState:
+    state, action_id = _next_id(state, ctx, now)
+    out.append(fx.OpenBarrier(action_id, record_id, authority, reason, operator=operator))
+    state = replace(state, phase=Phase.OPENING, pending_action=action_id)
+    state = _clear_deadline(state, "close_confirm", "pass_timeout")
+    return _set_deadline(state, "open_confirm", now + timedelta(seconds=ctx.rules.open_confirm_s))
+
+
+def _close(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], reason: str) -> LaneState:
+    record_id = state.visit.record_id if state.visit else ""
+    state = _clear_deadline(state, "pass_timeout", "close_retry")
+    if ctx.rules.auto_close:
+        state = replace(state, phase=Phase.CLOSING)
+    else:
+        if _unsafe_to_close(state):
+            return state  # stay open; the snapshot that shows the loops clear retries
+        state, action_id = _next_id(state, ctx, now)
+        out.append(fx.CloseBarrier(action_id, record_id, reason))
+        state = replace(state, phase=Phase.CLOSING, pending_action=action_id)
+    return _set_deadline(state, "close_confirm", now + timedelta(seconds=ctx.rules.close_confirm_s))
+
+
+def _finish_cycle(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """Back to idle; a plate held during the cycle is handled now."""
+    held = state.held
+    state = replace(state, phase=Phase.IDLE, visit=None, held=None, pending_action="")
+    state = _clear_deadline(state, "open_confirm", "close_confirm", "pass_timeout", "close_retry")
+    if held is not None:
+        # The held car was read while this cycle ran; it is not a duplicate of itself.
+        state = replace(state, last_plate="", last_plate_at=None)
+        state = _on_plate(state, held, now, ctx, out)
+    return state
+
+
+def _expire_deadlines(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    for name, when in state.deadlines:
+        if when > now:
+            continue
+        state = _clear_deadline(state, name)
+        if name == "open_confirm" and state.phase == Phase.OPENING:
+            reason = f"OPEN not confirmed by the up limit within {ctx.rules.open_confirm_s:g} s"
+            out.append(_log(ctx, "error", "barrier fault", reason=reason,
+                            record=state.visit.record_id if state.visit else ""))
+            out.append(fx.Display("道闸故障 请联系管理员"))
+            state = replace(state, barrier_fault=reason)
+        elif name == "close_confirm" and state.phase == Phase.CLOSING:
+            reason = f"CLOSE not confirmed by the down limit within {ctx.rules.close_confirm_s:g} s"
+            out.append(_log(ctx, "error", "barrier fault", reason=reason))
+            state = _finish_cycle(replace(state, barrier_fault=reason), now, ctx, out)
+        elif name == "close_retry" and state.phase == Phase.OPEN and not state.pending_action:
+            state = _close(state, now, ctx, out, "retry")
+        elif name == "pass_timeout" and state.phase == Phase.OPEN:
+            io = state.io
+            if io is not None and not (io.arming or io.safety or io.anti_smash):
+                out.append(_log(ctx, "warning", "car did not pass; lowering",
+                                record=state.visit.record_id if state.visit else ""))
+                state = _close(state, now, ctx, out, "not_passed")
+            else:
+                state = _set_deadline(state, "pass_timeout", now + timedelta(seconds=ctx.rules.pass_timeout_s))
+    return state
+
+
+# --- plate reads ---------------------------------------------------------------------------------------------
+def _on_plate(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    if ev.confidence < ctx.rules.min_confidence:
+        out.append(_log(ctx, "info", "plate ignored: low confidence", plate=ev.plate, confidence=ev.confidence))
+        return state
+    recent = (state.last_plate_at is not None and ev.plate == state.last_plate
+              and now - state.last_plate_at < timedelta(seconds=ctx.rules.duplicate_window_s))
+    if recent or (state.visit is not None and ev.plate == state.visit.plate and ev.plate):
+        return state  # a camera repeats itself; the same car is already being handled
+    state = replace(state, last_plate=ev.plate, last_plate_at=now)
+
+    if state.phase in (Phase.OPENING, Phase.OPEN, Phase.CLOSING):
+        out.append(_log(ctx, "info", "plate held until the barrier cycle ends", plate=ev.plate))
+        return replace(state, held=ev)
+    if state.phase == Phase.AWAITING_PAYMENT and state.visit is not None:
+        # Another car at the exit: the waiting one backed away. Its record stays for the reconciliation.
+        out.append(fx.PatchRecord(state.visit.record_id, (("status", "abandoned"),)))
+        out.append(_log(ctx, "info", "waiting car replaced", plate=state.visit.plate, record=state.visit.record_id))
+        state = replace(state, phase=Phase.IDLE, visit=None)
+    if ctx.direction == "entry":
+        return _entry(state, ev, now, ctx, out)
+    return _exit(state, ev, now, ctx, out)
+
+
+def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    present = {p: c.entered_at for p, c in ctx.inside.items()}
+    decision = ctx.policy.entry(ev.plate, ev.color, now, present)
+    state, record_id = _next_id(state, ctx, now)
+    status = "inside" if decision.allow else "refused"
+    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", ev.plate, ev.color, now.isoformat(), status,
+                            vehicle_class=decision.vehicle_class, reason=decision.reason))
+    out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), plate=ev.plate,
+                    record=record_id, reason=decision.reason, vehicle_class=decision.vehicle_class))
+    if not decision.allow:
+        out.append(fx.Display(f"{ev.plate} {decision.message}".strip(), decision.message))
+        return state
+    stale = ctx.inside.get(ev.plate) if ev.plate else None
+    if stale is not None:
+        # Inside already by our books: its exit was missed. Close that record so one car has one stay.
+        out.append(fx.PatchRecord(stale.record_id, (("status", "superseded"),)))
+    out.append(fx.Publish(record_id, "entry"))
+    message = decision.message or "欢迎光临"
+    out.append(fx.Display(f"{message} {ev.plate}".strip(), f"{message} {ev.plate}".strip()))
+    state = replace(state, visit=Visit(ev.plate, ev.color, record_id, decision.vehicle_class, decision.reason))
+    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=decision.reason)
+
+
+def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    match = match_entry(ev.plate, ctx.inside.keys())
+    entry = ctx.inside.get(match.plate) if match.plate else None
+    present = {p: c.entered_at for p, c in ctx.inside.items()}
+    quote = ctx.policy.exit(ev.plate, ev.color, entry.entered_at if entry else None, now, present)
+    needs_operator = quote.needs_operator or match.kind == "ambiguous"
+    state, record_id = _next_id(state, ctx, now)
+    free = quote.free and not needs_operator
+    detail = (f"match:{match.kind}",) + quote.breakdown + tuple(f"flag:{f}" for f in quote.flags)
+    out.append(fx.NewRecord(
+        record_id, ctx.lane_id, "exit", ev.plate, ev.color, now.isoformat(),
+        "leaving" if free else "awaiting_payment", vehicle_class=quote.vehicle_class,
+        reason="ambiguous_entry" if match.kind == "ambiguous" else quote.reason,
+        entry_record_id=entry.record_id if entry else "",
+        entered_at=entry.entered_at.isoformat() if entry else "",
+        total_fen=quote.total_fen, due_fen=0 if free else quote.due_fen, paid_fen=quote.paid_fen, detail=detail))
+    out.append(_log(ctx, "info", "exit " + ("free" if free else "waiting for payment"), plate=ev.plate,
+                    record=record_id, reason=quote.reason, due_fen=quote.due_fen, match=match.kind))
+    visit = Visit(ev.plate, ev.color, record_id, quote.vehicle_class, quote.reason,
+                  entry.record_id if entry else "", quote.due_fen)
+    state = replace(state, visit=visit)
+    if free:
+        out.extend(_leave(visit))
+        out.append(fx.Display(f"{ev.plate} 一路顺风", "一路顺风"))
+        return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason)
+    text = (f"{ev.plate} 请到岗亭处理" if needs_operator
+            else f"{ev.plate} 请缴费{quote.due_fen // 100}元{quote.due_fen % 100:02d}分".replace("元00分", "元"))
+    out.append(fx.Display(text, text))
+    return replace(state, phase=Phase.AWAITING_PAYMENT)
+
+
+def _leave(visit: Visit) -> list[fx.Effect]:
+    out: list[fx.Effect] = [fx.Publish(visit.record_id, "exit")]
+    if visit.entry_record_id:
+        out.append(fx.PatchRecord(visit.entry_record_id, (("status", "exited"),)))
+    return out
+
+
+# --- operator ------------------------------------------------------------------------------------------------
+def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneContext,
+                 out: list[fx.Effect]) -> LaneState:
+    operator, reason = ev.operator.strip(), ev.reason.strip()
+    if not operator or not reason or (ev.amount_fen is not None and ev.amount_fen < 0):
+        out.append(_log(ctx, "warning", "operator release refused: name and reason are required",
+                        operator=operator, reason=reason))
+        return state
+    if state.phase in (Phase.OPEN,) or (state.phase == Phase.OPENING and not state.barrier_fault):
+        out.append(_log(ctx, "info", "operator release: barrier already opening", operator=operator))
+        return state
+    visit = state.visit
+    if state.phase == Phase.AWAITING_PAYMENT and visit is not None:
+        record_id = visit.record_id
+        changes: list[tuple[str, Any]] = [("status", "released"), ("operator", operator),
+                                          ("reason", f"operator:{reason}")]
+        if ev.amount_fen:
+            out.append(fx.RecordPayment(record_id, ctx.lane_id, ev.amount_fen, "cash" if reason == "cash"
+                                        else "operator", operator, now.isoformat()))
+            changes.append(("paid_fen", ev.amount_fen))
+        out.append(fx.PatchRecord(record_id, tuple(changes)))
+        out.extend(_leave(visit))
+    elif visit is not None:
+        record_id = visit.record_id  # re-open for the same car (closing, or an OPEN that faulted)
+    else:
+        state, record_id = _next_id(state, ctx, now)
+        out.append(fx.NewRecord(record_id, ctx.lane_id, "release", "", "", now.isoformat(), "released",
+                                reason=f"operator:{reason}", paid_fen=ev.amount_fen or 0))
+        if ev.amount_fen:
+            out.append(fx.RecordPayment(record_id, ctx.lane_id, ev.amount_fen, "cash" if reason == "cash"
+                                        else "operator", operator, now.isoformat()))
+        out.append(fx.Publish(record_id, "release"))
+        state = replace(state, visit=Visit("", "", record_id, reason=f"operator:{reason}"))
+    out.append(_log(ctx, "info", "operator release", operator=operator, reason=reason, record=record_id,
+                    amount_fen=ev.amount_fen))
+    out.append(fx.Display("一路顺风", "一路顺风"))
+    return _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator)
+
+
+# --- barrier inputs and command results ------------------------------------------------------------------------
+def _on_io(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    state = replace(state, io=io)
+    phase = state.phase
+    if phase == Phase.OPENING and io.up_limit:
+        if state.barrier_fault.startswith("OPEN not confirmed"):
+            out.append(_log(ctx, "info", "barrier recovered: up limit reached late"))
+            state = replace(state, barrier_fault="")
+        state = _clear_deadline(replace(state, phase=Phase.OPEN), "open_confirm")
+        state = _set_deadline(state, "pass_timeout", now + timedelta(seconds=ctx.rules.pass_timeout_s))
+        phase = Phase.OPEN
+    if phase == Phase.OPEN and state.visit is not None:
+        visit = state.visit
+        if io.safety and visit.passage == "waiting":
+            state = replace(state, visit=replace(visit, passage="on_safety"))
+        elif not io.safety and visit.passage == "on_safety":
+            out.append(_log(ctx, "info", "car passed", plate=visit.plate, record=visit.record_id))
+            state = _close(state, now, ctx, out, "car_passed")
+        elif state.deadline("pass_timeout") is None and not state.pending_action and not ctx.rules.auto_close:
+            state = _close(state, now, ctx, out, "car_passed")  # an earlier close waited for clear loops
+    elif phase == Phase.CLOSING:
+        if io.down_limit:
+            state = _finish_cycle(state, now, ctx, out)
+        elif io.safety or io.anti_smash:
+            # Something is under the arm while it lowers: the barrier reverses on its own; we wait for the
+            # loops to clear and lower again (never command CLOSE onto it).
+            out.append(_log(ctx, "warning", "obstacle under the arm while closing"))
+            visit = state.visit
+            state = replace(state, phase=Phase.OPEN, pending_action="",
+                            visit=replace(visit, passage="on_safety") if visit else None)
+            state = _clear_deadline(state, "close_confirm")
+    return state
+
+
+def _on_command_done(state: LaneState, ev: CommandDone, now: datetime, ctx: LaneContext,
+                     out: list[fx.Effect]) -> LaneState:
+    if ev.action_id != state.pending_action:
+        return state  # an answer for a command we no longer wait on
+    state = replace(state, pending_action="")
+    if ev.ok:
+        return state
+    out.append(_log(ctx, "error", "barrier command failed", action=ev.action_id, error=ev.error))
+    if state.phase == Phase.OPENING:
+        out.append(fx.Display("道闸故障 请联系管理员"))
+        return replace(state, barrier_fault=ev.error or "OPEN not delivered")
+    if state.phase == Phase.CLOSING and not ctx.rules.auto_close:
+        # CLOSE refused (something under the arm) or lost: stay open, retry when the loops are clear.
+        state = _clear_deadline(replace(state, phase=Phase.OPEN), "close_confirm")
+        return _set_deadline(state, "close_retry", now + timedelta(seconds=CLOSE_RETRY_S))
+    return state

@@ -1,0 +1,199 @@
+"""One task per lane: events in, core.lane.handle, persistent effects committed, then the wire.
+
+The runner is the only owner of its lane's state (ARCHITECTURE rule 2): adapters, the control socket and
+callbacks only put events on its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Optional, Protocol
+
+from lanectl.core import effects as fx
+from lanectl.core.events import CommandDone, DeviceFault, DeviceRecovered, Event, OperatorOpen, Tick
+from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, restored
+from lanectl.core.policy import Policy
+from lanectl.service.ports import Barrier, BarrierError, Clock, Display
+
+log = logging.getLogger("lanectl.lane")
+
+
+class LaneStore(Protocol):
+    def inside(self) -> dict: ...
+
+    async def load_lane_state(self, lane_id: str) -> Optional[dict[str, Any]]: ...
+
+    async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect],
+                          now: datetime) -> None: ...
+
+    async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None: ...
+
+
+@dataclass
+class LaneStatus:
+    """What `lanectl status` and the demo show of a lane."""
+
+    lane_id: str
+    direction: str
+    phase: str = "idle"
+    barrier_fault: str = ""
+    plate_reader_fault: str = ""
+    last_display: str = ""
+    waiting: Optional[dict[str, Any]] = None
+    events: int = 0
+
+
+@dataclass
+class LaneRunner:
+    lane_id: str
+    direction: str
+    policy: Policy
+    store: LaneStore
+    clock: Clock
+    barrier: Optional[Barrier] = None
+    display: Optional[Display] = None
+    rules: LaneRules = LaneRules()
+    on_effects: Optional[Callable[[str, list[fx.Effect]], None]] = None  # demo / tests observe decisions
+    after_commit: Optional[Callable[[], None]] = None  # e.g. wake the outbox relay
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    state: LaneState = field(default_factory=LaneState)
+    status: LaneStatus = field(init=False)
+    _commands: Optional[asyncio.Lock] = field(default=None, init=False)
+    _tasks: set = field(default_factory=set, init=False)
+    started: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    # operator requests waiting to learn what their OperatorOpen led to (request_id -> future)
+    _requests: dict = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.status = LaneStatus(self.lane_id, self.direction)
+
+    def emit(self, event: Event) -> None:
+        """Thread-unsafe, loop-safe: adapters and the control socket hand events over here."""
+        self.queue.put_nowait(event)
+
+    async def request(self, event: OperatorOpen, timeout: float = 5.0) -> list[fx.Effect]:
+        """Enqueue an operator's event and wait until the lane has handled (and committed) it."""
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._requests[event.request_id] = fut
+        self.emit(event)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._requests.pop(event.request_id, None)
+
+    async def restore(self) -> None:
+        saved = await self.store.load_lane_state(self.lane_id)
+        if saved is not None:
+            self.state = restored(LaneState.from_dict(saved))
+            log.info("lane %s: restored phase=%s", self.lane_id, self.state.phase.value,
+                     extra={"lane": self.lane_id})
+        self._refresh_status()
+
+    async def run(self) -> None:
+        self._commands = asyncio.Lock()
+        await self.restore()
+        self.started.set()
+        try:
+            while True:
+                event = await self._next_event()
+                await self.step(event)
+        finally:
+            for t in list(self._tasks):
+                t.cancel()
+            # Let in-flight commands settle their audit rows before the store closes.
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _next_event(self) -> Event:
+        deadline = self.state.next_deadline()
+        if deadline is None:
+            return await self.queue.get()
+        wait = (deadline - self.clock.now()).total_seconds()
+        if wait <= 0:
+            return Tick()
+        try:
+            return await asyncio.wait_for(self.queue.get(), timeout=wait)
+        except asyncio.TimeoutError:
+            return Tick()
+
+    async def step(self, event: Event) -> list[fx.Effect]:
+        """Handle one event: decide, commit (write ahead), then act."""
+        now = self.clock.now()
+        ctx = LaneContext(self.lane_id, self.direction, self.policy, self.rules, self.store.inside())  # type: ignore[arg-type]
+        new_state, effects = handle(self.state, event, now, ctx)
+        if new_state != self.state or any(fx.is_persistent(e) for e in effects):
+            # Shielded: a SIGTERM arriving mid-write still finishes the transaction it started.
+            await asyncio.shield(self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now))
+        self.state = new_state
+        self.status.events += 1
+        self._track_faults(event)
+        for effect in effects:
+            self._act(effect)
+        self._refresh_status()
+        if self.on_effects is not None and effects:
+            self.on_effects(self.lane_id, effects)
+        if self.after_commit is not None and any(isinstance(e, fx.Publish) for e in effects):
+            self.after_commit()
+        if isinstance(event, OperatorOpen):
+            fut = self._requests.get(event.request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(effects)
+        return effects
+
+    def _act(self, effect: fx.Effect) -> None:
+        if isinstance(effect, (fx.OpenBarrier, fx.CloseBarrier)):
+            self._spawn(self._command(effect))
+        elif isinstance(effect, fx.Display):
+            self.status.last_display = effect.text
+            if self.display is not None:
+                self._spawn(self._show(effect))
+        elif isinstance(effect, fx.Log):
+            fields = dict(effect.fields)
+            text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in ("", None))
+            log.log(logging.getLevelName(effect.level.upper()), "%s %s", effect.message, text,
+                    extra={"lane": self.lane_id, **{k: v for k, v in fields.items() if k != "lane"}})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _command(self, effect: fx.OpenBarrier | fx.CloseBarrier) -> None:
+        assert self._commands is not None
+        async with self._commands:  # one lane's commands reach the wire in the order they were decided
+            ok, error = True, ""
+            if self.barrier is None:
+                ok, error = False, "no barrier device configured"
+            else:
+                try:
+                    if isinstance(effect, fx.OpenBarrier):
+                        await self.barrier.open()
+                    else:
+                        await self.barrier.close()
+                except BarrierError as exc:
+                    ok, error = False, f"{type(exc).__name__}: {exc}"
+            await asyncio.shield(self.store.mark_action(effect.action_id, ok, error, self.clock.now()))
+            self.emit(CommandDone(effect.action_id, ok, error))
+
+    async def _show(self, effect: fx.Display) -> None:
+        assert self.display is not None
+        try:
+            await self.display.show(effect.text, effect.voice)
+        except Exception as exc:  # a broken LED board must never stop a lane
+            log.warning("lane %s: display failed: %s", self.lane_id, exc)
+
+    def _track_faults(self, event: Event) -> None:
+        if isinstance(event, DeviceFault) and event.device == "plate_reader":
+            self.status.plate_reader_fault = event.reason
+        elif isinstance(event, DeviceRecovered) and event.device == "plate_reader":
+            self.status.plate_reader_fault = ""
+
+    def _refresh_status(self) -> None:
+        s = self.state
+        self.status.phase = s.phase.value
+        self.status.barrier_fault = s.barrier_fault
+        v = s.visit
+        self.status.waiting = ({"plate": v.plate, "record_id": v.record_id, "due_fen": v.due_fen}
+                               if v is not None and s.phase.value == "awaiting_payment" else None)

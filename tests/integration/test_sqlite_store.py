@@ -1,0 +1,119 @@
+"""The local store on a real SQLite file: atomic commits, migrations, write-ahead audit, outbox fan-out."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from lanectl.adapters.sqlite_store import MIGRATIONS, SqliteStore, StoreError
+from lanectl.core import effects as fx
+
+TZ = ZoneInfo("Asia/Shanghai")
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=TZ)
+
+
+def entry(rid: str, plate: str, at: datetime = NOW, status: str = "inside") -> fx.NewRecord:
+    return fx.NewRecord(rid, "in1", "entry", plate, "blue", at.isoformat(), status, "temporary", "temporary")
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = SqliteStore(tmp_path / "db" / "lanectl.db", destinations=["webhook", "bolink"])
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_a_commit_writes_records_audit_outbox_and_state_together(store, tmp_path):
+    effects = [entry("in1_1", "粤B12345"), fx.Publish("in1_1", "entry"),
+               fx.OpenBarrier("in1_2", "in1_1", "rules", "temporary"), fx.Display("hi")]
+    await store.commit_lane("in1", {"phase": "opening", "seq": 2}, effects, NOW)
+    assert [r["record_id"] for r in await store.records()] == ["in1_1"]
+    [action] = await store.barrier_actions()
+    assert action["status"] == "requested" and action["authority"] == "rules"
+    out = await store.outbox_summary()
+    assert out["counts"] == {"webhook/pending": 1, "bolink/pending": 1}
+    assert out["pending"][0]["key"] == "entry:in1_1"
+    assert (await store.load_lane_state("in1"))["phase"] == "opening"
+    assert "粤B12345" in store.inside()
+
+
+async def test_a_failing_commit_leaves_nothing_behind(store):
+    bad = [entry("in1_1", "粤B12345"), fx.Publish("in1_1", "entry"),
+           fx.PatchRecord("in1_1", (("plate", "x"),))]  # plate is not patchable
+    with pytest.raises(StoreError):
+        await store.commit_lane("in1", {"phase": "opening"}, bad, NOW)
+    assert await store.records() == []
+    assert (await store.outbox_summary())["counts"] == {}
+    assert await store.load_lane_state("in1") is None
+    assert store.inside() == {}
+
+
+async def test_publishing_twice_does_not_queue_twice(store):
+    await store.commit_lane("in1", {}, [entry("in1_1", "粤B1"), fx.Publish("in1_1", "entry")], NOW)
+    await store.commit_lane("in1", {}, [fx.Publish("in1_1", "entry")], NOW)
+    assert (await store.outbox_summary())["counts"]["webhook/pending"] == 1
+
+
+async def test_requested_commands_become_interrupted_after_a_restart(tmp_path):
+    path = tmp_path / "x.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.commit_lane("in1", {}, [entry("in1_1", "粤B1"), fx.OpenBarrier("in1_2", "in1_1", "rules", "t"),
+                                    fx.OpenBarrier("in1_3", "in1_1", "operator", "cash", "王")], NOW)
+    await s.mark_action("in1_2", True, "", NOW)
+    await s.close()  # the process "dies" before in1_3 reached the wire
+    s2 = SqliteStore(path)
+    await s2.open()
+    status = {a["action_id"]: a["status"] for a in await s2.barrier_actions()}
+    assert status == {"in1_2": "sent", "in1_3": "interrupted"}
+    assert "粤B1" in s2.inside()
+    await s2.close()
+
+
+async def test_inside_follows_exits_and_supersession(store):
+    await store.commit_lane("in1", {}, [entry("a", "粤B1"), entry("b", "粤B2")], NOW)
+    await store.commit_lane("out1", {}, [fx.PatchRecord("a", (("status", "exited"),))], NOW)
+    assert set(store.inside()) == {"粤B2"}
+
+
+async def test_records_filters(store):
+    await store.commit_lane("in1", {}, [entry("a", "粤B1", NOW), entry("b", "粤B2", NOW + timedelta(hours=1)),
+                                        entry("c", "粤B1", NOW + timedelta(hours=2))], NOW)
+    assert [r["record_id"] for r in await store.records(plate="粤B1")] == ["c", "a"]
+    assert [r["record_id"] for r in await store.records(since=NOW + timedelta(minutes=30),
+                                                        until=NOW + timedelta(minutes=90))] == ["b"]
+    assert len(await store.records(limit=2)) == 2
+
+
+async def test_outbox_queue_is_fifo_and_a_retrying_item_holds_the_rest(store):
+    await store.commit_lane("in1", {}, [entry("a", "粤B1"), fx.Publish("a", "entry"),
+                                        entry("b", "粤B2"), fx.Publish("b", "entry")], NOW)
+    due = await store.due("webhook", NOW, 10)
+    assert [i.key for i in due] == ["entry:a", "entry:b"] and due[0].payload["plate"] == "粤B1"
+    await store.mark_retry(due[0].id, 1, NOW + timedelta(seconds=30), "HTTP 503")
+    assert await store.due("webhook", NOW + timedelta(seconds=5), 10) == []
+    again = await store.due("webhook", NOW + timedelta(seconds=31), 10)
+    await store.mark_done(again[0].id, NOW)
+    await store.mark_dead(again[1].id, "HTTP 400", NOW)
+    counts = (await store.outbox_summary())["counts"]
+    assert counts["webhook/done"] == 1 and counts["webhook/dead"] == 1
+
+
+async def test_schema_is_versioned_and_a_newer_database_is_refused(tmp_path):
+    path = tmp_path / "v.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    conn.close()
+    s2 = SqliteStore(path)
+    with pytest.raises(StoreError, match="newer than this lanectl"):
+        await s2.open()
+    await s2.close()

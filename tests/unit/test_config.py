@@ -1,0 +1,109 @@
+"""Configuration loading: every problem names the file, the key and the reason."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lanectl.cli import main
+from lanectl.config import ConfigError, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example"
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> Path:
+    d = tmp_path / "etc"
+    shutil.copytree(EXAMPLE, d)
+    (d / "secrets.yaml").write_text("backoffice_token: t0ken\n")
+    site = (d / "site.yaml").read_text().replace("/etc/lanectl/secrets.yaml", "secrets.yaml")
+    (d / "site.yaml").write_text(site.replace("/var/lib/lanectl/lanectl.db", "state/lanectl.db"))
+    return d
+
+
+def problems(d: Path) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load_config(d)
+    return err.value.problems
+
+
+def test_example_configuration_loads(cfg: Path):
+    c = load_config(cfg)
+    assert [lane.id for lane in c.lanes] == ["east_in", "east_out"]
+    assert c.site.database == cfg / "state" / "lanectl.db"
+    assert c.lanes[1].devices.barrier.unit == 2
+    assert c.secret(c.site.uploads.webhook.token, "x") == "t0ken"
+
+
+def test_a_typo_is_an_error_naming_file_and_key(cfg: Path):
+    p = cfg / "lanes" / "east-in.yaml"
+    p.write_text(p.read_text().replace("duplicate_window_s", "duplicate_windows"))
+    [msg] = problems(cfg)
+    assert str(p) in msg and "rules.duplicate_windows" in msg and "unknown key" in msg
+
+
+def test_bad_values_are_named(cfg: Path):
+    (cfg / "site.yaml").write_text((cfg / "site.yaml").read_text().replace("Asia/Shanghai", "Mars/Olympus"))
+    p = cfg / "lanes" / "east-out.yaml"
+    p.write_text(p.read_text().replace("direction: exit", "direction: sideways"))
+    msgs = problems(cfg)
+    assert any("site.yaml: timezone: unknown time zone 'Mars/Olympus'" in m for m in msgs)
+    assert any("east-out.yaml: direction:" in m for m in msgs)
+
+
+def test_broken_yaml_names_the_line(cfg: Path):
+    (cfg / "site.yaml").write_text("park_id: 1\nhttp: [unclosed\n")
+    [msg] = problems(cfg)
+    assert "site.yaml: line" in msg and "invalid YAML" in msg
+
+
+def test_missing_secret_is_reported(cfg: Path):
+    (cfg / "secrets.yaml").write_text("other: x\n")
+    [msg] = problems(cfg)
+    assert "backoffice_token" in msg and "uploads.webhook.token" in msg
+
+
+def test_env_secret_reference_must_be_set(cfg: Path, monkeypatch):
+    s = (cfg / "site.yaml").read_text().replace("{secret: backoffice_token}", "{env: LANECTL_TEST_TOKEN}")
+    (cfg / "site.yaml").write_text(s)
+    monkeypatch.delenv("LANECTL_TEST_TOKEN", raising=False)
+    assert "LANECTL_TEST_TOKEN is not set" in problems(cfg)[0]
+    monkeypatch.setenv("LANECTL_TEST_TOKEN", "abc")
+    load_config(cfg)
+
+
+def test_environment_overrides_the_site_file(cfg: Path, monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("LANECTL_DATABASE", str(tmp_path / "other.db"))
+    monkeypatch.setenv("LANECTL_CONTROL__SOCKET", "/tmp/x.sock")
+    c = load_config(cfg)
+    assert c.site.database == tmp_path / "other.db"
+    assert str(c.site.control.socket) == "/tmp/x.sock"
+
+
+def test_lanes_sharing_a_bus_need_distinct_units_and_same_line(cfg: Path):
+    p = cfg / "lanes" / "east-out.yaml"
+    p.write_text(p.read_text().replace("unit: 2", "unit: 1"))
+    [msg] = problems(cfg)
+    assert "unit 1" in msg and "east_in" in msg
+    p.write_text(p.read_text().replace("unit: 1", "unit: 2").replace("baudrate: 9600", "baudrate: 19200", 1))
+    [msg] = problems(cfg)
+    assert "other line settings" in msg
+
+
+def test_duplicate_lane_ids_and_missing_lanes(cfg: Path):
+    shutil.copy(cfg / "lanes" / "east-in.yaml", cfg / "lanes" / "zz-copy.yaml")
+    assert any("already used" in m for m in problems(cfg))
+    shutil.rmtree(cfg / "lanes")
+    assert any("no lane files" in m for m in problems(cfg))
+
+
+def test_check_config_command_exit_codes(cfg: Path, capsys):
+    assert main(["check-config", str(cfg)]) == 0
+    assert "2 lane(s)" in capsys.readouterr().out
+    p = cfg / "lanes" / "east-in.yaml"
+    p.write_text(p.read_text().replace("kind: modbus_rtu", "kind: modbus_rtux"))
+    assert main(["check-config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "east-in.yaml" in err and "devices.barrier" in err

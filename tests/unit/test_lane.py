@@ -1,0 +1,260 @@
+"""The lane state machine, driven event by event with explicit times (no clock, no sleeping)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from lanectl.core import effects as fx
+from lanectl.core.events import CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PlateRead, Tick
+from lanectl.core.lane import InsideCar, LaneContext, LaneRules, LaneState, Phase, handle, make_id, restored
+from lanectl.core.policy import FlatPolicy
+
+TZ = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 11, 22, 8, 0, 0, tzinfo=TZ)
+POLICY = FlatPolicy(flat_fen=500, free_minutes=15, whitelist=frozenset({"粤B00001"}),
+                    blacklist=frozenset({"粤B66666"}))
+
+DOWN = IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=True)
+ARMING = IoSnapshot(arming=True, safety=False, up_limit=False, down_limit=True)
+UP_ARMING = IoSnapshot(arming=True, safety=False, up_limit=True, down_limit=False)
+UP_SAFETY = IoSnapshot(arming=False, safety=True, up_limit=True, down_limit=False)
+UP_CLEAR = IoSnapshot(arming=False, safety=False, up_limit=True, down_limit=False)
+MID_SAFETY = IoSnapshot(arming=False, safety=True, up_limit=False, down_limit=False)
+
+
+class Lane:
+    """A lane under test: feeds events at chosen times and keeps every effect."""
+
+    def __init__(self, direction: str = "entry", inside: dict | None = None, **rules) -> None:
+        self.ctx = LaneContext("east1", direction, POLICY, LaneRules(**rules), inside or {})  # type: ignore[arg-type]
+        self.state = LaneState()
+        self.now = T0
+        self.effects: list[fx.Effect] = []
+        self.feed(DOWN)
+
+    def feed(self, event, after: float = 0.0) -> list[fx.Effect]:
+        self.now += timedelta(seconds=after)
+        self.state, out = handle(self.state, event, self.now, self.ctx)
+        self.effects += out
+        return out
+
+    def of(self, kind, out=None):
+        return [e for e in (self.effects if out is None else out) if isinstance(e, kind)]
+
+    def ack(self, ok: bool = True, error: str = "") -> list[fx.Effect]:
+        return self.feed(CommandDone(self.state.pending_action, ok, error))
+
+
+def drive_through(lane: Lane) -> None:
+    """The barrier rises, the car crosses the safety loop and leaves."""
+    lane.ack()
+    lane.feed(UP_ARMING, 1.0)
+    lane.feed(UP_SAFETY, 1.0)
+    lane.feed(UP_CLEAR, 1.0)
+
+
+def test_entry_allowed_records_then_opens_and_closes_after_the_car():
+    lane = Lane()
+    out = lane.feed(PlateRead("粤B12345", "blue", 96))
+    rec = lane.of(fx.NewRecord, out)[0]
+    opens = lane.of(fx.OpenBarrier, out)
+    assert rec.status == "inside" and rec.kind == "entry" and rec.plate == "粤B12345"
+    assert opens and opens[0].authority == "rules" and opens[0].record_id == rec.record_id
+    # write ahead: the record comes before the command in the effect list
+    assert out.index(rec) < out.index(opens[0])
+    assert lane.of(fx.Publish, out) == [fx.Publish(rec.record_id, "entry")]
+    assert lane.state.phase == Phase.OPENING
+    drive_through(lane)
+    closes = lane.of(fx.CloseBarrier)
+    assert len(closes) == 1 and lane.state.phase == Phase.CLOSING
+    lane.ack()
+    lane.feed(DOWN, 2.0)
+    assert lane.state.phase == Phase.IDLE and lane.state.visit is None
+
+
+def test_blacklisted_car_is_refused_and_recorded():
+    lane = Lane()
+    out = lane.feed(PlateRead("粤B66666", "blue", 90))
+    assert not lane.of(fx.OpenBarrier, out)
+    assert lane.of(fx.NewRecord, out)[0].status == "refused"
+    assert "黑名单" in lane.of(fx.Display, out)[0].text
+    assert lane.state.phase == Phase.IDLE
+
+
+def test_duplicate_reads_are_suppressed_within_the_window_only():
+    lane = Lane(duplicate_window_s=10)
+    lane.feed(PlateRead("粤B66666"))
+    assert not lane.of(fx.NewRecord, lane.feed(PlateRead("粤B66666"), 3.0))
+    assert lane.of(fx.NewRecord, lane.feed(PlateRead("粤B66666"), 11.0))
+
+
+def test_a_second_car_is_held_until_the_cycle_ends():
+    lane = Lane()
+    lane.feed(PlateRead("粤B12345"))
+    lane.ack()
+    lane.feed(UP_ARMING, 1)
+    out = lane.feed(PlateRead("粤B22222"), 0.5)
+    assert not lane.of(fx.OpenBarrier, out) and lane.state.held is not None
+    lane.feed(UP_SAFETY, 1)
+    lane.feed(UP_CLEAR, 1)
+    lane.ack()
+    out = lane.feed(DOWN, 2)
+    held_open = lane.of(fx.OpenBarrier, out)
+    assert held_open and lane.state.visit.plate == "粤B22222"
+
+
+def test_close_is_never_sent_while_something_is_under_the_arm():
+    lane = Lane()
+    lane.feed(PlateRead("粤B12345"))
+    lane.ack()
+    lane.feed(UP_SAFETY, 1)
+    # the car left the safety loop but the anti-smash radar still sees something
+    out = lane.feed(IoSnapshot(False, False, True, False, anti_smash=True), 1)
+    assert not lane.of(fx.CloseBarrier, out)
+    out = lane.feed(UP_CLEAR, 1)
+    assert lane.of(fx.CloseBarrier, out)
+
+
+def test_obstacle_while_closing_goes_back_to_open_and_closes_again_when_clear():
+    lane = Lane()
+    lane.feed(PlateRead("粤B12345"))
+    drive_through(lane)
+    lane.ack()
+    out = lane.feed(MID_SAFETY, 0.5)
+    assert lane.state.phase == Phase.OPEN and not lane.of(fx.CloseBarrier, out)
+    out = lane.feed(UP_CLEAR, 1)
+    assert lane.of(fx.CloseBarrier, out)
+
+
+def test_refused_close_is_retried_when_the_loops_are_clear():
+    lane = Lane()
+    lane.feed(PlateRead("粤B12345"))
+    drive_through(lane)
+    lane.ack(ok=False, error="BarrierUnsafe: safety loop occupied")
+    assert lane.state.phase == Phase.OPEN
+    out = lane.feed(Tick(), 2.5)
+    assert lane.of(fx.CloseBarrier, out)
+
+
+def test_open_not_confirmed_raises_a_fault_and_a_late_up_limit_clears_it():
+    lane = Lane(open_confirm_s=6)
+    lane.feed(PlateRead("粤B12345"))
+    lane.ack()
+    lane.feed(Tick(), 7)
+    assert lane.state.barrier_fault.startswith("OPEN not confirmed")
+    assert any("故障" in d.text for d in lane.of(fx.Display))
+    lane.feed(UP_ARMING, 1)
+    assert lane.state.phase == Phase.OPEN and lane.state.barrier_fault == ""
+
+
+def test_open_not_delivered_is_a_fault_and_the_operator_can_retry():
+    lane = Lane()
+    lane.feed(PlateRead("粤B12345"))
+    lane.ack(ok=False, error="BarrierError: no answer")
+    assert lane.state.barrier_fault
+    out = lane.feed(OperatorOpen("王", "barrier retry"))
+    assert lane.of(fx.OpenBarrier, out)[0].authority == "operator"
+
+
+def test_exit_with_fee_waits_for_the_booth_and_operator_cash_opens():
+    entered = T0 - timedelta(hours=3)
+    lane = Lane("exit", inside={"粤B12345": InsideCar("east1_20261122050000_1", entered)})
+    out = lane.feed(PlateRead("粤B12345"))
+    rec = lane.of(fx.NewRecord, out)[0]
+    assert rec.status == "awaiting_payment" and rec.due_fen == 500
+    assert rec.entry_record_id == "east1_20261122050000_1"
+    assert not lane.of(fx.OpenBarrier, out) and lane.state.phase == Phase.AWAITING_PAYMENT
+    assert not lane.of(fx.OpenBarrier, lane.feed(OperatorOpen("", "cash", 500)))
+    assert not lane.of(fx.OpenBarrier, lane.feed(OperatorOpen("王", " ", 500)))
+    out = lane.feed(OperatorOpen("王", "cash", 500))
+    opens = lane.of(fx.OpenBarrier, out)
+    assert opens[0].authority == "operator" and opens[0].operator == "王"
+    assert lane.of(fx.RecordPayment, out)[0].amount_fen == 500
+    patches = {p.record_id: dict(p.changes) for p in lane.of(fx.PatchRecord, out)}
+    assert patches[rec.record_id]["status"] == "released"
+    assert patches["east1_20261122050000_1"]["status"] == "exited"
+
+
+def test_exit_within_free_minutes_opens_and_closes_the_entry():
+    entered = T0 - timedelta(minutes=10)
+    lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", entered)})
+    out = lane.feed(PlateRead("粤B12345"))
+    assert lane.of(fx.OpenBarrier, out)[0].authority == "rules"
+    assert dict(lane.of(fx.PatchRecord, out)[0].changes)["status"] == "exited"
+
+
+def test_exit_plate_matches_entry_with_a_misread_province():
+    lane = Lane("exit", inside={"湘B12345": InsideCar("e_1", T0 - timedelta(hours=1))})
+    rec = lane.of(fx.NewRecord, lane.feed(PlateRead("粤B12345")))[0]
+    assert rec.entry_record_id == "e_1" and "match:province" in rec.detail
+
+
+def test_ambiguous_fuzzy_match_goes_to_the_operator():
+    inside = {"湘B12345": InsideCar("e_1", T0), "赣B12345": InsideCar("e_2", T0)}
+    lane = Lane("exit", inside=inside)
+    out = lane.feed(PlateRead("粤B12345"))
+    assert not lane.of(fx.OpenBarrier, out)
+    assert lane.of(fx.NewRecord, out)[0].reason == "ambiguous_entry"
+
+
+def test_operator_release_with_no_car_creates_an_audited_release_record():
+    lane = Lane()
+    out = lane.feed(OperatorOpen("李", "ambulance"))
+    rec = lane.of(fx.NewRecord, out)[0]
+    assert rec.kind == "release" and rec.reason == "operator:ambulance"
+    assert lane.of(fx.OpenBarrier, out)[0].record_id == rec.record_id
+
+
+def test_device_fault_and_recovery_are_logged_once_each():
+    lane = Lane()
+    logs1 = lane.of(fx.Log, lane.feed(DeviceFault("barrier", "port gone")))
+    logs2 = lane.of(fx.Log, lane.feed(DeviceFault("barrier", "port gone")))
+    assert len(logs1) == 1 and not logs2 and lane.state.barrier_fault == "port gone"
+    assert len(lane.of(fx.Log, lane.feed(DeviceRecovered("barrier")))) == 1
+    assert lane.state.barrier_fault == ""
+
+
+def test_state_survives_a_round_trip_and_restart_keeps_the_waiting_exit():
+    lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", T0 - timedelta(hours=2))})
+    lane.feed(PlateRead("粤B12345"))
+    saved = lane.state.to_dict()
+    back = restored(LaneState.from_dict(saved))
+    assert back.phase == Phase.AWAITING_PAYMENT and back.visit == lane.state.visit
+    assert back.seq == lane.state.seq
+
+
+def test_restart_mid_open_does_not_repeat_the_command():
+    lane = Lane()
+    lane.feed(PlateRead("粤B12345"))
+    back = restored(LaneState.from_dict(lane.state.to_dict()))
+    assert back.pending_action == ""
+    lane.state = back
+    out = lane.feed(UP_ARMING, 0.5)  # the first snapshot tells us the OPEN did reach the barrier
+    assert not lane.of(fx.OpenBarrier, out) and lane.state.phase == Phase.OPEN
+
+
+def test_record_ids_are_site_unique_shape():
+    rid = make_id("a-very-long-lane-name-with-dashes-and-more", T0, 123456)
+    assert len(rid) <= 48 and re.fullmatch(r"[0-9A-Za-z_]+", rid)
+    assert rid.endswith("_20261122080000_123456")
+
+
+@pytest.mark.parametrize("confidence,handled", [(50, False), (80, True)])
+def test_low_confidence_reads_are_ignored(confidence, handled):
+    lane = Lane(min_confidence=70)
+    out = lane.feed(PlateRead("粤B12345", "blue", confidence))
+    assert bool(lane.of(fx.NewRecord, out)) is handled
+
+
+def test_car_that_never_passes_gets_the_arm_lowered_after_the_timeout():
+    lane = Lane(pass_timeout_s=30)
+    lane.feed(PlateRead("粤B12345"))
+    lane.ack()
+    lane.feed(UP_ARMING, 1)
+    lane.feed(UP_CLEAR, 5)  # the car backed away
+    out = lane.feed(Tick(), 31)
+    assert lane.of(fx.CloseBarrier, out)

@@ -1,0 +1,85 @@
+"""Property tests: random event orders must never break the safety invariant.
+
+OpenBarrier only for an allowed/free decision of the rules or an operator release with name and reason;
+CloseBarrier never while the last known safety loop or anti-smash input is active (or unknown).
+Loops flicker, plates repeat, commands fail, the daemon restarts in between."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lanectl.core import effects as fx
+from lanectl.core.events import CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PlateRead, Tick
+from lanectl.core.lane import InsideCar, LaneContext, LaneRules, LaneState, handle, restored
+from lanectl.core.policy import FlatPolicy
+
+TZ = ZoneInfo("Asia/Shanghai")
+T0 = datetime(2026, 11, 22, 8, 0, 0, tzinfo=TZ)
+BLACK = "粤B66666"
+WHITE = "粤B00001"
+PLATES = ["粤B12345", "粤B22222", BLACK, WHITE, "湘B12345", ""]
+POLICY = FlatPolicy(flat_fen=500, free_minutes=15, whitelist=frozenset({WHITE}), blacklist=frozenset({BLACK}))
+
+io_st = st.builds(IoSnapshot, st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
+event_st = st.one_of(
+    st.builds(PlateRead, st.sampled_from(PLATES), st.just("blue"), st.integers(0, 100)),
+    io_st, io_st, io_st,
+    st.builds(OperatorOpen, st.sampled_from(["", " ", "王"]), st.sampled_from(["", "cash", "fault"]),
+              st.one_of(st.none(), st.integers(0, 2000))),
+    st.builds(CommandDone, st.sampled_from(["pending", "bogus"]), st.booleans(),
+              st.sampled_from(["", "BarrierError: timeout", "BarrierUnsafe: occupied"])),
+    st.builds(DeviceFault, st.just("barrier"), st.just("port gone")),
+    st.builds(DeviceRecovered, st.just("barrier")),
+    st.just(Tick()),
+    st.just("restart"),
+)
+step_st = st.tuples(event_st, st.floats(0, 200))
+
+
+def _inside(direction: str) -> dict[str, InsideCar]:
+    if direction == "entry":
+        return {}
+    return {"粤B12345": InsideCar("e_1", T0 - timedelta(hours=3)), "粤B22222": InsideCar("e_2", T0)}
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(direction=st.sampled_from(["entry", "exit"]), auto_close=st.booleans(),
+       steps=st.lists(step_st, min_size=1, max_size=60))
+def test_safety_invariant_holds_for_any_event_order(direction, auto_close, steps):
+    ctx = LaneContext("east1", direction, POLICY, LaneRules(auto_close=auto_close), _inside(direction))
+    state, now = LaneState(), T0
+    seen_ids: set[str] = set()
+    for event, dt in steps:
+        now += timedelta(seconds=dt)
+        if event == "restart":
+            state = restored(LaneState.from_dict(state.to_dict()))
+            continue
+        if isinstance(event, CommandDone) and event.action_id == "pending":
+            event = CommandDone(state.pending_action, event.ok, event.error)
+        before = state
+        state, effects = handle(state, event, now, ctx)
+        records = {e.record_id: e for e in effects if isinstance(e, fx.NewRecord)}
+        for e in effects:
+            if isinstance(e, fx.OpenBarrier):
+                assert e.action_id not in seen_ids
+                seen_ids.add(e.action_id)
+                if e.authority == "operator":
+                    assert isinstance(event, OperatorOpen) and event.operator.strip() and event.reason.strip()
+                    assert e.operator == event.operator.strip()
+                else:
+                    assert e.authority == "rules"
+                    rec = records.get(e.record_id)
+                    assert rec is not None, "a rules decision opens only for the record it just made"
+                    assert rec.plate != BLACK
+                    assert rec.status in ("inside", "leaving") and rec.due_fen == 0
+            if isinstance(e, fx.CloseBarrier):
+                io = state.io
+                assert io is not None and not io.safety and not io.anti_smash
+            if isinstance(e, fx.NewRecord):
+                assert e.record_id not in seen_ids
+                seen_ids.add(e.record_id)
+        assert state.seq >= before.seq
