@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lanectl.config_devices import LaneDevices, ModbusRtuBarrier, SerialPlateReader
+from lanectl.core.rules import VehicleRules
+from lanectl.core.tariff import Tariffs
 
 LANE_ID = re.compile(r"^[0-9A-Za-z_]{1,20}$")
 
@@ -102,20 +104,6 @@ class UploadsConfig(Strict):
     webhook: Optional[WebhookUpload] = None
 
 
-class FlatFeeConfig(Strict):
-    """The simple built-in fee: free minutes, then one flat amount per visit (integer fen)."""
-
-    flat_fen: int = Field(500, ge=0)
-    free_minutes: int = Field(15, ge=0)
-    no_entry_fen: int = Field(500, ge=0)
-
-
-class ListsConfig(Strict):
-    whitelist: list[str] = []
-    blacklist: list[str] = []
-    allow_temporary: bool = True
-
-
 class SiteConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LANECTL_", env_nested_delimiter="__", extra="forbid",
                                       frozen=True)
@@ -127,8 +115,8 @@ class SiteConfig(BaseSettings):
     control: ControlConfig = ControlConfig()
     secrets_file: Optional[Path] = None
     uploads: UploadsConfig = UploadsConfig()
-    fee: FlatFeeConfig = FlatFeeConfig()
-    lists: ListsConfig = ListsConfig()
+    tariffs: Tariffs  # the lot's prices (docs/tariffs.md)
+    vehicles: VehicleRules = VehicleRules()  # monthly cards, white/black lists, stored value
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

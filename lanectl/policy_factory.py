@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 from lanectl.config import Config
-from lanectl.core.plates import normalize_plate
-from lanectl.core.policy import FlatPolicy, Policy
+from lanectl.core.policy import Policy
+from lanectl.core.rules import RulesPolicy
 
 
 def build_policy(config: Config) -> Policy:
-    site = config.site
-    return FlatPolicy(
-        flat_fen=site.fee.flat_fen,
-        free_minutes=site.fee.free_minutes,
-        no_entry_fen=site.fee.no_entry_fen,
-        whitelist=frozenset(normalize_plate(p) for p in site.lists.whitelist),
-        blacklist=frozenset(normalize_plate(p) for p in site.lists.blacklist),
-        allow_temporary=site.lists.allow_temporary,
-    )
+    return RulesPolicy(config.site.tariffs, config.site.vehicles, tz=config.site.tz)

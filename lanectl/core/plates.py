@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
+from typing import Iterable, Literal, Optional
 
 PLATELESS_WORDS = frozenset({"", "无牌车", "无车牌", "无牌", "NONE", "UNKNOWN", "_无_"})
 
@@ -43,3 +45,64 @@ def is_valid_plate(plate: str) -> bool:
 def normalize_color(text: str) -> str | None:
     """Canonical colour name, or None when the text is no colour we know."""
     return _COLOR_ALIASES.get(unicodedata.normalize("NFKC", text or "").strip().lower())
+
+
+# ---------------------------------------------------------------- matching an exit plate to entry records
+
+# Characters a camera confuses. normalize_plate already turns O->0 and I->1 after the first two characters, so
+# 0/O and 1/I only matter in the city letter; 8/B can be anywhere after the province.
+CONFUSABLE_PAIRS = frozenset({frozenset("0O"), frozenset("1I"), frozenset("8B")})
+
+MatchKind = Literal["exact", "province", "confusable", "ambiguous", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlateMatch:
+    """kind: exact | province | confusable (one unique candidate, in `plate`) | ambiguous (several fuzzy
+    candidates, the booth operator picks) | none. `candidates` are the candidates that matched."""
+
+    kind: MatchKind
+    plate: Optional[str]
+    candidates: tuple[str, ...] = ()
+
+
+def _fuzzy_kind(exit_plate: str, candidate: str) -> Optional[str]:
+    """"province" when only the first character differs, "confusable" when exactly one other character
+    differs by a confusable pair, else None."""
+    if len(exit_plate) != len(candidate):
+        return None
+    diffs = [i for i, (a, b) in enumerate(zip(exit_plate, candidate)) if a != b]
+    if len(diffs) != 1:
+        return None
+    i = diffs[0]
+    if i == 0:
+        return "province"
+    return "confusable" if frozenset((exit_plate[i], candidate[i])) in CONFUSABLE_PAIRS else None
+
+
+def match_entry(exit_plate: str, candidates: Iterable[str]) -> PlateMatch:
+    """Find the entry record plate for an exit plate among the plates of open entry records.
+
+    Exact match first (after normalization). Otherwise a candidate matches fuzzily when only its province
+    character differs or exactly one character differs by a confusable pair (0/O, 1/I, 8/B). Province and
+    confusable matches are one tier: the match is used only when exactly ONE candidate matches fuzzily, more
+    than one is "ambiguous" and goes to the operator — a wrong record would charge the wrong fee.
+    A plate-less exit ("") never matches anything: plate-less cars are resolved by the operator or a ticket.
+    The returned plate is the candidate string as given."""
+    target = normalize_plate(exit_plate)
+    if not target:
+        return PlateMatch("none", None)
+    seen: dict[str, str] = {}  # normalized -> first original spelling
+    for c in candidates:
+        n = normalize_plate(c)
+        if n:
+            seen.setdefault(n, c)
+    if target in seen:
+        return PlateMatch("exact", seen[target], (seen[target],))
+    fuzzy = [(kind, orig) for n, orig in seen.items() if (kind := _fuzzy_kind(target, n)) is not None]
+    if len(fuzzy) == 1:
+        kind, orig = fuzzy[0]
+        return PlateMatch(kind, orig, (orig,))  # type: ignore[arg-type]
+    if fuzzy:
+        return PlateMatch("ambiguous", None, tuple(orig for _, orig in fuzzy))
+    return PlateMatch("none", None)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from lanectl.core import effects as fx
 from lanectl.core.events import CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PlateRead, Tick
 from lanectl.core.lane import InsideCar, LaneContext, LaneRules, LaneState, handle, restored
-from lanectl.core.policy import FlatPolicy
+from tests.policies import FlatPolicy
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 22, 8, 0, 0, tzinfo=TZ)

@@ -1,0 +1,576 @@
+"""The fee engine: a lot's tariffs as validated config, and compute_fee() with a breakdown.
+
+Pure: no clock reads, no I/O. Money is integer fen; config amounts are whole fen in keys ending `_fen`.
+
+Semantics (operator's version with YAML examples in docs/tariffs.md):
+
+* Whole minutes. Entry, exit and payment times are cut to the minute (seconds dropped), as the booth shows
+  them. All durations below are in those whole minutes.
+* Free minutes. A stay of at most `free_minutes` is free. A longer stay is charged from the entry
+  (`deduct_free_minutes: false`, the common setting) or from entry + free minutes (`true`). Free minutes are
+  given once per visit, at its start.
+* Time tariff. From the charge start: a first segment (`first_minutes` for `first_fen`), then increments
+  (`increment_minutes` for `increment_fen`); a started unit is charged whole (rounded up). The tariff runs on
+  continuously: after 24 h it does not start again with a first segment.
+* Day segments. With `segments`, each segment occurrence (e.g. today's 08:00-20:00) is priced on its own:
+  its first segment from when the car's time in it starts, then its increments, capped by its own `cap_fen`.
+* Flat fee. `flat_fen` is charged once per visit longer than the free minutes, whatever its length.
+* Caps. `cap_fen` limits what is charged per cap period: per 24 h counted from the entry (`entry_24h`) or
+  per calendar day (`calendar_day`, local midnight to midnight). Each charge belongs to the period in which its
+  unit starts. A cap only ever lowers a fee; a long stay pays at most one cap per started period.
+* Paid ahead. With a payment at `paid_at`, leaving within `free_out_minutes` (inclusive) charges nothing after
+  the payment. Leaving later charges the time from the payment moment again as a fresh run of the tariff (a
+  new first segment, no free minutes), within the same caps. A payment made while the stay was still inside
+  its free minutes changes nothing: leaving after the grace is charged as if there had been no payment.
+  `due_fen = max(0, total_fen - paid_fen)`; an overpayment is not refunded here.
+* Wall clock. Day segments and calendar days are read in `tz` (default: the timezone of `entered_at`); pass
+  site-local aware datetimes.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from .plates import COLORS, normalize_color
+
+DAY_MINUTES = 24 * 60
+TARIFF_CLASSES = ("temporary", "stored_value")  # classes priced by a tariff (a card's uncovered time: temporary)
+
+
+class TariffError(ValueError):
+    """A stay the engine cannot price as given: naive or out-of-order times, a bad paid amount, an unknown
+    class. Config errors are pydantic ValidationErrors instead (they name the key)."""
+
+
+# ---------------------------------------------------------------- config value types
+
+def _whole_fen(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"amounts are whole fen (5 元 is 500), got {v!r}")
+    if v < 0:
+        raise ValueError(f"an amount cannot be negative, got {v}")
+    return v
+
+
+def _whole_minutes(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"minutes must be a whole number >= 0, got {v!r}")
+    return v
+
+
+def _positive_minutes(v: Any) -> int:
+    if _whole_minutes(v) == 0:
+        raise ValueError("an increment must be at least 1 minute long")
+    return v
+
+
+_CLOCK_RE = re.compile(r"^([0-9]{1,2}):([0-5][0-9])$")
+
+
+def _clock(v: Any) -> time:
+    if isinstance(v, time):
+        if v.second or v.microsecond or v.tzinfo:
+            raise ValueError(f"a time of day is whole minutes without timezone, got {v!r}")
+        return v
+    # YAML 1.1 reads an unquoted 20:00 as the base-60 int 1200, which is exactly minutes after midnight.
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= DAY_MINUTES:
+        return time((v // 60) % 24, v % 60)
+    if isinstance(v, str):
+        m = _CLOCK_RE.match(v.strip())
+        if m and (int(m[1]) < 24 or v.strip() == "24:00"):
+            return time(int(m[1]) % 24, int(m[2]))
+    raise ValueError(f'a time of day like "08:00" (quote it in YAML), got {v!r}')
+
+
+def _color(v: Any) -> Any:
+    c = normalize_color(v) if isinstance(v, str) else None
+    if c is None:
+        raise ValueError(f"unknown plate colour {v!r}; one of {', '.join(COLORS)}")
+    return c
+
+
+Fen = Annotated[int, BeforeValidator(_whole_fen)]
+Minutes = Annotated[int, BeforeValidator(_whole_minutes)]
+PositiveMinutes = Annotated[int, BeforeValidator(_positive_minutes)]
+ClockTime = Annotated[time, BeforeValidator(_clock)]
+Color = Annotated[str, BeforeValidator(_color)]
+Subtype = Literal["A", "B", "C", "D", "E"]
+
+
+def _minute_of_day(t: time) -> int:
+    return t.hour * 60 + t.minute
+
+
+def _hhmm(minute_of_day: int) -> str:
+    return f"{minute_of_day // 60:02d}:{minute_of_day % 60:02d}"
+
+
+def _first_charge(first_minutes: int, first_fen: int, increment_fen: int) -> int:
+    """What the first unit of a run costs: the first segment, or an increment when there is none."""
+    return first_fen if first_minutes > 0 else increment_fen
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- config models
+
+class DaySegment(_Strict):
+    """A part of the day with its own prices, e.g. day 08:00-20:00; `end` before `start` wraps past midnight."""
+
+    name: str = Field(min_length=1)
+    start: ClockTime
+    end: ClockTime
+    first_minutes: Minutes = 0
+    first_fen: Fen = 0
+    increment_minutes: PositiveMinutes = 60
+    increment_fen: Fen = 0
+    cap_fen: Optional[Fen] = None  # per occurrence of this segment
+
+    @field_validator("end")
+    @classmethod
+    def _not_empty(cls, v: time, info: ValidationInfo) -> time:
+        if info.data.get("start") == v:
+            raise ValueError("a segment cannot start and end at the same time; for one all-day price use the "
+                             "rule's own first_/increment_ keys instead of segments")
+        return v
+
+    @field_validator("first_fen")
+    @classmethod
+    def _first_needs_length(cls, v: int, info: ValidationInfo) -> int:
+        if v > 0 and info.data.get("first_minutes") == 0:
+            raise ValueError("first_fen needs first_minutes > 0")
+        return v
+
+    @field_validator("cap_fen")
+    @classmethod
+    def _cap_covers_first(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        d = info.data
+        if v is not None and {"first_minutes", "first_fen", "increment_fen"} <= d.keys():
+            first = _first_charge(d["first_minutes"], d["first_fen"], d["increment_fen"])
+            if v < first:
+                raise ValueError(f"cap_fen {v} is below the first charge of the segment ({first} fen)")
+        return v
+
+    @property
+    def start_minute(self) -> int:
+        return _minute_of_day(self.start)
+
+    @property
+    def length(self) -> int:
+        return (_minute_of_day(self.end) - self.start_minute) % DAY_MINUTES
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {_hhmm(self.start_minute)}-{_hhmm(_minute_of_day(self.end))}"
+
+    @property
+    def first_charge_fen(self) -> int:
+        return _first_charge(self.first_minutes, self.first_fen, self.increment_fen)
+
+
+_TIME_TARIFF_KEYS = ("first_minutes", "first_fen", "increment_minutes", "increment_fen")
+
+
+class TariffRule(_Strict):
+    """One tariff: free minutes, then a time tariff (plain, or day segments) or a flat fee, capped."""
+
+    free_minutes: Minutes = 0
+    deduct_free_minutes: bool = False
+    first_minutes: Minutes = 0
+    first_fen: Fen = 0
+    increment_minutes: PositiveMinutes = 60
+    increment_fen: Fen = 0
+    flat_fen: Optional[Fen] = None
+    segments: tuple[DaySegment, ...] = ()
+    cap_fen: Optional[Fen] = None
+    cap_period: Literal["entry_24h", "calendar_day"] = "entry_24h"
+    free_out_minutes: Minutes = 10
+    no_entry: Literal["fixed", "first_segment", "operator"] = "operator"
+    no_entry_fen: Optional[Fen] = Field(None, validate_default=True)  # checked even when left out
+
+    @field_validator("first_fen")
+    @classmethod
+    def _first_needs_length(cls, v: int, info: ValidationInfo) -> int:
+        if v > 0 and info.data.get("first_minutes") == 0:
+            raise ValueError("first_fen needs first_minutes > 0")
+        return v
+
+    @field_validator("segments")
+    @classmethod
+    def _tile_the_day(cls, segs: tuple[DaySegment, ...]) -> tuple[DaySegment, ...]:
+        if not segs:
+            return segs
+        names = [s.name for s in segs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"segment names must be unique: {names}")
+        ordered = sorted(segs, key=lambda s: s.start_minute)
+        for i, seg in enumerate(ordered):
+            nxt = ordered[(i + 1) % len(ordered)]
+            to_next = (nxt.start_minute - seg.start_minute) % DAY_MINUTES or DAY_MINUTES
+            if len(ordered) > 1 and nxt.start_minute == seg.start_minute:
+                to_next = 0
+            if seg.length > to_next:
+                raise ValueError(f"segments overlap: {seg.label} and {nxt.label}")
+            if seg.length < to_next:
+                gap_from = (seg.start_minute + seg.length) % DAY_MINUTES
+                raise ValueError(f"segments leave {_hhmm(gap_from)}-{_hhmm(nxt.start_minute)} uncovered; "
+                                 "they must tile the 24 h day without gaps or overlaps")
+        return segs
+
+    @field_validator("cap_fen")
+    @classmethod
+    def _cap_covers_first(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if v is None:
+            return v
+        d = info.data
+        firsts = [s.first_charge_fen for s in d.get("segments", ())]
+        if d.get("flat_fen") is not None:
+            firsts.append(d["flat_fen"])
+        elif not d.get("segments") and {"first_minutes", "first_fen", "increment_fen"} <= d.keys():
+            firsts.append(_first_charge(d["first_minutes"], d["first_fen"], d["increment_fen"]))
+        if firsts and v < max(firsts):
+            raise ValueError(f"cap_fen {v} is below the first charge of this tariff ({max(firsts)} fen)")
+        return v
+
+    @field_validator("no_entry_fen")
+    @classmethod
+    def _fixed_needs_amount(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        policy = info.data.get("no_entry")
+        if policy == "fixed" and v is None:
+            raise ValueError("no_entry: fixed needs no_entry_fen")
+        if policy not in (None, "fixed") and v is not None:
+            raise ValueError(f"no_entry_fen is only used with no_entry: fixed (this rule has {policy})")
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind_of_price(self) -> "TariffRule":
+        given = [k for k in _TIME_TARIFF_KEYS if k in self.model_fields_set]
+        if self.segments and (given or self.flat_fen is not None):
+            extra = given + (["flat_fen"] if self.flat_fen is not None else [])
+            raise ValueError(f"a rule with segments takes its prices from the segments; remove {', '.join(extra)}")
+        if self.flat_fen is not None and given:
+            raise ValueError(f"flat_fen is a price per visit; remove {', '.join(given)}")
+        return self
+
+    def first_charge_at(self, minute_of_day: int) -> int:
+        """The first charge of a run starting at this local minute of the day (no-entry `first_segment`)."""
+        if self.flat_fen is not None:
+            return self.flat_fen
+        for seg in self.segments:
+            if (minute_of_day - seg.start_minute) % DAY_MINUTES < seg.length:
+                return seg.first_charge_fen
+        return _first_charge(self.first_minutes, self.first_fen, self.increment_fen)
+
+
+class RuleMatch(_Strict):
+    """When an override applies: every key given must match; keys left out match anything."""
+
+    vehicle_class: Optional[Literal["temporary", "stored_value"]] = None
+    color: Optional[Color] = None
+    subtype: Optional[Subtype] = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "RuleMatch":
+        if not self.model_fields_set:
+            raise ValueError("when needs at least one of vehicle_class, color, subtype")
+        return self
+
+    def keys(self) -> dict[str, str]:
+        return {k: v for k, v in (("vehicle_class", self.vehicle_class), ("color", self.color),
+                                  ("subtype", self.subtype)) if v is not None}
+
+
+class TariffOverride(_Strict):
+    name: str = Field(min_length=1)
+    when: RuleMatch
+    rule: TariffRule
+
+
+class Tariffs(_Strict):
+    """The site YAML `tariffs:` section: a default rule and overrides; the first matching override wins."""
+
+    default: TariffRule
+    overrides: tuple[TariffOverride, ...] = ()
+
+    @field_validator("overrides")
+    @classmethod
+    def _reachable(cls, ovs: tuple[TariffOverride, ...]) -> tuple[TariffOverride, ...]:
+        for i, later in enumerate(ovs):
+            for earlier in ovs[:i]:
+                if later.name == earlier.name:
+                    raise ValueError(f"override name {later.name!r} is used twice")
+                if earlier.when.keys().items() <= later.when.keys().items():
+                    raise ValueError(f"override {later.name!r} can never apply: {earlier.name!r} above it "
+                                     "matches every car it would match (put the more specific one first)")
+        return ovs
+
+    def select(self, vehicle_class: str = "temporary", color: Optional[str] = None,
+               subtype: Optional[str] = None) -> tuple[str, TariffRule]:
+        """(name, rule) for a car: the first override whose `when` matches, else ("default", default)."""
+        car = {"vehicle_class": vehicle_class, "color": normalize_color(color or ""), "subtype": subtype}
+        for ov in self.overrides:
+            if all(car[k] == v for k, v in ov.when.keys().items()):
+                return ov.name, ov.rule
+        return "default", self.default
+
+    def rule_for(self, vehicle_class: str = "temporary", color: Optional[str] = None,
+                 subtype: Optional[str] = None) -> TariffRule:
+        return self.select(vehicle_class, color, subtype)[1]
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass(frozen=True, slots=True)
+class BreakdownItem:
+    """One line of why a fee is what it is. The `fen` of all items of a Fee add up to its total_fen.
+
+    kind: free | grace | tariff | segment | flat | segment_cap | cap | no_entry (engine), plus rule |
+    monthly | whitelist | stored_value | operator | blacklist added by the rules; notes are human text."""
+
+    kind: str
+    start: datetime
+    end: datetime
+    fen: int
+    note: str
+
+    def line(self) -> str:
+        span = f"{self.start:%Y-%m-%d %H:%M} - {self.end:%Y-%m-%d %H:%M}"
+        return f"{span}  {self.kind:<12} {self.fen:>7} fen  {self.note}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fee:
+    total_fen: int  # the fee for the stay
+    paid_fen: int  # paid ahead
+    due_fen: int  # what is still owed: max(0, total - paid)
+    breakdown: tuple[BreakdownItem, ...] = ()
+
+
+def make_fee(items: list[BreakdownItem] | tuple[BreakdownItem, ...], paid_fen: int) -> Fee:
+    total = sum(i.fen for i in items)
+    return Fee(total, paid_fen, max(0, total - paid_fen), tuple(items))
+
+
+# ---------------------------------------------------------------- time in whole minutes
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MINUTE = timedelta(minutes=1)
+
+
+def _require_aware(name: str, dt: datetime) -> None:
+    if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
+        raise TariffError(f"{name} must be a timezone-aware datetime, got {dt!r}")
+
+
+def _to_minute(dt: datetime) -> int:
+    """Absolute whole minutes since the epoch (seconds cut). Subtracting in UTC avoids wall-clock arithmetic."""
+    return (dt - _EPOCH) // _MINUTE
+
+
+def _from_minute(m: int, tz: tzinfo) -> datetime:
+    return (_EPOCH + m * _MINUTE).astimezone(tz)
+
+
+def _local_minute(d: date, minute_of_day: int, tz: tzinfo) -> int:
+    return _to_minute(datetime.combine(d, time(minute_of_day // 60, minute_of_day % 60), tzinfo=tz))
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# ---------------------------------------------------------------- runs: continuous stretches of one price schedule
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    start: int
+    end: int
+    first_minutes: Optional[int]  # None: flat, one charge for the whole run
+    first_fen: int
+    increment_minutes: int
+    increment_fen: int
+    cap_fen: Optional[int]  # segment cap, shared by runs of the same group
+    group: int
+    kind: str
+    label: str
+
+    def charges_before(self, t: int) -> int:
+        """Raw fen of the units of this run that start before minute t (a started unit is charged whole)."""
+        if t <= self.start or self.end <= self.start:
+            return 0
+        if self.first_minutes is None:
+            return self.first_fen
+        first, f = self.first_minutes, self.first_fen if self.first_minutes > 0 else 0
+        units = min(_ceil_div(max(0, self.end - self.start - first), self.increment_minutes),
+                    _ceil_div(max(0, t - self.start - first), self.increment_minutes))
+        return f + units * self.increment_fen
+
+    def describe(self) -> str:
+        if self.first_minutes is None:
+            return f"{self.label}: flat {self.first_fen} fen per visit"
+        parts = [f"first {self.first_minutes} min {self.first_fen} fen"] if self.first_minutes > 0 else []
+        n = _ceil_div(max(0, self.end - self.start - self.first_minutes), self.increment_minutes)
+        if n:
+            parts.append(f"{n} x {self.increment_minutes} min x {self.increment_fen} fen")
+        return f"{self.label}: {' + '.join(parts) or 'nothing'}"
+
+
+def _runs(rule: TariffRule, a: int, b: int, restart: Optional[int], tz: tzinfo) -> list[_Run]:
+    """The runs that price [a, b); a run is cut at `restart` (the payment) and starts afresh there."""
+    after = " (after payment)"
+    if not rule.segments:
+        kind = "flat" if rule.flat_fen is not None else "tariff"
+        first = None if rule.flat_fen is not None else rule.first_minutes
+        first_fen = rule.flat_fen if rule.flat_fen is not None else rule.first_fen
+        cuts = [(a, restart, ""), (restart, b, after)] if restart is not None else [(a, b, "")]
+        return [_Run(s, e, first, first_fen, rule.increment_minutes, rule.increment_fen, None, i, kind, kind + note)
+                for i, (s, e, note) in enumerate(cuts)]
+    runs: list[_Run] = []
+    segs = [(seg, seg.start_minute, seg.length, seg.label) for seg in sorted(rule.segments,
+                                                                             key=lambda s: s.start_minute)]
+    day = _from_minute(a, tz).date() - timedelta(days=1)  # yesterday's wrapping segment may still run
+    last_day = _from_minute(b, tz).date()
+    group = 0
+    while day <= last_day:
+        for seg, start_minute, length, label in segs:
+            end_day = day + timedelta(days=1) if start_minute + length >= DAY_MINUTES else day
+            s = max(a, _local_minute(day, start_minute, tz))
+            e = min(b, _local_minute(end_day, (start_minute + length) % DAY_MINUTES, tz))
+            if s >= e:
+                continue
+            group += 1
+            if restart is not None and s < restart < e:
+                pieces = [(s, restart, ""), (restart, e, after)]
+            else:
+                pieces = [(s, e, after if restart is not None and s >= restart else "")]
+            for ps, pe, note in pieces:
+                runs.append(_Run(ps, pe, seg.first_minutes, seg.first_fen, seg.increment_minutes,
+                                 seg.increment_fen, seg.cap_fen, group, "segment", label + note))
+        day += timedelta(days=1)
+    return runs
+
+
+def _period_bounds(rule: TariffRule, entry: int, b: int, tz: tzinfo) -> list[int]:
+    """Starts of the cap periods covering [entry, b), plus one bound at or after b."""
+    if rule.cap_period == "entry_24h":
+        return list(range(entry, b + DAY_MINUTES, DAY_MINUTES))
+    day = _from_minute(entry, tz).date()
+    bounds = [_local_minute(day, 0, tz)]
+    while bounds[-1] < b:
+        day += timedelta(days=1)
+        bounds.append(_local_minute(day, 0, tz))
+    return bounds
+
+
+def _price_runs(rule: TariffRule, runs: list[_Run], entry: int, b: int, tz: tzinfo) -> list[BreakdownItem]:
+    local: dict[int, datetime] = {}  # item bounds repeat (run end = next run start): convert each once
+
+    def at(m: int) -> datetime:
+        if m not in local:
+            local[m] = _from_minute(m, tz)
+        return local[m]
+
+    items: list[BreakdownItem] = []
+    cap_left: dict[int, Optional[int]] = {}
+    bounds = _period_bounds(rule, entry, b, tz) if rule.cap_fen is not None else []
+    period_fen = [0] * max(0, len(bounds) - 1)
+    for run in runs:
+        left = cap_left.get(run.group, run.cap_fen)
+        raw = run.charges_before(run.end)
+        charged = raw if left is None else min(left, raw)
+        items.append(BreakdownItem(run.kind, at(run.start), at(run.end), raw, run.describe()))
+        if charged < raw:
+            items.append(BreakdownItem("segment_cap", at(run.start), at(run.end), charged - raw,
+                                       f"{run.label}: cap {run.cap_fen} fen per occurrence (charged {raw})"))
+        if left is not None:
+            cap_left[run.group] = left - charged
+        if bounds:  # share the run's charges out to the cap periods its units start in
+            i, before = bisect_right(bounds, run.start) - 1, 0
+            while i < len(period_fen) and bounds[i] < run.end:
+                upto = run.charges_before(bounds[i + 1])
+                upto = upto if left is None else min(left, upto)
+                period_fen[i] += upto - before
+                before, i = upto, i + 1
+    cap = rule.cap_fen
+    what = "per 24 h from entry" if rule.cap_period == "entry_24h" else "per calendar day"
+    for i, fen in enumerate(period_fen):
+        if cap is not None and fen > cap:
+            items.append(BreakdownItem("cap", at(max(bounds[i], entry)), at(min(bounds[i + 1], b)), cap - fen,
+                                       f"cap {cap} fen {what} (charged {fen})"))
+    return items
+
+
+# ---------------------------------------------------------------- the engine
+
+def compute_fee(rule: TariffRule, entered_at: datetime, left_at: datetime, *, paid_fen: int = 0,
+                paid_at: Optional[datetime] = None, tz: Optional[tzinfo] = None) -> Fee:
+    """The fee for a stay from entered_at to left_at under `rule`, with its breakdown (see module doc)."""
+    _require_aware("entered_at", entered_at)
+    _require_aware("left_at", left_at)
+    if paid_at is not None:
+        _require_aware("paid_at", paid_at)
+    if isinstance(paid_fen, bool) or not isinstance(paid_fen, int) or paid_fen < 0:
+        raise TariffError(f"paid_fen must be a whole number of fen >= 0, got {paid_fen!r}")
+    tz = tz or entered_at.tzinfo
+    assert tz is not None
+    entry, end = _to_minute(entered_at), _to_minute(left_at)
+    if end < entry:
+        raise TariffError(f"left_at {left_at.isoformat()} is before entered_at {entered_at.isoformat()}")
+    pay = None if paid_at is None else _to_minute(paid_at)
+    if pay is not None and not entry <= pay <= end:
+        raise TariffError(f"paid_at {paid_at.isoformat()} is outside the stay")  # type: ignore[union-attr]
+    at = lambda m: _from_minute(m, tz)  # noqa: E731
+    free = rule.free_minutes
+    items: list[BreakdownItem] = []
+
+    restart = None
+    if pay is not None:
+        grace = rule.free_out_minutes
+        if end <= pay + grace:
+            items.append(BreakdownItem("grace", at(pay), at(end), 0,
+                                       f"left {end - pay} min after paying, within the {grace} min grace: "
+                                       "time after the payment is not charged"))
+            end = pay
+        elif pay - entry > free:
+            restart = pay
+            items.append(BreakdownItem("grace", at(pay), at(end), 0,
+                                       f"left {end - pay} min after paying, beyond the {grace} min grace: "
+                                       "charged again from the payment"))
+        else:
+            items.append(BreakdownItem("grace", at(pay), at(end), 0,
+                                       f"paid within the free minutes and left {end - pay} min later, beyond the "
+                                       f"{grace} min grace: charged as if there had been no payment"))
+
+    if end - entry <= free:
+        items.append(BreakdownItem("free", at(entry), at(end), 0,
+                                   f"stay of {end - entry} min within {free} free minutes"))
+        return make_fee(items, paid_fen)
+    charge_from = entry + free if rule.deduct_free_minutes else entry
+    if free:
+        how = "deducted" if rule.deduct_free_minutes else "not deducted: the stay is longer"
+        items.append(BreakdownItem("free", at(entry), at(entry + free), 0, f"{free} free minutes {how}"))
+    runs = _runs(rule, charge_from, end, restart, tz)
+    items += _price_runs(rule, runs, entry, end, tz)
+    return make_fee(items, paid_fen)
+
+
+def compute_no_entry_fee(rule: TariffRule, left_at: datetime, *, paid_fen: int = 0,
+                         tz: Optional[tzinfo] = None) -> Optional[Fee]:
+    """The fee for a car leaving without an entry record, or None when the rule hands it to the operator."""
+    _require_aware("left_at", left_at)
+    if rule.no_entry == "operator":
+        return None
+    local = left_at.astimezone(tz or left_at.tzinfo)
+    if rule.no_entry == "fixed":
+        fen, note = rule.no_entry_fen or 0, "no entry record: fixed amount"
+    else:
+        fen, note = rule.first_charge_at(local.hour * 60 + local.minute), "no entry record: first segment price"
+    return make_fee([BreakdownItem("no_entry", local, local, fen, note)], paid_fen)

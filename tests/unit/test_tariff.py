@@ -1,0 +1,426 @@
+"""The fee engine: table tests for every switch, and validation that names the key.
+
+Expected amounts are worked out by hand in the comments next to them.
+"""
+
+import time as stopwatch
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from lanectl.core.tariff import TariffError, Tariffs, TariffRule, compute_fee, compute_no_entry_fee
+
+SH = ZoneInfo("Asia/Shanghai")
+
+
+def t(text: str, tz=SH) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M" if text.count(":") == 1 else "%Y-%m-%d %H:%M:%S").replace(
+        tzinfo=tz)
+
+
+def fee(rule, enter, leave, **kw):
+    return compute_fee(rule, t(enter), t(leave), **kw)
+
+
+# free ≤30 min (not deducted when longer), 5 元 first hour, then 1 元 per hour rounded up
+WORKED = TariffRule(free_minutes=30, first_minutes=60, first_fen=500, increment_minutes=60, increment_fen=100)
+DEDUCTED = WORKED.model_copy(update={"deduct_free_minutes": True})
+DAY_NIGHT = TariffRule(segments=[
+    {"name": "day", "start": "08:00", "end": "20:00", "first_minutes": 60, "first_fen": 500,
+     "increment_minutes": 60, "increment_fen": 100, "cap_fen": 1500},
+    {"name": "night", "start": "20:00", "end": "08:00", "increment_minutes": 120, "increment_fen": 100,
+     "cap_fen": 500},
+])
+
+
+def with_(rule: TariffRule, **changes) -> TariffRule:
+    """A validated copy (model_copy skips validation)."""
+    return TariffRule.model_validate({**rule.model_dump(exclude_unset=True), **changes})
+
+
+def test_worked_example_from_a_public_lot():
+    f = fee(WORKED, "2026-11-22 08:00", "2026-11-22 11:00")
+    assert (f.total_fen, f.due_fen, f.paid_fen) == (700, 700, 0)
+    assert sum(i.fen for i in f.breakdown) == 700
+    assert [i.kind for i in f.breakdown] == ["free", "tariff"]
+
+
+@pytest.mark.parametrize("rule, leave, total", [
+    (WORKED, "2026-11-22 08:00", 0),  # zero-length stay
+    (WORKED, "2026-11-22 08:30", 0),  # exactly the free minutes: free
+    (WORKED, "2026-11-22 08:30:59", 0),  # seconds are cut: still 30 min
+    (WORKED, "2026-11-22 08:31", 500),  # free minutes not deducted: the first hour is charged from 08:00
+    (WORKED, "2026-11-22 09:00", 500),
+    (WORKED, "2026-11-22 09:01", 600),  # a started hour is a whole hour
+    (WORKED, "2026-11-22 10:15", 700),  # 135 min: 500 + ceil(75/60)=2 x 100
+    (DEDUCTED, "2026-11-22 08:31", 500),  # charged from 08:30: 1 min -> first segment
+    (DEDUCTED, "2026-11-22 09:30", 500),  # 08:30-09:30 is exactly the first hour
+    (DEDUCTED, "2026-11-22 09:31", 600),
+    (DEDUCTED, "2026-11-22 10:15", 600),  # 105 charged min: 500 + ceil(45/60)=1 x 100 (not deducted: 700)
+    (TariffRule(increment_minutes=15, increment_fen=50), "2026-11-22 08:46", 200),  # ceil(46/15)=4 x 50
+    (TariffRule(increment_minutes=15, increment_fen=50), "2026-11-22 08:45", 150),
+])
+def test_free_minutes_and_rounding(rule, leave, total):
+    assert fee(rule, "2026-11-22 08:00", leave).total_fen == total
+
+
+@pytest.mark.parametrize("leave, total", [
+    ("2026-11-23 08:00", 2000),  # 500 + 23 x 100 = 2800 -> cap 2000
+    ("2026-11-23 10:00", 2200),  # + units at 08:00 and 09:00 of the second period
+    ("2026-11-25 08:00", 6000),  # three whole periods
+    ("2026-11-25 09:00", 6100),
+    ("2026-12-22 08:00", 60000),  # 30 whole periods: 30 full caps
+    ("2026-12-22 10:00", 60200),  # 30 caps + remainder 2 x 100
+    ("2026-12-23 07:59", 62000),  # remainder of 24 units 2300 is itself capped
+])
+def test_cap_per_24h_from_entry_long_stays(leave, total):
+    rule = with_(WORKED, cap_fen=2000)
+    f = fee(rule, "2026-11-22 08:00", leave)
+    assert f.total_fen == total
+    assert sum(i.fen for i in f.breakdown) == total
+
+
+def test_cap_per_calendar_day_differs_from_24h_from_entry():
+    # 20:00 -> 10:00: units 20..23 = 500 + 3 x 100 = 800 on day 1; units 00..09 = 10 x 100 = 1000 on day 2
+    calendar = with_(WORKED, cap_fen=1000, cap_period="calendar_day")
+    rolling = with_(WORKED, cap_fen=1000, cap_period="entry_24h")
+    assert fee(calendar, "2026-11-22 20:00", "2026-11-23 10:00").total_fen == 1800
+    assert fee(rolling, "2026-11-22 20:00", "2026-11-23 10:00").total_fen == 1000  # one period, 1800 capped
+    smaller = with_(WORKED, cap_fen=500, cap_period="calendar_day")
+    assert fee(smaller, "2026-11-22 20:00", "2026-11-23 10:00").total_fen == 1000  # 800 -> 500, 1000 -> 500
+    caps = [i for i in fee(smaller, "2026-11-22 20:00", "2026-11-23 10:00").breakdown if i.kind == "cap"]
+    assert [(c.start.hour, c.fen) for c in caps] == [(20, -300), (0, -500)]
+
+
+def test_cap_never_raises_the_first_segment_again():
+    # the tariff runs on continuously: the second 24 h starts with increments, not another first hour
+    rule = with_(WORKED, cap_fen=5000)
+    assert fee(rule, "2026-11-22 08:00", "2026-11-23 10:00").total_fen == 500 + 25 * 100
+
+
+@pytest.mark.parametrize("leave, total", [
+    ("2026-11-22 08:15", 0),
+    ("2026-11-22 08:16", 1000),
+    ("2026-11-25 20:00", 1000),  # per visit, however long
+])
+def test_flat_fee_per_visit(leave, total):
+    rule = TariffRule(free_minutes=15, flat_fen=1000)
+    assert fee(rule, "2026-11-22 08:00", leave).total_fen == total
+
+
+def test_flat_fee_is_capped_per_period_with_payment_restart():
+    rule = TariffRule(flat_fen=1000, cap_fen=1500, free_out_minutes=10)
+    # paid 1000 at 09:00, left 10:00 (beyond the grace): a second flat fee in the same 24 h, capped at 1500
+    f = fee(rule, "2026-11-22 08:00", "2026-11-22 10:00", paid_fen=1000, paid_at=t("2026-11-22 09:00"))
+    assert (f.total_fen, f.due_fen) == (1500, 500)
+
+
+@pytest.mark.parametrize("enter, leave, total", [
+    ("2026-11-22 09:00", "2026-11-22 12:00", 700),  # day: 500 + 2 x 100
+    ("2026-11-22 08:00", "2026-11-22 20:00", 1500),  # 500 + 11 x 100 = 1600 -> day cap 1500
+    ("2026-11-22 21:00", "2026-11-22 23:00", 100),  # night: 1 x 2 h
+    ("2026-11-22 21:00", "2026-11-22 23:01", 200),
+    ("2026-11-22 19:30", "2026-11-22 20:30", 600),  # day 30 min -> 500; night 30 min -> 100
+    ("2026-11-22 19:00", "2026-11-23 09:30", 1600),  # 500 + night 600 -> 500 + day again 500 + 100
+    ("2026-11-22 08:00", "2026-11-24 08:00", 4000),  # 2 x (day cap 1500 + night cap 500)
+    ("2026-11-22 07:00", "2026-11-22 09:00", 600),  # yesterday's night occurrence: 100; day from 08:00: 500
+])
+def test_day_night_segments(enter, leave, total):
+    f = fee(DAY_NIGHT, enter, leave)
+    assert f.total_fen == total
+    assert sum(i.fen for i in f.breakdown) == total
+
+
+def test_segment_caps_and_a_calendar_day_cap_together():
+    # day 1: day occurrence 1500 (capped) + night units 20:00, 22:00 = 200 -> 1700
+    # day 2: the night occurrence may only add 300 more (its cap is 500) -> 300
+    no_cap = DAY_NIGHT
+    assert fee(no_cap, "2026-11-22 08:00", "2026-11-23 08:00").total_fen == 2000
+    capped = with_(DAY_NIGHT, cap_fen=1600, cap_period="calendar_day")
+    f = fee(capped, "2026-11-22 08:00", "2026-11-23 08:00")
+    assert f.total_fen == 1600 + 300
+    assert [i.kind for i in f.breakdown].count("segment_cap") == 2
+    assert [i.fen for i in f.breakdown if i.kind == "cap"] == [-100]
+
+
+def test_day_segments_are_read_in_the_site_timezone():
+    # 01:00-04:00 UTC is 09:00-12:00 in Shanghai: daytime there, night in UTC
+    enter = datetime(2026, 11, 22, 1, 0, tzinfo=timezone.utc)
+    leave = datetime(2026, 11, 22, 4, 0, tzinfo=timezone.utc)
+    assert compute_fee(DAY_NIGHT, enter, leave, tz=SH).total_fen == 700
+    assert compute_fee(DAY_NIGHT, enter, leave).total_fen == 200  # 2 night units of 2 h
+    assert compute_fee(DAY_NIGHT, enter.astimezone(SH), leave.astimezone(SH)).total_fen == 700
+
+
+def test_durations_are_real_time_across_a_dst_change():
+    berlin = ZoneInfo("Europe/Berlin")  # 2026-03-29 02:00 -> 03:00: this night is one hour short
+    f = compute_fee(WORKED, datetime(2026, 3, 29, 1, 0, tzinfo=berlin), datetime(2026, 3, 29, 4, 0, tzinfo=berlin))
+    assert f.total_fen == 600  # 2 real hours, not 3 wall-clock ones
+
+
+def test_mixed_offsets_for_one_instant_cost_the_same():
+    enter = t("2026-11-22 08:00")
+    leave = t("2026-11-22 11:00").astimezone(timezone.utc)
+    assert compute_fee(WORKED, enter, leave).total_fen == 700
+
+
+class TestPaidAhead:
+    def test_leaving_within_the_grace_is_free(self):
+        f = fee(WORKED, "2026-11-22 08:00", "2026-11-22 11:10", paid_fen=700, paid_at=t("2026-11-22 11:00"))
+        assert (f.total_fen, f.due_fen) == (700, 0)
+        assert any(i.kind == "grace" for i in f.breakdown)
+
+    def test_leaving_later_charges_from_the_payment(self):
+        paid = t("2026-11-22 11:00")
+        late = fee(WORKED, "2026-11-22 08:00", "2026-11-22 11:11", paid_fen=700, paid_at=paid)
+        assert (late.total_fen, late.due_fen) == (1200, 500)  # a fresh first hour from 11:00
+        later = fee(WORKED, "2026-11-22 08:00", "2026-11-22 13:30", paid_fen=700, paid_at=paid)
+        assert (later.total_fen, later.due_fen) == (1400, 700)  # 500 + ceil(90/60)=2 x 100
+
+    def test_zero_grace(self):
+        rule = with_(WORKED, free_out_minutes=0)
+        paid = t("2026-11-22 11:00")
+        assert fee(rule, "2026-11-22 08:00", "2026-11-22 11:00", paid_fen=700, paid_at=paid).due_fen == 0
+        assert fee(rule, "2026-11-22 08:00", "2026-11-22 11:01", paid_fen=700, paid_at=paid).due_fen == 500
+
+    def test_underpayment_is_still_owed_within_the_grace(self):
+        f = fee(WORKED, "2026-11-22 08:00", "2026-11-22 11:05", paid_fen=500, paid_at=t("2026-11-22 11:00"))
+        assert (f.total_fen, f.due_fen) == (700, 200)
+
+    def test_overpayment_owes_nothing_and_is_kept_as_paid(self):
+        f = fee(WORKED, "2026-11-22 08:00", "2026-11-22 09:00", paid_fen=900)
+        assert (f.total_fen, f.paid_fen, f.due_fen) == (500, 900, 0)
+
+    def test_payment_inside_the_free_minutes_changes_nothing_after_the_grace(self):
+        paid = t("2026-11-22 08:20")
+        assert fee(WORKED, "2026-11-22 08:00", "2026-11-22 08:25", paid_at=paid).total_fen == 0
+        assert fee(WORKED, "2026-11-22 08:00", "2026-11-22 08:35", paid_at=paid).total_fen == 500
+
+    def test_restart_stays_inside_the_cap(self):
+        rule = with_(WORKED, cap_fen=2000)
+        paid_at = t("2026-11-23 04:00")  # 20 h in: 2400 -> cap 2000
+        assert fee(rule, "2026-11-22 08:00", "2026-11-23 04:00").total_fen == 2000
+        f = fee(rule, "2026-11-22 08:00", "2026-11-23 06:00", paid_fen=2000, paid_at=paid_at)
+        assert (f.total_fen, f.due_fen) == (2000, 0)
+
+    def test_restart_splits_a_segment_but_keeps_its_cap(self):
+        # night 20:00-08:00 cap 500: 20:00-02:00 = 3 units = 300 paid at 02:00; leaving 07:00 restarts
+        # 02:00-07:00 = ceil(300/120) = 3 units = 300, but the occurrence may only reach 500 -> +200
+        f = fee(DAY_NIGHT, "2026-11-22 20:00", "2026-11-23 07:00", paid_fen=300, paid_at=t("2026-11-23 02:00"))
+        assert (f.total_fen, f.due_fen) == (500, 200)
+
+
+class TestNoEntryRecord:
+    def test_fixed(self):
+        rule = with_(WORKED, no_entry="fixed", no_entry_fen=1500)
+        f = compute_no_entry_fee(rule, t("2026-11-22 11:00"), paid_fen=500)
+        assert (f.total_fen, f.due_fen) == (1500, 1000)
+        assert f.breakdown[0].kind == "no_entry"
+
+    def test_first_segment_follows_the_day_segment(self):
+        rule = with_(DAY_NIGHT, no_entry="first_segment")
+        assert compute_no_entry_fee(rule, t("2026-11-22 10:00")).total_fen == 500
+        assert compute_no_entry_fee(rule, t("2026-11-22 21:00")).total_fen == 100  # night has no first segment
+        assert compute_no_entry_fee(with_(WORKED, no_entry="first_segment"), t("2026-11-22 03:00")).total_fen == 500
+
+    def test_operator_is_the_default(self):
+        assert compute_no_entry_fee(WORKED, t("2026-11-22 11:00")) is None
+
+
+class TestEngineInputs:
+    def test_naive_datetimes_are_refused(self):
+        with pytest.raises(ValueError, match="timezone-aware"):
+            compute_fee(WORKED, datetime(2026, 11, 22, 8), t("2026-11-22 09:00"))
+        with pytest.raises(ValueError, match="paid_at"):
+            compute_fee(WORKED, t("2026-11-22 08:00"), t("2026-11-22 09:00"), paid_at=datetime(2026, 11, 22, 8, 30))
+
+    def test_input_errors_are_tariff_errors(self):
+        with pytest.raises(TariffError):
+            fee(WORKED, "2026-11-22 09:00", "2026-11-22 08:00")
+
+    def test_exit_before_entry_is_refused(self):
+        with pytest.raises(ValueError, match="before"):
+            fee(WORKED, "2026-11-22 09:00", "2026-11-22 08:00")
+
+    def test_payment_outside_the_stay_is_refused(self):
+        with pytest.raises(ValueError, match="outside"):
+            fee(WORKED, "2026-11-22 08:00", "2026-11-22 09:00", paid_at=t("2026-11-22 09:30"))
+
+    @pytest.mark.parametrize("paid", [-1, 1.5, "100", True])
+    def test_paid_must_be_whole_fen(self, paid):
+        with pytest.raises(ValueError, match="paid_fen"):
+            fee(WORKED, "2026-11-22 08:00", "2026-11-22 09:00", paid_fen=paid)
+
+    def test_a_30_day_stay_costs_milliseconds(self):
+        rule = with_(DAY_NIGHT, cap_fen=1800, cap_period="calendar_day")
+        compute_fee(rule, t("2026-11-01 07:13"), t("2026-12-01 21:47"))  # warm up
+        begin = stopwatch.perf_counter()
+        for _ in range(20):
+            compute_fee(rule, t("2026-11-01 07:13"), t("2026-12-01 21:47"))
+        assert (stopwatch.perf_counter() - begin) / 20 < 0.05  # generous for slow CI; ~2 ms on a laptop
+
+
+# ---------------------------------------------------------------- validation
+
+def error_of(callable_, *args, **kwargs):
+    with pytest.raises(ValidationError) as exc:
+        callable_(*args, **kwargs)
+    return exc.value.errors()
+
+
+@pytest.mark.parametrize("changes, key, words", [
+    ({"first_fen": -1}, "first_fen", "negative"),
+    ({"increment_fen": 5.0}, "increment_fen", "whole fen"),
+    ({"first_fen": "500"}, "first_fen", "whole fen"),
+    ({"increment_minutes": 0}, "increment_minutes", "at least 1 minute"),
+    ({"free_minutes": -5}, "free_minutes", "minutes"),
+    ({"cap_fen": 300}, "cap_fen", "below the first charge"),
+    ({"first_minutes": 0, "first_fen": 100}, "first_fen", "first_minutes"),
+    ({"frist_fen": 500}, "frist_fen", "Extra inputs"),
+    ({"cap_period": "weekly"}, "cap_period", "entry_24h"),
+    ({"no_entry": "fixed"}, "no_entry_fen", "no_entry_fen"),
+    ({"no_entry_fen": 500}, "no_entry_fen", "only used with no_entry: fixed"),
+])
+def test_validation_names_the_key(changes, key, words):
+    errors = error_of(TariffRule.model_validate, {**WORKED.model_dump(exclude_unset=True), **changes})
+    assert errors[0]["loc"][0] == key
+    assert words in errors[0]["msg"]
+
+
+def segment(name, start, end, **prices):
+    return {"name": name, "start": start, "end": end, "increment_fen": 100, **prices}
+
+
+@pytest.mark.parametrize("segments, words", [
+    ([segment("day", "08:00", "20:00"), segment("night", "19:00", "08:00")], "overlap"),
+    ([segment("day", "08:00", "20:00"), segment("night", "21:00", "08:00")], "20:00-21:00 uncovered"),
+    ([segment("day", "08:00", "20:00")], "uncovered"),
+    ([segment("a", "08:00", "20:00"), segment("a", "20:00", "08:00")], "unique"),
+    ([segment("a", "08:00", "20:00"), segment("b", "08:00", "20:00"), segment("c", "20:00", "08:00")], "overlap"),
+])
+def test_segments_must_tile_the_day(segments, words):
+    errors = error_of(TariffRule, segments=segments)
+    assert errors[0]["loc"] == ("segments",)
+    assert words in errors[0]["msg"]
+
+
+@pytest.mark.parametrize("seg, key, words", [
+    (segment("day", "08:00", "08:00"), "end", "same time"),
+    (segment("day", "25:00", "08:00"), "start", "time of day"),
+    (segment("day", "8am", "08:00"), "start", "time of day"),
+    (segment("day", "08:00", "20:00", first_fen=-1, first_minutes=60), "first_fen", "negative"),
+    (segment("day", "08:00", "20:00", cap_fen=50, first_minutes=60, first_fen=500), "cap_fen", "below"),
+    (segment("day", "08:00", "20:00", increment_minutes=0), "increment_minutes", "at least 1"),
+])
+def test_segment_fields_are_checked(seg, key, words):
+    errors = error_of(TariffRule, segments=[seg, segment("night", "20:00", "08:00")])
+    assert errors[0]["loc"][:3] == ("segments", 0, key)
+    assert words in errors[0]["msg"]
+
+
+def test_three_segments_and_24_00_tile_the_day():
+    rule = TariffRule(segments=[segment("morning", "00:00", "08:00"), segment("day", "08:00", "18:00"),
+                                segment("evening", "18:00", "24:00")])
+    assert sum(s.length for s in rule.segments) == 24 * 60
+
+
+@pytest.mark.parametrize("rule, words", [
+    ({"first_fen": 500, "first_minutes": 60, "segments": DAY_NIGHT.model_dump()["segments"]}, "segments"),
+    ({"flat_fen": 500, "first_minutes": 60}, "flat_fen"),
+    ({"flat_fen": 500, "cap_fen": 400}, "below"),
+    ({"segments": DAY_NIGHT.model_dump()["segments"], "cap_fen": 400}, "below"),  # day's first 500
+])
+def test_conflicting_price_kinds(rule, words):
+    errors = error_of(TariffRule.model_validate, rule)
+    assert words in errors[0]["msg"]
+
+
+TARIFFS_YAML = """
+tariffs:
+  default: &standard
+    free_minutes: 30
+    first_minutes: 60
+    first_fen: 500
+    increment_minutes: 60
+    increment_fen: 100
+    cap_fen: 2000
+  overrides:
+    - name: new_energy
+      when: {color: green}
+      rule:
+        <<: *standard
+        free_minutes: 120
+    - name: truck
+      when: {subtype: B}
+      rule:
+        <<: *standard
+        first_fen: 1000
+        cap_fen: 4000
+    - name: night_lot
+      when: {vehicle_class: stored_value}
+      rule:
+        segments:
+          - {name: day, start: "08:00", end: 20:00, first_minutes: 60, first_fen: 500, increment_fen: 100}
+          - {name: night, start: 20:00, end: "08:00", increment_minutes: 120, increment_fen: 100, cap_fen: 500}
+"""
+
+
+def test_tariffs_from_yaml_with_overrides():
+    tariffs = Tariffs.model_validate(yaml.safe_load(TARIFFS_YAML)["tariffs"])
+    assert tariffs.select("temporary", "blue")[0] == "default"
+    assert tariffs.select("temporary", "绿")[0] == "new_energy"  # colour aliases are normalized
+    assert tariffs.select("temporary", "yellow", "B")[0] == "truck"
+    assert tariffs.select("stored_value", "blue")[0] == "night_lot"
+    assert tariffs.rule_for("temporary", "green").free_minutes == 120
+    assert tariffs.rule_for("temporary", "green").first_fen == 500  # the rest comes from the YAML anchor
+    night = tariffs.rule_for("stored_value", "blue").segments[1]
+    assert (night.start.hour, night.end.hour) == (20, 8)  # unquoted 20:00 (YAML base 60 = 1200) is read right
+    green = compute_fee(tariffs.rule_for("temporary", "green"), t("2026-11-22 08:00"), t("2026-11-22 10:00"))
+    assert green.total_fen == 0
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ([{"name": "a", "when": {}, "rule": {}}], "at least one"),
+    ([{"name": "a", "when": {"color": "purple"}, "rule": {}}], "colour"),
+    ([{"name": "a", "when": {"vehicle_class": "free"}, "rule": {}}], "temporary"),
+    ([{"name": "a", "when": {"subtype": "F"}, "rule": {}}], "'A'"),
+    ([{"name": "a", "when": {"color": "green"}, "rule": {}},
+      {"name": "b", "when": {"color": "green", "subtype": "A"}, "rule": {}}], "can never apply"),
+    ([{"name": "a", "when": {"color": "green"}, "rule": {}},
+      {"name": "a", "when": {"color": "blue"}, "rule": {}}], "twice"),
+    ([{"name": "a", "when": {"color": "green"}, "rule": {"first_fen": -5, "first_minutes": 60}}], "negative"),
+])
+def test_override_errors(overrides, words):
+    errors = error_of(Tariffs.model_validate, {"default": {}, "overrides": overrides})
+    assert errors[0]["loc"][0] == "overrides"
+    assert words in errors[0]["msg"]
+
+
+def test_models_are_frozen():
+    with pytest.raises(ValidationError):
+        WORKED.first_fen = 1  # type: ignore[misc]
+
+
+def test_fee_modules_stay_pure():
+    """core/ imports only the standard library, pydantic and itself; and never reads the clock."""
+    import ast
+    import sys
+    from pathlib import Path
+
+    core = Path(__file__).resolve().parents[2] / "lanectl" / "core"
+    for name in ("money.py", "tariff.py", "rules.py", "plates.py"):
+        source = (core / name).read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots = [node.module.split(".")[0]]
+            elif isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            else:
+                continue
+            for root in roots:
+                assert root in sys.stdlib_module_names or root in ("pydantic", "__future__"), (name, root)
+        for forbidden in ("datetime.now", ".today()", "time.time", "random", "open("):
+            assert forbidden not in source, (name, forbidden)
