@@ -16,11 +16,11 @@ _STRIP = re.compile(r"[\s·\-_.•]")
 COLORS = ("unknown", "blue", "yellow", "white", "black", "green", "yellow-green")
 _COLOR_ALIASES = {
     "": "unknown", "0": "unknown", "unknown": "unknown", "未知": "unknown",
-    "1": "blue", "blue": "blue", "蓝": "blue", "蓝色": "blue",
-    "2": "yellow", "yellow": "yellow", "黄": "yellow", "黄色": "yellow",
-    "3": "white", "white": "white", "白": "white", "白色": "white",
-    "4": "black", "black": "black", "黑": "black", "黑色": "black",
-    "5": "green", "green": "green", "绿": "green", "绿色": "green", "渐变绿": "green",
+    "1": "blue", "blue": "blue", "蓝": "blue", "蓝色": "blue", "蓝牌": "blue",
+    "2": "yellow", "yellow": "yellow", "黄": "yellow", "黄色": "yellow", "黄牌": "yellow",
+    "3": "white", "white": "white", "白": "white", "白色": "white", "白牌": "white",
+    "4": "black", "black": "black", "黑": "black", "黑色": "black", "黑牌": "black",
+    "5": "green", "green": "green", "绿": "green", "绿色": "green", "渐变绿": "green", "绿牌": "green",
     "6": "yellow-green", "yellow-green": "yellow-green", "yellowgreen": "yellow-green", "黄绿": "yellow-green",
     "黄绿色": "yellow-green",
 }

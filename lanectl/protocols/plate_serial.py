@@ -9,6 +9,7 @@ terminator was lost) is skipped and counted — never raised — so one noisy ca
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 from lanectl.core.plates import is_valid_plate, normalize_color, normalize_plate
@@ -70,32 +71,43 @@ class PlateLineDecoder:
                 out.append(line)
 
     def _parse(self, raw: bytes) -> PlateLine | None:
-        if not raw.strip(b" \x00"):
-            return None  # blank keep-alive lines are not errors
         try:
             text = raw.decode(self.encoding)
         except UnicodeDecodeError:
             self.stats.skipped_bad_bytes += 1
             return None
-        text = text.strip(" \x00")
+        # NUL padding and a UTF-8 BOM are framing noise; whitespace-only lines are keep-alives, not errors.
+        text = text.strip(" \x00\ufeff")
+        if not text.strip():
+            return None
         parts = [p.strip() for p in text.split(self.delimiter)]
-        if not 1 <= len(parts) <= 3:
-            self.stats.skipped_bad_fields += 1
+        if not 1 <= len(parts) <= 3 or not any(parts):
+            self.stats.skipped_bad_fields += 1  # a bare ",," carries no reading: not a plate-less car
             return None
         color = normalize_color(parts[1]) if len(parts) > 1 else "unknown"
-        try:
-            confidence = int(parts[2]) if len(parts) > 2 and parts[2] else 0
-        except ValueError:
-            confidence = -1
-        if color is None or not 0 <= confidence <= 100:
+        confidence = _confidence(parts[2]) if len(parts) > 2 else 0
+        if color is None or confidence is None:
             self.stats.skipped_bad_fields += 1
             return None
         plate = normalize_plate(parts[0])
-        if not is_valid_plate(plate):
+        # "" is plate-less only for an empty field or a word (无牌车, NONE); "-" or "·" alone is noise.
+        plateless_noise = plate == "" and parts[0] != "" and not any(c.isalpha() for c in parts[0])
+        if plateless_noise or not is_valid_plate(plate):
             self.stats.skipped_bad_plate += 1
             return None
         self.stats.lines += 1
         return PlateLine(plate, color, confidence)
+
+
+def _confidence(text: str) -> int | None:
+    """0..100 from plain digits (full-width allowed); int() alone would take "+9", "1_0" or "-0"."""
+    if text == "":
+        return 0
+    digits = unicodedata.normalize("NFKC", text)
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 3:
+        return None
+    value = int(digits)
+    return value if value <= 100 else None
 
 
 def encode_plate_line(plate: str, color: str = "blue", confidence: int = 95, *, encoding: str = "gbk",

@@ -1,0 +1,247 @@
+"""Shared in-memory twins of the ports, for unit tests (cosmicpython style: fakes, not mocks).
+
+FakeClock        Clock port; time moves only when the test says so — tests never sleep for real.
+MemoryOutboxQueue  OutboxQueue port with the store's head-of-line `due()` contract.
+ScriptedPublisher  Publisher port answering from a script, recording what it was sent and when.
+EmitRecorder     an Emit callable that records events and lets a test await one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Callable, Iterable, Optional, Union
+from zoneinfo import ZoneInfo
+
+from lanectl.service.outbox import Outcome, OutboxItem
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+class FakeClock:
+    """A Clock whose time only moves in advance() / run_until().
+
+    sleep() parks the caller until the test moves time past its deadline; sleepers wake in deadline order,
+    and after each wake-up the loop is allowed to settle, so code that sleeps again in a loop sees every
+    intermediate time exactly as it would in real life.
+    """
+
+    def __init__(self, start: Optional[datetime] = None, *, monotonic_start: float = 1000.0) -> None:
+        self._wall0 = start or datetime(2024, 3, 1, 8, 0, 0, tzinfo=SHANGHAI)
+        if self._wall0.tzinfo is None:
+            raise ValueError("FakeClock needs an aware start time")
+        self._mono0 = self._mono = monotonic_start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self.sleeps: list[float] = []  # every duration asked of sleep(), in call order
+
+    # -- Clock port ----------------------------------------------------------------------------------------
+    def now(self) -> datetime:
+        return self._wall0 + timedelta(seconds=self._mono - self._mono0)
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a positive sleep always moves time, even when `seconds` is below the float resolution of _mono
+        deadline = max(self._mono + seconds, math.nextafter(self._mono, math.inf))
+        heapq.heappush(self._sleepers, (deadline, next(self._seq), fut))
+        await fut  # cancelling the sleeper cancels fut; advance() skips it
+
+    # -- test controls -------------------------------------------------------------------------------------
+    @property
+    def elapsed(self) -> float:
+        return self._mono - self._mono0
+
+    @property
+    def next_deadline(self) -> Optional[float]:
+        self._drop_cancelled()
+        return self._sleepers[0][0] if self._sleepers else None
+
+    @property
+    def sleeping(self) -> int:
+        """How many sleep() calls are parked right now."""
+        self._drop_cancelled()
+        return sum(1 for *_, f in self._sleepers if not f.done())
+
+    async def settle(self) -> None:
+        """Let every task that can run, run, until all of them wait (on this clock, a queue, an event...)."""
+        loop = asyncio.get_running_loop()
+        quiet = 0
+        for _ in range(100_000):
+            await asyncio.sleep(0)
+            ready = getattr(loop, "_ready", None)  # CPython's run queue; without it, fall back to many yields
+            quiet = quiet + 1 if not ready else 0
+            if quiet >= 3:
+                return
+        raise AssertionError("the event loop never went quiet (a task spins without waiting)")
+
+    async def advance(self, seconds: float) -> None:
+        """Move time forward by `seconds`, waking sleepers in deadline order."""
+        if seconds < 0:
+            raise ValueError("time does not go backwards")
+        target = self._mono + seconds
+        await self.settle()
+        while (deadline := self.next_deadline) is not None and deadline <= target:
+            self._wake_at(deadline)
+            await self.settle()
+        self._mono = target
+        await self.settle()
+
+    async def run_until(self, predicate: Callable[[], bool], *, limit_s: float = 86_400.0) -> float:
+        """Jump from deadline to deadline until predicate() holds; return the fake seconds that took."""
+        start = self._mono
+        await self.settle()
+        while not predicate():
+            deadline = self.next_deadline
+            if deadline is None:
+                raise AssertionError("condition not met and nothing is sleeping: it would never be met")
+            if deadline - start > limit_s:
+                raise AssertionError(f"condition not met within {limit_s} fake seconds")
+            self._wake_at(deadline)
+            await self.settle()
+        return self._mono - start
+
+    def _wake_at(self, deadline: float) -> None:
+        self._mono = max(self._mono, deadline)
+        while self._sleepers and self._sleepers[0][0] <= deadline:
+            _, _, fut = heapq.heappop(self._sleepers)
+            if not fut.done():
+                fut.set_result(None)
+
+    def _drop_cancelled(self) -> None:
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)
+
+
+@dataclass
+class _Row:
+    item: OutboxItem
+    state: str = "pending"  # pending | done | dead
+    next_at: Optional[datetime] = None  # None: due at once
+    error: str = ""
+    finished_at: Optional[datetime] = None
+
+
+class MemoryOutboxQueue:
+    """OutboxQueue in a dict. Same contract as the SQLite store: ids increase, (destination, key) is
+    unique, due() is head-of-line per destination."""
+
+    def __init__(self) -> None:
+        self._rows: dict[int, _Row] = {}
+        self._ids = itertools.count(1)
+        self.done_order: list[int] = []  # ids in the order mark_done was called
+        self.fail_due: Optional[Exception] = None  # set to make due() raise (a broken disk, a locked db)
+
+    def add(self, destination: str, kind: str, key: str, payload: Optional[dict] = None, *,
+            created_at: Optional[datetime] = None, attempts: int = 0,
+            next_at: Optional[datetime] = None) -> int:
+        if any(r.item.destination == destination and r.item.key == key for r in self._rows.values()):
+            raise ValueError(f"duplicate outbox key {destination}/{key}")
+        item_id = next(self._ids)
+        item = OutboxItem(item_id, destination, kind, key, dict(payload or {}), attempts,
+                          created_at or datetime(2024, 3, 1, tzinfo=SHANGHAI))
+        self._rows[item_id] = _Row(item, next_at=next_at)
+        return item_id
+
+    # -- OutboxQueue port ----------------------------------------------------------------------------------
+    async def due(self, destination: str, now: datetime, limit: int) -> list[OutboxItem]:
+        if self.fail_due is not None:
+            raise self.fail_due
+        out: list[OutboxItem] = []
+        for row in self._pending(destination):
+            if len(out) >= limit or (row.next_at is not None and row.next_at > now):
+                break
+            out.append(row.item)
+        return out
+
+    async def mark_done(self, item_id: int, now: datetime) -> None:
+        row = self._rows[item_id]
+        row.state, row.finished_at = "done", now
+        self.done_order.append(item_id)
+
+    async def mark_retry(self, item_id: int, attempts: int, next_at: datetime, error: str) -> None:
+        row = self._rows[item_id]
+        row.item = replace(row.item, attempts=attempts)
+        row.next_at, row.error = next_at, error
+
+    async def mark_dead(self, item_id: int, error: str, now: datetime) -> None:
+        row = self._rows[item_id]
+        row.state, row.error, row.finished_at = "dead", error, now
+
+    # -- inspection ----------------------------------------------------------------------------------------
+    def state(self, item_id: int) -> str:
+        return self._rows[item_id].state
+
+    def row(self, item_id: int) -> _Row:
+        return self._rows[item_id]
+
+    def pending_count(self, destination: Optional[str] = None) -> int:
+        return sum(1 for _ in self._pending(destination))
+
+    def _pending(self, destination: Optional[str]) -> Iterable[_Row]:
+        for item_id in sorted(self._rows):
+            row = self._rows[item_id]
+            if row.state == "pending" and destination in (None, row.item.destination):
+                yield row
+
+
+Script = Union[Callable[[OutboxItem], Outcome], Iterable[Union[Outcome, Exception]]]
+
+
+class ScriptedPublisher:
+    """Publisher answering from a script: a function of the item, or a sequence of outcomes / exceptions to
+    raise (then DONE for ever). Records (monotonic time, item) of every call."""
+
+    def __init__(self, clock: FakeClock, script: Optional[Script] = None) -> None:
+        self._clock = clock
+        self._fn = script if callable(script) else None
+        self._steps = iter(()) if callable(script) or script is None else iter(script)
+        self.calls: list[tuple[float, OutboxItem]] = []
+
+    @property
+    def keys(self) -> list[str]:
+        return [item.key for _, item in self.calls]
+
+    async def publish(self, item: OutboxItem) -> Outcome:
+        self.calls.append((self._clock.monotonic(), item))
+        if self._fn is not None:
+            return self._fn(item)
+        step = next(self._steps, Outcome.done())
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+class EmitRecorder:
+    """An Emit port: records events; `await wait_for(...)` returns when a matching event has arrived."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: object) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def wait_for(self, predicate: Callable[[list], bool], timeout: float = 5.0) -> list:
+        """Wait (real time: for integration tests) until predicate(events) holds; return the events."""
+        async def _wait() -> None:
+            while not predicate(self.events):
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
+        return self.events
