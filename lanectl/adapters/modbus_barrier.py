@@ -1,0 +1,434 @@
+"""Barrier + loops through a Modbus IO module (RTU on RS-485, or TCP). Implements service.ports.Barrier.
+
+Two pieces:
+- `ModbusBus` owns ONE pymodbus client per RS-485 line (port path) or TCP endpoint (host:port), shared by
+  every lane whose module hangs on it. It serializes requests (a waiting command goes before waiting polls),
+  keeps the Modbus 3.5-character silence between frames on serial, connects lazily and reports failures as
+  `BusError`. `ModbusBusRegistry` hands out the buses.
+- `ModbusBarrier` is one lane's barrier on a bus: it polls the inputs, emits IoSnapshot / DeviceFault /
+  DeviceRecovered, and pulses the OPEN / CLOSE coils. CLOSE is refused (BarrierUnsafe, nothing written) when
+  a fresh read shows the safety loop or anti-smash occupied.
+
+pymodbus (3.16) details handled here: calls take device_id=; a timeout raises ModbusIOException and logs an
+ERROR with a frame dump (we quiet its logger and log faulted / recovered once ourselves); its own reconnect
+is disabled (reconnect_delay=0) in favour of our backoff; its retries are 0 and we retry per lane config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, Callable, Optional, Union
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException, ModbusIOException
+from pymodbus.framer import FramerType
+
+from lanectl.config_devices import ModbusRtuBarrier, ModbusTcpBarrier
+from lanectl.core.events import DeviceFault, DeviceRecovered, IoSnapshot
+from lanectl.service.ports import BarrierError, BarrierUnsafe, Emit
+
+log = logging.getLogger(__name__)
+
+BarrierConfig = Union[ModbusRtuBarrier, ModbusTcpBarrier]
+Client = Union[AsyncModbusSerialClient, AsyncModbusTcpClient]
+
+_EXCEPTION_NAMES = {1: "illegal function", 2: "illegal address", 3: "illegal value", 4: "device failure",
+                    6: "device busy", 10: "gateway path unavailable", 11: "gateway target did not respond"}
+
+
+class BusError(Exception):
+    """A request did not complete: port / connection unavailable, no answer, or an exception answer."""
+
+
+def bits_per_char(bytesize: int = 8, parity: str = "N", stopbits: int = 1) -> int:
+    """Start bit + data + parity + stop bits (8N1 = 10, 8E1 = 11)."""
+    return 1 + bytesize + (0 if parity == "N" else 1) + stopbits
+
+
+def frame_gap_s(baudrate: int, bits: int = 10) -> float:
+    """Modbus RTU inter-frame silence t3.5: 3.5 characters, fixed 1.75 ms above 19200 baud (spec 2.5.1.1)."""
+    if baudrate > 19200:
+        return 0.00175
+    return 3.5 * bits / baudrate
+
+
+def _quiet_pymodbus() -> None:
+    # pymodbus logs an ERROR with a frame dump on every timeout and a WARNING on every failed connect; the
+    # adapter reports the same facts once (faulted / recovered). An operator who configured the "pymodbus"
+    # logger explicitly (level set) keeps their setting.
+    logger = logging.getLogger("pymodbus")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.CRITICAL)
+
+
+class _Slot:
+    """Mutual exclusion for one bus, with two queues: waiting commands are served before waiting polls.
+
+    (asyncio.Lock is FIFO: an OPEN would wait behind every poll already queued by every lane on the line.)
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    async def acquire(self, priority: bool) -> None:
+        if not self._busy:  # invariant: not busy => nobody waiting
+            self._busy = True
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (0 if priority else 1, next(self._seq), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed the slot just as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():  # skip waiters that were cancelled
+                fut.set_result(None)  # the slot stays busy: ownership moves to that waiter
+                return
+        self._busy = False
+
+
+class ModbusBus:
+    """One RS-485 line or TCP endpoint: one client, one request at a time, the inter-frame gap."""
+
+    _MIN_CONNECT_INTERVAL_S = 0.2  # lanes sharing a dead port do not each hammer it
+
+    def __init__(self, key: str, make_client: Callable[[float], Client], gap_s: float) -> None:
+        self.key = key
+        self.gap_s = gap_s
+        self.timeout_s = 0.0  # the largest timeout_s of the lanes on this bus; set by the registry
+        self._make_client = make_client
+        self._client: Optional[Client] = None
+        self._slot = _Slot()
+        self._quiet_since = 0.0
+        self._connect_after = 0.0
+        self._connect_error = ""
+        self._pending: set[asyncio.Task] = set()
+
+    @asynccontextmanager
+    async def exclusive(self, priority: bool = False) -> AsyncIterator["_Session"]:
+        """Hold the bus for several requests in a row (e.g. CLOSE's safety read and its coil write)."""
+        await self._slot.acquire(priority)
+        try:
+            yield _Session(self)
+        finally:
+            self._slot.release()
+
+    async def read_bits(self, unit: int, address: int, count: int, *, retries: int = 0,
+                        priority: bool = False) -> list[bool]:
+        async with self.exclusive(priority) as bus:
+            return await bus.read_bits(unit, address, count, retries=retries)
+
+    async def write_coil(self, unit: int, address: int, value: bool, *, retries: int = 0,
+                         priority: bool = True) -> None:
+        async with self.exclusive(priority) as bus:
+            await bus.write_coil(unit, address, value, retries=retries)
+
+    def finish_before_close(self, task: asyncio.Task) -> None:
+        """Register work that must reach the line before close() drops the client (a pulse's OFF write)."""
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def close(self) -> None:
+        """Let pending pulse ends go out (bounded), then drop the client. Shutdown must not leave a relay ON."""
+        if self._pending:
+            # Each task ends by itself (pulse_ms <= 5 s, then one bounded write); the bound is a backstop.
+            _, late = await asyncio.wait(set(self._pending), timeout=10.0)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # --- used by _Session while the slot is held ---
+
+    async def _connected_client(self) -> Client:
+        if self._client is None:
+            self._client = self._make_client(self.timeout_s)
+        if self._client.connected:
+            return self._client
+        now = time.monotonic()
+        if now < self._connect_after:
+            raise BusError(self._connect_error)
+        if await self._client.connect():
+            self._connect_error = ""
+            return self._client
+        self._connect_after = now + self._MIN_CONNECT_INTERVAL_S
+        self._connect_error = f"cannot open {self.key}"
+        raise BusError(self._connect_error)
+
+    async def _request(self, what: str, call: Callable[[Client], Awaitable], retries: int):
+        client = await self._connected_client()
+        for attempt in range(retries + 1):
+            # Keep the line silent for t3.5 after the previous frame ended (answer or timeout), so a slow
+            # module or a second module on the line sees a frame boundary.
+            wait = self._quiet_since + self.gap_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                # pymodbus enforces timeout_s itself; the outer bound only guards against a stuck transport.
+                response = await asyncio.wait_for(call(client), self.timeout_s + 1.0)
+            except (ModbusIOException, asyncio.TimeoutError):
+                if attempt < retries and client.connected:
+                    continue
+                raise BusError(f"{what}: no answer within {self.timeout_s:g} s") from None
+            except ModbusException as exc:  # ConnectionException and friends: the link is gone
+                raise BusError(f"{what}: {exc}") from None
+            finally:
+                self._quiet_since = time.monotonic()
+            if response.isError():
+                code = getattr(response, "exception_code", 0)
+                raise BusError(f"{what}: exception answer {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})")
+            return response
+        raise AssertionError("unreachable")
+
+
+class _Session:
+    """Requests on a bus whose slot the caller holds (see ModbusBus.exclusive)."""
+
+    def __init__(self, bus: ModbusBus) -> None:
+        self._bus = bus
+
+    async def read_bits(self, unit: int, address: int, count: int, *, retries: int = 0) -> list[bool]:
+        rsp = await self._bus._request(
+            f"read inputs {address}+{count} of unit {unit} on {self._bus.key}",
+            lambda c: c.read_discrete_inputs(address, count=count, device_id=unit),
+            retries,
+        )
+        if len(rsp.bits) < count:
+            raise BusError(f"short answer from unit {unit}: {len(rsp.bits)} of {count} inputs")
+        return list(rsp.bits[:count])
+
+    async def write_coil(self, unit: int, address: int, value: bool, *, retries: int = 0) -> None:
+        await self._bus._request(
+            f"write coil {address}={'ON' if value else 'OFF'} of unit {unit} on {self._bus.key}",
+            lambda c: c.write_coil(address, value, device_id=unit),
+            retries,
+        )
+
+
+class ModbusBusRegistry:
+    """Hands out one ModbusBus per serial port path / TCP host:port. Close it on shutdown."""
+
+    def __init__(self) -> None:
+        self._buses: dict[str, ModbusBus] = {}
+        self._serial_params: dict[str, tuple] = {}
+        _quiet_pymodbus()
+
+    def bus_for(self, config: BarrierConfig) -> ModbusBus:
+        if isinstance(config, ModbusRtuBarrier):
+            # The configured path, not its symlink target: a pty or by-id link may point elsewhere after a
+            # replug, while the path stays the identity of the line.
+            key = os.path.normpath(config.port)
+            params = (config.baudrate, config.bytesize, config.parity, config.stopbits)
+            if key in self._serial_params and self._serial_params[key] != params:
+                raise ValueError(f"serial line {key}: lanes disagree on baudrate/bytesize/parity/stopbits")
+            self._serial_params[key] = params
+            bus = self._buses.get(key)
+            if bus is None:
+                gap = frame_gap_s(config.baudrate, bits_per_char(config.bytesize, config.parity, config.stopbits))
+                bus = self._buses[key] = ModbusBus(key, lambda t, c=config: _serial_client(c, t), gap)
+        else:
+            key = f"{config.host}:{config.tcp_port}"
+            bus = self._buses.get(key)
+            if bus is None:
+                bus = self._buses[key] = ModbusBus(key, lambda t, c=config: _tcp_client(c, t), 0.0)
+        bus.timeout_s = max(bus.timeout_s, config.timeout_s)
+        return bus
+
+    async def close(self) -> None:
+        for bus in self._buses.values():
+            await bus.close()
+
+    async def __aenter__(self) -> "ModbusBusRegistry":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _serial_client(config: ModbusRtuBarrier, timeout_s: float) -> AsyncModbusSerialClient:
+    return AsyncModbusSerialClient(
+        config.port, framer=FramerType.RTU, baudrate=config.baudrate, bytesize=config.bytesize,
+        parity=config.parity, stopbits=config.stopbits, timeout=timeout_s, retries=0, reconnect_delay=0,
+        name=f"rtu {config.port}",
+    )
+
+
+def _tcp_client(config: ModbusTcpBarrier, timeout_s: float) -> AsyncModbusTcpClient:
+    return AsyncModbusTcpClient(
+        config.host, port=config.tcp_port, framer=FramerType.SOCKET, timeout=timeout_s, retries=0,
+        reconnect_delay=0, name=f"tcp {config.host}:{config.tcp_port}",
+    )
+
+
+class _Backoff:
+    def __init__(self, first_s: float, max_s: float) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self._next = first_s
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.max_s)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first_s
+
+
+class ModbusBarrier:
+    """One lane's barrier on a Modbus IO module (the Barrier port)."""
+
+    def __init__(
+        self,
+        config: BarrierConfig,
+        registry: ModbusBusRegistry,
+        *,
+        name: str = "",
+        backoff_first_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.bus = registry.bus_for(config)
+        self.name = name or f"{self.bus.key} unit {config.unit}"
+        p = config.points
+        self._inputs = {"arming": p.arming, "safety": p.safety, "up_limit": p.up_limit, "down_limit": p.down_limit}
+        if p.anti_smash is not None:
+            self._inputs["anti_smash"] = p.anti_smash
+        # One read covers every configured input.
+        self._first = min(self._inputs.values())
+        self._count = max(self._inputs.values()) - self._first + 1
+        self._backoff = _Backoff(backoff_first_s, backoff_max_s)
+        self._pulse_lock = asyncio.Lock()  # one pulse at a time: a pulse's OFF goes out before the next ON
+        self._release_task: Optional[asyncio.Task] = None
+        self._stuck: set[int] = set()  # coils that may still be ON: written OFF before their next ON
+        self.last_snapshot: Optional[IoSnapshot] = None  # from the poll loop; None while faulted
+        self.faulted: Optional[str] = None  # reason while faulted
+
+    # --- Barrier port ---
+
+    async def run(self, emit: Emit) -> None:
+        period = self.config.poll_ms / 1000
+        reported: Optional[IoSnapshot] = None
+        was_faulted = False
+        next_poll = time.monotonic()
+        while True:
+            try:
+                snapshot = await self.read_inputs(priority=False)
+            except BusError as exc:
+                reported = self.last_snapshot = None  # after recovery, report the inputs again even if unchanged
+                if not was_faulted:
+                    was_faulted, self.faulted = True, str(exc)
+                    log.warning("barrier %s faulted: %s", self.name, exc)
+                    emit(DeviceFault("barrier", str(exc)))
+                await asyncio.sleep(self._backoff.next())
+                next_poll = time.monotonic()
+                continue
+            if was_faulted:
+                was_faulted, self.faulted = False, None
+                log.info("barrier %s recovered", self.name)
+                emit(DeviceRecovered("barrier"))
+            self._backoff.reset()
+            self.last_snapshot = snapshot
+            if snapshot != reported:
+                reported = snapshot
+                emit(snapshot)
+            # A fixed cadence against the monotonic clock; after a long stall, resume without a burst.
+            next_poll = max(next_poll + period, time.monotonic())
+            await asyncio.sleep(next_poll - time.monotonic())
+
+    async def open(self) -> None:
+        await self._pulse(self.config.points.open, "OPEN")
+
+    async def close(self) -> None:
+        await self._pulse(self.config.points.close, "CLOSE", check_safe=True)
+
+    # --- extras ---
+
+    async def stop(self) -> None:
+        """Pulse STOP (halts the arm where it is)."""
+        await self._pulse(self.config.points.stop, "STOP")
+
+    async def read_inputs(self, priority: bool = True) -> IoSnapshot:
+        """Read every input now (BusError when the module does not answer)."""
+        async with self.bus.exclusive(priority) as bus:
+            return await self._read(bus)
+
+    async def aclose(self) -> None:
+        """Let a pending pulse finish (its OFF write) so no relay is left ON. (ModbusBusRegistry.close() does
+        the same for every barrier on its buses.)"""
+        task = self._release_task
+        if task is not None and not task.done():
+            bound = self.config.pulse_ms / 1000 + (self.config.retries + 1) * (self.bus.timeout_s + 1)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), bound)
+            except asyncio.TimeoutError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    # --- internals ---
+
+    async def _read(self, bus: "_Session") -> IoSnapshot:
+        bits = await bus.read_bits(self.config.unit, self._first, self._count, retries=self.config.retries)
+        level = {name: bits[addr - self._first] for name, addr in self._inputs.items()}
+        return IoSnapshot(**level)
+
+    async def _pulse(self, coil: int, what: str, check_safe: bool = False) -> None:
+        unit, retries = self.config.unit, self.config.retries
+        await self._pulse_lock.acquire()
+        handed_over = False
+        try:
+            async with self.bus.exclusive(priority=True) as bus:
+                if coil in self._stuck:
+                    # Its last OFF was not confirmed: without this the module would see no rising edge.
+                    await bus.write_coil(unit, coil, False, retries=retries)
+                    self._stuck.discard(coil)
+                if check_safe:
+                    # Same bus slot as the write: nothing else goes on the line between the check and CLOSE.
+                    snap = await self._read(bus)
+                    if snap.safety or snap.anti_smash:
+                        raise BarrierUnsafe(
+                            f"{what} refused on {self.name}: "
+                            + ("safety loop occupied" if snap.safety else "anti-smash tripped")
+                        )
+                if self.config.pulse_ms > 0:
+                    # Until an OFF is confirmed the coil may be ON (an answer lost after the module acted, or
+                    # this call cancelled mid-pulse).
+                    self._stuck.add(coil)
+                await bus.write_coil(unit, coil, True, retries=retries)
+            if self.config.pulse_ms > 0:
+                # The OFF goes out in the background (the caller need not wait pulse_ms); the pulse lock moves
+                # to that task, so a following command waits for it and the bus order stays ON, OFF, ON...
+                self._release_task = asyncio.create_task(
+                    self._release_after(coil, what), name=f"barrier {self.name} {what} release"
+                )
+                self.bus.finish_before_close(self._release_task)
+                handed_over = True
+        except BusError as exc:
+            raise BarrierError(f"{what} not delivered to {self.name}: {exc}") from exc
+        finally:
+            if not handed_over:
+                self._pulse_lock.release()
+
+    async def _release_after(self, coil: int, what: str) -> None:
+        try:
+            await asyncio.sleep(self.config.pulse_ms / 1000)
+            try:
+                await self.bus.write_coil(self.config.unit, coil, False, retries=self.config.retries)
+                self._stuck.discard(coil)
+            except BusError as exc:
+                log.warning("barrier %s: %s pulse end not delivered: %s", self.name, what, exc)
+        finally:
+            self._pulse_lock.release()

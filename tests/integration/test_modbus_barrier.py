@@ -1,0 +1,448 @@
+"""lanectl.adapters.modbus_barrier against the barrier emulator: real pymodbus on both sides, over TCP and over
+RTU through a VirtualCable (unpaced, and paced at 9600 baud)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import pytest
+
+from hil.emulators.barrier_io import BarrierEmulator, Physics
+from hil.wire import VirtualCable
+from lanectl.adapters.modbus_barrier import (
+    BusError,
+    ModbusBarrier,
+    ModbusBus,
+    ModbusBusRegistry,
+    _Slot,
+    bits_per_char,
+    frame_gap_s,
+)
+from lanectl.config_devices import ModbusRtuBarrier, ModbusTcpBarrier, PointMap
+from lanectl.core.events import DeviceFault, DeviceRecovered, Event, IoSnapshot
+from lanectl.service.ports import BarrierError, BarrierUnsafe
+
+FAST = Physics(rise_s=0.15, fall_s=0.15)
+DOWN = IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=True, anti_smash=False)
+ADAPTER_LOG = "lanectl.adapters.modbus_barrier"
+
+
+@pytest.fixture(autouse=True)
+async def no_leaked_tasks():
+    yield
+    for _ in range(3):
+        await asyncio.sleep(0)
+    leaked = [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    leaked += [t.name for t in threading.enumerate() if t.name.startswith("wire-")]  # cable relays
+    assert not leaked, f"tasks / threads left running: {leaked}"
+
+
+class Recorder:
+    """The `emit` a lane would pass: keeps every event and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, kind: type) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def wait(self, kind: type, where: Callable = lambda e: True, start: int = 0, timeout: float = 3.0):
+        async with asyncio.timeout(timeout):
+            while True:
+                for e in self.events[start:]:
+                    if isinstance(e, kind) and where(e):
+                        return e
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@dataclass
+class Rig:
+    kind: str
+    emu: BarrierEmulator
+    registry: ModbusBusRegistry
+    cable: Optional[VirtualCable] = None
+    tcp_port: int = 0
+    a_link: str = ""
+    barriers: list[ModbusBarrier] = field(default_factory=list)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    def config(self, unit: int = 1, **kw):
+        common = dict(unit=unit, poll_ms=20, timeout_s=0.3, retries=0, pulse_ms=50) | kw
+        if self.kind == "tcp":
+            return ModbusTcpBarrier(kind="modbus_tcp", host="127.0.0.1", tcp_port=self.tcp_port, **common)
+        return ModbusRtuBarrier(kind="modbus_rtu", port=self.a_link, baudrate=9600, **common)
+
+    def barrier(self, unit: int = 1, *, backoff_max_s: float = 0.4, **kw) -> ModbusBarrier:
+        b = ModbusBarrier(self.config(unit, **kw), self.registry, backoff_max_s=backoff_max_s)
+        self.barriers.append(b)
+        return b
+
+    def run(self, barrier: ModbusBarrier) -> Recorder:
+        rec = Recorder()
+        self.tasks.append(asyncio.create_task(barrier.run(rec), name=f"run {barrier.name}"))
+        return rec
+
+    async def aclose(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for b in self.barriers:
+            await b.aclose()
+        await self.registry.close()
+        await self.emu.stop()
+        if self.cable:
+            self.cable.close()
+
+
+@pytest.fixture(params=["tcp", "rtu", "rtu-9600"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def make_rig(tmp_path):
+    rigs: list[Rig] = []
+
+    async def make(kind: str, units=(1,), physics: Physics = FAST) -> Rig:
+        emu = BarrierEmulator(units, physics=physics)
+        rig = Rig(kind, emu, ModbusBusRegistry())
+        rigs.append(rig)
+        if kind == "tcp":
+            rig.tcp_port = await emu.start_tcp(0)
+        else:
+            rig.a_link, b_link = str(tmp_path / "barrier-daemon"), str(tmp_path / "barrier-device")
+            rig.cable = VirtualCable(rig.a_link, b_link, baudrate=9600 if kind == "rtu-9600" else None)
+            await emu.start_serial(b_link, baudrate=9600)
+        return rig
+
+    yield make
+    for rig in rigs:
+        await rig.aclose()
+
+
+@pytest.fixture
+async def rig(make_rig, kind) -> Rig:
+    return await make_rig(kind)
+
+
+# --- every transport -----------------------------------------------------------------------------------------
+
+
+async def test_snapshots_follow_loop_changes(rig):
+    rec = rig.run(rig.barrier())
+    assert await rec.wait(IoSnapshot) == DOWN
+    rig.emu.set_loop(1, "arming", True)
+    await rec.wait(IoSnapshot, lambda s: s.arming and not s.safety)
+    rig.emu.set_loop(1, "safety", True)
+    await rec.wait(IoSnapshot, lambda s: s.arming and s.safety)
+    rig.emu.set_anti_smash(1, True)
+    await rec.wait(IoSnapshot, lambda s: s.anti_smash)
+    rig.emu.set_loop(1, "arming", False)
+    rig.emu.set_loop(1, "safety", False)
+    rig.emu.set_anti_smash(1, False)
+    await rec.wait(IoSnapshot, lambda s: s == DOWN, start=1)
+    snaps = rec.of(IoSnapshot)
+    assert all(a != b for a, b in zip(snaps, snaps[1:])), "a snapshot was emitted without a change"
+    assert not rec.of(DeviceFault)
+
+
+async def test_open_pulses_the_coil_and_the_arm_reaches_up_limit(rig):
+    barrier = rig.barrier(pulse_ms=80)
+    rec = rig.run(barrier)
+    await rec.wait(IoSnapshot)
+    t0 = time.monotonic()
+    await barrier.open()
+    # open() returns once ON is delivered; the OFF follows pulse_ms later without holding the caller.
+    assert [(w.coil, w.value) for w in rig.emu.coil_writes] == [(0, True)]
+    assert [c.name for c in rig.emu.commands] == ["open"] and rig.emu.commands[0].t >= t0
+    up = await rec.wait(IoSnapshot, lambda s: s.up_limit)
+    assert not up.down_limit
+    await barrier.aclose()
+    on, off = rig.emu.coil_writes
+    assert (off.coil, off.value) == (0, False) and off.t - on.t >= 0.08
+
+
+async def test_close_refused_while_a_car_is_under_the_arm(make_rig, kind):
+    # An unprotected barrier (it obeys any CLOSE): only the daemon stands between the arm and the car.
+    rig = await make_rig(kind, physics=Physics(rise_s=0.1, fall_s=0.1, safety_reverse=False))
+    barrier = rig.barrier()
+    rec = rig.run(barrier)
+    await barrier.open()
+    await rec.wait(IoSnapshot, lambda s: s.up_limit)
+
+    rig.emu.set_loop(1, "safety", True)
+    with pytest.raises(BarrierUnsafe, match="safety loop"):
+        await barrier.close()
+    rig.emu.set_loop(1, "safety", False)
+    rig.emu.set_anti_smash(1, True)
+    with pytest.raises(BarrierUnsafe, match="anti-smash"):
+        await barrier.close()
+    m = rig.emu.barrier(1)
+    assert rig.emu.count("close") == 0 and m.close_refused == 0 and m.arm_hits == 0
+    assert all(w.coil != 1 for w in rig.emu.coil_writes), "CLOSE coil was written"
+
+    rig.emu.set_anti_smash(1, False)
+    await barrier.close()
+    await rec.wait(IoSnapshot, lambda s: s.down_limit, start=len(rec.events))
+    assert rig.emu.count("close") == 1 and m.arm_hits == 0
+
+
+# --- RTU specifics -------------------------------------------------------------------------------------------
+
+
+async def test_two_barriers_share_one_serial_bus(make_rig):
+    rig = await make_rig("rtu-9600", units=(1, 2))
+    b1, b2 = rig.barrier(1), rig.barrier(2)
+    assert b1.bus is b2.bus and b1.bus.gap_s == pytest.approx(3.5 * 10 / 9600)
+    rec1, rec2 = rig.run(b1), rig.run(b2)
+    assert await rec1.wait(IoSnapshot) == DOWN and await rec2.wait(IoSnapshot) == DOWN
+
+    rig.emu.set_loop(2, "arming", True)
+    await rec2.wait(IoSnapshot, lambda s: s.arming)
+    await b1.open()
+    await rec1.wait(IoSnapshot, lambda s: s.up_limit)
+    assert [(c.unit, c.name) for c in rig.emu.commands] == [(1, "open")]
+    assert not any(s.arming for s in rec1.of(IoSnapshot)) and not any(s.up_limit for s in rec2.of(IoSnapshot))
+
+    # Commands for both lanes at once: both delivered, each to its own unit.
+    await asyncio.gather(b1.close(), b2.open())
+    await rec1.wait(IoSnapshot, lambda s: s.down_limit, start=len(rec1.events))
+    await rec2.wait(IoSnapshot, lambda s: s.up_limit)
+    assert sorted((c.unit, c.name) for c in rig.emu.commands) == [(1, "close"), (1, "open"), (2, "open")]
+    assert not rec1.of(DeviceFault) and not rec2.of(DeviceFault)
+
+
+@pytest.mark.parametrize("kind", ["rtu", "rtu-9600"])
+async def test_unplug_faults_once_and_plug_recovers(make_rig, kind, caplog):
+    caplog.set_level(logging.INFO)
+    rig = await make_rig(kind)
+    barrier = rig.barrier()
+    rec = rig.run(barrier)
+    await rec.wait(IoSnapshot)
+
+    rig.cable.unplug()
+    fault = await rec.wait(DeviceFault)
+    assert fault.device == "barrier" and fault.reason
+    with pytest.raises(BarrierError):
+        await barrier.open()
+    await asyncio.sleep(1.0)  # several retries with backoff
+    assert len(rec.of(DeviceFault)) == 1
+
+    rig.cable.plug()
+    await rec.wait(DeviceRecovered)
+    after = rec.events.index(rec.of(DeviceRecovered)[0])
+    assert await rec.wait(IoSnapshot, start=after) == DOWN  # re-reported after the reconnect
+    rig.emu.set_loop(1, "arming", True)
+    await rec.wait(IoSnapshot, lambda s: s.arming)  # polling resumed
+    await barrier.open()
+    await rec.wait(IoSnapshot, lambda s: s.up_limit)
+    assert len(rec.of(DeviceFault)) == 1 and len(rec.of(DeviceRecovered)) == 1
+
+    ours = [r.getMessage() for r in caplog.records if r.name == ADAPTER_LOG]
+    assert sum("faulted" in m for m in ours) == 1 and sum("recovered" in m for m in ours) == 1
+    noisy = [r for r in caplog.records if r.name.startswith("pymodbus") and r.levelno >= logging.WARNING]
+    assert not noisy, [r.getMessage() for r in noisy]
+
+
+async def test_a_silent_unit_faults_alone_on_a_shared_line(make_rig):
+    rig = await make_rig("rtu", units=(1,))
+    present, absent = rig.barrier(1), rig.barrier(3)
+    rec1, rec3 = rig.run(present), rig.run(absent)
+    fault = await rec3.wait(DeviceFault)
+    assert "no answer" in fault.reason
+    await rec1.wait(IoSnapshot)
+    rig.emu.set_loop(1, "safety", True)
+    await rec1.wait(IoSnapshot, lambda s: s.safety)
+    # CLOSE needs a fresh read: an unreadable module is never closed blind.
+    with pytest.raises(BarrierError):
+        await absent.close()
+    assert not rec1.of(DeviceFault) and len(rec3.of(DeviceFault)) == 1
+    assert rig.emu.ignored_requests > 0 and not rig.emu.coil_writes
+
+
+async def test_missing_port_faults_and_commands_fail_fast(make_rig, tmp_path):
+    rig = await make_rig("rtu")
+    rig.a_link = str(tmp_path / "no-such-tty")
+    barrier = rig.barrier()
+    rec = rig.run(barrier)
+    assert "cannot open" in (await rec.wait(DeviceFault)).reason
+    t0 = time.monotonic()
+    with pytest.raises(BarrierError):
+        await barrier.open()
+    assert time.monotonic() - t0 < 0.5
+
+
+# --- TCP specifics -------------------------------------------------------------------------------------------
+
+
+async def test_tcp_server_outage_and_return(make_rig):
+    rig = await make_rig("tcp")
+    barrier = rig.barrier()
+    rec = rig.run(barrier)
+    await rec.wait(IoSnapshot)
+    await rig.emu.stop()
+    await rec.wait(DeviceFault)
+    with pytest.raises(BarrierError):
+        await barrier.open()
+    await rig.emu.start_tcp(rig.tcp_port)
+    await rec.wait(DeviceRecovered)
+    await barrier.open()
+    await rec.wait(IoSnapshot, lambda s: s.up_limit)
+    assert len(rec.of(DeviceFault)) == 1 and len(rec.of(DeviceRecovered)) == 1
+
+
+async def test_exception_answer_is_reported_as_a_fault(make_rig):
+    rig = await make_rig("tcp")
+    rec = rig.run(rig.barrier(points=PointMap(anti_smash=40)))  # the module has no input 40
+    assert "illegal address" in (await rec.wait(DeviceFault)).reason
+
+
+async def test_pulse_order_on_the_bus(make_rig):
+    rig = await make_rig("tcp")
+    barrier = rig.barrier(pulse_ms=100)
+    await barrier.open()
+    await barrier.close()  # waits for OPEN's pulse to end: both relays are never ON together
+    await barrier.aclose()
+    assert [(w.coil, w.value) for w in rig.emu.coil_writes] == [(0, True), (0, False), (1, True), (1, False)]
+
+
+async def test_registry_close_lets_a_pending_pulse_end(make_rig):
+    rig = await make_rig("tcp")
+    barrier = rig.barrier(pulse_ms=100)
+    await barrier.open()
+    await rig.registry.close()  # shutdown right after a command: the relay must not stay ON
+    assert [(w.coil, w.value) for w in rig.emu.coil_writes] == [(0, True), (0, False)]
+
+
+async def test_a_lost_pulse_end_is_written_before_the_next_pulse(make_rig, caplog):
+    rig = await make_rig("tcp")
+    barrier = rig.barrier(pulse_ms=100)
+    await barrier.open()
+    await rig.emu.stop()  # the module goes away mid-pulse: the OFF cannot be delivered
+    await barrier.aclose()
+    assert "pulse end not delivered" in caplog.text
+    await rig.emu.start_tcp(rig.tcp_port)
+    await asyncio.sleep(0.25)  # past the bus' minimum reconnect interval
+    await barrier.open()
+    await barrier.aclose()
+    # OFF first, so the module sees a rising edge again.
+    assert [(w.coil, w.value) for w in rig.emu.coil_writes] == [(0, True), (0, False), (0, True), (0, False)]
+    assert rig.emu.count("open") == 2
+
+
+async def test_pulse_ms_zero_writes_on_only(make_rig):
+    rig = await make_rig("tcp", physics=Physics(rise_s=0.1, fall_s=0.1, coil_auto_reset_s=0.05))
+    barrier = rig.barrier(pulse_ms=0)
+    await barrier.open()
+    await asyncio.sleep(0.1)  # the module drops the coil itself
+    await barrier.open()
+    await barrier.aclose()
+    assert [(w.coil, w.value) for w in rig.emu.coil_writes] == [(0, True), (0, True)]
+    assert rig.emu.count("open") == 2
+
+
+# --- the bus owner in isolation ------------------------------------------------------------------------------
+
+
+def test_frame_gap():
+    assert bits_per_char(8, "N", 1) == 10 and bits_per_char(8, "E", 1) == 11
+    assert frame_gap_s(9600) == pytest.approx(0.003646, abs=1e-6)
+    assert frame_gap_s(19200, 11) == pytest.approx(0.002005, abs=1e-6)
+    assert frame_gap_s(38400) == frame_gap_s(115200) == 0.00175
+
+
+def test_registry_shares_buses_by_line():
+    reg = ModbusBusRegistry()
+    rtu = dict(kind="modbus_rtu", port="/dev/ttyUSB0", baudrate=9600)
+    a = reg.bus_for(ModbusRtuBarrier(unit=1, timeout_s=0.2, **rtu))
+    b = reg.bus_for(ModbusRtuBarrier(unit=2, timeout_s=0.4, **rtu))
+    assert a is b and a.timeout_s == 0.4
+    with pytest.raises(ValueError, match="disagree"):
+        reg.bus_for(ModbusRtuBarrier(kind="modbus_rtu", port="/dev/ttyUSB0", baudrate=38400, unit=3))
+    assert reg.bus_for(ModbusRtuBarrier(kind="modbus_rtu", port="/dev/ttyUSB1")) is not a
+    tcp = dict(kind="modbus_tcp", host="10.0.0.5", tcp_port=502)
+    assert reg.bus_for(ModbusTcpBarrier(unit=1, **tcp)) is reg.bus_for(ModbusTcpBarrier(unit=2, **tcp))
+    assert reg.bus_for(ModbusTcpBarrier(unit=1, **tcp)).gap_s == 0
+
+
+async def test_slot_serves_a_waiting_command_before_waiting_polls():
+    slot, order = _Slot(), []
+
+    async def user(name: str, priority: bool) -> None:
+        await slot.acquire(priority)
+        order.append(name)
+        await asyncio.sleep(0.01)
+        slot.release()
+
+    await slot.acquire(False)  # a poll is on the wire
+    tasks = [asyncio.create_task(user(n, p)) for n, p in [("poll1", False), ("poll2", False), ("cmd", True)]]
+    cancelled = asyncio.create_task(user("gone", True))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    slot.release()
+    await asyncio.gather(*tasks)
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert order == ["cmd", "poll1", "poll2"]
+    await slot.acquire(False)  # free again
+    slot.release()
+
+
+class _FakeClient:
+    """Stands in for a pymodbus client: answers at once, remembers when each request went out."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.sent: list[float] = []
+
+    async def read_discrete_inputs(self, address, *, count, device_id):
+        self.sent.append(time.monotonic())
+        return _Bits([False] * count)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Bits:
+    bits: list
+
+    def isError(self) -> bool:
+        return False
+
+
+async def test_bus_keeps_the_inter_frame_gap():
+    client = _FakeClient()
+    bus = ModbusBus("fake", lambda _t: client, gap_s=0.01)
+    bus.timeout_s = 0.3
+    for _ in range(6):
+        assert await bus.read_bits(1, 0, 5) == [False] * 5
+    gaps = [b - a for a, b in zip(client.sent, client.sent[1:])]
+    assert min(gaps) >= 0.0095, gaps
+    await bus.close()
+
+
+async def test_bus_reports_a_missing_answer_as_bus_error():
+    class Silent(_FakeClient):
+        async def read_discrete_inputs(self, address, *, count, device_id):
+            await asyncio.sleep(10)
+
+    bus = ModbusBus("silent", lambda _t: Silent(), gap_s=0.0)
+    bus.timeout_s = 0.05  # the outer guard (timeout + 1 s) fires: pymodbus' own timeout is not in play here
+    t0 = time.monotonic()
+    with pytest.raises(BusError, match="no answer"):
+        await bus.read_bits(1, 0, 5, retries=0)
+    assert time.monotonic() - t0 < 1.5
+    await bus.close()
