@@ -157,9 +157,13 @@ class SerialPlateReader:
     """PlateSource for a camera that prints one `plate,colour,confidence` line per recognition."""
 
     def __init__(self, config: SerialPlateReaderConfig, *, name: str, clock: Optional[Clock] = None,
-                 backoff_min_s: float = 0.2, backoff_max_s: float = 5.0) -> None:
+                 backoff_min_s: float = 0.2, backoff_max_s: float = 5.0,
+                 on_activity: Optional[Callable[[], None]] = None) -> None:
         self.config = config
         self.name = name
+        # Called for every chunk received: a plate line is arriving, a barrier command may follow it (the
+        # app uses it to keep the barrier's bus free of polls for that moment).
+        self.on_activity = on_activity
         self.stats = DecodeStats()  # cumulative over reconnects
         self.source = SerialLineSource(config, name=name, device="plate_reader", session=self._session,
                                        clock=clock, backoff_min_s=backoff_min_s, backoff_max_s=backoff_max_s)
@@ -182,6 +186,8 @@ class SerialPlateReader:
 
         def on_chunk(data: bytes) -> None:
             nonlocal warned
+            if self.on_activity is not None:
+                self.on_activity()
             skipped = self.stats.skipped
             for line in decoder.feed(data):
                 color = "" if line.color == "unknown" else line.color  # PlateRead's spelling of unknown

@@ -332,8 +332,9 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
         out.extend(_leave(visit))
         out.append(fx.Display(f"{ev.plate} 一路顺风", "一路顺风"))
         return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason)
-    text = (f"{ev.plate} 请到岗亭处理" if needs_operator
-            else f"{ev.plate} 请缴费{quote.due_fen // 100}元{quote.due_fen % 100:02d}分".replace("元00分", "元"))
+    shown = ev.plate or "无牌车"
+    text = (f"{shown} 请到岗亭处理" if needs_operator
+            else f"{shown} 请缴费{quote.due_fen // 100}元{quote.due_fen % 100:02d}分".replace("元00分", "元"))
     out.append(fx.Display(text, text))
     return replace(state, phase=Phase.AWAITING_PAYMENT)
 

@@ -27,13 +27,13 @@ from lanectl.adapters.control_socket import (
     ControlServer,
     ControlSocketError,
 )
-from lanectl.control_client import (
+from lanectl.adapters.control_client import (
     ControlClient,
     ControlClientError,
     DaemonNotRunning,
     PermissionDenied,
 )
-from lanectl.control_client import ControlError as ClientControlError
+from lanectl.adapters.control_client import ControlError as ClientControlError
 
 CST = dt.timezone(dt.timedelta(hours=8))
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -494,7 +494,7 @@ _CHILD = textwrap.dedent(
     """
     import os, sys
     sys.path.insert(0, sys.argv[1])
-    from lanectl.control_client import ControlClient, ControlClientError
+    from lanectl.adapters.control_client import ControlClient, ControlClientError
     path, uid, gid = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     try:  # warm up every lazy import while still privileged
         ControlClient(path + ".absent").call_sync("status")

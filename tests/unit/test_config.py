@@ -10,17 +10,9 @@ import pytest
 from lanectl.cli import main
 from lanectl.config import ConfigError, load_config
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example"
-
-
 @pytest.fixture
-def cfg(tmp_path: Path) -> Path:
-    d = tmp_path / "etc"
-    shutil.copytree(EXAMPLE, d)
-    (d / "secrets.yaml").write_text("backoffice_token: t0ken\n")
-    site = (d / "site.yaml").read_text().replace("/etc/lanectl/secrets.yaml", "secrets.yaml")
-    (d / "site.yaml").write_text(site.replace("/var/lib/lanectl/lanectl.db", "state/lanectl.db"))
-    return d
+def cfg(example_config: Path) -> Path:
+    return example_config
 
 
 def problems(d: Path) -> list[str]:

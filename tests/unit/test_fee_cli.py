@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from lanectl.cli import main
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "example"
-
 
 @pytest.fixture
-def cfg(tmp_path: Path) -> str:
-    d = tmp_path / "etc"
-    shutil.copytree(EXAMPLE, d)
-    (d / "secrets.yaml").write_text("backoffice_token: x\n")
-    (d / "site.yaml").write_text((d / "site.yaml").read_text().replace("/etc/lanectl/secrets.yaml", "secrets.yaml"))
-    return str(d)
+def cfg(example_config: Path) -> str:
+    return str(example_config)
 
 
 def fee(cfg: str, *extra: str) -> list[str]:

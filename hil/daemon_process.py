@@ -1,0 +1,74 @@
+"""The daemon as a separate process on the rig — as on a lane PC — for HIL tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from lanectl.adapters.control_client import ControlClient, ControlClientError
+
+
+class DaemonProcess:
+    def __init__(self, config_dir: Path, socket: Path, log_path: Path, *, log_level: str = "INFO") -> None:
+        self.config_dir, self.socket, self.log_path = config_dir, socket, log_path
+        self.log_level = log_level
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.client = ControlClient(str(socket))
+
+    async def start(self, timeout: float = 20.0) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("NOTIFY_SOCKET", None)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lanectl", "run", "--config", str(self.config_dir),
+                 "--log-level", self.log_level], stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                await self.client.status()
+                return
+            except ControlClientError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"daemon not ready after {timeout} s:\n{self.log()[-3000:]}") from None
+                await asyncio.sleep(0.1)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    async def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError("daemon ignored SIGTERM")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def peak_rss_kib(self) -> int:
+        """VmHWM of the running daemon (Linux)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""

@@ -1,0 +1,187 @@
+"""The hardware-in-the-loop rig: the devices of a lane, emulated behind real tty paths.
+
+    daemon ── tty ── VirtualCable (pty pairs, optional line speed) ── tty ── emulator
+               RS-485 bus     : Modbus RTU barrier IO modules (one unit id per lane), barrier physics
+               camera line(s) : one plate camera per lane printing `plate,colour,confidence` lines
+
+`Rig` builds the devices and writes a configuration directory that points the daemon at the daemon-side
+paths, so `lanectl run --config DIR` runs against it exactly as on a lane PC. `Car` drives one simulated car
+through a lane (arming loop → plate read → waits for the arm → safety loop → gone). Scenarios (YAML, see
+hil/scenarios/) are played by hil/scenario.py for the demo and the HIL tests alike.
+
+On a bench, the same emulators open real tty paths instead (see hil/README.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from hil.emulators.barrier_io import BarrierEmulator, Physics
+from hil.emulators.plate_camera import PlateCamera
+from hil.wire import VirtualCable
+
+Say = Callable[[str, str], None]  # (lane, text) — the demo prints it, tests ignore it
+
+
+@dataclass(frozen=True)
+class RigLane:
+    id: str
+    direction: str  # entry | exit
+    unit: int
+
+
+@dataclass
+class CarResult:
+    plate: str
+    lane: str
+    opened: bool = False
+    passed: bool = False
+    t_plate: float = 0.0  # monotonic: the camera starts writing the plate line
+    t_open: float = 0.0  # monotonic: the IO module saw the OPEN coil
+
+
+@dataclass
+class Rig:
+    workdir: Path
+    lanes: list[RigLane]
+    baudrate: Optional[int] = 9600  # line-speed emulation on every cable; None: as fast as the ptys go
+    physics: Physics = Physics(rise_s=1.0, fall_s=1.0)
+    poll_ms: int = 50  # the daemon's input polling period on the barrier bus
+    say: Say = lambda lane, text: None
+    site_overrides: dict[str, Any] = field(default_factory=dict)
+    lane_overrides: dict[str, Any] = field(default_factory=dict)
+    bus: Optional[VirtualCable] = None
+    io: Optional[BarrierEmulator] = None
+    cables: dict[str, VirtualCable] = field(default_factory=dict)
+    cameras: dict[str, PlateCamera] = field(default_factory=dict)
+
+    @property
+    def bus_path(self) -> Path:
+        return self.workdir / "dev" / "rs485-bus"
+
+    def camera_path(self, lane_id: str) -> Path:
+        return self.workdir / "dev" / f"camera-{lane_id}"
+
+    async def start(self) -> None:
+        dev = self.workdir / "dev"
+        dev.mkdir(parents=True, exist_ok=True)
+        self.bus = VirtualCable(str(self.bus_path), str(dev / "rs485-io-side"), self.baudrate)
+        self.io = BarrierEmulator([lane.unit for lane in self.lanes], physics=self.physics)
+        await self.io.start_serial(str(dev / "rs485-io-side"), baudrate=self.baudrate or 9600)
+        for lane in self.lanes:
+            cable = VirtualCable(str(self.camera_path(lane.id)), str(dev / f"camera-{lane.id}-device"),
+                                 self.baudrate)
+            self.cables[lane.id] = cable
+            camera = PlateCamera(str(dev / f"camera-{lane.id}-device"))
+            await camera.open()
+            self.cameras[lane.id] = camera
+
+    async def stop(self) -> None:
+        for camera in self.cameras.values():
+            await camera.close()
+        if self.io is not None:
+            await self.io.stop()
+        for cable in [*self.cables.values(), self.bus]:
+            if cable is not None:
+                cable.close()
+
+    def lane(self, lane_id: str) -> RigLane:
+        return next(lane for lane in self.lanes if lane.id == lane_id)
+
+    # --- configuration for the daemon ---------------------------------------------------------------------
+    def write_config(self, directory: Path, socket: Path) -> Path:
+        (directory / "lanes").mkdir(parents=True, exist_ok=True)
+        site = {"park_id": "demo", "timezone": "Asia/Shanghai", "database": str(self.workdir / "lanectl.db"),
+                "http": {"listen": "127.0.0.1:0"}, "control": {"socket": str(socket)},
+                # no free minutes: a car that stays a few seconds still owes the first hour (5 元)
+                "tariffs": {"default": {"free_minutes": 0, "first_minutes": 60, "first_fen": 500,
+                                        "increment_minutes": 60, "increment_fen": 100,
+                                        "no_entry": "fixed", "no_entry_fen": 1000}},
+                "vehicles": {"whitelist": {"粤B00001": {"kind": "vip"}}, "blacklist": {"粤B66666": "逃费"}}}
+        site.update(self.site_overrides)
+        (directory / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True, sort_keys=False))
+        for lane in self.lanes:
+            baud = self.baudrate or 9600
+            doc = {"id": lane.id, "direction": lane.direction,
+                   "devices": {"barrier": {"kind": "modbus_rtu", "port": str(self.bus_path), "baudrate": baud,
+                                           "unit": lane.unit, "poll_ms": self.poll_ms, "timeout_s": 0.5},
+                               "plate_reader": {"kind": "serial_line", "port": str(self.camera_path(lane.id)),
+                                                "baudrate": baud}},
+                   "rules": {"duplicate_window_s": 5, "open_confirm_s": 5, "close_confirm_s": 8,
+                             **self.lane_overrides}}
+            (directory / "lanes" / f"{lane.id}.yaml").write_text(
+                yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+        return directory
+
+    async def seed_inside(self, database: Path, cars: list[dict[str, Any]]) -> None:
+        """Cars that entered before the scenario starts (e.g. this morning), recorded by their entry lane as
+        the daemon would have — so an exit can owe a real fee. Call before the daemon starts."""
+        from datetime import datetime, timedelta
+        from zoneinfo import ZoneInfo
+
+        from lanectl.adapters.sqlite_store import SqliteStore
+        from lanectl.core import effects as fx
+        from lanectl.core.lane import LaneState, make_id
+
+        store = SqliteStore(database)
+        await store.open()
+        try:
+            now = datetime.now(ZoneInfo("Asia/Shanghai"))
+            for lane in {str(c["lane"]) for c in cars}:
+                mine = [c for c in cars if str(c["lane"]) == lane]
+                effects: list[fx.Effect] = []
+                for seq, car in enumerate(mine, 1):
+                    at = now - timedelta(minutes=float(car.get("minutes_ago", 180)))
+                    effects.append(fx.NewRecord(make_id(lane, at, seq), lane, "entry", str(car["plate"]),
+                                                str(car.get("color", "blue")), at.isoformat(), "inside",
+                                                "temporary", "temporary"))
+                await store.commit_lane(lane, LaneState(seq=len(mine)).to_dict(), effects, now)
+        finally:
+            await store.close()
+
+    # --- cars ----------------------------------------------------------------------------------------------
+    async def car(self, lane_id: str, plate: str, *, color: str = "blue", wait_open_s: float = 8.0,
+                  back_away: bool = True, drive_s: float = 0.2, on_safety_s: float = 0.6) -> CarResult:
+        """One car at a lane: arrives, is read, waits for the arm, drives through (or backs away)."""
+        assert self.io is not None
+        lane = self.lane(lane_id)
+        model = self.io.barrier(lane.unit)
+        result = CarResult(plate, lane_id)
+        self.say(lane_id, f"car {plate or '(no plate)'} arrives at the arming loop")
+        self.io.set_loop(lane.unit, "arming", True)
+        await asyncio.sleep(0.05)
+        after = result.t_plate = time.monotonic()
+        await self.cameras[lane_id].send(plate, color)
+        try:
+            event = await self.io.wait_event(lane.unit, "open", timeout=wait_open_s, after=after)
+            result.t_open, result.opened = event.t, True
+            await self.io.wait_until(lambda: model.up_limit, timeout=wait_open_s)
+        except TimeoutError:
+            if back_away:
+                self.say(lane_id, f"barrier stays down; {plate} backs away")
+                self.io.set_loop(lane.unit, "arming", False)
+            return result
+        self.say(lane_id, "barrier up; car drives through")
+        await asyncio.sleep(drive_s)
+        self.io.set_loop(lane.unit, "safety", True)
+        self.io.set_loop(lane.unit, "arming", False)
+        await asyncio.sleep(on_safety_s)
+        self.io.set_loop(lane.unit, "safety", False)
+        result.passed = True
+        self.say(lane_id, f"car {plate or '(no plate)'} has passed")
+        return result
+
+    async def wait_down(self, lane_id: str, timeout: float = 10.0) -> bool:
+        assert self.io is not None
+        model = self.io.barrier(self.lane(lane_id).unit)
+        try:
+            await self.io.wait_until(lambda: model.down_limit and model.motion == 0, timeout=timeout)
+            return True
+        except TimeoutError:
+            return False

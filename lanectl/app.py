@@ -1,0 +1,210 @@
+"""Composition root: config in, adapters built, one task per lane, the outbox relay, the control socket,
+sd_notify and a clean stop on SIGTERM (the in-flight write finishes; the barrier is left as it is)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from datetime import datetime
+from typing import Any, Callable, Optional
+
+import aiohttp
+
+from lanectl.adapters.callback_server import CallbackServer
+from lanectl.adapters.clock import SystemClock
+from lanectl.adapters.control_socket import ControlError, ControlServer
+from lanectl.adapters.modbus_barrier import ModbusBarrier, ModbusBusRegistry
+from lanectl.adapters.serial_lines import SerialPlateReader
+from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.systemd_notify import SystemdNotifier, watchdog_loop
+from lanectl.adapters.webhook_publisher import WebhookPublisher
+from lanectl.config import Config, LaneConfig
+from lanectl.core import effects as fx
+from lanectl.core.events import OperatorOpen
+from lanectl.core.lane import LaneRules
+from lanectl.policy_factory import build_policy
+from lanectl.service.lane_runner import LaneRunner
+from lanectl.service.outbox import OutboxRelay, Publisher
+from lanectl.service.ports import Clock
+
+log = logging.getLogger("lanectl")
+
+
+def lane_rules(lane: LaneConfig) -> LaneRules:
+    r = lane.rules
+    return LaneRules(duplicate_window_s=r.duplicate_window_s, min_confidence=r.min_confidence,
+                     open_confirm_s=r.open_confirm_s, close_confirm_s=r.close_confirm_s,
+                     pass_timeout_s=r.pass_timeout_s, auto_close=r.auto_close)
+
+
+class App:
+    def __init__(self, config: Config, *, clock: Optional[Clock] = None,
+                 on_effects: Optional[Callable[[str, list[fx.Effect]], None]] = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock(config.site.tz)
+        self.on_effects = on_effects
+        self.publishers: dict[str, Publisher] = {}
+        self.store = SqliteStore(config.site.database, destinations=self._destinations())
+        self.policy = build_policy(config)
+        self.buses = ModbusBusRegistry()
+        self.runners: dict[str, LaneRunner] = {}
+        self.readers: dict[str, SerialPlateReader] = {}
+        self.relay: Optional[OutboxRelay] = None
+        self.notifier = SystemdNotifier()
+        self.ready = asyncio.Event()
+        self._session: Optional[aiohttp.ClientSession] = None
+
+    def _destinations(self) -> list[str]:
+        return ["webhook"] if self.config.site.uploads.webhook else []
+
+    # --- run -----------------------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        site = self.config.site
+        await self.store.open()
+        tasks: list[asyncio.Task[Any]] = []
+        watchdog: Optional[asyncio.Task[Any]] = None
+        control = ControlServer(str(site.control.socket), self, mode=site.control.mode, group=site.control.group)
+        self.http = CallbackServer(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
+                                   health=self.health)
+        try:
+            self._session = aiohttp.ClientSession()
+            self._build_publishers()
+            self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates())
+            for lane in self.config.lanes:
+                runner = self._build_lane(lane)
+                self.runners[lane.id] = runner
+                tasks.append(asyncio.create_task(runner.run(), name=f"lane-{lane.id}"))
+                for device in self._devices(lane):
+                    tasks.append(asyncio.create_task(device.run(runner.emit), name=f"{lane.id}-{type(device).__name__}"))
+            if self.publishers:
+                tasks.append(asyncio.create_task(self.relay.run(), name="outbox"))
+            await asyncio.gather(*(r.started.wait() for r in self.runners.values()))
+            await control.start()
+            await self.http.start()
+            # The watchdog is not one of the tasks whose end stops us: without systemd it returns at once.
+            watchdog = asyncio.create_task(watchdog_loop(self.notifier, lambda: self._healthy(tasks)),
+                                           name="watchdog")
+            self.notifier.ready()
+            self.notifier.status(f"{len(self.runners)} lane(s) running")
+            log.info("lanectl running: park=%s lanes=%s db=%s control=%s", site.park_id,
+                     ",".join(self.runners), site.database, site.control.socket)
+            self.ready.set()
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            for t in done:
+                if t is not stopper and t.exception() is not None:
+                    log.error("task %s died: %r", t.get_name(), t.exception())
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            self.notifier.stopping()
+            log.info("lanectl stopping: finishing in-flight writes; barriers are left as they are")
+            await control.stop()
+            await self.http.stop()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.buses.close()
+            if self._session is not None:
+                await self._session.close()
+            await self.store.close()
+
+    def _healthy(self, tasks: list[asyncio.Task[Any]]) -> bool:
+        return all(not t.done() for t in tasks)
+
+    def _build_lane(self, lane: LaneConfig) -> LaneRunner:
+        return LaneRunner(lane.id, lane.direction, self.policy, self.store, self.clock,
+                          barrier=self._barrier(lane), rules=lane_rules(lane), on_effects=self.on_effects,
+                          after_commit=lambda: self.relay.wake() if self.relay else None)
+
+    def _barrier(self, lane: LaneConfig) -> Optional[ModbusBarrier]:
+        cfg = lane.devices.barrier
+        return ModbusBarrier(cfg, self.buses, name=lane.id) if cfg is not None else None
+
+    def _devices(self, lane: LaneConfig) -> list[Any]:
+        devices: list[Any] = []
+        runner = self.runners[lane.id]
+        if runner.barrier is not None:
+            devices.append(runner.barrier)
+        if lane.devices.plate_reader is not None:
+            reader = SerialPlateReader(lane.devices.plate_reader, name=f"{lane.id}-camera")
+            self.readers[lane.id] = reader
+            devices.append(reader)
+        return devices
+
+    def _build_publishers(self) -> None:
+        hook = self.config.site.uploads.webhook
+        if hook is not None:
+            token = self.config.secret(hook.token, "uploads.webhook.token") if hook.token else None
+            assert self._session is not None
+            self.publishers["webhook"] = WebhookPublisher(hook.url, self._session, hook.timeout_s, token)
+
+    def _rates(self) -> dict[str, float]:
+        hook = self.config.site.uploads.webhook
+        return {"webhook": hook.rate_per_s} if hook else {}
+
+    async def health(self) -> dict[str, Any]:
+        """For monitoring on the public listener: no records, no plates — only whether each lane works."""
+        lanes = {lid: {"phase": r.status.phase, "barrier_fault": bool(r.status.barrier_fault),
+                       "plate_reader_fault": bool(r.status.plate_reader_fault)} for lid, r in self.runners.items()}
+        ok = all(not (x["barrier_fault"] or x["plate_reader_fault"]) for x in lanes.values())
+        return {"ok": ok, "lanes": lanes}
+
+    # --- ControlHandlers (the local control socket) ------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        lanes = {}
+        for lid, runner in self.runners.items():
+            lanes[lid] = vars(runner.status).copy()
+            reader = self.readers.get(lid)
+            if reader is not None:  # garbage on the camera line is skipped and counted, never fatal
+                st = reader.stats
+                lanes[lid]["plate_lines"] = {"read": st.lines, "skipped": st.skipped,
+                                             "bad_bytes": st.skipped_bad_bytes, "bad_fields": st.skipped_bad_fields,
+                                             "bad_plate": st.skipped_bad_plate, "overlong": st.skipped_overlong}
+        return {"park_id": self.config.site.park_id, "http_port": self.http.port, "lanes": lanes}
+
+    async def records(self, *, plate: Optional[str], lane: Optional[str], since: Optional[datetime],
+                      until: Optional[datetime], limit: int) -> list[dict[str, Any]]:
+        from lanectl.core.plates import normalize_plate
+        return await self.store.records(plate=normalize_plate(plate) if plate else None, lane=lane,
+                                        since=since, until=until, limit=limit)
+
+    async def outbox(self, *, limit: int) -> dict[str, Any]:
+        summary = await self.store.outbox_summary(limit)
+        summary["destinations"] = self.relay.status() if self.relay else {}
+        return summary
+
+    async def open_barrier(self, *, lane: str, operator: str, reason: str,
+                           amount_fen: Optional[int]) -> dict[str, Any]:
+        runner = self.runners.get(lane)
+        if runner is None:
+            raise ControlError("unknown_lane", f"no lane {lane!r}; lanes: {', '.join(self.runners)}", 404)
+        request_id = uuid.uuid4().hex
+        try:
+            effects = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id))
+        except asyncio.TimeoutError:
+            raise ControlError("lane_busy", f"lane {lane} did not answer in time", 503) from None
+        opened = next((e for e in effects if isinstance(e, fx.OpenBarrier)), None)
+        note = next((e.message for e in effects if isinstance(e, fx.Log)), "")
+        return {"lane": lane, "opened": opened is not None,
+                "record_id": opened.record_id if opened else "",
+                "action_id": opened.action_id if opened else "", "message": note,
+                "phase": runner.state.phase.value, "barrier_fault": runner.state.barrier_fault}
+
+
+async def run_daemon(config: Config, *, on_effects: Optional[Callable[[str, list[fx.Effect]], None]] = None,
+                     stop: Optional[asyncio.Event] = None, app_ready: Optional[Callable[[App], None]] = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    app = App(config, on_effects=on_effects)
+    if app_ready is not None:
+        app_ready(app)
+    await app.run(stop)

@@ -1,0 +1,229 @@
+"""Command line: `lanectl run | demo | check-config | records | outbox | open | status`.
+
+Entry points only parse input and hand it on (to the app, the config loader or the control client)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from lanectl import __version__
+from lanectl.config import ConfigError, load_config
+
+DEFAULT_SOCKET = "/run/lanectl/control.sock"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lanectl", description="Edge lane controller for parking lots.")
+    p.add_argument("--version", action="version", version=f"lanectl {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon for real hardware")
+    run.add_argument("--config", required=True, metavar="DIR", help="directory with site.yaml and lanes/")
+    run.add_argument("--log-level", default=os.environ.get("LANECTL_LOG_LEVEL", "INFO"))
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="run the daemon on the built-in simulated lane (HIL rig)")
+    demo.add_argument("--scenario", default="demo", help="scenario name in hil/scenarios or a YAML path")
+    demo.add_argument("--baud", type=int, default=9600, help="emulate RS-485 line speed (0: off)")
+    demo.add_argument("--keep", metavar="DIR", help="keep the demo's config and database in DIR")
+    demo.add_argument("--log-level", default="WARNING", help="daemon log level shown beside the demo output")
+    demo.set_defaults(func=cmd_demo)
+
+    check = sub.add_parser("check-config", help="validate a configuration directory (exit 0 or name the problem)")
+    check.add_argument("directory", metavar="DIR")
+    check.set_defaults(func=cmd_check_config)
+
+    for name, helptext, func in (("records", "list entries and exits", cmd_records),
+                                 ("outbox", "show what waits to upload", cmd_outbox),
+                                 ("status", "show the lanes of the running daemon", cmd_status),
+                                 ("open", "ask the running daemon to raise a barrier (audited)", cmd_open)):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--socket", help=f"control socket (default: from --config, else {DEFAULT_SOCKET})")
+        sp.add_argument("--config", metavar="DIR", help="read the control socket path from this configuration")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.set_defaults(func=func)
+        if name == "records":
+            sp.add_argument("--plate")
+            sp.add_argument("--lane")
+            sp.add_argument("--since", type=_when, help='"2026-11-22 08:00" or ISO 8601')
+            sp.add_argument("--until", type=_when)
+            sp.add_argument("--limit", type=int, default=50)
+        elif name == "outbox":
+            sp.add_argument("--limit", type=int, default=50)
+        elif name == "open":
+            sp.add_argument("--lane", required=True)
+            sp.add_argument("--reason", required=True, help="why (e.g. cash, fault, emergency)")
+            sp.add_argument("--operator", required=True, help="who releases the barrier")
+            sp.add_argument("--amount", type=int, metavar="FEN", help="cash taken, in fen")
+
+    from lanectl import commands_fee  # the fee command lives with the fee engine's report helpers
+    commands_fee.add_parser(sub)
+    return p
+
+
+def _when(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip().replace("/", "-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date/time: {text!r} (use 2026-11-22 08:00[:00])") from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our adapter logs faults once, with context
+
+
+# --- daemon -----------------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"lanectl: configuration is invalid:\n{exc}", file=sys.stderr)
+        return 78  # EX_CONFIG: systemd does not restart-loop on a config error with RestartPreventExitStatus
+    from lanectl.app import run_daemon
+    asyncio.run(run_daemon(config))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lanectl.demo import run_demo
+    return run_demo(scenario=args.scenario, baud=args.baud or None, keep=args.keep, log_level=args.log_level)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.directory)
+    except ConfigError as exc:
+        print(f"lanectl: {len(exc.problems)} problem(s) in {args.directory}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}")
+    lanes = ", ".join(f"{lane.id} ({lane.direction})" for lane in config.lanes)
+    print(f"ok: park {config.site.park_id}, {len(config.lanes)} lane(s): {lanes}; database {config.site.database}")
+    return 0
+
+
+# --- control socket clients -------------------------------------------------------------------------------------
+def _socket(args: argparse.Namespace) -> str:
+    if args.socket:
+        return args.socket
+    if args.config:
+        try:
+            return str(load_config(args.config).site.control.socket)
+        except ConfigError as exc:
+            raise SystemExit(f"lanectl: configuration is invalid:\n{exc}")
+    return os.environ.get("LANECTL_CONTROL__SOCKET", DEFAULT_SOCKET)
+
+
+def _call(args: argparse.Namespace, method: str, **kwargs: Any) -> Any:
+    from lanectl.adapters.control_client import ControlClient, ControlClientError
+    client = ControlClient(_socket(args))
+    try:
+        return client.call_sync(method, **kwargs)
+    except ControlClientError as exc:
+        print(f"lanectl: {exc}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def cmd_records(args: argparse.Namespace) -> int:
+    rows = _call(args, "records", plate=args.plate, lane=args.lane, since=args.since, until=args.until,
+                 limit=args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no records")
+        return 0
+    print(f"{'time':19}  {'lane':8} {'kind':7} {'plate':10} {'status':17} {'class':10} {'due':>7} {'paid':>7}  record")
+    for r in rows:
+        print(f"{r['at'][:19].replace('T', ' '):19}  {r['lane_id']:8} {r['kind']:7} {r['plate'] or '-':10} "
+              f"{r['status']:17} {r['vehicle_class']:10} {_yuan(r['due_fen']):>7} {_yuan(r['paid_fen']):>7}  "
+              f"{r['record_id']}")
+    return 0
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen // 100}.{fen % 100:02d}"
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    data = _call(args, "outbox", limit=args.limit)
+    if args.json:
+        _print_json(data)
+        return 0
+    counts = data.get("counts", {})
+    if not counts:
+        print("outbox empty (no upload destinations configured, or nothing recorded yet)")
+    for key, n in sorted(counts.items()):
+        print(f"{key:30} {n}")
+    for dest, st in (data.get("destinations") or {}).items():
+        if st.get("failing_since"):
+            print(f"{dest}: failing since {st.get('failing_since')}: {st['last_error']}")
+    for item in data.get("pending", []):
+        print(f"  #{item['id']} {item['destination']} {item['key']} attempts={item['attempts']} "
+              f"next={item['next_at'][:19]} {item['last_error']}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = _call(args, "status")
+    if args.json:
+        _print_json(data)
+        return 0
+    print(f"park {data['park_id']}")
+    for lane_id, st in data["lanes"].items():
+        faults = "; ".join(f for f in (st.get("barrier_fault"), st.get("plate_reader_fault")) if f)
+        waiting = st.get("waiting")
+        extra = f" waiting: {waiting['plate']} owes {_yuan(waiting['due_fen'])}" if waiting else ""
+        lines = st.get("plate_lines")
+        counted = f"  plates read {lines['read']}, skipped {lines['skipped']}" if lines else ""
+        print(f"  {lane_id:10} {st['direction']:5} {st['phase']:17}{extra}{counted}"
+              f"{'  FAULT: ' + faults if faults else ''}")
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    if args.amount is not None and args.amount < 0:
+        print("lanectl: --amount must be a non-negative number of fen", file=sys.stderr)
+        return 2
+    data = _call(args, "open_barrier", lane=args.lane, operator=args.operator, reason=args.reason,
+                 amount_fen=args.amount)
+    if args.json:
+        _print_json(data)
+    elif data.get("opened"):
+        print(f"lane {data['lane']}: OPEN sent (record {data['record_id']}, action {data['action_id']})")
+    else:
+        print(f"lane {data['lane']}: not opened: {data.get('message') or data.get('phase')}")
+    return 0 if data.get("opened") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

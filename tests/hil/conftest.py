@@ -1,0 +1,55 @@
+"""HIL fixtures: the rig (pty cables, Modbus IO emulator with barrier physics, plate cameras) and the real
+daemon as a separate process pointed at it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from hil.daemon_process import DaemonProcess
+from hil.emulators.barrier_io import Physics
+from hil.rig import Rig, RigLane
+from hil.scenario import load_scenario
+
+LANES = [RigLane("in1", "entry", 1), RigLane("out1", "exit", 2)]
+FAST = Physics(rise_s=0.3, fall_s=0.3)
+
+
+class Bench:
+    def __init__(self, rig: Rig, daemon: DaemonProcess, workdir: Path) -> None:
+        self.rig, self.daemon, self.workdir = rig, daemon, workdir
+        self.scenario = load_scenario("demo")
+
+    @property
+    def control(self):
+        return self.daemon.client
+
+
+@pytest.fixture
+async def bench(request) -> AsyncIterator[Bench]:
+    marker = request.node.get_closest_marker("rig")
+    opts = dict(marker.kwargs) if marker else {}
+    seed = opts.pop("seed", False)
+    workdir = Path(tempfile.mkdtemp(prefix="lanectl-hil-", dir="/tmp"))
+    rig = Rig(workdir, opts.pop("lanes", LANES), baudrate=opts.pop("baudrate", None),
+              physics=opts.pop("physics", FAST), **opts)
+    await rig.start()
+    socket = workdir / "control.sock"
+    config = rig.write_config(workdir / "etc", socket)
+    if seed:
+        await rig.seed_inside(workdir / "lanectl.db", load_scenario("demo").inside)
+    daemon = DaemonProcess(config, socket, workdir / "daemon.log")
+    try:
+        await daemon.start()
+        yield Bench(rig, daemon, workdir)
+    finally:
+        try:
+            await daemon.stop()
+        finally:
+            await rig.stop()
+            print(daemon.log()[-5000:])  # pytest shows captured output only when the test failed
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,112 @@
+"""HIL: the real daemon process against the rig — pty serial lines, Modbus RTU IO emulator with barrier
+physics, simulated cars. The emulator counts any CLOSE sent onto an occupied arm (close_refused) and any arm
+lowered onto a car (arm_hits): both must stay 0."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hil.scenario import ScenarioPlayer, load_scenario
+
+pytestmark = pytest.mark.hil
+
+
+def no_harm(bench) -> None:
+    for unit, model in bench.rig.io.barriers.items():
+        assert model.close_refused == 0, f"unit {unit}: CLOSE sent while the arm was occupied"
+        assert model.arm_hits == 0, f"unit {unit}: arm lowered onto a car"
+
+
+@pytest.mark.rig(seed=True)
+async def test_demo_scenario_runs_against_the_daemon_process(bench):
+    player = ScenarioPlayer(bench.rig, bench.control, settle_s=1.5, refuse_wait_s=2.0)
+    outcomes = await player.play(bench.scenario)
+    await player.settle()
+    assert [(o.what, o.got) for o in outcomes if not o.ok] == []
+    records = await bench.control.records(limit=50)
+    kinds = sorted((r["kind"], r["status"]) for r in records)
+    assert ("entry", "refused") in kinds and ("exit", "released") in kinds
+    cash = [r for r in records if r["kind"] == "exit" and r["plate"] == "粤A88888"]
+    assert (cash[0]["due_fen"], cash[0]["paid_fen"], cash[0]["status"]) == (700, 700, "released")
+    no_harm(bench)
+
+
+@pytest.mark.rig(seed=True)  # 粤A88888 has been parked for 3 hours: it owes 7 元
+async def test_kill_9_while_an_exit_waits_for_payment_resumes_without_repeating_commands(bench):
+    rig = bench.rig
+    waiting = asyncio.create_task(rig.car("out1", "粤A88888", wait_open_s=60))
+    await asyncio.sleep(1.5)
+    status = await bench.control.status()
+    record_id = status["lanes"]["out1"]["waiting"]["record_id"]
+    opens_before = rig.io.count("open")
+
+    bench.daemon.kill9()
+    await bench.daemon.start()
+
+    status = await bench.control.status()
+    assert status["lanes"]["out1"]["phase"] == "awaiting_payment"
+    assert status["lanes"]["out1"]["waiting"]["record_id"] == record_id
+    await asyncio.sleep(1.0)
+    assert rig.io.count("open") == opens_before, "a restart must not raise the barrier by itself"
+    answer = await bench.control.open_barrier(lane="out1", operator="王", reason="cash", amount_fen=700)
+    assert answer["opened"] and answer["record_id"] == record_id
+    assert (await asyncio.wait_for(waiting, 15)).passed
+    await rig.wait_down("out1")
+    records = await bench.control.records(plate="粤A88888")
+    assert sorted((r["kind"], r["status"]) for r in records) == [("entry", "exited"), ("exit", "released")]
+    no_harm(bench)
+
+
+async def test_a_vanishing_rs485_adapter_faults_the_lanes_and_they_recover(bench):
+    rig = bench.rig
+    rig.bus.unplug()
+    async def faulted() -> bool:
+        lanes = (await bench.control.status())["lanes"]
+        return all(lane["barrier_fault"] for lane in lanes.values())
+    for _ in range(100):
+        if await faulted():
+            break
+        await asyncio.sleep(0.1)
+    assert await faulted()
+    rig.bus.plug()
+    for _ in range(150):
+        if not any(lane["barrier_fault"] for lane in (await bench.control.status())["lanes"].values()):
+            break
+        await asyncio.sleep(0.1)
+    assert not any(lane["barrier_fault"] for lane in (await bench.control.status())["lanes"].values())
+    assert (await rig.car("in1", "粤B22222")).passed
+    no_harm(bench)
+
+
+async def test_garbage_on_the_camera_line_is_skipped_and_the_next_plate_works(bench):
+    camera = bench.rig.cameras["in1"]
+    await camera.send_raw(b"\xff\xfe\x00garbage without end" + b"x" * 300 + b"\r\n\x81\x30,blue,90\r\n")
+    assert (await bench.rig.car("in1", "粤B33333")).passed
+    lines = (await bench.control.status())["lanes"]["in1"]["plate_lines"]
+    assert lines["read"] == 1 and lines["skipped"] >= 2
+    no_harm(bench)
+
+
+async def test_health_endpoint_on_the_public_listener_shows_no_records(bench):
+    import aiohttp
+    port = (await bench.control.status())["http_port"]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            body = await resp.json()
+            assert resp.status == 200 and body["ok"] is True
+            assert set(body["lanes"]) == {"in1", "out1"} and "records" not in body
+        async with session.get(f"http://127.0.0.1:{port}/records") as resp:
+            assert resp.status == 404  # operator calls only go through the local control socket
+
+
+async def test_sigterm_stops_cleanly_and_leaves_the_barrier_as_it_is(bench):
+    rig = bench.rig
+    waiting = asyncio.create_task(rig.car("out1", "粤A99999", wait_open_s=30))
+    await asyncio.sleep(1.0)
+    commands = len(rig.io.commands)
+    assert await bench.daemon.stop() == 0
+    assert not bench.daemon.socket.exists()
+    assert len(rig.io.commands) == commands
+    waiting.cancel()
