@@ -132,7 +132,9 @@ class App:
         if runner.barrier is not None:
             devices.append(runner.barrier)
         if lane.devices.plate_reader is not None:
-            reader = SerialPlateReader(lane.devices.plate_reader, name=f"{lane.id}-camera")
+            barrier = runner.barrier
+            reader = SerialPlateReader(lane.devices.plate_reader, name=f"{lane.id}-camera",
+                                       on_activity=barrier.expect_command if barrier is not None else None)
             self.readers[lane.id] = reader
             devices.append(reader)
         return devices

@@ -446,3 +446,38 @@ async def test_bus_reports_a_missing_answer_as_bus_error():
         await bus.read_bits(1, 0, 5, retries=0)
     assert time.monotonic() - t0 < 1.5
     await bus.close()
+
+
+# --- the plate reader's hint: keep polls off the bus while a decision is coming ---------------------------------
+
+
+async def test_a_command_hint_holds_polls_but_never_starves_them(make_rig):
+    from lanectl.adapters.modbus_barrier import MAX_POLL_HOLD_S
+
+    rig = await make_rig("tcp")
+    barrier = rig.barrier(poll_ms=20)
+    rec = rig.run(barrier)
+    await rec.wait(IoSnapshot)
+    held_since = time.monotonic()
+    barrier.expect_command(0.15)
+    rig.emu.set_loop(1, "arming", True)
+    await rec.wait(IoSnapshot, lambda s: s.arming)
+    seen_after = time.monotonic() - held_since
+    assert seen_after >= 0.12, "polls went on during the hold"
+
+    # a noisy camera line re-arms the hold every few ms: the loops are still read within the cap
+    async def noise() -> None:
+        while True:
+            barrier.expect_command(0.08)
+            await asyncio.sleep(0.005)
+    task = asyncio.create_task(noise())
+    try:
+        await asyncio.sleep(0.1)  # the hold is in force and no poll is on the wire
+        start, seen = time.monotonic(), len(rec.events)
+        rig.emu.set_loop(1, "arming", False)
+        await rec.wait(IoSnapshot, lambda s: not s.arming, start=seen, timeout=2.0)
+        waited = time.monotonic() - start
+        assert 0.05 < waited < 0.02 + MAX_POLL_HOLD_S + 0.1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
