@@ -70,6 +70,7 @@ def run_demo(*, scenario: str = "demo", baud: Optional[int] = 9600, keep: Option
 
 
 async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
+    from hil.emulators.backoffice import Backoffice
     from hil.rig import Rig
     from hil.scenario import ScenarioPlayer
     from lanectl.adapters.control_client import ControlClient
@@ -79,7 +80,10 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     printer = Printer()
     print(f"lanectl demo — scenario {scn.name!r}: {scn.description.strip()}")
     print(f"rig in {workdir}; serial lines at {baud or 'unpaced'} baud; daemon config in {workdir / 'etc'}\n")
-    rig = Rig(workdir, scn.lanes, baudrate=baud, say=printer.rig, site_overrides=scn.site)
+    office = Backoffice()  # the lot's back office: every record is uploaded to it through the outbox
+    await office.start()
+    site = {"uploads": {"webhook": {"url": office.url, "rate_per_s": 5}}, **scn.site}
+    rig = Rig(workdir, scn.lanes, baudrate=baud, say=printer.rig, site_overrides=site)
     await rig.start()
     socket = workdir / "control.sock"
     config = load_config(rig.write_config(workdir / "etc", socket))
@@ -97,10 +101,15 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
         await player.settle()
         records = await app.store.records(limit=100)
         actions = await app.store.barrier_actions(limit=100)
+        for _ in range(50):  # let the outbox finish its last uploads
+            if not (await app.store.outbox_summary())["pending"]:
+                break
+            await asyncio.sleep(0.1)
     finally:
         stop.set()
         await asyncio.wait_for(daemon, 15)
         await rig.stop()
+        await office.stop()
 
     print("\nrecords in the local store (newest first):")
     for r in records:
@@ -115,6 +124,9 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     hits = sum(b.arm_hits for b in rig.io.barriers.values())
     refused = sum(b.close_refused for b in rig.io.barriers.values())
     print(f"barrier emulator: arm hits {hits}, CLOSE refused while occupied {refused}")
+    kinds = [r.kind for r in office.received]
+    print(f"back office: {len(kinds)} uploads received through the outbox "
+          f"({kinds.count('entry')} entries, {kinds.count('exit')} exits, {kinds.count('release')} releases)")
     failed = [o for o in outcomes if not o.ok]
     print("\nscenario:")
     for o in outcomes:

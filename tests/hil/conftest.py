@@ -11,6 +11,7 @@ from typing import AsyncIterator
 import pytest
 
 from hil.daemon_process import DaemonProcess
+from hil.emulators.backoffice import Backoffice
 from hil.emulators.barrier_io import Physics
 from hil.rig import Rig, RigLane
 from hil.scenario import load_scenario
@@ -34,6 +35,10 @@ async def bench(request) -> AsyncIterator[Bench]:
     marker = request.node.get_closest_marker("rig")
     opts = dict(marker.kwargs) if marker else {}
     seed = opts.pop("seed", False)
+    office = Backoffice() if opts.pop("backoffice", False) else None
+    if office is not None:
+        await office.start()
+        opts["site_overrides"] = {"uploads": {"webhook": {"url": office.url, "rate_per_s": 20}}}
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-hil-", dir="/tmp"))
     rig = Rig(workdir, opts.pop("lanes", LANES), baudrate=opts.pop("baudrate", None),
               physics=opts.pop("physics", FAST), **opts)
@@ -45,11 +50,15 @@ async def bench(request) -> AsyncIterator[Bench]:
     daemon = DaemonProcess(config, socket, workdir / "daemon.log")
     try:
         await daemon.start()
-        yield Bench(rig, daemon, workdir)
+        bench = Bench(rig, daemon, workdir)
+        bench.backoffice = office
+        yield bench
     finally:
         try:
             await daemon.stop()
         finally:
             await rig.stop()
+            if office is not None:
+                await office.stop()
             print(daemon.log()[-5000:])  # pytest shows captured output only when the test failed
             shutil.rmtree(workdir, ignore_errors=True)

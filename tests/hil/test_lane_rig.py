@@ -110,3 +110,65 @@ async def test_sigterm_stops_cleanly_and_leaves_the_barrier_as_it_is(bench):
     assert not bench.daemon.socket.exists()
     assert len(rig.io.commands) == commands
     waiting.cancel()
+
+
+@pytest.mark.rig(backoffice=True)
+async def test_uploads_wait_out_a_back_office_outage_and_arrive_in_order_once(bench):
+    office, rig = bench.backoffice, bench.rig
+    office.available = False
+    assert (await rig.car("in1", "粤B45678")).passed
+    await rig.wait_down("in1")
+    assert (await rig.car("out1", "粤B00001")).passed  # VIP: free exit, no entry record
+    for _ in range(50):
+        outbox = await bench.control.outbox()
+        if outbox["destinations"].get("webhook", {}).get("failing_since"):
+            break
+        await asyncio.sleep(0.1)
+    assert [i["key"].split(":")[0] for i in outbox["pending"]] == ["entry", "exit"]
+    assert outbox["pending"][0]["last_error"]
+    assert office.refused >= 1 and office.received == []
+
+    office.available = True
+    for _ in range(200):
+        if len(office.received) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [r.kind for r in office.received] == ["entry", "exit"]
+    assert office.received[0].payload["plate"] == "粤B45678"
+    outbox = await bench.control.outbox()
+    assert outbox["pending"] == [] and outbox["counts"] == {"webhook/done": 2}
+    await asyncio.sleep(1.0)
+    assert len(office.received) == 2, "an upload was delivered twice"
+
+
+async def lanectl(bench, *args: str) -> tuple[int, str, str]:
+    """The operator's command line against the running daemon (a subprocess: the rig lives in this loop)."""
+    import sys
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lanectl", *args, "--socket", str(bench.daemon.socket),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_operator_command_line_talks_to_the_running_daemon(bench):
+    import json
+    assert (await bench.rig.car("in1", "粤B56789")).passed
+    code, out, _ = await lanectl(bench, "status")
+    assert code == 0 and "in1" in out and "out1" in out
+    code, out, _ = await lanectl(bench, "records", "--plate", "粤B56789", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [(r["kind"], r["status"]) for r in rows] == [("entry", "inside")]
+    code, out, _ = await lanectl(bench, "records", "--lane", "out1")
+    assert code == 0 and "no records" in out
+    code, out, _ = await lanectl(bench, "outbox")
+    assert code == 0 and "outbox empty" in out
+    await bench.rig.wait_down("in1")
+    code, out, _ = await lanectl(bench, "open", "--lane", "in1", "--reason", "fire drill", "--operator", "李")
+    assert code == 0 and "OPEN sent" in out
+    code, _, err = await lanectl(bench, "open", "--lane", "nope", "--reason", "x", "--operator", "李")
+    assert code == 1 and "nope" in err
+    code, _, err = await lanectl(bench, "open", "--lane", "in1", "--reason", " ", "--operator", "李")
+    assert code == 1 and "reason" in err
+    actions = [a for a in (await bench.control.records(lane="in1")) if a["kind"] == "release"]
+    assert actions and actions[0]["reason"] == "operator:fire drill"
