@@ -88,8 +88,7 @@ class LaneRunner:
         saved = await self.store.load_lane_state(self.lane_id)
         if saved is not None:
             self.state = restored(LaneState.from_dict(saved))
-            log.info("lane %s: restored phase=%s", self.lane_id, self.state.phase.value,
-                     extra={"lane": self.lane_id})
+            log.info("lane %s: restored phase=%s", self.lane_id, self.state.phase.value)
         self._refresh_status()
 
     async def run(self) -> None:
@@ -152,8 +151,7 @@ class LaneRunner:
         elif isinstance(effect, fx.Log):
             fields = dict(effect.fields)
             text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in ("", None))
-            log.log(logging.getLevelName(effect.level.upper()), "%s %s", effect.message, text,
-                    extra={"lane": self.lane_id, **{k: v for k, v in fields.items() if k != "lane"}})
+            log.log(logging.getLevelName(effect.level.upper()), "%s %s", effect.message, text)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
