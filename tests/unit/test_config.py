@@ -99,3 +99,22 @@ def test_check_config_command_exit_codes(cfg: Path, capsys):
     assert main(["check-config", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert "east-in.yaml" in err and "devices.barrier" in err
+
+
+def test_a_bad_tariff_is_rejected_with_file_key_and_reason(cfg: Path, capsys):
+    site = cfg / "site.yaml"
+    site.write_text(site.read_text().replace("cap_fen: 2000", "cap_fen: 300"))  # below the 500 first hour
+    assert main(["check-config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "site.yaml: tariffs.default.cap_fen:" in err
+    site.write_text(site.read_text().replace("cap_fen: 300", "cap_fen: 2000").replace("first_fen: 500",
+                                                                                       "first_fen: -5"))
+    assert main(["check-config", str(cfg)]) == 1
+    assert "tariffs.default.first_fen" in capsys.readouterr().err
+
+
+def test_a_bad_vehicle_list_is_rejected(cfg: Path):
+    site = cfg / "site.yaml"
+    site.write_text(site.read_text().replace("whitelist: {粤B00001", "whitelist: {粤B20001"))  # also monthly
+    [msg] = problems(cfg)
+    assert "vehicles" in msg and "粤B20001" in msg
