@@ -18,7 +18,6 @@ import select
 import threading
 import time
 import tty
-from collections import deque
 
 __all__ = ["VirtualCable", "wire_time", "char_time"]
 

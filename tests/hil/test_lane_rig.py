@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from hil.scenario import ScenarioPlayer, load_scenario
+from hil.scenario import ScenarioPlayer
 
 pytestmark = pytest.mark.hil
 

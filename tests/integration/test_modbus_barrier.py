@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -32,14 +31,6 @@ DOWN = IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=True, a
 ADAPTER_LOG = "lanectl.adapters.modbus_barrier"
 
 
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks():
-    yield
-    for _ in range(3):
-        await asyncio.sleep(0)
-    leaked = [t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    leaked += [t.name for t in threading.enumerate() if t.name.startswith("wire-")]  # cable relays
-    assert not leaked, f"tasks / threads left running: {leaked}"
 
 
 class Recorder:
