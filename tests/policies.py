@@ -30,7 +30,7 @@ class FlatPolicy:
         return EntryDecision(True, "temporary", "temporary", "欢迎光临")
 
     def exit(self, plate: str, color: str, entered_at: Optional[datetime], at: datetime, present: Present,
-             paid_fen: int = 0, paid_at: Optional[datetime] = None) -> ExitQuote:
+             paid_fen: int = 0, paid_at: Optional[datetime] = None, entry_reason: str = "") -> ExitQuote:
         flags = ("blacklist",) if plate in self.blacklist else ()
         if plate in self.whitelist:
             return ExitQuote(0, 0, paid_fen, "free", "whitelist", ("whitelist",), flags=flags)

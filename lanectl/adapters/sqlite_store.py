@@ -141,8 +141,8 @@ class SqliteStore:
         if n:
             log.warning("store: %d barrier command(s) interrupted by the last stop; not repeated", n)
         self._inside = {
-            r["plate"]: InsideCar(r["record_id"], datetime.fromisoformat(r["at"]), r["lane_id"])
-            for r in conn.execute("SELECT plate, record_id, at, lane_id FROM records "
+            r["plate"]: InsideCar(r["record_id"], datetime.fromisoformat(r["at"]), r["lane_id"], r["reason"])
+            for r in conn.execute("SELECT plate, record_id, at, lane_id, reason FROM records "
                                   "WHERE kind='entry' AND status='inside' AND plate != '' ORDER BY ts")
         }
 
@@ -236,7 +236,7 @@ class SqliteStore:
     def _update_inside(self, effects: list[fx.Effect]) -> None:
         for e in effects:
             if isinstance(e, fx.NewRecord) and e.kind == "entry" and e.status == "inside" and e.plate:
-                self._inside[e.plate] = InsideCar(e.record_id, datetime.fromisoformat(e.at), e.lane_id)
+                self._inside[e.plate] = InsideCar(e.record_id, datetime.fromisoformat(e.at), e.lane_id, e.reason)
             elif isinstance(e, fx.PatchRecord) and dict(e.changes).get("status") in ("exited", "superseded"):
                 for plate, car in list(self._inside.items()):
                     if car.record_id == e.record_id:

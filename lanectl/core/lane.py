@@ -63,6 +63,7 @@ class InsideCar:
     record_id: str
     entered_at: datetime
     lane_id: str = ""
+    reason: str = ""  # the entry decision (e.g. monthly_spaces_full), which the exit decision honours
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,8 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     match = match_entry(ev.plate, ctx.inside.keys())
     entry = ctx.inside.get(match.plate) if match.plate else None
     present = {p: c.entered_at for p, c in ctx.inside.items()}
-    quote = ctx.policy.exit(ev.plate, ev.color, entry.entered_at if entry else None, now, present)
+    quote = ctx.policy.exit(ev.plate, ev.color, entry.entered_at if entry else None, now, present,
+                            entry_reason=entry.reason if entry else "")
     needs_operator = quote.needs_operator or match.kind == "ambiguous"
     state, record_id = _next_id(state, ctx, now)
     free = quote.free and not needs_operator

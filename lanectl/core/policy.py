@@ -43,4 +43,6 @@ class Policy(Protocol):
     def entry(self, plate: str, color: str, at: datetime, present: Present) -> EntryDecision: ...
 
     def exit(self, plate: str, color: str, entered_at: Optional[datetime], at: datetime, present: Present,
-             paid_fen: int = 0, paid_at: Optional[datetime] = None) -> ExitQuote: ...
+             paid_fen: int = 0, paid_at: Optional[datetime] = None, entry_reason: str = "") -> ExitQuote:
+        """entry_reason: what the entry lane decided for this stay (e.g. "monthly_spaces_full": a shared-space
+        card's car that came in while the card's spaces were taken pays as temporary for this stay)."""

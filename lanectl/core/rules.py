@@ -240,11 +240,12 @@ class RulesPolicy:
     # ------------------------------------------------------------ exit
 
     def exit(self, plate: str, color: str, entered_at: Optional[datetime], at: datetime, present: Present,
-             paid_fen: int = 0, paid_at: Optional[datetime] = None) -> ExitQuote:
-        return self.assess_exit(plate, color, entered_at, at, present, paid_fen, paid_at).quote()
+             paid_fen: int = 0, paid_at: Optional[datetime] = None, entry_reason: str = "") -> ExitQuote:
+        return self.assess_exit(plate, color, entered_at, at, present, paid_fen, paid_at, entry_reason).quote()
 
     def assess_exit(self, plate: str, color: str, entered_at: Optional[datetime], at: datetime,
-                    present: Present, paid_fen: int = 0, paid_at: Optional[datetime] = None) -> ExitAssessment:
+                    present: Present, paid_fen: int = 0, paid_at: Optional[datetime] = None,
+                    entry_reason: str = "") -> ExitAssessment:
         for moment in (at, entered_at, paid_at):
             if moment is not None:
                 self._site_tz(moment)  # refuse naive times before comparing them
@@ -256,7 +257,7 @@ class RulesPolicy:
             return ExitAssessment("temporary", "entry_after_exit", fee, flags, needs_operator=True)
         if paid_at is not None:  # a payment recorded by another PC may sit a little outside the stay
             paid_at = min(max(paid_at, entered_at or paid_at), at)
-        result = self._classify_exit(plate, color, entered_at, at, present, paid_fen, paid_at)
+        result = self._classify_exit(plate, color, entered_at, at, present, paid_fen, paid_at, entry_reason)
         if flags:
             note = f"blacklisted: {v.blacklist[plate]}"
             extra = BreakdownItem("blacklist", entered_at or at, at, 0, note)
@@ -267,7 +268,8 @@ class RulesPolicy:
         return result
 
     def _classify_exit(self, plate: str, color: str, entered_at: Optional[datetime], at: datetime,
-                       present: Present, paid_fen: int, paid_at: Optional[datetime]) -> ExitAssessment:
+                       present: Present, paid_fen: int, paid_at: Optional[datetime],
+                       entry_reason: str = "") -> ExitAssessment:
         v = self.vehicles
         if plate in v.whitelist:
             w = v.whitelist[plate]
@@ -275,7 +277,7 @@ class RulesPolicy:
             return ExitAssessment(w.kind, "whitelist", make_fee([item], paid_fen))
         card = self._cards.get(plate)
         if card is not None:
-            return self._card_exit(card, plate, color, entered_at, at, present, paid_fen, paid_at)
+            return self._card_exit(card, plate, color, entered_at, at, present, paid_fen, paid_at, entry_reason)
         if plate in v.stored_value:
             return self._stored_value_exit(plate, color, entered_at, at, paid_fen, paid_at)
         return self.charge("temporary", plate, color, entered_at, at, paid_fen, paid_at)
@@ -315,7 +317,8 @@ class RulesPolicy:
                               Fee(fee.total_fen, fee.paid_fen, fee.due_fen, fee.breakdown + (item,)))
 
     def _card_exit(self, card: MonthlyCard, plate: str, color: str, entered_at: Optional[datetime],
-                   at: datetime, present: Present, paid_fen: int, paid_at: Optional[datetime]) -> ExitAssessment:
+                   at: datetime, present: Present, paid_fen: int, paid_at: Optional[datetime],
+                   entry_reason: str = "") -> ExitAssessment:
         tz = self._site_tz(at)
         valid_from, valid_until = card.coverage(tz)
         valid = f"card {card.card_id} valid {valid_from:%Y-%m-%d %H:%M} - {valid_until:%Y-%m-%d %H:%M}"
@@ -326,7 +329,8 @@ class RulesPolicy:
             return self.charge("temporary", plate, color, None, at, paid_fen, paid_at)
         if at <= valid_from or entered_at >= valid_until:
             why = f"{valid}: not during this stay, charged as temporary"
-        elif self._overflow(card, plate, entered_at, present):
+        elif entry_reason == "monthly_spaces_full" or self._overflow(card, plate, entered_at, present):
+            # The entry lane's word wins: it saw the spaces taken, even if that car has left since.
             why = f"card {card.card_id}: its {card.spaces} space(s) were taken, charged as temporary"
         else:
             return self._uncovered_fee(card, plate, color, entered_at, at, paid_fen, paid_at, valid)

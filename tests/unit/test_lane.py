@@ -258,3 +258,17 @@ def test_car_that_never_passes_gets_the_arm_lowered_after_the_timeout():
     lane.feed(UP_CLEAR, 5)  # the car backed away
     out = lane.feed(Tick(), 31)
     assert lane.of(fx.CloseBarrier, out)
+
+
+def test_exit_honours_the_entry_lanes_decision_for_a_shared_space_card():
+    seen = {}
+
+    class Recording(type(POLICY)):
+        def exit(self, *args, **kwargs):
+            seen.update(kwargs)
+            return super().exit(*args, **kwargs)
+
+    lane = Lane("exit", inside={"粤B20003": InsideCar("e_9", T0 - timedelta(hours=3), "in1", "monthly_spaces_full")})
+    lane.ctx = LaneContext("east1", "exit", Recording(), LaneRules(), lane.ctx.inside)
+    lane.feed(PlateRead("粤B20003"))
+    assert seen["entry_reason"] == "monthly_spaces_full"

@@ -194,10 +194,16 @@ class TestSharedSpaces:
         first = POLICY.exit("粤B20001", "blue", t("2026-11-22 07:00"), t("2026-11-22 11:00"), present)
         assert (first.due_fen, first.vehicle_class) == (0, "monthly")  # the earlier cars hold the spaces
 
-    def test_space_freed_before_exit_counts_as_free(self):
+    def test_without_the_entry_decision_a_space_freed_before_exit_counts_as_free(self):
         present = {"粤B20002": t("2026-11-22 07:30"), "粤B20003": t("2026-11-22 08:00")}
         q = POLICY.exit("粤B20003", "blue", t("2026-11-22 08:00"), t("2026-11-22 11:00"), present)
         assert (q.due_fen, q.vehicle_class) == (0, "monthly")
+
+    def test_a_car_that_entered_over_the_spaces_pays_as_temporary_even_after_the_others_left(self):
+        only_me = {"粤B20003": t("2026-11-22 08:00")}
+        q = POLICY.exit("粤B20003", "blue", t("2026-11-22 08:00"), t("2026-11-22 11:00"), only_me,
+                        entry_reason="monthly_spaces_full")
+        assert (q.due_fen, q.vehicle_class) == (700, "temporary")
 
     def test_full_card_refused_when_temporary_not_allowed(self):
         closed = RulesPolicy(TARIFFS, VEHICLES.model_copy(update={"allow_temporary": False}))
