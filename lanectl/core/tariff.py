@@ -15,9 +15,12 @@ Semantics (operator's version with YAML examples in docs/tariffs.md):
 * Day segments. With `segments`, each segment occurrence (e.g. today's 08:00-20:00) is priced on its own:
   its first segment from when the car's time in it starts, then its increments, capped by its own `cap_fen`.
 * Flat fee. `flat_fen` is charged once per visit longer than the free minutes, whatever its length.
-* Caps. `cap_fen` limits what is charged per cap period: per 24 h counted from the entry (`entry_24h`) or
-  per calendar day (`calendar_day`, local midnight to midnight). Each charge belongs to the period in which its
-  unit starts. A cap only ever lowers a fee; a long stay pays at most one cap per started period.
+* Caps. Each unit is a charge at the minute it starts. The fee is the most that respects every cap at once:
+  the charges in time order, each charged as far as the caps still allow - its segment occurrence's cap_fen,
+  and `cap_fen` in any 24 h (`entry_24h`; so in each 24 h from the entry too) or per calendar day
+  (`calendar_day`, local midnight to midnight; a run's increments restart at midnight, and it still costs at
+  most its continuous tariff). A cap only ever lowers a fee; a long stay pays at most one cap per started
+  period; a longer stay (later exit or earlier entry) never costs less. Why and how: above _fixed_day_caps.
 * Paid ahead. With a payment at `paid_at`, leaving within `free_out_minutes` (inclusive) charges nothing after
   the payment. Leaving later charges the time from the payment moment again as a fresh run of the tariff (a
   new first segment, no free minutes), within the same caps. A payment made while the stay was still inside
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections import deque
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Annotated, Any, Literal, Optional
@@ -413,6 +417,31 @@ class _Run:
                     _ceil_div(max(0, t - self.start - first), self.increment_minutes))
         return f + units * self.increment_fen
 
+    def piece_charges(self, t0: int, t1: int) -> int:
+        """Raw fen of the part [t0, t1) of this run that lies in one calendar day, metered from where the part
+        starts: the part holding the run's start is the run itself (first segment, its grid); a later part starts
+        at a midnight t0 and restarts the increments there (or where the first segment ends, if later)."""
+        t1 = min(t1, self.end)
+        if t0 <= self.start:
+            return self.charges_before(t1)
+        if self.first_minutes is None:
+            return 0
+        anchor = max(t0, self.start + self.first_minutes)
+        return _ceil_div(max(0, t1 - anchor), self.increment_minutes) * self.increment_fen
+
+    def next_charge(self, t: int) -> Optional[tuple[int, int]]:
+        """(minute, fen) of the first unit of this run starting at or after minute t, or None."""
+        if t <= self.start:
+            if self.first_minutes is None or self.first_minutes > 0:
+                return self.start, self.first_fen
+            return self.start, self.increment_fen
+        if self.first_minutes is None or not self.increment_fen:
+            return None  # a flat run has one charge; free increments need no walking
+        first_inc = self.start + (self.first_minutes or self.increment_minutes)
+        m = first_inc if t <= first_inc else first_inc + _ceil_div(t - first_inc, self.increment_minutes) * \
+            self.increment_minutes
+        return (m, self.increment_fen) if m < self.end else None
+
     def describe(self) -> str:
         if self.first_minutes is None:
             return f"{self.label}: flat {self.first_fen} fen per visit"
@@ -458,16 +487,127 @@ def _runs(rule: TariffRule, a: int, b: int, restart: Optional[int], tz: tzinfo) 
     return runs
 
 
-def _period_bounds(rule: TariffRule, entry: int, b: int, tz: tzinfo) -> list[int]:
-    """Starts of the cap periods covering [entry, b), plus one bound at or after b."""
-    if rule.cap_period == "entry_24h":
-        return list(range(entry, b + DAY_MINUTES, DAY_MINUTES))
+def _day_bounds(entry: int, b: int, tz: tzinfo) -> list[int]:
+    """Local midnights from the one starting the entry's day to the first at or after b."""
     day = _from_minute(entry, tz).date()
     bounds = [_local_minute(day, 0, tz)]
     while bounds[-1] < b:
         day += timedelta(days=1)
         bounds.append(_local_minute(day, 0, tz))
     return bounds
+
+
+# Period caps. Each unit of the tariff is a charge at the minute it starts. The fee is the LARGEST amount that
+# respects every cap at once, found greedily: the charges in time order, each charged as far as all caps still
+# allow (its segment occurrence's cap_fen; cap_fen per calendar day, or in any 24 h; for calendar days also the
+# run's continuous tariff). Each limit holds a stretch of consecutive charges, so charging the earliest charge
+# as much as possible is never worse: every full limit holding it also holds the next charge after it that is
+# charged at all, which can give way. So the greedy reaches the maximum; the tests check it against the
+# cheapest cover, the same fee read as "each charge is paid unless a cap is paid for a stretch holding it".
+#   Why a longer stay never costs less: its charges are the shorter stay's plus some, under the same or looser
+# limits, so what the shorter stay was charged is still allowed and the maximum can only grow. Only the charges
+# of the run holding the entry move (earlier, with it): per calendar day they stay in their day (a first charge
+# moving back over midnight lands in a day holding nothing else, and no cap is below a first charge), and in
+# any 24 h they only move away from the later ones, so no 24 h holds more of them than before. That is what
+# decides both kinds of period:
+# * calendar_day: a run is metered per day. At midnight the increments restart (the unit running at midnight
+#   is charged in the day it started, a new one starts at 00:00, the first segment is not charged again), so a
+#   day's charges do not depend on when the car came. On the continuous grid, entering a minute earlier moves
+#   every unit a minute earlier; a unit starting at 00:00 - maybe the only charge of the last day - then starts
+#   at 23:59 on a day already at its cap, and the fee drops. Metering per day can round up one unit more per
+#   midnight, so the run's continuous tariff stays a limit: the cap never raises a fee.
+# * entry_24h: at most cap_fen in ANY 24 h. Periods counted from the entry move with it while day segments
+#   stay on the wall clock: entering a minute earlier can put two charges that were in two periods into one
+#   period at its cap, and no rule capping each period from the entry avoids that. Those periods are among the
+#   24 h limited here, so this never charges more than they did.
+
+def _fixed_day_caps(cap: int, runs: list[_Run], bounds: list[int], run_left: list[int],
+                    group_left: dict[int, Optional[int]]) -> list[tuple[int, int, int, int]]:
+    """(run, day, raw, charged) for each part of a run in one calendar day, charged greedily in time order."""
+    day_left = [cap] * (len(bounds) - 1)
+    blocks = []
+    for i, run in enumerate(runs):
+        j = bisect_right(bounds, run.start) - 1
+        while j < len(day_left) and bounds[j] < run.end:
+            raw = run.piece_charges(max(run.start, bounds[j]), bounds[j + 1])
+            left = group_left[run.group]
+            x = min(raw, run_left[i], day_left[j], raw if left is None else left)
+            run_left[i] -= x
+            day_left[j] -= x
+            if left is not None:
+                group_left[run.group] = left - x
+            blocks.append((i, j, raw, x))
+            j += 1
+    return blocks
+
+
+def _any_24h_plain(cap: int, run: _Run) -> int:
+    """The most one plain or flat run may charge with at most `cap` in any 24 h, in closed form (its cheapest
+    cover: each unit paid, or any 24 h replaced by the cap; see _any_24h)."""
+    if run.first_minutes is None:
+        return min(cap, run.first_fen)
+    d, c = run.increment_minutes, run.increment_fen
+    head_fen, grid_from = (run.first_fen, run.first_minutes) if run.first_minutes > 0 else (c, d)
+    n = _ceil_div(max(0, run.end - run.start - grid_from), d)  # units after the first one, every d minutes
+    per_window = _ceil_div(DAY_MINUTES, d)  # the most of them 24 h can hold
+
+    def grid(r: int) -> int:  # r of those units: k whole 24 h at the cap, the rest paid or capped too
+        return min(k * cap + c * max(0, r - k * per_window) for k in {0, r // per_window, _ceil_div(r, per_window)})
+
+    with_head = 0 if grid_from >= DAY_MINUTES else min(n, _ceil_div(DAY_MINUTES - grid_from, d))
+    return min(head_fen + grid(n), cap + grid(n - with_head))
+
+
+def _any_24h(cap: int, runs: list[_Run], group_left: dict[int, Optional[int]]) -> int:
+    """The fee with at most `cap` in any 24 h: the units in time order, each charged as far as that and its
+    segment occurrence's cap still allow. Units charged in a row are kept as one block (first minute, step,
+    count, fen each) so a long stay costs about one step per block, not one per unit."""
+    if len(runs) == 1 and runs[0].cap_fen is None:
+        return _any_24h_plain(cap, runs[0])
+    window: deque[list[int]] = deque()  # blocks charged in the last 24 h: [first minute, step, count, fen]
+    in_window = total = 0
+    for run in runs:
+        t = run.start
+        while cap > 0:
+            nxt = run.next_charge(t)
+            left = group_left[run.group]
+            if nxt is None or left == 0:
+                break
+            m, fen = nxt
+            while window and window[0][0] <= m - DAY_MINUTES:  # charges 24 h old leave the window
+                first, step, count, each = window[0]
+                gone = min(count, (m - DAY_MINUTES - first) // step + 1)
+                in_window -= gone * each
+                if gone == count:
+                    window.popleft()
+                else:
+                    window[0][0], window[0][2] = first + gone * step, count - gone
+            room = cap - in_window if left is None else min(cap - in_window, left)
+            if in_window >= cap:  # nothing more until the oldest charge in the window is 24 h old
+                t = window[0][0] + DAY_MINUTES
+                continue
+            if fen == 0:
+                t = m + 1
+                continue
+            if m == run.start or fen > room:  # the run's first unit, or one charged in part
+                count, step, each = 1, 1, min(fen, room)
+            else:  # units that fit whole: `fit` of them on the room there is (the window only loses charges)
+                step, each, fit = run.increment_minutes, fen, room // fen
+                if window and window[0][1] == step and window[0][3] == fen:
+                    # ... and when the oldest block in the window is units like these (same step and fen), each
+                    # of its units leaving makes room for one more of ours; `late` of ours come before its first
+                    # one leaves, so the room must carry those
+                    late = -((m - DAY_MINUTES - window[0][0]) // step) - 1
+                    if fit > late:
+                        fit += window[0][2]
+                count = min(fit, _ceil_div(run.end - m, step), fit if left is None else left // fen)
+            window.append([m, step, count, each])
+            in_window += count * each
+            total += count * each
+            if left is not None:
+                group_left[run.group] = left - count * each
+            t = m + (count - 1) * step + 1
+    return total
 
 
 def _price_runs(rule: TariffRule, runs: list[_Run], entry: int, b: int, tz: tzinfo) -> list[BreakdownItem]:
@@ -479,12 +619,10 @@ def _price_runs(rule: TariffRule, runs: list[_Run], entry: int, b: int, tz: tzin
         return local[m]
 
     items: list[BreakdownItem] = []
+    raws = [run.charges_before(run.end) for run in runs]
     cap_left: dict[int, Optional[int]] = {}
-    bounds = _period_bounds(rule, entry, b, tz) if rule.cap_fen is not None else []
-    period_fen = [0] * max(0, len(bounds) - 1)
-    for run in runs:
+    for run, raw in zip(runs, raws):  # each run's line, and its segment occurrence's cap
         left = cap_left.get(run.group, run.cap_fen)
-        raw = run.charges_before(run.end)
         charged = raw if left is None else min(left, raw)
         items.append(BreakdownItem(run.kind, at(run.start), at(run.end), raw, run.describe()))
         if charged < raw:
@@ -492,19 +630,44 @@ def _price_runs(rule: TariffRule, runs: list[_Run], entry: int, b: int, tz: tzin
                                        f"{run.label}: cap {run.cap_fen} fen per occurrence (charged {raw})"))
         if left is not None:
             cap_left[run.group] = left - charged
-        if bounds:  # share the run's charges out to the cap periods its units start in
-            i, before = bisect_right(bounds, run.start) - 1, 0
-            while i < len(period_fen) and bounds[i] < run.end:
-                upto = run.charges_before(bounds[i + 1])
-                upto = upto if left is None else min(left, upto)
-                period_fen[i] += upto - before
-                before, i = upto, i + 1
     cap = rule.cap_fen
-    what = "per 24 h from entry" if rule.cap_period == "entry_24h" else "per calendar day"
-    for i, fen in enumerate(period_fen):
-        if cap is not None and fen > cap:
-            items.append(BreakdownItem("cap", at(max(bounds[i], entry)), at(min(bounds[i + 1], b)), cap - fen,
-                                       f"cap {cap} fen {what} (charged {fen})"))
+    if cap is None:
+        return items
+
+    group_left = {run.group: run.cap_fen for run in runs}
+    if rule.cap_period == "entry_24h":  # one line: the cap has no periods of its own
+        asked = sum(i.fen for i in items)
+        charged = _any_24h(cap, runs, group_left)
+        if charged < asked:
+            items.append(BreakdownItem("cap", at(runs[0].start), at(b), charged - asked,
+                                       f"cap {cap} fen in any 24 h (asked {asked}, charged {charged})"))
+        return items
+    bounds = _day_bounds(entry, b, tz)
+    blocks = _fixed_day_caps(cap, runs, bounds, list(raws), dict(group_left))
+    # The lines above add up to what the segment caps leave. Say per day what its cap took off: fill the
+    # charges up again as far as the run and segment limits allow (any such filling adds up to the same total);
+    # the days that were cut are the ones where the cap applied.
+    run_slack = list(raws)
+    for i, _, _, x in blocks:
+        run_slack[i] -= x
+        if group_left[runs[i].group] is not None:
+            group_left[runs[i].group] -= x  # type: ignore[operator]
+    asked: dict[int, int] = {}
+    charged_in: dict[int, int] = {}
+    for i, p, raw, x in blocks:
+        g = runs[i].group
+        extra = min(raw - x, run_slack[i])
+        if group_left[g] is not None:
+            extra = min(extra, group_left[g])  # type: ignore[type-var]
+            group_left[g] -= extra  # type: ignore[operator]
+        run_slack[i] -= extra
+        asked[p] = asked.get(p, 0) + x + extra
+        charged_in[p] = charged_in.get(p, 0) + x
+    for p in sorted(asked):
+        if charged_in[p] < asked[p]:
+            items.append(BreakdownItem("cap", at(max(bounds[p], entry)), at(min(bounds[p + 1], b)),
+                                       charged_in[p] - asked[p],
+                                       f"cap {cap} fen per calendar day (asked {asked[p]}, charged {charged_in[p]})"))
     return items
 
 

@@ -135,15 +135,79 @@ def test_day_night_segments(enter, leave, total):
 
 
 def test_segment_caps_and_a_calendar_day_cap_together():
-    # day 1: day occurrence 1500 (capped) + night units 20:00, 22:00 = 200 -> 1700
-    # day 2: the night occurrence may only add 300 more (its cap is 500) -> 300
+    # Every cap at once, charges in time order. 08:00 -> 20:00 next day, 1600 per calendar day:
+    # day 1: day occurrence 1500 (its cap) + night 20:00 100 = 1600; night 22:00 is not charged (day cap)
+    # day 2: night 00:00-06:00 4 x 100 = 400 (the night occurrence was charged only 100 of its 500 so far)
+    #        + day occurrence 1500 = 1900 -> 1600
     no_cap = DAY_NIGHT
     assert fee(no_cap, "2026-11-22 08:00", "2026-11-23 08:00").total_fen == 2000
     capped = with_(DAY_NIGHT, cap_fen=1600, cap_period="calendar_day")
-    f = fee(capped, "2026-11-22 08:00", "2026-11-23 08:00")
-    assert f.total_fen == 1600 + 300
-    assert [i.kind for i in f.breakdown].count("segment_cap") == 2
-    assert [i.fen for i in f.breakdown if i.kind == "cap"] == [-100]
+    assert fee(capped, "2026-11-22 08:00", "2026-11-23 08:00").total_fen == 1600 + 400  # day 2 is under the cap
+    f = fee(capped, "2026-11-22 08:00", "2026-11-23 20:00")
+    assert f.total_fen == 1600 + 1600
+    assert [i.kind for i in f.breakdown].count("segment_cap") == 3  # day, night, day: 1600 -> 1500, 600 -> 500
+    assert [(i.start.day, i.fen) for i in f.breakdown if i.kind == "cap"] == [(23, -300)]
+    assert sum(i.fen for i in f.breakdown) == 3200
+
+
+def test_calendar_days_restart_the_increments_at_midnight_but_never_cost_more():
+    # each day is metered on its own: 22:30 -> 00:20 counts the unit from 23:30 on day 1 and one from 00:00 on
+    # day 2, one more than the continuous tariff (500 + 1 x 100), which stays the limit
+    rule = with_(WORKED, cap_fen=600, cap_period="calendar_day")
+    assert fee(rule, "2026-11-22 22:30", "2026-11-23 00:20").total_fen == 600  # as without the cap
+    f = fee(rule, "2026-11-22 20:00", "2026-11-23 02:30")  # day 1: 500 + 3 x 100 -> 600; day 2: 3 x 100
+    assert f.total_fen == 900
+    assert [(i.start.hour, i.fen) for i in f.breakdown if i.kind == "cap"] == [(20, -200)]
+
+
+def test_cap_in_any_24_hours():
+    # a free first hour, then 1 元 per hour, at most 10 元 in any 24 h: 09:00..18:00 fill the first 24 h; the
+    # next charge allowed is at 09:00 the next day, when the 09:00 charge is 24 h old (24 h counted from the
+    # entry would have let 08:00 in too)
+    rule = TariffRule(first_minutes=60, first_fen=0, increment_minutes=60, increment_fen=100, cap_fen=1000)
+    f = fee(rule, "2026-11-22 08:00", "2026-11-23 11:00")
+    assert f.total_fen == 1000 + 200
+    assert [(i.kind, i.fen) for i in f.breakdown] == [("tariff", 2600), ("cap", -1400)]  # one line, whole stay
+
+
+# Regressions: a longer stay must never cost less. Each pair of rows enters one minute apart and leaves at the
+# same time; "was" is what the row cost when each cap period took the units starting in it (the earlier entry
+# cost less).
+CALENDAR_15_MIN = TariffRule(increment_minutes=15, increment_fen=1, cap_fen=1, cap_period="calendar_day",
+                             free_out_minutes=0)
+NIGHT_CAP = TariffRule(cap_fen=500, cap_period="calendar_day", segments=[
+    {"name": "day", "start": "08:00", "end": "20:00", "first_minutes": 60, "first_fen": 300,
+     "increment_minutes": 60, "increment_fen": 100, "cap_fen": 1500},
+    {"name": "night", "start": "20:00", "end": "08:00", "increment_minutes": 120, "increment_fen": 300,
+     "cap_fen": 600},
+])
+FREE_FIRST_SEGMENT = TariffRule(cap_fen=1, cap_period="entry_24h", segments=[
+    {"name": "s0", "start": "01:47", "end": "03:49", "first_minutes": 120, "increment_minutes": 1,
+     "increment_fen": 1},
+    {"name": "s1", "start": "03:49", "end": "01:47", "increment_minutes": 1},
+])
+
+
+@pytest.mark.parametrize("rule, enter, leave, total", [
+    # the CI failure: 1 fen per 15 min, at most 1 fen per calendar day, 24 calendar days
+    (CALENDAR_15_MIN, "2026-01-01 08:45", "2026-01-24 00:01", 24),
+    (CALENDAR_15_MIN, "2026-01-01 08:44", "2026-01-24 00:01", 24),  # was 23: no unit started after midnight
+    # the worked tariff, 6 元 per calendar day: day 1 is capped whenever the car came
+    (with_(WORKED, cap_fen=600, cap_period="calendar_day"), "2026-11-22 22:00", "2026-11-23 01:30", 800),
+    (with_(WORKED, cap_fen=600, cap_period="calendar_day"), "2026-11-22 21:59", "2026-11-23 01:30", 800),  # was 700
+    # a night segment cap shared by two days: a second unit before midnight used it up
+    (NIGHT_CAP, "2026-11-22 22:00", "2026-11-23 07:00", 600),
+    (NIGHT_CAP, "2026-11-22 21:59", "2026-11-23 07:00", 600),  # was 500
+    # 24 h from the entry with segments: the second period took both charges of 03:47 and 03:48
+    (FREE_FIRST_SEGMENT, "2026-01-01 03:48", "2026-01-02 03:49", 1),  # was 2
+    (FREE_FIRST_SEGMENT, "2026-01-01 03:47", "2026-01-02 03:49", 1),
+])
+def test_entering_earlier_never_costs_less(rule, enter, leave, total):
+    f = fee(rule, enter, leave)
+    assert f.total_fen == total
+    assert sum(i.fen for i in f.breakdown) == total
+    later = t(enter) + timedelta(minutes=1)
+    assert compute_fee(rule, later, t(leave)).total_fen <= total
 
 
 def test_day_segments_are_read_in_the_site_timezone():

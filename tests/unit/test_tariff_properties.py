@@ -1,14 +1,16 @@
 """Properties of the fee engine over random tariffs and stays, and a minute-by-minute reference model.
 
-The reference walks the stay one minute at a time (slow, obviously right); the engine uses closed forms per
-run and period. They must agree on every stay hypothesis finds.
+The reference walks the stay one minute at a time (slow, obviously right) and takes the charges in time order,
+each as far as every cap allows; a second one finds the cheapest way to pay them, each charge or a cap for a
+stretch holding it (the same fee by LP duality, and the way a driver reads a cap). The engine uses closed forms
+per run, day and block of units. They must agree on every stay hypothesis finds.
 """
 
 from collections import defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lanectl.core.tariff import DAY_MINUTES, TariffRule, compute_fee
@@ -84,6 +86,10 @@ def local(m: int) -> datetime:
     return (EPOCH + m * MINUTE).astimezone(SH)
 
 
+def midnight_before(m: int) -> int:
+    return minute_of(datetime.combine(local(m).date(), time(0), tzinfo=SH))
+
+
 def segment_at(rule: TariffRule, m: int):
     """(segment, identity of its occurrence) for minute m."""
     lt = local(m)
@@ -95,7 +101,24 @@ def segment_at(rule: TariffRule, m: int):
     raise AssertionError("segments do not tile the day")
 
 
-def reference_total(rule: TariffRule, entered: datetime, left: datetime, paid_at=None) -> int:
+def unit_starts_at(rule: TariffRule, seg, offset: int) -> int:
+    """Fen charged at `offset` minutes into a run of the tariff (a unit starting there), else 0."""
+    if rule.flat_fen is not None:
+        return rule.flat_fen if offset == 0 else 0
+    if seg.first_minutes and offset == 0:
+        return seg.first_fen
+    if offset >= seg.first_minutes and (offset - seg.first_minutes) % seg.increment_minutes == 0:
+        return seg.increment_fen
+    return 0
+
+
+def charges(rule: TariffRule, entered: datetime, left: datetime, paid_at=None):
+    """Walk the stay minute by minute. Returns (charges, raw per run) with charges a list of
+    (minute, fen, run, occurrence, occurrence cap), or None for a stay within the free minutes.
+
+    A run is a stretch of one price schedule (the stay, a segment occurrence, cut at the payment). The raw of a
+    run is its continuous tariff. With calendar_day caps a run's units are metered per day: in a day after the
+    one the run starts in, the increments start again at midnight (or where the first segment ends)."""
     entry, end = minute_of(entered), minute_of(left)
     restart = None
     if paid_at is not None:
@@ -105,34 +128,99 @@ def reference_total(rule: TariffRule, entered: datetime, left: datetime, paid_at
         elif pay - entry > rule.free_minutes:
             restart = pay
     if end - entry <= rule.free_minutes:
-        return 0
-    charges = []  # (minute, fen, occurrence, occurrence cap)
-    run, run_start = None, None
+        return None
+    per_day = rule.cap_fen is not None and rule.cap_period == "calendar_day"
+    out, raw = [], []
+    run = run_start = None
     for m in range(entry + rule.free_minutes if rule.deduct_free_minutes else entry, end):
         after = restart is not None and m >= restart
         seg, occurrence = segment_at(rule, m) if rule.segments else (rule, "whole stay")
         if (occurrence, after) != run:
             run, run_start = (occurrence, after), m
-        offset = m - run_start
-        if rule.flat_fen is not None:
-            fen = rule.flat_fen if offset == 0 else 0
-        elif seg.first_minutes and offset == 0:
-            fen = seg.first_fen
-        elif offset >= seg.first_minutes and (offset - seg.first_minutes) % seg.increment_minutes == 0:
-            fen = seg.increment_fen
-        else:
+            raw.append(0)
+        fen = unit_starts_at(rule, seg, m - run_start)
+        raw[-1] += fen
+        if per_day and midnight_before(m) > run_start:  # a later day of this run: increments from midnight
+            anchor = max(midnight_before(m), run_start + seg.first_minutes)
             fen = 0
-        charges.append((m, fen, occurrence, seg.cap_fen if rule.segments else None))
-    used: dict = defaultdict(int)
-    per_period: dict = defaultdict(int)
-    for m, fen, occurrence, cap in charges:
-        if cap is not None:
-            fen = min(fen, cap - used[occurrence])
-            used[occurrence] += fen
-        period = (m - entry) // DAY_MINUTES if rule.cap_period == "entry_24h" else local(m).date()
-        per_period[period] += fen
+            if rule.flat_fen is None and m >= anchor and (m - anchor) % seg.increment_minutes == 0:
+                fen = seg.increment_fen
+        out.append((m, fen, len(raw) - 1, occurrence, seg.cap_fen if rule.segments else None))
+    return out, raw
+
+
+def reference_total(rule: TariffRule, entered: datetime, left: datetime, paid_at=None) -> int:
+    """Charges in time order, each charged as far as every cap still allows."""
+    walked = charges(rule, entered, left, paid_at)
+    if walked is None:
+        return 0
+    units, raw = walked
     cap = rule.cap_fen
-    return sum(fen if cap is None else min(cap, fen) for fen in per_period.values())
+    occurrence_used: dict = defaultdict(int)
+    run_used: dict = defaultdict(int)
+    day_used: dict = defaultdict(int)
+    charged = []  # (minute, fen) of the charges so far
+    oldest, last_24h = 0, 0  # charged[oldest:] are the charges of the last 24 h, adding up to last_24h
+    for m, fen, run, occurrence, occurrence_cap in units:
+        while oldest < len(charged) and charged[oldest][0] <= m - DAY_MINUTES:
+            last_24h -= charged[oldest][1]
+            oldest += 1
+        allowed = [fen]
+        if occurrence_cap is not None:
+            allowed.append(occurrence_cap - occurrence_used[occurrence])
+        if cap is not None and rule.cap_period == "calendar_day":
+            allowed += [cap - day_used[local(m).date()], raw[run] - run_used[run]]
+        elif cap is not None:  # any 24 h
+            allowed.append(cap - last_24h)
+        x = min(allowed)
+        occurrence_used[occurrence] += x
+        run_used[run] += x
+        day_used[local(m).date()] += x
+        if x:
+            charged.append((m, x))
+            last_24h += x
+    return sum(x for _, x in charged)
+
+
+def cheapest_cover_total(rule: TariffRule, entered: datetime, left: datetime) -> int:
+    """The same fee read the driver's way: each charge is paid, unless a cap is paid instead for a stretch of
+    charges holding it (a calendar day, or the 24 h from any charge: cap_fen; a segment occurrence: its
+    cap_fen; with calendar days a run: its continuous tariff); the cheapest such choice. By LP duality this is
+    the most the caps allow (the limits are stretches of consecutive charges, so the LP has whole solutions).
+    Dynamic programming from the last minute: best[i] pays for the charges from the i-th on."""
+    walked = charges(rule, entered, left)
+    if walked is None:
+        return 0
+    units, raw = walked
+    n = len(units)
+    stretches = defaultdict(list)  # charge index -> [(cost, index after the stretch)] of stretches holding it
+
+    def add_stretches(key_of, cost_of):
+        i = 0
+        while i < n:
+            j = i
+            while j < n and key_of(units[j]) == key_of(units[i]):
+                j += 1
+            cost = cost_of(units[i])
+            if cost is not None:
+                for k in range(i, j):  # the charges before k in the stretch are paid for already
+                    stretches[k].append((cost, j))
+            i = j
+
+    add_stretches(lambda u: u[3], lambda u: u[4])  # segment occurrences
+    if rule.cap_fen is not None and rule.cap_period == "calendar_day":
+        add_stretches(lambda u: local(u[0]).date(), lambda u: rule.cap_fen)
+        add_stretches(lambda u: u[2], lambda u: raw[u[2]])
+    best = [0] * (n + 1)
+    j = n
+    for i in range(n - 1, -1, -1):
+        options = [units[i][1] + best[i + 1]] + [cost + best[after] for cost, after in stretches[i]]
+        if rule.cap_fen is not None and rule.cap_period == "entry_24h":  # the 24 h from this charge on
+            while units[j - 1][0] >= units[i][0] + DAY_MINUTES:
+                j -= 1
+            options.append(rule.cap_fen + best[j])
+        best[i] = min(options)
+    return best[0]
 
 
 def started_periods(rule: TariffRule, entered: datetime, left: datetime) -> int:
@@ -161,7 +249,24 @@ def test_engine_matches_the_reference_with_a_payment(rule, entered, minutes, dat
 
 
 @settings(max_examples=200, deadline=None)
+@given(rule=rules(), entered=entries, minutes=st.integers(0, 2 * DAY_MINUTES + 90))
+def test_the_fee_is_the_cheapest_way_to_use_the_caps(rule, entered, minutes):
+    left = entered + timedelta(minutes=minutes)
+    assert compute_fee(rule, entered, left).total_fen == cheapest_cover_total(rule, entered, left)
+
+
+@settings(max_examples=200, deadline=None)
 @given(rule=rules(), entered=entries, minutes=st.integers(0, 40 * DAY_MINUTES), more=st.integers(0, 3 * DAY_MINUTES))
+@example(  # calendar day, found by CI: entering a minute earlier dropped the unit starting at the last midnight
+    rule=TariffRule(increment_minutes=15, increment_fen=1, cap_fen=1, cap_period="calendar_day",
+                    free_out_minutes=0),
+    entered=datetime(2026, 1, 1, 8, 45, tzinfo=SH), minutes=32596, more=1)
+@example(  # 24 h from the entry with segments: the period bound moved two charges into one capped period
+    rule=TariffRule(cap_fen=1, cap_period="entry_24h", segments=[
+        {"name": "s0", "start": "01:47", "end": "03:49", "first_minutes": 120, "increment_minutes": 1,
+         "increment_fen": 1},
+        {"name": "s1", "start": "03:49", "end": "01:47", "increment_minutes": 1}]),
+    entered=datetime(2026, 1, 1, 3, 48, tzinfo=SH), minutes=1441, more=1)
 def test_fee_never_decreases_when_the_stay_grows(rule, entered, minutes, more):
     left = entered + timedelta(minutes=minutes)
     shorter = compute_fee(rule, entered, left).total_fen
