@@ -4,7 +4,7 @@ the wire. Plain immutable values."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 Authority = Literal["rules", "payment", "operator"]
 
@@ -96,5 +96,3 @@ PERSISTENT = (NewRecord, PatchRecord, RecordPayment, OpenBarrier, CloseBarrier, 
 def is_persistent(effect: Effect) -> bool:
     return isinstance(effect, PERSISTENT)
 
-
-OptionalStr = Optional[str]

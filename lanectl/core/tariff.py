@@ -120,6 +120,13 @@ def _first_charge(first_minutes: int, first_fen: int, increment_fen: int) -> int
     return first_fen if first_minutes > 0 else increment_fen
 
 
+def _first_needs_length(cls: type, v: int, info: ValidationInfo) -> int:
+    """Shared by rules and day segments: a first-segment price needs a first-segment length."""
+    if v > 0 and info.data.get("first_minutes") == 0:
+        raise ValueError("first_fen needs first_minutes > 0")
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -146,12 +153,7 @@ class DaySegment(_Strict):
                              "rule's own first_/increment_ keys instead of segments")
         return v
 
-    @field_validator("first_fen")
-    @classmethod
-    def _first_needs_length(cls, v: int, info: ValidationInfo) -> int:
-        if v > 0 and info.data.get("first_minutes") == 0:
-            raise ValueError("first_fen needs first_minutes > 0")
-        return v
+    _first_needs_length = field_validator("first_fen")(_first_needs_length)
 
     @field_validator("cap_fen")
     @classmethod
@@ -200,12 +202,7 @@ class TariffRule(_Strict):
     no_entry: Literal["fixed", "first_segment", "operator"] = "operator"
     no_entry_fen: Optional[Fen] = Field(None, validate_default=True)  # checked even when left out
 
-    @field_validator("first_fen")
-    @classmethod
-    def _first_needs_length(cls, v: int, info: ValidationInfo) -> int:
-        if v > 0 and info.data.get("first_minutes") == 0:
-            raise ValueError("first_fen needs first_minutes > 0")
-        return v
+    _first_needs_length = field_validator("first_fen")(_first_needs_length)
 
     @field_validator("segments")
     @classmethod

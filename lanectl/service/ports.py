@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Awaitable, Callable, Protocol
+from typing import Callable, Protocol
 
 from lanectl.core.events import Event
 
@@ -52,5 +52,3 @@ class BarrierError(Exception):
 class BarrierUnsafe(BarrierError):
     """CLOSE refused: a car or obstacle is under the arm."""
 
-
-StartTask = Callable[[], Awaitable[None]]
