@@ -103,7 +103,8 @@ class Rig:
                 "tariffs": {"default": {"free_minutes": 0, "first_minutes": 60, "first_fen": 500,
                                         "increment_minutes": 60, "increment_fen": 100,
                                         "no_entry": "fixed", "no_entry_fen": 1000}},
-                "vehicles": {"whitelist": {"粤B00001": {"kind": "vip"}}, "blacklist": {"粤B66666": "逃费"}}}
+                "vehicles": {"whitelist": {"粤B00001": {"kind": "vip"}}, "blacklist": {"粤B66666": "逃费"},
+                             "stored_value": {"粤B77777": 2000}}}
         site.update(self.site_overrides)
         (directory / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True, sort_keys=False))
         for lane in self.lanes:

@@ -64,6 +64,9 @@ class App:
     async def run(self, stop: asyncio.Event) -> None:
         site = self.config.site
         await self.store.open()
+        seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
+        if seeded:
+            log.info("stored value: opening balances recorded for %d plate(s) from the configuration", len(seeded))
         tasks: list[asyncio.Task[Any]] = []
         watchdog: Optional[asyncio.Task[Any]] = None
         control = ControlServer(str(site.control.socket), self, mode=site.control.mode, group=site.control.group)
@@ -180,6 +183,21 @@ class App:
         summary = await self.store.outbox_summary(limit)
         summary["destinations"] = self.relay.status() if self.relay else {}
         return summary
+
+    async def balances(self, *, plate: Optional[str], limit: int) -> dict[str, Any]:
+        current = self.store.balances()
+        if plate is not None:
+            current = {plate: current[plate]} if plate in current else {}
+        return {"balances": current, "moves": await self.store.balance_moves(plate, limit)}
+
+    async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str) -> dict[str, Any]:
+        if plate not in self.config.site.vehicles.stored_value:
+            raise ControlError("not_stored_value", f"{plate} is not a stored-value car: add it under "
+                               "vehicles.stored_value in the site YAML first", 404)
+        balance = await self.store.topup(plate, amount_fen, f"{operator}: {reason}", self.clock.now())
+        log.info("stored value top-up: plate=%s amount_fen=%d operator=%s reason=%s balance_fen=%d",
+                 plate, amount_fen, operator, reason, balance)
+        return {"plate": plate, "amount_fen": amount_fen, "balance_fen": balance}
 
     async def open_barrier(self, *, lane: str, operator: str, reason: str,
                            amount_fen: Optional[int]) -> dict[str, Any]:

@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, helptext, func in (("records", "list entries and exits", cmd_records),
                                  ("outbox", "show what waits to upload", cmd_outbox),
                                  ("status", "show the lanes of the running daemon", cmd_status),
-                                 ("open", "ask the running daemon to raise a barrier (audited)", cmd_open)):
+                                 ("open", "ask the running daemon to raise a barrier (audited)", cmd_open),
+                                 ("balance", "show stored-value balances and their ledger", cmd_balance),
+                                 ("topup", "credit a stored-value balance (audited)", cmd_topup)):
         sp = sub.add_parser(name, help=helptext)
         sp.add_argument("--socket", help=f"control socket (default: from --config, else {DEFAULT_SOCKET})")
         sp.add_argument("--config", metavar="DIR", help="read the control socket path from this configuration")
@@ -74,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--reason", required=True, help="why (e.g. cash, fault, emergency)")
             sp.add_argument("--operator", required=True, help="who releases the barrier")
             sp.add_argument("--amount", type=int, metavar="FEN", help="cash taken, in fen")
+        elif name == "balance":
+            sp.add_argument("--plate")
+            sp.add_argument("--limit", type=int, default=20, help="ledger moves to show")
+        elif name == "topup":
+            sp.add_argument("--plate", required=True)
+            sp.add_argument("--amount", type=int, required=True, metavar="FEN", help="amount credited, in fen")
+            sp.add_argument("--operator", required=True, help="who takes the money")
+            sp.add_argument("--reason", required=True, help="e.g. cash, wechat transfer")
 
     from lanectl import commands_fee  # the fee command lives with the fee engine's report helpers
     commands_fee.add_parser(sub)
@@ -173,6 +183,10 @@ def _yuan(fen: int) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
 
 
+def _signed_yuan(fen: int) -> str:
+    return ("-" if fen < 0 else "+") + _yuan(abs(fen))
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
     data = _call(args, "outbox", limit=args.limit)
     if args.json:
@@ -222,6 +236,34 @@ def cmd_open(args: argparse.Namespace) -> int:
     else:
         print(f"lane {data['lane']}: not opened: {data.get('message') or data.get('phase')}")
     return 0 if data.get("opened") else 1
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    data = _call(args, "balances", plate=args.plate, limit=args.limit)
+    if args.json:
+        _print_json(data)
+        return 0
+    if not data["balances"]:
+        print("no stored-value balance" + (f" for {args.plate}" if args.plate else ""))
+    for plate, fen in sorted(data["balances"].items()):
+        print(f"{plate:10} {_yuan(fen):>9} 元")
+    for m in data["moves"]:
+        print(f"  {m['at'][:19].replace('T', ' ')}  {m['plate']:10} {m['kind']:8} {_signed_yuan(m['delta_fen']):>9}  "
+              f"{m['record_id'] or m['reference']}")
+    return 0
+
+
+def cmd_topup(args: argparse.Namespace) -> int:
+    if args.amount <= 0:
+        print("lanectl: --amount must be a positive number of fen", file=sys.stderr)
+        return 2
+    data = _call(args, "topup", plate=args.plate, amount_fen=args.amount, operator=args.operator,
+                 reason=args.reason)
+    if args.json:
+        _print_json(data)
+    else:
+        print(f"{data['plate']}: +{_yuan(data['amount_fen'])} 元, balance {_yuan(data['balance_fen'])} 元")
+    return 0
 
 
 if __name__ == "__main__":

@@ -19,12 +19,15 @@ class FlatPolicy:
     blacklist: frozenset[str] = frozenset()
     allow_temporary: bool = True
     no_entry_fen: int = 500
+    stored_value: frozenset[str] = frozenset()  # priced like temporary cars, class "stored_value"
 
     def entry(self, plate: str, color: str, at: datetime, present: Present) -> EntryDecision:
         if plate in self.blacklist:
             return EntryDecision(False, "blacklist", "blacklist", "黑名单车辆 禁止通行")
         if plate in self.whitelist:
             return EntryDecision(True, "free", "whitelist", "欢迎光临")
+        if plate in self.stored_value:
+            return EntryDecision(True, "stored_value", "stored_value", "储值车")
         if not self.allow_temporary:
             return EntryDecision(False, "temporary", "temporary_not_allowed", "临时车 禁止通行")
         return EntryDecision(True, "temporary", "temporary", "欢迎光临")
@@ -43,5 +46,6 @@ class FlatPolicy:
             return ExitQuote(0, 0, paid_fen, "temporary", "zero_fee", (f"free {self.free_minutes} min",),
                              flags=flags)
         due = max(0, self.flat_fen - paid_fen)
-        return ExitQuote(due, self.flat_fen, paid_fen, "temporary", "paid_ahead" if due == 0 else "fee",
+        klass = "stored_value" if plate in self.stored_value else "temporary"
+        return ExitQuote(due, self.flat_fen, paid_fen, klass, "paid_ahead" if due == 0 else "fee",
                          (f"flat {self.flat_fen} fen per visit",), flags=flags)

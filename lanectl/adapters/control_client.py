@@ -121,9 +121,17 @@ class ControlClient:
             body["amount_fen"] = amount_fen
         return await self._request("POST", "/open", json_body=body)
 
+    async def balances(self, *, plate: str | None = None, limit: int = 50) -> dict[str, Any]:
+        params = {"limit": str(limit)} | ({"plate": plate} if plate else {})
+        return await self._request("GET", "/balances", params=params)
+
+    async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str) -> dict[str, Any]:
+        body = {"plate": plate, "amount_fen": amount_fen, "operator": operator, "reason": reason}
+        return await self._request("POST", "/topup", json_body=body)
+
     # -- sync convenience for the CLI -----------------------------------------------------------------------
 
-    _METHODS = frozenset({"status", "records", "outbox", "open_barrier"})
+    _METHODS = frozenset({"status", "records", "outbox", "open_barrier", "balances", "topup"})
 
     def call_sync(self, method: str, /, **kwargs: Any) -> Any:
         """Run one call to completion from synchronous code: ``call_sync("open_barrier", lane=..., ...)``.

@@ -68,6 +68,7 @@ _CLIENT_MAX_SIZE = 64 * 1024
 _PROBE_TIMEOUT_S = 1.0
 
 OPEN_FIELDS = frozenset({"lane", "operator", "reason", "amount_fen"})
+TOPUP_FIELDS = frozenset({"plate", "amount_fen", "operator", "reason"})
 
 
 class ControlError(Exception):
@@ -106,6 +107,14 @@ class ControlHandlers(Protocol):
 
     async def outbox(self, *, limit: int) -> dict[str, Any]:
         """``{"pending": [...], "destinations": {...}}``"""
+        ...
+
+    async def balances(self, *, plate: str | None, limit: int) -> dict[str, Any]:
+        """``{"balances": {plate: fen}, "moves": [...]}`` (stored-value ledger)."""
+        ...
+
+    async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str) -> dict[str, Any]:
+        """Credit a stored-value balance (audited in the ledger). Raises :class:`ControlError` for unknown plates."""
         ...
 
     async def open_barrier(
@@ -218,16 +227,41 @@ def parse_open_body(body: Any) -> dict[str, Any]:
     lane = parse_lane(body["lane"])
     operator = _text_field(body, "operator", MAX_OPERATOR_LEN)
     reason = _text_field(body, "reason", MAX_REASON_LEN)
-    amount = body.get("amount_fen")
-    if amount is not None:
-        # bool is an int subclass; a float has no place on a money path (rule 4).
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise _bad("bad_amount", "amount_fen must be a whole number of fen (integer), e.g. 500 for 5.00 yuan")
-        if amount < 0:
-            raise _bad("bad_amount", f"amount_fen={amount} is negative")
-        if amount > MAX_AMOUNT_FEN:
-            raise _bad("bad_amount", f"amount_fen={amount} is implausibly large (max {MAX_AMOUNT_FEN})")
+    amount = _amount_fen(body, required=False)
     return {"lane": lane, "operator": operator, "reason": reason, "amount_fen": amount}
+
+
+def _amount_fen(body: Mapping[str, Any], *, required: bool) -> int | None:
+    amount = body.get("amount_fen")
+    if amount is None:
+        if required:
+            raise _bad("missing_field", "amount_fen is required")
+        return None
+    # bool is an int subclass; a float has no place on a money path (rule 4).
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise _bad("bad_amount", "amount_fen must be a whole number of fen (integer), e.g. 500 for 5.00 yuan")
+    if amount < 0:
+        raise _bad("bad_amount", f"amount_fen={amount} is negative")
+    if amount > MAX_AMOUNT_FEN:
+        raise _bad("bad_amount", f"amount_fen={amount} is implausibly large (max {MAX_AMOUNT_FEN})")
+    return amount
+
+
+def parse_topup_body(body: Any) -> dict[str, Any]:
+    """Validate a POST /topup body into keyword arguments for :meth:`ControlHandlers.topup`."""
+    if not isinstance(body, dict):
+        raise _bad("bad_request", "body must be a JSON object")
+    unknown = sorted(set(body) - TOPUP_FIELDS)
+    if unknown:
+        raise _bad("unknown_field",
+                   f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(TOPUP_FIELDS))}")
+    plate = parse_plate(_text_field(body, "plate", 16))
+    amount = _amount_fen(body, required=True)
+    assert amount is not None
+    if amount == 0:
+        raise _bad("bad_amount", "amount_fen must be more than 0")
+    return {"plate": plate, "amount_fen": amount, "operator": _text_field(body, "operator", MAX_OPERATOR_LEN),
+            "reason": _text_field(body, "reason", MAX_REASON_LEN)}
 
 
 # ------------------------------------------------------------------------------------------------------- JSON
@@ -447,6 +481,8 @@ class ControlServer:
         app.router.add_get("/records", self._records)
         app.router.add_get("/outbox", self._outbox)
         app.router.add_post("/open", self._open)
+        app.router.add_get("/balances", self._balances)
+        app.router.add_post("/topup", self._topup)
         return app
 
     @web.middleware
@@ -494,18 +530,31 @@ class ControlServer:
         limit = parse_limit(q.get("limit"), OUTBOX_DEFAULT_LIMIT)
         return _json_response(await self._handlers.outbox(limit=limit))
 
-    async def _open(self, request: web.Request) -> web.Response:
+    async def _json_body(self, request: web.Request) -> Any:
         _single_params(request, frozenset())
         if request.content_type != "application/json":
             raise _bad("bad_request", "body must be JSON (Content-Type: application/json)")
         raw = await request.read()
         try:
-            body = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+            return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
         except _DuplicateKey as exc:
             raise _bad("bad_json", f"field {exc.args[0]!r} given twice") from None
         except (UnicodeDecodeError, ValueError):
             raise _bad("bad_json", "body is not valid UTF-8 JSON") from None
-        args = parse_open_body(body)
+
+    async def _balances(self, request: web.Request) -> web.Response:
+        q = _single_params(request, frozenset({"plate", "limit"}))
+        plate = parse_plate(q["plate"]) if "plate" in q else None
+        return _json_response(await self._handlers.balances(plate=plate, limit=parse_limit(q.get("limit"), 50)))
+
+    async def _topup(self, request: web.Request) -> web.Response:
+        args = parse_topup_body(await self._json_body(request))
+        log.info("control top-up requested: plate=%s amount_fen=%d operator=%r reason=%r peer %s",
+                 args["plate"], args["amount_fen"], args["operator"], args["reason"], _peer(request))
+        return _json_response(await self._handlers.topup(**args))
+
+    async def _open(self, request: web.Request) -> web.Response:
+        args = parse_open_body(await self._json_body(request))
         log.info(
             "control open requested: lane=%s operator=%r reason=%r amount_fen=%s peer %s",
             args["lane"], args["operator"], args["reason"], args["amount_fen"], _peer(request),

@@ -104,6 +104,24 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL
     );
     """,
+    # v2: stored-value balances as a ledger: every move is a row; `balances` is their running sum per plate
+    """
+    CREATE TABLE balance_moves (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        plate TEXT NOT NULL,
+        delta_fen INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('opening', 'debit', 'topup')),
+        record_id TEXT NOT NULL DEFAULT '',
+        reference TEXT NOT NULL DEFAULT '',  -- operator and reason of a top-up
+        at TEXT NOT NULL
+    );
+    CREATE INDEX balance_moves_plate ON balance_moves (plate, id);
+    CREATE TABLE balances (
+        plate TEXT PRIMARY KEY,
+        balance_fen INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 )
 
 RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class"})
@@ -120,6 +138,7 @@ class SqliteStore:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lanectl-store")
         self._conn: Optional[sqlite3.Connection] = None
         self._inside: dict[str, InsideCar] = {}
+        self._balances: dict[str, int] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -145,6 +164,7 @@ class SqliteStore:
             for r in conn.execute("SELECT plate, record_id, at, lane_id, reason FROM records "
                                   "WHERE kind='entry' AND status='inside' AND plate != '' ORDER BY ts")
         }
+        self._balances = {r["plate"]: r["balance_fen"] for r in conn.execute("SELECT * FROM balances")}
 
     async def close(self) -> None:
         def _close() -> None:
@@ -167,6 +187,10 @@ class SqliteStore:
     def inside(self) -> dict[str, InsideCar]:
         """Cars inside the lot by our books (open entry records). Kept in memory, updated on commit."""
         return dict(self._inside)
+
+    def balances(self) -> dict[str, int]:
+        """Stored-value balances by plate (fen). Kept in memory, updated on commit."""
+        return dict(self._balances)
 
     async def load_lane_state(self, lane_id: str) -> Optional[dict[str, Any]]:
         def _load() -> Optional[dict[str, Any]]:
@@ -203,6 +227,8 @@ class SqliteStore:
                     db["records"].update(e.record_id, changes)
                 elif isinstance(e, fx.RecordPayment):
                     db["payments"].insert(asdict(e))
+                elif isinstance(e, fx.DebitBalance):
+                    self._move_sync(e.plate, -e.amount_fen, "debit", e.record_id, "", e.at)
                 elif isinstance(e, (fx.OpenBarrier, fx.CloseBarrier)):
                     db["barrier_actions"].insert({
                         "action_id": e.action_id, "lane_id": lane_id, "record_id": e.record_id,
@@ -233,8 +259,57 @@ class SqliteStore:
                 (dest, e.kind, f"{e.kind}:{e.record_id}", json.dumps(payload, ensure_ascii=False), stamp,
                  now.timestamp()))
 
+    def _move_sync(self, plate: str, delta_fen: int, kind: str, record_id: str, reference: str, at: str) -> int:
+        """One ledger move and the plate's new balance (inside the caller's transaction)."""
+        self.conn.execute("INSERT INTO balance_moves (plate, delta_fen, kind, record_id, reference, at) "
+                          "VALUES (?,?,?,?,?,?)", (plate, delta_fen, kind, record_id, reference, at))
+        self.conn.execute("INSERT INTO balances (plate, balance_fen, updated_at) VALUES (?,?,?) ON CONFLICT (plate) "
+                          "DO UPDATE SET balance_fen=balance_fen+excluded.balance_fen, updated_at=excluded.updated_at",
+                          (plate, delta_fen, at))
+        return self.conn.execute("SELECT balance_fen FROM balances WHERE plate=?", (plate,)).fetchone()[0]
+
+    async def seed_balances(self, opening: dict[str, int], now: datetime) -> list[str]:
+        """Opening balances from the configuration, for plates the ledger has never seen (returns them)."""
+        def _seed() -> list[str]:
+            seeded = []
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for plate, fen in opening.items():
+                    if plate not in self._balances:
+                        self._balances[plate] = self._move_sync(plate, fen, "opening", "", "configuration",
+                                                                now.isoformat())
+                        seeded.append(plate)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            return seeded
+        return await self._run(_seed)
+
+    async def topup(self, plate: str, amount_fen: int, reference: str, now: datetime) -> int:
+        """Credit a stored-value balance (operator, reason in `reference`); returns the new balance."""
+        def _topup() -> int:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                balance = self._move_sync(plate, amount_fen, "topup", "", reference, now.isoformat())
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self._balances[plate] = balance
+            return balance
+        return await self._run(_topup)
+
+    async def balance_moves(self, plate: Optional[str] = None, limit: int = 50) -> list[dict[str, Any]]:
+        def _query() -> list[dict[str, Any]]:
+            sql = "SELECT * FROM balance_moves" + (" WHERE plate=?" if plate else "") + " ORDER BY id DESC LIMIT ?"
+            return [dict(r) for r in self.conn.execute(sql, ((plate,) if plate else ()) + (limit,))]
+        return await self._run(_query)
+
     def _update_inside(self, effects: list[fx.Effect]) -> None:
         for e in effects:
+            if isinstance(e, fx.DebitBalance):
+                self._balances[e.plate] = self._balances.get(e.plate, 0) - e.amount_fen
             if isinstance(e, fx.NewRecord) and e.kind == "entry" and e.status == "inside" and e.plate:
                 self._inside[e.plate] = InsideCar(e.record_id, datetime.fromisoformat(e.at), e.lane_id, e.reason)
             elif isinstance(e, fx.PatchRecord) and dict(e.changes).get("status") in ("exited", "superseded"):

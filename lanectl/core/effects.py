@@ -47,6 +47,16 @@ class RecordPayment:
 
 
 @dataclass(frozen=True, slots=True)
+class DebitBalance:
+    """Take a stored-value car's fee from its balance (a ledger move, same transaction as the record)."""
+
+    plate: str
+    amount_fen: int
+    record_id: str
+    at: str
+
+
+@dataclass(frozen=True, slots=True)
 class OpenBarrier:
     """Written ahead into the barrier-action audit (same transaction as the state change), then sent."""
 
@@ -88,9 +98,9 @@ class Log:
     fields: tuple[tuple[str, Any], ...] = field(default=())
 
 
-Effect = Union[NewRecord, PatchRecord, RecordPayment, OpenBarrier, CloseBarrier, Publish, Display, Log]
+Effect = Union[NewRecord, PatchRecord, RecordPayment, DebitBalance, OpenBarrier, CloseBarrier, Publish, Display, Log]
 
-PERSISTENT = (NewRecord, PatchRecord, RecordPayment, OpenBarrier, CloseBarrier, Publish)
+PERSISTENT = (NewRecord, PatchRecord, RecordPayment, DebitBalance, OpenBarrier, CloseBarrier, Publish)
 
 
 def is_persistent(effect: Effect) -> bool:

@@ -74,6 +74,8 @@ class LaneContext:
     rules: LaneRules = LaneRules()
     # cars inside the lot by plate (open entry records) — a snapshot the runner takes from the store
     inside: Mapping[str, InsideCar] = field(default_factory=dict)
+    # stored-value balances by plate (fen) — the ledger's current figures, a snapshot like `inside`
+    balances: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -303,6 +305,8 @@ def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out
         out.append(fx.PatchRecord(stale.record_id, (("status", "superseded"),)))
     out.append(fx.Publish(record_id, "entry"))
     message = decision.message or "欢迎光临"
+    if decision.vehicle_class == "stored_value" and ev.plate in ctx.balances:
+        message += f" 余额{_yuan_text(ctx.balances[ev.plate])}"
     out.append(fx.Display(f"{message} {ev.plate}".strip(), f"{message} {ev.plate}".strip()))
     state = replace(state, visit=Visit(ev.plate, ev.color, record_id, decision.vehicle_class, decision.reason))
     return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=decision.reason)
@@ -317,28 +321,53 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     needs_operator = quote.needs_operator or match.kind == "ambiguous"
     state, record_id = _next_id(state, ctx, now)
     free = quote.free and not needs_operator
+    balance = ctx.balances.get(ev.plate) if quote.vehicle_class == "stored_value" and ev.plate else None
+    debit = (not free and not needs_operator and balance is not None and balance >= quote.due_fen > 0)
+    reason = "ambiguous_entry" if match.kind == "ambiguous" else ("stored_value" if debit else quote.reason)
     detail = (f"match:{match.kind}",) + quote.breakdown + tuple(f"flag:{f}" for f in quote.flags)
+    if balance is not None and not free:
+        after = f"debit {_yuan_text(quote.due_fen)}" if debit else f"short of {_yuan_text(quote.due_fen)}"
+        detail += (f"stored value: balance {_yuan_text(balance)}, {after}",)
+    leaving = free or debit
     out.append(fx.NewRecord(
         record_id, ctx.lane_id, "exit", ev.plate, ev.color, now.isoformat(),
-        "leaving" if free else "awaiting_payment", vehicle_class=quote.vehicle_class,
-        reason="ambiguous_entry" if match.kind == "ambiguous" else quote.reason,
+        "leaving" if leaving else "awaiting_payment", vehicle_class=quote.vehicle_class, reason=reason,
         entry_record_id=entry.record_id if entry else "",
-        entered_at=entry.entered_at.isoformat() if entry else "",
-        total_fen=quote.total_fen, due_fen=0 if free else quote.due_fen, paid_fen=quote.paid_fen, detail=detail))
-    out.append(_log(ctx, "info", "exit " + ("free" if free else "waiting for payment"), plate=ev.plate,
-                    record=record_id, reason=quote.reason, due_fen=quote.due_fen, match=match.kind))
-    visit = Visit(ev.plate, ev.color, record_id, quote.vehicle_class, quote.reason,
+        entered_at=entry.entered_at.isoformat() if entry else "", total_fen=quote.total_fen,
+        due_fen=0 if leaving else quote.due_fen, paid_fen=quote.paid_fen + (quote.due_fen if debit else 0),
+        detail=detail))
+    out.append(_log(ctx, "info", "exit " + ("free" if free else "stored value debited" if debit
+                                            else "waiting for payment"),
+                    plate=ev.plate, record=record_id, reason=reason, due_fen=quote.due_fen, match=match.kind))
+    visit = Visit(ev.plate, ev.color, record_id, quote.vehicle_class, reason,
                   entry.record_id if entry else "", quote.due_fen)
     state = replace(state, visit=visit)
     if free:
         out.extend(_leave(visit))
         out.append(fx.Display(f"{ev.plate} 一路顺风", "一路顺风"))
         return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason)
+    if debit:
+        assert balance is not None
+        # The debit, its payment row and the OPEN commit in one transaction: a crash leaves all or none.
+        out.append(fx.DebitBalance(ev.plate, quote.due_fen, record_id, now.isoformat()))
+        out.append(fx.RecordPayment(record_id, ctx.lane_id, quote.due_fen, "stored_value", "balance",
+                                    now.isoformat()))
+        out.extend(_leave(visit))
+        left = _yuan_text(balance - quote.due_fen)
+        out.append(fx.Display(f"{ev.plate} 扣费{_yuan_text(quote.due_fen)} 余额{left}",
+                              f"扣费{_yuan_text(quote.due_fen)} 余额{left} 一路顺风"))
+        return _open(state, now, ctx, out, record_id=record_id, authority="payment", reason="stored_value")
     shown = ev.plate or "无牌车"
-    text = (f"{shown} 请到岗亭处理" if needs_operator
-            else f"{shown} 请缴费{quote.due_fen // 100}元{quote.due_fen % 100:02d}分".replace("元00分", "元"))
+    text = f"{shown} 请到岗亭处理" if needs_operator else f"{shown} 请缴费{_yuan_text(quote.due_fen)}"
+    if balance is not None and not needs_operator:
+        text = f"{shown} 余额不足 请缴费{_yuan_text(quote.due_fen)}"
     out.append(fx.Display(text, text))
     return replace(state, phase=Phase.AWAITING_PAYMENT)
+
+
+def _yuan_text(fen: int) -> str:
+    """Money as a board says it: 700 -> "7元", 750 -> "7元50分", 5 -> "0元05分"."""
+    return f"{fen // 100}元{fen % 100:02d}分".replace("元00分", "元")
 
 
 def _leave(visit: Visit) -> list[fx.Effect]:

@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .money import fen_to_yuan
 from .plates import is_valid_plate, normalize_color, normalize_plate
 from .policy import EntryDecision, ExitQuote, Present
 from .tariff import (TARIFF_CLASSES, BreakdownItem, Color, Fee, Fen, Subtype, TariffError, Tariffs, compute_fee,
@@ -108,7 +107,9 @@ class VehicleRules(_Strict):
     monthly: tuple[MonthlyCard, ...] = ()
     whitelist: dict[Plate, WhitelistEntry] = {}
     blacklist: dict[Plate, Annotated[str, Field(min_length=1)]] = {}  # plate -> reason (for the operator)
-    stored_value: dict[Plate, Fen] = {}  # plate -> balance
+    # plate -> opening balance: seeds the store's balance ledger once per plate; afterwards the ledger (debits at
+    # the exit lane, `lanectl topup`) is the truth, so a restart never resets a balance
+    stored_value: dict[Plate, Fen] = {}
     plate_subtypes: dict[Plate, Subtype] = {}  # tariff subtype A-E by plate ...
     color_subtypes: dict[Color, Subtype] = {}  # ... else by plate colour
 
@@ -205,8 +206,7 @@ class RulesPolicy:
         if card is not None:
             return self._card_entry(card, plate, at, present)
         if plate in v.stored_value:
-            return EntryDecision(True, "stored_value", "stored_value",
-                                 f"储值车 余额{fen_to_yuan(v.stored_value[plate])}元")
+            return EntryDecision(True, "stored_value", "stored_value", "储值车")  # the lane adds the balance
         return self._as_temporary("temporary", "欢迎光临", "临时车 禁止通行")
 
     def _as_temporary(self, reason: str, welcome: str, refusal: str) -> EntryDecision:
@@ -303,18 +303,9 @@ class RulesPolicy:
 
     def _stored_value_exit(self, plate: str, color: str, entered_at: Optional[datetime], at: datetime,
                            paid_fen: int, paid_at: Optional[datetime]) -> ExitAssessment:
-        """Stored value: the fee as usual; when the balance covers what is due, reason "stored_value" tells the
-        lane to debit due_fen from the balance (the debit itself is the lane's record, not the policy's)."""
-        result = self.charge("stored_value", plate, color, entered_at, at, paid_fen, paid_at)
-        fee, balance = result.fee, self.vehicles.stored_value[plate]
-        if fee.due_fen == 0 or result.needs_operator:
-            return result
-        enough = balance >= fee.due_fen
-        note = (f"stored value {fen_to_yuan(balance)} 元: debit {fen_to_yuan(fee.due_fen)} 元" if enough else
-                f"stored value {fen_to_yuan(balance)} 元 is short of {fen_to_yuan(fee.due_fen)} 元: pay at the lane")
-        item = BreakdownItem("stored_value", at, at, 0, note)
-        return ExitAssessment("stored_value", "stored_value" if enough else result.reason,
-                              Fee(fee.total_fen, fee.paid_fen, fee.due_fen, fee.breakdown + (item,)))
+        """Stored value: the class's tariff. Whether the balance covers it is the lane's question (the live
+        balance is in the store's ledger, not in the rules)."""
+        return self.charge("stored_value", plate, color, entered_at, at, paid_fen, paid_at)
 
     def _card_exit(self, card: MonthlyCard, plate: str, color: str, entered_at: Optional[datetime],
                    at: datetime, present: Present, paid_fen: int, paid_at: Optional[datetime],

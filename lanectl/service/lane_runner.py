@@ -24,6 +24,8 @@ log = logging.getLogger("lanectl.lane")
 class LaneStore(Protocol):
     def inside(self) -> dict: ...
 
+    def balances(self) -> dict: ...
+
     async def load_lane_state(self, lane_id: str) -> Optional[dict[str, Any]]: ...
 
     async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect],
@@ -120,7 +122,8 @@ class LaneRunner:
     async def step(self, event: Event) -> list[fx.Effect]:
         """Handle one event: decide, commit (write ahead), then act."""
         now = self.clock.now()
-        ctx = LaneContext(self.lane_id, self.direction, self.policy, self.rules, self.store.inside())  # type: ignore[arg-type]
+        ctx = LaneContext(self.lane_id, self.direction, self.policy, self.rules, self.store.inside(),  # type: ignore[arg-type]
+                          self.store.balances())
         new_state, effects = handle(self.state, event, now, ctx)
         if new_state != self.state or any(fx.is_persistent(e) for e in effects):
             # Shielded: a SIGTERM arriving mid-write still finishes the transaction it started.

@@ -30,6 +30,9 @@ async def test_demo_scenario_runs_against_the_daemon_process(bench):
     assert ("entry", "refused") in kinds and ("exit", "released") in kinds
     cash = [r for r in records if r["kind"] == "exit" and r["plate"] == "粤A88888"]
     assert (cash[0]["due_fen"], cash[0]["paid_fen"], cash[0]["status"]) == (700, 700, "released")
+    debited = [r for r in records if r["kind"] == "exit" and r["plate"] == "粤B77777"]
+    assert (debited[0]["reason"], debited[0]["paid_fen"], debited[0]["status"]) == ("stored_value", 500, "leaving")
+    assert (await bench.control.balances(plate="粤B77777"))["balances"] == {"粤B77777": 1500}
     no_harm(bench)
 
 
@@ -172,3 +175,11 @@ async def test_operator_command_line_talks_to_the_running_daemon(bench):
     assert code == 1 and "reason" in err
     actions = [a for a in (await bench.control.records(lane="in1")) if a["kind"] == "release"]
     assert actions and actions[0]["reason"] == "operator:fire drill"
+    code, out, _ = await lanectl(bench, "topup", "--plate", "粤B77777", "--amount", "1000", "--operator", "李",
+                                 "--reason", "cash")
+    assert code == 0 and "balance 30.00" in out
+    code, out, _ = await lanectl(bench, "balance", "--plate", "粤B77777")
+    assert code == 0 and "30.00" in out and "topup" in out and "opening" in out
+    code, _, err = await lanectl(bench, "topup", "--plate", "粤B12345", "--amount", "100", "--operator", "李",
+                                 "--reason", "cash")
+    assert code == 1 and "not a stored-value car" in err

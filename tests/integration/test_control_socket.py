@@ -82,6 +82,14 @@ class FakeApp:
             await self.release.wait()
         return {"lane": lane, "queued": True}
 
+    async def balances(self, *, plate, limit) -> dict:
+        self.calls.append(("balances", dict(plate=plate, limit=limit)))
+        return {"balances": {"粤B77777": 4300}, "moves": []}
+
+    async def topup(self, *, plate, amount_fen, operator, reason) -> dict:
+        self.calls.append(("topup", dict(plate=plate, amount_fen=amount_fen, operator=operator, reason=reason)))
+        return {"plate": plate, "amount_fen": amount_fen, "balance_fen": 4300 + amount_fen}
+
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
 
@@ -546,3 +554,24 @@ async def test_permission_denied_for_non_root(short_dir, app):
         with pytest.raises(PermissionDenied, match="lanectl' group"):
             await ControlClient(path).status()
     assert app.calls == []
+
+
+async def test_balances_and_topup(client, app):
+    assert (await client.balances(plate="粤b77777"))["balances"] == {"粤B77777": 4300}
+    assert app.calls[-1] == ("balances", {"plate": "粤B77777", "limit": 50})
+    answer = await client.topup(plate="粤B77777", amount_fen=1000, operator="王", reason="cash")
+    assert answer["balance_fen"] == 5300
+    assert app.calls[-1] == ("topup", {"plate": "粤B77777", "amount_fen": 1000, "operator": "王", "reason": "cash"})
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"plate": "粤B77777", "amount_fen": 0, "operator": "王", "reason": "cash"}, "bad_amount"),
+    ({"plate": "粤B77777", "amount_fen": 10.5, "operator": "王", "reason": "cash"}, "bad_amount"),
+    ({"plate": "粤B77777", "operator": "王", "reason": "cash"}, "missing_field"),
+    ({"plate": "粤B77777", "amount_fen": 100, "reason": "cash"}, "missing_field"),
+    ({"plate": "粤B77777", "amount_fen": 100, "operator": "王", "reason": "cash", "x": 1}, "unknown_field"),
+])
+async def test_topup_validation(raw, app, body, code):
+    status, answer = await fetch(raw, "POST", "/topup", json=body)
+    assert (status, answer["error"]) == (400, code)
+    assert "topup" not in app.names()

@@ -117,3 +117,38 @@ async def test_schema_is_versioned_and_a_newer_database_is_refused(tmp_path):
     with pytest.raises(StoreError, match="newer than this lanectl"):
         await s2.open()
     await s2.close()
+
+
+# --- stored-value ledger ---------------------------------------------------------------------------------------
+async def test_opening_balances_are_seeded_once_and_survive_a_restart(tmp_path):
+    path = tmp_path / "lanectl.db"
+    s = SqliteStore(path)
+    await s.open()
+    assert await s.seed_balances({"粤B7": 5000}, NOW) == ["粤B7"]
+    await s.commit_lane("out1", {"phase": "opening", "seq": 1}, [
+        fx.NewRecord("out1_1", "out1", "exit", "粤B7", "blue", NOW.isoformat(), "leaving", "stored_value",
+                     "stored_value", paid_fen=700),
+        fx.DebitBalance("粤B7", 700, "out1_1", NOW.isoformat()),
+        fx.RecordPayment("out1_1", "out1", 700, "stored_value", "balance", NOW.isoformat())], NOW)
+    assert s.balances() == {"粤B7": 4300}
+    await s.close()
+
+    s2 = SqliteStore(path)
+    await s2.open()
+    # The configuration still says 5000: the ledger is the truth after the first start.
+    assert await s2.seed_balances({"粤B7": 5000, "粤B8": 100}, NOW) == ["粤B8"]
+    assert s2.balances() == {"粤B7": 4300, "粤B8": 100}
+    assert await s2.topup("粤B7", 1000, "王: cash", NOW) == 5300
+    moves = await s2.balance_moves("粤B7")
+    assert [(m["kind"], m["delta_fen"], m["record_id"] or m["reference"]) for m in moves] == [
+        ("topup", 1000, "王: cash"), ("debit", -700, "out1_1"), ("opening", 5000, "configuration")]
+    await s2.close()
+
+
+async def test_a_failed_commit_debits_nothing(store):
+    bad = [fx.DebitBalance("粤B7", 700, "x_1", NOW.isoformat()), fx.PatchRecord("x_1", (("plate", "evil"),))]
+    await store.seed_balances({"粤B7": 5000}, NOW)
+    with pytest.raises(StoreError):
+        await store.commit_lane("out1", {"phase": "idle", "seq": 1}, bad, NOW)
+    assert store.balances() == {"粤B7": 5000}
+    assert [m["kind"] for m in await store.balance_moves()] == ["opening"]

@@ -16,7 +16,7 @@ from tests.policies import FlatPolicy
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 22, 8, 0, 0, tzinfo=TZ)
 POLICY = FlatPolicy(flat_fen=500, free_minutes=15, whitelist=frozenset({"粤B00001"}),
-                    blacklist=frozenset({"粤B66666"}))
+                    blacklist=frozenset({"粤B66666"}), stored_value=frozenset({"粤B77777"}))
 
 DOWN = IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=True)
 ARMING = IoSnapshot(arming=True, safety=False, up_limit=False, down_limit=True)
@@ -29,8 +29,10 @@ MID_SAFETY = IoSnapshot(arming=False, safety=True, up_limit=False, down_limit=Fa
 class Lane:
     """A lane under test: feeds events at chosen times and keeps every effect."""
 
-    def __init__(self, direction: str = "entry", inside: dict | None = None, **rules) -> None:
-        self.ctx = LaneContext("east1", direction, POLICY, LaneRules(**rules), inside or {})  # type: ignore[arg-type]
+    def __init__(self, direction: str = "entry", inside: dict | None = None, balances: dict | None = None,
+                 **rules) -> None:
+        self.ctx = LaneContext("east1", direction, POLICY, LaneRules(**rules), inside or {},  # type: ignore[arg-type]
+                               balances or {})
         self.state = LaneState()
         self.now = T0
         self.effects: list[fx.Effect] = []
@@ -272,3 +274,43 @@ def test_exit_honours_the_entry_lanes_decision_for_a_shared_space_card():
     lane.ctx = LaneContext("east1", "exit", Recording(), LaneRules(), lane.ctx.inside)
     lane.feed(PlateRead("粤B20003"))
     assert seen["entry_reason"] == "monthly_spaces_full"
+
+
+def test_stored_value_car_with_enough_balance_is_debited_and_let_out():
+    lane = Lane("exit", inside={"粤B77777": InsideCar("e_7", T0 - timedelta(hours=3))}, balances={"粤B77777": 1200})
+    out = lane.feed(PlateRead("粤B77777"))
+    rec = lane.of(fx.NewRecord, out)[0]
+    assert (rec.status, rec.reason, rec.due_fen, rec.paid_fen, rec.total_fen) == ("leaving", "stored_value", 0, 500, 500)
+    assert lane.of(fx.DebitBalance, out) == [fx.DebitBalance("粤B77777", 500, rec.record_id, T0.isoformat())]
+    pay = lane.of(fx.RecordPayment, out)[0]
+    assert (pay.amount_fen, pay.method, pay.record_id) == (500, "stored_value", rec.record_id)
+    opened = lane.of(fx.OpenBarrier, out)[0]
+    assert (opened.authority, opened.reason) == ("payment", "stored_value")
+    # the debit is written before the OPEN (one transaction, write ahead)
+    assert out.index(lane.of(fx.DebitBalance, out)[0]) < out.index(opened)
+    assert dict(lane.of(fx.PatchRecord, out)[0].changes)["status"] == "exited"
+    assert "余额7元" in lane.of(fx.Display, out)[0].text
+
+
+@pytest.mark.parametrize("balances", [{"粤B77777": 499}, {}], ids=["short", "no-ledger-row"])
+def test_stored_value_car_short_of_balance_waits_and_nothing_is_debited(balances):
+    lane = Lane("exit", inside={"粤B77777": InsideCar("e_7", T0 - timedelta(hours=3))}, balances=balances)
+    out = lane.feed(PlateRead("粤B77777"))
+    rec = lane.of(fx.NewRecord, out)[0]
+    assert (rec.status, rec.due_fen, rec.paid_fen) == ("awaiting_payment", 500, 0)
+    assert not lane.of(fx.DebitBalance, out) and not lane.of(fx.OpenBarrier, out)
+    assert lane.state.phase == Phase.AWAITING_PAYMENT
+    if balances:
+        assert "余额不足" in lane.of(fx.Display, out)[0].text
+
+
+def test_stored_value_entry_shows_the_ledger_balance():
+    lane = Lane("entry", balances={"粤B77777": 1250})
+    out = lane.feed(PlateRead("粤B77777"))
+    assert lane.of(fx.Display, out)[0].text == "储值车 余额12元50分 粤B77777"
+
+
+def test_only_stored_value_cars_touch_a_balance():
+    lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", T0 - timedelta(hours=3))}, balances={"粤B12345": 9999})
+    out = lane.feed(PlateRead("粤B12345"))
+    assert not lane.of(fx.DebitBalance, out) and lane.state.phase == Phase.AWAITING_PAYMENT
