@@ -30,6 +30,8 @@ def normalize_plate(text: str) -> str:
     """Canonical plate text: no spaces or separators, half-width, upper case; O→0 and I→1 after the first two
     characters (Chinese plates use neither letter there). Plate-less readings become ""."""
     t = unicodedata.normalize("NFKC", text or "").strip()
+    if t.upper() in PLATELESS_WORDS:  # before stripping separators: "_无_" would become "无"
+        return ""
     t = _STRIP.sub("", t).upper()
     if t in PLATELESS_WORDS:
         return ""

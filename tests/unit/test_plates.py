@@ -6,7 +6,7 @@ from lanectl.core.plates import PlateMatch, is_valid_plate, match_entry, normali
 
 
 @pytest.mark.parametrize("raw, plate", [
-    ("粤B 12345", "粤B12345"), ("粤b·1234o", "粤B12340"), ("粤ＢＩ2345", "粤B12345"), ("无牌车", ""), ("", ""),
+    ("粤B 12345", "粤B12345"), ("粤b·1234o", "粤B12340"), ("粤ＢＩ2345", "粤B12345"), ("无牌车", ""), ("_无_", ""), (" 无牌 ", ""), ("", ""),
     ("粤O12345", "粤O12345"),  # the first two characters are kept as read
 ])
 def test_normalize_plate(raw, plate):
