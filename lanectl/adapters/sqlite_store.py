@@ -22,6 +22,7 @@ import sqlite_utils
 from lanectl.core import effects as fx
 from lanectl.core.lane import InsideCar
 from lanectl.service.outbox import OutboxItem
+from lanectl.service.settlement import ATTEMPT_OPEN, Attempt
 
 log = logging.getLogger("lanectl.store")
 T = TypeVar("T")
@@ -122,6 +123,48 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL
     );
     """,
+    # v3: exit settlements through payment providers, and their attempts (one per provider and exit)
+    """
+    ALTER TABLE payments ADD COLUMN flag TEXT NOT NULL DEFAULT '';
+    CREATE TABLE settlements (
+        record_id TEXT PRIMARY KEY REFERENCES records (record_id),
+        lane_id TEXT NOT NULL,
+        exit_order TEXT NOT NULL,          -- the StartSettlement effect, as JSON
+        status TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+        outcome TEXT NOT NULL DEFAULT '',  -- paid | released | abandoned
+        created_at TEXT NOT NULL,
+        closed_at TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX settlements_open ON settlements (status);
+    CREATE TABLE payment_attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        record_id TEXT NOT NULL,
+        lane_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        order_ref TEXT NOT NULL,           -- the provider's id for this charge (Bolink order_id, XFT out_trade_no)
+        amount_fen INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('charging', 'pending', 'fallback', 'paid', 'failed', 'skipped')),
+        trade_no TEXT NOT NULL DEFAULT '',
+        paid_fen INTEGER NOT NULL DEFAULT 0,
+        method TEXT NOT NULL DEFAULT '',
+        delivered INTEGER NOT NULL DEFAULT 0,  -- the lane committed the payment this attempt confirmed
+        detail TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        created_ts REAL NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX payment_attempts_ref ON payment_attempts (provider, order_ref);
+    CREATE INDEX payment_attempts_record ON payment_attempts (record_id);
+    -- what a platform told us about a plate (e.g. Bolink sign-free membership), newest wins
+    CREATE TABLE provider_marks (
+        provider TEXT NOT NULL,
+        plate TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (provider, plate, name)
+    );
+    """,
 )
 
 RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class"})
@@ -160,8 +203,8 @@ class SqliteStore:
         if n:
             log.warning("store: %d barrier command(s) interrupted by the last stop; not repeated", n)
         self._inside = {
-            r["plate"]: InsideCar(r["record_id"], datetime.fromisoformat(r["at"]), r["lane_id"], r["reason"])
-            for r in conn.execute("SELECT plate, record_id, at, lane_id, reason FROM records "
+            r["plate"]: InsideCar(r["record_id"], datetime.fromisoformat(r["at"]), r["lane_id"], r["reason"], r["color"])
+            for r in conn.execute("SELECT plate, record_id, at, lane_id, reason, color FROM records "
                                   "WHERE kind='entry' AND status='inside' AND plate != '' ORDER BY ts")
         }
         self._balances = {r["plate"]: r["balance_fen"] for r in conn.execute("SELECT * FROM balances")}
@@ -227,6 +270,17 @@ class SqliteStore:
                     db["records"].update(e.record_id, changes)
                 elif isinstance(e, fx.RecordPayment):
                     db["payments"].insert(asdict(e))
+                    if e.reference:
+                        conn.execute("UPDATE payment_attempts SET delivered=1 WHERE record_id=? AND "
+                                     "(trade_no=? OR (trade_no='' AND order_ref=?))",
+                                     (e.record_id, e.reference, e.reference))
+                elif isinstance(e, fx.StartSettlement):
+                    conn.execute("INSERT INTO settlements (record_id, lane_id, exit_order, status, created_at) "
+                                 "VALUES (?,?,?,?,?)", (e.record_id, e.lane_id,
+                                                       json.dumps(asdict(e), ensure_ascii=False), "open", stamp))
+                elif isinstance(e, fx.StopSettlement):
+                    conn.execute("UPDATE settlements SET status='closed', outcome=?, closed_at=? WHERE record_id=?",
+                                 (e.outcome, stamp, e.record_id))
                 elif isinstance(e, fx.DebitBalance):
                     self._move_sync(e.plate, -e.amount_fen, "debit", e.record_id, "", e.at)
                 elif isinstance(e, (fx.OpenBarrier, fx.CloseBarrier)):
@@ -252,6 +306,9 @@ class SqliteStore:
         if row is None:
             raise StoreError(f"publish of unknown record {e.record_id}")
         payload = _record_dict(row)
+        payload["payments"] = [
+            {k: p[k] for k in ("amount_fen", "method", "reference", "at", "flag")}
+            for p in self.conn.execute("SELECT * FROM payments WHERE record_id=? ORDER BY id", (e.record_id,))]
         for dest in self.destinations:
             self.conn.execute(
                 "INSERT INTO outbox (destination, kind, key, payload, created_at, next_at) VALUES (?,?,?,?,?,?) "
@@ -311,7 +368,8 @@ class SqliteStore:
             if isinstance(e, fx.DebitBalance):
                 self._balances[e.plate] = self._balances.get(e.plate, 0) - e.amount_fen
             if isinstance(e, fx.NewRecord) and e.kind == "entry" and e.status == "inside" and e.plate:
-                self._inside[e.plate] = InsideCar(e.record_id, datetime.fromisoformat(e.at), e.lane_id, e.reason)
+                self._inside[e.plate] = InsideCar(e.record_id, datetime.fromisoformat(e.at), e.lane_id, e.reason,
+                                                  e.color)
             elif isinstance(e, fx.PatchRecord) and dict(e.changes).get("status") in ("exited", "superseded"):
                 for plate, car in list(self._inside.items()):
                     if car.record_id == e.record_id:
@@ -322,6 +380,110 @@ class SqliteStore:
             self.conn.execute("UPDATE barrier_actions SET status=?, done_at=?, error=? WHERE action_id=?",
                               ("sent" if ok else "failed", now.isoformat(), error, action_id))
         await self._run(_mark)
+
+    # --- settlements (service/settlement.py) -----------------------------------------------------------------
+    async def open_settlements(self) -> list[fx.StartSettlement]:
+        def _query() -> list[fx.StartSettlement]:
+            return [fx.StartSettlement(**json.loads(r["exit_order"])) for r in self.conn.execute(
+                "SELECT exit_order FROM settlements WHERE status='open' ORDER BY created_at")]
+        return await self._run(_query)
+
+    async def settlement_order(self, record_id: str) -> Optional[fx.StartSettlement]:
+        def _query() -> Optional[fx.StartSettlement]:
+            row = self.conn.execute("SELECT exit_order FROM settlements WHERE record_id=?", (record_id,)).fetchone()
+            return fx.StartSettlement(**json.loads(row["exit_order"])) if row else None
+        return await self._run(_query)
+
+    async def settlement_open(self, record_id: str) -> bool:
+        def _query() -> bool:
+            row = self.conn.execute("SELECT status FROM settlements WHERE record_id=?", (record_id,)).fetchone()
+            return row is not None and row["status"] == "open"
+        return await self._run(_query)
+
+    async def new_attempt(self, record_id: str, lane_id: str, provider: str, order_ref: str, amount_fen: int,
+                          now: datetime) -> Attempt:
+        """Written ahead of the provider call: a charge that might have reached the platform is never forgotten."""
+        def _insert() -> Attempt:
+            cur = self.conn.execute(
+                "INSERT INTO payment_attempts (record_id, lane_id, provider, order_ref, amount_fen, status, "
+                "created_at, created_ts, updated_at) VALUES (?,?,?,?,?,'charging',?,?,?)",
+                (record_id, lane_id, provider, order_ref, amount_fen, now.isoformat(), now.timestamp(),
+                 now.isoformat()))
+            return self._attempt_sync(cur.lastrowid)
+        return await self._run(_insert)
+
+    def _attempt_sync(self, attempt_id: Optional[int]) -> Attempt:
+        row = self.conn.execute("SELECT * FROM payment_attempts WHERE id=?", (attempt_id,)).fetchone()
+        return Attempt.from_row(dict(row))
+
+    async def attempts(self, *, record_id: Optional[str] = None, provider: Optional[str] = None,
+                       order_ref: Optional[str] = None, statuses: Sequence[str] = ()) -> list[Attempt]:
+        where, params = [], []
+        for column, value in (("record_id", record_id), ("provider", provider), ("order_ref", order_ref)):
+            if value is not None:
+                where.append(f"{column}=?")
+                params.append(value)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+
+        def _query() -> list[Attempt]:
+            sql = "SELECT * FROM payment_attempts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+            return [Attempt.from_row(dict(r)) for r in self.conn.execute(sql, params)]
+        return await self._run(_query)
+
+    async def mark_attempt(self, attempt_id: int, status: str, detail: str, now: datetime,
+                           *, only_from: Sequence[str] = ATTEMPT_OPEN) -> bool:
+        """Move an attempt that is still open (or in `only_from`) to `status`; False if it had settled."""
+        def _mark() -> bool:
+            cur = self.conn.execute(
+                f"UPDATE payment_attempts SET status=?, detail=?, updated_at=? WHERE id=? "
+                f"AND status IN ({','.join('?' * len(only_from))})",
+                (status, detail[:500], now.isoformat(), attempt_id, *only_from))
+            return cur.rowcount == 1
+        return await self._run(_mark)
+
+    async def settle_attempt(self, attempt_id: int, paid: bool, trade_no: str, paid_fen: int, method: str,
+                             detail: str, now: datetime) -> bool:
+        """Paid or failed, once: True only for the call that moved the attempt out of an open status (a
+        callback and a poll racing each other confirm a payment once)."""
+        def _settle() -> bool:
+            cur = self.conn.execute(
+                f"UPDATE payment_attempts SET status=?, trade_no=?, paid_fen=?, method=?, detail=?, updated_at=? "
+                f"WHERE id=? AND status IN ({','.join('?' * len(ATTEMPT_OPEN))})",
+                ("paid" if paid else "failed", trade_no, paid_fen, method, detail[:500], now.isoformat(), attempt_id,
+                 *ATTEMPT_OPEN))
+            return cur.rowcount == 1
+        return await self._run(_settle)
+
+    # --- inbox and provider marks (platform callbacks) ---------------------------------------------------------
+    async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool:
+        """Store a callback before it is acknowledged; False if (provider, key) was already stored (a repeat)."""
+        def _put() -> bool:
+            cur = self.conn.execute("INSERT INTO inbox (provider, trade_no, received_at, payload) VALUES (?,?,?,?) "
+                                    "ON CONFLICT (provider, trade_no) DO NOTHING",
+                                    (provider, key, now.isoformat(), payload))
+            return cur.rowcount == 1
+        return await self._run(_put)
+
+    async def set_mark(self, provider: str, plate: str, name: str, value: str, now: datetime) -> None:
+        await self._run(lambda: self.conn.execute(
+            "INSERT INTO provider_marks (provider, plate, name, value, updated_at) VALUES (?,?,?,?,?) "
+            "ON CONFLICT (provider, plate, name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
+            (provider, plate, name, value, now.isoformat())))
+
+    async def mark(self, provider: str, plate: str, name: str) -> Optional[str]:
+        def _get() -> Optional[str]:
+            row = self.conn.execute("SELECT value FROM provider_marks WHERE provider=? AND plate=? AND name=?",
+                                    (provider, plate, name)).fetchone()
+            return row["value"] if row else None
+        return await self._run(_get)
+
+    async def payments(self, record_id: str) -> list[dict[str, Any]]:
+        def _query() -> list[dict[str, Any]]:
+            return [dict(r) for r in self.conn.execute("SELECT * FROM payments WHERE record_id=? ORDER BY id",
+                                                       (record_id,))]
+        return await self._run(_query)
 
     # --- queries (CLI through the control socket) -------------------------------------------------------------
     async def records(self, *, plate: Optional[str] = None, lane: Optional[str] = None,

@@ -41,9 +41,12 @@ class RecordPayment:
     record_id: str
     lane_id: str
     amount_fen: int
-    method: str  # cash, operator, ... (providers later: wallet, sweepcode ...)
+    method: str  # cash, operator, stored_value, or <provider>:<kind> (bolink:wallet, xft:signfree ...)
     reference: str  # operator name or trade_no
     at: str
+    # "" a payment for the car it let out; "late": settled after the car had left another way (refund review);
+    # "short": less than the car owed (kept, the car still owes the rest)
+    flag: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,32 @@ class DebitBalance:
     amount_fen: int
     record_id: str
     at: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartSettlement:
+    """Charge this exit through the lane's payment providers. Persistent: the order is written ahead (same
+    transaction as the exit record) so a restarted daemon resumes it instead of forgetting or repeating it."""
+
+    record_id: str
+    lane_id: str
+    plate: str
+    color: str
+    due_fen: int
+    total_fen: int
+    left_at: str  # ISO 8601, when the car reached the exit
+    entered_at: str = ""
+    entry_record_id: str = ""
+    vehicle_class: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StopSettlement:
+    """The car is no longer waiting for this record's payment (paid, released by the operator, backed away).
+    Attempts still pending at a provider keep being reconciled in the background."""
+
+    record_id: str
+    outcome: str  # paid | released | abandoned
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +127,11 @@ class Log:
     fields: tuple[tuple[str, Any], ...] = field(default=())
 
 
-Effect = Union[NewRecord, PatchRecord, RecordPayment, DebitBalance, OpenBarrier, CloseBarrier, Publish, Display, Log]
+Effect = Union[NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, OpenBarrier,
+               CloseBarrier, Publish, Display, Log]
 
-PERSISTENT = (NewRecord, PatchRecord, RecordPayment, DebitBalance, OpenBarrier, CloseBarrier, Publish)
+PERSISTENT = (NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, OpenBarrier,
+              CloseBarrier, Publish)
 
 
 def is_persistent(effect: Effect) -> bool:

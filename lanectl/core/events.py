@@ -58,8 +58,30 @@ class OperatorOpen:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentConfirmed:
+    """A provider confirmed money for an exit record (`state=1`, `SUCCESS`, `00`, `code=200`), from a sync
+    answer, a poll or a callback — verified, and delivered once per payment attempt by the settlement
+    service. The lane still checks it is for the car waiting now and covers what it owes."""
+
+    record_id: str
+    provider: str  # bolink | xft | tdzn
+    amount_fen: int
+    trade_no: str = ""
+    method: str = ""  # the provider's payment kind: wallet, sweepcode, scancode, etc, signfree ...
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFallback:
+    """No provider settled the exit in time (or none could charge this car): the driver pays another way."""
+
+    record_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed; the lane checks its deadlines (timers are data in the lane state)."""
 
 
-Event = Union[PlateRead, IoSnapshot, DeviceFault, DeviceRecovered, CommandDone, OperatorOpen, Tick]
+Event = Union[PlateRead, IoSnapshot, DeviceFault, DeviceRecovered, CommandDone, OperatorOpen, PaymentConfirmed,
+              PaymentFallback, Tick]

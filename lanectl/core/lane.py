@@ -10,8 +10,13 @@ Phases
       └──────────────────────────────────────── down limit ◀──────────────────────────────────────────────┘
 
 The safety invariant lives here and in the barrier adapter alike: OpenBarrier only for an allowed/free
-decision of the rules or an operator release with a name and a reason (payment results plug in later);
+decision of the rules, a payment confirmed for the record the car waits on and covering what it owes (a
+stored-value debit or a provider's PaymentConfirmed), or an operator release with a name and a reason;
 CloseBarrier never while the last known safety loop or anti-smash input is active.
+
+An exit lane with payment providers asks for a settlement (StartSettlement) when a car owes money; the
+service/settlement.py flow charges, polls and reconciles, and answers with PaymentConfirmed or
+PaymentFallback. The lane alone decides what a result means for the barrier.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from lanectl.core.events import (
     Event,
     IoSnapshot,
     OperatorOpen,
+    PaymentConfirmed,
+    PaymentFallback,
     PlateRead,
     Tick,
 )
@@ -64,6 +71,7 @@ class InsideCar:
     entered_at: datetime
     lane_id: str = ""
     reason: str = ""  # the entry decision (e.g. monthly_spaces_full), which the exit decision honours
+    color: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class LaneContext:
     inside: Mapping[str, InsideCar] = field(default_factory=dict)
     # stored-value balances by plate (fen) — the ledger's current figures, a snapshot like `inside`
     balances: Mapping[str, int] = field(default_factory=dict)
+    settle: bool = False  # this exit lane charges through payment providers (else the booth takes the money)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class Visit:
     entry_record_id: str = ""
     due_fen: int = 0
     passage: Literal["waiting", "on_safety"] = "waiting"
+    paid_fen: int = 0  # paid before this exit (ahead, inside the lot)
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,10 @@ def handle(state: LaneState, event: Event, now: datetime, ctx: LaneContext) -> t
         state = _on_operator(state, event, now, ctx, out)
     elif isinstance(event, CommandDone):
         state = _on_command_done(state, event, now, ctx, out)
+    elif isinstance(event, PaymentConfirmed):
+        state = _on_payment(state, event, now, ctx, out)
+    elif isinstance(event, PaymentFallback):
+        state = _on_fallback(state, event, ctx, out)
     elif isinstance(event, DeviceFault):
         if event.device == "barrier":
             if not state.barrier_fault:
@@ -201,9 +215,9 @@ def _unsafe_to_close(state: LaneState) -> bool:
 
 
 def _open(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], *, record_id: str,
-          authority: fx.Authority, reason: str, operator: str = "") -> LaneState:
+          authority: fx.Authority, reason: str, operator: str = "", trade_no: str = "") -> LaneState:
     state, action_id = _next_id(state, ctx, now)
-    out.append(fx.OpenBarrier(action_id, record_id, authority, reason, operator=operator))
+    out.append(fx.OpenBarrier(action_id, record_id, authority, reason, operator=operator, trade_no=trade_no))
     state = replace(state, phase=Phase.OPENING, pending_action=action_id)
     state = _clear_deadline(state, "close_confirm", "pass_timeout")
     return _set_deadline(state, "open_confirm", now + timedelta(seconds=ctx.rules.open_confirm_s))
@@ -280,6 +294,8 @@ def _on_plate(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, 
     if state.phase == Phase.AWAITING_PAYMENT and state.visit is not None:
         # Another car at the exit: the waiting one backed away. Its record stays for the reconciliation.
         out.append(fx.PatchRecord(state.visit.record_id, (("status", "abandoned"),)))
+        if ctx.settle:
+            out.append(fx.StopSettlement(state.visit.record_id, "abandoned"))
         out.append(_log(ctx, "info", "waiting car replaced", plate=state.visit.plate, record=state.visit.record_id))
         state = replace(state, phase=Phase.IDLE, visit=None)
     if ctx.direction == "entry":
@@ -340,7 +356,7 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
                                             else "waiting for payment"),
                     plate=ev.plate, record=record_id, reason=reason, due_fen=quote.due_fen, match=match.kind))
     visit = Visit(ev.plate, ev.color, record_id, quote.vehicle_class, reason,
-                  entry.record_id if entry else "", quote.due_fen)
+                  entry.record_id if entry else "", quote.due_fen, paid_fen=quote.paid_fen)
     state = replace(state, visit=visit)
     if free:
         out.extend(_leave(visit))
@@ -362,6 +378,11 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     if balance is not None and not needs_operator:
         text = f"{shown} 余额不足 请缴费{_yuan_text(quote.due_fen)}"
     out.append(fx.Display(text, text))
+    if ctx.settle and not needs_operator:
+        out.append(fx.StartSettlement(
+            record_id, ctx.lane_id, ev.plate, ev.color, quote.due_fen, quote.total_fen, now.isoformat(),
+            entered_at=entry.entered_at.isoformat() if entry else "", entry_record_id=entry.record_id if entry else "",
+            vehicle_class=quote.vehicle_class))
     return replace(state, phase=Phase.AWAITING_PAYMENT)
 
 
@@ -399,6 +420,8 @@ def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneCon
             changes.append(("paid_fen", ev.amount_fen))
         out.append(fx.PatchRecord(record_id, tuple(changes)))
         out.extend(_leave(visit))
+        if ctx.settle:
+            out.append(fx.StopSettlement(record_id, "released"))
     elif visit is not None:
         record_id = visit.record_id  # re-open for the same car (closing, or an OPEN that faulted)
     else:
@@ -414,6 +437,50 @@ def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneCon
                     amount_fen=ev.amount_fen))
     out.append(fx.Display("一路顺风", "一路顺风"))
     return _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator)
+
+
+# --- payments ------------------------------------------------------------------------------------------------
+def _on_payment(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: LaneContext,
+                out: list[fx.Effect]) -> LaneState:
+    visit = state.visit
+    method = f"{ev.provider}:{ev.method}" if ev.method else ev.provider
+    waiting = state.phase == Phase.AWAITING_PAYMENT and visit is not None and visit.record_id == ev.record_id
+    if not waiting:
+        # The car left another way (cash, operator) or this is not our car: the money is kept on the books and
+        # flagged; the barrier does not move for it.
+        out.append(fx.RecordPayment(ev.record_id, ctx.lane_id, ev.amount_fen, method, ev.trade_no, now.isoformat(),
+                                    flag="late"))
+        out.append(_log(ctx, "warning", "payment for a car no longer waiting: recorded, flagged for refund review",
+                        record=ev.record_id, provider=ev.provider, trade_no=ev.trade_no, amount_fen=ev.amount_fen))
+        return state
+    assert visit is not None
+    if ev.amount_fen < visit.due_fen:
+        out.append(fx.RecordPayment(ev.record_id, ctx.lane_id, ev.amount_fen, method, ev.trade_no, now.isoformat(),
+                                    flag="short"))
+        out.append(_log(ctx, "warning", "payment short of the amount due: barrier stays down", record=ev.record_id,
+                        provider=ev.provider, trade_no=ev.trade_no, amount_fen=ev.amount_fen, due_fen=visit.due_fen))
+        return state
+    out.append(fx.RecordPayment(ev.record_id, ctx.lane_id, ev.amount_fen, method, ev.trade_no, now.isoformat()))
+    out.append(fx.PatchRecord(ev.record_id, (("status", "paid"), ("paid_fen", visit.paid_fen + ev.amount_fen),
+                                             ("due_fen", 0))))
+    out.extend(_leave(visit))
+    out.append(fx.StopSettlement(ev.record_id, "paid"))
+    out.append(_log(ctx, "info", "exit paid", plate=visit.plate, record=ev.record_id, provider=ev.provider,
+                    trade_no=ev.trade_no, amount_fen=ev.amount_fen))
+    out.append(fx.Display(f"{visit.plate or '无牌车'} 支付成功 一路顺风", "支付成功 一路顺风"))
+    return _open(state, now, ctx, out, record_id=ev.record_id, authority="payment", reason=ev.provider,
+                 trade_no=ev.trade_no)
+
+
+def _on_fallback(state: LaneState, ev: PaymentFallback, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    visit = state.visit
+    if state.phase != Phase.AWAITING_PAYMENT or visit is None or visit.record_id != ev.record_id:
+        return state
+    out.append(_log(ctx, "info", "payment fallback: pay at the booth or by scan", record=ev.record_id,
+                    reason=ev.reason))
+    text = f"{visit.plate or '无牌车'} 请扫码或到岗亭缴费{_yuan_text(visit.due_fen)}"
+    out.append(fx.Display(text, text))
+    return state
 
 
 # --- barrier inputs and command results ------------------------------------------------------------------------

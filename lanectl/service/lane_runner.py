@@ -60,6 +60,8 @@ class LaneRunner:
     rules: LaneRules = LaneRules()
     on_effects: Optional[Callable[[str, list[fx.Effect]], None]] = None  # demo / tests observe decisions
     after_commit: Optional[Callable[[], None]] = None  # e.g. wake the outbox relay
+    # exit lanes with payment providers: settlement effects go here once committed (service/settlement.py)
+    settlement: Optional[Callable[[str, list[fx.Effect]], None]] = None
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     state: LaneState = field(default_factory=LaneState)
     status: LaneStatus = field(init=False)
@@ -123,7 +125,7 @@ class LaneRunner:
         """Handle one event: decide, commit (write ahead), then act."""
         now = self.clock.now()
         ctx = LaneContext(self.lane_id, self.direction, self.policy, self.rules, self.store.inside(),  # type: ignore[arg-type]
-                          self.store.balances())
+                          self.store.balances(), settle=self.settlement is not None)
         new_state, effects = handle(self.state, event, now, ctx)
         if new_state != self.state or any(fx.is_persistent(e) for e in effects):
             # Shielded: a SIGTERM arriving mid-write still finishes the transaction it started.
@@ -138,6 +140,9 @@ class LaneRunner:
             self.on_effects(self.lane_id, effects)
         if self.after_commit is not None and any(isinstance(e, fx.Publish) for e in effects):
             self.after_commit()
+        if self.settlement is not None and any(isinstance(e, (fx.StartSettlement, fx.StopSettlement))
+                                               for e in effects):
+            self.settlement(self.lane_id, effects)
         if isinstance(event, OperatorOpen):
             fut = self._requests.get(event.request_id)
             if fut is not None and not fut.done():

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lanectl.core import effects as fx
-from lanectl.core.events import CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PlateRead, Tick
+from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PaymentConfirmed,
+                                 PaymentFallback, PlateRead, Tick)
 from lanectl.core.lane import InsideCar, LaneContext, LaneRules, LaneState, Phase, handle, make_id, restored
 from tests.policies import FlatPolicy
 
@@ -30,9 +31,9 @@ class Lane:
     """A lane under test: feeds events at chosen times and keeps every effect."""
 
     def __init__(self, direction: str = "entry", inside: dict | None = None, balances: dict | None = None,
-                 **rules) -> None:
+                 settle: bool = False, **rules) -> None:
         self.ctx = LaneContext("east1", direction, POLICY, LaneRules(**rules), inside or {},  # type: ignore[arg-type]
-                               balances or {})
+                               balances or {}, settle)
         self.state = LaneState()
         self.now = T0
         self.effects: list[fx.Effect] = []
@@ -314,3 +315,84 @@ def test_only_stored_value_cars_touch_a_balance():
     lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", T0 - timedelta(hours=3))}, balances={"粤B12345": 9999})
     out = lane.feed(PlateRead("粤B12345"))
     assert not lane.of(fx.DebitBalance, out) and lane.state.phase == Phase.AWAITING_PAYMENT
+
+
+# --- payments through providers --------------------------------------------------------------------------------
+def waiting_exit(**kw) -> tuple[Lane, fx.NewRecord]:
+    lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", T0 - timedelta(hours=3))}, settle=True, **kw)
+    out = lane.feed(PlateRead("粤B12345"))
+    return lane, lane.of(fx.NewRecord, out)[0]
+
+
+def test_a_car_that_owes_starts_a_settlement_written_with_its_record():
+    lane, rec = waiting_exit()
+    [start] = lane.of(fx.StartSettlement)
+    assert (start.record_id, start.due_fen, start.plate, start.entry_record_id) == (rec.record_id, 500, "粤B12345",
+                                                                                     "e_1")
+    assert not lane.of(fx.OpenBarrier) and lane.state.phase == Phase.AWAITING_PAYMENT
+
+
+def test_without_providers_no_settlement_is_asked_for():
+    lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", T0 - timedelta(hours=3))})
+    lane.feed(PlateRead("粤B12345"))
+    assert not lane.of(fx.StartSettlement)
+
+
+def test_confirmed_payment_for_the_waiting_record_opens_and_stops_the_settlement():
+    lane, rec = waiting_exit()
+    out = lane.feed(PaymentConfirmed(rec.record_id, "bolink", 500, "T1", "wallet"), 3)
+    opened = lane.of(fx.OpenBarrier, out)[0]
+    assert (opened.authority, opened.reason, opened.trade_no) == ("payment", "bolink", "T1")
+    pay = lane.of(fx.RecordPayment, out)[0]
+    assert (pay.amount_fen, pay.method, pay.reference, pay.flag) == (500, "bolink:wallet", "T1", "")
+    patches = {p.record_id: dict(p.changes) for p in lane.of(fx.PatchRecord, out)}
+    assert patches[rec.record_id] == {"status": "paid", "paid_fen": 500, "due_fen": 0}
+    assert patches["e_1"] == {"status": "exited"}
+    assert lane.of(fx.StopSettlement, out) == [fx.StopSettlement(rec.record_id, "paid")]
+    assert out.index(pay) < out.index(opened)
+
+
+@pytest.mark.parametrize("event", [
+    PaymentConfirmed("east1_20261122080000_999", "bolink", 500, "T9"),  # another record
+    PaymentConfirmed("", "xft", 500, "T9"),
+], ids=["other-record", "no-record"])
+def test_a_payment_for_another_record_never_opens_and_is_flagged(event):
+    lane, rec = waiting_exit()
+    out = lane.feed(event)
+    assert not lane.of(fx.OpenBarrier, out) and lane.state.phase == Phase.AWAITING_PAYMENT
+    assert lane.of(fx.RecordPayment, out)[0].flag == "late"
+
+
+def test_a_short_payment_is_kept_but_the_barrier_stays_down():
+    lane, rec = waiting_exit()
+    out = lane.feed(PaymentConfirmed(rec.record_id, "xft", 499, "T1"))
+    assert not lane.of(fx.OpenBarrier, out) and lane.of(fx.RecordPayment, out)[0].flag == "short"
+    assert lane.state.phase == Phase.AWAITING_PAYMENT
+
+
+def test_a_payment_after_the_operator_released_the_car_is_late_and_opens_nothing():
+    lane, rec = waiting_exit()
+    out = lane.feed(OperatorOpen("王", "cash", 500))
+    assert lane.of(fx.StopSettlement, out) == [fx.StopSettlement(rec.record_id, "released")]
+    drive_through(lane)
+    lane.feed(IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=True), 2)
+    opens = len(lane.of(fx.OpenBarrier))
+    out = lane.feed(PaymentConfirmed(rec.record_id, "bolink", 500, "T1", "wallet"))
+    assert len(lane.of(fx.OpenBarrier)) == opens
+    assert lane.of(fx.RecordPayment, out)[0].flag == "late"
+
+
+def test_a_car_backing_away_stops_its_settlement():
+    lane, rec = waiting_exit()
+    out = lane.feed(PlateRead("粤B22222"), 1)
+    assert fx.StopSettlement(rec.record_id, "abandoned") in out
+
+
+def test_fallback_tells_the_driver_to_pay_another_way_and_keeps_the_barrier_down():
+    lane, rec = waiting_exit()
+    out = lane.feed(PaymentFallback(rec.record_id, "window ended"), 120)
+    assert not lane.of(fx.OpenBarrier, out) and "请扫码或到岗亭缴费5元" in lane.of(fx.Display, out)[0].text
+    assert lane.feed(PaymentFallback("other", "x")) == []
+    # a payment settling after the fallback still lets the waiting car out
+    out = lane.feed(PaymentConfirmed(rec.record_id, "bolink", 500, "T1"), 30)
+    assert lane.of(fx.OpenBarrier, out)[0].authority == "payment"

@@ -1,11 +1,13 @@
 """Property tests: random event orders must never break the safety invariant.
 
-OpenBarrier only for an allowed/free decision of the rules or an operator release with name and reason;
+OpenBarrier only for an allowed/free decision of the rules, a confirmed payment for the record the car waits on
+that covers what it owes, or an operator release with name and reason;
 CloseBarrier never while the last known safety loop or anti-smash input is active (or unknown).
 Loops flicker, plates repeat, commands fail, the daemon restarts in between."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lanectl.core import effects as fx
-from lanectl.core.events import CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PlateRead, Tick
+from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PaymentConfirmed,
+                                 PaymentFallback, PlateRead, Tick)
 from lanectl.core.lane import InsideCar, LaneContext, LaneRules, LaneState, handle, restored
 from tests.policies import FlatPolicy
 
@@ -34,6 +37,12 @@ event_st = st.one_of(
               st.sampled_from(["", "BarrierError: timeout", "BarrierUnsafe: occupied"])),
     st.builds(DeviceFault, st.just("barrier"), st.just("port gone")),
     st.builds(DeviceRecovered, st.just("barrier")),
+    # "waiting" is replaced by the record the lane waits on (if any): results for it, for another record,
+    # short of the amount, and fallbacks, in any order and repeated
+    st.builds(PaymentConfirmed, st.sampled_from(["waiting", "east1_20261122080000_1", "bogus"]),
+              st.sampled_from(["bolink", "xft"]), st.sampled_from([0, 1, 499, 500, 2000]),
+              st.sampled_from(["T1", "T2"])),
+    st.builds(PaymentFallback, st.sampled_from(["waiting", "bogus"]), st.just("window ended")),
     st.just(Tick()),
     st.just("restart"),
 )
@@ -47,10 +56,11 @@ def _inside(direction: str) -> dict[str, InsideCar]:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(direction=st.sampled_from(["entry", "exit"]), auto_close=st.booleans(),
+@given(direction=st.sampled_from(["entry", "exit"]), auto_close=st.booleans(), settle=st.booleans(),
        steps=st.lists(step_st, min_size=1, max_size=60))
-def test_safety_invariant_holds_for_any_event_order(direction, auto_close, steps):
-    ctx = LaneContext("east1", direction, POLICY, LaneRules(auto_close=auto_close), _inside(direction))
+def test_safety_invariant_holds_for_any_event_order(direction, auto_close, settle, steps):
+    ctx = LaneContext("east1", direction, POLICY, LaneRules(auto_close=auto_close), _inside(direction),
+                      settle=settle)
     state, now = LaneState(), T0
     seen_ids: set[str] = set()
     for event, dt in steps:
@@ -60,6 +70,8 @@ def test_safety_invariant_holds_for_any_event_order(direction, auto_close, steps
             continue
         if isinstance(event, CommandDone) and event.action_id == "pending":
             event = CommandDone(state.pending_action, event.ok, event.error)
+        if isinstance(event, (PaymentConfirmed, PaymentFallback)) and event.record_id == "waiting":
+            event = replace(event, record_id=state.visit.record_id if state.visit else "none")
         before = state
         state, effects = handle(state, event, now, ctx)
         records = {e.record_id: e for e in effects if isinstance(e, fx.NewRecord)}
@@ -70,6 +82,11 @@ def test_safety_invariant_holds_for_any_event_order(direction, auto_close, steps
                 if e.authority == "operator":
                     assert isinstance(event, OperatorOpen) and event.operator.strip() and event.reason.strip()
                     assert e.operator == event.operator.strip()
+                elif e.authority == "payment":
+                    assert isinstance(event, PaymentConfirmed), "only a confirmed payment opens on payment authority"
+                    assert before.phase.value == "awaiting_payment" and before.visit is not None
+                    assert event.record_id == before.visit.record_id == e.record_id
+                    assert event.amount_fen >= before.visit.due_fen and e.trade_no == event.trade_no
                 else:
                     assert e.authority == "rules"
                     rec = records.get(e.record_id)
@@ -79,6 +96,8 @@ def test_safety_invariant_holds_for_any_event_order(direction, auto_close, steps
             if isinstance(e, fx.CloseBarrier):
                 io = state.io
                 assert io is not None and not io.safety and not io.anti_smash
+            if isinstance(e, fx.StartSettlement):
+                assert settle and direction == "exit" and e.due_fen > 0
             if isinstance(e, fx.NewRecord):
                 assert e.record_id not in seen_ids
                 seen_ids.add(e.record_id)

@@ -1,0 +1,332 @@
+"""Exit settlement: charge a waiting car through the lane's payment providers until the money is settled.
+
+One model for every platform (Bolink, XFT, tdzn): the lane asks for a settlement (StartSettlement, written
+with the exit record); this service tries the lane's providers in their configured order:
+
+    charge ──paid──▶ PaymentConfirmed to the lane (which alone decides to open)
+       │  ──failed / skip──▶ next provider
+       └─pending / no answer──▶ poll (and accept callbacks) until the window ends
+                                   ──paid──▶ PaymentConfirmed      ──failed──▶ next provider
+                                   ──window over──▶ PaymentFallback; keep reconciling in the background:
+                                                    a late success is still confirmed (the lane opens if
+                                                    the car still waits, else records it for refund)
+
+Every attempt is written ahead of the provider call, and "paid" is a compare-and-set in the store, so a sync
+answer, a poll and a callback racing each other confirm one payment once. After a restart, open settlements
+resume from their attempts: a charge that may have reached the platform is polled, never sent twice to
+another provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
+
+from lanectl.core import effects as fx
+from lanectl.core.events import Event, PaymentConfirmed, PaymentFallback
+from lanectl.service.ports import Clock
+
+log = logging.getLogger("lanectl.settlement")
+
+ATTEMPT_OPEN = ("charging", "pending", "fallback")  # may still turn into money
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: int
+    record_id: str
+    lane_id: str
+    provider: str
+    order_ref: str
+    amount_fen: int
+    status: str  # charging | pending | fallback | paid | failed | skipped
+    created_ts: float
+    trade_no: str = ""
+    paid_fen: int = 0
+    method: str = ""
+    delivered: bool = False
+    detail: str = ""
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Attempt":
+        return cls(row["id"], row["record_id"], row["lane_id"], row["provider"], row["order_ref"], row["amount_fen"],
+                   row["status"], row["created_ts"], row["trade_no"], row["paid_fen"], row["method"],
+                   bool(row["delivered"]), row["detail"])
+
+    @property
+    def open(self) -> bool:
+        return self.status in ATTEMPT_OPEN
+
+
+@dataclass(frozen=True)
+class ChargeAnswer:
+    """What a provider made of one call. Only "paid" can ever lead to an OPEN."""
+
+    status: Literal["paid", "failed", "pending", "skip"]
+    trade_no: str = ""
+    amount_fen: Optional[int] = None  # what the platform says it took (None: it did not say)
+    method: str = ""
+    detail: str = ""
+
+
+class ProviderUnavailable(Exception):
+    """No usable answer (timeout, 5xx, garbage): the charge may or may not have happened — treat as pending."""
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    def order_ref(self, order: fx.StartSettlement) -> str:
+        """The provider's id for charging this exit (idempotency key on the platform's side)."""
+
+    async def charge(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer: ...
+
+    async def query(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        """Where does this charge stand now? (May re-issue the charge where the platform wants that.)"""
+
+
+class SettlementStore(Protocol):
+    async def open_settlements(self) -> list[fx.StartSettlement]: ...
+
+    async def settlement_open(self, record_id: str) -> bool: ...
+
+    async def settlement_order(self, record_id: str) -> Optional[fx.StartSettlement]: ...
+
+    async def new_attempt(self, record_id: str, lane_id: str, provider: str, order_ref: str, amount_fen: int,
+                          now: datetime) -> Attempt: ...
+
+    async def attempts(self, *, record_id: Optional[str] = None, provider: Optional[str] = None,
+                       order_ref: Optional[str] = None, statuses: Sequence[str] = ()) -> list[Attempt]: ...
+
+    async def mark_attempt(self, attempt_id: int, status: str, detail: str, now: datetime,
+                           *, only_from: Sequence[str] = ATTEMPT_OPEN) -> bool: ...
+
+    async def settle_attempt(self, attempt_id: int, paid: bool, trade_no: str, paid_fen: int, method: str,
+                             detail: str, now: datetime) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SettlementTiming:
+    charge_timeout_s: float = 5.0  # one provider call; no answer in time = pending, never paid
+    poll_interval_s: float = 2.0  # while the car waits (Bolink SDK: every 2 s)
+    window_s: float = 120.0  # then fall back to scan-to-pay / the booth (Bolink SDK: stop after 2 min)
+    reconcile_interval_s: float = 30.0  # after the window, in the background
+    reconcile_for_s: float = 3600.0  # give up reconciling an attempt this long after it started
+
+
+Outcome = Literal["accepted", "duplicate", "unknown_order", "mismatch"]
+
+
+@dataclass
+class SettlementService:
+    store: SettlementStore
+    providers: Mapping[str, PaymentProvider]
+    lane_providers: Mapping[str, Sequence[str]]  # lane id -> provider names, in the order they are tried
+    emit: Callable[[str, Event], None]  # (lane id, event) onto that lane's queue
+    clock: Clock
+    timing: SettlementTiming = SettlementTiming()
+    _flows: dict[str, asyncio.Task[Any]] = field(default_factory=dict, init=False)
+    _reconcilers: dict[int, asyncio.Task[Any]] = field(default_factory=dict, init=False)
+    _settled: dict[int, asyncio.Event] = field(default_factory=dict, init=False)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Resume after a restart: re-deliver confirmed payments the lanes never committed, resume open
+        settlements, and reconcile attempts still open at a provider."""
+        for a in await self.store.attempts(statuses=("paid",)):
+            if not a.delivered and await self.store.settlement_open(a.record_id):
+                log.info("settlement %s: re-delivering %s payment %s after a restart", a.record_id, a.provider,
+                         a.trade_no)
+                self._confirm(a, a.trade_no, a.paid_fen, a.method)
+        for order in await self.store.open_settlements():
+            self._spawn_flow(order)
+        for a in await self.store.attempts(statuses=ATTEMPT_OPEN):
+            if a.record_id not in self._flows:
+                self._spawn_reconcile(a)
+
+    async def stop(self) -> None:
+        tasks = list(self._flows.values()) + list(self._reconcilers.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def on_effects(self, lane_id: str, effects: Sequence[fx.Effect]) -> None:
+        """Called by the lane runner after a commit: the settlement rows are already on disk."""
+        for e in effects:
+            if isinstance(e, fx.StartSettlement):
+                self._spawn_flow(e)
+            elif isinstance(e, fx.StopSettlement):
+                task = self._flows.pop(e.record_id, None)
+                if task is not None:
+                    task.cancel()
+                    # whatever is still open at a provider is reconciled in the background
+                    asyncio.get_running_loop().create_task(self._reconcile_open(e.record_id))
+
+    def status(self) -> dict[str, Any]:
+        return {"settling": sorted(self._flows), "reconciling": len(self._reconcilers)}
+
+    # --- results from callbacks (and from our own polls) --------------------------------------------------------
+    async def on_result(self, provider: str, order_ref: str, answer: ChargeAnswer, *,
+                        lane_id: Optional[str] = None) -> Outcome:
+        """A verified result from a provider for one of our charges. Confirms a payment at most once."""
+        attempts = await self.store.attempts(provider=provider, order_ref=order_ref)
+        if not attempts:
+            log.warning("%s result for unknown order %s (%s): ignored", provider, order_ref, answer.status)
+            return "unknown_order"
+        attempt = next((a for a in reversed(attempts) if a.open), attempts[-1])
+        if lane_id is not None and lane_id != attempt.lane_id:
+            log.error("%s result for order %s names lane %s, but the charge is lane %s's: ignored", provider,
+                      order_ref, lane_id, attempt.lane_id)
+            return "mismatch"
+        if answer.status not in ("paid", "failed"):
+            return "accepted"  # pending: nothing to record
+        if not attempt.open:
+            if answer.status == "paid" and attempt.status == "paid" and answer.trade_no not in ("", attempt.trade_no):
+                # A second, different payment for one charge: real money, kept on the books for a refund.
+                log.error("%s: second payment %s for order %s (first %s): recorded for refund", provider,
+                          answer.trade_no, order_ref, attempt.trade_no)
+                self._confirm(attempt, answer.trade_no, self._amount(attempt, answer), answer.method)
+                return "accepted"
+            return "duplicate"
+        return "accepted" if await self._settle(attempt, answer) else "duplicate"
+
+    # --- the flow ------------------------------------------------------------------------------------------------
+    def _spawn_flow(self, order: fx.StartSettlement) -> None:
+        if order.record_id in self._flows or not self.lane_providers.get(order.lane_id):
+            return
+        task = asyncio.get_running_loop().create_task(self._flow(order), name=f"settle-{order.record_id}")
+        self._flows[order.record_id] = task
+        task.add_done_callback(lambda t, rid=order.record_id: self._flow_done(rid, t))
+
+    def _flow_done(self, record_id: str, task: asyncio.Task[Any]) -> None:
+        if self._flows.get(record_id) is task:
+            del self._flows[record_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("settlement %s failed: %r", record_id, task.exception())
+
+    async def _flow(self, order: fx.StartSettlement) -> None:
+        previous = {a.provider: a for a in await self.store.attempts(record_id=order.record_id)}
+        for name in self.lane_providers[order.lane_id]:
+            provider = self.providers[name]
+            attempt = previous.get(name)
+            if attempt is not None and attempt.status in ("failed", "skipped"):
+                continue
+            if attempt is not None and attempt.status == "paid":
+                return  # confirmed already (re-delivered by start() if the lane never committed it)
+            if attempt is None:
+                attempt = await self.store.new_attempt(order.record_id, order.lane_id, name,
+                                                       provider.order_ref(order), order.due_fen, self.clock.now())
+                answer = await self._call(provider.charge, order, attempt)
+                if answer.status == "skip":
+                    await self.store.mark_attempt(attempt.id, "skipped", answer.detail, self.clock.now())
+                    log.info("settlement %s: %s does not charge this car (%s)", order.record_id, name, answer.detail)
+                    continue
+                if answer.status in ("paid", "failed"):
+                    await self._settle(attempt, answer)
+                    if answer.status == "paid":
+                        return
+                    log.info("settlement %s: %s failed: %s", order.record_id, name, answer.detail)
+                    continue
+                await self.store.mark_attempt(attempt.id, "pending", answer.detail, self.clock.now(),
+                                              only_from=("charging",))
+            result = await self._poll(provider, order, attempt)
+            if result == "paid":
+                return
+            if result == "failed":
+                continue
+            await self.store.mark_attempt(attempt.id, "fallback", "settlement window ended", self.clock.now(),
+                                          only_from=("charging", "pending"))
+            self.emit(order.lane_id, PaymentFallback(order.record_id, f"{name} did not settle within "
+                                                                      f"{self.timing.window_s:g} s"))
+            self._spawn_reconcile(attempt)
+            return
+        self.emit(order.lane_id, PaymentFallback(order.record_id, "no provider could charge this car"))
+
+    async def _poll(self, provider: PaymentProvider, order: fx.StartSettlement,
+                    attempt: Attempt) -> Literal["paid", "failed", "window"]:
+        settled = self._settled.setdefault(attempt.id, asyncio.Event())
+        try:
+            while True:
+                left = attempt.created_ts + self.timing.window_s - self.clock.now().timestamp()
+                if left <= 0:
+                    return "window"
+                try:  # a callback settling the attempt wakes us at once
+                    await asyncio.wait_for(settled.wait(), min(self.timing.poll_interval_s, left))
+                except asyncio.TimeoutError:
+                    pass
+                if not settled.is_set():
+                    answer = await self._call(provider.query, order, attempt)
+                    if answer.status in ("paid", "failed"):
+                        await self._settle(attempt, answer)
+                current = (await self.store.attempts(record_id=attempt.record_id, provider=attempt.provider))[-1]
+                if current.status in ("paid", "failed"):
+                    return current.status  # type: ignore[return-value]
+        finally:
+            self._settled.pop(attempt.id, None)
+
+    def _spawn_reconcile(self, attempt: Attempt) -> None:
+        if attempt.id in self._reconcilers:
+            return
+        task = asyncio.get_running_loop().create_task(self._reconcile(attempt), name=f"reconcile-{attempt.id}")
+        self._reconcilers[attempt.id] = task
+        task.add_done_callback(lambda t, aid=attempt.id: self._reconcilers.pop(aid, None))
+
+    async def _reconcile_open(self, record_id: str) -> None:
+        for a in await self.store.attempts(record_id=record_id, statuses=ATTEMPT_OPEN):
+            self._spawn_reconcile(a)
+
+    async def _reconcile(self, attempt: Attempt) -> None:
+        """After the car stopped waiting on it: ask now and then until it settles or we give up."""
+        provider = self.providers.get(attempt.provider)
+        order = await self.store.settlement_order(attempt.record_id)
+        if provider is None or order is None:
+            return
+        while self.clock.now().timestamp() < attempt.created_ts + self.timing.reconcile_for_s:
+            answer = await self._call(provider.query, order, attempt)
+            if answer.status in ("paid", "failed"):
+                await self._settle(attempt, answer)
+                return
+            current = (await self.store.attempts(record_id=attempt.record_id, provider=attempt.provider))[-1]
+            if not current.open:
+                return
+            await asyncio.sleep(self.timing.reconcile_interval_s)
+        await self.store.mark_attempt(attempt.id, "failed", "not settled: reconciliation gave up", self.clock.now())
+        log.warning("settlement %s: %s charge %s never settled; reconciliation gave up", attempt.record_id,
+                    attempt.provider, attempt.order_ref)
+
+    # --- helpers -------------------------------------------------------------------------------------------------
+    async def _call(self, fn: Callable[..., Any], order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        try:
+            return await asyncio.wait_for(fn(order, attempt), self.timing.charge_timeout_s)
+        except asyncio.TimeoutError:
+            return ChargeAnswer("pending", detail=f"no answer within {self.timing.charge_timeout_s:g} s")
+        except ProviderUnavailable as exc:
+            return ChargeAnswer("pending", detail=str(exc))
+
+    async def _settle(self, attempt: Attempt, answer: ChargeAnswer) -> bool:
+        paid = answer.status == "paid"
+        amount = self._amount(attempt, answer) if paid else 0
+        won = await self.store.settle_attempt(attempt.id, paid, answer.trade_no, amount, answer.method,
+                                              answer.detail, self.clock.now())
+        if won:
+            event = self._settled.get(attempt.id)
+            if event is not None:
+                event.set()
+            if paid:
+                log.info("settlement %s: %s paid %d fen (trade %s)", attempt.record_id, attempt.provider, amount,
+                         answer.trade_no)
+                self._confirm(attempt, answer.trade_no, amount, answer.method)
+        return won
+
+    @staticmethod
+    def _amount(attempt: Attempt, answer: ChargeAnswer) -> int:
+        # A platform that says "paid" without an amount took what we asked it to charge.
+        return attempt.amount_fen if answer.amount_fen is None else answer.amount_fen
+
+    def _confirm(self, attempt: Attempt, trade_no: str, amount_fen: int, method: str) -> None:
+        # trade_no doubles as the payment's reference; the order ref keeps a sync "paid" without one traceable
+        self.emit(attempt.lane_id, PaymentConfirmed(attempt.record_id, attempt.provider, amount_fen,
+                                                    trade_no or attempt.order_ref, method))
