@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--operator", required=True, help="who takes the money")
             sp.add_argument("--reason", required=True, help="e.g. cash, wechat transfer")
 
-    from lanectl import commands_fee  # the fee command lives with the fee engine's report helpers
+    from lanectl import commands_fee, commands_sign  # each command with its own helpers
     commands_fee.add_parser(sub)
+    commands_sign.add_parser(sub)
     return p
 
 
