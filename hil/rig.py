@@ -55,7 +55,9 @@ class Rig:
     poll_ms: int = 50  # the daemon's input polling period on the barrier bus
     say: Say = lambda lane, text: None
     site_overrides: dict[str, Any] = field(default_factory=dict)
-    lane_overrides: dict[str, Any] = field(default_factory=dict)
+    lane_overrides: dict[str, Any] = field(default_factory=dict)  # merged into every lane's rules
+    lane_extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # lane id -> top-level keys (payments ...)
+    secrets: dict[str, str] = field(default_factory=dict)  # written to the config's secrets file (test keys only)
     bus: Optional[VirtualCable] = None
     io: Optional[BarrierEmulator] = None
     cables: dict[str, VirtualCable] = field(default_factory=dict)
@@ -106,6 +108,9 @@ class Rig:
                 "vehicles": {"whitelist": {"粤B00001": {"kind": "vip"}}, "blacklist": {"粤B66666": "逃费"},
                              "stored_value": {"粤B77777": 2000}}}
         site.update(self.site_overrides)
+        if self.secrets:
+            (directory / "secrets.yaml").write_text(yaml.safe_dump(self.secrets))
+            site["secrets_file"] = "secrets.yaml"
         (directory / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True, sort_keys=False))
         for lane in self.lanes:
             baud = self.baudrate or 9600
@@ -115,7 +120,7 @@ class Rig:
                                "plate_reader": {"kind": "serial_line", "port": str(self.camera_path(lane.id)),
                                                 "baudrate": baud}},
                    "rules": {"duplicate_window_s": 5, "open_confirm_s": 5, "close_confirm_s": 8,
-                             **self.lane_overrides}}
+                             **self.lane_overrides}, **self.lane_extra.get(lane.id, {})}
             (directory / "lanes" / f"{lane.id}.yaml").write_text(
                 yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
         return directory

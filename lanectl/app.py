@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import aiohttp
 
+from lanectl.adapters.bolink_http import BolinkClient, BolinkProvider, BolinkPublisher
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlError, ControlServer
@@ -26,9 +27,11 @@ from lanectl.core import effects as fx
 from lanectl.core.events import OperatorOpen
 from lanectl.core.lane import LaneRules
 from lanectl.policy_factory import build_policy
+from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
 from lanectl.service.lane_runner import LaneRunner
 from lanectl.service.outbox import OutboxRelay, Publisher
 from lanectl.service.ports import Clock
+from lanectl.service.settlement import PaymentProvider, SettlementService, SettlementTiming
 
 log = logging.getLogger("lanectl")
 
@@ -56,9 +59,13 @@ class App:
         self.notifier = SystemdNotifier()
         self.ready = asyncio.Event()
         self._session: Optional[aiohttp.ClientSession] = None
+        self.settlement: Optional[SettlementService] = None
+        self.bolink: Optional[BolinkInbound] = None
+        self.channels = {lane.id: lane.channel for lane in config.lanes}  # lane id -> platform channel id
 
     def _destinations(self) -> list[str]:
-        return ["webhook"] if self.config.site.uploads.webhook else []
+        site = self.config.site
+        return (["webhook"] if site.uploads.webhook else []) + (["bolink"] if site.payments.bolink else [])
 
     # --- run -----------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -75,6 +82,7 @@ class App:
         try:
             self._session = aiohttp.ClientSession()
             self._build_publishers()
+            self._build_payments()
             self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates())
             for lane in self.config.lanes:
                 runner = self._build_lane(lane)
@@ -85,7 +93,10 @@ class App:
             if self.publishers:
                 tasks.append(asyncio.create_task(self.relay.run(), name="outbox"))
             await asyncio.gather(*(r.started.wait() for r in self.runners.values()))
+            if self.settlement is not None:
+                await self.settlement.start()  # resumes what a restart interrupted
             await control.start()
+            self._register_callbacks()
             await self.http.start()
             # The watchdog is not one of the tasks whose end stops us: without systemd it returns at once.
             watchdog = asyncio.create_task(watchdog_loop(self.notifier, lambda: self._healthy(tasks)),
@@ -109,6 +120,8 @@ class App:
             log.info("lanectl stopping: finishing in-flight writes; barriers are left as they are")
             await control.stop()
             await self.http.stop()
+            if self.settlement is not None:
+                await self.settlement.stop()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -121,9 +134,10 @@ class App:
         return all(not t.done() for t in tasks)
 
     def _build_lane(self, lane: LaneConfig) -> LaneRunner:
+        settle = self.settlement.on_effects if self.settlement is not None and lane.payments else None
         return LaneRunner(lane.id, lane.direction, self.policy, self.store, self.clock,
                           barrier=self._barrier(lane), rules=lane_rules(lane), on_effects=self.on_effects,
-                          after_commit=lambda: self.relay.wake() if self.relay else None)
+                          after_commit=lambda: self.relay.wake() if self.relay else None, settlement=settle)
 
     def _barrier(self, lane: LaneConfig) -> Optional[ModbusBarrier]:
         cfg = lane.devices.barrier
@@ -150,8 +164,66 @@ class App:
             self.publishers["webhook"] = WebhookPublisher(hook.url, self._session, hook.timeout_s, token)
 
     def _rates(self) -> dict[str, float]:
-        hook = self.config.site.uploads.webhook
-        return {"webhook": hook.rate_per_s} if hook else {}
+        site = self.config.site
+        rates = {"webhook": site.uploads.webhook.rate_per_s} if site.uploads.webhook else {}
+        if site.payments.bolink is not None:
+            rates["bolink"] = site.payments.bolink.rate_per_s
+        return rates
+
+    def _build_payments(self) -> None:
+        """Platform clients, the exit providers, the callback handlers and the settlement service."""
+        payments = self.config.site.payments
+        assert self._session is not None
+        providers: dict[str, PaymentProvider] = {}
+        if payments.bolink is not None:
+            cfg = payments.bolink
+            client = BolinkClient(cfg, self.config.secret(cfg.key, "payments.bolink.key"), self._session)
+            providers["bolink"] = BolinkProvider(client, self.store, self.channels)
+            self.publishers["bolink"] = BolinkPublisher(client, self.channels)
+        lane_providers = {lane.id: lane.payments for lane in self.config.lanes if lane.payments}
+        if lane_providers:
+            t = payments.settlement
+            self.settlement = SettlementService(
+                self.store, providers, lane_providers, lambda lane_id, ev: self.runners[lane_id].emit(ev),
+                self.clock, SettlementTiming(t.charge_timeout_s, t.poll_interval_s, t.window_s,
+                                             t.reconcile_interval_s, t.reconcile_for_s))
+        if payments.bolink is not None:
+            cfg = payments.bolink
+            self.bolink = BolinkInbound(self.config.secret(cfg.key, "payments.bolink.key"), cfg.park_id, self.store,
+                                        self.settlement, self.clock, quote=self.quote,
+                                        lanes_by_channel={c: lid for lid, c in self.channels.items()},
+                                        free_out_minutes=cfg.free_out_minutes)
+
+    def _register_callbacks(self) -> None:
+        if self.bolink is not None and self.config.site.payments.bolink is not None:
+            inbound = self.bolink
+
+            async def bolink_route(body: bytes) -> tuple[bytes, str]:
+                return await inbound.handle_body(body), "application/json"
+            self.http.add_post(self.config.site.payments.bolink.callback_path, bolink_route)
+
+    async def quote(self, plate: str, order_id: str, channel: str) -> Optional[PriceQuote]:
+        """What a car owes now (platform price queries): the car waiting at an exit lane, else a car inside."""
+        now = self.clock.now()
+        for lane_id, runner in self.runners.items():
+            visit = runner.state.visit
+            if runner.state.phase.value != "awaiting_payment" or visit is None:
+                continue
+            if (channel and self.channels[lane_id] == channel) or (plate and visit.plate == plate) or \
+                    (order_id and order_id in (visit.record_id, visit.entry_record_id)):
+                inside = self.store.inside().get(visit.plate)
+                entered = inside.entered_at if inside else None
+                return PriceQuote(visit.entry_record_id or visit.record_id, visit.due_fen, visit.due_fen + visit.paid_fen,
+                                  entered, _minutes(entered, now))
+        inside = self.store.inside()
+        car = inside.get(plate) if plate else None
+        if car is None and order_id:
+            plate, car = next(((p, c) for p, c in inside.items() if c.record_id == order_id), ("", None))
+        if car is None:
+            return None
+        present = {p: c.entered_at for p, c in inside.items()}
+        q = self.policy.exit(plate, car.color, car.entered_at, now, present, entry_reason=car.reason)
+        return PriceQuote(car.record_id, q.due_fen, q.total_fen, car.entered_at, _minutes(car.entered_at, now))
 
     async def health(self) -> dict[str, Any]:
         """For monitoring on the public listener: no records, no plates — only whether each lane works."""
@@ -171,7 +243,12 @@ class App:
                 lanes[lid]["plate_lines"] = {"read": st.lines, "skipped": st.skipped,
                                              "bad_bytes": st.skipped_bad_bytes, "bad_fields": st.skipped_bad_fields,
                                              "bad_plate": st.skipped_bad_plate, "overlong": st.skipped_overlong}
-        return {"park_id": self.config.site.park_id, "http_port": self.http.port, "lanes": lanes}
+        answer: dict[str, Any] = {"park_id": self.config.site.park_id, "http_port": self.http.port, "lanes": lanes}
+        if self.settlement is not None:
+            answer["settlement"] = self.settlement.status()
+        if self.bolink is not None:
+            answer["bolink_callbacks"] = dict(self.bolink.counts)
+        return answer
 
     async def records(self, *, plate: Optional[str], lane: Optional[str], since: Optional[datetime],
                       until: Optional[datetime], limit: int) -> list[dict[str, Any]]:
@@ -215,6 +292,10 @@ class App:
                 "record_id": opened.record_id if opened else "",
                 "action_id": opened.action_id if opened else "", "message": note,
                 "phase": runner.state.phase.value, "barrier_fault": runner.state.barrier_fault}
+
+
+def _minutes(since: Optional[datetime], now: datetime) -> int:
+    return max(0, int((now - since).total_seconds() // 60)) if since else 0
 
 
 async def run_daemon(config: Config, *, on_effects: Optional[Callable[[str, list[fx.Effect]], None]] = None,

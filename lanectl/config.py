@@ -17,10 +17,12 @@ from typing import Any, Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lanectl.config_base import SecretRef, Strict
 from lanectl.config_devices import LaneDevices, ModbusRtuBarrier, SerialPlateReader
+from lanectl.config_payments import PaymentsConfig, ProviderName
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
 
@@ -33,23 +35,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretRef(Strict):
-    """A credential by reference: an environment variable or a key of the secrets file. Never inline."""
-
-    env: Optional[str] = None
-    secret: Optional[str] = None  # key in the site's secrets_file
-
-    @model_validator(mode="after")
-    def _one(self) -> "SecretRef":
-        if (self.env is None) == (self.secret is None):
-            raise ValueError("give exactly one of env: VARIABLE or secret: KEY_IN_SECRETS_FILE")
-        return self
 
 
 class HttpConfig(Strict):
@@ -117,6 +102,7 @@ class SiteConfig(BaseSettings):
     uploads: UploadsConfig = UploadsConfig()
     tariffs: Tariffs  # the lot's prices (docs/tariffs.md)
     vehicles: VehicleRules = VehicleRules()  # monthly cards, white/black lists, stored value
+    payments: PaymentsConfig = PaymentsConfig()  # settlement timing and platform credentials
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -155,6 +141,19 @@ class LaneConfig(Strict):
     direction: Literal["entry", "exit"]
     devices: LaneDevices = LaneDevices()
     rules: LaneRulesConfig = LaneRulesConfig()
+    channel_id: str = ""  # the lane's channel id on the platforms (in/out_channel_id); default: the lane id
+    payments: tuple[ProviderName, ...] = ()  # exit lanes: the providers that charge here, tried in this order
+
+    @property
+    def channel(self) -> str:
+        return self.channel_id or self.id
+
+    @field_validator("payments")
+    @classmethod
+    def _unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("a provider is listed twice")
+        return v
 
     @field_validator("id")
     @classmethod
@@ -269,6 +268,8 @@ def load_config(directory: str | Path) -> Config:
         seen[lane.id] = path
         lanes.append(lane)
     problems.extend(_check_ports(lanes, seen))
+    if site is not None:
+        problems.extend(_check_payments(site, lanes, seen))
     secrets: dict[str, str] = {}
     if site is not None:
         site = site.model_copy(update={"database": _resolve(d, site.database),
@@ -283,7 +284,22 @@ def load_config(directory: str | Path) -> Config:
     config = Config(d, site, tuple(lanes), secrets, tuple(warnings))
     if site.uploads.webhook and site.uploads.webhook.token:
         config.secret(site.uploads.webhook.token, f"{site_path}: uploads.webhook.token")
+    for name in site.payments.configured():
+        config.secret(getattr(site.payments, name).key, f"{site_path}: payments.{name}.key")
     return config
+
+
+def _check_payments(site: SiteConfig, lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
+    problems = []
+    configured = site.payments.configured()
+    for lane in lanes:
+        if lane.payments and lane.direction != "exit":
+            problems.append(f"{files[lane.id]}: payments: only exit lanes charge (this lane is an entry)")
+        for name in lane.payments:
+            if name not in configured:
+                problems.append(f"{files[lane.id]}: payments: {name} has no credentials: add payments.{name} "
+                                "to site.yaml")
+    return problems
 
 
 def _check_ports(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:

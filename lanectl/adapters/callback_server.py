@@ -1,8 +1,9 @@
 """The HTTP listener that cameras and payment platforms reach (site `http.listen`).
 
-Today it answers `GET /healthz` for monitoring; camera pushes and platform callbacks register their routes
-here. Bodies are bounded (`http.max_body_kb`). The operator CLI never comes through this listener: it uses
-the local control socket.
+It answers `GET /healthz` for monitoring; platform callbacks (and camera pushes) register their routes with
+`add_post`. Bodies are bounded (`http.max_body_kb`). A handler gets the raw body bytes (signatures are
+checked over them) and returns the answer; an exception in it is logged and answered 500 without details.
+The operator CLI never comes through this listener: it uses the local control socket.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from aiohttp import web
 log = logging.getLogger("lanectl.http")
 
 Health = Callable[[], Awaitable[dict[str, Any]]]
+# raw body -> (answer body, content type)
+BodyHandler = Callable[[bytes], Awaitable[tuple[bytes, str]]]
 
 
 class CallbackServer:
@@ -24,6 +27,21 @@ class CallbackServer:
         self.app.router.add_get("/healthz", self._healthz)
         self._health = health
         self._runner: Optional[web.AppRunner] = None
+
+    def add_post(self, path: str, handler: BodyHandler) -> None:
+        async def route(request: web.Request) -> web.Response:
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return web.Response(status=413, text="body too large")
+            try:
+                answer, content_type = await handler(body)
+            except Exception:
+                log.exception("POST %s: handler failed", path)
+                return web.Response(status=500, text="internal error")
+            return web.Response(body=answer, content_type=content_type.split(";")[0],
+                                charset="utf-8" if "json" in content_type or "text" in content_type else None)
+        self.app.router.add_post(path, route)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None)

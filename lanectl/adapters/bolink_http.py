@@ -1,0 +1,185 @@
+"""Bolink (泊链) over HTTP: the client, the exit-payment provider and the record publisher.
+
+* BolinkClient signs each request once (protocols/bolink.py) and spaces calls so the whole lot connection
+  stays under the platform's 10 order uploads per second.
+* BolinkProvider charges sign-free members at an exit lane: 3.2 `updateorder` with `pay_type=wallet`,
+  then 4.3 `queryOrderState` while the result is pending (re-issuing 3.2 when the platform reports a failed
+  try, as its SDK doc asks). A sync `state=1` without a trade_no is "accepted", not paid: only a result
+  carrying the payment counts; the 5.5 `outpark` push usually settles it (service/bolink_inbound.py).
+* BolinkPublisher uploads records through the outbox: 3.1 for entries, 3.2 (`cash`, or what the booth
+  took) for exits the platform did not charge itself. Repeats answered `数据已处理过`/`订单已存在` are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import Any, Mapping, Optional, Protocol
+
+import aiohttp
+
+from lanectl.config_payments import BolinkConfig
+from lanectl.core import effects as fx
+from lanectl.protocols import bolink as bl
+from lanectl.service.outbox import Outcome, OutboxItem
+from lanectl.service.settlement import Attempt, ChargeAnswer, ProviderUnavailable
+
+log = logging.getLogger("lanectl.bolink")
+
+# our canonical plate colours -> Bolink license_color (0 blue 1 yellow 2 white 3 black 4 new energy 5 yellow-green)
+LICENSE_COLOR = {"blue": 0, "yellow": 1, "white": 2, "black": 3, "green": 4, "yellow-green": 5}
+REISSUE_EVERY_POLLS = 5  # a pending wallet charge gets its 3.2 repeated every ~10 s (2 s polls)
+
+
+class Marks(Protocol):
+    async def mark(self, provider: str, plate: str, name: str) -> Optional[str]: ...
+
+
+class BolinkClient:
+    def __init__(self, cfg: BolinkConfig, key: str, session: aiohttp.ClientSession) -> None:
+        self.cfg, self._key, self._session = cfg, key, session
+        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
+        self._spacing = 1.0 / cfg.rate_per_s
+        self._next_slot = 0.0
+        self._lock = asyncio.Lock()
+
+    async def post(self, path: str, data: Mapping[str, Any]) -> bytes:
+        """One signed API call; the raw answer body. ProviderUnavailable when there is no usable answer."""
+        body = bl.encode_request(self.cfg.union_id, data, self._key)
+        await self._wait_slot()
+        try:
+            async with self._session.post(self.cfg.base_url + path, data=body, timeout=self._timeout,
+                                          headers={"Content-Type": "application/json;charset=utf-8"}) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    raise ProviderUnavailable(f"bolink {path}: HTTP {resp.status}")
+                return raw
+        except asyncio.TimeoutError:
+            raise ProviderUnavailable(f"bolink {path}: no answer within {self.cfg.timeout_s:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ProviderUnavailable(f"bolink {path}: {type(exc).__name__}: {exc}") from None
+
+    async def _wait_slot(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            wait = self._next_slot - now
+            self._next_slot = max(now, self._next_slot) + self._spacing
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+def _unix(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp())
+
+
+class BolinkProvider:
+    name = "bolink"
+
+    def __init__(self, client: BolinkClient, marks: Marks, channels: Mapping[str, str]) -> None:
+        self.client, self.marks, self.channels = client, marks, channels
+        self._polls: dict[int, int] = {}
+
+    def order_ref(self, order: fx.StartSettlement) -> str:
+        # Bolink's order_id is the stay: the id its entry was uploaded with (3.1), else the exit record's.
+        return order.entry_record_id or order.record_id
+
+    async def charge(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        if not order.plate:
+            return ChargeAnswer("skip", detail="plate-less car: no sign-free wallet")
+        if await self.marks.mark("bolink", order.plate, "signfree") != "1":
+            return ChargeAnswer("skip", detail="not a Bolink sign-free member")
+        return await self._exit(order, attempt)
+
+    async def query(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        cfg = self.client.cfg
+        data = bl.order_state_data(park_id=cfg.park_id, union_id=cfg.union_id, order_id=attempt.order_ref)
+        try:
+            states = bl.parse_order_state(await self.client.post(bl.PATHS["order_state"], data))
+        except bl.Refused as exc:
+            states, detail = [], str(exc)
+        except bl.BolinkError as exc:
+            raise ProviderUnavailable(f"bolink order state: {exc}") from None
+        else:
+            detail = "paying"
+        for s in states:
+            if s.paid and s.trade_no:
+                return ChargeAnswer("paid", s.trade_no, s.total_fen, s.pay_type or "wallet", "4.3 order state")
+        polls = self._polls[attempt.id] = self._polls.get(attempt.id, 0) + 1
+        if any(s.state == 0 for s in states) or polls % REISSUE_EVERY_POLLS == 0:
+            # "其它状态时，收费系统需要再次调用车辆出场接口，明确结算方式pay_type"
+            return await self._exit(order, attempt)
+        return ChargeAnswer("pending", detail=detail)
+
+    async def _exit(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        cfg = self.client.cfg
+        data = bl.exit_data(
+            park_id=cfg.park_id, union_id=cfg.union_id, car_number=order.plate,
+            in_time=_unix(order.entered_at or order.left_at), out_time=_unix(order.left_at),
+            order_id=attempt.order_ref, empty_plot=cfg.empty_plot, total_fen=attempt.amount_fen, pay_type="wallet",
+            out_channel_id=self.channels.get(order.lane_id, order.lane_id),
+            license_color=LICENSE_COLOR.get(order.color))
+        try:
+            answer = bl.parse_answer(await self.client.post(bl.PATHS["exit"], data))
+        except bl.BolinkError as exc:
+            raise ProviderUnavailable(f"bolink exit answer: {exc}") from None
+        if answer.paid:
+            return ChargeAnswer("paid", answer.trade_no, answer.total_fen, answer.pay_type or "wallet", "3.2 answer")
+        if answer.state == 0 and not (answer.duplicate or answer.rate_limited or answer.bad_signature):
+            return ChargeAnswer("failed", detail=answer.errmsg or "3.2 refused")
+        return ChargeAnswer("pending", detail=answer.errmsg or ("paying" if answer.pending else "accepted"))
+
+
+class BolinkPublisher:
+    """Outbox destination "bolink": entries as 3.1, exits as 3.2."""
+
+    def __init__(self, client: BolinkClient, channels: Mapping[str, str]) -> None:
+        self.client, self.channels = client, channels
+
+    async def publish(self, item: OutboxItem) -> Outcome:
+        r = item.payload
+        try:
+            built = self._build(item.kind, r)
+        except bl.BolinkError as exc:
+            return Outcome.reject(f"cannot upload to bolink: {exc}")
+        if built is None:
+            return Outcome.done()
+        path, data = built
+        try:
+            answer = bl.parse_answer(await self.client.post(path, data))
+        except ProviderUnavailable as exc:
+            return Outcome.retry(str(exc))
+        except bl.BolinkError as exc:
+            return Outcome.retry(f"bolink answer unreadable: {exc}")
+        if answer.state == 1 or answer.duplicate:
+            return Outcome.done()
+        if answer.rate_limited or answer.bad_signature or bl.ERR_NOT_LOGGED_IN in answer.errmsg or \
+                bl.ERR_TOKEN in answer.errmsg:
+            return Outcome.retry(f"bolink: {answer.errmsg}")  # load or our credentials: keep the item
+        return Outcome.reject(f"bolink refused: {answer.errmsg or answer.state}")
+
+    def _build(self, kind: str, r: Mapping[str, Any]) -> Optional[tuple[str, dict[str, Any]]]:
+        cfg = self.client.cfg
+        if not r.get("plate"):
+            return None  # plate-less cars reach Bolink through its own 5.7 flow, with the platform's id
+        channel = self.channels.get(r["lane_id"], r["lane_id"])
+        color = LICENSE_COLOR.get(r.get("color", ""))
+        if kind == "entry":
+            if r.get("status") == "refused":
+                return None
+            return bl.PATHS["entry"], bl.entry_data(
+                park_id=cfg.park_id, union_id=cfg.union_id, car_number=r["plate"], in_time=_unix(r["at"]),
+                order_id=r["record_id"], empty_plot=cfg.empty_plot, in_channel_id=channel,
+                car_type=r.get("vehicle_class") or None, license_color=color)
+        if kind != "exit":
+            return None
+        payments = r.get("payments") or []
+        if any(p["method"].startswith("bolink:") for p in payments):
+            return None  # the platform charged it: its 3.2 was the upload
+        taken = sum(p["amount_fen"] for p in payments if not p.get("flag"))
+        return bl.PATHS["exit"], bl.exit_data(
+            park_id=cfg.park_id, union_id=cfg.union_id, car_number=r["plate"],
+            in_time=_unix(r.get("entered_at") or r["at"]), out_time=_unix(r["at"]),
+            order_id=r.get("entry_record_id") or r["record_id"], empty_plot=cfg.empty_plot, total_fen=taken,
+            pay_type="cash", out_channel_id=channel, license_color=color)

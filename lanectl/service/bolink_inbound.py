@@ -1,0 +1,145 @@
+"""Messages Bolink sends to the lane — the same handlers for the callback URL and the SDK HTTP-mode downlink.
+
+Every message is verified over its raw bytes first. What changes state is stored (inbox, unique per provider
+and key) before it is answered, so a repeat is answered again and changes nothing. Nothing here touches a
+lane or opens a barrier: payment results go to the settlement service, which confirms a payment to the lane
+once; the lane decides.
+
+    outpark (5.5)            e-payment result       -> settlement.on_result; answered after it is recorded
+    notice_car_owner (5.2)   sign-free or not        -> a mark on the plate; a repeated `rand` is a replay
+    update_balance           HTTP-mode form of 5.2   -> the same mark (no answer)
+    query_price (5.1)        what a car owes now     -> the fee engine, through the app's quote function
+Others are refused with `state:0` and a reason until the lane supports them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Awaitable, Callable, Mapping, Optional, Protocol
+
+from lanectl.protocols import bolink as bl
+from lanectl.service.ports import Clock
+from lanectl.service.settlement import ChargeAnswer
+
+log = logging.getLogger("lanectl.bolink")
+
+
+@dataclass(frozen=True)
+class PriceQuote:
+    """What a car owes now, for query_price."""
+
+    order_id: str
+    due_fen: int
+    total_fen: int
+    entered_at: Optional[datetime]
+    duration_min: int
+
+
+# (car_number, order_id, out_channel_id) -> the quote, or None when the car is not known
+QuoteFn = Callable[[str, str, str], Awaitable[Optional[PriceQuote]]]
+
+
+class InboundStore(Protocol):
+    async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool: ...
+
+    async def set_mark(self, provider: str, plate: str, name: str, value: str, now: datetime) -> None: ...
+
+
+class Results(Protocol):
+    async def on_result(self, provider: str, order_ref: str, answer: ChargeAnswer, *,
+                        lane_id: Optional[str] = None) -> str: ...
+
+
+class BolinkInbound:
+    def __init__(self, key: str, park_id: str, store: InboundStore, settlement: Optional[Results], clock: Clock,
+                 *, lanes_by_channel: Mapping[str, str], quote: QuoteFn, free_out_minutes: int = 10) -> None:
+        self._key, self.park_id, self.store, self.settlement, self.clock = key, park_id, store, settlement, clock
+        self.lanes_by_channel, self.quote, self.free_out_minutes = lanes_by_channel, quote, free_out_minutes
+        self.counts = {"accepted": 0, "duplicate": 0, "bad_signature": 0, "malformed": 0, "refused": 0}
+
+    async def handle_body(self, body: bytes, expected: Optional[str] = None) -> bytes:
+        """A callback POST: the answer body (always JSON with `state`, never a traceback)."""
+        try:
+            msg = bl.decode_signed(body, self._key)
+        except bl.BadSignature as exc:
+            self.counts["bad_signature"] += 1
+            log.warning("bolink callback refused: %s", exc)
+            return bl.answer_error(bl.ERR_SIGNATURE)
+        except bl.BolinkError as exc:
+            self.counts["malformed"] += 1
+            log.warning("bolink callback malformed: %s", exc)
+            return bl.answer_error(str(exc)[:200])
+        reply = await self.handle_message(msg, expected)
+        return reply if reply is not None else bl.answer_notice()
+
+    async def handle_message(self, msg: bl.SignedMessage, expected: Optional[str] = None) -> Optional[bytes]:
+        """A verified message; the reply body, or None where the protocol wants no reply (update_balance)."""
+        try:
+            cb = bl.parse_callback(msg, expected)
+        except bl.BolinkError as exc:
+            self.counts["malformed"] += 1
+            log.warning("bolink %s malformed: %s", msg.service_name or expected or "callback", exc)
+            return bl.answer_error(str(exc)[:200], msg.service_name)
+        park = msg.data.get("park_id")
+        if park not in (None, "") and str(park) != self.park_id:
+            self.counts["refused"] += 1
+            log.warning("bolink %s for park %s refused: this lane is park %s", msg.service_name, park, self.park_id)
+            return bl.answer_error(f"park_id {park} is not this park", msg.service_name)
+        handler = {bl.Outpark: self._outpark, bl.NoticeCarOwner: self._notice, bl.UpdateBalance: self._balance,
+                   bl.QueryPrice: self._query_price}.get(type(cb))
+        if handler is None:
+            self.counts["refused"] += 1
+            log.warning("bolink %s: not supported by this lane yet", type(cb).__name__)
+            return bl.answer_error("not supported by this lane controller", msg.service_name)
+        return await handler(cb, msg)
+
+    # --- handlers ----------------------------------------------------------------------------------------------
+    async def _outpark(self, cb: bl.Outpark, msg: bl.SignedMessage) -> bytes:
+        now = self.clock.now()
+        key = f"outpark:{cb.trade_no}:{cb.state}"  # a paying (2) then paid (1) push of one trade are two facts
+        if not await self.store.inbox_put("bolink", key, msg.data_text, now):
+            self.counts["duplicate"] += 1
+            log.info("bolink outpark %s (state %d) repeated: answered again, nothing changed", cb.trade_no, cb.state)
+            return bl.answer_outpark(cb.trade_no, cb.order_id)
+        self.counts["accepted"] += 1
+        status = {1: "paid", 0: "failed"}.get(cb.state, "pending")
+        answer = ChargeAnswer(status, cb.trade_no, cb.total_fen, cb.pay_type, cb.errmsg or f"outpark state {cb.state}")  # type: ignore[arg-type]
+        lane = self.lanes_by_channel.get(cb.out_channel_id) if cb.out_channel_id else None
+        if cb.out_channel_id and lane is None:
+            log.error("bolink outpark %s names channel %r, which is no lane here: recorded, not applied",
+                      cb.trade_no, cb.out_channel_id)
+        elif self.settlement is not None:
+            outcome = await self.settlement.on_result("bolink", cb.order_id, answer, lane_id=lane)
+            log.info("bolink outpark %s order %s state %d: %s", cb.trade_no, cb.order_id, cb.state, outcome)
+        return bl.answer_outpark(cb.trade_no, cb.order_id)
+
+    async def _notice(self, cb: bl.NoticeCarOwner, msg: bl.SignedMessage) -> bytes:
+        now = self.clock.now()
+        if not await self.store.inbox_put("bolink-rand", cb.rand, msg.data_text, now):
+            self.counts["refused"] += 1
+            log.warning("bolink notice_car_owner for %s refused: rand %s seen before (replay)", cb.car_number,
+                        cb.rand)
+            return bl.answer_notice(0, "rand重复: replay refused")
+        await self.store.set_mark("bolink", cb.car_number, "signfree", str(cb.is_union_user), now)
+        self.counts["accepted"] += 1
+        log.info("bolink: %s is %ssign-free", cb.car_number, "" if cb.is_union_user == 1 else "not ")
+        return bl.answer_notice(1, "")
+
+    async def _balance(self, cb: bl.UpdateBalance, msg: bl.SignedMessage) -> Optional[bytes]:
+        await self.store.set_mark("bolink", cb.car_number, "signfree", str(cb.autopay), self.clock.now())
+        self.counts["accepted"] += 1
+        return None
+
+    async def _query_price(self, cb: bl.QueryPrice, msg: bl.SignedMessage) -> bytes:
+        q = await self.quote(cb.car_number, cb.order_id, cb.out_channel_id)
+        if q is None:
+            return bl.compact(bl.query_price_unknown(park_id=self.park_id, order_id=cb.order_id,
+                                                     query_order_no=cb.query_order_no))
+        self.counts["accepted"] += 1
+        return bl.answer_query_price(
+            park_id=self.park_id, order_id=q.order_id, price_fen=q.due_fen, total_fen=q.total_fen,
+            duration_min=q.duration_min, query_order_no=cb.query_order_no, free_out_time_min=self.free_out_minutes,
+            in_time=int(q.entered_at.timestamp()) if q.entered_at else None,
+            query_time=int(self.clock.now().timestamp()))

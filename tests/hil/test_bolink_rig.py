@@ -1,0 +1,102 @@
+"""HIL: the daemon process with Bolink — entries uploaded, sign-free cars leaving on a wallet payment, a
+pending payment surviving kill -9, a failed one handed to the booth. The barrier opens for a paid result of
+the waiting car only, once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hil.emulators import bolink as emu
+from tests.hil.conftest import BOLINK_PARK
+
+pytestmark = pytest.mark.hil
+
+
+def no_harm(bench) -> None:
+    for unit, model in bench.rig.io.barriers.items():
+        assert model.close_refused == 0 and model.arm_hits == 0, f"unit {unit}"
+
+
+# Cars parked since half an hour (seeded before the daemon starts) owe the first hour, 5 元.
+PARKED = [{"plate": p, "lane": "in1", "minutes_ago": 30} for p in ("粤B12345", "粤B22222", "粤B33333")]
+
+
+async def sign_free(bench, plate: str) -> str:
+    """The platform tells the lane (5.2) that the plate is a sign-free member; returns its entry record id."""
+    entry = next(r for r in await bench.control.records(plate=plate) if r["kind"] == "entry")
+    bench.bolink.sign_free.add(plate)
+    pushes = await bench.bolink.push_notice_car_owner(BOLINK_PARK, plate, order_id=entry["record_id"])
+    assert pushes[-1].acked
+    return entry["record_id"]
+
+
+@pytest.mark.rig(bolink=True)
+async def test_an_entry_is_uploaded_and_the_platform_says_whether_it_is_sign_free(bench):
+    bench.bolink.sign_free.add("粤B56789")
+    assert (await bench.rig.car("in1", "粤B56789")).passed
+    for _ in range(50):
+        order = next((o for o in bench.bolink.orders.values() if o.car_number == "粤B56789"), None)
+        if order is not None and bench.bolink.pushes_for("notice_car_owner"):
+            break
+        await asyncio.sleep(0.1)
+    assert order is not None and order.entry["in_channel_id"] == "E1", "the entry was uploaded (3.1)"
+    await bench.bolink.idle()
+    assert all(p.acked for p in bench.bolink.pushes_for("notice_car_owner"))
+    assert (await bench.control.status())["bolink_callbacks"]["accepted"] >= 1
+    no_harm(bench)
+
+
+@pytest.mark.rig(bolink=True, seed=PARKED)
+async def test_a_sign_free_car_leaves_on_its_wallet(bench):
+    order_id = await sign_free(bench, "粤B12345")
+    bench.bolink.scripts["粤B12345"] = emu.pending_then_paid(0.5)
+    opens = bench.rig.io.count("open")
+    result = await bench.rig.car("out1", "粤B12345", wait_open_s=10)
+    assert result.passed and bench.rig.io.count("open") == opens + 1
+    [exit_record] = [r for r in await bench.control.records(plate="粤B12345") if r["kind"] == "exit"]
+    assert (exit_record["status"], exit_record["paid_fen"], exit_record["entry_record_id"]) == ("paid", 500, order_id)
+    assert bench.bolink.order(BOLINK_PARK, order_id).status == "paid"
+    no_harm(bench)
+
+
+@pytest.mark.rig(bolink=True, seed=PARKED)
+async def test_a_failed_payment_falls_back_to_the_booth(bench):
+    await sign_free(bench, "粤B22222")
+    bench.bolink.scripts["粤B22222"] = emu.fail()
+    waiting = asyncio.create_task(bench.rig.car("out1", "粤B22222", wait_open_s=30))
+    for _ in range(50):
+        status = (await bench.control.status())["lanes"]["out1"]
+        if "岗亭" in status["last_display"]:
+            break
+        await asyncio.sleep(0.1)
+    assert status["phase"] == "awaiting_payment" and "请扫码或到岗亭缴费" in status["last_display"]
+    answer = await bench.control.open_barrier(lane="out1", operator="王", reason="cash", amount_fen=500)
+    assert answer["opened"] and (await asyncio.wait_for(waiting, 15)).passed
+    no_harm(bench)
+
+
+@pytest.mark.rig(bolink=True, seed=PARKED, window_s=60.0)
+async def test_kill_9_while_a_payment_is_pending_resumes_and_opens_once(bench):
+    order_id = await sign_free(bench, "粤B33333")
+    bench.bolink.scripts["粤B33333"] = emu.never_settle()
+    waiting = asyncio.create_task(bench.rig.car("out1", "粤B33333", wait_open_s=60))
+    await asyncio.sleep(1.5)
+    status = await bench.control.status()
+    assert status["lanes"]["out1"]["phase"] == "awaiting_payment"
+    record_id = status["lanes"]["out1"]["waiting"]["record_id"]
+    opens = bench.rig.io.count("open")
+
+    bench.daemon.kill9()
+    await bench.daemon.start()
+    bench.bolink.callback_url = await bench.callback_url("/bolink")
+    await asyncio.sleep(1.0)
+    assert bench.rig.io.count("open") == opens, "a restart never opens by itself"
+    # the platform settles while the daemon is back: the resumed settlement polls 4.3 / takes the 5.5 push
+    await bench.bolink.push_outpark(BOLINK_PARK, order_id, state=1, total_fen=500, trade_no="T-AFTER-RESTART")
+    assert (await asyncio.wait_for(waiting, 20)).passed
+    assert bench.rig.io.count("open") == opens + 1
+    records = {r["record_id"]: r for r in await bench.control.records(plate="粤B33333")}
+    assert (records[record_id]["status"], records[record_id]["paid_fen"]) == ("paid", 500)
+    no_harm(bench)

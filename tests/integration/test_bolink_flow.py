@@ -1,0 +1,260 @@
+"""Bolink end to end against the platform emulator: uploads through the publisher, sign-free marks from 5.2,
+wallet exits through the settlement service (sync answer, 5.5 push, 4.3 polling), and every fault the
+emulator can script. A payment reaches the lane once, only for its own order, and only when paid."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any, Optional
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+
+from hil.emulators import bolink as emu
+from lanectl.adapters.bolink_http import BolinkClient, BolinkProvider, BolinkPublisher
+from lanectl.adapters.callback_server import CallbackServer
+from lanectl.adapters.clock import SystemClock
+from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.config_base import SecretRef
+from lanectl.config_payments import BolinkConfig
+from lanectl.core import effects as fx
+from lanectl.core.events import PaymentConfirmed, PaymentFallback
+from lanectl.protocols import bolink as bl
+from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
+from lanectl.service.outbox import OutboxItem, PublishResult
+from lanectl.service.settlement import SettlementService, SettlementTiming
+
+TZ = ZoneInfo("Asia/Shanghai")
+CLOCK = SystemClock(TZ)
+KEY = "8403A41ED5EF20BC"
+PARK = "21835"
+PLATE = "粤B12345"
+FAST = SettlementTiming(charge_timeout_s=0.5, poll_interval_s=0.1, window_s=1.5, reconcile_interval_s=0.1,
+                        reconcile_for_s=5.0)
+
+
+class Lanes:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.changed = asyncio.Event()
+
+    def emit(self, lane_id: str, event: Any) -> None:
+        self.events.append((lane_id, event))
+        self.changed.set()
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for _, e in self.events if isinstance(e, kind)]
+
+    async def wait_for(self, kind: type, n: int = 1, timeout: float = 4.0) -> list[Any]:
+        async def _wait() -> list[Any]:
+            while len(self.of(kind)) < n:
+                self.changed.clear()
+                await self.changed.wait()
+            return self.of(kind)
+        return await asyncio.wait_for(_wait(), timeout)
+
+
+class Rig:
+    """Platform emulator + the lane side: store, callback listener, client, provider, publisher, settlement."""
+
+    def __init__(self, tmp_path) -> None:
+        self.tmp_path = tmp_path
+        self.lanes = Lanes()
+        self.quotes: dict[str, PriceQuote] = {}
+
+    async def start(self, timing: SettlementTiming = FAST) -> "Rig":
+        self.store = SqliteStore(self.tmp_path / "lanectl.db", destinations=["bolink"])
+        await self.store.open()
+        self.http = CallbackServer("127.0.0.1", 0, max_body_kb=256, health=self._health)
+        self.platform = emu.BolinkPlatform(key=KEY, push_interval_s=0.1, push_attempts=3)
+        await self.platform.start()
+        self.cfg = BolinkConfig(base_url=self.platform.url, union_id=self.platform.union_id, park_id=PARK,
+                                key=SecretRef(env="UNUSED"), timeout_s=1.0, rate_per_s=9.0)
+        self.session = aiohttp.ClientSession()
+        client = BolinkClient(self.cfg, KEY, self.session)
+        self.provider = BolinkProvider(client, self.store, {"out1": "A1"})
+        self.publisher = BolinkPublisher(client, {"in1": "E1", "out1": "A1"})
+        self.settlement = SettlementService(self.store, {"bolink": self.provider}, {"out1": ["bolink"]},
+                                            self.lanes.emit, CLOCK, timing)
+        self.inbound = BolinkInbound(KEY, PARK, self.store, self.settlement, CLOCK,
+                                     lanes_by_channel={"E1": "in1", "A1": "out1"}, quote=self._quote)
+
+        async def route(body: bytes) -> tuple[bytes, str]:
+            return await self.inbound.handle_body(body), "application/json"
+        self.http.add_post("/bolink", route)
+        await self.http.start()
+        self.platform.callback_url = f"http://127.0.0.1:{self.http.port}/bolink"
+        return self
+
+    async def stop(self) -> None:
+        await self.settlement.stop()
+        await self.platform.stop()
+        await self.http.stop()
+        await self.session.close()
+        await self.store.close()
+
+    async def _health(self) -> dict:
+        return {"ok": True}
+
+    async def _quote(self, plate: str, order_id: str, channel: str) -> Optional[PriceQuote]:
+        return self.quotes.get(plate or order_id)
+
+    async def enter(self, plate: str = PLATE, record_id: str = "in1_1", hours: float = 3) -> dict:
+        """Upload an entry (3.1) the way the outbox does; the platform answers with a 5.2 for the plate."""
+        at = CLOCK.now() - timedelta(hours=hours)
+        payload = {"record_id": record_id, "lane_id": "in1", "kind": "entry", "plate": plate, "color": "blue",
+                   "at": at.isoformat(), "status": "inside", "vehicle_class": "temporary", "payments": []}
+        outcome = await self.publisher.publish(OutboxItem(1, "bolink", "entry", f"entry:{record_id}", payload, 0,
+                                                          CLOCK.now()))
+        assert outcome.result == PublishResult.DONE, outcome.error
+        await self.platform.idle()
+        return payload
+
+    async def exit(self, plate: str = PLATE, entry_id: str = "in1_1", record_id: str = "out1_1",
+                   due: int = 700) -> fx.StartSettlement:
+        now = CLOCK.now()
+        order = fx.StartSettlement(record_id, "out1", plate, "blue", due, due, now.isoformat(),
+                                   (now - timedelta(hours=3)).isoformat(), entry_id, "temporary")
+        await self.store.commit_lane("out1", {"phase": "awaiting_payment", "seq": 1}, [
+            fx.NewRecord(record_id, "out1", "exit", plate, "blue", now.isoformat(), "awaiting_payment",
+                         due_fen=due, total_fen=due), order], now)
+        self.settlement.on_effects("out1", [order])
+        return order
+
+
+@pytest.fixture
+async def rig(tmp_path):
+    r = await Rig(tmp_path).start()
+    yield r
+    await r.stop()
+
+
+async def signed_in(rig: Rig, behaviour: emu.Behaviour, plate: str = PLATE) -> None:
+    rig.platform.sign_free.add(plate)
+    rig.platform.scripts[plate] = behaviour
+    await rig.enter(plate)
+    assert await rig.store.mark("bolink", plate, "signfree") == "1"
+
+
+async def test_entry_upload_is_idempotent_and_the_5_2_notice_marks_the_plate(rig):
+    payload = await rig.enter()
+    assert rig.platform.order(PARK, "in1_1") is not None
+    assert await rig.store.mark("bolink", PLATE, "signfree") == "0"  # not a member: marked as such
+    again = await rig.publisher.publish(OutboxItem(2, "bolink", "entry", "entry:in1_1", payload, 1, CLOCK.now()))
+    assert again.result == PublishResult.DONE and rig.platform.duplicates == 1
+
+
+async def test_sign_free_wallet_exit_paid_at_once(rig):
+    await signed_in(rig, emu.pay_now())
+    await rig.exit()
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert (paid.record_id, paid.provider, paid.amount_fen) == ("out1_1", "bolink", 700)
+    await rig.platform.idle()
+    await asyncio.sleep(0.3)
+    assert len(rig.lanes.of(PaymentConfirmed)) == 1, "the sync answer and the 5.5 push confirm one payment"
+
+
+async def test_pending_then_paid_settles_by_push_or_poll_once(rig):
+    await signed_in(rig, emu.pending_then_paid(0.4))
+    await rig.exit()
+    await asyncio.sleep(0.2)
+    assert not rig.lanes.of(PaymentConfirmed), "state=2 never confirms"
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert paid.amount_fen == 700
+    await rig.platform.idle()
+    assert len(rig.lanes.of(PaymentConfirmed)) == 1
+
+
+async def test_a_failed_wallet_payment_falls_back(rig):
+    await signed_in(rig, emu.fail())
+    await rig.exit()
+    [fallback] = await rig.lanes.wait_for(PaymentFallback)
+    assert not rig.lanes.of(PaymentConfirmed) and fallback.record_id == "out1_1"
+
+
+async def test_a_plate_that_is_not_sign_free_is_never_charged(rig):
+    await rig.enter()
+    await rig.exit()
+    await rig.lanes.wait_for(PaymentFallback)
+    assert not [u for u in rig.platform.uploads if u.path == bl.PATHS["exit"]]
+
+
+@pytest.mark.parametrize("behaviour", [emu.duplicate_push(), emu.out_of_order(), emu.push_before_answer()],
+                         ids=["duplicate", "out-of-order", "push-before-answer"])
+async def test_repeated_and_reordered_pushes_confirm_once(rig, behaviour):
+    await signed_in(rig, behaviour)
+    await rig.exit()
+    await rig.lanes.wait_for(PaymentConfirmed)
+    await rig.platform.idle()
+    await asyncio.sleep(0.3)
+    assert len(rig.lanes.of(PaymentConfirmed)) == 1 and not rig.lanes.of(PaymentFallback)
+    assert all(p.acked for p in rig.platform.pushes_for("outpark")), "every push is acknowledged"
+
+
+async def test_pushes_with_a_bad_signature_or_for_another_order_confirm_nothing(rig):
+    await signed_in(rig, emu.never_settle())
+    await rig.exit()
+    await asyncio.sleep(0.3)
+    await rig.platform.push_outpark(PARK, "in1_1", state=1, total_fen=700, key="0000000000000000")
+    await rig.platform.push_outpark(PARK, "someone_else", state=1, total_fen=700)
+    await asyncio.sleep(0.3)
+    assert not rig.lanes.of(PaymentConfirmed)
+    assert rig.inbound.counts["bad_signature"] >= 1
+    forged = [p for p in rig.platform.pushes_for("outpark") if p.data.get("order_id") == "in1_1"]
+    assert forged and not any(p.acked for p in forged), "a forged push gets the platform's error answer"
+
+
+@pytest.mark.parametrize("behaviour", [emu.http_500(), emu.slow(2.0)], ids=["5xx", "slow"])
+async def test_no_usable_answer_is_never_paid(rig, behaviour):
+    await signed_in(rig, behaviour)
+    await rig.exit()
+    await asyncio.sleep(0.8)
+    assert not rig.lanes.of(PaymentConfirmed)
+
+
+async def test_never_settling_falls_back_and_a_late_success_is_still_confirmed(rig):
+    await signed_in(rig, emu.never_settle())
+    await rig.exit()
+    await rig.lanes.wait_for(PaymentFallback)
+    assert not rig.lanes.of(PaymentConfirmed)
+    await rig.platform.push_outpark(PARK, "in1_1", state=1, total_fen=700, trade_no="LATE1")
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert paid.trade_no == "LATE1"
+
+
+async def test_query_price_is_answered_from_the_fee_engine_quote(rig):
+    rig.quotes[PLATE] = PriceQuote("in1_1", 700, 700, CLOCK.now() - timedelta(hours=3), 180)
+    push = await rig.platform.push_query_price(PARK, car_number=PLATE)
+    assert (push.answer["state"], push.answer["price"], push.answer["order_id"]) == (1, "7.00", "in1_1")
+    unknown = await rig.platform.push_query_price(PARK, car_number="粤B99999")
+    assert unknown.answer["state"] == 0 and unknown.answer["errmsg"] == bl.ERR_NO_SUCH_ORDER
+
+
+async def test_a_replayed_notice_nonce_is_refused(rig):
+    await rig.platform.push_notice_car_owner(PARK, PLATE, is_union_user=1, rand="R1")
+    replay = await rig.platform.push(PARK, {"service_name": "notice_car_owner", "union_id": rig.platform.union_id,
+                                            "park_id": PARK, "car_number": PLATE, "is_union_user": 0,
+                                            "rand": "R1"}, retry=False)
+    assert replay[-1].answer["state"] == 0
+    assert await rig.store.mark("bolink", PLATE, "signfree") == "1", "the replay changed nothing"
+
+
+async def test_a_cash_exit_is_uploaded_as_cash_and_a_platform_paid_one_is_not_uploaded_twice(rig):
+    await rig.enter()
+    base = {"lane_id": "out1", "kind": "exit", "plate": PLATE, "color": "blue", "at": CLOCK.now().isoformat(),
+            "entered_at": (CLOCK.now() - timedelta(hours=3)).isoformat(), "entry_record_id": "in1_1",
+            "status": "released"}
+    cash = dict(base, record_id="out1_1", payments=[{"amount_fen": 700, "method": "cash", "reference": "王",
+                                                     "at": "", "flag": ""}])
+    assert (await rig.publisher.publish(OutboxItem(3, "bolink", "exit", "exit:out1_1", cash, 0,
+                                                   CLOCK.now()))).result == PublishResult.DONE
+    exits = [u for u in rig.platform.uploads if u.path == bl.PATHS["exit"]]
+    assert exits and exits[-1].data["pay_type"] == "cash" and exits[-1].data["total"] == "7.00"
+    wallet = dict(base, record_id="out1_2", payments=[{"amount_fen": 700, "method": "bolink:wallet",
+                                                       "reference": "T1", "at": "", "flag": ""}])
+    before = len(rig.platform.uploads)
+    assert (await rig.publisher.publish(OutboxItem(4, "bolink", "exit", "exit:out1_2", wallet, 0,
+                                                   CLOCK.now()))).result == PublishResult.DONE
+    assert len(rig.platform.uploads) == before
