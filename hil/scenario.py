@@ -7,6 +7,10 @@
       - car: {lane: in1, plate: 粤B12345}          expect: passed | refused | waiting
       - operator: {lane: out1, operator: 王, reason: cash, amount_fen: 500}     expect: passed
       - wait: 1.5
+    platforms: [bolink]                               # payment platform emulators on the rig
+      - bolink: {sign_free: 粤C11111}               # the platform marks a plate sign-free (5.2)
+      - bolink: {script: 粤C22222, behaviour: pending_then_paid, after_s: 3}
+      - bolink: {query_price: 粤A88888}             # the platform asks what a car owes (5.1)
 
 `waiting` leaves the car at the barrier (the arm must stay down); a later operator or payment step on that
 lane lets it through. The same files drive `lanectl demo` and tests/hil.
@@ -21,11 +25,16 @@ from typing import Any, Optional
 
 import yaml
 
+from hil.emulators import bolink as bolink_emu
+from hil.platforms import BOLINK_PARK, Platforms
 from hil.rig import CarResult, Rig, RigLane
 from lanectl.adapters.control_client import ControlClient
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 EXPECTS = {"passed", "refused", "waiting", "not_opened"}
+STEP_KINDS = {"car", "operator", "wait", "bolink"}
+BOLINK_BEHAVIOURS = {"pay_now": bolink_emu.pay_now, "pending_then_paid": bolink_emu.pending_then_paid,
+                     "fail": bolink_emu.fail, "never_settle": bolink_emu.never_settle}
 
 
 class ScenarioError(ValueError):
@@ -40,6 +49,7 @@ class Scenario:
     steps: list[dict[str, Any]]
     site: dict[str, Any] = field(default_factory=dict)
     inside: list[dict[str, Any]] = field(default_factory=list)  # cars already parked: {plate, lane, minutes_ago}
+    platforms: tuple[str, ...] = ()  # payment platform emulators the scenario needs
 
 
 def load_scenario(name_or_path: str) -> Scenario:
@@ -56,17 +66,25 @@ def load_scenario(name_or_path: str) -> Scenario:
     except (KeyError, TypeError, ValueError) as exc:
         raise ScenarioError(f"{path}: lanes and steps are required ({exc})") from None
     for i, step in enumerate(steps, 1):
-        kinds = {"car", "operator", "wait"} & set(step)
+        kinds = STEP_KINDS & set(step)
         if len(kinds) != 1:
-            raise ScenarioError(f"{path}: step {i}: needs exactly one of car / operator / wait")
-        if step.get("expect", "passed") not in EXPECTS and "wait" not in step:
+            raise ScenarioError(f"{path}: step {i}: needs exactly one of {' / '.join(sorted(STEP_KINDS))}")
+        if "bolink" in step:
+            behaviour = step["bolink"].get("behaviour") if isinstance(step["bolink"], dict) else None
+            if not isinstance(step["bolink"], dict) or behaviour not in (None, *BOLINK_BEHAVIOURS):
+                raise ScenarioError(f"{path}: step {i}: bolink needs sign_free, script (+ behaviour one of "
+                                    f"{sorted(BOLINK_BEHAVIOURS)}) or query_price")
+        elif step.get("expect", "passed") not in EXPECTS and "wait" not in step:
             raise ScenarioError(f"{path}: step {i}: expect must be one of {sorted(EXPECTS)}")
     inside = list(doc.get("inside") or [])
     for car in inside:
         if not isinstance(car, dict) or "plate" not in car or "lane" not in car:
             raise ScenarioError(f"{path}: inside: each car needs plate and lane (and minutes_ago)")
+    platforms = tuple(doc.get("platforms") or ())
+    if any("bolink" in step for step in steps) and "bolink" not in platforms:
+        raise ScenarioError(f"{path}: bolink steps need `platforms: [bolink]`")
     return Scenario(str(doc.get("name", path.stem)), str(doc.get("description", "")), lanes, steps,
-                    dict(doc.get("site") or {}), inside)
+                    dict(doc.get("site") or {}), inside, platforms)
 
 
 @dataclass
@@ -82,8 +100,9 @@ class StepOutcome:
 
 
 class ScenarioPlayer:
-    def __init__(self, rig: Rig, control: ControlClient, *, settle_s: float = 2.0, refuse_wait_s: float = 3.0):
-        self.rig, self.control = rig, control
+    def __init__(self, rig: Rig, control: ControlClient, *, settle_s: float = 2.0, refuse_wait_s: float = 3.0,
+                 platforms: Optional[Platforms] = None):
+        self.rig, self.control, self.platforms = rig, control, platforms
         self.settle_s, self.refuse_wait_s = settle_s, refuse_wait_s
         self.waiting: dict[str, asyncio.Task[CarResult]] = {}
         self.outcomes: list[StepOutcome] = []
@@ -95,7 +114,10 @@ class ScenarioPlayer:
                 await asyncio.sleep(float(step["wait"]))
                 continue
             expected = str(step.get("expect", "passed"))
-            if "car" in step:
+            if "bolink" in step:
+                got, what = await self._bolink(step["bolink"])
+                expected = "done"
+            elif "car" in step:
                 got, what = await self._car(step["car"], expected)
             else:
                 got, what = await self._operator(step["operator"], expected)
@@ -136,6 +158,35 @@ class ScenarioPlayer:
         except asyncio.TimeoutError:
             return "refused", what
         return self._record(result), what
+
+    async def _bolink(self, spec: dict[str, Any]) -> tuple[str, str]:
+        platform = self.platforms.bolink if self.platforms else None
+        if platform is None:
+            return "no bolink emulator", "bolink"
+        say = self.rig.say
+        if "sign_free" in spec:
+            plate = str(spec["sign_free"])
+            entry = next((r for r in await self.control.records(plate=plate) if r["kind"] == "entry"), None)
+            platform.sign_free.add(plate)
+            pushes = await platform.push_notice_car_owner(BOLINK_PARK, plate,
+                                                          order_id=entry["record_id"] if entry else "")
+            ok = bool(pushes) and pushes[-1].acked
+            say("bolink", f"5.2 notice_car_owner: {plate} is sign-free → lane answered "
+                          f"{'state 1' if ok else pushes[-1].answer if pushes else 'nothing'}")
+            return ("done" if ok else "refused"), f"bolink marks {plate} sign-free"
+        if "script" in spec:
+            plate, name = str(spec["script"]), str(spec.get("behaviour", "pay_now"))
+            kwargs = {"after_s": float(spec["after_s"])} if "after_s" in spec else {}
+            platform.scripts[plate] = BOLINK_BEHAVIOURS[name](**kwargs)
+            after = f" after {kwargs['after_s']:g} s" if kwargs else ""
+            say("bolink", f"{plate}: the platform will answer {name}{after}")
+            return "done", f"bolink scripts {plate} ({name})"
+        plate = str(spec.get("query_price", ""))
+        push = await platform.push_query_price(BOLINK_PARK, car_number=plate)
+        answer = push.answer if isinstance(push.answer, dict) else {}
+        say("bolink", f"5.1 query_price {plate}: lane answered state {answer.get('state')} price "
+                      f"{answer.get('price', '-')} 元 for {answer.get('duration', '-')} min")
+        return ("done" if answer.get("state") == 1 else "refused"), f"bolink asks the price of {plate}"
 
     def _record(self, result: CarResult) -> str:
         self.cars.append(result)

@@ -36,7 +36,7 @@ class Printer:
     def effects(self, lane: str, effects: list[fx.Effect]) -> None:
         for e in effects:
             if isinstance(e, fx.Log) and e.level != "info" or isinstance(e, fx.Log) and (
-                    e.message.startswith(("entry", "exit", "operator"))):
+                    e.message.startswith(("entry", "exit", "operator", "payment"))):
                 fields = " ".join(f"{k}={v}" for k, v in e.fields if k != "lane" and v not in ("", None))
                 self.line("lanectl", lane, f"{e.message}: {fields}")
             elif isinstance(e, fx.Display):
@@ -71,6 +71,7 @@ def run_demo(*, scenario: str = "demo", baud: Optional[int] = 9600, keep: Option
 
 async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     from hil.emulators.backoffice import Backoffice
+    from hil.platforms import Platforms
     from hil.rig import Rig
     from hil.scenario import ScenarioPlayer
     from lanectl.adapters.control_client import ControlClient
@@ -82,8 +83,10 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     print(f"rig in {workdir}; serial lines at {baud or 'unpaced'} baud; daemon config in {workdir / 'etc'}\n")
     office = Backoffice()  # the lot's back office: every record is uploaded to it through the outbox
     await office.start()
-    site = {"uploads": {"webhook": {"url": office.url, "rate_per_s": 5}}, **scn.site}
-    rig = Rig(workdir, scn.lanes, baudrate=baud, say=printer.rig, site_overrides=site)
+    platforms = await Platforms(scn.platforms).start()  # payment platform emulators (Bolink ...)
+    site = {"uploads": {"webhook": {"url": office.url, "rate_per_s": 5}}, **platforms.site(), **scn.site}
+    rig = Rig(workdir, scn.lanes, baudrate=baud, say=printer.rig, site_overrides=site,
+              lane_extra=platforms.lane_extra() if scn.platforms else {}, secrets=platforms.secrets())
     await rig.start()
     socket = workdir / "control.sock"
     config = load_config(rig.write_config(workdir / "etc", socket))
@@ -96,7 +99,8 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     daemon = asyncio.create_task(app.run(stop))
     try:
         await asyncio.wait_for(app.ready.wait(), 15)
-        player = ScenarioPlayer(rig, ControlClient(str(socket)))
+        platforms.connect(app.http.port)
+        player = ScenarioPlayer(rig, ControlClient(str(socket)), platforms=platforms)
         outcomes = await player.play(scn)
         await player.settle()
         records = await app.store.records(limit=100)
@@ -110,6 +114,7 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
         await asyncio.wait_for(daemon, 15)
         await rig.stop()
         await office.stop()
+        await platforms.stop()
 
     print("\nrecords in the local store (newest first):")
     for r in records:
@@ -127,6 +132,12 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     kinds = [r.kind for r in office.received]
     print(f"back office: {len(kinds)} uploads received through the outbox "
           f"({kinds.count('entry')} entries, {kinds.count('exit')} exits, {kinds.count('release')} releases)")
+    if platforms.bolink is not None:
+        orders = list(platforms.bolink.orders.values())
+        uploads = [u.path.rsplit("/", 1)[-1] for u in platforms.bolink.uploads]
+        print(f"bolink platform: {len(orders)} orders ({sum(o.status == 'paid' for o in orders)} paid by the "
+              f"platform), uploads: " + ", ".join(f"{p} ×{uploads.count(p)}" for p in sorted(set(uploads))) +
+              f"; pushes acknowledged {sum(p.acked for p in platforms.bolink.pushes)}/{len(platforms.bolink.pushes)}")
     failed = [o for o in outcomes if not o.ok]
     print("\nscenario:")
     for o in outcomes:

@@ -209,10 +209,12 @@ class SettlementService:
 
     async def _flow(self, order: fx.StartSettlement) -> None:
         previous = {a.provider: a for a in await self.store.attempts(record_id=order.record_id)}
+        why: list[str] = []  # what each provider said, for the fallback's reason
         for name in self.lane_providers[order.lane_id]:
             provider = self.providers[name]
             attempt = previous.get(name)
             if attempt is not None and attempt.status in ("failed", "skipped"):
+                why.append(f"{name}: {attempt.detail or attempt.status}")
                 continue
             if attempt is not None and attempt.status == "paid":
                 return  # confirmed already (re-delivered by start() if the lane never committed it)
@@ -223,12 +225,14 @@ class SettlementService:
                 if answer.status == "skip":
                     await self.store.mark_attempt(attempt.id, "skipped", answer.detail, self.clock.now())
                     log.info("settlement %s: %s does not charge this car (%s)", order.record_id, name, answer.detail)
+                    why.append(f"{name}: {answer.detail or 'does not charge this car'}")
                     continue
                 if answer.status in ("paid", "failed"):
                     await self._settle(attempt, answer)
                     if answer.status == "paid":
                         return
                     log.info("settlement %s: %s failed: %s", order.record_id, name, answer.detail)
+                    why.append(f"{name} failed: {answer.detail or 'refused'}")
                     continue
                 await self.store.mark_attempt(attempt.id, "pending", answer.detail, self.clock.now(),
                                               only_from=("charging",))
@@ -236,6 +240,7 @@ class SettlementService:
             if result == "paid":
                 return
             if result == "failed":
+                why.append(f"{name} failed")
                 continue
             await self.store.mark_attempt(attempt.id, "fallback", "settlement window ended", self.clock.now(),
                                           only_from=("charging", "pending"))
@@ -243,7 +248,7 @@ class SettlementService:
                                                                       f"{self.timing.window_s:g} s"))
             self._spawn_reconcile(attempt)
             return
-        self.emit(order.lane_id, PaymentFallback(order.record_id, "no provider could charge this car"))
+        self.emit(order.lane_id, PaymentFallback(order.record_id, "; ".join(why) or "no provider could charge this car"))
 
     async def _poll(self, provider: PaymentProvider, order: fx.StartSettlement,
                     attempt: Attempt) -> Literal["paid", "failed", "window"]:

@@ -13,13 +13,11 @@ import pytest
 from hil.daemon_process import DaemonProcess
 from hil.emulators.backoffice import Backoffice
 from hil.emulators.barrier_io import Physics
-from hil.emulators.bolink import BolinkPlatform
+from hil.platforms import BOLINK_PARK, Platforms  # noqa: F401  (tests import BOLINK_PARK from here)
 from hil.rig import Rig, RigLane
 from hil.scenario import load_scenario
 
 LANES = [RigLane("in1", "entry", 1), RigLane("out1", "exit", 2)]
-BOLINK_KEY = "8403A41ED5EF20BC"  # the published test vector's key: a test key, not a secret
-BOLINK_PARK = "21835"
 FAST = Physics(rise_s=0.3, fall_s=0.3)
 
 
@@ -32,10 +30,6 @@ class Bench:
     def control(self):
         return self.daemon.client
 
-    async def callback_url(self, path: str) -> str:
-        """The daemon's public listener (it binds port 0 on the rig): where a platform emulator pushes."""
-        return f"http://127.0.0.1:{(await self.control.status())['http_port']}{path}"
-
 
 @pytest.fixture
 async def bench(request) -> AsyncIterator[Bench]:
@@ -47,16 +41,12 @@ async def bench(request) -> AsyncIterator[Bench]:
     if office is not None:
         await office.start()
         opts["site_overrides"]["uploads"] = {"webhook": {"url": office.url, "rate_per_s": 20}}
-    bolink = BolinkPlatform(key=BOLINK_KEY, push_interval_s=0.3) if opts.pop("bolink", False) else None
-    if bolink is not None:
-        await bolink.start()
-        opts["site_overrides"]["payments"] = {
-            "settlement": {"poll_interval_s": 0.3, "window_s": opts.pop("window_s", 6.0),
-                           "reconcile_interval_s": 0.5},
-            "bolink": {"base_url": bolink.url, "union_id": bolink.union_id, "park_id": BOLINK_PARK,
-                       "key": {"secret": "bolink_key"}, "timeout_s": 2}}
-        opts["lane_extra"] = {"out1": {"payments": ["bolink"], "channel_id": "A1"}, "in1": {"channel_id": "E1"}}
-        opts["secrets"] = {"bolink_key": BOLINK_KEY}
+    platforms = await Platforms(("bolink",) if opts.pop("bolink", False) else (),
+                                window_s=opts.pop("window_s", 6.0)).start()
+    if platforms.names:
+        opts["site_overrides"].update(platforms.site())
+        opts["lane_extra"] = platforms.lane_extra()
+        opts["secrets"] = platforms.secrets()
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-hil-", dir="/tmp"))
     rig = Rig(workdir, opts.pop("lanes", LANES), baudrate=opts.pop("baudrate", None),
               physics=opts.pop("physics", FAST), **opts)
@@ -70,9 +60,9 @@ async def bench(request) -> AsyncIterator[Bench]:
         await daemon.start()
         bench = Bench(rig, daemon, workdir)
         bench.backoffice = office
-        bench.bolink = bolink
-        if bolink is not None:
-            bolink.callback_url = await bench.callback_url("/bolink")
+        bench.bolink = platforms.bolink
+        bench.platforms = platforms
+        platforms.connect((await bench.control.status())["http_port"])
         yield bench
     finally:
         try:
@@ -81,7 +71,6 @@ async def bench(request) -> AsyncIterator[Bench]:
             await rig.stop()
             if office is not None:
                 await office.stop()
-            if bolink is not None:
-                await bolink.stop()
+            await platforms.stop()
             print(daemon.log()[-5000:])  # pytest shows captured output only when the test failed
             shutil.rmtree(workdir, ignore_errors=True)

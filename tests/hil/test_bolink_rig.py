@@ -90,7 +90,7 @@ async def test_kill_9_while_a_payment_is_pending_resumes_and_opens_once(bench):
 
     bench.daemon.kill9()
     await bench.daemon.start()
-    bench.bolink.callback_url = await bench.callback_url("/bolink")
+    bench.platforms.connect((await bench.control.status())["http_port"])  # the new process chose a new port
     await asyncio.sleep(1.0)
     assert bench.rig.io.count("open") == opens, "a restart never opens by itself"
     # the platform settles while the daemon is back: the resumed settlement polls 4.3 / takes the 5.5 push

@@ -19,9 +19,9 @@ def no_harm(bench) -> None:
         assert model.arm_hits == 0, f"unit {unit}: arm lowered onto a car"
 
 
-@pytest.mark.rig(seed=True)
+@pytest.mark.rig(seed=True, bolink=True)
 async def test_demo_scenario_runs_against_the_daemon_process(bench):
-    player = ScenarioPlayer(bench.rig, bench.control, settle_s=1.5, refuse_wait_s=2.0)
+    player = ScenarioPlayer(bench.rig, bench.control, settle_s=1.5, refuse_wait_s=2.0, platforms=bench.platforms)
     outcomes = await player.play(bench.scenario)
     await player.settle()
     assert [(o.what, o.got) for o in outcomes if not o.ok] == []
@@ -33,6 +33,8 @@ async def test_demo_scenario_runs_against_the_daemon_process(bench):
     debited = [r for r in records if r["kind"] == "exit" and r["plate"] == "粤B77777"]
     assert (debited[0]["reason"], debited[0]["paid_fen"], debited[0]["status"]) == ("stored_value", 500, "leaving")
     assert (await bench.control.balances(plate="粤B77777"))["balances"] == {"粤B77777": 1500}
+    wallet = {r["plate"]: r for r in records if r["kind"] == "exit" and r["status"] == "paid"}
+    assert sorted(wallet) == ["粤C11111", "粤C22222"], "the two sign-free members left on their Bolink wallet"
     no_harm(bench)
 
 
