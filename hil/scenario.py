@@ -11,6 +11,7 @@
       - bolink: {sign_free: 粤C11111}               # the platform marks a plate sign-free (5.2)
       - bolink: {script: 粤C22222, behaviour: pending_then_paid, after_s: 3}
       - bolink: {query_price: 粤A88888}             # the platform asks what a car owes (5.1)
+      - bolink: {monthcard_pay: 粤C44444, days: 30}  # a monthly card bought online (5.8)
 
 `waiting` leaves the car at the barrier (the arm must stay down); a later operator or payment step on that
 lane lets it through. The same files drive `lanectl demo` and tests/hil.
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,6 +35,7 @@ from lanectl.adapters.control_client import ControlClient
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 EXPECTS = {"passed", "refused", "waiting", "not_opened"}
+RIG_TZ = ZoneInfo("Asia/Shanghai")  # the rig's site timezone (hil/rig.py)
 STEP_KINDS = {"car", "operator", "wait", "bolink"}
 BOLINK_BEHAVIOURS = {"pay_now": bolink_emu.pay_now, "pending_then_paid": bolink_emu.pending_then_paid,
                      "fail": bolink_emu.fail, "never_settle": bolink_emu.never_settle}
@@ -73,7 +77,7 @@ def load_scenario(name_or_path: str) -> Scenario:
             behaviour = step["bolink"].get("behaviour") if isinstance(step["bolink"], dict) else None
             if not isinstance(step["bolink"], dict) or behaviour not in (None, *BOLINK_BEHAVIOURS):
                 raise ScenarioError(f"{path}: step {i}: bolink needs sign_free, script (+ behaviour one of "
-                                    f"{sorted(BOLINK_BEHAVIOURS)}) or query_price")
+                                    f"{sorted(BOLINK_BEHAVIOURS)}), query_price or monthcard_pay")
         elif step.get("expect", "passed") not in EXPECTS and "wait" not in step:
             raise ScenarioError(f"{path}: step {i}: expect must be one of {sorted(EXPECTS)}")
     inside = list(doc.get("inside") or [])
@@ -181,6 +185,17 @@ class ScenarioPlayer:
             after = f" after {kwargs['after_s']:g} s" if kwargs else ""
             say("bolink", f"{plate}: the platform will answer {name}{after}")
             return "done", f"bolink scripts {plate} ({name})"
+        if "monthcard_pay" in spec:
+            plate, days = str(spec["monthcard_pay"]), int(spec.get("days", 30))
+            start = datetime.now(RIG_TZ).date()
+            end = start + timedelta(days=days - 1)
+            pushes = await platform.push_monthcard_pay(BOLINK_PARK, amount_fen=int(spec.get("amount_fen", 30000)),
+                                                       car_number=plate, start_time=start.isoformat(),
+                                                       end_time=end.isoformat())
+            ok = bool(pushes) and pushes[-1].acked
+            say("bolink", f"5.8 monthcard_pay: {plate} bought a monthly card {start} - {end} → lane answered "
+                          f"{'state 1' if ok else 'nothing'}")
+            return ("done" if ok else "refused"), f"bolink renews {plate}'s monthly card"
         plate = str(spec.get("query_price", ""))
         push = await platform.push_query_price(BOLINK_PARK, car_number=plate)
         answer = push.answer if isinstance(push.answer, dict) else {}

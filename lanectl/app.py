@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Callable, Optional
 
 import aiohttp
@@ -26,6 +26,7 @@ from lanectl.config import Config, LaneConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import OperatorOpen
 from lanectl.core.lane import LaneRules
+from lanectl.core.rules import CardRenewal, RenewalError, VehicleRules, renew_card
 from lanectl.policy_factory import build_policy
 from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
 from lanectl.service.lane_runner import LaneRunner
@@ -51,6 +52,7 @@ class App:
         self.on_effects = on_effects
         self.publishers: dict[str, Publisher] = {}
         self.store = SqliteStore(config.site.database, destinations=self._destinations())
+        self.vehicles = config.site.vehicles  # the YAML's, plus monthly cards renewed on a platform
         self.policy = build_policy(config)
         self.buses = ModbusBusRegistry()
         self.runners: dict[str, LaneRunner] = {}
@@ -71,6 +73,7 @@ class App:
     async def run(self, stop: asyncio.Event) -> None:
         site = self.config.site
         await self.store.open()
+        await self._apply_stored_renewals()
         seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
         if seeded:
             log.info("stored value: opening balances recorded for %d plate(s) from the configuration", len(seeded))
@@ -190,7 +193,7 @@ class App:
         if payments.bolink is not None:
             cfg = payments.bolink
             self.bolink = BolinkInbound(self.config.secret(cfg.key, "payments.bolink.key"), cfg.park_id, self.store,
-                                        self.settlement, self.clock, quote=self.quote,
+                                        self.settlement, self.clock, quote=self.quote, renew=self.renew_card,
                                         lanes_by_channel={c: lid for lid, c in self.channels.items()},
                                         free_out_minutes=cfg.free_out_minutes)
 
@@ -201,6 +204,34 @@ class App:
             async def bolink_route(body: bytes) -> tuple[bytes, str]:
                 return await inbound.handle_body(body), "application/json"
             self.http.add_post(self.config.site.payments.bolink.callback_path, bolink_route)
+
+    async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int) -> None:
+        """A card renewed on a platform: kept in the store first, then the lanes decide with the new period."""
+        vehicles, card = renew_card(self.vehicles, renewal)  # RenewalError: nothing kept, nothing changed
+        await self.store.add_renewal("bolink", trade_no, renewal.card_id, renewal.plate,
+                                     renewal.start.isoformat() if renewal.start else "", renewal.end.isoformat(),
+                                     amount_fen, self.clock.now())
+        self._use_vehicles(vehicles)
+        log.info("monthly card %s (%s) renewed on the platform: valid %s - %s (trade %s)", card.card_id,
+                 ",".join(card.plates), card.start, card.end, trade_no)
+
+    async def _apply_stored_renewals(self) -> None:
+        vehicles = self.vehicles
+        for r in await self.store.renewals():
+            renewal = CardRenewal(r["card_id"], r["plate"], date.fromisoformat(r["start"]) if r["start"] else None,
+                                  date.fromisoformat(r["end"]))
+            try:
+                vehicles, _ = renew_card(vehicles, renewal)
+            except RenewalError as exc:  # e.g. the plate was since whitelisted in the YAML
+                log.error("stored card renewal %s no longer applies: %s", r["trade_no"], exc)
+        self._use_vehicles(vehicles)
+
+    def _use_vehicles(self, vehicles: VehicleRules) -> None:
+        # The policy is an immutable value; each lane picks the new one up with its next event.
+        self.vehicles = vehicles
+        self.policy = build_policy(self.config, vehicles)
+        for runner in self.runners.values():
+            runner.policy = self.policy
 
     async def quote(self, plate: str, order_id: str, channel: str) -> Optional[PriceQuote]:
         """What a car owes now (platform price queries): the car waiting at an exit lane, else a car inside."""

@@ -165,6 +165,21 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (provider, plate, name)
     );
     """,
+    # v4: monthly cards renewed on a platform; applied over the YAML cards at every start
+    """
+    CREATE TABLE card_renewals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider TEXT NOT NULL,
+        trade_no TEXT NOT NULL,
+        card_id TEXT NOT NULL DEFAULT '',
+        plate TEXT NOT NULL DEFAULT '',
+        start TEXT NOT NULL DEFAULT '',      -- YYYY-MM-DD or ''
+        end TEXT NOT NULL,                   -- YYYY-MM-DD
+        amount_fen INTEGER NOT NULL DEFAULT 0,
+        received_at TEXT NOT NULL,
+        UNIQUE (provider, trade_no)
+    );
+    """,
 )
 
 RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class"})
@@ -478,6 +493,21 @@ class SqliteStore:
                                     (provider, plate, name)).fetchone()
             return row["value"] if row else None
         return await self._run(_get)
+
+    async def add_renewal(self, provider: str, trade_no: str, card_id: str, plate: str, start: str, end: str,
+                          amount_fen: int, now: datetime) -> bool:
+        """Keep a platform card renewal (False if this trade was kept before)."""
+        def _add() -> bool:
+            cur = self.conn.execute(
+                "INSERT INTO card_renewals (provider, trade_no, card_id, plate, start, end, amount_fen, received_at) "
+                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (provider, trade_no) DO NOTHING",
+                (provider, trade_no, card_id, plate, start, end, amount_fen, now.isoformat()))
+            return cur.rowcount == 1
+        return await self._run(_add)
+
+    async def renewals(self) -> list[dict[str, Any]]:
+        return await self._run(lambda: [dict(r) for r in self.conn.execute(
+            "SELECT * FROM card_renewals ORDER BY id")])
 
     async def payments(self, record_id: str) -> list[dict[str, Any]]:
         def _query() -> list[dict[str, Any]]:

@@ -145,6 +145,50 @@ class VehicleRules(_Strict):
 
 
 @dataclass(frozen=True, slots=True)
+class CardRenewal:
+    """A monthly card paid for on a platform (Bolink 5.8 monthcard_pay): which card, and the period bought."""
+
+    card_id: str
+    plate: str
+    start: Optional[date]
+    end: date
+
+
+class RenewalError(ValueError):
+    """A renewal that cannot be applied to the lot's vehicle rules (kept on the books, applied by hand)."""
+
+
+def renew_card(vehicles: VehicleRules, renewal: CardRenewal) -> tuple[VehicleRules, MonthlyCard]:
+    """The vehicle rules with the renewal applied, and the card as it is now.
+
+    The card is found by its id, else by the plate. Its period grows to cover the one bought (start moves
+    earlier, end later, never the other way: a late or repeated renewal cannot shorten a card). A renewal for
+    no known card creates one for the plate. Renewals are normally back to back; a gap between the old end
+    and the new start counts as covered (documented in docs/tariffs.md)."""
+    plate = normalize_plate(renewal.plate)
+    cards = list(vehicles.monthly)
+    index = next((i for i, c in enumerate(cards) if renewal.card_id and c.card_id == renewal.card_id), None)
+    if index is None and plate:
+        index = next((i for i, c in enumerate(cards) if plate in c.plates), None)
+    if index is None:
+        if not plate:
+            raise RenewalError(f"renewal of unknown card {renewal.card_id!r} names no plate")
+        card = MonthlyCard(card_id=renewal.card_id or f"platform_{plate}", plates=(plate,),
+                           start=renewal.start or renewal.end, end=renewal.end)
+        cards.append(card)
+    else:
+        old = cards[index]
+        start = min(old.start, renewal.start) if renewal.start else old.start
+        card = old.model_copy(update={"start": start, "end": max(old.end, renewal.end)})
+        cards[index] = card
+    try:
+        return VehicleRules.model_validate({**vehicles.model_dump(), "monthly": [c.model_dump() for c in cards]}), card
+    except ValueError as exc:
+        raise RenewalError(f"renewal of card {card.card_id} for {plate or '?'} conflicts with the vehicle "
+                           f"rules: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
 class ExitAssessment:
     """What RulesPolicy decided for a leaving car, with the full Fee (ExitQuote keeps text lines)."""
 

@@ -9,6 +9,7 @@ once; the lane decides.
     notice_car_owner (5.2)   sign-free or not        -> a mark on the plate; a repeated `rand` is a replay
     update_balance           HTTP-mode form of 5.2   -> the same mark (no answer)
     query_price (5.1)        what a car owes now     -> the fee engine, through the app's quote function
+    monthcard_pay (5.8)      a card renewed online    -> kept, then applied to the local cards (app's renew)
 Others are refused with `state:0` and a reason until the lane supports them.
 """
 
@@ -16,9 +17,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Awaitable, Callable, Mapping, Optional, Protocol
 
+from lanectl.core.rules import CardRenewal, RenewalError
 from lanectl.protocols import bolink as bl
 from lanectl.service.ports import Clock
 from lanectl.service.settlement import ChargeAnswer
@@ -39,6 +41,8 @@ class PriceQuote:
 
 # (car_number, order_id, out_channel_id) -> the quote, or None when the car is not known
 QuoteFn = Callable[[str, str, str], Awaitable[Optional[PriceQuote]]]
+# (renewal, trade_no, amount_fen) -> keeps and applies it; RenewalError when it cannot apply
+RenewFn = Callable[[CardRenewal, str, int], Awaitable[None]]
 
 
 class InboundStore(Protocol):
@@ -54,9 +58,11 @@ class Results(Protocol):
 
 class BolinkInbound:
     def __init__(self, key: str, park_id: str, store: InboundStore, settlement: Optional[Results], clock: Clock,
-                 *, lanes_by_channel: Mapping[str, str], quote: QuoteFn, free_out_minutes: int = 10) -> None:
+                 *, lanes_by_channel: Mapping[str, str], quote: QuoteFn, renew: Optional[RenewFn] = None,
+                 free_out_minutes: int = 10) -> None:
         self._key, self.park_id, self.store, self.settlement, self.clock = key, park_id, store, settlement, clock
         self.lanes_by_channel, self.quote, self.free_out_minutes = lanes_by_channel, quote, free_out_minutes
+        self.renew = renew
         self.counts = {"accepted": 0, "duplicate": 0, "bad_signature": 0, "malformed": 0, "refused": 0}
 
     async def handle_body(self, body: bytes, expected: Optional[str] = None) -> bytes:
@@ -88,7 +94,7 @@ class BolinkInbound:
             log.warning("bolink %s for park %s refused: this lane is park %s", msg.service_name, park, self.park_id)
             return bl.answer_error(f"park_id {park} is not this park", msg.service_name)
         handler = {bl.Outpark: self._outpark, bl.NoticeCarOwner: self._notice, bl.UpdateBalance: self._balance,
-                   bl.QueryPrice: self._query_price}.get(type(cb))
+                   bl.QueryPrice: self._query_price, bl.MonthcardPay: self._monthcard}.get(type(cb))
         if handler is None:
             self.counts["refused"] += 1
             log.warning("bolink %s: not supported by this lane yet", type(cb).__name__)
@@ -131,6 +137,29 @@ class BolinkInbound:
         await self.store.set_mark("bolink", cb.car_number, "signfree", str(cb.autopay), self.clock.now())
         self.counts["accepted"] += 1
         return None
+
+    async def _monthcard(self, cb: bl.MonthcardPay, msg: bl.SignedMessage) -> bytes:
+        if not await self.store.inbox_put("bolink", f"monthcard:{cb.trade_no}", msg.data_text, self.clock.now()):
+            self.counts["duplicate"] += 1
+            return bl.answer_monthcard(cb.trade_no)
+        self.counts["accepted"] += 1
+        if not cb.paid:
+            log.info("bolink monthcard_pay %s: payment failed (state %s), card unchanged", cb.trade_no, cb.state)
+            return bl.answer_monthcard(cb.trade_no)
+        try:
+            end = date.fromisoformat(cb.end_time)
+            start = date.fromisoformat(cb.start_time) if cb.start_time else None
+        except ValueError:
+            # Kept in the inbox; without a period there is nothing to extend — the operator applies it by hand.
+            log.error("bolink monthcard_pay %s for %s card %s has no usable end_time %r: kept, not applied",
+                      cb.trade_no, cb.car_number, cb.card_id, cb.end_time)
+            return bl.answer_monthcard(cb.trade_no)
+        if self.renew is not None:
+            try:
+                await self.renew(CardRenewal(cb.card_id, cb.car_number, start, end), cb.trade_no, cb.amount_fen)
+            except RenewalError as exc:
+                log.error("bolink monthcard_pay %s kept but not applied: %s", cb.trade_no, exc)
+        return bl.answer_monthcard(cb.trade_no)
 
     async def _query_price(self, cb: bl.QueryPrice, msg: bl.SignedMessage) -> bytes:
         q = await self.quote(cb.car_number, cb.order_id, cb.out_channel_id)

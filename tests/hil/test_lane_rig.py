@@ -36,6 +36,12 @@ async def test_demo_scenario_runs_against_the_daemon_process(bench):
     wallet = {r["plate"]: r for r in records if r["kind"] == "exit" and r["status"] == "paid"}
     assert sorted(wallet) == ["粤C11111", "粤C22222"], "the two sign-free members left on their Bolink wallet"
     no_harm(bench)
+    # the monthly card bought on Bolink survives a restart: the car comes back as a monthly car
+    await bench.daemon.stop()
+    await bench.daemon.start()
+    assert (await bench.rig.car("in1", "粤C44444")).passed
+    back = [r for r in await bench.control.records(plate="粤C44444") if r["kind"] == "entry"][0]
+    assert back["vehicle_class"] == "monthly"
 
 
 @pytest.mark.rig(seed=True)  # 粤A88888 has been parked for 3 hours: it owes 7 元

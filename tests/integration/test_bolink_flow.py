@@ -5,7 +5,7 @@ emulator can script. A payment reaches the lane once, only for its own order, an
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
@@ -21,6 +21,7 @@ from lanectl.config_base import SecretRef
 from lanectl.config_payments import BolinkConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
+from lanectl.core.rules import CardRenewal, RenewalError
 from lanectl.protocols import bolink as bl
 from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
 from lanectl.service.outbox import OutboxItem, PublishResult
@@ -63,6 +64,7 @@ class Rig:
         self.tmp_path = tmp_path
         self.lanes = Lanes()
         self.quotes: dict[str, PriceQuote] = {}
+        self.renewals: list[tuple[CardRenewal, str, int]] = []
 
     async def start(self, timing: SettlementTiming = FAST) -> "Rig":
         self.store = SqliteStore(self.tmp_path / "lanectl.db", destinations=["bolink"])
@@ -79,7 +81,8 @@ class Rig:
         self.settlement = SettlementService(self.store, {"bolink": self.provider}, {"out1": ["bolink"]},
                                             self.lanes.emit, CLOCK, timing)
         self.inbound = BolinkInbound(KEY, PARK, self.store, self.settlement, CLOCK,
-                                     lanes_by_channel={"E1": "in1", "A1": "out1"}, quote=self._quote)
+                                     lanes_by_channel={"E1": "in1", "A1": "out1"}, quote=self._quote,
+                                     renew=self._renew)
 
         async def route(body: bytes) -> tuple[bytes, str]:
             return await self.inbound.handle_body(body), "application/json"
@@ -100,6 +103,11 @@ class Rig:
 
     async def _quote(self, plate: str, order_id: str, channel: str) -> Optional[PriceQuote]:
         return self.quotes.get(plate or order_id)
+
+    async def _renew(self, renewal: CardRenewal, trade_no: str, amount_fen: int) -> None:
+        if renewal.plate == "粤B00001":
+            raise RenewalError("粤B00001 is whitelisted")
+        self.renewals.append((renewal, trade_no, amount_fen))
 
     async def enter(self, plate: str = PLATE, record_id: str = "in1_1", hours: float = 3) -> dict:
         """Upload an entry (3.1) the way the outbox does; the platform answers with a 5.2 for the plate."""
@@ -258,3 +266,19 @@ async def test_a_cash_exit_is_uploaded_as_cash_and_a_platform_paid_one_is_not_up
     assert (await rig.publisher.publish(OutboxItem(4, "bolink", "exit", "exit:out1_2", wallet, 0,
                                                    CLOCK.now()))).result == PublishResult.DONE
     assert len(rig.platform.uploads) == before
+
+
+async def test_a_monthly_card_renewal_is_applied_once_and_always_acknowledged(rig):
+    pushes = await rig.platform.push_monthcard_pay(PARK, amount_fen=30000, car_number=PLATE, card_id="M7",
+                                                   start_time="2026-12-01", end_time="2026-12-31", trade_no="MC1")
+    assert pushes[-1].acked and pushes[-1].answer == {"state": 1, "trade_no": "MC1"}
+    assert rig.renewals == [(CardRenewal("M7", PLATE, date(2026, 12, 1), date(2026, 12, 31)), "MC1", 30000)]
+    again = await rig.platform.push_monthcard_pay(PARK, amount_fen=30000, car_number=PLATE, card_id="M7",
+                                                  start_time="2026-12-01", end_time="2026-12-31", trade_no="MC1")
+    assert again[-1].acked and len(rig.renewals) == 1, "a repeated trade_no changes nothing"
+    # one that cannot apply (conflicting plate) or has no period is kept and acknowledged, not applied
+    for plate, end, trade in (("粤B00001", "2026-12-31", "MC2"), (PLATE, "", "MC3")):
+        pushes = await rig.platform.push_monthcard_pay(PARK, amount_fen=100, car_number=plate, end_time=end,
+                                                       trade_no=trade)
+        assert pushes[-1].acked
+    assert len(rig.renewals) == 1

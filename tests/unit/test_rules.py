@@ -1,7 +1,7 @@
 """Vehicle classes and RulesPolicy: monthly cards (mid-stay start/expiry, grace days, shared spaces), lists,
 stored value, no entry record, tariff selection by colour and subtype."""
 
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from lanectl.core.policy import EntryDecision, ExitQuote, Policy
-from lanectl.core.rules import RulesPolicy, VehicleRules
+from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRules, renew_card
 from lanectl.core.tariff import Tariffs
 from lanectl.fee_report import fee_to_json, fee_to_text, quote_for_cli
 
@@ -356,3 +356,33 @@ def test_naive_times_are_refused():
         POLICY.exit("粤B12345", "blue", t("2026-11-22 08:00"), datetime(2026, 11, 22, 9, 0), {})
     with pytest.raises(TariffError, match="timezone-aware"):
         POLICY.entry("粤B12345", "blue", datetime(2026, 11, 22, 8, 0), {})
+
+
+class TestCardRenewal:
+    """A platform renewal (Bolink 5.8) extends the card locally; it never shortens one."""
+
+    def test_renewal_by_card_id_extends_the_end(self):
+        rules, card = renew_card(VEHICLES, CardRenewal("M002", "", date(2026, 12, 1), date(2027, 1, 31)))
+        assert (card.card_id, card.start, card.end) == ("M002", date(2026, 1, 1), date(2027, 1, 31))
+        policy = RulesPolicy(TARIFFS, rules)
+        q = policy.exit("粤B20001", "blue", t("2027-01-10 08:00"), t("2027-01-10 18:00"), {})
+        assert (q.due_fen, q.reason) == (0, "monthly")
+
+    def test_renewal_by_plate_and_a_late_repeat_never_shortens(self):
+        rules, _ = renew_card(VEHICLES, CardRenewal("", "粤B20001", None, date(2027, 3, 31)))
+        rules, card = renew_card(rules, CardRenewal("", "粤B20001", None, date(2027, 1, 31)))
+        assert card.end == date(2027, 3, 31)
+
+    def test_renewal_of_an_unknown_card_creates_it_for_the_plate(self):
+        rules, card = renew_card(VEHICLES, CardRenewal("B9", "粤b 99999", date(2026, 11, 22), date(2026, 12, 21)))
+        assert (card.card_id, card.plates, card.start) == ("B9", ("粤B99999",), date(2026, 11, 22))
+        d = RulesPolicy(TARIFFS, rules).entry("粤B99999", "blue", t("2026-11-23 08:00"), {})
+        assert d.vehicle_class == "monthly"
+
+    @pytest.mark.parametrize("renewal, why", [
+        (CardRenewal("X", "", None, date(2027, 1, 1)), "names no plate"),
+        (CardRenewal("X", "粤B00001", None, date(2027, 1, 1)), "conflicts"),  # a whitelisted plate
+    ])
+    def test_renewals_that_cannot_apply_are_refused_clearly(self, renewal, why):
+        with pytest.raises(RenewalError, match=why):
+            renew_card(VEHICLES, renewal)
