@@ -13,6 +13,8 @@ from hil.emulators.bolink import BolinkPlatform
 
 BOLINK_KEY = "8403A41ED5EF20BC"  # the published test vector's key: a test key, not a secret
 BOLINK_PARK = "21835"
+ETC_CARS = {"粤C55555"}  # cars with an ETC account on the emulated platform
+ETC_BOX = "000139"  # the exit lane's ETC box (lane_no)
 CHANNELS = {"in1": "E1", "out1": "A1"}  # rig lane -> the platforms' channel id
 
 
@@ -25,7 +27,8 @@ class Platforms:
 
     async def start(self) -> "Platforms":
         if "bolink" in self.names:
-            self.bolink = BolinkPlatform(key=BOLINK_KEY, push_interval_s=0.3)
+            self.bolink = BolinkPlatform(key=BOLINK_KEY, push_interval_s=0.3, etc_plates=set(ETC_CARS),
+                                         etc_pending_s=1.0)
             await self.bolink.start()
             self.started.append(self.bolink)
         return self
@@ -49,7 +52,8 @@ class Platforms:
     def lane_extra(self, exit_lanes: tuple[str, ...] = ("out1",)) -> dict[str, dict[str, Any]]:
         extra: dict[str, dict[str, Any]] = {lane: {"channel_id": ch} for lane, ch in CHANNELS.items()}
         for lane in exit_lanes:
-            extra.setdefault(lane, {})["payments"] = [n for n in ("bolink",) if getattr(self, n) is not None]
+            if self.bolink is not None:  # the wallet of sign-free members first, then ETC
+                extra.setdefault(lane, {}).update(payments=["bolink", "bolink_etc"], etc_lane_no=ETC_BOX)
         return extra
 
     def secrets(self) -> dict[str, str]:

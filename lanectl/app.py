@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import aiohttp
 
-from lanectl.adapters.bolink_http import BolinkClient, BolinkProvider, BolinkPublisher
+from lanectl.adapters.bolink_http import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlError, ControlServer
@@ -182,6 +182,8 @@ class App:
             cfg = payments.bolink
             client = BolinkClient(cfg, self.config.secret(cfg.key, "payments.bolink.key"), self._session)
             providers["bolink"] = BolinkProvider(client, self.store, self.channels)
+            providers["bolink_etc"] = BolinkEtcProvider(
+                providers["bolink"], {lane.id: lane.etc_lane_no for lane in self.config.lanes})
             self.publishers["bolink"] = BolinkPublisher(client, self.channels)
         lane_providers = {lane.id: lane.payments for lane in self.config.lanes if lane.payments}
         if lane_providers:

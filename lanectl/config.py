@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from lanectl.config_base import SecretRef, Strict
 from lanectl.config_devices import LaneDevices, ModbusRtuBarrier, SerialPlateReader
-from lanectl.config_payments import PaymentsConfig, ProviderName
+from lanectl.config_payments import NEEDS, PaymentsConfig, ProviderName
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
 
@@ -143,6 +143,7 @@ class LaneConfig(Strict):
     rules: LaneRulesConfig = LaneRulesConfig()
     channel_id: str = ""  # the lane's channel id on the platforms (in/out_channel_id); default: the lane id
     payments: tuple[ProviderName, ...] = ()  # exit lanes: the providers that charge here, tried in this order
+    etc_lane_no: str = ""  # the ETC antenna / box id of this lane (bolink_etc: lane_no of 3.7)
 
     @property
     def channel(self) -> str:
@@ -296,9 +297,11 @@ def _check_payments(site: SiteConfig, lanes: list[LaneConfig], files: dict[str, 
         if lane.payments and lane.direction != "exit":
             problems.append(f"{files[lane.id]}: payments: only exit lanes charge (this lane is an entry)")
         for name in lane.payments:
-            if name not in configured:
-                problems.append(f"{files[lane.id]}: payments: {name} has no credentials: add payments.{name} "
-                                "to site.yaml")
+            if NEEDS[name] not in configured:
+                problems.append(f"{files[lane.id]}: payments: {name} has no credentials: add "
+                                f"payments.{NEEDS[name]} to site.yaml")
+        if "bolink_etc" in lane.payments and not lane.etc_lane_no:
+            problems.append(f"{files[lane.id]}: etc_lane_no: required with bolink_etc (the lane's ETC box id)")
     return problems
 
 

@@ -21,7 +21,8 @@ from pydantic import Field, field_validator
 from lanectl.config_base import SecretRef, Strict
 
 PROVIDERS = ("bolink", "xft", "tdzn")
-ProviderName = Literal["bolink", "xft", "tdzn"]
+ProviderName = Literal["bolink", "bolink_etc", "xft", "tdzn"]
+NEEDS = {"bolink": "bolink", "bolink_etc": "bolink", "xft": "xft", "tdzn": "tdzn"}  # provider -> credentials
 
 
 class SettlementConfig(Strict):
@@ -52,6 +53,7 @@ class BolinkConfig(Strict):
     timeout_s: float = Field(5.0, gt=0, le=60)
     free_out_minutes: int = Field(10, ge=0, le=240)  # answered in query_price: time to leave after paying ahead
     empty_plot: int = Field(0, ge=0)  # free spaces reported with uploads when no counter is wired
+    etc_pay_type: Literal["my", "cj", "jyyh", "ystx"] = "jyyh"  # the lot's ETC service (3.7 etcPayApi)
 
     @field_validator("base_url")
     @classmethod

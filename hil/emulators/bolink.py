@@ -200,6 +200,7 @@ class BolinkPlatform:
     ack_timeout_s: float = 5.0  # HTTP mode: how long a delivered message waits for its reply upload
     hold_s: float = 25.0  # download.do long-poll hold
     etc_pending_s: float = 0.2  # ETC jyyh: paying until then
+    etc_plates: Optional[set[str]] = None  # cars with an ETC OBU (None: every car has one)
     duplicate_errmsg: str = "订单已存在"
     html_escape: bool = False  # escape = < > & in pushed data like a Gson sender (the sign covers the escapes)
     notify_car_owner: bool = True  # 5.2 (update_balance in HTTP mode) after each entry
@@ -481,6 +482,8 @@ class BolinkPlatform:
             total = bl.parse_yuan(d["total"])
         except bl.BolinkError:
             return {"state": 0, "errmsg": "total格式错误"}
+        if self.etc_plates is not None and _s(d, "car_number") not in self.etc_plates:
+            return {"state": 0, "errmsg": "非ETC车辆"}
         o = self._book(d)
         if o.status == "paid":
             return self._etc_answer(o, "数据已处理过")

@@ -131,6 +131,57 @@ class BolinkProvider:
         return ChargeAnswer("pending", detail=answer.errmsg or ("paying" if answer.pending else "accepted"))
 
 
+class BolinkEtcProvider:
+    """ETC at the exit (3.7 etcPayApi): the platform charges the car's ETC account by plate and lane box.
+    State 1 with a trade_no is paid; 2 (jyyh) is paying — the 5.5 push or 4.3 settles it; 0 (no ETC account,
+    refused) hands the car to the next provider."""
+
+    name = "bolink_etc"
+
+    def __init__(self, wallet: BolinkProvider, lane_boxes: Mapping[str, str]) -> None:
+        self.wallet, self.lane_boxes = wallet, lane_boxes  # lane id -> ETC box id (lane_no)
+
+    def order_ref(self, order: fx.StartSettlement) -> str:
+        return self.wallet.order_ref(order)
+
+    async def charge(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        if not order.plate:
+            return ChargeAnswer("skip", detail="plate-less car: no ETC account")
+        client, channels = self.wallet.client, self.wallet.channels
+        cfg = client.cfg
+        entered = _unix(order.entered_at or order.left_at)
+        left = _unix(order.left_at)
+        data = bl.etc_data(
+            park_id=cfg.park_id, car_number=order.plate, in_time=entered, out_time=left,
+            pay_type=cfg.etc_pay_type, total_fen=attempt.amount_fen, order_id=attempt.order_ref,
+            out_channel_id=channels.get(order.lane_id, order.lane_id),
+            in_channel_id=channels.get(order.entry_lane_id, order.entry_lane_id) or "unknown",
+            parking_time_min=max(0, (left - entered) // 60), lane_no=self.lane_boxes.get(order.lane_id, ""),
+            empty_plot=cfg.empty_plot, total_original_fen=order.total_fen,
+            license_color=LICENSE_COLOR.get(order.color))
+        try:
+            answer = bl.parse_answer(await client.post(bl.PATHS["etc"], data))
+        except bl.BolinkError as exc:
+            raise ProviderUnavailable(f"bolink etc answer: {exc}") from None
+        if answer.paid:
+            return ChargeAnswer("paid", answer.trade_no, answer.total_fen, "etc", "3.7 answer")
+        if answer.state == 0 and not (answer.rate_limited or answer.bad_signature):
+            return ChargeAnswer("failed", detail=answer.errmsg or "ETC refused")
+        return ChargeAnswer("pending", detail=answer.errmsg or "ETC paying")
+
+    async def query(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        cfg = self.wallet.client.cfg
+        data = bl.order_state_data(park_id=cfg.park_id, union_id=cfg.union_id, order_id=attempt.order_ref)
+        try:
+            states = bl.parse_order_state(await self.wallet.client.post(bl.PATHS["order_state"], data))
+        except bl.BolinkError:
+            return ChargeAnswer("pending", detail="ETC paying")  # no state yet: the 5.5 push settles it
+        for s in states:
+            if s.paid and s.trade_no:
+                return ChargeAnswer("paid", s.trade_no, s.total_fen, "etc", "4.3 order state")
+        return ChargeAnswer("pending", detail="ETC paying")
+
+
 class BolinkPublisher:
     """Outbox destination "bolink": entries as 3.1, exits as 3.2."""
 

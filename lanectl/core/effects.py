@@ -74,6 +74,7 @@ class StartSettlement:
     entered_at: str = ""
     entry_record_id: str = ""
     vehicle_class: str = ""
+    entry_lane_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

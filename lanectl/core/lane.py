@@ -382,7 +382,7 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
         out.append(fx.StartSettlement(
             record_id, ctx.lane_id, ev.plate, ev.color, quote.due_fen, quote.total_fen, now.isoformat(),
             entered_at=entry.entered_at.isoformat() if entry else "", entry_record_id=entry.record_id if entry else "",
-            vehicle_class=quote.vehicle_class))
+            vehicle_class=quote.vehicle_class, entry_lane_id=entry.lane_id if entry else ""))
     return replace(state, phase=Phase.AWAITING_PAYMENT)
 
 

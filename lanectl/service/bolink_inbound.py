@@ -117,7 +117,11 @@ class BolinkInbound:
             log.error("bolink outpark %s names channel %r, which is no lane here: recorded, not applied",
                       cb.trade_no, cb.out_channel_id)
         elif self.settlement is not None:
-            outcome = await self.settlement.on_result("bolink", cb.order_id, answer, lane_id=lane)
+            # one order id, charged by the wallet or by ETC: the attempt it answers is the provider's
+            for provider in ("bolink", "bolink_etc"):
+                outcome = await self.settlement.on_result(provider, cb.order_id, answer, lane_id=lane)
+                if outcome != "unknown_order":
+                    break
             log.info("bolink outpark %s order %s state %d: %s", cb.trade_no, cb.order_id, cb.state, outcome)
         return bl.answer_outpark(cb.trade_no, cb.order_id)
 

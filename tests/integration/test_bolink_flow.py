@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from hil.emulators import bolink as emu
-from lanectl.adapters.bolink_http import BolinkClient, BolinkProvider, BolinkPublisher
+from lanectl.adapters.bolink_http import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.sqlite_store import SqliteStore
@@ -76,10 +76,11 @@ class Rig:
                                 key=SecretRef(env="UNUSED"), timeout_s=1.0, rate_per_s=9.0)
         self.session = aiohttp.ClientSession()
         client = BolinkClient(self.cfg, KEY, self.session)
-        self.provider = BolinkProvider(client, self.store, {"out1": "A1"})
+        self.provider = BolinkProvider(client, self.store, {"in1": "E1", "out1": "A1"})
+        self.etc = BolinkEtcProvider(self.provider, {"out1": "000139"})
         self.publisher = BolinkPublisher(client, {"in1": "E1", "out1": "A1"})
-        self.settlement = SettlementService(self.store, {"bolink": self.provider}, {"out1": ["bolink"]},
-                                            self.lanes.emit, CLOCK, timing)
+        self.settlement = SettlementService(self.store, {"bolink": self.provider, "bolink_etc": self.etc},
+                                            {"out1": ["bolink", "bolink_etc"]}, self.lanes.emit, CLOCK, timing)
         self.inbound = BolinkInbound(KEY, PARK, self.store, self.settlement, CLOCK,
                                      lanes_by_channel={"E1": "in1", "A1": "out1"}, quote=self._quote,
                                      renew=self._renew)
@@ -124,7 +125,7 @@ class Rig:
                    due: int = 700) -> fx.StartSettlement:
         now = CLOCK.now()
         order = fx.StartSettlement(record_id, "out1", plate, "blue", due, due, now.isoformat(),
-                                   (now - timedelta(hours=3)).isoformat(), entry_id, "temporary")
+                                   (now - timedelta(hours=3)).isoformat(), entry_id, "temporary", "in1")
         await self.store.commit_lane("out1", {"phase": "awaiting_payment", "seq": 1}, [
             fx.NewRecord(record_id, "out1", "exit", plate, "blue", now.isoformat(), "awaiting_payment",
                          due_fen=due, total_fen=due), order], now)
@@ -135,6 +136,7 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path):
     r = await Rig(tmp_path).start()
+    r.platform.etc_plates = set()  # nobody has an ETC account unless a test says so
     yield r
     await r.stop()
 
@@ -182,11 +184,28 @@ async def test_a_failed_wallet_payment_falls_back(rig):
     assert not rig.lanes.of(PaymentConfirmed) and fallback.record_id == "out1_1"
 
 
-async def test_a_plate_that_is_not_sign_free_is_never_charged(rig):
+async def test_a_plate_that_is_not_sign_free_is_never_charged_on_a_wallet(rig):
     await rig.enter()
     await rig.exit()
-    await rig.lanes.wait_for(PaymentFallback)
+    [fallback] = await rig.lanes.wait_for(PaymentFallback)
     assert not [u for u in rig.platform.uploads if u.path == bl.PATHS["exit"]]
+    assert fallback.reason == "bolink: not a Bolink sign-free member; bolink_etc failed: 非ETC车辆"
+
+
+async def test_an_etc_car_pays_by_etc_paying_then_paid_once(rig):
+    rig.platform.etc_plates = {PLATE}
+    rig.platform.etc_pending_s = 0.3
+    await rig.enter()
+    await rig.exit()
+    await asyncio.sleep(0.15)
+    assert not rig.lanes.of(PaymentConfirmed), "ETC state 2 (jyyh paying) never confirms"
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert (paid.provider, paid.method, paid.amount_fen) == ("bolink_etc", "etc", 700)
+    [etc] = [u for u in rig.platform.uploads if u.path == bl.PATHS["etc"]]
+    assert (etc.data["lane_no"], etc.data["in_channel_id"], etc.data["out_channel_id"]) == ("000139", "E1", "A1")
+    await rig.platform.idle()
+    await asyncio.sleep(0.3)
+    assert len(rig.lanes.of(PaymentConfirmed)) == 1
 
 
 @pytest.mark.parametrize("behaviour", [emu.duplicate_push(), emu.out_of_order(), emu.push_before_answer()],
