@@ -259,8 +259,9 @@ class SettlementService:
                 if left <= 0:
                     return "window"
                 try:  # a callback settling the attempt wakes us at once
-                    await asyncio.wait_for(settled.wait(), min(self.timing.poll_interval_s, left))
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(min(self.timing.poll_interval_s, left)):
+                        await settled.wait()
+                except TimeoutError:
                     pass
                 if not settled.is_set():
                     answer = await self._call(provider.query, order, attempt)
@@ -304,9 +305,12 @@ class SettlementService:
 
     # --- helpers -------------------------------------------------------------------------------------------------
     async def _call(self, fn: Callable[..., Any], order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands as the call finishes,
+        # and stop() would then wait for a reconciler until its horizon
         try:
-            return await asyncio.wait_for(fn(order, attempt), self.timing.charge_timeout_s)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(self.timing.charge_timeout_s):
+                return await fn(order, attempt)
+        except TimeoutError:
             return ChargeAnswer("pending", detail=f"no answer within {self.timing.charge_timeout_s:g} s")
         except ProviderUnavailable as exc:
             return ChargeAnswer("pending", detail=str(exc))

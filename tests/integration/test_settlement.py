@@ -313,3 +313,17 @@ async def test_a_callback_and_a_poll_racing_confirm_the_payment_once(store):
     await asyncio.sleep(0.2)
     assert len(lanes.of(PaymentConfirmed)) == 1
     await svc.stop()
+
+
+async def test_stop_ends_busy_reconcilers_at_once(store):
+    """A cancel landing while a provider call completes must not be lost (it was, with wait_for on 3.11)."""
+    lanes = Lanes()
+    timing = SettlementTiming(charge_timeout_s=1.0, poll_interval_s=0.01, window_s=0.05, reconcile_interval_s=0.0,
+                              reconcile_for_s=3600.0)
+    svc = service(store, lanes, FakeProvider("bolink", [PENDING], [PENDING]), timing=timing)
+    for i in range(8):  # several reconcilers, each calling the provider in a tight loop
+        svc.on_effects("out1", [await exit_waiting(store, f"out1_{i}")])
+    await lanes.wait_for(PaymentFallback, n=8)
+    await asyncio.sleep(0.1)
+    assert svc.status()["reconciling"] == 8
+    await asyncio.wait_for(svc.stop(), 2.0)
