@@ -6,16 +6,27 @@ the rig's configuration, and once the daemon listens, tell each emulator where t
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hil.emulators.bolink import BolinkPlatform
+from hil.emulators.xft import XftPlatform
 
 BOLINK_KEY = "8403A41ED5EF20BC"  # the published test vector's key: a test key, not a secret
 BOLINK_PARK = "21835"
 ETC_CARS = {"粤C55555"}  # cars with an ETC account on the emulated platform
 ETC_BOX = "000139"  # the exit lane's ETC box (lane_no)
 CHANNELS = {"in1": "E1", "out1": "A1"}  # rig lane -> the platforms' channel id
+XFT_KEY = "xft-test-key"  # test key
+PROVIDER_ORDER = ("xft", "bolink", "bolink_etc")  # at the rig's exit: XFT sign-free, Bolink wallet, then ETC
+
+
+def free_port() -> int:
+    """A port for the daemon's public listener, known before it starts (XFT's notify_url names it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass
@@ -23,6 +34,8 @@ class Platforms:
     names: tuple[str, ...] = ()
     window_s: float = 6.0  # settlement window on the rig (production default 120 s)
     bolink: Optional[BolinkPlatform] = None
+    xft: Optional[XftPlatform] = None
+    http_port: int = 0  # the daemon's listener, fixed in advance when a platform must know it
     started: list[Any] = field(default_factory=list)
 
     async def start(self) -> "Platforms":
@@ -31,6 +44,11 @@ class Platforms:
                                          etc_pending_s=1.0)
             await self.bolink.start()
             self.started.append(self.bolink)
+        if "xft" in self.names:
+            self.xft = XftPlatform(key=XFT_KEY, notify_interval_s=0.3)
+            await self.xft.start()
+            self.started.append(self.xft)
+            self.http_port = free_port()
         return self
 
     async def stop(self) -> None:
@@ -44,20 +62,32 @@ class Platforms:
             return {}
         payments: dict[str, Any] = {"settlement": {"poll_interval_s": 0.3, "window_s": self.window_s,
                                                    "reconcile_interval_s": 0.5}}
+        site: dict[str, Any] = {"payments": payments}
         if self.bolink is not None:
             payments["bolink"] = {"base_url": self.bolink.url, "union_id": self.bolink.union_id,
                                   "park_id": BOLINK_PARK, "key": {"secret": "bolink_key"}, "timeout_s": 2}
-        return {"payments": payments}
+        if self.xft is not None:
+            payments["xft"] = {"base_url": self.xft.url, "app_id": "rig-app", "merchant_code": "M100",
+                               "store_code": "S1", "key": {"secret": "xft_key"}, "timeout_s": 2,
+                               "notify_url": f"http://127.0.0.1:{self.http_port}/xft/notify",
+                               "relation_cache_s": 0}
+        if self.http_port:
+            site["http"] = {"listen": f"127.0.0.1:{self.http_port}"}
+        return site
 
     def lane_extra(self, exit_lanes: tuple[str, ...] = ("out1",)) -> dict[str, dict[str, Any]]:
         extra: dict[str, dict[str, Any]] = {lane: {"channel_id": ch} for lane, ch in CHANNELS.items()}
+        running = {"xft": self.xft is not None, "bolink": self.bolink is not None,
+                   "bolink_etc": self.bolink is not None}
         for lane in exit_lanes:
-            if self.bolink is not None:  # the wallet of sign-free members first, then ETC
-                extra.setdefault(lane, {}).update(payments=["bolink", "bolink_etc"], etc_lane_no=ETC_BOX)
+            extra.setdefault(lane, {})["payments"] = [p for p in PROVIDER_ORDER if running[p]]
+            if self.bolink is not None:
+                extra[lane]["etc_lane_no"] = ETC_BOX
         return extra
 
     def secrets(self) -> dict[str, str]:
-        return {"bolink_key": BOLINK_KEY} if self.bolink is not None else {}
+        keys = {"bolink_key": BOLINK_KEY} if self.bolink is not None else {}
+        return keys | ({"xft_key": XFT_KEY} if self.xft is not None else {})
 
     def connect(self, http_port: int) -> None:
         """The daemon listens (on a port it chose): point the emulators' pushes at it."""

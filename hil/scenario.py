@@ -20,7 +20,7 @@ lane lets it through. The same files drive `lanectl demo` and tests/hil.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any, Optional
 import yaml
 
 from hil.emulators import bolink as bolink_emu
+from hil.emulators import xft as xft_emu
 from hil.platforms import BOLINK_PARK, Platforms
 from hil.rig import CarResult, Rig, RigLane
 from lanectl.adapters.control_client import ControlClient
@@ -36,9 +37,16 @@ from lanectl.adapters.control_client import ControlClient
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 EXPECTS = {"passed", "refused", "waiting", "not_opened"}
 RIG_TZ = ZoneInfo("Asia/Shanghai")  # the rig's site timezone (hil/rig.py)
-STEP_KINDS = {"car", "operator", "wait", "bolink"}
+STEP_KINDS = {"car", "operator", "wait", "bolink", "xft"}
 BOLINK_BEHAVIOURS = {"pay_now": bolink_emu.pay_now, "pending_then_paid": bolink_emu.pending_then_paid,
                      "fail": bolink_emu.fail, "never_settle": bolink_emu.never_settle}
+XFT_BEHAVIOURS = {
+    "success": lambda after_s=0.0: xft_emu.success(),
+    "fail": lambda after_s=0.0: xft_emu.fail(),
+    "init_then_notify": lambda after_s=2.0: xft_emu.init_then("00", after_s),  # the notify settles it
+    "init_then_poll": lambda after_s=2.0: replace(xft_emu.init_then("00", after_s), notify=False),  # polling does
+    "init_forever": lambda after_s=0.0: xft_emu.init_forever(),
+}
 
 
 class ScenarioError(ValueError):
@@ -78,6 +86,12 @@ def load_scenario(name_or_path: str) -> Scenario:
             if not isinstance(step["bolink"], dict) or behaviour not in (None, *BOLINK_BEHAVIOURS):
                 raise ScenarioError(f"{path}: step {i}: bolink needs sign_free, script (+ behaviour one of "
                                     f"{sorted(BOLINK_BEHAVIOURS)}), query_price or monthcard_pay")
+        elif "xft" in step:
+            spec = step["xft"]
+            if not isinstance(spec, dict) or not ({"sign", "script"} & set(spec)) or \
+                    spec.get("behaviour", "success") not in XFT_BEHAVIOURS:
+                raise ScenarioError(f"{path}: step {i}: xft needs sign: PLATE or script: PLATE with behaviour one of "
+                                    f"{sorted(XFT_BEHAVIOURS)}")
         elif step.get("expect", "passed") not in EXPECTS and "wait" not in step:
             raise ScenarioError(f"{path}: step {i}: expect must be one of {sorted(EXPECTS)}")
     inside = list(doc.get("inside") or [])
@@ -85,8 +99,9 @@ def load_scenario(name_or_path: str) -> Scenario:
         if not isinstance(car, dict) or "plate" not in car or "lane" not in car:
             raise ScenarioError(f"{path}: inside: each car needs plate and lane (and minutes_ago)")
     platforms = tuple(doc.get("platforms") or ())
-    if any("bolink" in step for step in steps) and "bolink" not in platforms:
-        raise ScenarioError(f"{path}: bolink steps need `platforms: [bolink]`")
+    for name in ("bolink", "xft"):
+        if any(name in step for step in steps) and name not in platforms:
+            raise ScenarioError(f"{path}: {name} steps need `platforms: [{name}]`")
     return Scenario(str(doc.get("name", path.stem)), str(doc.get("description", "")), lanes, steps,
                     dict(doc.get("site") or {}), inside, platforms)
 
@@ -120,6 +135,9 @@ class ScenarioPlayer:
             expected = str(step.get("expect", "passed"))
             if "bolink" in step:
                 got, what = await self._bolink(step["bolink"])
+                expected = "done"
+            elif "xft" in step:
+                got, what = self._xft(step["xft"])
                 expected = "done"
             elif "car" in step:
                 got, what = await self._car(step["car"], expected)
@@ -202,6 +220,21 @@ class ScenarioPlayer:
         say("bolink", f"5.1 query_price {plate}: lane answered state {answer.get('state')} price "
                       f"{answer.get('price', '-')} 元 for {answer.get('duration', '-')} min")
         return ("done" if answer.get("state") == 1 else "refused"), f"bolink asks the price of {plate}"
+
+    def _xft(self, spec: dict[str, Any]) -> tuple[str, str]:
+        platform = self.platforms.xft if self.platforms else None
+        if platform is None:
+            return "no xft emulator", "xft"
+        if "sign" in spec:
+            plate = str(spec["sign"])
+            platform.sign_plate(plate)
+            self.rig.say("xft", f"{plate} signs up for XFT sign-free payment (无感支付)")
+            return "done", f"xft signs {plate}"
+        plate, name = str(spec["script"]), str(spec.get("behaviour", "success"))
+        kwargs = {"after_s": float(spec["after_s"])} if "after_s" in spec else {}
+        platform.scripts[plate] = XFT_BEHAVIOURS[name](**kwargs)
+        self.rig.say("xft", f"{plate}: the platform will answer {name}")
+        return "done", f"xft scripts {plate} ({name})"
 
     def _record(self, result: CarResult) -> str:
         self.cars.append(result)

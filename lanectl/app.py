@@ -13,7 +13,6 @@ from typing import Any, Callable, Optional
 
 import aiohttp
 
-from lanectl.adapters.bolink_http import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlError, ControlServer
@@ -22,17 +21,18 @@ from lanectl.adapters.serial_lines import SerialPlateReader
 from lanectl.adapters.sqlite_store import SqliteStore
 from lanectl.adapters.systemd_notify import SystemdNotifier, watchdog_loop
 from lanectl.adapters.webhook_publisher import WebhookPublisher
-from lanectl.config import Config, LaneConfig
+from lanectl.config import Config, ConfigError, LaneConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import OperatorOpen
 from lanectl.core.lane import LaneRules
 from lanectl.core.rules import CardRenewal, RenewalError, VehicleRules, renew_card
 from lanectl.policy_factory import build_policy
-from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
+from lanectl.platforms import PlatformWiring
+from lanectl.service.bolink_inbound import PriceQuote
 from lanectl.service.lane_runner import LaneRunner
 from lanectl.service.outbox import OutboxRelay, Publisher
 from lanectl.service.ports import Clock
-from lanectl.service.settlement import PaymentProvider, SettlementService, SettlementTiming
+from lanectl.service.settlement import SettlementService, SettlementTiming
 
 log = logging.getLogger("lanectl")
 
@@ -62,12 +62,13 @@ class App:
         self.ready = asyncio.Event()
         self._session: Optional[aiohttp.ClientSession] = None
         self.settlement: Optional[SettlementService] = None
-        self.bolink: Optional[BolinkInbound] = None
+        self.platforms: Optional[PlatformWiring] = None
         self.channels = {lane.id: lane.channel for lane in config.lanes}  # lane id -> platform channel id
 
     def _destinations(self) -> list[str]:
         site = self.config.site
-        return (["webhook"] if site.uploads.webhook else []) + (["bolink"] if site.payments.bolink else [])
+        platforms = [name for name in ("bolink", "xft") if getattr(site.payments, name) is not None]
+        return (["webhook"] if site.uploads.webhook else []) + platforms
 
     # --- run -----------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -87,6 +88,8 @@ class App:
             self._build_publishers()
             self._build_payments()
             self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates())
+            for name, loop in (self.platforms.loops if self.platforms else []):
+                tasks.append(asyncio.create_task(loop(), name=name))
             for lane in self.config.lanes:
                 runner = self._build_lane(lane)
                 self.runners[lane.id] = runner
@@ -169,43 +172,28 @@ class App:
     def _rates(self) -> dict[str, float]:
         site = self.config.site
         rates = {"webhook": site.uploads.webhook.rate_per_s} if site.uploads.webhook else {}
-        if site.payments.bolink is not None:
-            rates["bolink"] = site.payments.bolink.rate_per_s
-        return rates
+        return rates | (self.platforms.rates if self.platforms else {})
 
     def _build_payments(self) -> None:
-        """Platform clients, the exit providers, the callback handlers and the settlement service."""
-        payments = self.config.site.payments
+        """Platform clients and exit providers, the settlement service, then the platforms' callbacks."""
         assert self._session is not None
-        providers: dict[str, PaymentProvider] = {}
-        if payments.bolink is not None:
-            cfg = payments.bolink
-            client = BolinkClient(cfg, self.config.secret(cfg.key, "payments.bolink.key"), self._session)
-            providers["bolink"] = BolinkProvider(client, self.store, self.channels)
-            providers["bolink_etc"] = BolinkEtcProvider(
-                providers["bolink"], {lane.id: lane.etc_lane_no for lane in self.config.lanes})
-            self.publishers["bolink"] = BolinkPublisher(client, self.channels)
+        self.platforms = wiring = PlatformWiring.build(self.config, self.store, self._session, self.clock)
+        self.publishers.update(wiring.publishers)
         lane_providers = {lane.id: lane.payments for lane in self.config.lanes if lane.payments}
+        missing = sorted({p for names in lane_providers.values() for p in names} - set(wiring.providers))
+        if missing:
+            raise ConfigError([f"payments: no provider implementation for {', '.join(missing)}"])
         if lane_providers:
-            t = payments.settlement
+            t = self.config.site.payments.settlement
             self.settlement = SettlementService(
-                self.store, providers, lane_providers, lambda lane_id, ev: self.runners[lane_id].emit(ev),
+                self.store, wiring.providers, lane_providers, lambda lane_id, ev: self.runners[lane_id].emit(ev),
                 self.clock, SettlementTiming(t.charge_timeout_s, t.poll_interval_s, t.window_s,
                                              t.reconcile_interval_s, t.reconcile_for_s))
-        if payments.bolink is not None:
-            cfg = payments.bolink
-            self.bolink = BolinkInbound(self.config.secret(cfg.key, "payments.bolink.key"), cfg.park_id, self.store,
-                                        self.settlement, self.clock, quote=self.quote, renew=self.renew_card,
-                                        lanes_by_channel={c: lid for lid, c in self.channels.items()},
-                                        free_out_minutes=cfg.free_out_minutes)
+        wiring.attach(self.settlement, self)
 
     def _register_callbacks(self) -> None:
-        if self.bolink is not None and self.config.site.payments.bolink is not None:
-            inbound = self.bolink
-
-            async def bolink_route(body: bytes) -> tuple[bytes, str]:
-                return await inbound.handle_body(body), "application/json"
-            self.http.add_post(self.config.site.payments.bolink.callback_path, bolink_route)
+        for path, handler in (self.platforms.routes if self.platforms else []):
+            self.http.add_post(path, handler)
 
     async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int) -> None:
         """A card renewed on a platform: kept in the store first, then the lanes decide with the new period."""
@@ -279,8 +267,8 @@ class App:
         answer: dict[str, Any] = {"park_id": self.config.site.park_id, "http_port": self.http.port, "lanes": lanes}
         if self.settlement is not None:
             answer["settlement"] = self.settlement.status()
-        if self.bolink is not None:
-            answer["bolink_callbacks"] = dict(self.bolink.counts)
+        if self.platforms is not None:
+            answer["platforms"] = self.platforms.status()
         return answer
 
     async def records(self, *, plate: Optional[str], lane: Optional[str], since: Optional[datetime],

@@ -138,6 +138,11 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
         print(f"bolink platform: {len(orders)} orders ({sum(o.status == 'paid' for o in orders)} paid by the "
               f"platform), uploads: " + ", ".join(f"{p} ×{uploads.count(p)}" for p in sorted(set(uploads))) +
               f"; pushes acknowledged {sum(p.acked for p in platforms.bolink.pushes)}/{len(platforms.bolink.pushes)}")
+    if platforms.xft is not None:
+        x = platforms.xft
+        print(f"xft platform: {len(x.entries)} entries reported (entry/v2), {len(x.orders)} exit orders "
+              f"({sum(o.state == '00' for o in x.orders.values())} paid), notifies acknowledged "
+              f"{sum(n.acked for n in x.notifies)}/{len(x.notifies)}, calls {dict(x.calls)}")
     failed = [o for o in outcomes if not o.ok]
     print("\nscenario:")
     for o in outcomes:

@@ -16,8 +16,8 @@ from aiohttp import web
 log = logging.getLogger("lanectl.http")
 
 Health = Callable[[], Awaitable[dict[str, Any]]]
-# raw body -> (answer body, content type)
-BodyHandler = Callable[[bytes], Awaitable[tuple[bytes, str]]]
+# (raw body, request content type) -> (answer body, answer content type)
+BodyHandler = Callable[[bytes, str], Awaitable[tuple[bytes, str]]]
 
 
 class CallbackServer:
@@ -35,7 +35,7 @@ class CallbackServer:
             except web.HTTPRequestEntityTooLarge:
                 return web.Response(status=413, text="body too large")
             try:
-                answer, content_type = await handler(body)
+                answer, content_type = await handler(body, request.content_type)
             except Exception:
                 log.exception("POST %s: handler failed", path)
                 return web.Response(status=500, text="internal error")

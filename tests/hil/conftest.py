@@ -41,8 +41,8 @@ async def bench(request) -> AsyncIterator[Bench]:
     if office is not None:
         await office.start()
         opts["site_overrides"]["uploads"] = {"webhook": {"url": office.url, "rate_per_s": 20}}
-    platforms = await Platforms(("bolink",) if opts.pop("bolink", False) else (),
-                                window_s=opts.pop("window_s", 6.0)).start()
+    names = tuple(name for name in ("bolink", "xft") if opts.pop(name, False))
+    platforms = await Platforms(names, window_s=opts.pop("window_s", 6.0)).start()
     if platforms.names:
         opts["site_overrides"].update(platforms.site())
         opts["lane_extra"] = platforms.lane_extra()
@@ -61,6 +61,7 @@ async def bench(request) -> AsyncIterator[Bench]:
         bench = Bench(rig, daemon, workdir)
         bench.backoffice = office
         bench.bolink = platforms.bolink
+        bench.xft = platforms.xft
         bench.platforms = platforms
         platforms.connect((await bench.control.status())["http_port"])
         yield bench

@@ -44,7 +44,7 @@ async def test_an_entry_is_uploaded_and_the_platform_says_whether_it_is_sign_fre
     assert order is not None and order.entry["in_channel_id"] == "E1", "the entry was uploaded (3.1)"
     await bench.bolink.idle()
     assert all(p.acked for p in bench.bolink.pushes_for("notice_car_owner"))
-    assert (await bench.control.status())["bolink_callbacks"]["accepted"] >= 1
+    assert (await bench.control.status())["platforms"]["bolink"]["accepted"] >= 1
     no_harm(bench)
 
 

@@ -85,7 +85,7 @@ class Rig:
                                      lanes_by_channel={"E1": "in1", "A1": "out1"}, quote=self._quote,
                                      renew=self._renew)
 
-        async def route(body: bytes) -> tuple[bytes, str]:
+        async def route(body: bytes, content_type: str) -> tuple[bytes, str]:
             return await self.inbound.handle_body(body), "application/json"
         self.http.add_post("/bolink", route)
         await self.http.start()
