@@ -29,15 +29,16 @@ from typing import Any, Optional
 import yaml
 
 from hil.emulators import bolink as bolink_emu
+from hil.emulators import tdzn as tdzn_emu
 from hil.emulators import xft as xft_emu
-from hil.platforms import BOLINK_PARK, Platforms
+from hil.platforms import BOLINK_PARK, CHANNELS, Platforms
 from hil.rig import CarResult, Rig, RigLane
 from lanectl.adapters.control_client import ControlClient
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 EXPECTS = {"passed", "refused", "waiting", "not_opened"}
 RIG_TZ = ZoneInfo("Asia/Shanghai")  # the rig's site timezone (hil/rig.py)
-STEP_KINDS = {"car", "operator", "wait", "bolink", "xft"}
+STEP_KINDS = {"car", "operator", "wait", "bolink", "xft", "tdzn"}
 BOLINK_BEHAVIOURS = {"pay_now": bolink_emu.pay_now, "pending_then_paid": bolink_emu.pending_then_paid,
                      "fail": bolink_emu.fail, "never_settle": bolink_emu.never_settle}
 XFT_BEHAVIOURS = {
@@ -46,6 +47,11 @@ XFT_BEHAVIOURS = {
     "init_then_notify": lambda after_s=2.0: xft_emu.init_then("00", after_s),  # the notify settles it
     "init_then_poll": lambda after_s=2.0: replace(xft_emu.init_then("00", after_s), notify=False),  # polling does
     "init_forever": lambda after_s=0.0: xft_emu.init_forever(),
+}
+TDZN_BEHAVIOURS = {
+    "pay_at_preleave": lambda after_s=0.0, type=1: tdzn_emu.pay_at_preleave(),
+    "pay_later": lambda after_s=2.0, type=1: tdzn_emu.pay_later(after_s, type=type),
+    "never_pay": lambda after_s=0.0, type=1: tdzn_emu.never_pay(),
 }
 
 
@@ -92,6 +98,14 @@ def load_scenario(name_or_path: str) -> Scenario:
                     spec.get("behaviour", "success") not in XFT_BEHAVIOURS:
                 raise ScenarioError(f"{path}: step {i}: xft needs sign: PLATE or script: PLATE with behaviour one of "
                                     f"{sorted(XFT_BEHAVIOURS)}")
+        elif "tdzn" in step:
+            spec = step["tdzn"]
+            if not isinstance(spec, dict) or not ({"script", "query_park_fee", "remote_dev"} & set(spec)) or \
+                    spec.get("behaviour", "pay_at_preleave") not in TDZN_BEHAVIOURS:
+                raise ScenarioError(f"{path}: step {i}: tdzn needs script: PLATE (behaviour one of "
+                                    f"{sorted(TDZN_BEHAVIOURS)}), query_park_fee: PLATE or remote_dev: LANE")
+            if "remote_dev" in spec:
+                step.setdefault("expect", "passed")
         elif step.get("expect", "passed") not in EXPECTS and "wait" not in step:
             raise ScenarioError(f"{path}: step {i}: expect must be one of {sorted(EXPECTS)}")
     inside = list(doc.get("inside") or [])
@@ -99,7 +113,7 @@ def load_scenario(name_or_path: str) -> Scenario:
         if not isinstance(car, dict) or "plate" not in car or "lane" not in car:
             raise ScenarioError(f"{path}: inside: each car needs plate and lane (and minutes_ago)")
     platforms = tuple(doc.get("platforms") or ())
-    for name in ("bolink", "xft"):
+    for name in ("bolink", "xft", "tdzn"):
         if any(name in step for step in steps) and name not in platforms:
             raise ScenarioError(f"{path}: {name} steps need `platforms: [{name}]`")
     return Scenario(str(doc.get("name", path.stem)), str(doc.get("description", "")), lanes, steps,
@@ -139,6 +153,9 @@ class ScenarioPlayer:
             elif "xft" in step:
                 got, what = self._xft(step["xft"])
                 expected = "done"
+            elif "tdzn" in step:
+                got, what = await self._tdzn(step["tdzn"])
+                expected = "passed" if "remote_dev" in step["tdzn"] else "done"
             elif "car" in step:
                 got, what = await self._car(step["car"], expected)
             else:
@@ -235,6 +252,42 @@ class ScenarioPlayer:
         platform.scripts[plate] = XFT_BEHAVIOURS[name](**kwargs)
         self.rig.say("xft", f"{plate}: the platform will answer {name}")
         return "done", f"xft scripts {plate} ({name})"
+
+    async def _tdzn(self, spec: dict[str, Any]) -> tuple[str, str]:
+        platform = self.platforms.tdzn if self.platforms else None
+        if platform is None:
+            return "no tdzn emulator", "tdzn"
+        say = self.rig.say
+        if "script" in spec:
+            plate, name = str(spec["script"]), str(spec.get("behaviour", "pay_at_preleave"))
+            kwargs: dict[str, Any] = {k: spec[k] for k in ("after_s", "type") if k in spec}
+            platform.script(plate, TDZN_BEHAVIOURS[name](**kwargs))
+            say("tdzn", f"{plate}: the platform will answer preLeaveNotify with {name}"
+                        + (f" (payNotify type {kwargs.get('type', 1)} after {kwargs.get('after_s', 2.0):g} s)"
+                           if name == "pay_later" else ""))
+            return "done", f"tdzn scripts {plate} ({name})"
+        if "query_park_fee" in spec:
+            plate = str(spec["query_park_fee"])
+            answer = await platform.query_park_fee(plate, pay_scene=0)
+            data = answer.data if answer is not None else {}
+            say("tdzn", f"queryParkFee {plate}: lane answered code {answer.code if answer else '-'}, payable "
+                        f"{data.get('payableFee', '-')} fen, due {data.get('paidFee', '-')} fen, "
+                        f"{data.get('useTime', '-')} s parked")
+            return ("done" if answer is not None and answer.ok else "refused"), f"tdzn asks the fee of {plate}"
+        lane = str(spec["remote_dev"])
+        operator, reason = str(spec.get("operator", "")), str(spec.get("reason", ""))
+        answer = await platform.remote_dev(CHANNELS.get(lane, lane), type=2, operator=operator,
+                                           open_gate_case=reason)
+        say("tdzn", f"remoteDev on {lane} by {operator} ({reason}): lane answered code "
+                    f"{answer.code if answer else '-'}")
+        what = f"tdzn remoteDev releases {lane} ({operator}: {reason})"
+        if answer is None or not answer.ok:
+            return "not_opened", what
+        task = self.waiting.pop(lane, None)
+        if task is None:
+            await self.rig.wait_down(lane)
+            return "passed", what
+        return self._record(await asyncio.wait_for(task, timeout=15.0)), what
 
     def _record(self, result: CarResult) -> str:
         self.cars.append(result)

@@ -67,7 +67,7 @@ class App:
 
     def _destinations(self) -> list[str]:
         site = self.config.site
-        platforms = [name for name in ("bolink", "xft") if getattr(site.payments, name) is not None]
+        platforms = [name for name in ("bolink", "xft", "tdzn") if getattr(site.payments, name) is not None]
         return (["webhook"] if site.uploads.webhook else []) + platforms
 
     # --- run -----------------------------------------------------------------------------------------------
@@ -296,6 +296,14 @@ class App:
         log.info("stored value top-up: plate=%s amount_fen=%d operator=%s reason=%s balance_fen=%d",
                  plate, amount_fen, operator, reason, balance)
         return {"plate": plate, "amount_fen": amount_fen, "balance_fen": balance}
+
+    async def release(self, lane_id: str, operator: str, reason: str) -> dict[str, Any]:
+        """A platform asks for a release (tdzn remoteDev): the same audited path as `lanectl open`."""
+        try:
+            answer = await self.open_barrier(lane=lane_id, operator=operator, reason=reason, amount_fen=None)
+        except ControlError as exc:
+            return {"opened": False, "message": exc.message}
+        return {"opened": answer["opened"], "message": answer["message"]}
 
     async def open_barrier(self, *, lane: str, operator: str, reason: str,
                            amount_fen: Optional[int]) -> dict[str, Any]:

@@ -143,6 +143,11 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
         print(f"xft platform: {len(x.entries)} entries reported (entry/v2), {len(x.orders)} exit orders "
               f"({sum(o.state == '00' for o in x.orders.values())} paid), notifies acknowledged "
               f"{sum(n.acked for n in x.notifies)}/{len(x.notifies)}, calls {dict(x.calls)}")
+    if platforms.tdzn is not None:
+        t = platforms.tdzn
+        print(f"tdzn platform: {len(t.entries)} enterNotify, {len(t.leaves)} leaveNotify (with pay orders), "
+              f"{len(t.bills)} preLeaveNotify bills ({sum(b.paid for b in t.bills.values())} paid); "
+              f"calls to the lane: {sum(v for k, v in t.counters.items() if k.startswith('out:'))}")
     failed = [o for o in outcomes if not o.ok]
     print("\nscenario:")
     for o in outcomes:

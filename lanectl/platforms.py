@@ -21,12 +21,14 @@ from lanectl.adapters.bolink_downlink import BolinkDownlink
 from lanectl.adapters.bolink_http import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.adapters.callback_server import BodyHandler
 from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.tdzn_http import TdznClient, TdznProvider, TdznPublisher
 from lanectl.adapters.xft_http import XftClient, XftProvider, XftPublisher
 from lanectl.config import Config
 from lanectl.service.bolink_inbound import BolinkInbound, QuoteFn, RenewFn
 from lanectl.service.outbox import Publisher
 from lanectl.service.ports import Clock
 from lanectl.service.settlement import PaymentProvider, SettlementService
+from lanectl.service.tdzn_inbound import ReleaseFn, TdznInbound
 from lanectl.service.xft_inbound import XftInbound
 
 log = logging.getLogger("lanectl")
@@ -37,6 +39,7 @@ class AppHooks(Protocol):
 
     quote: QuoteFn
     renew_card: RenewFn
+    release: ReleaseFn  # (lane id, operator, reason): an audited operator release asked for by a platform
 
 
 @dataclass
@@ -75,6 +78,12 @@ class PlatformWiring:
             w.providers["xft"] = XftProvider(xclient, {}, tz)  # every lane charges on the configured channel
             w.publishers["xft"] = XftPublisher(xclient, {}, tz)
             w.rates["xft"] = cfg_x.rate_per_s
+        if payments.tdzn is not None:
+            cfg_t = payments.tdzn
+            tclient = TdznClient(cfg_t, config.secret(cfg_t.key, "payments.tdzn.key"), session, tz)
+            w.providers["tdzn"] = TdznProvider(tclient, channels)
+            w.publishers["tdzn"] = TdznPublisher(tclient, channels, tz, total_spaces=cfg_t.total_spaces)
+            w.rates["tdzn"] = cfg_t.rate_per_s
         return w
 
     def attach(self, settlement: Optional[SettlementService], app: AppHooks) -> None:
@@ -102,6 +111,16 @@ class PlatformWiring:
                              require_signature=cfg_x.require_notify_signature, store_code=cfg_x.store_code)
             self.inbound["xft"] = xft
             self.routes.append((cfg_x.notify_path, xft.handle_body))
+        if payments.tdzn is not None:
+            cfg_t = payments.tdzn
+            tdzn = TdznInbound(config.secret(cfg_t.key, "payments.tdzn.key"), cfg_t.pid, cfg_t.park_code, self.store,
+                               settlement, self.clock, config.site.tz, window_s=cfg_t.timestamp_window_s,
+                               lanes_by_channel=lanes_by_channel, quote=app.quote, release=app.release)
+            self.inbound["tdzn"] = tdzn
+
+            async def tdzn_route(body: bytes, content_type: str) -> tuple[bytes, str]:
+                return await tdzn.handle_body(body), "application/json"
+            self.routes.append((cfg_t.callback_path, tdzn_route))
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: dict(handler.counts) for name, handler in self.inbound.items()}

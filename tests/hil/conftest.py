@@ -41,7 +41,7 @@ async def bench(request) -> AsyncIterator[Bench]:
     if office is not None:
         await office.start()
         opts["site_overrides"]["uploads"] = {"webhook": {"url": office.url, "rate_per_s": 20}}
-    names = tuple(name for name in ("bolink", "xft") if opts.pop(name, False))
+    names = tuple(name for name in ("bolink", "xft", "tdzn") if opts.pop(name, False))
     platforms = await Platforms(names, window_s=opts.pop("window_s", 6.0)).start()
     if platforms.names:
         opts["site_overrides"].update(platforms.site())
@@ -62,6 +62,7 @@ async def bench(request) -> AsyncIterator[Bench]:
         bench.backoffice = office
         bench.bolink = platforms.bolink
         bench.xft = platforms.xft
+        bench.tdzn = platforms.tdzn
         bench.platforms = platforms
         platforms.connect((await bench.control.status())["http_port"])
         yield bench

@@ -19,7 +19,7 @@ def no_harm(bench) -> None:
         assert model.arm_hits == 0, f"unit {unit}: arm lowered onto a car"
 
 
-@pytest.mark.rig(seed=True, bolink=True, xft=True)
+@pytest.mark.rig(seed=True, bolink=True, xft=True, tdzn=True)
 async def test_demo_scenario_runs_against_the_daemon_process(bench):
     player = ScenarioPlayer(bench.rig, bench.control, settle_s=1.5, refuse_wait_s=2.0, platforms=bench.platforms)
     outcomes = await player.play(bench.scenario)
@@ -34,8 +34,10 @@ async def test_demo_scenario_runs_against_the_daemon_process(bench):
     assert (debited[0]["reason"], debited[0]["paid_fen"], debited[0]["status"]) == ("stored_value", 500, "leaving")
     assert (await bench.control.balances(plate="粤B77777"))["balances"] == {"粤B77777": 1500}
     wallet = {r["plate"]: r for r in records if r["kind"] == "exit" and r["status"] == "paid"}
-    assert sorted(wallet) == ["粤C11111", "粤C22222", "粤C55555", "粤D11111", "粤D22222", "粤D33333"], \
-        "two Bolink wallets, one ETC account and three XFT sign-free payments"
+    assert sorted(wallet) == ["粤C11111", "粤C22222", "粤C55555", "粤D11111", "粤D22222", "粤D33333", "粤E11111",
+                              "粤E22222", "粤E33333"], "Bolink wallets and ETC, XFT sign-free, tdzn pre-leave and payNotify"
+    released = {r["plate"]: r for r in records if r["kind"] == "exit" and r["status"] == "released"}
+    assert released["粤E44444"]["operator"] == "张三", "the tdzn platform operator's release is audited by name"
     assert {r["plate"] for r in records if r["status"] == "released" and r["kind"] == "exit"} >= {"粤C33333", "粤D44444"}
     no_harm(bench)
     # the monthly card bought on Bolink survives a restart: the car comes back as a monthly car
