@@ -115,8 +115,14 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Display:
+    """What the lane's board shows and says. `text`/`voice` are the default (Chinese) wording; `key` and
+    `fields` let a display adapter render the lot's own templates instead (e.g. key "pay" with plate, stay,
+    amount)."""
+
     text: str
     voice: str = ""
+    key: str = ""  # welcome refused goodbye pay booth balance_short paid stored_value_paid pay_fallback fault
+    fields: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -258,7 +258,7 @@ def _expire_deadlines(state: LaneState, now: datetime, ctx: LaneContext, out: li
             reason = f"OPEN not confirmed by the up limit within {ctx.rules.open_confirm_s:g} s"
             out.append(_log(ctx, "error", "barrier fault", reason=reason,
                             record=state.visit.record_id if state.visit else ""))
-            out.append(fx.Display("道闸故障 请联系管理员"))
+            out.append(fx.Display("道闸故障 请联系管理员", key="fault"))
             state = replace(state, barrier_fault=reason)
         elif name == "close_confirm" and state.phase == Phase.CLOSING:
             reason = f"CLOSE not confirmed by the down limit within {ctx.rules.close_confirm_s:g} s"
@@ -313,7 +313,8 @@ def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out
     out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), plate=ev.plate,
                     record=record_id, reason=decision.reason, vehicle_class=decision.vehicle_class))
     if not decision.allow:
-        out.append(fx.Display(f"{ev.plate} {decision.message}".strip(), decision.message))
+        out.append(fx.Display(f"{ev.plate} {decision.message}".strip(), decision.message, "refused",
+                              (("plate", ev.plate), ("message", decision.message))))
         return state
     stale = ctx.inside.get(ev.plate) if ev.plate else None
     if stale is not None:
@@ -323,7 +324,8 @@ def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out
     message = decision.message or "欢迎光临"
     if decision.vehicle_class == "stored_value" and ev.plate in ctx.balances:
         message += f" 余额{_yuan_text(ctx.balances[ev.plate])}"
-    out.append(fx.Display(f"{message} {ev.plate}".strip(), f"{message} {ev.plate}".strip()))
+    out.append(fx.Display(f"{message} {ev.plate}".strip(), f"{message} {ev.plate}".strip(), "welcome",
+                          (("plate", ev.plate), ("message", message), ("vehicle_class", decision.vehicle_class))))
     state = replace(state, visit=Visit(ev.plate, ev.color, record_id, decision.vehicle_class, decision.reason))
     return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=decision.reason)
 
@@ -360,7 +362,7 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     state = replace(state, visit=visit)
     if free:
         out.extend(_leave(visit))
-        out.append(fx.Display(f"{ev.plate} 一路顺风", "一路顺风"))
+        out.append(fx.Display(f"{ev.plate} 一路顺风", "一路顺风", "goodbye", (("plate", ev.plate),)))
         return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason)
     if debit:
         assert balance is not None
@@ -371,19 +373,33 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
         out.extend(_leave(visit))
         left = _yuan_text(balance - quote.due_fen)
         out.append(fx.Display(f"{ev.plate} 扣费{_yuan_text(quote.due_fen)} 余额{left}",
-                              f"扣费{_yuan_text(quote.due_fen)} 余额{left} 一路顺风"))
+                              f"扣费{_yuan_text(quote.due_fen)} 余额{left} 一路顺风", "stored_value_paid",
+                              (("plate", ev.plate), ("amount", _yuan_text(quote.due_fen)), ("balance", left))))
         return _open(state, now, ctx, out, record_id=record_id, authority="payment", reason="stored_value")
-    shown = ev.plate or "无牌车"
-    text = f"{shown} 请到岗亭处理" if needs_operator else f"{shown} 请缴费{_yuan_text(quote.due_fen)}"
-    if balance is not None and not needs_operator:
-        text = f"{shown} 余额不足 请缴费{_yuan_text(quote.due_fen)}"
-    out.append(fx.Display(text, text))
+    shown, amount = ev.plate or "无牌车", _yuan_text(quote.due_fen)
+    stay = _stay_text(entry.entered_at, now) if entry else ""
+    fields = (("plate", shown), ("amount", amount), ("stay", stay))
+    if needs_operator:
+        out.append(fx.Display(f"{shown} 请到岗亭处理", f"{shown} 请到岗亭处理", "booth", fields))
+    elif balance is not None:
+        text = f"{shown} 余额不足 请缴费{amount}"
+        out.append(fx.Display(text, text, "balance_short", fields))
+    else:
+        text = f"{shown} {'停车' + stay + ' ' if stay else ''}请缴费{amount}"
+        out.append(fx.Display(text, text, "pay", fields))
     if ctx.settle and not needs_operator:
         out.append(fx.StartSettlement(
             record_id, ctx.lane_id, ev.plate, ev.color, quote.due_fen, quote.total_fen, now.isoformat(),
             entered_at=entry.entered_at.isoformat() if entry else "", entry_record_id=entry.record_id if entry else "",
             vehicle_class=quote.vehicle_class, entry_lane_id=entry.lane_id if entry else ""))
     return replace(state, phase=Phase.AWAITING_PAYMENT)
+
+
+def _stay_text(entered_at: datetime, now: datetime) -> str:
+    """A stay as a board says it: "3小时5分", "45分钟"."""
+    minutes = max(0, int((now - entered_at).total_seconds() // 60))
+    hours, rest = divmod(minutes, 60)
+    return f"{hours}小时{rest}分" if hours and rest else f"{hours}小时" if hours else f"{rest}分钟"
 
 
 def _yuan_text(fen: int) -> str:
@@ -435,7 +451,7 @@ def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneCon
         state = replace(state, visit=Visit("", "", record_id, reason=f"operator:{reason}"))
     out.append(_log(ctx, "info", "operator release", operator=operator, reason=reason, record=record_id,
                     amount_fen=ev.amount_fen))
-    out.append(fx.Display("一路顺风", "一路顺风"))
+    out.append(fx.Display("一路顺风", "一路顺风", "goodbye", (("plate", visit.plate if visit else ""),)))
     return _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator)
 
 
@@ -467,7 +483,8 @@ def _on_payment(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: Lane
     out.append(fx.StopSettlement(ev.record_id, "paid"))
     out.append(_log(ctx, "info", "exit paid", plate=visit.plate, record=ev.record_id, provider=ev.provider,
                     trade_no=ev.trade_no, amount_fen=ev.amount_fen))
-    out.append(fx.Display(f"{visit.plate or '无牌车'} 支付成功 一路顺风", "支付成功 一路顺风"))
+    out.append(fx.Display(f"{visit.plate or '无牌车'} 支付成功 一路顺风", "支付成功 一路顺风", "paid",
+                          (("plate", visit.plate or "无牌车"), ("amount", _yuan_text(ev.amount_fen)))))
     return _open(state, now, ctx, out, record_id=ev.record_id, authority="payment", reason=ev.provider,
                  trade_no=ev.trade_no)
 
@@ -478,8 +495,9 @@ def _on_fallback(state: LaneState, ev: PaymentFallback, ctx: LaneContext, out: l
         return state
     out.append(_log(ctx, "info", "payment fallback: pay at the booth or by scan", record=ev.record_id,
                     reason=ev.reason))
-    text = f"{visit.plate or '无牌车'} 请扫码或到岗亭缴费{_yuan_text(visit.due_fen)}"
-    out.append(fx.Display(text, text))
+    shown, amount = visit.plate or "无牌车", _yuan_text(visit.due_fen)
+    text = f"{shown} 请扫码或到岗亭缴费{amount}"
+    out.append(fx.Display(text, text, "pay_fallback", (("plate", shown), ("amount", amount))))
     return state
 
 
@@ -494,6 +512,10 @@ def _on_io(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext, ou
         state = _clear_deadline(replace(state, phase=Phase.OPEN), "open_confirm")
         state = _set_deadline(state, "pass_timeout", now + timedelta(seconds=ctx.rules.pass_timeout_s))
         phase = Phase.OPEN
+    if phase == Phase.OPEN and ctx.rules.auto_close and io.down_limit and not io.up_limit:
+        # An auto-closing barrier lowered itself after the car (its own loop saw it pass), unseen by us.
+        out.append(_log(ctx, "info", "barrier closed by itself", record=state.visit.record_id if state.visit else ""))
+        return _finish_cycle(state, now, ctx, out)
     if phase == Phase.OPEN and state.visit is not None:
         visit = state.visit
         if io.safety and visit.passage == "waiting":
@@ -526,7 +548,7 @@ def _on_command_done(state: LaneState, ev: CommandDone, now: datetime, ctx: Lane
         return state
     out.append(_log(ctx, "error", "barrier command failed", action=ev.action_id, error=ev.error))
     if state.phase == Phase.OPENING:
-        out.append(fx.Display("道闸故障 请联系管理员"))
+        out.append(fx.Display("道闸故障 请联系管理员", key="fault"))
         return replace(state, barrier_fault=ev.error or "OPEN not delivered")
     if state.phase == Phase.CLOSING and not ctx.rules.auto_close:
         # CLOSE refused (something under the arm) or lost: stay open, retry when the loops are clear.

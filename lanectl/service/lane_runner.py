@@ -186,7 +186,7 @@ class LaneRunner:
     async def _show(self, effect: fx.Display) -> None:
         assert self.display is not None
         try:
-            await self.display.show(effect.text, effect.voice)
+            await self.display.show(effect)
         except Exception as exc:  # a broken LED board must never stop a lane
             log.warning("lane %s: display failed: %s", self.lane_id, exc)
 

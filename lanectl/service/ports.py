@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable, Protocol
 
+from lanectl.core import effects as fx
 from lanectl.core.events import Event
 
 # Adapters push events through this; it never blocks (it puts on the lane's queue).
@@ -42,7 +43,10 @@ class PlateSource(Protocol):
 
 
 class Display(Protocol):
-    async def show(self, text: str, voice: str = "") -> None: ...
+    """The lane's LED / voice board. Renders the lane's message (its key and fields through the lot's
+    templates, or the default text/voice) and sends it; raises on a broken board (the runner logs it)."""
+
+    async def show(self, message: fx.Display) -> None: ...
 
 
 class BarrierError(Exception):

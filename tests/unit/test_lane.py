@@ -396,3 +396,20 @@ def test_fallback_tells_the_driver_to_pay_another_way_and_keeps_the_barrier_down
     # a payment settling after the fallback still lets the waiting car out
     out = lane.feed(PaymentConfirmed(rec.record_id, "bolink", 500, "T1"), 30)
     assert lane.of(fx.OpenBarrier, out)[0].authority == "payment"
+
+
+def test_an_auto_closing_barrier_that_lowers_itself_ends_the_cycle():
+    lane = Lane("entry", auto_close=True)
+    lane.feed(PlateRead("粤B12345"))
+    lane.ack()
+    lane.feed(UP_ARMING, 1)
+    out = lane.feed(DOWN, 3)  # no safety loop wired: the barrier's own loop saw the car and lowered the arm
+    assert lane.state.phase == Phase.IDLE and not lane.of(fx.CloseBarrier, out)
+    assert lane.of(fx.OpenBarrier, lane.feed(PlateRead("粤B22222"), 1)), "the next car is served at once"
+
+
+def test_display_messages_carry_a_template_key_and_fields():
+    lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", T0 - timedelta(hours=3, minutes=5))})
+    [shown] = lane.of(fx.Display, lane.feed(PlateRead("粤B12345")))
+    assert (shown.text, shown.key) == ("粤B12345 停车3小时5分 请缴费5元", "pay")
+    assert dict(shown.fields) == {"plate": "粤B12345", "amount": "5元", "stay": "3小时5分"}
