@@ -22,7 +22,7 @@ import sqlite_utils
 from lanectl.core import effects as fx
 from lanectl.core.lane import InsideCar
 from lanectl.service.outbox import OutboxItem
-from lanectl.service.settlement import ATTEMPT_OPEN, Attempt
+from lanectl.service.settlement import ATTEMPT_OPEN, ATTEMPT_PAYABLE, Attempt
 
 log = logging.getLogger("lanectl.store")
 T = TypeVar("T")
@@ -460,14 +460,16 @@ class SqliteStore:
 
     async def settle_attempt(self, attempt_id: int, paid: bool, trade_no: str, paid_fen: int, method: str,
                              detail: str, now: datetime) -> bool:
-        """Paid or failed, once: True only for the call that moved the attempt out of an open status (a
-        callback and a poll racing each other confirm a payment once)."""
+        """Paid or failed, once: True only for the call that moved the attempt (a callback and a poll racing
+        each other confirm a payment once). Paid may follow a skip or a failure (the driver paid by scanning)."""
+        allowed = ATTEMPT_PAYABLE if paid else ATTEMPT_OPEN
+
         def _settle() -> bool:
             cur = self.conn.execute(
                 f"UPDATE payment_attempts SET status=?, trade_no=?, paid_fen=?, method=?, detail=?, updated_at=? "
-                f"WHERE id=? AND status IN ({','.join('?' * len(ATTEMPT_OPEN))})",
+                f"WHERE id=? AND status IN ({','.join('?' * len(allowed))})",
                 ("paid" if paid else "failed", trade_no, paid_fen, method, detail[:500], now.isoformat(), attempt_id,
-                 *ATTEMPT_OPEN))
+                 *allowed))
             return cur.rowcount == 1
         return await self._run(_settle)
 

@@ -117,8 +117,9 @@ class BolinkInbound:
             log.error("bolink outpark %s names channel %r, which is no lane here: recorded, not applied",
                       cb.trade_no, cb.out_channel_id)
         elif self.settlement is not None:
-            # one order id, charged by the wallet or by ETC: the attempt it answers is the provider's
-            for provider in ("bolink", "bolink_etc"):
+            # one order id, charged by the wallet (or paid by scanning) or by ETC: the pay type says which
+            providers = ("bolink_etc", "bolink") if cb.pay_type == "etc" else ("bolink", "bolink_etc")
+            for provider in providers:
                 outcome = await self.settlement.on_result(provider, cb.order_id, answer, lane_id=lane)
                 if outcome != "unknown_order":
                     break

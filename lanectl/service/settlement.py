@@ -31,7 +31,10 @@ from lanectl.service.ports import Clock
 
 log = logging.getLogger("lanectl.settlement")
 
-ATTEMPT_OPEN = ("charging", "pending", "fallback")  # may still turn into money
+ATTEMPT_OPEN = ("charging", "pending", "fallback")  # may still turn into money: polled and reconciled
+# A result can still arrive for these: the driver pays the same order by scanning the exit QR after the
+# provider skipped the car (no sign-free wallet) or after a failed charge. A paid result is money for this car.
+ATTEMPT_PAYABLE = ATTEMPT_OPEN + ("skipped", "failed")
 
 
 @dataclass(frozen=True)
@@ -176,15 +179,18 @@ class SettlementService:
         if not attempts:
             log.warning("%s result for unknown order %s (%s): ignored", provider, order_ref, answer.status)
             return "unknown_order"
-        attempt = next((a for a in reversed(attempts) if a.open), attempts[-1])
+        attempt = next((a for a in reversed(attempts) if a.open),
+                       next((a for a in reversed(attempts) if a.status in ATTEMPT_PAYABLE), attempts[-1]))
         if lane_id is not None and lane_id != attempt.lane_id:
             log.error("%s result for order %s names lane %s, but the charge is lane %s's: ignored", provider,
                       order_ref, lane_id, attempt.lane_id)
             return "mismatch"
         if answer.status not in ("paid", "failed"):
             return "accepted"  # pending: nothing to record
-        if not attempt.open:
-            if answer.status == "paid" and attempt.status == "paid" and answer.trade_no not in ("", attempt.trade_no):
+        if answer.status == "failed" and not attempt.open:
+            return "duplicate"  # a failure changes nothing once the attempt has ended
+        if attempt.status == "paid":
+            if answer.trade_no not in ("", attempt.trade_no):
                 # A second, different payment for one charge: real money, kept on the books for a refund.
                 log.error("%s: second payment %s for order %s (first %s): recorded for refund", provider,
                           answer.trade_no, order_ref, attempt.trade_no)

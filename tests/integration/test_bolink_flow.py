@@ -301,3 +301,21 @@ async def test_a_monthly_card_renewal_is_applied_once_and_always_acknowledged(ri
                                                        trade_no=trade)
         assert pushes[-1].acked
     assert len(rig.renewals) == 1
+
+
+@pytest.mark.parametrize("sign_free", [False, True], ids=["not-sign-free", "wallet-failed"])
+async def test_a_driver_who_pays_by_scanning_the_exit_qr_is_let_out(rig, sign_free):
+    """After the wallet was skipped (not a member) or failed, the driver scans the exit QR and pays the same
+    order: the platform's 5.5 push (pay_type scancode) confirms it for the car still waiting."""
+    if sign_free:
+        await signed_in(rig, emu.fail())
+    else:
+        await rig.enter()
+    await rig.exit()
+    await rig.lanes.wait_for(PaymentFallback)
+    rig.quotes[PLATE] = PriceQuote("in1_1", 700, 700, None, 180)
+    asked = await rig.platform.push_query_price(PARK, pay_scene=1, out_channel_id="A1", car_number=PLATE)
+    order_id = asked.answer["order_id"]
+    await rig.platform.push_outpark(PARK, order_id, state=1, total_fen=700, trade_no="SCAN1")
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert (paid.record_id, paid.trade_no, paid.amount_fen) == ("out1_1", "SCAN1", 700)
