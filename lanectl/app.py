@@ -243,7 +243,8 @@ class App:
         if car is None:
             return None
         present = {p: c.entered_at for p, c in inside.items()}
-        q = self.policy.exit(plate, car.color, car.entered_at, now, present, entry_reason=car.reason)
+        q = self.policy.exit(plate, car.color, car.entered_at, now, present, paid_fen=car.paid_fen,
+                             paid_at=car.paid_at, entry_reason=car.reason)
         return PriceQuote(car.record_id, q.due_fen, q.total_fen, car.entered_at, _minutes(car.entered_at, now))
 
     async def health(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import json
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
@@ -180,6 +180,20 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (provider, trade_no)
     );
     """,
+    # v5: money paid ahead inside the lot (platform prepay notices), against the entry record
+    """
+    CREATE TABLE prepayments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider TEXT NOT NULL,
+        trade_no TEXT NOT NULL,
+        entry_record_id TEXT NOT NULL REFERENCES records (record_id),
+        amount_fen INTEGER NOT NULL CHECK (amount_fen >= 0),
+        paid_at TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        UNIQUE (provider, trade_no)
+    );
+    CREATE INDEX prepayments_entry ON prepayments (entry_record_id);
+    """,
 )
 
 RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class"})
@@ -218,9 +232,12 @@ class SqliteStore:
         if n:
             log.warning("store: %d barrier command(s) interrupted by the last stop; not repeated", n)
         self._inside = {
-            r["plate"]: InsideCar(r["record_id"], datetime.fromisoformat(r["at"]), r["lane_id"], r["reason"], r["color"])
-            for r in conn.execute("SELECT plate, record_id, at, lane_id, reason, color FROM records "
-                                  "WHERE kind='entry' AND status='inside' AND plate != '' ORDER BY ts")
+            r["plate"]: InsideCar(r["record_id"], datetime.fromisoformat(r["at"]), r["lane_id"], r["reason"], r["color"],
+                                  r["paid"] or 0, datetime.fromisoformat(r["paid_at"]) if r["paid_at"] else None)
+            for r in conn.execute(
+                "SELECT r.plate, r.record_id, r.at, r.lane_id, r.reason, r.color, SUM(p.amount_fen) AS paid, "
+                "MAX(p.paid_at) AS paid_at FROM records r LEFT JOIN prepayments p ON p.entry_record_id = r.record_id "
+                "WHERE r.kind='entry' AND r.status='inside' AND r.plate != '' GROUP BY r.record_id ORDER BY r.ts")
         }
         self._balances = {r["plate"]: r["balance_fen"] for r in conn.execute("SELECT * FROM balances")}
 
@@ -495,6 +512,39 @@ class SqliteStore:
                                     (provider, plate, name)).fetchone()
             return row["value"] if row else None
         return await self._run(_get)
+
+    async def add_prepayment(self, provider: str, trade_no: str, *, order_id: str, plate: str, amount_fen: int,
+                             paid_at: datetime, now: datetime) -> str:
+        """Money paid ahead for a car inside: kept against its entry record (found by the order id the platform
+        names, else by plate), with a payment row, in one transaction. Returns "recorded", "duplicate" or
+        "not_inside" (kept nowhere: the caller logs it for the operator)."""
+        car = next((c for c in self._inside.values() if c.record_id == order_id), None) or self._inside.get(plate)
+        if car is None:
+            return "not_inside"
+
+        def _add() -> bool:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self.conn.execute(
+                    "INSERT INTO prepayments (provider, trade_no, entry_record_id, amount_fen, paid_at, received_at) "
+                    "VALUES (?,?,?,?,?,?) ON CONFLICT (provider, trade_no) DO NOTHING",
+                    (provider, trade_no, car.record_id, amount_fen, paid_at.isoformat(), now.isoformat()))
+                if cur.rowcount == 1:
+                    self.conn.execute("INSERT INTO payments (record_id, lane_id, amount_fen, method, reference, at) "
+                                      "VALUES (?,?,?,?,?,?)", (car.record_id, car.lane_id, amount_fen,
+                                                               f"{provider}:prepay", trade_no, paid_at.isoformat()))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            return cur.rowcount == 1
+        if not await self._run(_add):
+            return "duplicate"
+        for p, c in list(self._inside.items()):
+            if c.record_id == car.record_id:
+                latest = paid_at if c.paid_at is None else max(c.paid_at, paid_at)
+                self._inside[p] = replace(c, paid_fen=c.paid_fen + amount_fen, paid_at=latest)
+        return "recorded"
 
     async def add_renewal(self, provider: str, trade_no: str, card_id: str, plate: str, start: str, end: str,
                           amount_fen: int, now: datetime) -> bool:

@@ -72,6 +72,8 @@ class InsideCar:
     lane_id: str = ""
     reason: str = ""  # the entry decision (e.g. monthly_spaces_full), which the exit decision honours
     color: str = ""
+    paid_fen: int = 0  # paid ahead inside the lot (platform prepay notices)
+    paid_at: Optional[datetime] = None  # the last of those payments: the exit grace runs from it
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,7 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     entry = ctx.inside.get(match.plate) if match.plate else None
     present = {p: c.entered_at for p, c in ctx.inside.items()}
     quote = ctx.policy.exit(ev.plate, ev.color, entry.entered_at if entry else None, now, present,
+                            paid_fen=entry.paid_fen if entry else 0, paid_at=entry.paid_at if entry else None,
                             entry_reason=entry.reason if entry else "")
     needs_operator = quote.needs_operator or match.kind == "ambiguous"
     state, record_id = _next_id(state, ctx, now)

@@ -10,6 +10,7 @@ once; the lane decides.
     update_balance           HTTP-mode form of 5.2   -> the same mark (no answer)
     query_price (5.1)        what a car owes now     -> the fee engine, through the app's quote function
     monthcard_pay (5.8)      a card renewed online    -> kept, then applied to the local cards (app's renew)
+    prepay_order (5.3)       paid ahead in the lot    -> kept against the entry record; the exit deducts it
 Others are refused with `state:0` and a reason until the lane supports them.
 """
 
@@ -47,6 +48,9 @@ RenewFn = Callable[[CardRenewal, str, int], Awaitable[None]]
 
 class InboundStore(Protocol):
     async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool: ...
+
+    async def add_prepayment(self, provider: str, trade_no: str, *, order_id: str, plate: str, amount_fen: int,
+                             paid_at: datetime, now: datetime) -> str: ...
 
     async def set_mark(self, provider: str, plate: str, name: str, value: str, now: datetime) -> None: ...
 
@@ -94,7 +98,8 @@ class BolinkInbound:
             log.warning("bolink %s for park %s refused: this lane is park %s", msg.service_name, park, self.park_id)
             return bl.answer_error(f"park_id {park} is not this park", msg.service_name)
         handler = {bl.Outpark: self._outpark, bl.NoticeCarOwner: self._notice, bl.UpdateBalance: self._balance,
-                   bl.QueryPrice: self._query_price, bl.MonthcardPay: self._monthcard}.get(type(cb))
+                   bl.QueryPrice: self._query_price, bl.MonthcardPay: self._monthcard,
+                   bl.PrepayOrder: self._prepay}.get(type(cb))
         if handler is None:
             self.counts["refused"] += 1
             log.warning("bolink %s: not supported by this lane yet", type(cb).__name__)
@@ -165,6 +170,20 @@ class BolinkInbound:
             except RenewalError as exc:
                 log.error("bolink monthcard_pay %s kept but not applied: %s", cb.trade_no, exc)
         return bl.answer_monthcard(cb.trade_no)
+
+    async def _prepay(self, cb: bl.PrepayOrder, msg: bl.SignedMessage) -> bytes:
+        now = self.clock.now()
+        await self.store.inbox_put("bolink", f"prepay:{cb.trade_no}", msg.data_text, now)  # kept, whatever follows
+        paid_at = datetime.fromtimestamp(cb.pay_time, now.tzinfo) if cb.pay_time else now
+        outcome = await self.store.add_prepayment("bolink", cb.trade_no, order_id=cb.order_id, plate=cb.car_number,
+                                                  amount_fen=cb.total_fen, paid_at=paid_at, now=now)
+        if outcome == "not_inside":
+            log.error("bolink prepay %s (%d fen) for order %s / %s: no such car inside; kept in the inbox for the "
+                      "operator", cb.trade_no, cb.total_fen, cb.order_id, cb.car_number)
+        else:
+            self.counts["accepted" if outcome == "recorded" else "duplicate"] += 1
+            log.info("bolink prepay %s: %d fen for order %s %s", cb.trade_no, cb.total_fen, cb.order_id, outcome)
+        return bl.answer_prepay(cb.trade_no, cb.order_id)
 
     async def _query_price(self, cb: bl.QueryPrice, msg: bl.SignedMessage) -> bytes:
         q = await self.quote(cb.car_number, cb.order_id, cb.out_channel_id)

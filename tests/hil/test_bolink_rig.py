@@ -100,3 +100,18 @@ async def test_kill_9_while_a_payment_is_pending_resumes_and_opens_once(bench):
     records = {r["record_id"]: r for r in await bench.control.records(plate="粤B33333")}
     assert (records[record_id]["status"], records[record_id]["paid_fen"]) == ("paid", 500)
     no_harm(bench)
+
+
+@pytest.mark.rig(bolink=True, seed=[{"plate": "粤B44444", "lane": "in1", "minutes_ago": 30}])
+async def test_a_car_that_paid_ahead_leaves_free_within_the_grace(bench):
+    entry = next(r for r in await bench.control.records(plate="粤B44444") if r["kind"] == "entry")
+    for _ in range(2):  # the platform repeats its notice: counted once
+        pushes = await bench.bolink.push_prepay(BOLINK_PARK, order_id=entry["record_id"], total_fen=500,
+                                                trade_no="PRE1")
+        assert pushes[-1].acked
+    opens = bench.rig.io.count("open")
+    assert (await bench.rig.car("out1", "粤B44444")).passed
+    assert bench.rig.io.count("open") == opens + 1
+    [exit_record] = [r for r in await bench.control.records(plate="粤B44444") if r["kind"] == "exit"]
+    assert (exit_record["reason"], exit_record["due_fen"], exit_record["paid_fen"]) == ("paid_ahead", 0, 500)
+    no_harm(bench)

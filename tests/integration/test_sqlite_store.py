@@ -152,3 +152,28 @@ async def test_a_failed_commit_debits_nothing(store):
         await store.commit_lane("out1", {"phase": "idle", "seq": 1}, bad, NOW)
     assert store.balances() == {"粤B7": 5000}
     assert [m["kind"] for m in await store.balance_moves()] == ["opening"]
+
+
+async def test_prepayments_are_kept_against_the_entry_once_and_reloaded(tmp_path):
+    path = tmp_path / "lanectl.db"
+    s = SqliteStore(path)
+    await s.open()
+    await s.commit_lane("in1", {"phase": "idle", "seq": 1}, [entry("in1_1", "粤B12345", NOW - timedelta(hours=2))], NOW)
+    paid_at = NOW - timedelta(minutes=5)
+    assert await s.add_prepayment("bolink", "P1", order_id="in1_1", plate="", amount_fen=500, paid_at=paid_at,
+                                  now=NOW) == "recorded"
+    assert await s.add_prepayment("bolink", "P1", order_id="in1_1", plate="", amount_fen=500, paid_at=paid_at,
+                                  now=NOW) == "duplicate"
+    assert await s.add_prepayment("bolink", "P2", order_id="", plate="粤B12345", amount_fen=100,
+                                  paid_at=NOW, now=NOW) == "recorded"
+    assert await s.add_prepayment("bolink", "P3", order_id="nope", plate="粤B99999", amount_fen=100,
+                                  paid_at=NOW, now=NOW) == "not_inside"
+    car = s.inside()["粤B12345"]
+    assert (car.paid_fen, car.paid_at) == (600, NOW)
+    assert [(p["method"], p["reference"]) for p in await s.payments("in1_1")] == [("bolink:prepay", "P1"),
+                                                                                ("bolink:prepay", "P2")]
+    await s.close()
+    s2 = SqliteStore(path)
+    await s2.open()
+    assert (s2.inside()["粤B12345"].paid_fen, s2.inside()["粤B12345"].paid_at) == (600, NOW)
+    await s2.close()
