@@ -165,6 +165,9 @@ def restored(state: LaneState) -> LaneState:
 # ----------------------------------------------------------------------------------------------------------
 def handle(state: LaneState, event: Event, now: datetime, ctx: LaneContext) -> tuple[LaneState, list[fx.Effect]]:
     out: list[fx.Effect] = []
+    if isinstance(event, IoSnapshot):
+        # The newest inputs first: a deadline expiring now (e.g. "lower the arm") must see them.
+        state = replace(state, io=event)
     state = _expire_deadlines(state, now, ctx, out)
     if isinstance(event, PlateRead):
         state = _on_plate(state, event, now, ctx, out)

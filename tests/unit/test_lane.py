@@ -413,3 +413,14 @@ def test_display_messages_carry_a_template_key_and_fields():
     [shown] = lane.of(fx.Display, lane.feed(PlateRead("粤B12345")))
     assert (shown.text, shown.key) == ("粤B12345 停车3小时5分 请缴费5元", "pay")
     assert dict(shown.fields) == {"plate": "粤B12345", "amount": "5元", "stay": "3小时5分"}
+
+
+def test_a_deadline_expiring_with_new_inputs_decides_on_the_new_inputs():
+    """Found by the property test: the pass timeout fired with the inputs of two minutes ago while the event
+    that woke the lane reported the anti-smash sensor tripped — CLOSE must not be sent onto it."""
+    lane = Lane("entry")
+    lane.feed(PlateRead("粤B12345"))
+    lane.ack()
+    lane.feed(UP_CLEAR, 1)
+    out = lane.feed(IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=False, anti_smash=True), 121)
+    assert not lane.of(fx.CloseBarrier, out)
