@@ -23,7 +23,7 @@ from lanectl.adapters.systemd_notify import SystemdNotifier, watchdog_loop
 from lanectl.adapters.webhook_publisher import WebhookPublisher
 from lanectl.config import Config, ConfigError, LaneConfig
 from lanectl.core import effects as fx
-from lanectl.core.events import OperatorOpen
+from lanectl.core.events import OperatorOpen, PlatformEntry
 from lanectl.core.lane import LaneRules
 from lanectl.core.rules import CardRenewal, RenewalError, VehicleRules, renew_card
 from lanectl.policy_factory import build_policy
@@ -297,6 +297,20 @@ class App:
         log.info("stored value top-up: plate=%s amount_fen=%d operator=%s reason=%s balance_fen=%d",
                  plate, amount_fen, operator, reason, balance)
         return {"plate": plate, "amount_fen": amount_fen, "balance_fen": balance}
+
+    async def admit_plateless(self, channel: str, car_id: str) -> tuple[bool, str]:
+        """A platform admits a plate-less car at the entry lane of `channel` (Bolink 5.7)."""
+        lane = next((lid for lid, ch in self.channels.items() if ch == channel), None)
+        runner = self.runners.get(lane) if lane else None
+        if runner is None or runner.direction != "entry":
+            return False, f"no entry lane with channel {channel!r}"
+        try:
+            effects = await runner.request(PlatformEntry(car_id, "bolink", uuid.uuid4().hex))
+        except asyncio.TimeoutError:
+            return False, "lane did not answer in time"
+        if any(isinstance(e, fx.OpenBarrier) for e in effects):
+            return True, ""
+        return False, next((e.message for e in effects if isinstance(e, fx.Log)), "refused")
 
     async def release(self, lane_id: str, operator: str, reason: str) -> dict[str, Any]:
         """A platform asks for a release (tdzn remoteDev): the same audited path as `lanectl open`."""

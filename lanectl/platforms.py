@@ -24,7 +24,7 @@ from lanectl.adapters.sqlite_store import SqliteStore
 from lanectl.adapters.tdzn_http import TdznClient, TdznProvider, TdznPublisher
 from lanectl.adapters.xft_http import XftClient, XftProvider, XftPublisher
 from lanectl.config import Config
-from lanectl.service.bolink_inbound import BolinkInbound, QuoteFn, RenewFn
+from lanectl.service.bolink_inbound import AdmitFn, BolinkInbound, QuoteFn, RenewFn
 from lanectl.service.outbox import Publisher
 from lanectl.service.ports import Clock
 from lanectl.service.settlement import PaymentProvider, SettlementService
@@ -40,6 +40,7 @@ class AppHooks(Protocol):
     quote: QuoteFn
     renew_card: RenewFn
     release: ReleaseFn  # (lane id, operator, reason): an audited operator release asked for by a platform
+    admit_plateless: AdmitFn  # (channel id, platform car id): a plate-less car scanned an entry QR
 
 
 @dataclass
@@ -94,7 +95,8 @@ class PlatformWiring:
             cfg = payments.bolink
             bolink = BolinkInbound(config.secret(cfg.key, "payments.bolink.key"), cfg.park_id, self.store, settlement,
                                    self.clock, lanes_by_channel=lanes_by_channel, quote=app.quote,
-                                   renew=app.renew_card, free_out_minutes=cfg.free_out_minutes)
+                                   renew=app.renew_card, admit=app.admit_plateless,
+                                   free_out_minutes=cfg.free_out_minutes)
             self.inbound["bolink"] = bolink
             if cfg.downlink == "http_mode":
                 downlink = BolinkDownlink(cfg, config.secret(cfg.key, "payments.bolink.key"), self.session,

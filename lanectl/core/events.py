@@ -79,9 +79,19 @@ class PaymentFallback:
 
 
 @dataclass(frozen=True, slots=True)
+class PlatformEntry:
+    """A plate-less car at an entry lane identified itself to a platform (Bolink 5.7: the driver scanned the
+    entry QR). `car_id` is the platform's id for it, kept whole: it stands in for the plate on the record."""
+
+    car_id: str
+    provider: str
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed; the lane checks its deadlines (timers are data in the lane state)."""
 
 
 Event = Union[PlateRead, IoSnapshot, DeviceFault, DeviceRecovered, CommandDone, OperatorOpen, PaymentConfirmed,
-              PaymentFallback, Tick]
+              PaymentFallback, PlatformEntry, Tick]

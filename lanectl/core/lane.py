@@ -38,6 +38,7 @@ from lanectl.core.events import (
     PaymentConfirmed,
     PaymentFallback,
     PlateRead,
+    PlatformEntry,
     Tick,
 )
 from lanectl.core.plates import match_entry
@@ -181,6 +182,8 @@ def handle(state: LaneState, event: Event, now: datetime, ctx: LaneContext) -> t
         state = _on_payment(state, event, now, ctx, out)
     elif isinstance(event, PaymentFallback):
         state = _on_fallback(state, event, ctx, out)
+    elif isinstance(event, PlatformEntry):
+        state = _on_platform_entry(state, event, now, ctx, out)
     elif isinstance(event, DeviceFault):
         if event.device == "barrier":
             if not state.barrier_fault:
@@ -493,6 +496,33 @@ def _on_payment(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: Lane
                           (("plate", visit.plate or "无牌车"), ("amount", _yuan_text(ev.amount_fen)))))
     return _open(state, now, ctx, out, record_id=ev.record_id, authority="payment", reason=ev.provider,
                  trade_no=ev.trade_no)
+
+
+def _on_platform_entry(state: LaneState, ev: PlatformEntry, now: datetime, ctx: LaneContext,
+                       out: list[fx.Effect]) -> LaneState:
+    """A plate-less car admitted by a platform: the rules decide as for any plate-less car; the record keeps
+    the platform's id as its plate so the exit (and the platform's price queries) find the stay by it."""
+    if ctx.direction != "entry" or state.phase != Phase.IDLE or not ev.car_id:
+        out.append(_log(ctx, "warning", "platform entry refused: lane busy or not an entry lane",
+                        car=ev.car_id, provider=ev.provider, phase=state.phase.value))
+        return state
+    present = {p: c.entered_at for p, c in ctx.inside.items()}
+    decision = ctx.policy.entry("", "", now, present)
+    state, record_id = _next_id(state, ctx, now)
+    reason = f"{ev.provider}_plateless" if decision.allow else decision.reason
+    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", ev.car_id, "", now.isoformat(),
+                            "inside" if decision.allow else "refused", vehicle_class=decision.vehicle_class,
+                            reason=reason))
+    out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), car=ev.car_id,
+                    record=record_id, reason=reason, provider=ev.provider))
+    if not decision.allow:
+        out.append(fx.Display(decision.message, decision.message, "refused", (("plate", ""),
+                                                                               ("message", decision.message))))
+        return state
+    out.append(fx.Publish(record_id, "entry"))
+    out.append(fx.Display("欢迎光临", "欢迎光临", "welcome", (("plate", ""), ("message", "欢迎光临"))))
+    state = replace(state, visit=Visit("", "", record_id, decision.vehicle_class, reason))
+    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason)
 
 
 def _on_fallback(state: LaneState, ev: PaymentFallback, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:

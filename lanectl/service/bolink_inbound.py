@@ -11,6 +11,7 @@ once; the lane decides.
     query_price (5.1)        what a car owes now     -> the fee engine, through the app's quote function
     monthcard_pay (5.8)      a card renewed online    -> kept, then applied to the local cards (app's renew)
     prepay_order (5.3)       paid ahead in the lot    -> kept against the entry record; the exit deducts it
+    nolicence_in_park (5.7)  plate-less car scanned   -> the app admits it at the entry lane of channel_id
 Others are refused with `state:0` and a reason until the lane supports them.
 """
 
@@ -44,6 +45,8 @@ class PriceQuote:
 QuoteFn = Callable[[str, str, str], Awaitable[Optional[PriceQuote]]]
 # (renewal, trade_no, amount_fen) -> keeps and applies it; RenewalError when it cannot apply
 RenewFn = Callable[[CardRenewal, str, int], Awaitable[None]]
+# (channel id, platform car id) -> (opened, why not): admits a plate-less car at that entry lane
+AdmitFn = Callable[[str, str], Awaitable[tuple[bool, str]]]
 
 
 class InboundStore(Protocol):
@@ -63,10 +66,10 @@ class Results(Protocol):
 class BolinkInbound:
     def __init__(self, key: str, park_id: str, store: InboundStore, settlement: Optional[Results], clock: Clock,
                  *, lanes_by_channel: Mapping[str, str], quote: QuoteFn, renew: Optional[RenewFn] = None,
-                 free_out_minutes: int = 10) -> None:
+                 admit: Optional[AdmitFn] = None, free_out_minutes: int = 10) -> None:
         self._key, self.park_id, self.store, self.settlement, self.clock = key, park_id, store, settlement, clock
         self.lanes_by_channel, self.quote, self.free_out_minutes = lanes_by_channel, quote, free_out_minutes
-        self.renew = renew
+        self.renew, self.admit = renew, admit
         self.counts = {"accepted": 0, "duplicate": 0, "bad_signature": 0, "malformed": 0, "refused": 0}
 
     async def handle_body(self, body: bytes, expected: Optional[str] = None) -> bytes:
@@ -99,7 +102,7 @@ class BolinkInbound:
             return bl.answer_error(f"park_id {park} is not this park", msg.service_name)
         handler = {bl.Outpark: self._outpark, bl.NoticeCarOwner: self._notice, bl.UpdateBalance: self._balance,
                    bl.QueryPrice: self._query_price, bl.MonthcardPay: self._monthcard,
-                   bl.PrepayOrder: self._prepay}.get(type(cb))
+                   bl.PrepayOrder: self._prepay, bl.NolicenceInPark: self._nolicence}.get(type(cb))
         if handler is None:
             self.counts["refused"] += 1
             log.warning("bolink %s: not supported by this lane yet", type(cb).__name__)
@@ -184,6 +187,19 @@ class BolinkInbound:
             self.counts["accepted" if outcome == "recorded" else "duplicate"] += 1
             log.info("bolink prepay %s: %d fen for order %s %s", cb.trade_no, cb.total_fen, cb.order_id, outcome)
         return bl.answer_prepay(cb.trade_no, cb.order_id)
+
+    async def _nolicence(self, cb: bl.NolicenceInPark, msg: bl.SignedMessage) -> bytes:
+        if not await self.store.inbox_put("bolink", f"nolicence:{cb.car_number}:{cb.timetemp}", msg.data_text,
+                                          self.clock.now()):
+            self.counts["duplicate"] += 1  # a repeated request: answered, never a second opening
+            return bl.answer_nolicence(cb.car_number, cb.timetemp, 1, "")
+        if self.admit is None:
+            return bl.answer_nolicence(cb.car_number, cb.timetemp, 0, "plate-less entry not supported here")
+        opened, why = await self.admit(cb.channel_id, cb.car_number)
+        self.counts["accepted" if opened else "refused"] += 1
+        log.info("bolink nolicence_in_park %s at channel %s: %s", cb.car_number, cb.channel_id,
+                 "admitted" if opened else f"refused ({why})")
+        return bl.answer_nolicence(cb.car_number, cb.timetemp, 1 if opened else 0, "" if opened else why)
 
     async def _query_price(self, cb: bl.QueryPrice, msg: bl.SignedMessage) -> bytes:
         q = await self.quote(cb.car_number, cb.order_id, cb.out_channel_id)

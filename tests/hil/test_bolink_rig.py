@@ -115,3 +115,28 @@ async def test_a_car_that_paid_ahead_leaves_free_within_the_grace(bench):
     [exit_record] = [r for r in await bench.control.records(plate="粤B44444") if r["kind"] == "exit"]
     assert (exit_record["reason"], exit_record["due_fen"], exit_record["paid_fen"]) == ("paid_ahead", 0, 500)
     no_harm(bench)
+
+
+@pytest.mark.rig(bolink=True)
+async def test_a_plate_less_car_scanning_the_entry_qr_is_admitted_under_the_platform_id(bench):
+    opens = bench.rig.io.count("open")
+    push = await bench.bolink.push_nolicence_in_park(BOLINK_PARK, channel_id="E1", car_number="wx_8c1f02")
+    assert push.answer["state"] == 1 and push.answer["car_number"] == "wx_8c1f02"
+    for _ in range(50):
+        if bench.rig.io.count("open") > opens:
+            break
+        await asyncio.sleep(0.1)
+    assert bench.rig.io.count("open") == opens + 1, "the entry barrier of channel E1 opened"
+    [record] = [r for r in await bench.control.records(lane="in1") if r["plate"] == "wx_8c1f02"]
+    assert (record["lane_id"], record["status"], record["reason"]) == ("in1", "inside", "bolink_plateless")
+    for _ in range(50):  # 3.1 carries the platform's id whole
+        order = bench.bolink.order(BOLINK_PARK, record["record_id"])
+        if order is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert order is not None and order.car_number == "wx_8c1f02"
+    # the same request again (the platform retries) never opens twice; a channel that is no entry lane is refused
+    again = await bench.bolink.push(BOLINK_PARK, dict(push.data), retry=False)
+    assert again[-1].answer["state"] == 1 and bench.rig.io.count("open") == opens + 1
+    wrong = await bench.bolink.push_nolicence_in_park(BOLINK_PARK, channel_id="A1", car_number="wx_other")
+    assert wrong.answer["state"] == 0 and bench.rig.io.count("open") == opens + 1

@@ -10,7 +10,7 @@ import pytest
 
 from lanectl.core import effects as fx
 from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PaymentConfirmed,
-                                 PaymentFallback, PlateRead, Tick)
+                                 PaymentFallback, PlateRead, PlatformEntry, Tick)
 from lanectl.core.lane import InsideCar, LaneContext, LaneRules, LaneState, Phase, handle, make_id, restored
 from tests.policies import FlatPolicy
 
@@ -424,3 +424,18 @@ def test_a_deadline_expiring_with_new_inputs_decides_on_the_new_inputs():
     lane.feed(UP_CLEAR, 1)
     out = lane.feed(IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=False, anti_smash=True), 121)
     assert not lane.of(fx.CloseBarrier, out)
+
+
+def test_a_plate_less_car_admitted_by_a_platform_enters_under_the_platform_id():
+    lane = Lane("entry")
+    out = lane.feed(PlatformEntry("wx_9f3a_car", "bolink", "r1"))
+    rec = lane.of(fx.NewRecord, out)[0]
+    assert (rec.plate, rec.status, rec.reason) == ("wx_9f3a_car", "inside", "bolink_plateless")
+    assert lane.of(fx.OpenBarrier, out)[0].authority == "rules" and fx.Publish(rec.record_id, "entry") in out
+    # busy with that car: a second scan opens nothing
+    assert not lane.of(fx.OpenBarrier, lane.feed(PlatformEntry("wx_other", "bolink", "r2")))
+
+
+def test_a_platform_entry_at_an_exit_lane_opens_nothing():
+    lane = Lane("exit")
+    assert not lane.of(fx.OpenBarrier, lane.feed(PlatformEntry("wx_1", "bolink")))

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from lanectl.core import effects as fx
 from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PaymentConfirmed,
-                                 PaymentFallback, PlateRead, Tick)
+                                 PaymentFallback, PlateRead, PlatformEntry, Tick)
 from lanectl.core.lane import InsideCar, LaneContext, LaneRules, LaneState, handle, restored
 from tests.policies import FlatPolicy
 
@@ -43,6 +43,7 @@ event_st = st.one_of(
               st.sampled_from(["bolink", "xft"]), st.sampled_from([0, 1, 499, 500, 2000]),
               st.sampled_from(["T1", "T2"])),
     st.builds(PaymentFallback, st.sampled_from(["waiting", "bogus"]), st.just("window ended")),
+    st.builds(PlatformEntry, st.sampled_from(["wx_1", "", "wx_2"]), st.just("bolink")),
     st.just(Tick()),
     st.just("restart"),
 )
@@ -91,6 +92,8 @@ def test_safety_invariant_holds_for_any_event_order(direction, auto_close, settl
                     assert e.authority == "rules"
                     rec = records.get(e.record_id)
                     assert rec is not None, "a rules decision opens only for the record it just made"
+                    if isinstance(event, PlatformEntry):
+                        assert direction == "entry" and before.phase.value == "idle" and rec.plate == event.car_id
                     assert rec.plate != BLACK
                     assert rec.status in ("inside", "leaving") and rec.due_fen == 0
             if isinstance(e, fx.CloseBarrier):
