@@ -37,6 +37,7 @@ def free_port() -> int:
 class Platforms:
     names: tuple[str, ...] = ()
     window_s: float = 6.0  # settlement window on the rig (production default 120 s)
+    bolink_downlink: str = "callback"  # or "http_mode": the lane logs in and long-polls (NAT installs)
     bolink: Optional[BolinkPlatform] = None
     xft: Optional[XftPlatform] = None
     tdzn: Optional[tdzn_emu.TdznPlatform] = None
@@ -48,7 +49,7 @@ class Platforms:
             self.http_port = free_port()
         if "bolink" in self.names:
             self.bolink = BolinkPlatform(key=BOLINK_KEY, push_interval_s=0.3, etc_plates=set(ETC_CARS),
-                                         etc_pending_s=1.0)
+                                         etc_pending_s=1.0, default_downlink=self.bolink_downlink, hold_s=2.0)
             await self.bolink.start()
             self.started.append(self.bolink)
         if "xft" in self.names:
@@ -77,7 +78,8 @@ class Platforms:
         site: dict[str, Any] = {"payments": payments}
         if self.bolink is not None:
             payments["bolink"] = {"base_url": self.bolink.url, "union_id": self.bolink.union_id,
-                                  "park_id": BOLINK_PARK, "key": {"secret": "bolink_key"}, "timeout_s": 2}
+                                  "park_id": BOLINK_PARK, "key": {"secret": "bolink_key"}, "timeout_s": 2,
+                                  "downlink": self.bolink_downlink}
         if self.xft is not None:
             payments["xft"] = {"base_url": self.xft.url, "app_id": "rig-app", "merchant_code": "M100",
                                "store_code": "S1", "key": {"secret": "xft_key"}, "timeout_s": 2,

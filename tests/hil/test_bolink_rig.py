@@ -140,3 +140,22 @@ async def test_a_plate_less_car_scanning_the_entry_qr_is_admitted_under_the_plat
     assert again[-1].answer["state"] == 1 and bench.rig.io.count("open") == opens + 1
     wrong = await bench.bolink.push_nolicence_in_park(BOLINK_PARK, channel_id="A1", car_number="wx_other")
     assert wrong.answer["state"] == 0 and bench.rig.io.count("open") == opens + 1
+
+
+@pytest.mark.rig(bolink=True, bolink_downlink="http_mode", seed=[{"plate": "粤B55555", "lane": "in1", "minutes_ago": 30}])
+async def test_behind_nat_the_same_flows_run_over_the_http_mode_downlink(bench):
+    """No callback URL: the daemon logs in and long-polls; 5.2 (as update_balance) and 5.5 reach it that way."""
+    entry = next(r for r in await bench.control.records(plate="粤B55555") if r["kind"] == "entry")
+    bench.bolink.sign_free.add("粤B55555")
+    await bench.bolink.push_notice_car_owner(BOLINK_PARK, "粤B55555", order_id=entry["record_id"])
+    bench.bolink.scripts["粤B55555"] = emu.never_settle()
+    waiting = asyncio.create_task(bench.rig.car("out1", "粤B55555", wait_open_s=30))
+    await asyncio.sleep(1.5)
+    assert (await bench.control.status())["lanes"]["out1"]["phase"] == "awaiting_payment", "wallet charged, paying"
+    pushes = await bench.bolink.push_outpark(BOLINK_PARK, entry["record_id"], state=1, total_fen=500, trade_no="NAT1")
+    assert pushes[-1].acked, "the lane answered the downlinked 5.5 with an upload"
+    assert (await asyncio.wait_for(waiting, 15)).passed
+    downlink = (await bench.control.status())["platforms"]["bolink_downlink"]
+    assert downlink["logged_in"] and downlink["messages"] >= 2
+    assert bench.bolink.logins >= 1 and bench.bolink.polls < 60, "long-polls held, not hammered"
+    no_harm(bench)
