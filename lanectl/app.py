@@ -23,7 +23,7 @@ from lanectl.adapters.systemd_notify import SystemdNotifier, watchdog_loop
 from lanectl.adapters.webhook_publisher import WebhookPublisher
 from lanectl.config import Config, ConfigError, LaneConfig
 from lanectl.core import effects as fx
-from lanectl.core.events import OperatorOpen, PlatformEntry
+from lanectl.core.events import IdentifyCar, OperatorOpen, PlatformEntry
 from lanectl.core.lane import LaneRules
 from lanectl.core.rules import CardRenewal, RenewalError, VehicleRules, renew_card
 from lanectl.policy_factory import build_policy
@@ -230,10 +230,17 @@ class App:
             visit = runner.state.visit
             if runner.state.phase.value != "awaiting_payment" or visit is None:
                 continue
+            if (channel and self.channels[lane_id] == channel and not visit.plate and not visit.entry_record_id
+                    and plate in self.store.inside()):
+                # the plate-less car waiting here is the stay a platform admitted under this id: price that stay
+                await runner.request(IdentifyCar(visit.record_id, plate, "bolink", uuid.uuid4().hex))
+                visit = runner.state.visit
+                if visit is None or runner.state.phase.value != "awaiting_payment":
+                    return None  # free after all: the lane let it out
             if (channel and self.channels[lane_id] == channel) or (plate and visit.plate == plate) or \
                     (order_id and order_id in (visit.record_id, visit.entry_record_id)):
-                inside = self.store.inside().get(visit.plate)
-                entered = inside.entered_at if inside else None
+                stay = next((c for c in self.store.inside().values() if c.record_id == visit.entry_record_id), None)
+                entered = stay.entered_at if stay else None
                 return PriceQuote(visit.entry_record_id or visit.record_id, visit.due_fen, visit.due_fen + visit.paid_fen,
                                   entered, _minutes(entered, now))
         inside = self.store.inside()

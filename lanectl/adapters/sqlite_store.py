@@ -196,7 +196,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class"})
+RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class",
+                            "entry_record_id", "entered_at", "detail"})
 
 
 class StoreError(Exception):
@@ -307,9 +308,11 @@ class SqliteStore:
                                      "(trade_no=? OR (trade_no='' AND order_ref=?))",
                                      (e.record_id, e.reference, e.reference))
                 elif isinstance(e, fx.StartSettlement):
+                    # a car identified later (plate-less, by a platform) re-opens its settlement with the stay
                     conn.execute("INSERT INTO settlements (record_id, lane_id, exit_order, status, created_at) "
-                                 "VALUES (?,?,?,?,?)", (e.record_id, e.lane_id,
-                                                       json.dumps(asdict(e), ensure_ascii=False), "open", stamp))
+                                 "VALUES (?,?,?,?,?) ON CONFLICT (record_id) DO UPDATE SET "
+                                 "exit_order=excluded.exit_order, status='open', outcome='', closed_at=''",
+                                 (e.record_id, e.lane_id, json.dumps(asdict(e), ensure_ascii=False), "open", stamp))
                 elif isinstance(e, fx.StopSettlement):
                     conn.execute("UPDATE settlements SET status='closed', outcome=?, closed_at=? WHERE record_id=?",
                                  (e.outcome, stamp, e.record_id))

@@ -89,9 +89,20 @@ class PlatformEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentifyCar:
+    """A platform names the plate-less car waiting at an exit (Bolink 5.1 scene 2: the driver scanned the exit
+    QR): `car_id` is the id its entry was recorded under. The lane re-prices the exit against that stay."""
+
+    record_id: str  # the waiting exit record
+    car_id: str
+    provider: str
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed; the lane checks its deadlines (timers are data in the lane state)."""
 
 
 Event = Union[PlateRead, IoSnapshot, DeviceFault, DeviceRecovered, CommandDone, OperatorOpen, PaymentConfirmed,
-              PaymentFallback, PlatformEntry, Tick]
+              PaymentFallback, PlatformEntry, IdentifyCar, Tick]

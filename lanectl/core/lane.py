@@ -33,6 +33,7 @@ from lanectl.core.events import (
     DeviceFault,
     DeviceRecovered,
     Event,
+    IdentifyCar,
     IoSnapshot,
     OperatorOpen,
     PaymentConfirmed,
@@ -184,6 +185,8 @@ def handle(state: LaneState, event: Event, now: datetime, ctx: LaneContext) -> t
         state = _on_fallback(state, event, ctx, out)
     elif isinstance(event, PlatformEntry):
         state = _on_platform_entry(state, event, now, ctx, out)
+    elif isinstance(event, IdentifyCar):
+        state = _on_identify(state, event, now, ctx, out)
     elif isinstance(event, DeviceFault):
         if event.device == "barrier":
             if not state.barrier_fault:
@@ -523,6 +526,48 @@ def _on_platform_entry(state: LaneState, ev: PlatformEntry, now: datetime, ctx: 
     out.append(fx.Display("欢迎光临", "欢迎光临", "welcome", (("plate", ""), ("message", "欢迎光临"))))
     state = replace(state, visit=Visit("", "", record_id, decision.vehicle_class, reason))
     return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason)
+
+
+def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneContext,
+                 out: list[fx.Effect]) -> LaneState:
+    """The plate-less car waiting here is the stay recorded under `car_id` (a platform's id): price that stay,
+    link the records, and settle again under the stay's order. Nothing opens unless the stay is free."""
+    visit = state.visit
+    entry = ctx.inside.get(ev.car_id) if ev.car_id else None
+    if (state.phase != Phase.AWAITING_PAYMENT or visit is None or visit.record_id != ev.record_id or visit.plate
+            or visit.entry_record_id or entry is None):
+        out.append(_log(ctx, "warning", "car identification ignored", record=ev.record_id, car=ev.car_id,
+                        provider=ev.provider))
+        return state
+    present = {p: c.entered_at for p, c in ctx.inside.items()}
+    quote = ctx.policy.exit("", "", entry.entered_at, now, present, paid_fen=entry.paid_fen, paid_at=entry.paid_at,
+                            entry_reason=entry.reason)
+    free = quote.free
+    out.append(fx.PatchRecord(visit.record_id, (
+        ("entry_record_id", entry.record_id), ("entered_at", entry.entered_at.isoformat()),
+        ("total_fen", quote.total_fen), ("due_fen", 0 if free else quote.due_fen), ("paid_fen", quote.paid_fen),
+        ("reason", quote.reason), ("status", "leaving" if free else "awaiting_payment"))))
+    out.append(_log(ctx, "info", "plate-less car identified", record=visit.record_id, car=ev.car_id,
+                    entry=entry.record_id, due_fen=quote.due_fen, provider=ev.provider))
+    visit = replace(visit, entry_record_id=entry.record_id, due_fen=quote.due_fen, paid_fen=quote.paid_fen,
+                    reason=quote.reason, vehicle_class=quote.vehicle_class)
+    state = replace(state, visit=visit)
+    if free:
+        if ctx.settle:
+            out.append(fx.StopSettlement(visit.record_id, "paid"))
+        out.extend(_leave(visit))
+        out.append(fx.Display("一路顺风", "一路顺风", "goodbye", (("plate", ""),)))
+        return _open(state, now, ctx, out, record_id=visit.record_id, authority="rules", reason=quote.reason)
+    if ctx.settle:
+        out.append(fx.StopSettlement(visit.record_id, "reidentified"))
+        out.append(fx.StartSettlement(visit.record_id, ctx.lane_id, "", "", quote.due_fen, quote.total_fen,
+                                      now.isoformat(), entered_at=entry.entered_at.isoformat(),
+                                      entry_record_id=entry.record_id, vehicle_class=quote.vehicle_class,
+                                      entry_lane_id=entry.lane_id))
+    amount = _yuan_text(quote.due_fen)
+    out.append(fx.Display(f"无牌车 请缴费{amount}", f"无牌车 请缴费{amount}", "pay",
+                          (("plate", "无牌车"), ("amount", amount), ("stay", _stay_text(entry.entered_at, now)))))
+    return state
 
 
 def _on_fallback(state: LaneState, ev: PaymentFallback, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:

@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any, Callable, Optional, Protocol
 
 from lanectl.core import effects as fx
-from lanectl.core.events import CommandDone, DeviceFault, DeviceRecovered, Event, OperatorOpen, PlatformEntry, Tick
+from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, Event, IdentifyCar, OperatorOpen,
+                                 PlatformEntry, Tick)
 from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, restored
 from lanectl.core.policy import Policy
 from lanectl.service.ports import Barrier, BarrierError, Clock, Display
@@ -78,7 +79,7 @@ class LaneRunner:
         """Thread-unsafe, loop-safe: adapters and the control socket hand events over here."""
         self.queue.put_nowait(event)
 
-    async def request(self, event: OperatorOpen | PlatformEntry, timeout: float = 5.0) -> list[fx.Effect]:
+    async def request(self, event: OperatorOpen | PlatformEntry | IdentifyCar, timeout: float = 5.0) -> list[fx.Effect]:
         """Enqueue an operator's (or a platform's) event and wait until the lane has handled and committed it."""
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._requests[event.request_id] = fut
@@ -143,7 +144,7 @@ class LaneRunner:
         if self.settlement is not None and any(isinstance(e, (fx.StartSettlement, fx.StopSettlement))
                                                for e in effects):
             self.settlement(self.lane_id, effects)
-        if isinstance(event, (OperatorOpen, PlatformEntry)):
+        if isinstance(event, (OperatorOpen, PlatformEntry, IdentifyCar)):
             fut = self._requests.get(event.request_id)
             if fut is not None and not fut.done():
                 fut.set_result(effects)

@@ -214,11 +214,12 @@ class SettlementService:
             log.error("settlement %s failed: %r", record_id, task.exception())
 
     async def _flow(self, order: fx.StartSettlement) -> None:
-        previous = {a.provider: a for a in await self.store.attempts(record_id=order.record_id)}
+        # attempts of this exit by provider, for the order as it is now (a car identified later is another order)
+        previous = {(a.provider, a.order_ref): a for a in await self.store.attempts(record_id=order.record_id)}
         why: list[str] = []  # what each provider said, for the fallback's reason
         for name in self.lane_providers[order.lane_id]:
             provider = self.providers[name]
-            attempt = previous.get(name)
+            attempt = previous.get((name, provider.order_ref(order)))
             if attempt is not None and attempt.status in ("failed", "skipped"):
                 why.append(f"{name}: {attempt.detail or attempt.status}")
                 continue

@@ -159,3 +159,25 @@ async def test_behind_nat_the_same_flows_run_over_the_http_mode_downlink(bench):
     assert downlink["logged_in"] and downlink["messages"] >= 2
     assert bench.bolink.logins >= 1 and bench.bolink.polls < 60, "long-polls held, not hammered"
     no_harm(bench)
+
+
+@pytest.mark.rig(bolink=True, seed=[{"plate": "wx_8c1f02", "lane": "in1", "minutes_ago": 30}])
+async def test_a_plate_less_car_leaves_by_the_platform_id_it_entered_with(bench):
+    """Entered by the entry QR (5.7) under wx_8c1f02; at the exit the camera reads no plate. The driver scans
+    the exit QR: the platform asks the price of wx_8c1f02 at this exit (5.1 scene 2), pays that stay (5.5)."""
+    [entry] = [r for r in await bench.control.records(lane="in1") if r["plate"] == "wx_8c1f02"]
+    waiting = asyncio.create_task(bench.rig.car("out1", "", wait_open_s=30))
+    await asyncio.sleep(1.5)
+    assert (await bench.control.status())["lanes"]["out1"]["phase"] == "awaiting_payment"
+    asked = await bench.bolink.push_query_price(BOLINK_PARK, pay_scene=2, car_number="wx_8c1f02",
+                                                out_channel_id="A1")
+    assert (asked.answer["state"], asked.answer["order_id"], asked.answer["price"]) == (1, entry["record_id"], "5.00")
+    assert not waiting.done()
+    pushes = await bench.bolink.push_outpark(BOLINK_PARK, entry["record_id"], state=1, total_fen=500, trade_no="QR1")
+    assert pushes[-1].acked and (await asyncio.wait_for(waiting, 15)).passed
+    records = {r["record_id"]: r for r in await bench.control.records(limit=10)}
+    assert records[entry["record_id"]]["status"] == "exited"
+    [exit_record] = [r for r in records.values() if r["kind"] == "exit"]
+    assert (exit_record["status"], exit_record["entry_record_id"], exit_record["paid_fen"]) == (
+        "paid", entry["record_id"], 500)
+    no_harm(bench)

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lanectl.core import effects as fx
-from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, IoSnapshot, OperatorOpen, PaymentConfirmed,
+from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, IdentifyCar, IoSnapshot, OperatorOpen,
+                                 PaymentConfirmed,
                                  PaymentFallback, PlateRead, PlatformEntry, Tick)
 from lanectl.core.lane import InsideCar, LaneContext, LaneRules, LaneState, Phase, handle, make_id, restored
 from tests.policies import FlatPolicy
@@ -439,3 +440,28 @@ def test_a_plate_less_car_admitted_by_a_platform_enters_under_the_platform_id():
 def test_a_platform_entry_at_an_exit_lane_opens_nothing():
     lane = Lane("exit")
     assert not lane.of(fx.OpenBarrier, lane.feed(PlatformEntry("wx_1", "bolink")))
+
+
+def test_a_plate_less_car_named_by_a_platform_is_repriced_against_its_stay():
+    inside = {"wx_8c1f02": InsideCar("in1_7", T0 - timedelta(hours=2), "in1", "bolink_plateless")}
+    lane = Lane("exit", inside=inside, settle=True)
+    rec = lane.of(fx.NewRecord, lane.feed(PlateRead("")))[0]
+    assert rec.reason == "no_entry_record" and rec.entry_record_id == ""
+    out = lane.feed(IdentifyCar(rec.record_id, "wx_8c1f02", "bolink"), 5)
+    patch = dict(lane.of(fx.PatchRecord, out)[0].changes)
+    assert (patch["entry_record_id"], patch["due_fen"], patch["reason"]) == ("in1_7", 500, "fee")
+    assert lane.of(fx.StopSettlement, out)[0].outcome == "reidentified"
+    [start] = lane.of(fx.StartSettlement, out)
+    assert (start.record_id, start.entry_record_id, start.due_fen) == (rec.record_id, "in1_7", 500)
+    assert not lane.of(fx.OpenBarrier, out)
+    # paid for that stay: the car leaves and its entry is closed
+    out = lane.feed(PaymentConfirmed(rec.record_id, "bolink", 500, "T1", "scancode"), 5)
+    assert lane.of(fx.OpenBarrier, out) and ("status", "exited") in lane.of(fx.PatchRecord, out)[1].changes
+
+
+@pytest.mark.parametrize("car_id", ["wx_unknown", ""])
+def test_identifying_an_unknown_car_changes_nothing(car_id):
+    lane = Lane("exit", inside={"wx_1": InsideCar("in1_7", T0 - timedelta(hours=2))}, settle=True)
+    rec = lane.of(fx.NewRecord, lane.feed(PlateRead("")))[0]
+    out = lane.feed(IdentifyCar(rec.record_id, car_id, "bolink"))
+    assert [type(e) for e in out] == [fx.Log]
