@@ -4,6 +4,7 @@ FakeClock        Clock port; time moves only when the test says so — tests nev
 MemoryOutboxQueue  OutboxQueue port with the store's head-of-line `due()` contract.
 ScriptedPublisher  Publisher port answering from a script, recording what it was sent and when.
 EmitRecorder     an Emit callable that records events and lets a test await one.
+LaneEvents       stands in for the lane runners behind the settlement service: collects (lane, event).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 from zoneinfo import ZoneInfo
 
 from lanectl.service.outbox import Outcome, OutboxItem
@@ -245,3 +246,26 @@ class EmitRecorder:
 
         await asyncio.wait_for(_wait(), timeout)
         return self.events
+
+
+class LaneEvents:
+    """Stands in for the lane runners: collects what the settlement service emits, and lets a test await it."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.changed = asyncio.Event()
+
+    def emit(self, lane_id: str, event: Any) -> None:
+        self.events.append((lane_id, event))
+        self.changed.set()
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for _, e in self.events if isinstance(e, kind)]
+
+    async def wait_for(self, kind: type, n: int = 1, timeout: float = 4.0) -> list[Any]:
+        async def _wait() -> list[Any]:
+            while len(self.of(kind)) < n:
+                self.changed.clear()
+                await self.changed.wait()
+            return self.of(kind)
+        return await asyncio.wait_for(_wait(), timeout)

@@ -44,7 +44,8 @@ class CallbackServer:
         self.app.router.add_post(path, route)
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # in-flight platform calls get 2 s to finish on stop (a held request must not delay a restart)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()

@@ -13,7 +13,7 @@ import pytest
 from hil.daemon_process import DaemonProcess
 from hil.emulators.backoffice import Backoffice
 from hil.emulators.barrier_io import Physics
-from hil.platforms import BOLINK_PARK, Platforms  # noqa: F401  (tests import BOLINK_PARK from here)
+from hil.platforms import Platforms
 from hil.rig import Rig, RigLane
 from hil.scenario import load_scenario
 

@@ -9,14 +9,11 @@ import asyncio
 import pytest
 
 from hil.emulators import bolink as emu
-from tests.hil.conftest import BOLINK_PARK
+from hil.platforms import BOLINK_PARK
+from tests.hil.checks import no_harm
 
 pytestmark = pytest.mark.hil
 
-
-def no_harm(bench) -> None:
-    for unit, model in bench.rig.io.barriers.items():
-        assert model.close_refused == 0 and model.arm_hits == 0, f"unit {unit}"
 
 
 # Cars parked since half an hour (seeded before the daemon starts) owe the first hour, 5 元.

@@ -9,14 +9,10 @@ import asyncio
 import pytest
 
 from hil.scenario import ScenarioPlayer
+from tests.hil.checks import no_harm
 
 pytestmark = pytest.mark.hil
 
-
-def no_harm(bench) -> None:
-    for unit, model in bench.rig.io.barriers.items():
-        assert model.close_refused == 0, f"unit {unit}: CLOSE sent while the arm was occupied"
-        assert model.arm_hits == 0, f"unit {unit}: arm lowered onto a car"
 
 
 @pytest.mark.rig(seed=True, bolink=True, xft=True, tdzn=True)

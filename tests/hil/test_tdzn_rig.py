@@ -9,15 +9,12 @@ import asyncio
 import pytest
 
 from hil.emulators import tdzn as tdzn_emu
+from tests.hil.checks import no_harm
 
 pytestmark = pytest.mark.hil
 
 PARKED = [{"plate": p, "lane": "in1", "minutes_ago": 30} for p in ("粤E11111", "粤E22222")]
 
-
-def no_harm(bench) -> None:
-    for unit, model in bench.rig.io.barriers.items():
-        assert model.close_refused == 0 and model.arm_hits == 0, f"unit {unit}"
 
 
 async def until(predicate, timeout: float = 8.0) -> None:

@@ -11,15 +11,12 @@ from dataclasses import replace
 import pytest
 
 from hil.emulators import xft as xft_emu
+from tests.hil.checks import no_harm
 
 pytestmark = pytest.mark.hil
 
 PARKED = [{"plate": p, "lane": "in1", "minutes_ago": 30} for p in ("粤D11111", "粤D22222")]
 
-
-def no_harm(bench) -> None:
-    for unit, model in bench.rig.io.barriers.items():
-        assert model.close_refused == 0 and model.arm_hits == 0, f"unit {unit}"
 
 
 @pytest.mark.rig(xft=True)

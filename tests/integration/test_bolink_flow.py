@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, timedelta
-from typing import Any, Optional
+from typing import Optional
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -26,6 +26,7 @@ from lanectl.protocols import bolink as bl
 from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
 from lanectl.service.outbox import OutboxItem, PublishResult
 from lanectl.service.settlement import SettlementService, SettlementTiming
+from tests.fakes import LaneEvents as Lanes
 
 TZ = ZoneInfo("Asia/Shanghai")
 CLOCK = SystemClock(TZ)
@@ -36,25 +37,6 @@ FAST = SettlementTiming(charge_timeout_s=0.5, poll_interval_s=0.1, window_s=1.5,
                         reconcile_for_s=5.0)
 
 
-class Lanes:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.changed = asyncio.Event()
-
-    def emit(self, lane_id: str, event: Any) -> None:
-        self.events.append((lane_id, event))
-        self.changed.set()
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for _, e in self.events if isinstance(e, kind)]
-
-    async def wait_for(self, kind: type, n: int = 1, timeout: float = 4.0) -> list[Any]:
-        async def _wait() -> list[Any]:
-            while len(self.of(kind)) < n:
-                self.changed.clear()
-                await self.changed.wait()
-            return self.of(kind)
-        return await asyncio.wait_for(_wait(), timeout)
 
 
 class Rig:

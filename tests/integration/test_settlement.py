@@ -16,6 +16,7 @@ from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
 from lanectl.service.settlement import (Attempt, ChargeAnswer, ProviderUnavailable, SettlementService,
                                         SettlementTiming)
+from tests.fakes import LaneEvents as Lanes
 
 TZ = ZoneInfo("Asia/Shanghai")
 CLOCK = SystemClock(TZ)
@@ -56,24 +57,6 @@ class FakeProvider:
         return step() if callable(step) else step
 
 
-class Lanes:
-    """Stands in for the lane runners: collects what the service emits."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.changed = asyncio.Event()
-
-    def emit(self, lane_id: str, event: Any) -> None:
-        self.events.append((lane_id, event))
-        self.changed.set()
-
-    async def wait_for(self, kind: type, n: int = 1, timeout: float = 3.0) -> list[Any]:
-        async def _wait() -> list[Any]:
-            while len(self.of(kind)) < n:
-                self.changed.clear()
-                await self.changed.wait()
-            return self.of(kind)
-        return await asyncio.wait_for(_wait(), timeout)
 
     def of(self, kind: type) -> list[Any]:
         return [e for _, e in self.events if isinstance(e, kind)]

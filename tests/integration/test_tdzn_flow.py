@@ -25,6 +25,7 @@ from lanectl.service.bolink_inbound import PriceQuote
 from lanectl.service.outbox import OutboxItem, Outcome, PublishResult
 from lanectl.service.settlement import SettlementService, SettlementTiming
 from lanectl.service.tdzn_inbound import TdznInbound
+from tests.fakes import LaneEvents as Lanes
 
 TZ = ZoneInfo("Asia/Shanghai")
 CLOCK = SystemClock(TZ)
@@ -49,27 +50,6 @@ class ShiftClock(SystemClock):
         return super().now() + timedelta(seconds=self.offset_s)
 
 
-class Lanes:
-    """Stands in for the lane runners: collects what the settlement service emits."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.changed = asyncio.Event()
-
-    def emit(self, lane_id: str, event: Any) -> None:
-        self.events.append((lane_id, event))
-        self.changed.set()
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for _, e in self.events if isinstance(e, kind)]
-
-    async def wait_for(self, kind: type, n: int = 1, timeout: float = 2.5) -> list[Any]:
-        async def _wait() -> list[Any]:
-            while len(self.of(kind)) < n:
-                self.changed.clear()
-                await self.changed.wait()
-            return self.of(kind)
-        return await asyncio.wait_for(_wait(), timeout)
 
 
 class Rig:

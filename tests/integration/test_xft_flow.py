@@ -29,6 +29,7 @@ from lanectl.service.outbox import OutboxItem, PublishResult
 from lanectl.service.settlement import (Attempt, ChargeAnswer, ProviderUnavailable, SettlementService,
                                         SettlementTiming)
 from lanectl.service.xft_inbound import XftInbound
+from tests.fakes import LaneEvents as Lanes
 
 TZ = ZoneInfo("Asia/Shanghai")
 CLOCK = SystemClock(TZ)
@@ -41,27 +42,6 @@ SLOW_POLL = SettlementTiming(charge_timeout_s=0.3, poll_interval_s=2.0, window_s
                              reconcile_for_s=5.0)
 
 
-class Lanes:
-    """Stands in for the lane runners: collects what the settlement emits."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-        self.changed = asyncio.Event()
-
-    def emit(self, lane_id: str, event: Any) -> None:
-        self.events.append((lane_id, event))
-        self.changed.set()
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for _, e in self.events if isinstance(e, kind)]
-
-    async def wait_for(self, kind: type, n: int = 1, timeout: float = 2.5) -> list[Any]:
-        async def _wait() -> list[Any]:
-            while len(self.of(kind)) < n:
-                self.changed.clear()
-                await self.changed.wait()
-            return self.of(kind)
-        return await asyncio.wait_for(_wait(), timeout)
 
 
 class Booth:
