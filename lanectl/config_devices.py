@@ -1,10 +1,12 @@
-"""Per-lane device sections of the lane YAML (barrier IO, plate reader). Typos are errors (extra="forbid")."""
+"""Per-lane device sections of the lane YAML (barrier IO, plate reader, HTTP camera, LED board). Typos are
+errors (extra="forbid")."""
 
 from __future__ import annotations
 
+import string
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lanectl.config_base import Strict
 
@@ -73,6 +75,137 @@ class SerialPlateReader(SerialLine):
 PlateReaderConfig = Annotated[Union[SerialPlateReader], Field(discriminator="kind")]
 
 
+class VzenithCameraConfig(Strict):
+    """A Vzenith-style camera pushing to POST /camera/<lane id>."""
+
+    kind: Literal["vzenith_http"]
+    # The camera's relay raises the barrier (`info: ok` in a reply): installs without a Modbus IO module. The
+    # barrier must close by itself (lane rules auto_close), as the relay cannot lower it.
+    relay_barrier: bool = False
+    relay_cycle_s: float = Field(8.0, gt=0, le=300)  # after the pulse, when the arm is taken to be down again
+    relay_deliver_s: float = Field(5.0, gt=0, le=60)  # an OPEN not carried by a reply within this fails
+    reply_wait_s: float = Field(1.5, ge=0, le=5)  # a push's reply waits this long for the lane's OPEN
+    min_confidence: int = Field(0, ge=0, le=100)  # lower reads are dropped at the camera
+    serialno: Optional[str] = None  # accept pushes only from this camera (two cameras on one URL is a mistake)
+    save_images: bool = True
+    image_retention: int = Field(2000, ge=1, le=1_000_000)  # picture files kept for this lane (newest)
+    max_image_kb: int = Field(1024, ge=16, le=16384)  # per picture; a bigger one is answered 413
+
+
+CameraConfig = Annotated[Union[VzenithCameraConfig], Field(discriminator="kind")]
+
+# The lane's messages (lanectl.core.effects.Display.key) and the fields each one carries.
+MESSAGE_FIELDS: dict[str, frozenset[str]] = {
+    "welcome": frozenset({"plate", "message", "vehicle_class"}),
+    "refused": frozenset({"plate", "message"}),
+    "goodbye": frozenset({"plate"}),
+    "pay": frozenset({"plate", "amount", "stay"}),
+    "booth": frozenset({"plate", "amount", "stay"}),
+    "balance_short": frozenset({"plate", "amount", "stay"}),
+    "paid": frozenset({"plate", "amount"}),
+    "stored_value_paid": frozenset({"plate", "amount", "balance"}),
+    "pay_fallback": frozenset({"plate", "amount"}),
+    "fault": frozenset(),
+}
+QR_FIELDS = frozenset({"plate", "amount", "lane"})
+
+# Default board wording (lane-hardware.md). "|" splits display lines; the voice reads it as a space.
+DEFAULT_TEMPLATES: dict[str, str] = {
+    "welcome": "{message}|{plate}",
+    "refused": "{plate}|{message}",
+    "goodbye": "一路顺风",
+    "pay": "{plate}|停车{stay} 请缴费{amount}",
+    "booth": "{plate}|请到岗亭处理",
+    "balance_short": "{plate}|余额不足 请缴费{amount}",
+    "paid": "{plate}|支付成功 一路顺风",
+    "stored_value_paid": "{plate}|扣费{amount} 余额{balance}",
+    "pay_fallback": "{plate}|请扫码缴费{amount}",
+    "fault": "道闸故障|请联系管理员",
+}
+
+
+def template_fields(template: str) -> set[str]:
+    """The placeholders of a template; ValueError for broken braces, {a.b}, {a[0]} or {}."""
+    names = set()
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(f"placeholder {{{name}}} is not a field name")
+        names.add(name)
+    return names
+
+
+def check_template(template: str, allowed: frozenset[str]) -> None:
+    try:
+        names = template_fields(template)
+    except ValueError as exc:  # Formatter.parse: "Single '}' encountered", "expected '}'"...
+        raise ValueError(f"{template!r}: {exc}") from None
+    unknown = sorted(names - allowed)
+    if unknown:
+        raise ValueError(f"{template!r}: unknown placeholder {{{unknown[0]}}} (this message has: "
+                         f"{', '.join(sorted(allowed)) or 'no fields'})")
+    try:
+        template.encode("gbk")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{template!r}: the board's GBK text cannot carry {template[exc.start]!r}") from None
+
+
+class LedBoardConfig(SerialLine):
+    """An LED text + voice board: on its own RS-485 line (port ...) or behind the camera (via_camera)."""
+
+    kind: Literal["led_board"]
+    port: Optional[str] = None  # type: ignore[assignment]  # optional here: via_camera needs none
+    via_camera: bool = False  # frames ride in the camera's replies (serialData)
+    camera_channel: int = Field(0, ge=0, le=255)
+    address: int = Field(0, ge=0, le=255)
+    lines: int = Field(2, ge=1, le=4)  # text lines on the board
+    voice: bool = True
+    templates: dict[str, str] = {}  # message key -> template, over DEFAULT_TEMPLATES
+    qr_url: Optional[str] = None  # shown as a QR code with pay_fallback, e.g. "https://pay.example/{plate}"
+    write_timeout_s: float = Field(1.0, gt=0, le=10)
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, template in v.items():
+            if key not in MESSAGE_FIELDS:
+                raise ValueError(f"{key}: unknown message (one of: {', '.join(MESSAGE_FIELDS)})")
+            try:
+                check_template(template, MESSAGE_FIELDS[key])
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+        return v
+
+    @field_validator("qr_url")
+    @classmethod
+    def _qr(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            if not v.strip():
+                raise ValueError("empty URL (leave qr_url out for no QR code)")
+            check_template(v, QR_FIELDS)
+        return v
+
+    @model_validator(mode="after")
+    def _one_link(self) -> "LedBoardConfig":
+        if (self.port is None) == (not self.via_camera):
+            raise ValueError("give exactly one of port: /dev/... (the board's own RS-485 line) or via_camera: true")
+        return self
+
+
+DisplayConfig = Annotated[Union[LedBoardConfig], Field(discriminator="kind")]
+
+
 class LaneDevices(Strict):
     barrier: Optional[BarrierConfig] = None
     plate_reader: Optional[PlateReaderConfig] = None
+    camera: Optional[CameraConfig] = None
+    display: Optional[DisplayConfig] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "LaneDevices":
+        if self.display is not None and self.display.via_camera and self.camera is None:
+            raise ValueError("display.via_camera needs a camera section (the board hangs on the camera's RS-485)")
+        if self.barrier is not None and self.camera is not None and self.camera.relay_barrier:
+            raise ValueError("barrier and camera.relay_barrier both raise the barrier: configure one of them")
+        return self
