@@ -23,10 +23,18 @@ from typing import Any, Callable, Optional
 import yaml
 
 from hil.emulators.barrier_io import BarrierEmulator, Physics
+from hil.emulators.led_board import LedBoard
 from hil.emulators.plate_camera import PlateCamera
 from hil.wire import VirtualCable
 
 Say = Callable[[str, str], None]  # (lane, text) — the demo prints it, tests ignore it
+
+
+def board_text(out: Any) -> str:
+    """What a driver sees and hears of one board frame: 「line | line」 🔊 speech."""
+    shown = " | ".join(line.text for line in out.lines if line.text)
+    return " ".join(p for p in (f"「{shown}」" if shown else "", f"🔊 {out.speech}" if out.speech else "",
+                                f"QR {out.qr}" if out.qr else "") if p)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class Rig:
     physics: Physics = Physics(rise_s=1.0, fall_s=1.0)
     poll_ms: int = 50  # the daemon's input polling period on the barrier bus
     say: Say = lambda lane, text: None
+    board_said: Say = lambda lane, text: None  # what a lane's LED/voice board shows and says, as it decodes it
+    led_boards: bool = True  # an LED/voice board per lane on its own RS-485 line
     site_overrides: dict[str, Any] = field(default_factory=dict)
     lane_overrides: dict[str, Any] = field(default_factory=dict)  # merged into every lane's rules
     lane_extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # lane id -> top-level keys (payments ...)
@@ -62,6 +72,7 @@ class Rig:
     io: Optional[BarrierEmulator] = None
     cables: dict[str, VirtualCable] = field(default_factory=dict)
     cameras: dict[str, PlateCamera] = field(default_factory=dict)
+    boards: dict[str, LedBoard] = field(default_factory=dict)
 
     @property
     def bus_path(self) -> Path:
@@ -69,6 +80,9 @@ class Rig:
 
     def camera_path(self, lane_id: str) -> Path:
         return self.workdir / "dev" / f"camera-{lane_id}"
+
+    def board_path(self, lane_id: str) -> Path:
+        return self.workdir / "dev" / f"board-{lane_id}"
 
     async def start(self) -> None:
         dev = self.workdir / "dev"
@@ -83,10 +97,19 @@ class Rig:
             camera = PlateCamera(str(dev / f"camera-{lane.id}-device"))
             await camera.open()
             self.cameras[lane.id] = camera
+            if self.led_boards:
+                self.cables[f"board-{lane.id}"] = VirtualCable(str(self.board_path(lane.id)),
+                                                               str(dev / f"board-{lane.id}-device"), self.baudrate)
+                board = LedBoard(str(dev / f"board-{lane.id}-device"), baudrate=self.baudrate or 9600)
+                board.on_output = lambda out, lane_id=lane.id: self.board_said(lane_id, board_text(out))
+                await board.open()
+                self.boards[lane.id] = board
 
     async def stop(self) -> None:
         for camera in self.cameras.values():
             await camera.close()
+        for board in self.boards.values():
+            await board.close()
         if self.io is not None:
             await self.io.stop()
         for cable in [*self.cables.values(), self.bus]:
@@ -118,7 +141,9 @@ class Rig:
                    "devices": {"barrier": {"kind": "modbus_rtu", "port": str(self.bus_path), "baudrate": baud,
                                            "unit": lane.unit, "poll_ms": self.poll_ms, "timeout_s": 0.5},
                                "plate_reader": {"kind": "serial_line", "port": str(self.camera_path(lane.id)),
-                                                "baudrate": baud}},
+                                                "baudrate": baud},
+                               **({"display": {"kind": "led_board", "port": str(self.board_path(lane.id)),
+                                               "baudrate": baud}} if self.led_boards else {})},
                    "rules": {"duplicate_window_s": 5, "open_confirm_s": 5, "close_confirm_s": 8,
                              **self.lane_overrides}, **self.lane_extra.get(lane.id, {})}
             (directory / "lanes" / f"{lane.id}.yaml").write_text(

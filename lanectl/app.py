@@ -14,6 +14,8 @@ from typing import Any, Callable, Optional
 import aiohttp
 
 from lanectl.adapters.callback_server import CallbackServer
+from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera, camera_route
+from lanectl.adapters.led_board_display import LedBoardDisplay
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlError, ControlServer
 from lanectl.adapters.modbus_barrier import ModbusBarrier, ModbusBusRegistry
@@ -57,6 +59,8 @@ class App:
         self.buses = ModbusBusRegistry()
         self.runners: dict[str, LaneRunner] = {}
         self.readers: dict[str, SerialPlateReader] = {}
+        self.cameras: dict[str, VzenithCamera] = {}  # lanes whose camera pushes over HTTP
+        self.displays: dict[str, LedBoardDisplay] = {}
         self.relay: Optional[OutboxRelay] = None
         self.notifier = SystemdNotifier()
         self.ready = asyncio.Event()
@@ -132,6 +136,8 @@ class App:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.buses.close()
+            for closing in (*self.cameras.values(), *self.displays.values()):
+                await closing.aclose()
             if self._session is not None:
                 await self._session.close()
             await self.store.close()
@@ -141,12 +147,23 @@ class App:
 
     def _build_lane(self, lane: LaneConfig) -> LaneRunner:
         settle = self.settlement.on_effects if self.settlement is not None and lane.payments else None
-        return LaneRunner(lane.id, lane.direction, self.policy, self.store, self.clock,
-                          barrier=self._barrier(lane), rules=lane_rules(lane), on_effects=self.on_effects,
+        camera_cfg, display_cfg = lane.devices.camera, lane.devices.display
+        if camera_cfg is not None:  # HTTP push: its reply may carry the relay and board frames
+            self.cameras[lane.id] = VzenithCamera(lane.id, camera_cfg, self.config.site.database.parent / "images",
+                                                  self.clock)
+        barrier = self._barrier(lane)
+        display = None
+        if display_cfg is not None:
+            via = self.cameras.get(lane.id) if display_cfg.via_camera else None
+            display = self.displays[lane.id] = LedBoardDisplay(display_cfg, via, lane_id=lane.id)
+        return LaneRunner(lane.id, lane.direction, self.policy, self.store, self.clock, barrier=barrier,
+                          display=display, rules=lane_rules(lane), on_effects=self.on_effects,
                           after_commit=lambda: self.relay.wake() if self.relay else None, settlement=settle)
 
-    def _barrier(self, lane: LaneConfig) -> Optional[ModbusBarrier]:
-        cfg = lane.devices.barrier
+    def _barrier(self, lane: LaneConfig) -> Optional[Any]:
+        cfg, camera = lane.devices.barrier, self.cameras.get(lane.id)
+        if camera is not None and lane.devices.camera is not None and lane.devices.camera.relay_barrier:
+            return CameraRelayBarrier(camera)  # installs without an IO module: the camera's relay raises the arm
         return ModbusBarrier(cfg, self.buses, name=lane.id) if cfg is not None else None
 
     def _devices(self, lane: LaneConfig) -> list[Any]:
@@ -154,6 +171,8 @@ class App:
         runner = self.runners[lane.id]
         if runner.barrier is not None:
             devices.append(runner.barrier)
+        if lane.id in self.cameras:
+            devices.append(self.cameras[lane.id])
         if lane.devices.plate_reader is not None:
             barrier = runner.barrier
             reader = SerialPlateReader(lane.devices.plate_reader, name=f"{lane.id}-camera",
@@ -194,6 +213,9 @@ class App:
     def _register_callbacks(self) -> None:
         for path, handler in (self.platforms.routes if self.platforms else []):
             self.http.add_post(path, handler)
+        for lane_id, camera in self.cameras.items():
+            # its own aiohttp handler: it answers 400/403/413 itself, with the camera's reply shape
+            self.http.app.router.add_post(f"/camera/{lane_id}", camera_route(camera))
 
     async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int) -> None:
         """A card renewed on a platform: kept in the store first, then the lanes decide with the new period."""
@@ -272,6 +294,8 @@ class App:
                 lanes[lid]["plate_lines"] = {"read": st.lines, "skipped": st.skipped,
                                              "bad_bytes": st.skipped_bad_bytes, "bad_fields": st.skipped_bad_fields,
                                              "bad_plate": st.skipped_bad_plate, "overlong": st.skipped_overlong}
+        for lid, camera in self.cameras.items():
+            lanes[lid]["camera"] = camera.status()
         answer: dict[str, Any] = {"park_id": self.config.site.park_id, "http_port": self.http.port, "lanes": lanes}
         if self.settlement is not None:
             answer["settlement"] = self.settlement.status()

@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lanectl.config_base import SecretRef, Strict
-from lanectl.config_devices import LaneDevices, ModbusRtuBarrier, SerialPlateReader
+from lanectl.config_devices import LaneDevices, LedBoardConfig, ModbusRtuBarrier, SerialPlateReader
 from lanectl.config_payments import NEEDS, PaymentsConfig, ProviderName
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
@@ -271,6 +271,7 @@ def load_config(directory: str | Path) -> Config:
     problems.extend(_check_ports(lanes, seen))
     if site is not None:
         problems.extend(_check_payments(site, lanes, seen))
+    problems.extend(_check_relay(lanes, seen))
     secrets: dict[str, str] = {}
     if site is not None:
         site = site.model_copy(update={"database": _resolve(d, site.database),
@@ -288,6 +289,14 @@ def load_config(directory: str | Path) -> Config:
     for name in site.payments.configured():
         config.secret(getattr(site.payments, name).key, f"{site_path}: payments.{name}.key")
     return config
+
+
+def _check_relay(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
+    """A camera relay only raises the arm; the barrier must lower itself (rules.auto_close)."""
+    return [f"{files[lane.id]}: rules.auto_close: must be true with devices.camera.relay_barrier (the camera "
+            "relay cannot lower the arm; the barrier closes by its own loop)"
+            for lane in lanes if lane.devices.camera is not None and lane.devices.camera.relay_barrier
+            and not lane.rules.auto_close]
 
 
 def _check_payments(site: SiteConfig, lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
@@ -311,9 +320,10 @@ def _check_ports(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
     problems: list[str] = []
     owners: dict[str, tuple[str, Any]] = {}
     for lane in lanes:
-        for role, dev in (("barrier", lane.devices.barrier), ("plate_reader", lane.devices.plate_reader)):
+        for role, dev in (("barrier", lane.devices.barrier), ("plate_reader", lane.devices.plate_reader),
+                          ("display", lane.devices.display)):
             port = getattr(dev, "port", None)
-            if not isinstance(dev, (ModbusRtuBarrier, SerialPlateReader)) or port is None:
+            if not isinstance(dev, (ModbusRtuBarrier, SerialPlateReader, LedBoardConfig)) or port is None:
                 continue
             where = f"{files[lane.id]}: devices.{role}.port"
             if port not in owners:

@@ -39,8 +39,6 @@ class Printer:
                     e.message.startswith(("entry", "exit", "operator", "payment"))):
                 fields = " ".join(f"{k}={v}" for k, v in e.fields if k != "lane" and v not in ("", None))
                 self.line("lanectl", lane, f"{e.message}: {fields}")
-            elif isinstance(e, fx.Display):
-                self.line("screen", lane, f"「{e.text}」" + (f" 🔊 {e.voice}" if e.voice else ""))
             elif isinstance(e, fx.OpenBarrier):
                 who = f" by {e.operator}" if e.operator else ""
                 self.line("lanectl", lane, f"OPEN ({e.authority}: {e.reason}{who})")
@@ -86,6 +84,7 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     platforms = await Platforms(scn.platforms).start()  # payment platform emulators (Bolink ...)
     site = {"uploads": {"webhook": {"url": office.url, "rate_per_s": 5}}, **platforms.site(), **scn.site}
     rig = Rig(workdir, scn.lanes, baudrate=baud, say=printer.rig, site_overrides=site,
+              board_said=lambda lane, text: printer.line("board", lane, text),
               lane_extra=platforms.lane_extra() if scn.platforms else {}, secrets=platforms.secrets())
     await rig.start()
     socket = workdir / "control.sock"
@@ -129,6 +128,9 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     hits = sum(b.arm_hits for b in rig.io.barriers.values())
     refused = sum(b.close_refused for b in rig.io.barriers.values())
     print(f"barrier emulator: arm hits {hits}, CLOSE refused while occupied {refused}")
+    shown = {lane: len(board.outputs) for lane, board in rig.boards.items()}
+    bad = sum(len(board.rejected) + board.stats.bad_crc for board in rig.boards.values())
+    print(f"LED/voice boards: messages decoded {shown}, frames rejected or bad CRC {bad}")
     kinds = [r.kind for r in office.received]
     print(f"back office: {len(kinds)} uploads received through the outbox "
           f"({kinds.count('entry')} entries, {kinds.count('exit')} exits, {kinds.count('release')} releases)")

@@ -1,0 +1,78 @@
+"""HIL: lanes with only a Vzenith-style camera (HTTP push, its relay raising the barrier) and an LED/voice board
+behind the camera — the daemon as its own process. A car is let in or out by the relay in the push's reply,
+the board shows and says the lane's messages, a refused car gets no relay pulse."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hil.daemon_process import DaemonProcess
+from hil.emulators.camera_http import HttpCamera
+from hil.emulators.led_board import LedBoard
+from hil.platforms import free_port
+
+pytestmark = pytest.mark.hil
+
+
+def lane(lane_id: str, direction: str) -> dict:
+    return {"id": lane_id, "direction": direction,
+            "devices": {"camera": {"kind": "vzenith_http", "relay_barrier": True, "relay_cycle_s": 1.0},
+                        "display": {"kind": "led_board", "via_camera": True,
+                                    "templates": {"welcome": "{message}|{plate}"}}},
+            "rules": {"auto_close": True, "duplicate_window_s": 2, "open_confirm_s": 8}}
+
+
+@pytest.fixture
+async def camera_lanes():
+    workdir = Path(tempfile.mkdtemp(prefix="lanectl-cam-", dir="/tmp"))
+    port = free_port()
+    etc = workdir / "etc"
+    (etc / "lanes").mkdir(parents=True)
+    site = {"park_id": "cam", "database": str(workdir / "lanectl.db"), "http": {"listen": f"127.0.0.1:{port}"},
+            "control": {"socket": str(workdir / "control.sock")},
+            "tariffs": {"default": {"free_minutes": 15, "first_minutes": 60, "first_fen": 500}},
+            "vehicles": {"blacklist": {"粤B66666": "逃费"}}}
+    (etc / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True))
+    for doc in (lane("in1", "entry"), lane("out1", "exit")):
+        (etc / "lanes" / f"{doc['id']}.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
+    daemon = DaemonProcess(etc, workdir / "control.sock", workdir / "daemon.log")
+    boards = {"in1": LedBoard(), "out1": LedBoard()}
+    cams = {lid: HttpCamera(f"http://127.0.0.1:{port}/camera/{lid}", led_board=boards[lid]) for lid in boards}
+    try:
+        await daemon.start()
+        for cam in cams.values():
+            await cam.start()
+        yield daemon, cams, boards
+    finally:
+        for cam in cams.values():
+            await cam.close()
+        await daemon.stop()
+        print(daemon.log()[-4000:])
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_a_camera_only_lane_lets_cars_in_and_out_through_the_relay_and_shows_them(camera_lanes):
+    daemon, cams, boards = camera_lanes
+    reply = await cams["in1"].car("粤B12345")
+    assert reply.status == 200 and reply.commands.open_gate, "the push's own reply raised the barrier"
+    assert cams["in1"].relay_opens == 1 and boards["in1"].sees("粤B12345") and boards["in1"].hears("欢迎光临")
+    await asyncio.sleep(1.5)  # the barrier's own cycle: back down
+
+    refused = await cams["in1"].car("粤B66666")
+    assert not refused.commands.open_gate and cams["in1"].relay_opens == 1
+    for _ in range(5):  # heartbeats never carry an open nobody commanded
+        assert not (await cams["in1"].heartbeat()).commands.open_gate
+    assert boards["in1"].sees("黑名单")
+
+    out = await cams["out1"].car("粤B12345")  # within the free minutes: free exit
+    assert out.commands.open_gate and cams["out1"].relay_opens == 1 and boards["out1"].hears("一路顺风")
+    records = {(r["kind"], r["status"]) for r in await daemon.client.records(plate="粤B12345")}
+    assert records == {("entry", "exited"), ("exit", "leaving")}
+    status = await daemon.client.status()
+    assert status["lanes"]["in1"]["camera"]["pushes"] == 2 and not status["lanes"]["in1"]["barrier_fault"]
