@@ -14,9 +14,9 @@ A lane lists the providers that charge at it, in order: `payments: [bolink]` in 
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from lanectl.config_base import SecretRef, Strict
 
@@ -41,13 +41,23 @@ def _base_url(v: str) -> str:
     return v.rstrip("/")
 
 
+def _route(v: str) -> str:
+    if not v.startswith("/"):
+        raise ValueError("must start with /")
+    return v
+
+
+Url = Annotated[str, AfterValidator(_base_url)]
+Route = Annotated[str, AfterValidator(_route)]  # a path on the lane's public listener
+
+
 class BolinkConfig(Strict):
-    base_url: str = "https://s.bolink.club"  # test platform: https://beta.bolink.club
+    base_url: Url = "https://s.bolink.club"  # test platform: https://beta.bolink.club
     union_id: int = Field(gt=0)  # 厂商平台账户
     park_id: str = Field(min_length=1, max_length=32)
     key: SecretRef  # vendor key (厂商平台密钥)
     downlink: Literal["callback", "http_mode"] = "callback"
-    callback_path: str = "/bolink"  # where the platform POSTs on our public listener (callback mode)
+    callback_path: Route = "/bolink"  # where the platform POSTs on our public listener (callback mode)
     local_id: str = ""  # HTTP-mode login id (default: park_id)
     rate_per_s: float = Field(8.0, gt=0, lt=10)  # the platform refuses 10 order uploads/s and more
     timeout_s: float = Field(5.0, gt=0, le=60)
@@ -55,74 +65,44 @@ class BolinkConfig(Strict):
     empty_plot: int = Field(0, ge=0)  # free spaces reported with uploads when no counter is wired
     etc_pay_type: Literal["my", "cj", "jyyh", "ystx"] = "jyyh"  # the lot's ETC service (3.7 etcPayApi)
 
-    @field_validator("base_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _base_url(v)
 
-    @field_validator("callback_path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("must start with /")
-        return v
 
 
 class XftConfig(Strict):
     """XFT aggregation parking API v2 (sign-free / 无感)."""
 
-    base_url: str = "https://xlink.91xft.cn/parking/aggegation"  # sic: aggegation
+    base_url: Url = "https://xlink.91xft.cn/parking/aggegation"  # sic: aggegation
     app_id: str = Field(min_length=1)
     merchant_code: str = Field(min_length=1)
     store_code: str = Field(min_length=1)
     key: SecretRef  # merchant key
     channel: str = "WECHAT"
-    notify_url: str  # the lane's public notify URL as XFT must call it (NAT / proxy address), ending in notify_path
-    notify_path: str = "/xft/notify"  # where our listener takes the notify
+    notify_url: Url  # the lane's public notify URL as XFT must call it (NAT / proxy address), ending in notify_path
+    notify_path: Route = "/xft/notify"  # where our listener takes the notify
     require_notify_signature: bool = True  # seed 000 lists no sign on the notify; unsigned ones are then checked
     relation_cache_s: float = Field(300.0, ge=0, le=86400)  # signed-relation answers are reused this long
     client_ip: str = "127.0.0.1"
     timeout_s: float = Field(5.0, gt=0, le=60)
     rate_per_s: float = Field(5.0, gt=0, le=100)
 
-    @field_validator("base_url", "notify_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _base_url(v)
 
-    @field_validator("notify_path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("must start with /")
-        return v
 
 
 class TdznConfig(Strict):
     """The preLeaveNotify platform ("HTTP 对接文档")."""
 
-    url: str  # the platform's endpoint the lane POSTs every serviceName to
+    url: Url  # the platform's endpoint the lane POSTs every serviceName to
     pid: str = Field(min_length=1)
     key: SecretRef
     park_code: str = Field(min_length=1)
-    callback_path: str = "/tdzn"  # where the platform reaches the lane (queryParkFee, payNotify, remoteDev)
+    callback_path: Route = "/tdzn"  # where the platform reaches the lane (queryParkFee, payNotify, remoteDev)
     timestamp_window_s: int = Field(300, ge=10, le=3600)  # platform calls older or newer than this are refused
     pre_leave_timeout_s: float = Field(3.0, gt=0, le=30)  # preLeaveNotify is synchronous: a timeout is "not paid"
     timeout_s: float = Field(5.0, gt=0, le=60)
     rate_per_s: float = Field(5.0, gt=0, le=100)
     total_spaces: int = Field(0, ge=0)  # totalParkNum reported with entries/exits
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        return _base_url(v)
 
-    @field_validator("callback_path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("must start with /")
-        return v
 
 
 class PaymentsConfig(Strict):

@@ -12,14 +12,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from datetime import datetime
 from typing import Any, Mapping, Optional, Protocol
 
 import aiohttp
 
+from lanectl.adapters.platform_http import PlatformTransport
 from lanectl.config_payments import BolinkConfig
 from lanectl.core import effects as fx
 from lanectl.protocols import bolink as bl
@@ -39,35 +38,13 @@ class Marks(Protocol):
 
 class BolinkClient:
     def __init__(self, cfg: BolinkConfig, key: str, session: aiohttp.ClientSession) -> None:
-        self.cfg, self._key, self._session = cfg, key, session
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-        self._spacing = 1.0 / cfg.rate_per_s
-        self._next_slot = 0.0
-        self._lock = asyncio.Lock()
+        self.cfg, self._key = cfg, key
+        self._http = PlatformTransport("bolink", session, rate_per_s=cfg.rate_per_s, timeout_s=cfg.timeout_s)
 
     async def post(self, path: str, data: Mapping[str, Any]) -> bytes:
         """One signed API call; the raw answer body. ProviderUnavailable when there is no usable answer."""
-        body = bl.encode_request(self.cfg.union_id, data, self._key)
-        await self._wait_slot()
-        try:
-            async with self._session.post(self.cfg.base_url + path, data=body, timeout=self._timeout,
-                                          headers={"Content-Type": "application/json;charset=utf-8"}) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise ProviderUnavailable(f"bolink {path}: HTTP {resp.status}")
-                return raw
-        except asyncio.TimeoutError:
-            raise ProviderUnavailable(f"bolink {path}: no answer within {self.cfg.timeout_s:g} s") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ProviderUnavailable(f"bolink {path}: {type(exc).__name__}: {exc}") from None
-
-    async def _wait_slot(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next_slot - now
-            self._next_slot = max(now, self._next_slot) + self._spacing
-        if wait > 0:
-            await asyncio.sleep(wait)
+        return await self._http.post(self.cfg.base_url + path, bl.encode_request(self.cfg.union_id, data, self._key),
+                                     path)
 
 
 def _unix(iso: str) -> int:

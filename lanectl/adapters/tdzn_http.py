@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import datetime, tzinfo
@@ -30,6 +29,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import aiohttp
 
+from lanectl.adapters.platform_http import PlatformTransport
 from lanectl.config_payments import TdznConfig
 from lanectl.core import effects as fx
 from lanectl.protocols import tdzn
@@ -55,34 +55,15 @@ class TdznClient:
     def __init__(self, cfg: TdznConfig, key: str, session: aiohttp.ClientSession, tz: tzinfo) -> None:
         if not key:
             raise ValueError("the tdzn key is empty")
-        self.cfg, self._key, self._session, self.tz = cfg, key, session, tz
-        self._spacing = 1.0 / cfg.rate_per_s
-        self._next_slot = 0.0
-        self._lock = asyncio.Lock()
-        self._failing = ""  # why the platform stopped answering; "" while it answers (log on change only)
+        self.cfg, self._key, self.tz = cfg, key, tz
+        self._http = PlatformTransport("tdzn", session, rate_per_s=cfg.rate_per_s, timeout_s=cfg.timeout_s,
+                                       content_type="application/json;charset=UTF-8")
 
     async def post(self, service_name: str, biz: Mapping[str, Any], *, timeout_s: Optional[float] = None) -> bytes:
         """One signed call; the raw answer body (HTTP 200). ProviderUnavailable when there is no usable answer;
         TdznError when `biz` cannot be encoded (then nothing was sent)."""
         body = tdzn.encode_request(self.cfg.pid, service_name, biz, self._key, int(time.time()))
-        limit = self.cfg.timeout_s if timeout_s is None else timeout_s
-        await self._wait_slot()
-        try:
-            async with self._session.post(self.cfg.url, data=body, timeout=aiohttp.ClientTimeout(total=limit),
-                                          headers={"Content-Type": "application/json;charset=UTF-8"}) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise ProviderUnavailable(f"tdzn {service_name}: HTTP {resp.status}")
-        except asyncio.TimeoutError:
-            self._down(f"tdzn {service_name}: no answer within {limit:g} s")
-        except (aiohttp.ClientError, OSError) as exc:
-            self._down(f"tdzn {service_name}: {type(exc).__name__}: {exc}")
-        except ProviderUnavailable as exc:
-            self._down(str(exc))
-        if self._failing:
-            log.info("tdzn platform answers again (was: %s)", self._failing)
-            self._failing = ""
-        return raw
+        return await self._http.post(self.cfg.url, body, service_name, timeout_s=timeout_s)
 
     async def call(self, service_name: str, biz: Mapping[str, Any], *, timeout_s: Optional[float] = None) -> Answer:
         """One signed call, its `{code, msg, data}`. An unreadable answer is no answer: ProviderUnavailable."""
@@ -92,19 +73,6 @@ class TdznClient:
         except TdznError as exc:
             raise ProviderUnavailable(f"tdzn {service_name}: unreadable answer: {exc}") from None
 
-    def _down(self, why: str) -> None:
-        if not self._failing:
-            log.warning("tdzn platform not answering: %s", why)
-        self._failing = why
-        raise ProviderUnavailable(why) from None
-
-    async def _wait_slot(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next_slot - now
-            self._next_slot = max(now, self._next_slot) + self._spacing
-        if wait > 0:
-            await asyncio.sleep(wait)
 
 
 def _moment(iso: str, zone: tzinfo) -> datetime:

@@ -18,7 +18,6 @@ entry publisher.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import datetime, tzinfo
@@ -26,6 +25,7 @@ from typing import Any, Mapping
 
 import aiohttp
 
+from lanectl.adapters.platform_http import PlatformTransport
 from lanectl.config_payments import XftConfig
 from lanectl.core import effects as fx
 from lanectl.core.plates import normalize_plate
@@ -50,12 +50,8 @@ ENTRY_RETRY_CODES = frozenset({"SIGN_ERROR", "APP_ID_ERROR", "SYSTEM_ERROR", "SY
 
 class XftClient:
     def __init__(self, cfg: XftConfig, key: str, session: aiohttp.ClientSession) -> None:
-        self.cfg, self._key, self._session = cfg, key, session
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
-        self._spacing = 1.0 / cfg.rate_per_s
-        self._next_slot = 0.0
-        self._lock = asyncio.Lock()
-        self._failing = ""  # why the platform stopped answering; "" while it answers (log on change only)
+        self.cfg, self._key = cfg, key
+        self._http = PlatformTransport("xft", session, rate_per_s=cfg.rate_per_s, timeout_s=cfg.timeout_s)
 
     @property
     def key(self) -> str:
@@ -65,37 +61,7 @@ class XftClient:
         """One signed call; the raw answer body. ProviderUnavailable when there is no usable answer.
         XftError when `params` cannot be signed (nothing was sent)."""
         body = xft.encode_request(params, self._key)
-        await self._wait_slot()
-        try:
-            async with self._session.post(self.cfg.base_url + "/" + path, data=body, timeout=self._timeout,
-                                          headers={"Content-Type": "application/json;charset=utf-8"}) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    raise ProviderUnavailable(f"xft {path}: HTTP {resp.status}")
-        except asyncio.TimeoutError:
-            self._down(f"xft {path}: no answer within {self.cfg.timeout_s:g} s")
-        except (aiohttp.ClientError, OSError) as exc:
-            self._down(f"xft {path}: {type(exc).__name__}: {exc}")
-        except ProviderUnavailable as exc:
-            self._down(str(exc))
-        if self._failing:
-            log.info("xft platform answers again (was: %s)", self._failing)
-            self._failing = ""
-        return raw
-
-    def _down(self, why: str) -> None:
-        if not self._failing:
-            log.warning("xft platform not answering: %s", why)
-        self._failing = why
-        raise ProviderUnavailable(why) from None
-
-    async def _wait_slot(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next_slot - now
-            self._next_slot = max(now, self._next_slot) + self._spacing
-        if wait > 0:
-            await asyncio.sleep(wait)
+        return await self._http.post(self.cfg.base_url + "/" + path, body, path)
 
 
 def _moment(iso: str, zone: tzinfo) -> datetime:

@@ -118,3 +118,55 @@ def test_a_bad_vehicle_list_is_rejected(cfg: Path):
     site.write_text(site.read_text().replace("whitelist: {粤B00001", "whitelist: {粤B20001"))  # also monthly
     [msg] = problems(cfg)
     assert "vehicles" in msg and "粤B20001" in msg
+
+
+PAYMENTS = """
+payments:
+  bolink: {base_url: "https://beta.bolink.club/", union_id: 200208, park_id: "21835", key: {secret: bolink_key}}
+"""
+
+
+def with_payments(cfg: Path, lane_extra: str, site_extra: str = PAYMENTS) -> None:
+    (cfg / "site.yaml").write_text((cfg / "site.yaml").read_text() + site_extra)
+    (cfg / "secrets.yaml").write_text((cfg / "secrets.yaml").read_text() + "bolink_key: K\n")
+    p = cfg / "lanes" / "east-out.yaml"
+    p.write_text(p.read_text() + lane_extra)
+
+
+def test_payments_configuration_loads_with_the_key_by_reference(cfg: Path):
+    with_payments(cfg, "payments: [bolink, bolink_etc]\netc_lane_no: '000139'\nchannel_id: A1\n")
+    c = load_config(cfg)
+    bolink = c.site.payments.bolink
+    assert bolink.base_url == "https://beta.bolink.club" and c.secret(bolink.key, "x") == "K"
+    assert (c.lane("east_out").payments, c.lane("east_out").channel) == (("bolink", "bolink_etc"), "A1")
+
+
+@pytest.mark.parametrize("lane_extra, site_extra, expected", [
+    ("payments: [xft]\n", PAYMENTS, "payments: xft has no credentials: add payments.xft"),
+    ("payments: [bolink_etc]\n", PAYMENTS, "etc_lane_no: required with bolink_etc"),
+    ("payments: [bolink, bolink]\n", PAYMENTS, "a provider is listed twice"),
+    ("payments: [alipay]\n", PAYMENTS, "payments.0"),
+    ("", PAYMENTS.replace("https://beta.bolink.club/", "beta.bolink.club"), "expected an http:// or https:// URL"),
+    ("", PAYMENTS.replace("}}", "}, callback_path: bolink}"), "callback_path: must start with /"),
+])
+def test_bad_payments_configuration_is_named(cfg: Path, lane_extra, site_extra, expected):
+    with_payments(cfg, lane_extra, site_extra)
+    assert any(expected in p for p in problems(cfg)), problems(cfg)
+
+
+def test_an_entry_lane_does_not_charge(cfg: Path):
+    with_payments(cfg, "")
+    p = cfg / "lanes" / "east-in.yaml"
+    p.write_text(p.read_text() + "payments: [bolink]\n")
+    [msg] = problems(cfg)
+    assert str(p) in msg and "only exit lanes charge" in msg
+
+
+def test_a_camera_relay_needs_an_auto_closing_barrier(cfg: Path):
+    p = cfg / "lanes" / "east-in.yaml"
+    text = p.read_text()
+    text = text[:text.index("devices:")] + "devices:\n  camera: {kind: vzenith_http, relay_barrier: true}\n" + \
+        text[text.index("rules:"):]
+    p.write_text(text)
+    [msg] = problems(cfg)
+    assert str(p) in msg and "rules.auto_close: must be true with devices.camera.relay_barrier" in msg
