@@ -218,12 +218,12 @@ class VzenithCamera:
             self.counters.dropped += 1
             log.warning("%s: plate %s arrived while the lane is not running", self.name, msg.plate)
             return self._reply("push", connected)
-        await self._save_image(msg)
+        image = await self._save_image(msg)
         seq = self._serial_seq
         emit = self._emit
         if emit is not None:  # the lane may have stopped while the picture was written
             emit(PlateRead(msg.plate, "" if msg.color == "unknown" else msg.color, msg.confidence,
-                           source=self.name))
+                           source=self.name, image=image))
             await self._wait_for_lane(seq, deadline)
         return self._reply("push", connected)
 
@@ -279,16 +279,20 @@ class VzenithCamera:
         self._changed = asyncio.Event()
 
     # -- pictures ------------------------------------------------------------------------------------------
-    async def _save_image(self, msg: PlateResult) -> None:
+    async def _save_image(self, msg: PlateResult) -> str:
+        """The picture's path for the record ("" when none is kept)."""
         data = msg.image or msg.plate_image
         if not self.cfg.save_images or not data:
-            return
+            return ""
         name = f"{self._clock.now():%Y%m%d-%H%M%S-%f}_{msg.plate_id}"
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._write_image, name, data),
                                                       name=f"{self.name} picture {name}")
         self._saves.add(task)
         task.add_done_callback(lambda t: self._saved(t, msg.plate))
         await asyncio.wait({task}, timeout=SAVE_WAIT_S)  # not cancelled on timeout: it completes later
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return str(task.result()[0])
+        return str(self.images_dir / f"{name}.jpg")  # where the slow write is putting it
 
     def _saved(self, task: asyncio.Task[tuple[Path, int]], plate: str) -> None:
         self._saves.discard(task)

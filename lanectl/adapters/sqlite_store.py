@@ -194,6 +194,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX prepayments_entry ON prepayments (entry_record_id);
     """,
+    # v6: the camera's picture of the car, where the lane saved it
+    """
+    ALTER TABLE records ADD COLUMN image TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class",

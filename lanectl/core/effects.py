@@ -28,6 +28,7 @@ class NewRecord:
     due_fen: int = 0
     paid_fen: int = 0
     detail: tuple[str, ...] = ()  # fee breakdown, match kind, flags
+    image: str = ""  # the camera's picture of the car at this lane
 
 
 @dataclass(frozen=True, slots=True)

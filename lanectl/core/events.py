@@ -14,6 +14,7 @@ class PlateRead:
     color: str = ""  # blue, yellow, green, white, black, yellow-green, "" unknown
     confidence: int = 0  # 0..100
     source: str = ""  # device name, for the logs
+    image: str = ""  # the camera's picture of this read, where it was saved (kept on the record)
 
 
 @dataclass(frozen=True, slots=True)

@@ -320,7 +320,7 @@ def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out
     state, record_id = _next_id(state, ctx, now)
     status = "inside" if decision.allow else "refused"
     out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", ev.plate, ev.color, now.isoformat(), status,
-                            vehicle_class=decision.vehicle_class, reason=decision.reason))
+                            vehicle_class=decision.vehicle_class, reason=decision.reason, image=ev.image))
     out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), plate=ev.plate,
                     record=record_id, reason=decision.reason, vehicle_class=decision.vehicle_class))
     if not decision.allow:
@@ -365,7 +365,7 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
         entry_record_id=entry.record_id if entry else "",
         entered_at=entry.entered_at.isoformat() if entry else "", total_fen=quote.total_fen,
         due_fen=0 if leaving else quote.due_fen, paid_fen=quote.paid_fen + (quote.due_fen if debit else 0),
-        detail=detail))
+        detail=detail, image=ev.image))
     out.append(_log(ctx, "info", "exit " + ("free" if free else "stored value debited" if debit
                                             else "waiting for payment"),
                     plate=ev.plate, record=record_id, reason=reason, due_fen=quote.due_fen, match=match.kind))

@@ -72,7 +72,8 @@ async def test_a_camera_only_lane_lets_cars_in_and_out_through_the_relay_and_sho
 
     out = await cams["out1"].car("粤B12345")  # within the free minutes: free exit
     assert out.commands.open_gate and cams["out1"].relay_opens == 1 and boards["out1"].hears("一路顺风")
-    records = {(r["kind"], r["status"]) for r in await daemon.client.records(plate="粤B12345")}
-    assert records == {("entry", "exited"), ("exit", "leaving")}
+    rows = await daemon.client.records(plate="粤B12345")
+    assert {(r["kind"], r["status"]) for r in rows} == {("entry", "exited"), ("exit", "leaving")}
+    assert all(Path(r["image"]).is_file() for r in rows), "each record points at the camera's picture"
     status = await daemon.client.status()
     assert status["lanes"]["in1"]["camera"]["pushes"] == 2 and not status["lanes"]["in1"]["barrier_fault"]

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator, Callable, Optional
 from zoneinfo import ZoneInfo
@@ -107,8 +108,12 @@ async def test_a_push_emits_one_normalized_plate_read(tmp_path):
         reply = await cam.car("粤b 12345", color="green", confidence=97)
         plateless = await cam.car("无牌车", color=0)
     assert reply.status == plateless.status == 200 and not reply.opened and reply.commands.serial_data == ()
-    assert lane.plates() == [PlateRead("粤B12345", "green", 97, source="in1-camera"),
-                             PlateRead("", "", 95, source="in1-camera")]
+    reads = lane.plates()
+    assert [replace(r, image="") for r in reads] == [PlateRead("粤B12345", "green", 97, source="in1-camera"),
+                                                    PlateRead("", "", 95, source="in1-camera")]
+    # each read names its saved picture, which the lane keeps on the record
+    assert all(Path(r.image).is_file() and Path(r.image).parent == tmp_path / "images" / "in1" for r in reads)
+    assert Path(reads[0].image).read_bytes() == cam.sent_images[1]
     status = lane.camera.status()
     assert (status["pushes"], status["bad"], status["opens_sent"]) == (2, 0, 0)
 
@@ -148,7 +153,7 @@ async def test_malformed_and_oversized_bodies_get_4xx_and_the_camera_keeps_worki
     assert "not JSON" in not_json.error
     assert "over" in huge.error and len(huge.error) <= 200
     assert ok.status == 200
-    assert lane.plates() == [PlateRead("粤B12345", "blue", 95, source="in1-camera")]
+    assert [replace(r, image="") for r in lane.plates()] == [PlateRead("粤B12345", "blue", 95, source="in1-camera")]
     assert lane.camera.status()["bad"] == 6
 
 
