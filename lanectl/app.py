@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import uuid
@@ -128,19 +129,21 @@ class App:
                 watchdog.cancel()
             self.notifier.stopping()
             log.info("lanectl stopping: finishing in-flight writes; barriers are left as they are")
-            await control.stop()
-            await self.http.stop()
-            if self.settlement is not None:
-                await self.settlement.stop()
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.buses.close()
+            # Each step is bounded and named: a stuck one is logged and the rest still runs; the store closes last
+            # so in-flight lane commits finish.
+            await _step("control socket", control.stop())
+            await _step("public listener", self.http.stop())
+            if self.settlement is not None:
+                await _step("settlement", self.settlement.stop())
+            await _step("lanes and devices", asyncio.gather(*tasks, return_exceptions=True))
+            await _step("barrier buses", self.buses.close())
             for closing in (*self.cameras.values(), *self.displays.values()):
-                await closing.aclose()
+                await _step(f"{type(closing).__name__}", closing.aclose())
             if self._session is not None:
-                await self._session.close()
-            await self.store.close()
+                await _step("http client", self._session.close())
+            await _step("store", self.store.close(), timeout_s=15.0)
 
     def _healthy(self, tasks: list[asyncio.Task[Any]]) -> bool:
         return all(not t.done() for t in tasks)
@@ -369,6 +372,14 @@ class App:
                 "phase": runner.state.phase.value, "barrier_fault": runner.state.barrier_fault}
 
 
+async def _step(name: str, awaitable: Any, timeout_s: float = 5.0) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await awaitable
+    except TimeoutError:
+        log.error("stopping: %s did not finish within %g s; going on", name, timeout_s)
+
+
 def _minutes(since: Optional[datetime], now: datetime) -> int:
     return max(0, int((now - since).total_seconds() // 60)) if since else 0
 
@@ -377,9 +388,16 @@ async def run_daemon(config: Config, *, on_effects: Optional[Callable[[str, list
                      stop: Optional[asyncio.Event] = None, app_ready: Optional[Callable[[App], None]] = None) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        stop.set()
+        # If the process is still here 10 s later, every thread's stack goes to the log: a stuck stop is
+        # diagnosable from the journal (systemd kills it at TimeoutStopSec anyway).
+        faulthandler.dump_traceback_later(10, exit=False)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping)
     app = App(config, on_effects=on_effects)
     if app_ready is not None:
         app_ready(app)
