@@ -73,6 +73,7 @@ class Rig:
     cables: dict[str, VirtualCable] = field(default_factory=dict)
     cameras: dict[str, PlateCamera] = field(default_factory=dict)
     boards: dict[str, LedBoard] = field(default_factory=dict)
+    scanners: dict[str, PlateCamera] = field(default_factory=dict)  # exit lanes' booth scanners (line writers)
 
     @property
     def bus_path(self) -> Path:
@@ -83,6 +84,9 @@ class Rig:
 
     def board_path(self, lane_id: str) -> Path:
         return self.workdir / "dev" / f"board-{lane_id}"
+
+    def scanner_path(self, lane_id: str) -> Path:
+        return self.workdir / "dev" / f"scanner-{lane_id}"
 
     async def start(self) -> None:
         dev = self.workdir / "dev"
@@ -104,12 +108,20 @@ class Rig:
                 board.on_output = lambda out, lane_id=lane.id: self.board_said(lane_id, board_text(out))
                 await board.open()
                 self.boards[lane.id] = board
+            if lane.direction == "exit":
+                self.cables[f"scanner-{lane.id}"] = VirtualCable(str(self.scanner_path(lane.id)),
+                                                                 str(dev / f"scanner-{lane.id}-device"), self.baudrate)
+                scanner = PlateCamera(str(dev / f"scanner-{lane.id}-device"))
+                await scanner.open()
+                self.scanners[lane.id] = scanner
 
     async def stop(self) -> None:
         for camera in self.cameras.values():
             await camera.close()
         for board in self.boards.values():
             await board.close()
+        for scanner in self.scanners.values():
+            await scanner.close()
         if self.io is not None:
             await self.io.stop()
         for cable in [*self.cables.values(), self.bus]:
@@ -143,7 +155,9 @@ class Rig:
                                "plate_reader": {"kind": "serial_line", "port": str(self.camera_path(lane.id)),
                                                 "baudrate": baud},
                                **({"display": {"kind": "led_board", "port": str(self.board_path(lane.id)),
-                                               "baudrate": baud}} if self.led_boards else {})},
+                                               "baudrate": baud}} if self.led_boards else {}),
+                               **({"scanner": {"kind": "serial_line", "port": str(self.scanner_path(lane.id)),
+                                               "baudrate": baud}} if lane.direction == "exit" else {})},
                    "rules": {"duplicate_window_s": 5, "open_confirm_s": 5, "close_confirm_s": 8,
                              **self.lane_overrides}, **self.lane_extra.get(lane.id, {})}
             (directory / "lanes" / f"{lane.id}.yaml").write_text(
@@ -207,6 +221,11 @@ class Rig:
         result.passed = True
         self.say(lane_id, f"car {plate or '(no plate)'} has passed")
         return result
+
+    async def scan(self, lane_id: str, code: str) -> None:
+        """The driver shows a payment code to the booth scanner of an exit lane."""
+        self.say(lane_id, f"booth scanner reads a payment code {code[:4]}…")
+        await self.scanners[lane_id].send_raw(f"{code}\r\n".encode("ascii"))
 
     async def wait_down(self, lane_id: str, timeout: float = 10.0) -> bool:
         assert self.io is not None

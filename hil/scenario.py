@@ -12,6 +12,7 @@
       - bolink: {script: 粤C22222, behaviour: pending_then_paid, after_s: 3}
       - bolink: {query_price: 粤A88888}             # the platform asks what a car owes (5.1)
       - bolink: {monthcard_pay: 粤C44444, days: 30}  # a monthly card bought online (5.8)
+      - scan: {lane: out1, code: "134567890123456789"}   # the driver pays at the booth scanner
 
 `waiting` leaves the car at the barrier (the arm must stay down); a later operator or payment step on that
 lane lets it through. The same files drive `lanectl demo` and tests/hil.
@@ -38,7 +39,7 @@ from lanectl.adapters.control_client import ControlClient
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 EXPECTS = {"passed", "refused", "waiting", "not_opened"}
 RIG_TZ = ZoneInfo("Asia/Shanghai")  # the rig's site timezone (hil/rig.py)
-STEP_KINDS = {"car", "operator", "wait", "bolink", "xft", "tdzn"}
+STEP_KINDS = {"car", "operator", "wait", "bolink", "xft", "tdzn", "scan"}
 BOLINK_BEHAVIOURS = {"pay_now": bolink_emu.pay_now, "pending_then_paid": bolink_emu.pending_then_paid,
                      "fail": bolink_emu.fail, "never_settle": bolink_emu.never_settle}
 XFT_BEHAVIOURS = {
@@ -153,6 +154,8 @@ class ScenarioPlayer:
             elif "xft" in step:
                 got, what = self._xft(step["xft"])
                 expected = "done"
+            elif "scan" in step:
+                got, what = await self._scan(step["scan"])
             elif "tdzn" in step:
                 got, what = await self._tdzn(step["tdzn"])
                 expected = "passed" if "remote_dev" in step["tdzn"] else "done"
@@ -252,6 +255,18 @@ class ScenarioPlayer:
         platform.scripts[plate] = XFT_BEHAVIOURS[name](**kwargs)
         self.rig.say("xft", f"{plate}: the platform will answer {name}")
         return "done", f"xft scripts {plate} ({name})"
+
+    async def _scan(self, spec: dict[str, Any]) -> tuple[str, str]:
+        lane = str(spec["lane"])
+        what = f"booth scanner at {lane}"
+        await self.rig.scan(lane, str(spec["code"]))
+        task = self.waiting.pop(lane, None)
+        if task is None:
+            return "not_opened", what
+        try:
+            return self._record(await asyncio.wait_for(task, timeout=15.0)), what
+        except asyncio.TimeoutError:
+            return "refused", what
 
     async def _tdzn(self, spec: dict[str, Any]) -> tuple[str, str]:
         platform = self.platforms.tdzn if self.platforms else None

@@ -20,7 +20,7 @@ from lanectl.adapters.led_board_display import LedBoardDisplay
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlError, ControlServer
 from lanectl.adapters.modbus_barrier import ModbusBarrier, ModbusBusRegistry
-from lanectl.adapters.serial_lines import SerialPlateReader
+from lanectl.adapters.serial_lines import BoothScanner, SerialPlateReader
 from lanectl.adapters.sqlite_store import SqliteStore
 from lanectl.adapters.systemd_notify import SystemdNotifier, watchdog_loop
 from lanectl.adapters.webhook_publisher import WebhookPublisher
@@ -182,6 +182,8 @@ class App:
                                        on_activity=barrier.expect_command if barrier is not None else None)
             self.readers[lane.id] = reader
             devices.append(reader)
+        if lane.devices.scanner is not None:
+            devices.append(BoothScanner(lane.devices.scanner, name=f"{lane.id}-scanner"))
         return devices
 
     def _build_publishers(self) -> None:

@@ -21,7 +21,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lanectl.config_base import SecretRef, Strict
-from lanectl.config_devices import LaneDevices, LedBoardConfig, ModbusRtuBarrier, SerialPlateReader
+from lanectl.config_devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
+                                    SerialPlateReader)
 from lanectl.config_payments import NEEDS, PaymentsConfig, ProviderName
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
@@ -321,9 +322,10 @@ def _check_ports(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
     owners: dict[str, tuple[str, Any]] = {}
     for lane in lanes:
         for role, dev in (("barrier", lane.devices.barrier), ("plate_reader", lane.devices.plate_reader),
-                          ("display", lane.devices.display)):
+                          ("display", lane.devices.display), ("scanner", lane.devices.scanner)):
             port = getattr(dev, "port", None)
-            if not isinstance(dev, (ModbusRtuBarrier, SerialPlateReader, LedBoardConfig)) or port is None:
+            if not isinstance(dev, (ModbusRtuBarrier, SerialPlateReader, LedBoardConfig, BoothScannerConfig)) or \
+                    port is None:
                 continue
             where = f"{files[lane.id]}: devices.{role}.port"
             if port not in owners:

@@ -105,6 +105,7 @@ MESSAGE_FIELDS: dict[str, frozenset[str]] = {
     "paid": frozenset({"plate", "amount"}),
     "stored_value_paid": frozenset({"plate", "amount", "balance"}),
     "pay_fallback": frozenset({"plate", "amount"}),
+    "paying": frozenset({"plate"}),
     "fault": frozenset(),
 }
 QR_FIELDS = frozenset({"plate", "amount", "lane"})
@@ -120,6 +121,7 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "paid": "{plate}|支付成功 一路顺风",
     "stored_value_paid": "{plate}|扣费{amount} 余额{balance}",
     "pay_fallback": "{plate}|请扫码缴费{amount}",
+    "paying": "{plate}|正在支付 请稍候",
     "fault": "道闸故障|请联系管理员",
 }
 
@@ -196,11 +198,18 @@ class LedBoardConfig(SerialLine):
 DisplayConfig = Annotated[Union[LedBoardConfig], Field(discriminator="kind")]
 
 
+class BoothScannerConfig(SerialLine):
+    """The booth's payment-code scanner (扫码枪) on a serial line: a scanned code pays the waiting car."""
+
+    kind: Literal["serial_line"]
+
+
 class LaneDevices(Strict):
     barrier: Optional[BarrierConfig] = None
     plate_reader: Optional[PlateReaderConfig] = None
     camera: Optional[CameraConfig] = None
     display: Optional[DisplayConfig] = None
+    scanner: Optional[BoothScannerConfig] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "LaneDevices":

@@ -57,6 +57,7 @@ class BolinkProvider:
     def __init__(self, client: BolinkClient, marks: Marks, channels: Mapping[str, str]) -> None:
         self.client, self.marks, self.channels = client, marks, channels
         self._polls: dict[int, int] = {}
+        self._by_code: set[int] = set()  # attempts paid by a scanned code: never re-issued as wallet charges
 
     def order_ref(self, order: fx.StartSettlement) -> str:
         # Bolink's order_id is the stay: the id its entry was uploaded with (3.1), else the exit record's.
@@ -68,6 +69,11 @@ class BolinkProvider:
         if await self.marks.mark("bolink", order.plate, "signfree") != "1":
             return ChargeAnswer("skip", detail="not a Bolink sign-free member")
         return await self._exit(order, attempt)
+
+    async def charge_code(self, order: fx.StartSettlement, attempt: Attempt, code: str) -> ChargeAnswer:
+        """The booth scanner's payment code: 3.2 with pay_type sweepcode; the money result comes by 5.5 / 4.3."""
+        self._by_code.add(attempt.id)
+        return await self._exit(order, attempt, pay_type="sweepcode", auth_code=code)
 
     async def query(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
         cfg = self.client.cfg
@@ -84,25 +90,28 @@ class BolinkProvider:
             if s.paid and s.trade_no:
                 return ChargeAnswer("paid", s.trade_no, s.total_fen, s.pay_type or "wallet", "4.3 order state")
         polls = self._polls[attempt.id] = self._polls.get(attempt.id, 0) + 1
+        if attempt.id in self._by_code:
+            return ChargeAnswer("pending", detail=detail)  # a code is single-use: only the platform settles it
         if any(s.state == 0 for s in states) or polls % REISSUE_EVERY_POLLS == 0:
             # "其它状态时，收费系统需要再次调用车辆出场接口，明确结算方式pay_type"
             return await self._exit(order, attempt)
         return ChargeAnswer("pending", detail=detail)
 
-    async def _exit(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+    async def _exit(self, order: fx.StartSettlement, attempt: Attempt, *, pay_type: str = "wallet",
+                    auth_code: Optional[str] = None) -> ChargeAnswer:
         cfg = self.client.cfg
         data = bl.exit_data(
-            park_id=cfg.park_id, union_id=cfg.union_id, car_number=order.plate,
+            park_id=cfg.park_id, union_id=cfg.union_id, car_number=order.plate or "无牌车",
             in_time=_unix(order.entered_at or order.left_at), out_time=_unix(order.left_at),
-            order_id=attempt.order_ref, empty_plot=cfg.empty_plot, total_fen=attempt.amount_fen, pay_type="wallet",
-            out_channel_id=self.channels.get(order.lane_id, order.lane_id),
+            order_id=attempt.order_ref, empty_plot=cfg.empty_plot, total_fen=attempt.amount_fen, pay_type=pay_type,
+            auth_code=auth_code, out_channel_id=self.channels.get(order.lane_id, order.lane_id),
             license_color=LICENSE_COLOR.get(order.color))
         try:
             answer = bl.parse_answer(await self.client.post(bl.PATHS["exit"], data))
         except bl.BolinkError as exc:
             raise ProviderUnavailable(f"bolink exit answer: {exc}") from None
         if answer.paid:
-            return ChargeAnswer("paid", answer.trade_no, answer.total_fen, answer.pay_type or "wallet", "3.2 answer")
+            return ChargeAnswer("paid", answer.trade_no, answer.total_fen, answer.pay_type or pay_type, "3.2 answer")
         if answer.state == 0 and not (answer.duplicate or answer.rate_limited or answer.bad_signature):
             return ChargeAnswer("failed", detail=answer.errmsg or "3.2 refused")
         return ChargeAnswer("pending", detail=answer.errmsg or ("paying" if answer.pending else "accepted"))

@@ -1,4 +1,4 @@
-"""Line-oriented serial devices: the plate camera's RS-485 output today, the booth QR scanner later.
+"""Line-oriented serial devices: the plate camera's RS-485 output and the booth's payment-code scanner.
 
 SerialLineSource owns one tty: it opens it with pyserial-asyncio-fast, hands every chunk to a per-connection
 handler (a codec that never reads a port), and when the port vanishes (USB adapter unplugged, cable cut,
@@ -20,8 +20,9 @@ import serial_asyncio_fast
 
 from lanectl.config_devices import SerialLine
 from lanectl.config_devices import SerialPlateReader as SerialPlateReaderConfig
-from lanectl.core.events import DeviceFault, DeviceRecovered, PlateRead
+from lanectl.core.events import CodeScanned, DeviceFault, DeviceRecovered, PlateRead
 from lanectl.protocols.plate_serial import DecodeStats, PlateLineDecoder
+from lanectl.protocols.scan_codes import ScanLineDecoder, ScanStats
 from lanectl.service.ports import Clock, Emit
 
 log = logging.getLogger(__name__)
@@ -197,4 +198,28 @@ class SerialPlateReader:
                 log.warning("%s: skipping undecodable input on %s (%s, delimiter %r): %s", self.name,
                             self.config.port, self.config.encoding, self.config.delimiter, self.stats)
 
+        return on_chunk
+
+
+class BoothScanner:
+    """The booth's payment-code scanner on a serial line: one CodeScanned per code read; other lines are skipped
+    and counted."""
+
+    def __init__(self, config: SerialLine, *, name: str, clock: Optional[Clock] = None,
+                 backoff_min_s: float = 0.2, backoff_max_s: float = 5.0) -> None:
+        self.config, self.name = config, name
+        self.stats = ScanStats()  # cumulative over reconnects
+        self.source = SerialLineSource(config, name=name, device="scanner", session=self._session, clock=clock,
+                                       backoff_min_s=backoff_min_s, backoff_max_s=backoff_max_s)
+
+    async def run(self, emit: Emit) -> None:
+        await self.source.run(emit)
+
+    def _session(self, emit: Emit) -> ChunkHandler:
+        decoder = ScanLineDecoder(stats=self.stats)
+
+        def on_chunk(data: bytes) -> None:
+            for code in decoder.feed(data):
+                log.info("%s: payment code scanned (%s…)", self.name, code[:4])  # never the whole code in logs
+                emit(CodeScanned(code))
         return on_chunk

@@ -88,6 +88,15 @@ class StopSettlement:
 
 
 @dataclass(frozen=True, slots=True)
+class ChargeByCode:
+    """Charge the waiting car with the payment code the driver showed the booth scanner (Bolink sweepcode).
+    Not written: a code is single-use and short-lived; after a crash the driver scans again."""
+
+    record_id: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
 class OpenBarrier:
     """Written ahead into the barrier-action audit (same transaction as the state change), then sent."""
 
@@ -122,7 +131,7 @@ class Display:
 
     text: str
     voice: str = ""
-    key: str = ""  # welcome refused goodbye pay booth balance_short paid stored_value_paid pay_fallback fault
+    key: str = ""  # welcome refused goodbye pay booth balance_short paid stored_value_paid pay_fallback paying fault
     fields: tuple[tuple[str, str], ...] = ()
 
 
@@ -135,8 +144,8 @@ class Log:
     fields: tuple[tuple[str, Any], ...] = field(default=())
 
 
-Effect = Union[NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, OpenBarrier,
-               CloseBarrier, Publish, Display, Log]
+Effect = Union[NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, ChargeByCode,
+               OpenBarrier, CloseBarrier, Publish, Display, Log]
 
 PERSISTENT = (NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, OpenBarrier,
               CloseBarrier, Publish)

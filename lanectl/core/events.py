@@ -101,9 +101,16 @@ class IdentifyCar:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeScanned:
+    """The booth scanner read a driver's payment code (auth_code) at this lane."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time passed; the lane checks its deadlines (timers are data in the lane state)."""
 
 
 Event = Union[PlateRead, IoSnapshot, DeviceFault, DeviceRecovered, CommandDone, OperatorOpen, PaymentConfirmed,
-              PaymentFallback, PlatformEntry, IdentifyCar, Tick]
+              PaymentFallback, PlatformEntry, IdentifyCar, CodeScanned, Tick]

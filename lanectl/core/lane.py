@@ -29,6 +29,7 @@ from typing import Any, Literal, Mapping, Optional
 
 from lanectl.core import effects as fx
 from lanectl.core.events import (
+    CodeScanned,
     CommandDone,
     DeviceFault,
     DeviceRecovered,
@@ -187,6 +188,8 @@ def handle(state: LaneState, event: Event, now: datetime, ctx: LaneContext) -> t
         state = _on_platform_entry(state, event, now, ctx, out)
     elif isinstance(event, IdentifyCar):
         state = _on_identify(state, event, now, ctx, out)
+    elif isinstance(event, CodeScanned):
+        state = _on_code(state, event, ctx, out)
     elif isinstance(event, DeviceFault):
         if event.device == "barrier":
             if not state.barrier_fault:
@@ -567,6 +570,19 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
     amount = _yuan_text(quote.due_fen)
     out.append(fx.Display(f"无牌车 请缴费{amount}", f"无牌车 请缴费{amount}", "pay",
                           (("plate", "无牌车"), ("amount", amount), ("stay", _stay_text(entry.entered_at, now)))))
+    return state
+
+
+def _on_code(state: LaneState, ev: CodeScanned, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """A payment code at the booth scanner: charge the car waiting here with it (the result still has to come
+    back confirmed before anything opens)."""
+    visit = state.visit
+    if state.phase != Phase.AWAITING_PAYMENT or visit is None or not ctx.settle:
+        out.append(_log(ctx, "info", "payment code scanned with no car waiting for a payment: ignored"))
+        return state
+    out.append(fx.ChargeByCode(visit.record_id, ev.code))
+    out.append(_log(ctx, "info", "payment code scanned", record=visit.record_id, plate=visit.plate))
+    out.append(fx.Display("正在支付 请稍候", "正在支付 请稍候", "paying", (("plate", visit.plate or "无牌车"),)))
     return state
 
 

@@ -141,7 +141,7 @@ class LaneRunner:
             self.on_effects(self.lane_id, effects)
         if self.after_commit is not None and any(isinstance(e, fx.Publish) for e in effects):
             self.after_commit()
-        if self.settlement is not None and any(isinstance(e, (fx.StartSettlement, fx.StopSettlement))
+        if self.settlement is not None and any(isinstance(e, (fx.StartSettlement, fx.StopSettlement, fx.ChargeByCode))
                                                for e in effects):
             self.settlement(self.lane_id, effects)
         if isinstance(event, (OperatorOpen, PlatformEntry, IdentifyCar)):

@@ -162,11 +162,21 @@ class SettlementService:
             if isinstance(e, fx.StartSettlement):
                 self._spawn_flow(e)
             elif isinstance(e, fx.StopSettlement):
-                task = self._flows.pop(e.record_id, None)
-                if task is not None:
-                    task.cancel()
-                    # whatever is still open at a provider is reconciled in the background
-                    asyncio.get_running_loop().create_task(self._reconcile_open(e.record_id))
+                self._stop_flow(e.record_id)
+            elif isinstance(e, fx.ChargeByCode):
+                # the driver chose to pay by scan: that charge replaces the flow (its attempts are reconciled)
+                self._stop_flow(e.record_id)
+                task = asyncio.get_running_loop().create_task(self._code_flow(lane_id, e),
+                                                              name=f"settle-code-{e.record_id}")
+                self._flows[e.record_id] = task
+                task.add_done_callback(lambda t, rid=e.record_id: self._flow_done(rid, t))
+
+    def _stop_flow(self, record_id: str) -> None:
+        task = self._flows.pop(record_id, None)
+        if task is not None:
+            task.cancel()
+            # whatever is still open at a provider is reconciled in the background
+            asyncio.get_running_loop().create_task(self._reconcile_open(record_id))
 
     def status(self) -> dict[str, Any]:
         return {"settling": sorted(self._flows), "reconciling": len(self._reconcilers)}
@@ -256,6 +266,33 @@ class SettlementService:
             self._spawn_reconcile(attempt)
             return
         self.emit(order.lane_id, PaymentFallback(order.record_id, "; ".join(why) or "no provider could charge this car"))
+
+    async def _code_flow(self, lane_id: str, charge: fx.ChargeByCode) -> None:
+        """One charge with the scanned code through the first of the lane's providers that takes codes."""
+        order = await self.store.settlement_order(charge.record_id)
+        name = next((n for n in self.lane_providers.get(lane_id, ()) if hasattr(self.providers[n], "charge_code")),
+                    None)
+        if order is None or name is None:
+            self.emit(lane_id, PaymentFallback(charge.record_id, "no provider here takes a scanned payment code"))
+            return
+        provider = self.providers[name]
+        attempt = await self.store.new_attempt(order.record_id, order.lane_id, name, provider.order_ref(order),
+                                               order.due_fen, self.clock.now())
+        answer = await self._call(lambda o, a: provider.charge_code(o, a, charge.code), order, attempt)  # type: ignore[attr-defined]
+        if answer.status in ("paid", "failed"):
+            await self._settle(attempt, answer)
+            if answer.status == "failed":
+                self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code refused: {answer.detail}"))
+            return
+        await self.store.mark_attempt(attempt.id, "pending", answer.detail, self.clock.now(), only_from=("charging",))
+        result = await self._poll(provider, order, attempt)
+        if result == "failed":
+            self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code payment failed"))
+        elif result == "window":
+            await self.store.mark_attempt(attempt.id, "fallback", "settlement window ended", self.clock.now(),
+                                          only_from=("charging", "pending"))
+            self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code payment not settled"))
+            self._spawn_reconcile(attempt)
 
     async def _poll(self, provider: PaymentProvider, order: fx.StartSettlement,
                     attempt: Attempt) -> Literal["paid", "failed", "window"]:

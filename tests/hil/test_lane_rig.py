@@ -31,7 +31,8 @@ async def test_demo_scenario_runs_against_the_daemon_process(bench):
     assert (await bench.control.balances(plate="粤B77777"))["balances"] == {"粤B77777": 1500}
     wallet = {r["plate"]: r for r in records if r["kind"] == "exit" and r["status"] == "paid"}
     assert sorted(wallet) == ["粤C11111", "粤C22222", "粤C55555", "粤D11111", "粤D22222", "粤D33333", "粤E11111",
-                              "粤E22222", "粤E33333"], "Bolink wallets and ETC, XFT sign-free, tdzn pre-leave and payNotify"
+                              "粤E22222", "粤E33333", "粤F11111"], \
+        "Bolink wallets, ETC and the booth scanner, XFT sign-free, tdzn pre-leave and payNotify"
     released = {r["plate"]: r for r in records if r["kind"] == "exit" and r["status"] == "released"}
     assert released["粤E44444"]["operator"] == "张三", "the tdzn platform operator's release is audited by name"
     assert {r["plate"] for r in records if r["status"] == "released" and r["kind"] == "exit"} >= {"粤C33333", "粤D44444"}

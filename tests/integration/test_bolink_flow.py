@@ -301,3 +301,28 @@ async def test_a_driver_who_pays_by_scanning_the_exit_qr_is_let_out(rig, sign_fr
     await rig.platform.push_outpark(PARK, order_id, state=1, total_fen=700, trade_no="SCAN1")
     [paid] = await rig.lanes.wait_for(PaymentConfirmed)
     assert (paid.record_id, paid.trade_no, paid.amount_fen) == ("out1_1", "SCAN1", 700)
+
+
+async def test_a_payment_code_from_the_booth_scanner_pays_once_by_sweepcode(rig):
+    rig.platform.scripts[PLATE] = emu.pending_then_paid(0.3)
+    await rig.enter()
+    order = await rig.exit()
+    await rig.lanes.wait_for(PaymentFallback)  # not a sign-free member, no ETC: the driver pays by scanner
+    rig.settlement.on_effects("out1", [fx.ChargeByCode(order.record_id, "134567890123456789")])
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert (paid.record_id, paid.provider, paid.amount_fen) == ("out1_1", "bolink", 700)
+    [charge] = [u for u in rig.platform.uploads if u.path == bl.PATHS["exit"]]
+    assert (charge.data["pay_type"], charge.data["auth_code"]) == ("sweepcode", "134567890123456789")
+    await rig.platform.idle()
+    await asyncio.sleep(0.3)
+    assert len(rig.lanes.of(PaymentConfirmed)) == 1
+
+
+async def test_a_refused_payment_code_tells_the_lane(rig):
+    rig.platform.scripts[PLATE] = emu.fail()
+    await rig.enter()
+    order = await rig.exit()
+    await rig.lanes.wait_for(PaymentFallback)
+    rig.settlement.on_effects("out1", [fx.ChargeByCode(order.record_id, "134567890123456789")])
+    fallbacks = await rig.lanes.wait_for(PaymentFallback, n=2)
+    assert "scanned code refused" in fallbacks[-1].reason and not rig.lanes.of(PaymentConfirmed)

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lanectl.core import effects as fx
-from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, IdentifyCar, IoSnapshot, OperatorOpen,
+from lanectl.core.events import (CodeScanned, CommandDone, DeviceFault, DeviceRecovered, IdentifyCar, IoSnapshot,
+                                 OperatorOpen,
                                  PaymentConfirmed,
                                  PaymentFallback, PlateRead, PlatformEntry, Tick)
 from lanectl.core.lane import InsideCar, LaneContext, LaneRules, LaneState, Phase, handle, make_id, restored
@@ -465,3 +466,16 @@ def test_identifying_an_unknown_car_changes_nothing(car_id):
     rec = lane.of(fx.NewRecord, lane.feed(PlateRead("")))[0]
     out = lane.feed(IdentifyCar(rec.record_id, car_id, "bolink"))
     assert [type(e) for e in out] == [fx.Log]
+
+
+def test_a_scanned_payment_code_charges_the_waiting_car_and_opens_nothing_by_itself():
+    lane, rec = waiting_exit()
+    out = lane.feed(CodeScanned("134567890123456789"), 2)
+    assert lane.of(fx.ChargeByCode, out) == [fx.ChargeByCode(rec.record_id, "134567890123456789")]
+    assert not lane.of(fx.OpenBarrier, out) and not any(fx.is_persistent(e) for e in out), "a code is never stored"
+    assert lane.of(fx.Display, out)[0].key == "paying"
+
+
+def test_a_scan_with_no_car_waiting_is_ignored():
+    lane = Lane("exit", settle=True)
+    assert not lane.of(fx.ChargeByCode, lane.feed(CodeScanned("134567890123456789")))
