@@ -238,33 +238,19 @@ class SettlementService:
             if attempt is None:
                 attempt = await self.store.new_attempt(order.record_id, order.lane_id, name,
                                                        provider.order_ref(order), order.due_fen, self.clock.now())
-                answer = await self._call(provider.charge, order, attempt)
-                if answer.status == "skip":
-                    await self.store.mark_attempt(attempt.id, "skipped", answer.detail, self.clock.now())
-                    log.info("settlement %s: %s does not charge this car (%s)", order.record_id, name, answer.detail)
-                    why.append(f"{name}: {answer.detail or 'does not charge this car'}")
-                    continue
-                if answer.status in ("paid", "failed"):
-                    await self._settle(attempt, answer)
-                    if answer.status == "paid":
-                        return
-                    log.info("settlement %s: %s failed: %s", order.record_id, name, answer.detail)
-                    why.append(f"{name} failed: {answer.detail or 'refused'}")
-                    continue
-                await self.store.mark_attempt(attempt.id, "pending", answer.detail, self.clock.now(),
-                                              only_from=("charging",))
-            result = await self._poll(provider, order, attempt)
-            if result == "paid":
+                outcome, detail = await self._charge(provider, order, attempt, provider.charge)
+            else:  # resumed after a restart: the charge may have reached the platform, only wait for it
+                outcome, detail = await self._wait(provider, order, attempt)
+            if outcome == "paid":
                 return
-            if result == "failed":
-                why.append(f"{name} failed")
-                continue
-            await self.store.mark_attempt(attempt.id, "fallback", "settlement window ended", self.clock.now(),
-                                          only_from=("charging", "pending"))
-            self.emit(order.lane_id, PaymentFallback(order.record_id, f"{name} did not settle within "
-                                                                      f"{self.timing.window_s:g} s"))
-            self._spawn_reconcile(attempt)
-            return
+            if outcome == "window":
+                self.emit(order.lane_id, PaymentFallback(order.record_id, f"{name} did not settle within "
+                                                                          f"{self.timing.window_s:g} s"))
+                return
+            log.info("settlement %s: %s %s: %s", order.record_id, name,
+                     "does not charge this car" if outcome == "skip" else "failed", detail)
+            why.append(f"{name}: {detail or 'does not charge this car'}" if outcome == "skip"
+                       else f"{name} failed" + (f": {detail}" if detail else ""))
         self.emit(order.lane_id, PaymentFallback(order.record_id, "; ".join(why) or "no provider could charge this car"))
 
     async def _code_flow(self, lane_id: str, charge: fx.ChargeByCode) -> None:
@@ -278,21 +264,39 @@ class SettlementService:
         provider = self.providers[name]
         attempt = await self.store.new_attempt(order.record_id, order.lane_id, name, provider.order_ref(order),
                                                order.due_fen, self.clock.now())
-        answer = await self._call(lambda o, a: provider.charge_code(o, a, charge.code), order, attempt)  # type: ignore[attr-defined]
+        outcome, detail = await self._charge(provider, order, attempt,
+                                             lambda o, a: provider.charge_code(o, a, charge.code))  # type: ignore[attr-defined]
+        if outcome in ("failed", "skip"):
+            self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code refused: {detail}"))
+        elif outcome == "window":
+            self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code payment not settled"))
+
+    async def _charge(self, provider: PaymentProvider, order: fx.StartSettlement, attempt: Attempt,
+                      call: Callable[..., Any]) -> tuple[str, str]:
+        """One charge (the attempt is written already), then wait for it: (paid | failed | skip | window, detail)."""
+        answer = await self._call(call, order, attempt)
+        if answer.status == "skip":
+            await self.store.mark_attempt(attempt.id, "skipped", answer.detail, self.clock.now())
+            return "skip", answer.detail
         if answer.status in ("paid", "failed"):
-            await self._settle(attempt, answer)
-            if answer.status == "failed":
-                self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code refused: {answer.detail}"))
-            return
+            if await self._settle(attempt, answer):
+                return answer.status, answer.detail
+            # a callback settled it while the call was out: its word stands
+            current = await self._reload(attempt)
+            return ("paid" if current.status == "paid" else "failed"), current.detail
         await self.store.mark_attempt(attempt.id, "pending", answer.detail, self.clock.now(), only_from=("charging",))
+        return await self._wait(provider, order, attempt)
+
+    async def _wait(self, provider: PaymentProvider, order: fx.StartSettlement,
+                    attempt: Attempt) -> tuple[str, str]:
+        """Poll (and take callbacks) until the attempt settles or the window ends; after the window the attempt
+        is reconciled in the background."""
         result = await self._poll(provider, order, attempt)
-        if result == "failed":
-            self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code payment failed"))
-        elif result == "window":
+        if result == "window":
             await self.store.mark_attempt(attempt.id, "fallback", "settlement window ended", self.clock.now(),
                                           only_from=("charging", "pending"))
-            self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code payment not settled"))
             self._spawn_reconcile(attempt)
+        return result, ""
 
     async def _poll(self, provider: PaymentProvider, order: fx.StartSettlement,
                     attempt: Attempt) -> Literal["paid", "failed", "window"]:
@@ -311,7 +315,7 @@ class SettlementService:
                     answer = await self._call(provider.query, order, attempt)
                     if answer.status in ("paid", "failed"):
                         await self._settle(attempt, answer)
-                current = (await self.store.attempts(record_id=attempt.record_id, provider=attempt.provider))[-1]
+                current = await self._reload(attempt)
                 if current.status in ("paid", "failed"):
                     return current.status  # type: ignore[return-value]
         finally:
@@ -339,7 +343,7 @@ class SettlementService:
             if answer.status in ("paid", "failed"):
                 await self._settle(attempt, answer)
                 return
-            current = (await self.store.attempts(record_id=attempt.record_id, provider=attempt.provider))[-1]
+            current = await self._reload(attempt)
             if not current.open:
                 return
             await asyncio.sleep(self.timing.reconcile_interval_s)
@@ -358,6 +362,11 @@ class SettlementService:
             return ChargeAnswer("pending", detail=f"no answer within {self.timing.charge_timeout_s:g} s")
         except ProviderUnavailable as exc:
             return ChargeAnswer("pending", detail=str(exc))
+
+    async def _reload(self, attempt: Attempt) -> Attempt:
+        """The attempt as stored now (a callback or another task may have moved it)."""
+        found = await self.store.attempts(record_id=attempt.record_id, provider=attempt.provider)
+        return next(a for a in found if a.id == attempt.id)
 
     async def _settle(self, attempt: Attempt, answer: ChargeAnswer) -> bool:
         paid = answer.status == "paid"
