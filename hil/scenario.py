@@ -11,7 +11,8 @@
       - bolink: {sign_free: 粤C11111}               # the platform marks a plate sign-free (5.2)
       - bolink: {script: 粤C22222, behaviour: pending_then_paid, after_s: 3}
       - bolink: {query_price: 粤A88888}             # the platform asks what a car owes (5.1)
-      - bolink: {monthcard_pay: 粤C44444, days: 30}  # a monthly card bought online (5.8)
+      - bolink: {monthcard_pay: 粤C44444, days: 30}  # a monthly card bought online (5.8), from yesterday
+                                                      # (starts_days_ago: 1) so it covers the whole stay
       - scan: {lane: out1, code: "134567890123456789"}   # the driver pays at the booth scanner
 
 `waiting` leaves the car at the barrier (the arm must stay down); a later operator or payment step on that
@@ -225,7 +226,10 @@ class ScenarioPlayer:
             return "done", f"bolink scripts {plate} ({name})"
         if "monthcard_pay" in spec:
             plate, days = str(spec["monthcard_pay"]), int(spec.get("days", 30))
-            start = datetime.now(RIG_TZ).date()
+            # The card starts the day before (by default) so it covers the whole stay of a car that came in
+            # hours ago: a card starting today leaves the minutes before midnight temporary (charged), which
+            # made the demo depend on the hour it was run.
+            start = datetime.now(RIG_TZ).date() - timedelta(days=int(spec.get("starts_days_ago", 1)))
             end = start + timedelta(days=days - 1)
             pushes = await platform.push_monthcard_pay(BOLINK_PARK, amount_fen=int(spec.get("amount_fen", 30000)),
                                                        car_number=plate, start_time=start.isoformat(),

@@ -75,5 +75,5 @@ async def bench(request) -> AsyncIterator[Bench]:
             if office is not None:
                 await office.stop()
             await platforms.stop()
-            print(daemon.log()[-5000:])  # pytest shows captured output only when the test failed
+            print(daemon.log()[-60000:])  # pytest shows captured output only when the test failed
             shutil.rmtree(workdir, ignore_errors=True)
