@@ -16,6 +16,7 @@ import aiohttp
 
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera, camera_route
+from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
 from lanectl.adapters.led_board_display import LedBoardDisplay
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlError, ControlServer
@@ -61,6 +62,8 @@ class App:
         self.runners: dict[str, LaneRunner] = {}
         self.readers: dict[str, SerialPlateReader] = {}
         self.cameras: dict[str, VzenithCamera] = {}  # lanes whose camera pushes over HTTP
+        self.images_dir = config.site.database.parent / "images"  # their pictures, a folder per lane
+        self.image_links: Optional[ImageLinks] = None  # served to the platforms when images.public_url is set
         self.displays: dict[str, LedBoardDisplay] = {}
         self.relay: Optional[OutboxRelay] = None
         self.notifier = SystemdNotifier()
@@ -152,8 +155,7 @@ class App:
         settle = self.settlement.on_effects if self.settlement is not None and lane.payments else None
         camera_cfg, display_cfg = lane.devices.camera, lane.devices.display
         if camera_cfg is not None:  # HTTP push: its reply may carry the relay and board frames
-            self.cameras[lane.id] = VzenithCamera(lane.id, camera_cfg, self.config.site.database.parent / "images",
-                                                  self.clock)
+            self.cameras[lane.id] = VzenithCamera(lane.id, camera_cfg, self.images_dir, self.clock)
         barrier = self._barrier(lane)
         display = None
         if display_cfg is not None:
@@ -201,7 +203,12 @@ class App:
     def _build_payments(self) -> None:
         """Platform clients and exit providers, the settlement service, then the platforms' callbacks."""
         assert self._session is not None
-        self.platforms = wiring = PlatformWiring.build(self.config, self.store, self._session, self.clock)
+        public_url = self.config.site.images.public_url
+        if public_url:
+            self.image_links = ImageLinks.open(self.images_dir, public_url, self.config.site.database.parent)
+        links = self.image_links.url if self.image_links is not None else no_links
+        self.platforms = wiring = PlatformWiring.build(self.config, self.store, self._session, self.clock,
+                                                       links=links)
         self.publishers.update(wiring.publishers)
         lane_providers = {lane.id: lane.payments for lane in self.config.lanes if lane.payments}
         missing = sorted({p for names in lane_providers.values() for p in names} - set(wiring.providers))
@@ -221,6 +228,8 @@ class App:
         for lane_id, camera in self.cameras.items():
             # its own aiohttp handler: it answers 400/403/413 itself, with the camera's reply shape
             self.http.app.router.add_post(f"/camera/{lane_id}", camera_route(camera))
+        if self.image_links is not None:
+            self.http.app.router.add_get(IMAGE_ROUTE, self.image_links.route())
 
     async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int) -> None:
         """A card renewed on a platform: kept in the store first, then the lanes decide with the new period."""
@@ -306,6 +315,8 @@ class App:
             answer["settlement"] = self.settlement.status()
         if self.platforms is not None:
             answer["platforms"] = self.platforms.status()
+        if self.image_links is not None:
+            answer["image_links"] = {"public_url": self.image_links.base, **self.image_links.counts}
         return answer
 
     async def records(self, *, plate: Optional[str], lane: Optional[str], since: Optional[datetime],

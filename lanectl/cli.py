@@ -221,6 +221,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         counted = f"  plates read {lines['read']}, skipped {lines['skipped']}" if lines else ""
         print(f"  {lane_id:10} {st['direction']:5} {st['phase']:17}{extra}{counted}"
               f"{'  FAULT: ' + faults if faults else ''}")
+    links = data.get("image_links")
+    if links:
+        print(f"  picture links at {links['public_url']}: served {links.get('served', 0)}, "
+              f"refused {links.get('refused', 0)}")
     return 0
 
 

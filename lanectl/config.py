@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from lanectl.config_base import SecretRef, Strict
 from lanectl.config_devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
                                     SerialPlateReader)
-from lanectl.config_payments import NEEDS, PaymentsConfig, ProviderName
+from lanectl.config_payments import NEEDS, PaymentsConfig, ProviderName, Url
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
 
@@ -90,6 +90,15 @@ class UploadsConfig(Strict):
     webhook: Optional[WebhookUpload] = None
 
 
+class ImagesConfig(Strict):
+    """How the payment platforms fetch the cameras' pictures (Bolink inpark_img/outpark_img, tdzn enterPic/
+    leavePic take a URL). `public_url` is the listener's /images as the platforms reach it from outside (the
+    lot's public address, a port forward or a reverse proxy), e.g. https://lot.example.com/lanectl/images.
+    Empty: pictures stay on the lane PC and uploads carry none."""
+
+    public_url: Optional[Url] = None
+
+
 class SiteConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LANECTL_", env_nested_delimiter="__", extra="forbid",
                                       frozen=True)
@@ -101,6 +110,7 @@ class SiteConfig(BaseSettings):
     control: ControlConfig = ControlConfig()
     secrets_file: Optional[Path] = None
     uploads: UploadsConfig = UploadsConfig()
+    images: ImagesConfig = ImagesConfig()
     tariffs: Tariffs  # the lot's prices (docs/tariffs.md)
     vehicles: VehicleRules = VehicleRules()  # monthly cards, white/black lists, stored value
     payments: PaymentsConfig = PaymentsConfig()  # settlement timing and platform credentials
@@ -312,6 +322,15 @@ def _check_payments(site: SiteConfig, lanes: list[LaneConfig], files: dict[str, 
                                 f"payments.{NEEDS[name]} to site.yaml")
         if "bolink_etc" in lane.payments and not lane.etc_lane_no:
             problems.append(f"{files[lane.id]}: etc_lane_no: required with bolink_etc (the lane's ETC box id)")
+        bolink = site.payments.bolink
+        if "bolink_etc" in lane.payments and bolink is not None and bolink.etc_pay_type == "my":
+            camera = lane.devices.camera
+            if not site.images.public_url:
+                problems.append(f"{files[lane.id]}: payments: bolink_etc with etc_pay_type my sends both pictures "
+                                "as links: set images.public_url in site.yaml")
+            if camera is None or not camera.save_images:
+                problems.append(f"{files[lane.id]}: devices.camera: bolink_etc with etc_pay_type my needs the exit "
+                                "picture: a camera that saves pictures (save_images: true)")
     return problems
 
 

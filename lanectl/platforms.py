@@ -20,6 +20,7 @@ import aiohttp
 from lanectl.adapters.bolink_downlink import BolinkDownlink
 from lanectl.adapters.bolink_http import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.adapters.callback_server import BodyHandler
+from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.adapters.sqlite_store import SqliteStore
 from lanectl.adapters.tdzn_http import TdznClient, TdznProvider, TdznPublisher
 from lanectl.adapters.xft_http import XftClient, XftProvider, XftPublisher
@@ -59,8 +60,9 @@ class PlatformWiring:
     _clients: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, config: Config, store: SqliteStore, session: aiohttp.ClientSession,
-              clock: Clock) -> "PlatformWiring":
+    def build(cls, config: Config, store: SqliteStore, session: aiohttp.ClientSession, clock: Clock, *,
+              links: LinkFn = no_links) -> "PlatformWiring":
+        """`links` turns a record's picture into the URL platforms fetch it by (adapters/image_links.py)."""
         w = cls(config, store, session, clock)
         payments = config.site.payments
         channels = {lane.id: lane.channel for lane in config.lanes}
@@ -68,10 +70,10 @@ class PlatformWiring:
         if payments.bolink is not None:
             cfg = payments.bolink
             client = w._clients["bolink"] = BolinkClient(cfg, config.secret(cfg.key, "payments.bolink.key"), session)
-            wallet = BolinkProvider(client, store, channels)
+            wallet = BolinkProvider(client, store, channels, links=links)
             w.providers["bolink"] = wallet
             w.providers["bolink_etc"] = BolinkEtcProvider(wallet, {lane.id: lane.etc_lane_no for lane in config.lanes})
-            w.publishers["bolink"] = BolinkPublisher(client, channels)
+            w.publishers["bolink"] = BolinkPublisher(client, channels, links=links)
             w.rates["bolink"] = cfg.rate_per_s
         if payments.xft is not None:
             cfg_x = payments.xft
@@ -83,7 +85,8 @@ class PlatformWiring:
             cfg_t = payments.tdzn
             tclient = TdznClient(cfg_t, config.secret(cfg_t.key, "payments.tdzn.key"), session, tz)
             w.providers["tdzn"] = TdznProvider(tclient, channels)
-            w.publishers["tdzn"] = TdznPublisher(tclient, channels, tz, total_spaces=cfg_t.total_spaces)
+            w.publishers["tdzn"] = TdznPublisher(tclient, channels, tz, total_spaces=cfg_t.total_spaces,
+                                                 links=links)
             w.rates["tdzn"] = cfg_t.rate_per_s
         return w
 

@@ -204,11 +204,13 @@ class BolinkPlatform:
     duplicate_errmsg: str = "订单已存在"
     html_escape: bool = False  # escape = < > & in pushed data like a Gson sender (the sign covers the escapes)
     notify_car_owner: bool = True  # 5.2 (update_balance in HTTP mode) after each entry
+    fetch_images: bool = True  # fetch inpark_img / outpark_img links as the platform stores them
     port: int = 0
     # observations
     orders: dict[tuple[str, str], Order] = field(default_factory=dict)
     uploads: list[Upload] = field(default_factory=list)
     pushes: list[Push] = field(default_factory=list)
+    images: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # link -> (HTTP status, body); -1: no answer
     bad_signatures: int = 0
     rate_limited: int = 0
     duplicates: int = 0
@@ -297,6 +299,7 @@ class BolinkPlatform:
         return await self._handle(kind, dict(msg.data), request.path)
 
     async def _handle(self, kind: str, d: dict[str, Any], path: str) -> web.StreamResponse:
+        self._fetch_images(d)
         if kind in ("entry", "exit", "etc") and not self._allow(_s(d, "park_id")):
             self.rate_limited += 1
             return self._answer(path, d, {"state": 0, "errmsg": "请求过快,请稍后重试"})
@@ -309,6 +312,21 @@ class BolinkPlatform:
             self.uploads.append(Upload(path, d, result.status))
             return result
         return self._answer(path, d, result)
+
+    def _fetch_images(self, d: dict[str, Any]) -> None:
+        for name in ("inpark_img", "outpark_img"):
+            url = _s(d, name)
+            if self.fetch_images and url and url not in self.images:
+                self.images[url] = (0, b"")  # being fetched
+                self._spawn(self._fetch(url))
+
+    async def _fetch(self, url: str) -> None:
+        assert self._session is not None
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                self.images[url] = (r.status, await r.read())
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            self.images[url] = (-1, repr(exc).encode())
 
     def _answer(self, path: str, d: dict[str, Any], answer: dict[str, Any]) -> web.Response:
         self.uploads.append(Upload(path, d, answer))

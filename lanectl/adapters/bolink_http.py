@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Protocol
 
 import aiohttp
 
+from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.adapters.platform_http import PlatformTransport
 from lanectl.config_payments import BolinkConfig
 from lanectl.core import effects as fx
@@ -54,8 +55,9 @@ def _unix(iso: str) -> int:
 class BolinkProvider:
     name = "bolink"
 
-    def __init__(self, client: BolinkClient, marks: Marks, channels: Mapping[str, str]) -> None:
-        self.client, self.marks, self.channels = client, marks, channels
+    def __init__(self, client: BolinkClient, marks: Marks, channels: Mapping[str, str], *,
+                 links: LinkFn = no_links) -> None:
+        self.client, self.marks, self.channels, self.links = client, marks, channels, links
         self._polls: dict[int, int] = {}
         self._by_code: set[int] = set()  # attempts paid by a scanned code: never re-issued as wallet charges
 
@@ -105,7 +107,7 @@ class BolinkProvider:
             in_time=_unix(order.entered_at or order.left_at), out_time=_unix(order.left_at),
             order_id=attempt.order_ref, empty_plot=cfg.empty_plot, total_fen=attempt.amount_fen, pay_type=pay_type,
             auth_code=auth_code, out_channel_id=self.channels.get(order.lane_id, order.lane_id),
-            license_color=LICENSE_COLOR.get(order.color))
+            outpark_img=self.links(order.image), license_color=LICENSE_COLOR.get(order.color))
         try:
             answer = bl.parse_answer(await self.client.post(bl.PATHS["exit"], data))
         except bl.BolinkError as exc:
@@ -133,18 +135,23 @@ class BolinkEtcProvider:
     async def charge(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
         if not order.plate:
             return ChargeAnswer("skip", detail="plate-less car: no ETC account")
-        client, channels = self.wallet.client, self.wallet.channels
+        client, channels, links = self.wallet.client, self.wallet.channels, self.wallet.links
         cfg = client.cfg
         entered = _unix(order.entered_at or order.left_at)
         left = _unix(order.left_at)
+        inpark_img, outpark_img = links(order.entry_image), links(order.image)
+        if cfg.etc_pay_type == "my" and not (inpark_img and outpark_img):
+            # the platform requires both pictures for this ETC service; the camera missed one
+            return ChargeAnswer("skip", detail="ETC (my) needs the entry and exit pictures: " +
+                                ("no entry picture" if not inpark_img else "no exit picture"))
         data = bl.etc_data(
             park_id=cfg.park_id, car_number=order.plate, in_time=entered, out_time=left,
             pay_type=cfg.etc_pay_type, total_fen=attempt.amount_fen, order_id=attempt.order_ref,
             out_channel_id=channels.get(order.lane_id, order.lane_id),
             in_channel_id=channels.get(order.entry_lane_id, order.entry_lane_id) or "unknown",
             parking_time_min=max(0, (left - entered) // 60), lane_no=self.lane_boxes.get(order.lane_id, ""),
-            empty_plot=cfg.empty_plot, total_original_fen=order.total_fen,
-            license_color=LICENSE_COLOR.get(order.color))
+            empty_plot=cfg.empty_plot, total_original_fen=order.total_fen, inpark_img=inpark_img,
+            outpark_img=outpark_img, license_color=LICENSE_COLOR.get(order.color))
         try:
             answer = bl.parse_answer(await client.post(bl.PATHS["etc"], data))
         except bl.BolinkError as exc:
@@ -171,8 +178,8 @@ class BolinkEtcProvider:
 class BolinkPublisher:
     """Outbox destination "bolink": entries as 3.1, exits as 3.2."""
 
-    def __init__(self, client: BolinkClient, channels: Mapping[str, str]) -> None:
-        self.client, self.channels = client, channels
+    def __init__(self, client: BolinkClient, channels: Mapping[str, str], *, links: LinkFn = no_links) -> None:
+        self.client, self.channels, self.links = client, channels, links
 
     async def publish(self, item: OutboxItem) -> Outcome:
         r = item.payload
@@ -208,7 +215,7 @@ class BolinkPublisher:
             return bl.PATHS["entry"], bl.entry_data(
                 park_id=cfg.park_id, union_id=cfg.union_id, car_number=r["plate"], in_time=_unix(r["at"]),
                 order_id=r["record_id"], empty_plot=cfg.empty_plot, in_channel_id=channel,
-                car_type=r.get("vehicle_class") or None, license_color=color)
+                car_type=r.get("vehicle_class") or None, inpark_img=self.links(r.get("image")), license_color=color)
         if kind != "exit":
             return None
         payments = r.get("payments") or []
@@ -219,4 +226,4 @@ class BolinkPublisher:
             park_id=cfg.park_id, union_id=cfg.union_id, car_number=r["plate"],
             in_time=_unix(r.get("entered_at") or r["at"]), out_time=_unix(r["at"]),
             order_id=r.get("entry_record_id") or r["record_id"], empty_plot=cfg.empty_plot, total_fen=taken,
-            pay_type="cash", out_channel_id=channel, license_color=color)
+            pay_type="cash", out_channel_id=channel, outpark_img=self.links(r.get("image")), license_color=color)

@@ -238,9 +238,11 @@ class SqliteStore:
             log.warning("store: %d barrier command(s) interrupted by the last stop; not repeated", n)
         self._inside = {
             r["plate"]: InsideCar(r["record_id"], datetime.fromisoformat(r["at"]), r["lane_id"], r["reason"], r["color"],
-                                  r["paid"] or 0, datetime.fromisoformat(r["paid_at"]) if r["paid_at"] else None)
+                                  r["paid"] or 0, datetime.fromisoformat(r["paid_at"]) if r["paid_at"] else None,
+                                  r["image"])
             for r in conn.execute(
-                "SELECT r.plate, r.record_id, r.at, r.lane_id, r.reason, r.color, SUM(p.amount_fen) AS paid, "
+                "SELECT r.plate, r.record_id, r.at, r.lane_id, r.reason, r.color, r.image, "
+                "SUM(p.amount_fen) AS paid, "
                 "MAX(p.paid_at) AS paid_at FROM records r LEFT JOIN prepayments p ON p.entry_record_id = r.record_id "
                 "WHERE r.kind='entry' AND r.status='inside' AND r.plate != '' GROUP BY r.record_id ORDER BY r.ts")
         }
@@ -408,7 +410,7 @@ class SqliteStore:
                 self._balances[e.plate] = self._balances.get(e.plate, 0) - e.amount_fen
             if isinstance(e, fx.NewRecord) and e.kind == "entry" and e.status == "inside" and e.plate:
                 self._inside[e.plate] = InsideCar(e.record_id, datetime.fromisoformat(e.at), e.lane_id, e.reason,
-                                                  e.color)
+                                                  e.color, image=e.image)
             elif isinstance(e, fx.PatchRecord) and dict(e.changes).get("status") in ("exited", "superseded"):
                 for plate, car in list(self._inside.items()):
                     if car.record_id == e.record_id:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import aiohttp
 
+from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.adapters.platform_http import PlatformTransport
 from lanectl.config_payments import TdznConfig
 from lanectl.core import effects as fx
@@ -171,8 +172,8 @@ class TdznPublisher:
     reported (the doc requires the field; tdzn uses it for display only)."""
 
     def __init__(self, client: TdznClient, channels: Mapping[str, str], tz: tzinfo, *, total_spaces: int,
-                 free_spaces: Optional[Callable[[], int]] = None) -> None:
-        self.client, self.channels, self.tz = client, channels, tz
+                 free_spaces: Optional[Callable[[], int]] = None, links: LinkFn = no_links) -> None:
+        self.client, self.channels, self.tz, self.links = client, channels, tz, links
         self.total_spaces, self.free_spaces = total_spaces, free_spaces
 
     async def publish(self, item: OutboxItem) -> Outcome:
@@ -208,7 +209,7 @@ class TdznPublisher:
                 park_code=cfg.park_code, record_no=r["record_id"], plate=r["plate"], entrance=lane,
                 enter_time=_moment(r["at"], self.tz), tz=self.tz, remain_park_num=max(0, remain),
                 total_park_num=self.total_spaces, vehicle_class=_vehicle_class(r.get("vehicle_class", "")),
-                in_channel_id=channel)
+                enter_pic=self.links(r.get("image")), in_channel_id=channel)
         if kind != "exit":
             return None  # operator releases without a car record are not tdzn's business
         orders: list[tdzn.PayOrder] = []
@@ -232,4 +233,5 @@ class TdznPublisher:
             exit_desc=lane, leave_time=_moment(r["at"], self.tz), tz=self.tz, remain_park_num=max(0, remain),
             total_park_num=self.total_spaces, payable_fee=int(r.get("total_fen") or 0), discount_fee=0,
             cash_fee=cash, mobile_fee=mobile, pay_orders=orders,
-            vehicle_class=_vehicle_class(r.get("vehicle_class", "")), out_channel_id=channel)
+            vehicle_class=_vehicle_class(r.get("vehicle_class", "")), out_channel_id=channel,
+            leave_pic=self.links(r.get("image")))

@@ -76,6 +76,8 @@ class StartSettlement:
     entry_record_id: str = ""
     vehicle_class: str = ""
     entry_lane_id: str = ""
+    image: str = ""  # the exit camera's picture of the car, and the entry camera's (paths; "" when none)
+    entry_image: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,7 @@ class InsideCar:
     color: str = ""
     paid_fen: int = 0  # paid ahead inside the lot (platform prepay notices)
     paid_at: Optional[datetime] = None  # the last of those payments: the exit grace runs from it
+    image: str = ""  # the entry camera's picture (platforms that take one get a link to it at the exit)
 
 
 @dataclass(frozen=True)
@@ -406,7 +407,8 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
         out.append(fx.StartSettlement(
             record_id, ctx.lane_id, ev.plate, ev.color, quote.due_fen, quote.total_fen, now.isoformat(),
             entered_at=entry.entered_at.isoformat() if entry else "", entry_record_id=entry.record_id if entry else "",
-            vehicle_class=quote.vehicle_class, entry_lane_id=entry.lane_id if entry else ""))
+            vehicle_class=quote.vehicle_class, entry_lane_id=entry.lane_id if entry else "", image=ev.image,
+            entry_image=entry.image if entry else ""))
     return replace(state, phase=Phase.AWAITING_PAYMENT)
 
 
@@ -566,7 +568,7 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
         out.append(fx.StartSettlement(visit.record_id, ctx.lane_id, "", "", quote.due_fen, quote.total_fen,
                                       now.isoformat(), entered_at=entry.entered_at.isoformat(),
                                       entry_record_id=entry.record_id, vehicle_class=quote.vehicle_class,
-                                      entry_lane_id=entry.lane_id))
+                                      entry_lane_id=entry.lane_id, entry_image=entry.image))
     amount = _yuan_text(quote.due_fen)
     out.append(fx.Display(f"无牌车 请缴费{amount}", f"无牌车 请缴费{amount}", "pay",
                           (("plate", "无牌车"), ("amount", amount), ("stay", _stay_text(entry.entered_at, now)))))

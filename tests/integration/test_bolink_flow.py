@@ -104,10 +104,11 @@ class Rig:
         return payload
 
     async def exit(self, plate: str = PLATE, entry_id: str = "in1_1", record_id: str = "out1_1",
-                   due: int = 700) -> fx.StartSettlement:
+                   due: int = 700, image: str = "", entry_image: str = "") -> fx.StartSettlement:
         now = CLOCK.now()
         order = fx.StartSettlement(record_id, "out1", plate, "blue", due, due, now.isoformat(),
-                                   (now - timedelta(hours=3)).isoformat(), entry_id, "temporary", "in1")
+                                   (now - timedelta(hours=3)).isoformat(), entry_id, "temporary", "in1",
+                                   image=image, entry_image=entry_image)
         await self.store.commit_lane("out1", {"phase": "awaiting_payment", "seq": 1}, [
             fx.NewRecord(record_id, "out1", "exit", plate, "blue", now.isoformat(), "awaiting_payment",
                          due_fen=due, total_fen=due), order], now)
@@ -119,6 +120,7 @@ class Rig:
 async def rig(tmp_path):
     r = await Rig(tmp_path).start()
     r.platform.etc_plates = set()  # nobody has an ETC account unless a test says so
+    r.platform.fetch_images = False  # the links in these tests name no server
     yield r
     await r.stop()
 
@@ -326,3 +328,51 @@ async def test_a_refused_payment_code_tells_the_lane(rig):
     rig.settlement.on_effects("out1", [fx.ChargeByCode(order.record_id, "134567890123456789")])
     fallbacks = await rig.lanes.wait_for(PaymentFallback, n=2)
     assert "scanned code refused" in fallbacks[-1].reason and not rig.lanes.of(PaymentConfirmed)
+
+
+def _links(image):
+    return f"https://lot.example.com/images/{image.rsplit('/', 2)[-2]}/{image.rsplit('/', 1)[-1]}?t=x" if image else None
+
+
+async def test_pictures_ride_as_links_on_the_entry_upload_the_wallet_exit_and_the_cash_exit(rig):
+    rig.provider.links = rig.publisher.links = _links
+    await signed_in(rig, emu.pay_now())  # an entry without a picture
+    payload = {"record_id": "in1_5", "lane_id": "in1", "kind": "entry", "plate": "粤B55555", "color": "blue",
+               "at": CLOCK.now().isoformat(), "status": "inside", "payments": [],
+               "image": "/var/lib/lanectl/images/in1/20261206-080000-000001_1.jpg"}
+    await rig.publisher.publish(OutboxItem(2, "bolink", "entry", "entry:in1_5", payload, 0, CLOCK.now()))
+    entries = [u.data for u in rig.platform.uploads if u.path == bl.PATHS["entry"]]
+    assert "inpark_img" not in entries[0], "no picture, no field"
+    assert entries[1]["inpark_img"] == "https://lot.example.com/images/in1/20261206-080000-000001_1.jpg?t=x"
+
+    await rig.exit(image="/var/lib/lanectl/images/out1/20261206-110000-000001_3.jpg")
+    await rig.lanes.wait_for(PaymentConfirmed)
+    [wallet] = [u.data for u in rig.platform.uploads if u.path == bl.PATHS["exit"]]
+    assert (wallet["pay_type"], wallet["outpark_img"]) == (
+        "wallet", "https://lot.example.com/images/out1/20261206-110000-000001_3.jpg?t=x")
+    cash = {"record_id": "out1_9", "lane_id": "out1", "kind": "exit", "plate": "粤B55555", "color": "blue",
+            "at": CLOCK.now().isoformat(), "entry_record_id": "in1_5", "status": "released", "payments": [],
+            "image": "/var/lib/lanectl/images/out1/20261206-110000-000001_4.jpg"}
+    await rig.publisher.publish(OutboxItem(3, "bolink", "exit", "exit:out1_9", cash, 0, CLOCK.now()))
+    last = [u.data for u in rig.platform.uploads if u.path == bl.PATHS["exit"]][-1]
+    assert (last["pay_type"], last["outpark_img"]) == (
+        "cash", "https://lot.example.com/images/out1/20261206-110000-000001_4.jpg?t=x")
+
+
+async def test_etc_my_sends_both_pictures_and_skips_a_car_missing_one(rig):
+    rig.provider.links = _links
+    rig.provider.client.cfg = rig.cfg.model_copy(update={"etc_pay_type": "my"})
+    rig.platform.etc_plates = {PLATE, "粤B22222"}
+    await rig.enter()
+    await rig.enter("粤B22222", "in1_2")
+    order = await rig.exit(plate="粤B22222", entry_id="in1_2", record_id="out1_2",
+                           image="/x/images/out1/b.jpg")  # the entry camera missed this car
+    [fallback] = await rig.lanes.wait_for(PaymentFallback)
+    assert fallback.record_id == order.record_id and "no entry picture" in fallback.reason
+    assert not [u for u in rig.platform.uploads if u.path == bl.PATHS["etc"]], "never sent without both"
+    await rig.exit(image="/x/images/out1/a.jpg", entry_image="/x/images/in1/a.jpg")
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert (paid.record_id, paid.provider, paid.amount_fen) == ("out1_1", "bolink_etc", 700)
+    [etc] = [u.data for u in rig.platform.uploads if u.path == bl.PATHS["etc"]]
+    assert (etc["pay_type"], etc["inpark_img"], etc["outpark_img"]) == (
+        "my", "https://lot.example.com/images/in1/a.jpg?t=x", "https://lot.example.com/images/out1/a.jpg?t=x")

@@ -62,6 +62,9 @@ async def test_requested_commands_become_interrupted_after_a_restart(tmp_path):
     path = tmp_path / "x.db"
     s = SqliteStore(path)
     await s.open()
+    pictured = fx.NewRecord("in1_4", "in1", "entry", "粤B4", "blue", NOW.isoformat(), "inside", image="/i/in1/4.jpg")
+    await s.commit_lane("in1", {}, [pictured], NOW)
+    assert s.inside()["粤B4"].image == "/i/in1/4.jpg"
     await s.commit_lane("in1", {}, [entry("in1_1", "粤B1"), fx.OpenBarrier("in1_2", "in1_1", "rules", "t"),
                                     fx.OpenBarrier("in1_3", "in1_1", "operator", "cash", "王")], NOW)
     await s.mark_action("in1_2", True, "", NOW)
@@ -71,6 +74,7 @@ async def test_requested_commands_become_interrupted_after_a_restart(tmp_path):
     status = {a["action_id"]: a["status"] for a in await s2.barrier_actions()}
     assert status == {"in1_2": "sent", "in1_3": "interrupted"}
     assert s2.inside()["粤B1"].reason == "temporary"  # the entry decision survives for the exit
+    assert s2.inside()["粤B4"].image == "/i/in1/4.jpg"  # and the entry picture, for the exit's platforms
     await s2.close()
 
 

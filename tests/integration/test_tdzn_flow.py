@@ -364,6 +364,21 @@ async def test_enter_and_leave_notify_are_idempotent(rig):
         ("out1_1_1", 200, 4), ("TD1", 700, 3)]
 
 
+async def test_pictures_go_as_enter_pic_and_leave_pic_links(rig):
+    rig.publisher.links = lambda image: f"https://lot.example.com/p?{image}" if image else None
+    await rig.enter()  # no picture: no enterPic
+    assert "enterPic" not in rig.platform.entries["in1_1"]
+    entry = dict(await rig.enter("粤B55555", "in1_5"), image="in1/a.jpg")
+    assert (await rig.publish("entry", dict(entry, record_id="in1_6"))).result == PublishResult.DONE
+    assert rig.platform.entries["in1_6"]["enterPic"] == "https://lot.example.com/p?in1/a.jpg"
+    now = CLOCK.now()
+    exit_ = {"record_id": "out1_6", "lane_id": "out1", "kind": "exit", "plate": "粤B55555", "color": "blue",
+             "at": now.isoformat(), "status": "leaving", "vehicle_class": "temporary", "entry_record_id": "in1_6",
+             "entered_at": entry["at"], "total_fen": 0, "payments": [], "image": "out1/b.jpg"}
+    assert (await rig.publish("exit", exit_)).result == PublishResult.DONE
+    assert rig.platform.leaves["in1_6"]["leavePic"] == "https://lot.example.com/p?out1/b.jpg"
+
+
 async def test_the_publisher_skips_refused_and_plate_less_records_and_sorts_refusals(rig):
     base = {"lane_id": "in1", "color": "", "at": CLOCK.now().isoformat(), "vehicle_class": "", "payments": []}
     for kind, extra in [("entry", {"record_id": "in1_2", "plate": PLATE, "status": "refused"}),

@@ -170,3 +170,23 @@ def test_a_camera_relay_needs_an_auto_closing_barrier(cfg: Path):
     p.write_text(text)
     [msg] = problems(cfg)
     assert str(p) in msg and "rules.auto_close: must be true with devices.camera.relay_barrier" in msg
+
+
+def test_etc_that_needs_pictures_needs_a_public_url_and_a_picture_camera(cfg: Path):
+    my = PAYMENTS.replace('}}', '}, etc_pay_type: my}')
+    with_payments(cfg, "payments: [bolink_etc]\netc_lane_no: '000139'\n", my)
+    lane = cfg / "lanes" / "east-out.yaml"
+    found = problems(cfg)
+    assert any(str(lane) in p and "set images.public_url in site.yaml" in p for p in found), found
+    assert any(str(lane) in p and "devices.camera: bolink_etc with etc_pay_type my needs the exit picture" in p
+               for p in found), found
+    site = cfg / "site.yaml"
+    site.write_text(site.read_text() + "images: {public_url: lot.example.com/images}\n")
+    assert any("images.public_url" in p and "expected an http:// or https:// URL" in p for p in problems(cfg))
+    site.write_text(site.read_text().replace("lot.example.com/images", "https://lot.example.com/images/"))
+    text = lane.read_text()
+    lane.write_text(text[:text.index("devices:")] + "devices:\n  camera: {kind: vzenith_http}\n" +
+                    text[text.index("rules:"):])
+    c = load_config(cfg)
+    assert c.site.images.public_url == "https://lot.example.com/images"
+

@@ -334,6 +334,14 @@ def test_a_car_that_owes_starts_a_settlement_written_with_its_record():
     assert not lane.of(fx.OpenBarrier) and lane.state.phase == Phase.AWAITING_PAYMENT
 
 
+def test_the_settlement_carries_the_exit_and_entry_pictures_for_platforms_that_take_them():
+    lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", T0 - timedelta(hours=3), image="/i/in1/a.jpg"),
+                                "粤B22222": InsideCar("e_2", T0 - timedelta(hours=3))}, settle=True)
+    lane.feed(PlateRead("粤B12345", image="/i/out1/b.jpg"))
+    [start] = lane.of(fx.StartSettlement)
+    assert (start.image, start.entry_image) == ("/i/out1/b.jpg", "/i/in1/a.jpg")
+
+
 def test_without_providers_no_settlement_is_asked_for():
     lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", T0 - timedelta(hours=3))})
     lane.feed(PlateRead("粤B12345"))
