@@ -24,7 +24,9 @@ import yaml
 
 from hil.emulators.barrier_io import BarrierEmulator, Physics
 from hil.emulators.led_board import LedBoard
+from hil.emulators.camera_http import HttpCamera
 from hil.emulators.plate_camera import PlateCamera
+from hil.platforms import free_port
 from hil.wire import VirtualCable
 
 Say = Callable[[str, str], None]  # (lane, text) — the demo prints it, tests ignore it
@@ -42,6 +44,7 @@ class RigLane:
     id: str
     direction: str  # entry | exit
     unit: int
+    camera: str = "serial"  # serial: a plate line on RS-485 | http: a Vzenith-style camera pushing over HTTP
 
 
 @dataclass
@@ -74,6 +77,8 @@ class Rig:
     cameras: dict[str, PlateCamera] = field(default_factory=dict)
     boards: dict[str, LedBoard] = field(default_factory=dict)
     scanners: dict[str, PlateCamera] = field(default_factory=dict)  # exit lanes' booth scanners (line writers)
+    http_cameras: dict[str, HttpCamera] = field(default_factory=dict)  # lanes with camera="http"
+    http_port: int = 0  # the daemon's listener, fixed in advance when a camera pushes to it
 
     @property
     def bus_path(self) -> Path:
@@ -94,13 +99,20 @@ class Rig:
         self.bus = VirtualCable(str(self.bus_path), str(dev / "rs485-io-side"), self.baudrate)
         self.io = BarrierEmulator([lane.unit for lane in self.lanes], physics=self.physics)
         await self.io.start_serial(str(dev / "rs485-io-side"), baudrate=self.baudrate or 9600)
+        if any(lane.camera == "http" for lane in self.lanes) and not self.http_port:
+            listen = str(self.site_overrides.get("http", {}).get("listen", ""))  # platforms may have fixed it
+            self.http_port = int(listen.rpartition(":")[2]) if listen else free_port()
         for lane in self.lanes:
-            cable = VirtualCable(str(self.camera_path(lane.id)), str(dev / f"camera-{lane.id}-device"),
-                                 self.baudrate)
-            self.cables[lane.id] = cable
-            camera = PlateCamera(str(dev / f"camera-{lane.id}-device"))
-            await camera.open()
-            self.cameras[lane.id] = camera
+            if lane.camera == "http":
+                self.http_cameras[lane.id] = HttpCamera(f"http://127.0.0.1:{self.http_port}/camera/{lane.id}")
+                await self.http_cameras[lane.id].start()
+            else:
+                cable = VirtualCable(str(self.camera_path(lane.id)), str(dev / f"camera-{lane.id}-device"),
+                                     self.baudrate)
+                self.cables[lane.id] = cable
+                camera = PlateCamera(str(dev / f"camera-{lane.id}-device"))
+                await camera.open()
+                self.cameras[lane.id] = camera
             if self.led_boards:
                 self.cables[f"board-{lane.id}"] = VirtualCable(str(self.board_path(lane.id)),
                                                                str(dev / f"board-{lane.id}-device"), self.baudrate)
@@ -118,6 +130,8 @@ class Rig:
     async def stop(self) -> None:
         for camera in self.cameras.values():
             await camera.close()
+        for http_camera in self.http_cameras.values():
+            await http_camera.close()
         for board in self.boards.values():
             await board.close()
         for scanner in self.scanners.values():
@@ -142,6 +156,8 @@ class Rig:
                                         "no_entry": "fixed", "no_entry_fen": 1000}},
                 "vehicles": {"whitelist": {"粤B00001": {"kind": "vip"}}, "blacklist": {"粤B66666": "逃费"},
                              "stored_value": {"粤B77777": 2000}}}
+        if self.http_port:
+            site["http"] = {"listen": f"127.0.0.1:{self.http_port}"}
         site.update(self.site_overrides)
         if self.secrets:
             (directory / "secrets.yaml").write_text(yaml.safe_dump(self.secrets))
@@ -152,8 +168,9 @@ class Rig:
             doc = {"id": lane.id, "direction": lane.direction,
                    "devices": {"barrier": {"kind": "modbus_rtu", "port": str(self.bus_path), "baudrate": baud,
                                            "unit": lane.unit, "poll_ms": self.poll_ms, "timeout_s": 0.5},
-                               "plate_reader": {"kind": "serial_line", "port": str(self.camera_path(lane.id)),
-                                                "baudrate": baud},
+                               **({"camera": {"kind": "vzenith_http"}} if lane.camera == "http" else
+                                  {"plate_reader": {"kind": "serial_line", "port": str(self.camera_path(lane.id)),
+                                                    "baudrate": baud}}),
                                **({"display": {"kind": "led_board", "port": str(self.board_path(lane.id)),
                                                "baudrate": baud}} if self.led_boards else {}),
                                **({"scanner": {"kind": "serial_line", "port": str(self.scanner_path(lane.id)),
@@ -202,7 +219,12 @@ class Rig:
         self.io.set_loop(lane.unit, "arming", True)
         await asyncio.sleep(0.05)
         after = result.t_plate = time.monotonic()
-        await self.cameras[lane_id].send(plate, color)
+        if lane.camera == "http":  # the push (with its pictures); the OPEN still comes over the IO module
+            reply = await self.http_cameras[lane_id].car(plate, color)
+            if reply.status != 200:
+                self.say(lane_id, f"camera push answered {reply.status}: {reply.error}")
+        else:
+            await self.cameras[lane_id].send(plate, color)
         try:
             event = await self.io.wait_event(lane.unit, "open", timeout=wait_open_s, after=after)
             result.t_open, result.opened = event.t, True

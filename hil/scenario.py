@@ -1,7 +1,8 @@
 """Scenario files (hil/scenarios/*.yaml) played against a running daemon on the rig.
 
     name: demo
-    lanes: [{id: in1, direction: entry, unit: 1}, {id: out1, direction: exit, unit: 2}]
+    lanes: [{id: in1, direction: entry, unit: 1}, {id: out1, direction: exit, unit: 2}]   # camera: http on a lane
+                                                       # pushes plates and pictures over HTTP instead of a serial line
     inside: [{plate: 粤A88888, lane: in1, minutes_ago: 180}]   # parked before the scenario starts
     steps:
       - car: {lane: in1, plate: 粤B12345}          expect: passed | refused | waiting
@@ -81,10 +82,14 @@ def load_scenario(name_or_path: str) -> Scenario:
         raise ScenarioError(f"no scenario {name_or_path!r} (known: {known})")
     doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     try:
-        lanes = [RigLane(str(x["id"]), str(x["direction"]), int(x["unit"])) for x in doc["lanes"]]
+        lanes = [RigLane(str(x["id"]), str(x["direction"]), int(x["unit"]), str(x.get("camera", "serial")))
+                 for x in doc["lanes"]]
         steps = list(doc["steps"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ScenarioError(f"{path}: lanes and steps are required ({exc})") from None
+    for lane in lanes:
+        if lane.camera not in ("serial", "http"):
+            raise ScenarioError(f"{path}: lane {lane.id}: camera must be serial or http, not {lane.camera!r}")
     for i, step in enumerate(steps, 1):
         kinds = STEP_KINDS & set(step)
         if len(kinds) != 1:

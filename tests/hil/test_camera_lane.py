@@ -16,6 +16,8 @@ from hil.daemon_process import DaemonProcess
 from hil.emulators.camera_http import HttpCamera
 from hil.emulators.led_board import LedBoard
 from hil.platforms import free_port
+from hil.rig import RigLane
+from tests.hil.checks import no_harm
 
 pytestmark = pytest.mark.hil
 
@@ -77,3 +79,24 @@ async def test_a_camera_only_lane_lets_cars_in_and_out_through_the_relay_and_sho
     assert all(Path(r["image"]).is_file() for r in rows), "each record points at the camera's picture"
     status = await daemon.client.status()
     assert status["lanes"]["in1"]["camera"]["pushes"] == 2 and not status["lanes"]["in1"]["barrier_fault"]
+
+
+@pytest.mark.rig(lanes=[RigLane("in1", "entry", 1, camera="http"), RigLane("out1", "exit", 2)])
+async def test_an_http_camera_at_the_arming_loop_drives_a_modbus_barrier(bench):
+    """The usual lane: the camera pushes when the car reaches the arming loop, the OPEN goes over Modbus, the
+    loops see the car through; the record keeps the pushed picture. A blacklisted car gets no OPEN."""
+    rig = bench.rig
+    car = await rig.car("in1", "粤B12345")
+    assert car.opened and car.passed
+    assert await rig.wait_down("in1")
+    [entry] = [r for r in await bench.control.records(plate="粤B12345") if r["kind"] == "entry"]
+    assert entry["status"] == "inside"
+    assert Path(entry["image"]).read_bytes() == rig.http_cameras["in1"].sent_images[1]
+    assert rig.http_cameras["in1"].relay_opens == 0, "a Modbus lane never opens through the camera relay"
+    refused = await rig.car("in1", "粤B66666", wait_open_s=2.0)
+    assert not refused.opened
+    opens = [e for e in rig.io.events if e.unit == 1 and e.name == "open"]
+    assert len(opens) == 1
+    out = await rig.car("out1", "粤B00001")  # the serial camera lane beside it (a VIP: free)
+    assert out.passed
+    no_harm(bench)
