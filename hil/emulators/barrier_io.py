@@ -63,7 +63,7 @@ class Physics:
 @dataclass(frozen=True)
 class BarrierEvent:
     unit: int
-    # open / close / stop (coil edges), up_limit, down_limit, reversed, close_refused, auto_close, arm_hit
+    # open / close / stop (coil edges), up_limit, down_limit, reversed, close_refused, auto_close, arm_hit, jammed
     name: str
     t: float  # time.monotonic()
 
@@ -92,6 +92,7 @@ class BarrierModel:
     close_refused: int = 0
     arm_hits: int = 0
     auto_closes: int = 0
+    jam_at: Optional[float] = None  # the arm sticks here on its way up (ice, a broken spring): no up limit
     _clear_since: Optional[float] = None
     _hitting: bool = False
     _coil_off_at: dict[int, float] = field(default_factory=dict)
@@ -156,7 +157,10 @@ class BarrierModel:
             self._hitting = False
         if self.motion > 0:
             self.position = min(1.0, self.position + dt / self.physics.rise_s)
-            if self.position >= 1.0:
+            if self.jam_at is not None and self.position >= self.jam_at:
+                self.position, self.motion = self.jam_at, 0
+                events.append("jammed")
+            elif self.position >= 1.0:
                 self.motion = 0
                 events.append("up_limit")
         elif self.motion < 0:

@@ -92,6 +92,45 @@ async def test_a_vanishing_rs485_adapter_faults_the_lanes_and_they_recover(bench
     no_harm(bench)
 
 
+async def _lane_status(bench, lane: str, predicate, timeout_s: float = 10.0) -> dict:
+    for _ in range(int(timeout_s * 10)):
+        status = (await bench.control.status())["lanes"][lane]
+        if predicate(status):
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"lane {lane} never reached the expected state: {status}")
+
+
+async def test_an_arm_that_jams_on_the_way_up_is_a_fault_and_the_operator_lets_the_car_through(bench):
+    """The arm sticks half way (ice, a broken spring): no up limit. The lane reports the fault (status and the
+    board), never lowers onto the waiting car, and once the arm is freed an operator release re-sends OPEN
+    for the same record; the car passes and the fault clears."""
+    rig = bench.rig
+    arm = rig.io.barrier(1)
+    arm.jam_at = 0.4
+    car = await rig.car("in1", "粤B44444", wait_open_s=2.0, back_away=False)
+    assert car.opened and not car.passed and arm.position == 0.4
+    faulted = await _lane_status(bench, "in1", lambda s: s["barrier_fault"])  # after open_confirm_s (5 s)
+    assert faulted["barrier_fault"].startswith("OPEN not confirmed by the up limit")
+    assert rig.boards["in1"].sees("道闸故障")
+    assert rig.io.count("close", 1) == 0, "nothing is lowered while the car waits under a stuck arm"
+
+    arm.jam_at = None  # the operator frees the arm, then releases the car from the booth
+    answer = await bench.control.open_barrier(lane="in1", operator="王师傅", reason="arm freed")
+    assert answer["opened"]
+    await rig.io.wait_until(lambda: arm.up_limit, timeout=5.0)
+    await _lane_status(bench, "in1", lambda s: not s["barrier_fault"])
+    rig.io.set_loop(1, "safety", True)
+    rig.io.set_loop(1, "arming", False)
+    await asyncio.sleep(0.5)
+    rig.io.set_loop(1, "safety", False)
+    assert await rig.wait_down("in1")
+    [entry] = await bench.control.records(plate="粤B44444")
+    assert (entry["kind"], entry["status"]) == ("entry", "inside"), "one car, one record"
+    assert (rig.io.count("open", 1), rig.io.count("close", 1)) == (2, 1)
+    no_harm(bench)
+
+
 async def test_garbage_on_the_camera_line_is_skipped_and_the_next_plate_works(bench):
     camera = bench.rig.cameras["in1"]
     await camera.send_raw(b"\xff\xfe\x00garbage without end" + b"x" * 300 + b"\r\n\x81\x30,blue,90\r\n")
