@@ -142,6 +142,17 @@ class Rig:
             if cable is not None:
                 cable.close()
 
+    async def replug(self, name: str) -> None:
+        """Plug a cable back after `rig.cables[name].unplug()`. The cable is made anew, so the emulator on its
+        device end reopens it (a real camera, board or scanner never notices: only the PC end was pulled)."""
+        self.cables[name].plug()
+        devices: dict[str, Any] = {**self.cameras, **{f"board-{k}": v for k, v in self.boards.items()},
+                                   **{f"scanner-{k}": v for k, v in self.scanners.items()}}
+        device = devices.get(name)
+        if device is not None:
+            await device.close()
+            await device.open()
+
     def lane(self, lane_id: str) -> RigLane:
         return next(lane for lane in self.lanes if lane.id == lane_id)
 

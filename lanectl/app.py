@@ -293,7 +293,9 @@ class App:
     async def health(self) -> dict[str, Any]:
         """For monitoring on the public listener: no records, no plates — only whether each lane works."""
         lanes = {lid: {"phase": r.status.phase, "barrier_fault": bool(r.status.barrier_fault),
-                       "plate_reader_fault": bool(r.status.plate_reader_fault)} for lid, r in self.runners.items()}
+                       "plate_reader_fault": bool(r.status.plate_reader_fault),
+                       "scanner_fault": bool(r.status.scanner_fault)} for lid, r in self.runners.items()}
+        # a lane without its booth scanner still lets cars in and out: shown, but not "down"
         ok = all(not (x["barrier_fault"] or x["plate_reader_fault"]) for x in lanes.values())
         return {"ok": ok, "lanes": lanes}
 

@@ -214,7 +214,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"park {data['park_id']}")
     for lane_id, st in data["lanes"].items():
-        faults = "; ".join(f for f in (st.get("barrier_fault"), st.get("plate_reader_fault")) if f)
+        faults = "; ".join(f"{name}: {st[key]}" for name, key in (
+            ("barrier", "barrier_fault"), ("plate reader", "plate_reader_fault"), ("scanner", "scanner_fault"))
+            if st.get(key))
         waiting = st.get("waiting")
         extra = f" waiting: {waiting['plate']} owes {_yuan(waiting['due_fen'])}" if waiting else ""
         lines = st.get("plate_lines")

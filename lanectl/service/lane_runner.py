@@ -44,6 +44,7 @@ class LaneStatus:
     phase: str = "idle"
     barrier_fault: str = ""
     plate_reader_fault: str = ""
+    scanner_fault: str = ""  # the booth's payment-code scanner (the lane still works without it)
     last_display: str = ""
     waiting: Optional[dict[str, Any]] = None
     events: int = 0
@@ -192,10 +193,10 @@ class LaneRunner:
             log.warning("lane %s: display failed: %s", self.lane_id, exc)
 
     def _track_faults(self, event: Event) -> None:
-        if isinstance(event, DeviceFault) and event.device == "plate_reader":
-            self.status.plate_reader_fault = event.reason
-        elif isinstance(event, DeviceRecovered) and event.device == "plate_reader":
-            self.status.plate_reader_fault = ""
+        # the barrier's fault is the lane's own state (core); the serial devices' are tracked here
+        if isinstance(event, (DeviceFault, DeviceRecovered)) and event.device in ("plate_reader", "scanner"):
+            reason = event.reason if isinstance(event, DeviceFault) else ""
+            setattr(self.status, f"{event.device}_fault", reason)
 
     def _refresh_status(self) -> None:
         s = self.state

@@ -5,6 +5,8 @@ the waiting car only, once."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -177,4 +179,42 @@ async def test_a_plate_less_car_leaves_by_the_platform_id_it_entered_with(bench)
     [exit_record] = [r for r in records.values() if r["kind"] == "exit"]
     assert (exit_record["status"], exit_record["entry_record_id"], exit_record["paid_fen"]) == (
         "paid", entry["record_id"], 500)
+    no_harm(bench)
+
+
+@pytest.mark.rig(bolink=True, seed=[{"plate": "粤B66661", "lane": "in1", "minutes_ago": 30}])
+async def test_an_unplugged_booth_scanner_is_shown_and_pays_again_once_plugged_back(bench):
+    """The scanner's USB-serial cable is pulled while a car waits to pay: lanectl status names the scanner
+    fault (health stays ok: cars still come and go), the car keeps waiting with the arm down, and once the cable
+    is back a scanned payment code pays it by sweepcode and lets it out."""
+    rig = bench.rig
+    waiting = asyncio.create_task(rig.car("out1", "粤B66661", wait_open_s=30))
+    for _ in range(100):  # not sign-free, no ETC account: the car waits for the booth or a code
+        if "请扫码或到岗亭缴费" in (await bench.control.status())["lanes"]["out1"]["last_display"]:
+            break
+        await asyncio.sleep(0.1)
+    cable = rig.cables["scanner-out1"]
+    cable.unplug()
+    for _ in range(100):
+        status = (await bench.control.status())["lanes"]["out1"]
+        if status["scanner_fault"]:
+            break
+        await asyncio.sleep(0.1)
+    assert status["scanner_fault"] and status["phase"] == "awaiting_payment"
+    assert not status["barrier_fault"] and not status["plate_reader_fault"]
+    shown = subprocess.run([sys.executable, "-m", "lanectl", "status", "--socket", str(bench.daemon.socket)],
+                           capture_output=True, text=True, timeout=20)
+    assert "FAULT: scanner:" in shown.stdout, shown.stdout
+    await rig.replug("scanner-out1")
+    for _ in range(150):
+        if not (await bench.control.status())["lanes"]["out1"]["scanner_fault"]:
+            break
+        await asyncio.sleep(0.1)
+    assert not (await bench.control.status())["lanes"]["out1"]["scanner_fault"]
+    await rig.scan("out1", "134567890123456789")
+    assert (await asyncio.wait_for(waiting, 20)).passed
+    [exit_record] = [r for r in await bench.control.records(plate="粤B66661") if r["kind"] == "exit"]
+    assert (exit_record["status"], exit_record["paid_fen"]) == ("paid", 500)
+    sweep = [u for u in bench.bolink.uploads if u.data.get("pay_type") == "sweepcode"]
+    assert len(sweep) == 1 and sweep[0].data["auth_code"] == "134567890123456789"
     no_harm(bench)
