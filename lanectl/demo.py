@@ -119,8 +119,9 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     for r in records:
         paid = f" paid {r['paid_fen'] / 100:.2f}" if r["paid_fen"] else ""
         due = f" due {r['due_fen'] / 100:.2f}" if r["due_fen"] else ""
+        picture = f"  picture {Path(r['image']).name}" if r.get("image") else ""
         print(f"  {r['record_id']:28} {r['kind']:7} {r['plate'] or '(none)':9} {r['status']:17}"
-              f" {r['reason']}{due}{paid}")
+              f" {r['reason']}{due}{paid}{picture}")
     opens = [a for a in actions if a["command"] == "open"]
     print(f"\nbarrier commands: {len(opens)} OPEN, {len(actions) - len(opens)} CLOSE, all written ahead "
           f"(statuses: {sorted({a['status'] for a in actions})})")

@@ -17,6 +17,7 @@ from hil.emulators.camera_http import HttpCamera
 from hil.emulators.led_board import LedBoard
 from hil.platforms import free_port
 from hil.rig import RigLane
+from hil.scenario import ScenarioPlayer, load_scenario
 from tests.hil.checks import no_harm
 
 pytestmark = pytest.mark.hil
@@ -99,4 +100,19 @@ async def test_an_http_camera_at_the_arming_loop_drives_a_modbus_barrier(bench):
     assert len(opens) == 1
     out = await rig.car("out1", "粤B00001")  # the serial camera lane beside it (a VIP: free)
     assert out.passed
+    no_harm(bench)
+
+
+CAMERA = load_scenario("camera")
+
+
+@pytest.mark.rig(lanes=CAMERA.lanes, seed=CAMERA.inside)
+async def test_the_camera_scenario_plays_against_the_daemon_process(bench):
+    """`lanectl demo --scenario camera`: the HTTP-camera entry lane beside a serial-camera exit lane."""
+    player = ScenarioPlayer(bench.rig, bench.control, settle_s=1.5, refuse_wait_s=2.0)
+    outcomes = await player.play(CAMERA)
+    await player.settle()
+    assert [(o.what, o.got) for o in outcomes if not o.ok] == []
+    pushed = [r for r in await bench.control.records(lane="in1") if r["plate"] != "粤A88888"]
+    assert len(pushed) == 3 and all(Path(r["image"]).is_file() for r in pushed), "each pushed car has its picture"
     no_harm(bench)
