@@ -35,6 +35,7 @@ from typing import Any, Optional, Union
 import aiohttp
 from aiohttp import web
 
+from hil.emulators import pictures
 from lanectl.protocols import bolink as bl
 
 KINDS = ("pay_now", "pending_then_paid", "fail", "never_settle", "duplicate_push", "out_of_order",
@@ -210,7 +211,7 @@ class BolinkPlatform:
     orders: dict[tuple[str, str], Order] = field(default_factory=dict)
     uploads: list[Upload] = field(default_factory=list)
     pushes: list[Push] = field(default_factory=list)
-    images: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # link -> (HTTP status, body); -1: no answer
+    images: pictures.Fetched = field(default_factory=dict)  # picture links fetched: link -> (status, body)
     bad_signatures: int = 0
     rate_limited: int = 0
     duplicates: int = 0
@@ -315,18 +316,8 @@ class BolinkPlatform:
 
     def _fetch_images(self, d: dict[str, Any]) -> None:
         for name in ("inpark_img", "outpark_img"):
-            url = _s(d, name)
-            if self.fetch_images and url and url not in self.images:
-                self.images[url] = (0, b"")  # being fetched
-                self._spawn(self._fetch(url))
-
-    async def _fetch(self, url: str) -> None:
-        assert self._session is not None
-        try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
-                self.images[url] = (r.status, await r.read())
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            self.images[url] = (-1, repr(exc).encode())
+            if self.fetch_images and pictures.wants(self.images, d.get(name)):
+                self._spawn(pictures.fetch(self._session, d[name], self.images))
 
     def _answer(self, path: str, d: dict[str, Any], answer: dict[str, Any]) -> web.Response:
         self.uploads.append(Upload(path, d, answer))

@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from aiohttp import web
 
+from hil.emulators import pictures
 from lanectl.protocols import tdzn
 from lanectl.protocols.tdzn import Answer, TdznError
 
@@ -170,6 +171,8 @@ class TdznPlatform:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # recordNo -> enterNotify biz
     pre_entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     leaves: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fetch_images: bool = True  # fetch enterPic / leavePic links as the platform does
+    images: pictures.Fetched = field(default_factory=dict)  # picture links fetched: link -> (status, body)
     bills: dict[str, PreLeaveBill] = field(default_factory=dict)  # orderNo (or recordNo) -> bill
     log: list[Exchange] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)  # "in:enterNotify:200", "out:payNotify:None", ...
@@ -282,6 +285,9 @@ class TdznPlatform:
         if record_no in seen:
             return self._reply(req.service_name, req.biz, body, 405, f"duplicate request {record_no}")
         seen[record_no] = req.biz
+        for name in ("enterPic", "leavePic"):
+            if self.fetch_images and pictures.wants(self.images, req.biz.get(name)):
+                self._spawn(pictures.fetch(self._session, req.biz[name], self.images), f"fetch {name}")
         return self._reply(req.service_name, req.biz, body, 200)
 
     async def _pre_leave(self, req: tdzn.Request, body: bytes) -> web.StreamResponse:

@@ -1,7 +1,8 @@
-"""HIL: the cameras' pictures reach the payment platform as links it can fetch — the daemon as its own process,
-camera-only lanes (HTTP push, relay barrier), the Bolink emulator fetching every inpark_img / outpark_img the
-way the platform stores them. An ETC car on `etc_pay_type: my` (both pictures required) pays at the exit with
-the entry and exit pictures; what the platform fetched is byte for byte what the camera pushed."""
+"""HIL: the cameras' pictures reach the payment platforms as links they can fetch — the daemon as its own
+process, camera-only lanes (HTTP push, relay barrier), the Bolink emulator fetching every inpark_img /
+outpark_img and the tdzn emulator every enterPic / leavePic, as the platforms store them. An ETC car on
+`etc_pay_type: my` (both pictures required) pays at the exit with the entry and exit pictures; what each
+platform fetched is byte for byte what the camera pushed."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def lane(lane_id: str, direction: str, **extra: object) -> dict:
 @pytest.fixture
 async def picture_lanes():
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-pic-", dir="/tmp"))
-    platforms = await Platforms(names=("bolink",)).start()
+    platforms = await Platforms(names=("bolink", "tdzn")).start()
     port = platforms.http_port
     etc = workdir / "etc"
     (etc / "lanes").mkdir(parents=True)
@@ -60,7 +61,7 @@ async def picture_lanes():
         platforms.connect(port)
         for cam in cams.values():
             await cam.start()
-        yield daemon, cams, platforms.bolink, workdir / "lanectl.db"
+        yield daemon, cams, platforms, workdir / "lanectl.db"
     finally:
         for cam in cams.values():
             await cam.close()
@@ -78,7 +79,8 @@ async def _until(predicate, timeout_s: float = 10.0, what: str = "") -> None:
 
 
 async def test_entry_and_exit_pictures_reach_the_platform_as_links_it_can_fetch(picture_lanes):
-    daemon, cams, bolink, db = picture_lanes
+    daemon, cams, platforms, db = picture_lanes
+    bolink, tdzn = platforms.bolink, platforms.tdzn
     entry = await cams["in1"].car(ETC_CAR)
     assert entry.commands.open_gate
     entry_picture = cams["in1"].sent_images[1]
@@ -88,6 +90,10 @@ async def test_entry_and_exit_pictures_reach_the_platform_as_links_it_can_fetch(
     assert urlsplit(inpark).path.startswith("/images/in1/") and "t=" in urlsplit(inpark).query
     await _until(lambda: bolink.images.get(inpark, (0,))[0] != 0, what="the platform fetching the picture")
     assert bolink.images[inpark] == (200, entry_picture), "the platform got the camera's picture"
+    await _until(lambda: len(tdzn.entries) == 1, what="the tdzn enterNotify")
+    [enter_pic] = [e["enterPic"] for e in tdzn.entries.values()]
+    await _until(lambda: tdzn.images.get(enter_pic, (0,))[0] != 0, what="tdzn fetching the entry picture")
+    assert tdzn.images[enter_pic] == (200, entry_picture)
 
     await asyncio.sleep(1.0)  # the relay's cycle ends; the car is inside
     # Two hours pass: stop the daemon, move the entry back, start it again (the entry's picture must come back
@@ -123,13 +129,18 @@ async def test_entry_and_exit_pictures_reach_the_platform_as_links_it_can_fetch(
     rows = await daemon.client.records(plate=ETC_CAR)
     exit_row = next(r for r in rows if r["kind"] == "exit")
     assert Path(exit_row["image"]).read_bytes() == exit_picture and exit_row["paid_fen"] == 700
+    await _until(lambda: len(tdzn.leaves) == 1, what="the tdzn leaveNotify")
+    [leave_pic] = [e["leavePic"] for e in tdzn.leaves.values()]
+    await _until(lambda: tdzn.images.get(leave_pic, (0,))[0] != 0, what="tdzn fetching the exit picture")
+    assert tdzn.images[leave_pic] == (200, exit_picture)
     # a link for another file, or a guessed one, serves nothing
     forged = outpark.replace(urlsplit(outpark).query, "t=" + "0" * 32)
     async with aiohttp.ClientSession() as s, s.get(forged) as r:
         assert r.status == 404
     status = await daemon.client.status()
-    assert status["image_links"]["served"] == 1 and status["image_links"]["refused"] == 1  # since the restart
+    # since the restart: the exit picture, to Bolink and to tdzn; the forged link
+    assert status["image_links"]["served"] == 2 and status["image_links"]["refused"] == 1
     shown = subprocess.run([sys.executable, "-m", "lanectl", "status", "--socket", str(daemon.socket)],
                            capture_output=True, text=True, timeout=20)
     assert shown.returncode == 0 and "picture links at http://127.0.0.1:" in shown.stdout
-    assert "served 1, refused 1" in shown.stdout, shown.stdout
+    assert "served 2, refused 1" in shown.stdout, shown.stdout
