@@ -267,7 +267,8 @@ class SettlementService:
         outcome, detail = await self._charge(provider, order, attempt,
                                              lambda o, a: provider.charge_code(o, a, charge.code))  # type: ignore[attr-defined]
         if outcome in ("failed", "skip"):
-            self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code refused: {detail}"))
+            self.emit(lane_id, PaymentFallback(order.record_id,
+                                               f"{name}: scanned code refused: {detail or 'no reason given'}"))
         elif outcome == "window":
             self.emit(lane_id, PaymentFallback(order.record_id, f"{name}: scanned code payment not settled"))
 
@@ -296,7 +297,8 @@ class SettlementService:
             await self.store.mark_attempt(attempt.id, "fallback", "settlement window ended", self.clock.now(),
                                           only_from=("charging", "pending"))
             self._spawn_reconcile(attempt)
-        return result, ""
+            return result, ""
+        return result, (await self._reload(attempt)).detail  # the refusal's reason, from a poll or a callback
 
     async def _poll(self, provider: PaymentProvider, order: fx.StartSettlement,
                     attempt: Attempt) -> Literal["paid", "failed", "window"]:

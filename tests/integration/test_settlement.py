@@ -165,6 +165,16 @@ async def test_nobody_can_charge_falls_back(store):
     await svc.stop()
 
 
+async def test_a_refusal_learnt_by_polling_falls_back_with_its_reason(store):
+    lanes = Lanes()
+    xft = FakeProvider("xft", [PENDING], [PENDING, ChargeAnswer("failed", detail="01 余额不足")])
+    svc = service(store, lanes, xft)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [fallback] = await lanes.wait_for(PaymentFallback)
+    assert fallback.reason == "xft failed: 01 余额不足" and not lanes.of(PaymentConfirmed)
+    await svc.stop()
+
+
 @pytest.mark.parametrize("charge", [0.5, ProviderUnavailable("HTTP 502")], ids=["timeout", "5xx"])
 async def test_no_answer_is_pending_never_paid_and_the_window_falls_back_then_a_late_success_counts(store, charge):
     lanes = Lanes()
@@ -310,3 +320,31 @@ async def test_stop_ends_busy_reconcilers_at_once(store):
     await asyncio.sleep(0.1)
     assert svc.status()["reconciling"] == 8
     await asyncio.wait_for(svc.stop(), 2.0)
+
+
+class CallbackWhileCalling(FakeProvider):
+    """The platform's callback (paid) arrives while the charge call is still out; then the call answers with
+    its own word — here a refusal that is stale by the time it lands."""
+
+    svc: Optional[SettlementService] = None
+
+    async def charge(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        self.calls.append("charge")
+        assert self.svc is not None
+        assert await self.svc.on_result(self.name, attempt.order_ref, ChargeAnswer("paid", "CB1", 700)) == "accepted"
+        return ChargeAnswer("failed", detail="stale refusal")
+
+
+async def test_a_callback_that_settles_while_the_charge_is_out_is_the_outcome(store):
+    lanes = Lanes()
+    bolink = CallbackWhileCalling("bolink", [PENDING])
+    xft = FakeProvider("xft", [ChargeAnswer("paid", "X1", 700)])  # would charge the car a second time
+    svc = bolink.svc = service(store, lanes, bolink, xft)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [paid] = await lanes.wait_for(PaymentConfirmed)
+    assert (paid.provider, paid.trade_no) == ("bolink", "CB1")
+    await asyncio.sleep(0.3)
+    assert not lanes.of(PaymentFallback) and len(lanes.of(PaymentConfirmed)) == 1
+    assert xft.calls == [], "the paid car is never handed to the next provider"
+    assert (await attempt_of(store, "bolink")).status == "paid"
+    await svc.stop()
