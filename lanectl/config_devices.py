@@ -51,6 +51,9 @@ class _ModbusCommon(Strict):
     timeout_s: float = Field(0.5, gt=0, le=10)
     retries: int = Field(1, ge=0, le=5)
     pulse_ms: int = Field(300, ge=0, le=5000)  # 0: write ON only, the module resets the coil itself
+    # read the command coils back (FC 1) after resetting them at start / reconnect; false for a module that
+    # cannot (the reset OFF is then trusted)
+    coil_readback: bool = True
 
 
 class ModbusRtuBarrier(_ModbusCommon, SerialLine):

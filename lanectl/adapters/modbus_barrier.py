@@ -9,6 +9,11 @@ Two pieces:
   DeviceRecovered, and pulses the OPEN / CLOSE coils. CLOSE is refused (BarrierUnsafe, nothing written) when
   a fresh read shows the safety loop or anti-smash occupied.
 
+Coil state is part of the lane's truth. The controller acts on a coil's rising edge, so a coil left ON (a
+pulse cut short by a crash, an OFF whose answer was lost) would swallow the next command of its kind. At start
+and after every reconnect every command coil is driven OFF and read back before the first poll is reported;
+a coil of unknown level is reset the same way before a command goes onto it.
+
 pymodbus (3.16) details handled here: calls take device_id=; a timeout raises ModbusIOException and logs an
 ERROR with a frame dump (we quiet its logger and log faulted / recovered once ourselves); its own reconnect
 is disabled (reconnect_delay=0) in favour of our backoff; its retries are 0 and we retry per lane config.
@@ -225,6 +230,16 @@ class _Session:
             raise BusError(f"short answer from unit {unit}: {len(rsp.bits)} of {count} inputs")
         return list(rsp.bits[:count])
 
+    async def read_coils(self, unit: int, address: int, count: int, *, retries: int = 0) -> list[bool]:
+        rsp = await self._bus._request(
+            f"read coils {address}+{count} of unit {unit} on {self._bus.key}",
+            lambda c: c.read_coils(address, count=count, device_id=unit),
+            retries,
+        )
+        if len(rsp.bits) < count:
+            raise BusError(f"short answer from unit {unit}: {len(rsp.bits)} of {count} coils")
+        return list(rsp.bits[:count])
+
     async def write_coil(self, unit: int, address: int, value: bool, *, retries: int = 0) -> None:
         await self._bus._request(
             f"write coil {address}={'ON' if value else 'OFF'} of unit {unit} on {self._bus.key}",
@@ -326,7 +341,12 @@ class ModbusBarrier:
         self._backoff = _Backoff(backoff_first_s, backoff_max_s)
         self._pulse_lock = asyncio.Lock()  # one pulse at a time: a pulse's OFF goes out before the next ON
         self._release_task: Optional[asyncio.Task] = None
-        self._stuck: set[int] = set()  # coils that may still be ON: written OFF before their next ON
+        self._coils = {"OPEN": p.open, "CLOSE": p.close, "STOP": p.stop}
+        # Coils whose level we do not know (all of them until the first settle and after a reconnect; a pulsed
+        # coil until its OFF is acknowledged): driven OFF and read back before the next command onto them.
+        self._unknown: set[int] = set(self._coils.values())
+        self._unsettled = True  # start / reconnect: the poll loop settles every coil before reporting inputs
+        self.coils_reset = 0  # coils found ON at start / reconnect and reset (a pulse a crash cut short)
         self.last_snapshot: Optional[IoSnapshot] = None  # from the poll loop; None while faulted
         self.faulted: Optional[str] = None  # reason while faulted
 
@@ -345,9 +365,16 @@ class ModbusBarrier:
                 continue
             last_poll = time.monotonic()
             try:
-                snapshot = await self.read_inputs(priority=False)
+                async with self.bus.exclusive(priority=False) as bus:
+                    # Start or reconnect: no input is reported before the coils are known. (A pulse in progress
+                    # settles them itself before its write, and must not have its own ON cut short here.)
+                    if self._unsettled and not self._pulse_lock.locked():
+                        await self._settle_coils(bus, found_on="found ON at start / reconnect")
+                    snapshot = await self._read(bus)
             except BusError as exc:
                 reported = self.last_snapshot = None  # after recovery, report the inputs again even if unchanged
+                self._unsettled = True  # the module may have lost power, or missed an OFF
+                self._unknown = set(self._coils.values())
                 if not was_faulted:
                     was_faulted, self.faulted = True, str(exc)
                     log.warning("barrier %s faulted: %s", self.name, exc)
@@ -408,16 +435,47 @@ class ModbusBarrier:
         level = {name: bits[addr - self._first] for name, addr in self._inputs.items()}
         return IoSnapshot(**level)
 
+    async def _settle_coils(self, bus: "_Session", found_on: str) -> None:
+        """Drive every coil of unknown level OFF and read it back (BusError if one stays ON)."""
+        unit, retries = self.config.unit, self.config.retries
+        names = {addr: name for name, addr in self._coils.items() if addr in self._unknown}
+        if not names:
+            self._unsettled = False
+            return
+        if not self.config.coil_readback:  # a module that cannot read coils back: OFF, trusted
+            for addr in names:
+                await bus.write_coil(unit, addr, False, retries=retries)
+            self._unknown.difference_update(names)
+            self._unsettled = False
+            return
+        first = min(names)
+        count = max(names) - first + 1
+        levels = await bus.read_coils(unit, first, count, retries=retries)
+        on = [addr for addr in names if levels[addr - first]]
+        for addr in on:
+            if found_on.startswith("found"):
+                log.warning("barrier %s: %s coil %d %s (a pulse cut short); reset to OFF", self.name, names[addr],
+                            addr, found_on)
+                self.coils_reset += 1
+            await bus.write_coil(unit, addr, False, retries=retries)
+        if on:  # read back: a module that ignores the OFF would swallow every later command
+            levels = await bus.read_coils(unit, first, count, retries=retries)
+            still = [names[addr] for addr in on if levels[addr - first]]
+            if still:
+                raise BusError(f"{', '.join(still)} coil stays ON after OFF on unit {unit}")
+        self._unknown.difference_update(names)
+        self._unsettled = False
+
     async def _pulse(self, coil: int, what: str, check_safe: bool = False) -> None:
         unit, retries = self.config.unit, self.config.retries
         await self._pulse_lock.acquire()
         handed_over = False
         try:
             async with self.bus.exclusive(priority=True) as bus:
-                if coil in self._stuck:
-                    # Its last OFF was not confirmed: without this the module would see no rising edge.
-                    await bus.write_coil(unit, coil, False, retries=retries)
-                    self._stuck.discard(coil)
+                if coil in self._unknown or self._unsettled:
+                    # Its last OFF was not acknowledged (or never written): without this reset the module could
+                    # see no rising edge and the command would be lost.
+                    await self._settle_coils(bus, found_on="still ON before a command")
                 if check_safe:
                     # Same bus slot as the write: nothing else goes on the line between the check and CLOSE.
                     snap = await self._read(bus)
@@ -426,10 +484,9 @@ class ModbusBarrier:
                             f"{what} refused on {self.name}: "
                             + ("safety loop occupied" if snap.safety else "anti-smash tripped")
                         )
-                if self.config.pulse_ms > 0:
-                    # Until an OFF is confirmed the coil may be ON (an answer lost after the module acted, or
-                    # this call cancelled mid-pulse).
-                    self._stuck.add(coil)
+                # Until an OFF is acknowledged the coil may be ON (an answer lost after the module acted, this
+                # call cancelled mid-pulse, or a module in pulse mode that has not dropped it yet).
+                self._unknown.add(coil)
                 await bus.write_coil(unit, coil, True, retries=retries)
             if self.config.pulse_ms > 0:
                 # The OFF goes out in the background (the caller need not wait pulse_ms); the pulse lock moves
@@ -450,7 +507,7 @@ class ModbusBarrier:
             await asyncio.sleep(self.config.pulse_ms / 1000)
             try:
                 await self.bus.write_coil(self.config.unit, coil, False, retries=self.config.retries)
-                self._stuck.discard(coil)
+                self._unknown.discard(coil)
             except BusError as exc:
                 log.warning("barrier %s: %s pulse end not delivered: %s", self.name, what, exc)
         finally:

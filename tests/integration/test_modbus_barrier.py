@@ -343,6 +343,51 @@ async def test_pulse_ms_zero_writes_on_only(make_rig):
     assert rig.emu.count("open") == 2
 
 
+# --- coil state is part of the truth -------------------------------------------------------------------------
+
+
+async def test_a_coil_left_on_by_a_crash_is_reset_before_inputs_are_reported(rig, caplog):
+    # the daemon died inside a pulse: the module still holds the OPEN coil ON
+    rig.emu.barrier(1).coils[0] = True
+    barrier = rig.barrier(pulse_ms=50)
+    rec = rig.run(barrier)
+    await rec.wait(IoSnapshot)
+    assert [(w.coil, w.value) for w in rig.emu.coil_writes] == [(0, False)]
+    assert "OPEN coil 0 found ON" in caplog.text and barrier.coils_reset == 1
+    await barrier.open()  # a rising edge again: the arm moves
+    await rec.wait(IoSnapshot, lambda s: s.up_limit)
+    assert rig.emu.count("open") == 1
+
+
+async def test_a_command_onto_a_coil_of_unknown_level_resets_it_first(make_rig):
+    rig = await make_rig("tcp")
+    rig.emu.barrier(1).coils[1] = True  # CLOSE left ON; the command comes before the first poll
+    barrier = rig.barrier(pulse_ms=50)
+    await barrier.close()
+    await barrier.aclose()
+    assert [(w.coil, w.value) for w in rig.emu.coil_writes] == [(1, False), (1, True), (1, False)]
+    assert rig.emu.count("close") == 1
+
+
+async def test_a_coil_that_stays_on_after_off_is_a_fault(make_rig):
+    rig = await make_rig("tcp")
+    model = rig.emu.barrier(1)
+    model.coils[1] = True
+    plain = model.write_coil
+    model.write_coil = lambda coil, value, now: [] if coil == 1 and not value else plain(coil, value, now)
+    rec = rig.run(rig.barrier())
+    fault = await rec.wait(DeviceFault)
+    assert "CLOSE coil stays ON after OFF" in fault.reason
+    assert not rec.of(IoSnapshot)  # nothing is reported while a command coil is out of our hands
+
+
+async def test_without_coil_readback_every_coil_is_written_off_at_start(make_rig):
+    rig = await make_rig("tcp")
+    rec = rig.run(rig.barrier(coil_readback=False))
+    await rec.wait(IoSnapshot)
+    assert sorted((w.coil, w.value) for w in rig.emu.coil_writes) == [(0, False), (1, False), (2, False)]
+
+
 # --- the bus owner in isolation ------------------------------------------------------------------------------
 
 
