@@ -39,13 +39,14 @@ from lanectl.service.ports import Clock
 from lanectl.service.settlement import SettlementService, SettlementTiming
 
 log = logging.getLogger("lanectl")
+OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for the module's answer
 
 
 def lane_rules(lane: LaneConfig) -> LaneRules:
     r = lane.rules
     return LaneRules(duplicate_window_s=r.duplicate_window_s, min_confidence=r.min_confidence,
                      open_confirm_s=r.open_confirm_s, close_confirm_s=r.close_confirm_s,
-                     pass_timeout_s=r.pass_timeout_s, auto_close=r.auto_close)
+                     pass_timeout_s=r.pass_timeout_s, auto_close=r.auto_close, stale_plate_s=r.stale_plate_s)
 
 
 class App:
@@ -381,7 +382,16 @@ class App:
             raise ControlError("lane_busy", f"lane {lane} did not answer in time", 503) from None
         opened = next((e for e in effects if isinstance(e, fx.OpenBarrier)), None)
         note = next((e.message for e in effects if isinstance(e, fx.Log)), "")
-        return {"lane": lane, "opened": opened is not None,
+        delivered, error = False, ""
+        if opened is not None:
+            # The operator learns whether the barrier module took the command, not just that it was decided.
+            try:
+                delivered, error = await runner.outcome(opened.action_id, OPERATOR_ACK_S)
+            except asyncio.TimeoutError:
+                error = f"no answer from the barrier within {OPERATOR_ACK_S:g} s"
+            if not delivered:
+                note = f"OPEN not delivered: {error}"
+        return {"lane": lane, "opened": delivered,
                 "record_id": opened.record_id if opened else "",
                 "action_id": opened.action_id if opened else "", "message": note,
                 "phase": runner.state.phase.value, "barrier_fault": runner.state.barrier_fault}

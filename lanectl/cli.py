@@ -239,7 +239,8 @@ def cmd_open(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     elif data.get("opened"):
-        print(f"lane {data['lane']}: OPEN sent (record {data['record_id']}, action {data['action_id']})")
+        print(f"lane {data['lane']}: OPEN delivered to the barrier (record {data['record_id']}, "
+              f"action {data['action_id']})")
     else:
         print(f"lane {data['lane']}: not opened: {data.get('message') or data.get('phase')}")
     return 0 if data.get("opened") else 1

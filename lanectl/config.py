@@ -144,6 +144,8 @@ class LaneRulesConfig(Strict):
     close_confirm_s: float = Field(10.0, gt=0, le=120)
     pass_timeout_s: float = Field(120.0, gt=0, le=3600)
     auto_close: bool = False
+    # a plate read before a restart, still waiting for its turn, is acted upon only if younger than this
+    stale_plate_s: float = Field(30.0, gt=0, le=3600)
 
 
 class LaneConfig(Strict):

@@ -198,6 +198,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE records ADD COLUMN image TEXT NOT NULL DEFAULT '';
     """,
+    # v7: a barrier command's audit tells `sent` (the module acknowledged) from `confirmed` (the limit input
+    # agreed) and `unconfirmed` (acknowledged, the limit never came). SQLite cannot alter a CHECK: rebuild.
+    """
+    CREATE TABLE barrier_actions_v7 (
+        action_id TEXT PRIMARY KEY,
+        lane_id TEXT NOT NULL,
+        record_id TEXT NOT NULL DEFAULT '',
+        command TEXT NOT NULL CHECK (command IN ('open', 'close')),
+        authority TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '',
+        operator TEXT NOT NULL DEFAULT '',
+        trade_no TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL CHECK (status IN ('requested', 'sent', 'confirmed', 'unconfirmed', 'failed',
+                                               'interrupted')),
+        requested_at TEXT NOT NULL,
+        done_at TEXT NOT NULL DEFAULT '',
+        error TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO barrier_actions_v7 SELECT action_id, lane_id, record_id, command, authority, reason, operator,
+        trade_no, status, requested_at, done_at, error FROM barrier_actions;
+    DROP TABLE barrier_actions;
+    ALTER TABLE barrier_actions_v7 RENAME TO barrier_actions;
+    CREATE INDEX barrier_actions_lane ON barrier_actions (lane_id, requested_at);
+    """,
 )
 
 RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class",
@@ -331,6 +355,14 @@ class SqliteStore:
                         "authority": getattr(e, "authority", ""), "reason": e.reason,
                         "operator": getattr(e, "operator", ""), "trade_no": getattr(e, "trade_no", ""),
                         "status": "requested", "requested_at": stamp})
+                elif isinstance(e, fx.AuditAction):
+                    # confirmed: whatever the row said before (the limit input is the stronger word, even for a
+                    # command cut by a restart); unconfirmed: only a command the module acknowledged
+                    allowed = ("requested", "sent", "interrupted", "unconfirmed") if e.status == "confirmed" \
+                        else ("sent",)
+                    conn.execute(f"UPDATE barrier_actions SET status=?, error=CASE WHEN ?='' THEN error ELSE ? END "
+                                 f"WHERE action_id=? AND status IN ({','.join('?' * len(allowed))})",
+                                 (e.status, e.note, e.note, e.action_id, *allowed))
                 elif isinstance(e, fx.Publish):
                     self._enqueue_sync(db, e, stamp, now)
             conn.execute(
@@ -418,8 +450,9 @@ class SqliteStore:
 
     async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None:
         def _mark() -> None:
-            self.conn.execute("UPDATE barrier_actions SET status=?, done_at=?, error=? WHERE action_id=?",
-                              ("sent" if ok else "failed", now.isoformat(), error, action_id))
+            # only a row still `requested`: the limit input may already have confirmed it
+            self.conn.execute("UPDATE barrier_actions SET status=?, done_at=?, error=? WHERE action_id=? "
+                              "AND status='requested'", ("sent" if ok else "failed", now.isoformat(), error, action_id))
         await self._run(_mark)
 
     # --- settlements (service/settlement.py) -----------------------------------------------------------------

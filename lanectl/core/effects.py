@@ -118,6 +118,16 @@ class CloseBarrier:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditAction:
+    """What the barrier's limit input said of a command the module acknowledged: `confirmed` (the up / down
+    limit agreed) or `unconfirmed` (it never did, or the barrier reversed). Written with the state change."""
+
+    action_id: str
+    status: Literal["confirmed", "unconfirmed"]
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
     """Upload this record to every configured destination (outbox rows, same transaction)."""
 
@@ -147,10 +157,10 @@ class Log:
 
 
 Effect = Union[NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, ChargeByCode,
-               OpenBarrier, CloseBarrier, Publish, Display, Log]
+               OpenBarrier, CloseBarrier, AuditAction, Publish, Display, Log]
 
 PERSISTENT = (NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, OpenBarrier,
-              CloseBarrier, Publish)
+              CloseBarrier, AuditAction, Publish)
 
 
 def is_persistent(effect: Effect) -> bool:

@@ -4,10 +4,16 @@ Pure: no I/O, no clock, no randomness. Time arrives as `now`; timers are deadlin
 state restored after a crash carries its timers with it. One car, one barrier cycle: a plate read while the
 barrier is busy with another car is held and handled when the cycle ends.
 
-Phases
+Phases (every phase and its exits: docs/lane-phases.md)
     idle ──plate (allowed / free)──▶ opening ──up limit──▶ open ──car passed (safety loop cleared)──▶ closing
       ▲   └─plate (fee due, exit)──▶ awaiting_payment ──operator release (name + reason)──▶ opening       │
       └──────────────────────────────────────── down limit ◀──────────────────────────────────────────────┘
+    opening ──OPEN not delivered / not confirmed / interrupted by a restart──▶ blocked (the car keeps its
+    decision: the operator's release, the same car read again at the closed arm, or the next car ends it)
+
+After a restart in the middle of a cycle the lane is `resuming`: the first IoSnapshot decides from what the
+inputs say (arm up and no car: close; a car on a loop: let it pass; arm still down: blocked), never from the
+saved phase alone, and a command decided before the stop is never re-sent blindly.
 
 The safety invariant lives here and in the barrier adapter alike: OpenBarrier only for an allowed/free
 decision of the rules, a payment confirmed for the record the car waits on and covering what it owes (a
@@ -56,6 +62,10 @@ class Phase(str, Enum):
     OPEN = "open"  # arm up, waiting for the car to pass
     CLOSING = "closing"  # CLOSE sent (or auto-close), waiting for the down limit
     AWAITING_PAYMENT = "awaiting_payment"  # exit lane: fee due, barrier stays down
+    BLOCKED = "blocked"  # the car's OPEN was decided but the arm did not move (not delivered / confirmed / cut)
+
+
+CYCLE_PHASES = (Phase.OPENING, Phase.OPEN, Phase.CLOSING, Phase.BLOCKED)
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ class LaneRules:
     close_confirm_s: float = 10.0
     pass_timeout_s: float = 120.0  # arm up but the car never came through: lower it when the loops are clear
     auto_close: bool = False  # the barrier lowers itself after the car; we only watch the down limit
+    stale_plate_s: float = 30.0  # a plate held before a restart and older than this is logged, not acted upon
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +117,12 @@ class Visit:
     due_fen: int = 0
     passage: Literal["waiting", "on_safety"] = "waiting"
     paid_fen: int = 0  # paid before this exit (ahead, inside the lot)
+    # the decision that opened (or should open) the barrier for this car, kept so that a blocked car read again
+    # at the closed arm gets the same decision re-issued (same record, same authority), never a new one
+    authority: str = ""
+    open_reason: str = ""
+    operator: str = ""
+    trade_no: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,14 +135,18 @@ class LaneState:
     last_plate: str = ""
     last_plate_at: Optional[datetime] = None
     held: Optional[PlateRead] = None  # a plate read while the barrier was busy with another car
+    held_at: Optional[datetime] = None
     deadlines: tuple[tuple[str, datetime], ...] = ()  # (name, when)
     pending_action: str = ""  # the barrier command not yet acknowledged by the adapter
+    command: str = ""  # the last OPEN / CLOSE whose limit input has not yet agreed (audit: confirmed/unconfirmed)
+    resuming: bool = False  # restored mid-cycle: the first IoSnapshot decides what happens
 
     # --- persistence (JSON-friendly dicts) -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["phase"] = self.phase.value
         d["last_plate_at"] = self.last_plate_at.isoformat() if self.last_plate_at else None
+        d["held_at"] = self.held_at.isoformat() if self.held_at else None
         d["deadlines"] = [[n, t.isoformat()] for n, t in self.deadlines]
         return d
 
@@ -140,8 +161,11 @@ class LaneState:
             last_plate=d.get("last_plate", ""),
             last_plate_at=datetime.fromisoformat(d["last_plate_at"]) if d.get("last_plate_at") else None,
             held=PlateRead(**d["held"]) if d.get("held") else None,
+            held_at=datetime.fromisoformat(d["held_at"]) if d.get("held_at") else None,
             deadlines=tuple((n, datetime.fromisoformat(t)) for n, t in d.get("deadlines", ())),
             pending_action=d.get("pending_action", ""),
+            command=d.get("command", ""),
+            resuming=bool(d.get("resuming", False)),
         )
 
     def deadline(self, name: str) -> Optional[datetime]:
@@ -162,7 +186,10 @@ def make_id(lane_id: str, now: datetime, seq: int) -> str:
 
 def restored(state: LaneState) -> LaneState:
     """A state read back after a restart. The barrier command in flight when we died is not repeated: its
-    outcome is learned from the barrier's inputs (the first IoSnapshot), not guessed."""
+    outcome is learned from the barrier's inputs (the first IoSnapshot, see _resume), not guessed. The saved
+    timers belong to the dead process: a lane in a cycle waits for the inputs instead."""
+    if state.phase in CYCLE_PHASES:
+        return replace(state, pending_action="", resuming=True, deadlines=())
     return replace(state, pending_action="")
 
 
@@ -233,7 +260,10 @@ def _open(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect
           authority: fx.Authority, reason: str, operator: str = "", trade_no: str = "") -> LaneState:
     state, action_id = _next_id(state, ctx, now)
     out.append(fx.OpenBarrier(action_id, record_id, authority, reason, operator=operator, trade_no=trade_no))
-    state = replace(state, phase=Phase.OPENING, pending_action=action_id)
+    visit = state.visit
+    if visit is not None:
+        visit = replace(visit, authority=authority, open_reason=reason, operator=operator, trade_no=trade_no)
+    state = replace(state, phase=Phase.OPENING, pending_action=action_id, command=action_id, visit=visit)
     state = _clear_deadline(state, "close_confirm", "pass_timeout")
     return _set_deadline(state, "open_confirm", now + timedelta(seconds=ctx.rules.open_confirm_s))
 
@@ -248,20 +278,47 @@ def _close(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effec
             return state  # stay open; the snapshot that shows the loops clear retries
         state, action_id = _next_id(state, ctx, now)
         out.append(fx.CloseBarrier(action_id, record_id, reason))
-        state = replace(state, phase=Phase.CLOSING, pending_action=action_id)
+        state = replace(state, phase=Phase.CLOSING, pending_action=action_id, command=action_id)
     return _set_deadline(state, "close_confirm", now + timedelta(seconds=ctx.rules.close_confirm_s))
 
 
 def _finish_cycle(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
     """Back to idle; a plate held during the cycle is handled now."""
-    held = state.held
-    state = replace(state, phase=Phase.IDLE, visit=None, held=None, pending_action="")
+    state = replace(state, phase=Phase.IDLE, visit=None, pending_action="", command="")
     state = _clear_deadline(state, "open_confirm", "close_confirm", "pass_timeout", "close_retry")
-    if held is not None:
-        # The held car was read while this cycle ran; it is not a duplicate of itself.
-        state = replace(state, last_plate="", last_plate_at=None)
-        state = _on_plate(state, held, now, ctx, out)
-    return state
+    return _take_held(state, now, ctx, out)
+
+
+def _take_held(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """A plate held while the barrier was busy is handled now."""
+    held = state.held
+    if held is None:
+        return state
+    # The held car was read while the cycle ran; it is not a duplicate of itself.
+    state = replace(state, held=None, held_at=None, last_plate="", last_plate_at=None)
+    return _on_plate(state, held, now, ctx, out)
+
+
+def _audit(state: LaneState, out: list[fx.Effect], status: Literal["confirmed", "unconfirmed"],
+           note: str = "") -> LaneState:
+    """The limit input agreed with the last command (or has not, so far): its audit row says so. An unconfirmed
+    command stays the one watched: a limit reached late still confirms it."""
+    if state.command:
+        out.append(fx.AuditAction(state.command, status, note))
+    return replace(state, command="") if status == "confirmed" else state
+
+
+def _block(state: LaneState, ctx: LaneContext, out: list[fx.Effect], reason: str) -> LaneState:
+    """The car's OPEN did not move the arm. The decision stands (the record, its authority); the operator's
+    release, the same car read again at the closed arm, the arm going up after all, or the next car end it."""
+    out.append(_log(ctx, "error", "barrier did not open", reason=reason,
+                    record=state.visit.record_id if state.visit else ""))
+    out.append(fx.Display("道闸故障 请联系管理员", key="fault"))
+    state = replace(state, phase=Phase.BLOCKED, barrier_fault=reason, pending_action="")
+    return _clear_deadline(state, "open_confirm")
+
+
+_OPEN_FAULTS = ("OPEN not confirmed", "OPEN not delivered", "OPEN interrupted")
 
 
 def _expire_deadlines(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
@@ -271,13 +328,11 @@ def _expire_deadlines(state: LaneState, now: datetime, ctx: LaneContext, out: li
         state = _clear_deadline(state, name)
         if name == "open_confirm" and state.phase == Phase.OPENING:
             reason = f"OPEN not confirmed by the up limit within {ctx.rules.open_confirm_s:g} s"
-            out.append(_log(ctx, "error", "barrier fault", reason=reason,
-                            record=state.visit.record_id if state.visit else ""))
-            out.append(fx.Display("道闸故障 请联系管理员", key="fault"))
-            state = replace(state, barrier_fault=reason)
+            state = _block(_audit(state, out, "unconfirmed", reason), ctx, out, reason)
         elif name == "close_confirm" and state.phase == Phase.CLOSING:
             reason = f"CLOSE not confirmed by the down limit within {ctx.rules.close_confirm_s:g} s"
             out.append(_log(ctx, "error", "barrier fault", reason=reason))
+            state = _audit(state, out, "unconfirmed", reason)
             state = _finish_cycle(replace(state, barrier_fault=reason), now, ctx, out)
         elif name == "close_retry" and state.phase == Phase.OPEN and not state.pending_action:
             state = _close(state, now, ctx, out, "retry")
@@ -297,6 +352,15 @@ def _on_plate(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, 
     if ev.confidence < ctx.rules.min_confidence:
         out.append(_log(ctx, "info", "plate ignored: low confidence", plate=ev.plate, confidence=ev.confidence))
         return state
+    if state.resuming:
+        # The inputs at start decide first; this read is kept (with its time) for after that.
+        out.append(_log(ctx, "info", "plate held until the barrier's inputs are known", plate=ev.plate))
+        return replace(state, held=ev, held_at=now)
+    if state.phase == Phase.BLOCKED and state.visit is not None:
+        blocked = _on_plate_blocked(state, ev, now, ctx, out)
+        if blocked is not None:
+            return blocked
+        state = replace(state, phase=Phase.IDLE, visit=None, command="")
     recent = (state.last_plate_at is not None and ev.plate == state.last_plate
               and now - state.last_plate_at < timedelta(seconds=ctx.rules.duplicate_window_s))
     if recent or (state.visit is not None and ev.plate == state.visit.plate and ev.plate):
@@ -305,7 +369,7 @@ def _on_plate(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, 
 
     if state.phase in (Phase.OPENING, Phase.OPEN, Phase.CLOSING):
         out.append(_log(ctx, "info", "plate held until the barrier cycle ends", plate=ev.plate))
-        return replace(state, held=ev)
+        return replace(state, held=ev, held_at=now)
     if state.phase == Phase.AWAITING_PAYMENT and state.visit is not None:
         # Another car at the exit: the waiting one backed away. Its record stays for the reconciliation.
         out.append(fx.PatchRecord(state.visit.record_id, (("status", "abandoned"),)))
@@ -316,6 +380,29 @@ def _on_plate(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, 
     if ctx.direction == "entry":
         return _entry(state, ev, now, ctx, out)
     return _exit(state, ev, now, ctx, out)
+
+
+def _on_plate_blocked(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
+                      out: list[fx.Effect]) -> Optional[LaneState]:
+    """A plate read while the lane's car is blocked at a closed arm. The same car read again, standing at the
+    arm that the inputs show fully down, gets its own decision re-issued (same record, same authority: a fresh
+    read and the inputs, not a blind repeat). Another car means the blocked one has gone: None, and the new car
+    is handled as at an idle lane."""
+    visit = state.visit
+    assert visit is not None
+    if ev.plate and ev.plate == visit.plate:
+        io = state.io
+        if visit.authority and io is not None and io.down_limit and not io.up_limit and io.arming:
+            out.append(_log(ctx, "warning", "blocked car read again at the closed arm: its OPEN is re-issued",
+                            plate=ev.plate, record=visit.record_id, authority=visit.authority))
+            state = replace(state, last_plate=ev.plate, last_plate_at=now)
+            return _open(state, now, ctx, out, record_id=visit.record_id,
+                         authority=visit.authority,  # type: ignore[arg-type]
+                         reason=visit.open_reason, operator=visit.operator, trade_no=visit.trade_no)
+        return state  # the arm is not known to be down with the car before it: the operator decides
+    out.append(_log(ctx, "warning", "blocked car gone: another car at the lane; its record stays as it is",
+                    plate=visit.plate, record=visit.record_id, next_plate=ev.plate))
+    return None
 
 
 def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
@@ -603,11 +690,14 @@ def _on_fallback(state: LaneState, ev: PaymentFallback, ctx: LaneContext, out: l
 # --- barrier inputs and command results ------------------------------------------------------------------------
 def _on_io(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
     state = replace(state, io=io)
+    if state.resuming:
+        return _resume(state, io, now, ctx, out)
     phase = state.phase
-    if phase == Phase.OPENING and io.up_limit:
-        if state.barrier_fault.startswith("OPEN not confirmed"):
+    if phase in (Phase.OPENING, Phase.BLOCKED) and io.up_limit:
+        if state.barrier_fault.startswith(_OPEN_FAULTS):
             out.append(_log(ctx, "info", "barrier recovered: up limit reached late"))
             state = replace(state, barrier_fault="")
+        state = _audit(state, out, "confirmed")
         state = _clear_deadline(replace(state, phase=Phase.OPEN), "open_confirm")
         state = _set_deadline(state, "pass_timeout", now + timedelta(seconds=ctx.rules.pass_timeout_s))
         phase = Phase.OPEN
@@ -626,16 +716,55 @@ def _on_io(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext, ou
             state = _close(state, now, ctx, out, "car_passed")  # an earlier close waited for clear loops
     elif phase == Phase.CLOSING:
         if io.down_limit:
-            state = _finish_cycle(state, now, ctx, out)
+            state = _finish_cycle(_audit(state, out, "confirmed"), now, ctx, out)
         elif io.safety or io.anti_smash:
             # Something is under the arm while it lowers: the barrier reverses on its own; we wait for the
             # loops to clear and lower again (never command CLOSE onto it).
             out.append(_log(ctx, "warning", "obstacle under the arm while closing"))
+            state = _audit(state, out, "unconfirmed", "obstacle under the arm: the barrier reversed")
             visit = state.visit
             state = replace(state, phase=Phase.OPEN, pending_action="",
                             visit=replace(visit, passage="on_safety") if visit else None)
             state = _clear_deadline(state, "close_confirm")
     return state
+
+
+def _resume(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """The first inputs after a restart in the middle of a cycle decide what happens, not the saved phase alone:
+    the arm up (or on its way) with no car on the loops is lowered; a car on a loop passes first; an arm still
+    down after an OPEN means that OPEN never moved it: the lane is blocked (nothing is re-sent blindly)."""
+    state = replace(state, resuming=False)
+    held, age = state.held, (now - state.held_at).total_seconds() if state.held_at else None
+    if held is not None and (age is None or age > ctx.rules.stale_plate_s):
+        out.append(_log(ctx, "warning", "plate read before the restart is stale: not acted upon", plate=held.plate,
+                        age_s=round(age) if age is not None else "unknown"))
+        state = replace(state, held=None, held_at=None)
+    car = io.arming or io.safety or io.anti_smash
+    down = io.down_limit and not io.up_limit
+    phase = state.phase
+    out.append(_log(ctx, "info", "resuming after a restart", phase=phase.value, arm="down" if down else
+                    "up" if io.up_limit else "between", car="yes" if car else "no",
+                    record=state.visit.record_id if state.visit else ""))
+    if down:
+        if phase == Phase.CLOSING or phase == Phase.OPEN:
+            # lowered (our CLOSE, or an auto-closing barrier) while we were away: the cycle is over
+            return _finish_cycle(_audit(state, out, "confirmed"), now, ctx, out)
+        if phase == Phase.OPENING:
+            state = _audit(state, out, "unconfirmed", "arm still down after a restart")
+            state = _block(state, ctx, out, "OPEN interrupted by a restart: the arm did not move; not repeated")
+        return _take_held(state, now, ctx, out)  # blocked: the same car read again, or another one
+    if phase in (Phase.OPENING, Phase.BLOCKED) and io.up_limit:
+        state = _audit(state, out, "confirmed")
+    if car:
+        # let it pass, then close: the open phase's passage logic lowers the arm once the loops are clear
+        visit = state.visit
+        if visit is not None:
+            visit = replace(visit, passage="on_safety" if io.safety else "waiting")
+        state = replace(state, phase=Phase.OPEN, visit=visit, pending_action="")
+        return _set_deadline(state, "pass_timeout", now + timedelta(seconds=ctx.rules.pass_timeout_s))
+    out.append(_log(ctx, "warning", "arm up with no car after a restart: lowering",
+                    record=state.visit.record_id if state.visit else ""))
+    return _close(replace(state, phase=Phase.OPEN, pending_action=""), now, ctx, out, "restart_no_car")
 
 
 def _on_command_done(state: LaneState, ev: CommandDone, now: datetime, ctx: LaneContext,
@@ -646,9 +775,10 @@ def _on_command_done(state: LaneState, ev: CommandDone, now: datetime, ctx: Lane
     if ev.ok:
         return state
     out.append(_log(ctx, "error", "barrier command failed", action=ev.action_id, error=ev.error))
+    if state.command == ev.action_id:
+        state = replace(state, command="")  # its audit row says failed already
     if state.phase == Phase.OPENING:
-        out.append(fx.Display("道闸故障 请联系管理员", key="fault"))
-        return replace(state, barrier_fault=ev.error or "OPEN not delivered")
+        return _block(state, ctx, out, f"OPEN not delivered: {ev.error or 'no answer'}")
     if state.phase == Phase.CLOSING and not ctx.rules.auto_close:
         # CLOSE refused (something under the arm) or lost: stay open, retry when the loops are clear.
         state = _clear_deadline(replace(state, phase=Phase.OPEN), "close_confirm")

@@ -72,6 +72,8 @@ class LaneRunner:
     started: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     # operator requests waiting to learn what their OperatorOpen led to (request_id -> future)
     _requests: dict = field(default_factory=dict, init=False)
+    # an operator's OPEN waiting for the barrier's answer (action_id -> future of (ok, error))
+    _outcomes: dict = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.status = LaneStatus(self.lane_id, self.direction)
@@ -89,6 +91,18 @@ class LaneRunner:
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._requests.pop(event.request_id, None)
+
+    async def outcome(self, action_id: str, timeout: float) -> tuple[bool, str]:
+        """What the barrier answered to an operator's OPEN (see step): (delivered, error). TimeoutError if the
+        command is still on its way after `timeout` s."""
+        fut = self._outcomes.get(action_id)
+        if fut is None:
+            return False, "no such command waiting"
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            if fut.done():
+                self._outcomes.pop(action_id, None)
 
     async def restore(self) -> None:
         saved = await self.store.load_lane_state(self.lane_id)
@@ -135,6 +149,10 @@ class LaneRunner:
         self.state = new_state
         self.status.events += 1
         self._track_faults(event)
+        if isinstance(event, OperatorOpen):
+            for e in effects:
+                if isinstance(e, fx.OpenBarrier):  # the operator is told whether the barrier took it
+                    self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()
         for effect in effects:
             self._act(effect)
         self._refresh_status()
@@ -184,6 +202,9 @@ class LaneRunner:
                     ok, error = False, f"{type(exc).__name__}: {exc}"
             await asyncio.shield(self.store.mark_action(effect.action_id, ok, error, self.clock.now()))
             self.emit(CommandDone(effect.action_id, ok, error))
+            waiting = self._outcomes.get(effect.action_id)
+            if waiting is not None and not waiting.done():
+                waiting.set_result((ok, error))
 
     async def _show(self, effect: fx.Display) -> None:
         assert self.display is not None

@@ -216,7 +216,7 @@ async def test_operator_command_line_talks_to_the_running_daemon(bench):
     assert code == 0 and "outbox empty" in out
     await bench.rig.wait_down("in1")
     code, out, _ = await lanectl(bench, "open", "--lane", "in1", "--reason", "fire drill", "--operator", "李")
-    assert code == 0 and "OPEN sent" in out
+    assert code == 0 and "OPEN delivered" in out
     code, _, err = await lanectl(bench, "open", "--lane", "nope", "--reason", "x", "--operator", "李")
     assert code == 1 and "nope" in err
     code, _, err = await lanectl(bench, "open", "--lane", "in1", "--reason", " ", "--operator", "李")
