@@ -81,17 +81,20 @@ class App:
     # --- run -----------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         site = self.config.site
-        await self.store.open()
-        await self._apply_stored_renewals()
-        seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
-        if seeded:
-            log.info("stored value: opening balances recorded for %d plate(s) from the configuration", len(seeded))
-        tasks: list[asyncio.Task[Any]] = []
-        watchdog: Optional[asyncio.Task[Any]] = None
+        # Built first: a bad socket path fails before anything is open. Every resource that cannot open raises
+        # a StartupError naming it (lanectl/startup.py); the CLI turns it into one line and an exit code.
         control = ControlServer(str(site.control.socket), self, mode=site.control.mode, group=site.control.group)
         self.http = CallbackServer(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
                                    health=self.health)
+        await self.store.open()
+        tasks: list[asyncio.Task[Any]] = []
+        watchdog: Optional[asyncio.Task[Any]] = None
         try:
+            await self._apply_stored_renewals()
+            seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
+            if seeded:
+                log.info("stored value: opening balances recorded for %d plate(s) from the configuration",
+                         len(seeded))
             self._session = aiohttp.ClientSession()
             self._build_publishers()
             self._build_payments()

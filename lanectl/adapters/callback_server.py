@@ -8,10 +8,14 @@ The operator CLI never comes through this listener: it uses the local control so
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
+
+from lanectl.startup import EX_CONFIG, EX_TEMPFAIL, StartupError
 
 log = logging.getLogger("lanectl.http")
 
@@ -48,7 +52,11 @@ class CallbackServer:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise listen_error(self.host, self.port, exc) from None
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
@@ -63,6 +71,23 @@ class CallbackServer:
         body = await self._health()
         ok = body.get("ok", False)
         return web.json_response(body, status=200 if ok else 503, dumps=_dumps)
+
+
+def listen_error(host: str, port: int, exc: OSError) -> StartupError:
+    """Why the listener could not open, as a StartupError naming the address (site `http.listen`)."""
+    thing = f"http listener {host}:{port} (site http.listen)"
+    if exc.errno == errno.EADDRINUSE:
+        # usually the old instance still stopping, or a second daemon: worth retrying (systemd restarts on 75)
+        return StartupError(thing, "port already in use by another process", EX_TEMPFAIL)
+    if exc.errno == errno.EADDRNOTAVAIL:
+        # the address is not (yet) on this machine: an interface still coming up is retried as well
+        return StartupError(thing, "address not available on this machine", EX_TEMPFAIL)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StartupError(thing, "permission denied (ports below 1024 need privileges)", EX_CONFIG)
+    if isinstance(exc, socket.gaierror):
+        return StartupError(thing, f"host not found: {exc.strerror}", EX_CONFIG)
+    reason = exc.strerror or str(exc)
+    return StartupError(thing, reason[:1].lower() + reason[1:], EX_TEMPFAIL)
 
 
 def _dumps(value: Any) -> str:

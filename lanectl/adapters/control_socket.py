@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from lanectl.core.plates import normalize_plate
+from lanectl.startup import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, StartupError, os_reason
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,12 @@ class ControlError(Exception):
         return {"error": self.code, "message": self.message}
 
 
-class ControlSocketError(RuntimeError):
-    """The control socket cannot be set up (path too long, another daemon live on it, not a socket...)."""
+class ControlSocketError(StartupError):
+    """The control socket cannot be set up (path too long, another daemon live on it, not a socket...).
+    A :class:`StartupError` naming the path, so `lanectl run` ends with one line and a sysexits code."""
+
+    def __init__(self, path: str, reason: str, exit_code: int = EX_CANTCREAT) -> None:
+        super().__init__(f"control socket {path}", reason, exit_code)
 
 
 class ControlHandlers(Protocol):
@@ -334,8 +339,8 @@ class ControlServer:
     ) -> None:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
             raise ControlSocketError(
-                f"control socket path is {len(os.fsencode(path))} bytes, longer than the "
-                f"{MAX_SOCKET_PATH_BYTES} a unix socket allows: {path}"
+                path, f"the path is {len(os.fsencode(path))} bytes, longer than the "
+                f"{MAX_SOCKET_PATH_BYTES} a unix socket allows", EX_CONFIG
             )
         self.path = path
         self._handlers = handlers
@@ -348,9 +353,13 @@ class ControlServer:
 
     async def start(self) -> None:
         if self._runner is not None:
-            raise ControlSocketError("control socket already started")
+            raise ControlSocketError(self.path, "already started", EX_SOFTWARE)
         parent = os.path.dirname(self.path) or "."
-        os.makedirs(parent, mode=0o750, exist_ok=True)
+        try:
+            os.makedirs(parent, mode=0o750, exist_ok=True)
+        except OSError as exc:  # read-only file system, no permission, a file where a directory should be
+            raise ControlSocketError(self.path, f"its directory {parent} cannot be created: {os_reason(exc)}"
+                                     ) from None
         await self._clear_stale()
         gid = self._resolve_group()
 
@@ -359,7 +368,7 @@ class ControlServer:
             try:
                 sock.bind(self.path)
             except OSError as exc:
-                raise ControlSocketError(f"cannot bind control socket {self.path}: {exc.strerror or exc}") from exc
+                raise ControlSocketError(self.path, f"cannot be created: {os_reason(exc)}") from None
             # Permissions are set after bind but BEFORE listen: nobody can connect while the mode is still
             # whatever the umask left.
             try:
@@ -369,8 +378,8 @@ class ControlServer:
             except OSError as exc:
                 self._unlink_quietly()
                 raise ControlSocketError(
-                    f"cannot set mode {self._mode:o}/group {self._group} on {self.path}: {exc.strerror or exc}"
-                ) from exc
+                    self.path, f"cannot set mode {self._mode:o}/group {self._group}: {os_reason(exc)}"
+                ) from None
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
 
@@ -416,7 +425,7 @@ class ControlServer:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(st.st_mode):
-            raise ControlSocketError(f"{self.path} exists and is not a socket; refusing to replace it")
+            raise ControlSocketError(self.path, "exists and is not a socket; refusing to replace it")
         try:
             _reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(self.path), _PROBE_TIMEOUT_S
@@ -428,18 +437,18 @@ class ControlServer:
         except TimeoutError:
             # A full backlog or a wedged daemon: something owns it. Do not steal the socket.
             raise ControlSocketError(
-                f"another process holds {self.path} but does not answer; is another lanectl running?"
+                self.path, "another process holds it but does not answer; is another lanectl running?", EX_TEMPFAIL
             ) from None
         except PermissionError as exc:
-            raise ControlSocketError(f"cannot probe existing control socket {self.path}: {exc.strerror}") from exc
+            raise ControlSocketError(self.path, f"cannot probe the existing socket: {os_reason(exc)}") from None
         writer.close()
         try:
             await writer.wait_closed()
         except OSError:
             pass
         raise ControlSocketError(
-            f"another lanectl daemon is already listening on {self.path}; refusing to start a second one"
-        )
+            self.path, "another lanectl daemon is already listening on it; refusing to start a second one",
+            EX_TEMPFAIL)
 
     def _resolve_group(self) -> int | None:
         if self._group is None:
@@ -448,8 +457,8 @@ class ControlServer:
             return grp.getgrnam(self._group).gr_gid
         except KeyError:
             raise ControlSocketError(
-                f"group {self._group!r} for the control socket does not exist (create it: groupadd --system "
-                f"{self._group})"
+                self.path, f"group {self._group!r} (site control.group) does not exist (create it: groupadd "
+                f"--system {self._group})", EX_CONFIG
             ) from None
 
     def _unlink_quietly(self) -> None:
