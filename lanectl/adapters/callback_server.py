@@ -15,6 +15,8 @@ from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 
+from lanectl.adapters.connection_gate import ConnectionGate, GatedSite
+from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, ServerLog, Tally
 from lanectl.startup import EX_CONFIG, EX_TEMPFAIL, StartupError
 
 log = logging.getLogger("lanectl.http")
@@ -25,12 +27,26 @@ BodyHandler = Callable[[bytes, str], Awaitable[tuple[bytes, str]]]
 
 
 class CallbackServer:
-    def __init__(self, host: str, port: int, *, max_body_kb: int, health: Health) -> None:
+    """``max_connections`` open at a time (more are closed at once, counted in the log); a connection with no
+    complete request for ``idle_timeout_s`` (idle keep-alive, or a client that sends nothing or dribbles) is
+    closed; malformed requests are counted, not logged one by one (adapters/log_tally.py)."""
+
+    def __init__(self, host: str, port: int, *, max_body_kb: int, health: Health, max_connections: int = 256,
+                 idle_timeout_s: float = 15.0, report_interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self.host, self.port = host, port
         self.app = web.Application(client_max_size=max_body_kb * 1024)
         self.app.router.add_get("/healthz", self._healthz)
         self._health = health
         self._runner: Optional[web.AppRunner] = None
+        self.idle_timeout_s = idle_timeout_s
+        self._interval = report_interval_s
+        self.gate = ConnectionGate(max_connections, Tally(log, self._what, "connections refused",
+                                                          interval_s=report_interval_s))
+        self._server_log: Optional[ServerLog] = None
+
+    @property
+    def _what(self) -> str:
+        return f"http listener {self.host}:{self.port}"
 
     def add_post(self, path: str, handler: BodyHandler) -> None:
         async def route(request: web.Request) -> web.Response:
@@ -49,23 +65,29 @@ class CallbackServer:
 
     async def start(self) -> None:
         # in-flight platform calls get 2 s to finish on stop (a held request must not delay a restart)
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        self._server_log = ServerLog(log, self._what, self._interval)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0, handle_signals=False,
+                                     keepalive_timeout=self.idle_timeout_s, logger=self._server_log)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = GatedSite(self._runner, self.gate, host=self.host, port=self.port)
         try:
             await site.start()
         except OSError as exc:
             await self.stop()
             raise listen_error(self.host, self.port, exc) from None
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
-        log.info("http listener on %s:%d", self.host, self.port)
+        if site.sockets:
+            self.port = site.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+        self.gate._refused.what = self._server_log.bad_requests.what = self._what
+        log.info("http listener on %s:%d (at most %d connections, idle ones closed after %g s)", self.host,
+                 self.port, self.gate.limit, self.idle_timeout_s)
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.gate._refused.close()
+        if self._server_log is not None:
+            self._server_log.close()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         body = await self._health()

@@ -44,6 +44,7 @@ class FakeApp:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict]] = []
+        self.deadlines: list[float | None] = []
         self.release = asyncio.Event()
 
     async def status(self) -> dict:
@@ -70,8 +71,9 @@ class FakeApp:
         self.calls.append(("outbox", dict(limit=limit)))
         return {"pending": [{"id": 1, "destination": "bolink", "attempts": 3}], "destinations": {"bolink": "down"}}
 
-    async def open_barrier(self, *, lane, operator, reason, amount_fen) -> dict:
+    async def open_barrier(self, *, lane, operator, reason, amount_fen, deadline=None) -> dict:
         self.calls.append(("open_barrier", dict(lane=lane, operator=operator, reason=reason, amount_fen=amount_fen)))
+        self.deadlines.append(deadline)
         if lane == "NOPE":
             raise ControlError("unknown_lane", "no lane NOPE on this PC", 404)
         if lane == "F1":

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
-import yaml
+
+from tests.minimal_site import write_minimal_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,18 +27,7 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def write_config(d: Path, **site: Any) -> Path:
-    """A minimal site (one entry lane without devices) in d/etc, the database and socket under d."""
-    etc = d / "etc"
-    (etc / "lanes").mkdir(parents=True, exist_ok=True)
-    doc: dict[str, Any] = {"park_id": "t", "database": str(d / "db" / "lanectl.db"),
-                           "http": {"listen": "127.0.0.1:0"}, "control": {"socket": str(d / "control.sock")},
-                           "tariffs": {"default": {"free_minutes": 0, "first_minutes": 60, "first_fen": 500,
-                                                   "increment_minutes": 60, "increment_fen": 100}}}
-    doc.update(site)
-    (etc / "site.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    (etc / "lanes" / "in1.yaml").write_text("id: in1\ndirection: entry\n")
-    return etc
+write_config = write_minimal_config
 
 
 def run(etc: Path, *extra: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
