@@ -316,3 +316,39 @@ async def test_status_answers_within_a_second_under_2000_idle_connections(daemon
     assert growth < 10_000, daemon.log()[log_before:][-3000:]
     assert "connections refused: over the limit of 256 open connections" in daemon.log()
     assert "Traceback" not in daemon.log()
+
+
+async def test_the_control_socket_has_its_own_limit(short_dir: Path):
+    path = str(short_dir / "c.sock")
+    async with ControlServer(path, Handlers(), max_connections=2) as server:  # type: ignore[arg-type]
+        held = [await asyncio.open_unix_connection(path) for _ in range(2)]
+        await until(lambda: server.gate.open == 2)
+        reader, writer = await asyncio.open_unix_connection(path)
+        assert await closed_by_server(reader, timeout=0.4)
+        writer.close()
+        for _, w in held:
+            w.close()
+        await until(lambda: server.gate.open == 0)
+        assert await ControlClient(path).status() == {"ok": True}
+
+
+# --- the descriptor budget ----------------------------------------------------------------------------------
+def test_limits_that_do_not_fit_the_open_file_limit_are_cut_with_one_line(caplog):
+    from lanectl.adapters.fd_limit import RESERVED_FDS, plan
+    caplog.set_level(logging.WARNING, "lanectl")
+    assert plan(4096, 4096, 256, 32).http_max_connections == 256 and not caplog.records
+    budget = plan(1024, 1024, 2000, 32)
+    assert budget.http_max_connections == 1024 - 32 - RESERVED_FDS and budget.control_max_connections == 32
+    [line] = caplog.records
+    assert "open-file limit 1024" in line.getMessage() and "http.max_connections 2000" in line.getMessage()
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_one():
+    import subprocess
+    import sys
+    code = ("import resource\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 2048))\n"
+            "from lanectl.adapters.fd_limit import raise_nofile\n"
+            "print(raise_nofile(), resource.getrlimit(resource.RLIMIT_NOFILE))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.strip() == "(2048, 2048) (2048, 2048)"
