@@ -352,3 +352,27 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one():
             "print(raise_nofile(), resource.getrlimit(resource.RLIMIT_NOFILE))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.strip() == "(2048, 2048) (2048, 2048)"
+
+
+async def test_out_of_descriptors_the_failed_accepts_are_one_line_not_a_traceback_each(short_dir: Path):
+    """Limits that do not fit a tiny open-file limit (64): the daemon runs out of descriptors for real, and
+    asyncio's failed accepts go through the loop handler installed at start."""
+    etc = write_minimal_config(short_dir)
+    proc = DaemonProcess(etc, short_dir / "control.sock", short_dir / "daemon.log", nofile=64)
+    await proc.start()
+    socks: list[socket.socket] = []
+    try:
+        port = (await proc.client.status())["http_port"]
+        before = os.path.getsize(proc.log_path)
+        socks = [await asyncio.open_unix_connection(str(proc.socket)) for _ in range(32)]  # type: ignore[misc]
+        socks += await _open_many(port, 200)
+        await until(lambda: "too many open files" in proc.log(), timeout=10)
+        growth = os.path.getsize(proc.log_path) - before
+    finally:
+        for s in socks:
+            (s[1] if isinstance(s, tuple) else s).close()
+        await proc.stop()
+        print(proc.log()[-5000:])
+    assert "open-file limit 64 does not fit" in proc.log()
+    assert proc.log().count("connections refused: too many open files") == 1
+    assert "Traceback" not in proc.log() and growth < 10_000
