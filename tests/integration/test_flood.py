@@ -376,3 +376,14 @@ async def test_out_of_descriptors_the_failed_accepts_are_one_line_not_a_tracebac
     assert "open-file limit 64 does not fit" in proc.log()
     assert proc.log().count("connections refused: too many open files") == 1
     assert "Traceback" not in proc.log() and growth < 10_000
+
+
+async def test_an_open_past_its_deadline_is_not_handed_to_the_lane(app: tuple[App, list[fx.Effect]]):
+    from lanectl.adapters.control_socket import ControlError
+    the_app, seen = app
+    queued = the_app.runners["in1"].queue.qsize()
+    with pytest.raises(ControlError) as err:
+        await the_app.open_barrier(lane="in1", operator="li", reason="late", amount_fen=None,
+                                   deadline=asyncio.get_running_loop().time() - 0.1)
+    assert (err.value.code, err.value.http_status) == ("deadline_passed", 408)
+    assert the_app.runners["in1"].queue.qsize() == queued and not seen
