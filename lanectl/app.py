@@ -91,7 +91,7 @@ class App:
                                 idle_timeout_s=site.control.idle_timeout_s)
         self.http = CallbackServer(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
                                    health=self.health, max_connections=budget.http_max_connections,
-                                   idle_timeout_s=site.http.idle_timeout_s)
+                                   idle_timeout_s=site.http.idle_timeout_s, body_timeout_s=site.http.body_timeout_s)
         # failed accepts (EMFILE...) are counted per listener, not a traceback each (adapters/log_tally.py)
         loop_handler = install_loop_handler(asyncio.get_running_loop(), log)
         try:

@@ -47,6 +47,7 @@ class HttpConfig(Strict):
     # complete request for idle_timeout_s (idle keep-alive, or a client that sends nothing or dribbles) is closed.
     max_connections: int = Field(256, ge=1, le=65536)
     idle_timeout_s: float = Field(15.0, gt=0, le=3600)
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)  # a request body must arrive within this after its headers
 
     @field_validator("listen")
     @classmethod

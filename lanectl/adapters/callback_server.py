@@ -8,6 +8,7 @@ The operator CLI never comes through this listener: it uses the local control so
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -32,9 +33,11 @@ class CallbackServer:
     closed; malformed requests are counted, not logged one by one (adapters/log_tally.py)."""
 
     def __init__(self, host: str, port: int, *, max_body_kb: int, health: Health, max_connections: int = 256,
-                 idle_timeout_s: float = 15.0, report_interval_s: float = DEFAULT_INTERVAL_S) -> None:
+                 idle_timeout_s: float = 15.0, body_timeout_s: float = 30.0,
+                 report_interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self.host, self.port = host, port
-        self.app = web.Application(client_max_size=max_body_kb * 1024)
+        self.app = web.Application(client_max_size=max_body_kb * 1024, middlewares=[self._body_deadline])
+        self.body_timeout_s = body_timeout_s
         self.app.router.add_get("/healthz", self._healthz)
         self._health = health
         self._runner: Optional[web.AppRunner] = None
@@ -43,6 +46,7 @@ class CallbackServer:
         self.gate = ConnectionGate(max_connections, Tally(log, self._what, "connections refused",
                                                           interval_s=report_interval_s))
         self._server_log: Optional[ServerLog] = None
+        self.slow_bodies = Tally(log, self._what, "slow request bodies cut off", interval_s=report_interval_s)
 
     @property
     def _what(self) -> str:
@@ -77,7 +81,8 @@ class CallbackServer:
             raise listen_error(self.host, self.port, exc) from None
         if site.sockets:
             self.port = site.sockets[0].getsockname()[1]  # the real port when 0 was asked for
-        self.gate._refused.what = self._server_log.bad_requests.what = self._what
+        for tally in (self.gate.tally, self._server_log.bad_requests, self.slow_bodies):
+            tally.what = self._what  # with the real port
         log.info("http listener on %s:%d (at most %d connections, idle ones closed after %g s)", self.host,
                  self.port, self.gate.limit, self.idle_timeout_s)
 
@@ -85,9 +90,28 @@ class CallbackServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        self.gate._refused.close()
+        self.gate.tally.close()
+        self.slow_bodies.close()
         if self._server_log is not None:
             self._server_log.close()
+
+    @web.middleware
+    async def _body_deadline(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A request body must have arrived ``body_timeout_s`` after its headers: a client that dribbles it
+        (slowloris on the body) is cut off instead of holding a connection and a handler forever. Whatever the
+        handler does once the body is in is not bounded here."""
+        if request.content.is_eof():
+            return await handler(request)
+        timer = asyncio.get_running_loop().call_later(self.body_timeout_s, self._cut_slow_body, request)
+        try:
+            return await handler(request)
+        finally:
+            timer.cancel()
+
+    def _cut_slow_body(self, request: web.Request) -> None:
+        if not request.content.is_eof() and request.transport is not None:
+            self.slow_bodies.note(f"body not received within {self.body_timeout_s:g} s")
+            request.transport.abort()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         body = await self._health()

@@ -30,7 +30,7 @@ class ConnectionGate:
         self.limit = limit
         self.open = 0
         self.refused_total = 0
-        self._refused = refused
+        self.tally = refused  # counts the refusals in the log
 
     def wrap(self, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.BaseProtocol]:
         def make() -> asyncio.BaseProtocol:
@@ -45,7 +45,7 @@ class ConnectionGate:
 
     def _refuse(self) -> None:
         self.refused_total += 1
-        self._refused.note(f"over the limit of {self.limit} open connections")
+        self.tally.note(f"over the limit of {self.limit} open connections")
 
 
 class _Refuse(asyncio.Protocol):

@@ -438,7 +438,7 @@ class ControlServer:
             await runner.cleanup()
         self._unlink_if_ours()
         self._identity = None
-        for tally in (self.gate._refused, self.expired, self._server_log):
+        for tally in (self.gate.tally, self.expired, self._server_log):
             tally.close()
 
     async def __aenter__(self) -> ControlServer:

@@ -97,6 +97,32 @@ async def test_idle_and_slowloris_connections_are_dropped_after_the_idle_timeout
     await until(lambda: http.gate.open == 0)
 
 
+async def test_a_body_that_dribbles_is_cut_off(collect: Collect):
+    server = CallbackServer("127.0.0.1", 0, max_body_kb=64, health=_healthy, idle_timeout_s=30, body_timeout_s=0.5)
+    got: list[bytes] = []
+
+    async def handler(body: bytes, content_type: str) -> tuple[bytes, str]:
+        got.append(body)
+        return b"ok", "text/plain"
+
+    server.add_post("/cb", handler)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"POST /cb HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nabc")
+        started = time.monotonic()
+        assert await closed_by_server(reader)
+        assert 0.4 < time.monotonic() - started < 2.0
+        writer.close()
+        assert got == [] and server.slow_bodies.total == 1
+        assert "slow request bodies cut off: body not received within 0.5 s" in collect.text()
+        async with aiohttp.ClientSession() as session:  # a body that arrives in time is served as before
+            async with session.post(f"http://127.0.0.1:{server.port}/cb", data=b"x" * 1000) as resp:
+                assert (resp.status, await resp.read()) == (200, b"ok")
+    finally:
+        await server.stop()
+
+
 class Collect(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
