@@ -15,9 +15,11 @@ from lanectl.adapters.control_client import ControlClient, ControlClientError
 
 
 class DaemonProcess:
-    def __init__(self, config_dir: Path, socket: Path, log_path: Path, *, log_level: str = "INFO") -> None:
+    def __init__(self, config_dir: Path, socket: Path, log_path: Path, *, log_level: str = "INFO",
+                 nofile: Optional[int] = None) -> None:
         self.config_dir, self.socket, self.log_path = config_dir, socket, log_path
         self.log_level = log_level
+        self.nofile = nofile  # e.g. 1024: the daemon runs with this hard and soft open-file limit, as under a unit
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.client = ControlClient(str(socket))
 
@@ -27,7 +29,8 @@ class DaemonProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lanectl", "run", "--config", str(self.config_dir),
-                 "--log-level", self.log_level], stdout=log, stderr=subprocess.STDOUT, env=env)
+                 "--log-level", self.log_level], stdout=log, stderr=subprocess.STDOUT, env=env,
+                preexec_fn=self._limit_nofile if self.nofile else None)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -39,6 +42,11 @@ class DaemonProcess:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"daemon not ready after {timeout} s:\n{self.log()[-3000:]}") from None
                 await asyncio.sleep(0.1)
+
+    def _limit_nofile(self) -> None:
+        import resource
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def kill9(self) -> None:
         assert self.proc is not None

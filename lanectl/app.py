@@ -14,7 +14,9 @@ from typing import Any, Callable, Optional
 
 import aiohttp
 
+from lanectl.adapters import fd_limit
 from lanectl.adapters.callback_server import CallbackServer
+from lanectl.adapters.log_tally import install_loop_handler, uninstall_loop_handler
 from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera, camera_route
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
 from lanectl.adapters.led_board_display import LedBoardDisplay
@@ -33,7 +35,7 @@ from lanectl.core.rules import CardRenewal, RenewalError, VehicleRules, renew_ca
 from lanectl.policy_factory import build_policy
 from lanectl.platforms import PlatformWiring
 from lanectl.service.bolink_inbound import PriceQuote
-from lanectl.service.lane_runner import LaneRunner
+from lanectl.service.lane_runner import LaneRunner, RequestExpired
 from lanectl.service.outbox import OutboxRelay, Publisher
 from lanectl.service.ports import Clock
 from lanectl.service.settlement import SettlementService, SettlementTiming
@@ -82,17 +84,30 @@ class App:
     # --- run -----------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         site = self.config.site
-        await self.store.open()
-        await self._apply_stored_renewals()
-        seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
-        if seeded:
-            log.info("stored value: opening balances recorded for %d plate(s) from the configuration", len(seeded))
+        # Built first: a bad socket path fails before anything is open. Every resource that cannot open raises
+        # a StartupError naming it (lanectl/startup.py); the CLI turns it into one line and an exit code.
+        budget = fd_limit.plan(*fd_limit.raise_nofile(), site.http.max_connections, site.control.max_connections)
+        control = ControlServer(str(site.control.socket), self, mode=site.control.mode, group=site.control.group,
+                                max_connections=budget.control_max_connections,
+                                idle_timeout_s=site.control.idle_timeout_s)
+        self.http = CallbackServer(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
+                                   health=self.health, max_connections=budget.http_max_connections,
+                                   idle_timeout_s=site.http.idle_timeout_s, body_timeout_s=site.http.body_timeout_s)
+        # failed accepts (EMFILE...) are counted per listener, not a traceback each (adapters/log_tally.py)
+        loop_handler = install_loop_handler(asyncio.get_running_loop(), log)
+        try:
+            await self.store.open()
+        except BaseException:
+            uninstall_loop_handler(asyncio.get_running_loop(), loop_handler)
+            raise
         tasks: list[asyncio.Task[Any]] = []
         watchdog: Optional[asyncio.Task[Any]] = None
-        control = ControlServer(str(site.control.socket), self, mode=site.control.mode, group=site.control.group)
-        self.http = CallbackServer(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
-                                   health=self.health)
         try:
+            await self._apply_stored_renewals()
+            seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
+            if seeded:
+                log.info("stored value: opening balances recorded for %d plate(s) from the configuration",
+                         len(seeded))
             self._session = aiohttp.ClientSession()
             self._build_publishers()
             self._build_payments()
@@ -148,6 +163,7 @@ class App:
             if self._session is not None:
                 await _step("http client", self._session.close())
             await _step("store", self.store.close(), timeout_s=15.0)
+            uninstall_loop_handler(asyncio.get_running_loop(), loop_handler)
 
     def _healthy(self, tasks: list[asyncio.Task[Any]]) -> bool:
         return all(not t.done() for t in tasks)
@@ -370,14 +386,19 @@ class App:
             return {"opened": False, "message": exc.message}
         return {"opened": answer["opened"], "message": answer["message"]}
 
-    async def open_barrier(self, *, lane: str, operator: str, reason: str,
-                           amount_fen: Optional[int]) -> dict[str, Any]:
+    async def open_barrier(self, *, lane: str, operator: str, reason: str, amount_fen: Optional[int],
+                           deadline: Optional[float] = None) -> dict[str, Any]:
+        """An operator's release. ``deadline`` (loop time, from the control request): past it the release is
+        not handed to the lane, and a lane that has not taken it by then drops it — never opened late."""
         runner = self.runners.get(lane)
         if runner is None:
             raise ControlError("unknown_lane", f"no lane {lane!r}; lanes: {', '.join(self.runners)}", 404)
         request_id = uuid.uuid4().hex
         try:
-            effects = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id))
+            effects = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id), deadline=deadline)
+        except RequestExpired:
+            raise ControlError("deadline_passed", f"lane {lane}: the request's deadline passed before the lane took "
+                               "it; nothing was done", 408) from None
         except asyncio.TimeoutError:
             raise ControlError("lane_busy", f"lane {lane} did not answer in time", 503) from None
         opened = next((e for e in effects if isinstance(e, fx.OpenBarrier)), None)

@@ -43,6 +43,11 @@ class HttpConfig(Strict):
 
     listen: str = "0.0.0.0:8780"
     max_body_kb: int = Field(4096, gt=0)
+    # Floods (adapters/connection_gate.py): connections over the limit are closed at once; a connection without a
+    # complete request for idle_timeout_s (idle keep-alive, or a client that sends nothing or dribbles) is closed.
+    max_connections: int = Field(256, ge=1, le=65536)
+    idle_timeout_s: float = Field(15.0, gt=0, le=3600)
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)  # a request body must arrive within this after its headers
 
     @field_validator("listen")
     @classmethod
@@ -65,6 +70,8 @@ class ControlConfig(Strict):
     socket: Path = Path("/run/lanectl/control.sock")
     mode: int = Field(0o660, ge=0, le=0o777)  # file mode of the socket: "0660" / "0o660" in YAML
     group: Optional[str] = None
+    max_connections: int = Field(32, ge=1, le=1024)  # its own room: operators get in while the HTTP port is flooded
+    idle_timeout_s: float = Field(10.0, gt=0, le=3600)
 
     @field_validator("mode", mode="before")
     @classmethod

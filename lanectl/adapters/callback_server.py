@@ -8,10 +8,17 @@ The operator CLI never comes through this listener: it uses the local control so
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
+import socket
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
+
+from lanectl.adapters.connection_gate import ConnectionGate, GatedSite
+from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, ServerLog, Tally
+from lanectl.startup import EX_CONFIG, EX_TEMPFAIL, StartupError
 
 log = logging.getLogger("lanectl.http")
 
@@ -21,12 +28,29 @@ BodyHandler = Callable[[bytes, str], Awaitable[tuple[bytes, str]]]
 
 
 class CallbackServer:
-    def __init__(self, host: str, port: int, *, max_body_kb: int, health: Health) -> None:
+    """``max_connections`` open at a time (more are closed at once, counted in the log); a connection with no
+    complete request for ``idle_timeout_s`` (idle keep-alive, or a client that sends nothing or dribbles) is
+    closed; malformed requests are counted, not logged one by one (adapters/log_tally.py)."""
+
+    def __init__(self, host: str, port: int, *, max_body_kb: int, health: Health, max_connections: int = 256,
+                 idle_timeout_s: float = 15.0, body_timeout_s: float = 30.0,
+                 report_interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self.host, self.port = host, port
-        self.app = web.Application(client_max_size=max_body_kb * 1024)
+        self.app = web.Application(client_max_size=max_body_kb * 1024, middlewares=[self._body_deadline])
+        self.body_timeout_s = body_timeout_s
         self.app.router.add_get("/healthz", self._healthz)
         self._health = health
         self._runner: Optional[web.AppRunner] = None
+        self.idle_timeout_s = idle_timeout_s
+        self._interval = report_interval_s
+        self.gate = ConnectionGate(max_connections, Tally(log, self._what, "connections refused",
+                                                          interval_s=report_interval_s))
+        self._server_log: Optional[ServerLog] = None
+        self.slow_bodies = Tally(log, self._what, "slow request bodies cut off", interval_s=report_interval_s)
+
+    @property
+    def _what(self) -> str:
+        return f"http listener {self.host}:{self.port}"
 
     def add_post(self, path: str, handler: BodyHandler) -> None:
         async def route(request: web.Request) -> web.Response:
@@ -45,24 +69,71 @@ class CallbackServer:
 
     async def start(self) -> None:
         # in-flight platform calls get 2 s to finish on stop (a held request must not delay a restart)
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        self._server_log = ServerLog(log, self._what, self._interval)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0, handle_signals=False,
+                                     keepalive_timeout=self.idle_timeout_s, logger=self._server_log)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]  # the real port when 0 was asked for
-        log.info("http listener on %s:%d", self.host, self.port)
+        site = GatedSite(self._runner, self.gate, host=self.host, port=self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise listen_error(self.host, self.port, exc) from None
+        if site.sockets:
+            self.port = site.sockets[0].getsockname()[1]  # the real port when 0 was asked for
+        for tally in (self.gate.tally, self._server_log.bad_requests, self.slow_bodies):
+            tally.what = self._what  # with the real port
+        log.info("http listener on %s:%d (at most %d connections, idle ones closed after %g s)", self.host,
+                 self.port, self.gate.limit, self.idle_timeout_s)
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.gate.tally.close()
+        self.slow_bodies.close()
+        if self._server_log is not None:
+            self._server_log.close()
+
+    @web.middleware
+    async def _body_deadline(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A request body must have arrived ``body_timeout_s`` after its headers: a client that dribbles it
+        (slowloris on the body) is cut off instead of holding a connection and a handler forever. Whatever the
+        handler does once the body is in is not bounded here."""
+        if request.content.is_eof():
+            return await handler(request)
+        timer = asyncio.get_running_loop().call_later(self.body_timeout_s, self._cut_slow_body, request)
+        try:
+            return await handler(request)
+        finally:
+            timer.cancel()
+
+    def _cut_slow_body(self, request: web.Request) -> None:
+        if not request.content.is_eof() and request.transport is not None:
+            self.slow_bodies.note(f"body not received within {self.body_timeout_s:g} s")
+            request.transport.abort()
 
     async def _healthz(self, request: web.Request) -> web.Response:
         body = await self._health()
         ok = body.get("ok", False)
         return web.json_response(body, status=200 if ok else 503, dumps=_dumps)
+
+
+def listen_error(host: str, port: int, exc: OSError) -> StartupError:
+    """Why the listener could not open, as a StartupError naming the address (site `http.listen`)."""
+    thing = f"http listener {host}:{port} (site http.listen)"
+    if exc.errno == errno.EADDRINUSE:
+        # usually the old instance still stopping, or a second daemon: worth retrying (systemd restarts on 75)
+        return StartupError(thing, "port already in use by another process", EX_TEMPFAIL)
+    if exc.errno == errno.EADDRNOTAVAIL:
+        # the address is not (yet) on this machine: an interface still coming up is retried as well
+        return StartupError(thing, "address not available on this machine", EX_TEMPFAIL)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StartupError(thing, "permission denied (ports below 1024 need privileges)", EX_CONFIG)
+    if isinstance(exc, socket.gaierror):
+        return StartupError(thing, f"host not found: {exc.strerror}", EX_CONFIG)
+    reason = exc.strerror or str(exc)
+    return StartupError(thing, reason[:1].lower() + reason[1:], EX_TEMPFAIL)
 
 
 def _dumps(value: Any) -> str:

@@ -17,11 +17,13 @@ import asyncio
 import datetime as _dt
 import json
 import os
+import time
 from typing import Any
 
 import aiohttp
 
 from lanectl.adapters.control_socket import (
+    DEADLINE_HEADER,
     DEFAULT_SOCKET_PATH,
     MAX_SOCKET_PATH_BYTES,
     OUTBOX_DEFAULT_LIMIT,
@@ -157,9 +159,13 @@ class ControlClient:
             )
         connector = aiohttp.UnixConnector(path=self.path)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
+        # The daemon drops a request it reads after this moment (e.g. an open stuck in a flooded listen queue):
+        # past it we no longer wait, so it must never be executed.
+        headers = {DEADLINE_HEADER: f"{time.time() + self.timeout:.3f}"}
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                async with session.request(method, _BASE + route, params=params, json=json_body) as resp:
+                async with session.request(method, _BASE + route, params=params, json=json_body,
+                                           headers=headers) as resp:
                     raw = await resp.read()
                     status = resp.status
         except aiohttp.ClientConnectorError as exc:

@@ -19,9 +19,19 @@ or drops an operator's intention.
     POST /open {"lane", "operator", "reason", "amount_fen"?} -> handlers.open_barrier()
          operator/reason non-empty after strip, no control characters; amount_fen a non-negative integer or null
 
+Deadlines: a client sends ``X-Lanectl-Deadline: <unix time in seconds>``, the moment after which it no longer
+waits for the answer. A request read after its deadline is refused (408 ``deadline_passed``) without being
+executed, and an open is handed to its lane only while the deadline holds (the lane drops it otherwise), so an
+`open` whose operator gave up — e.g. it sat in the listen queue during a flood — never raises the arm later.
+A request without the header gets ``DEFAULT_DEADLINE_S`` from when it is read (older clients keep working);
+a deadline is never further than ``MAX_DEADLINE_S`` away.
+
+Connections: at most ``max_connections`` at a time (more are closed at once, counted in the log), idle ones are
+closed after ``idle_timeout_s``.
+
 Error codes from here (400): unknown_field, bad_request, bad_json, bad_datetime, bad_range, bad_limit, bad_lane,
 bad_plate, missing_field, bad_operator, bad_reason, bad_amount; 404 not_found, 405 method_not_allowed,
-413 too_large, 500 internal. The app's ControlError keeps its own code and status.
+413 too_large, 408 deadline_passed, 500 internal. The app's ControlError keeps its own code and status.
 """
 
 from __future__ import annotations
@@ -38,12 +48,16 @@ import re
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from lanectl.adapters.connection_gate import ConnectionGate, GatedSite
+from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, ServerLog, Tally
 from lanectl.core.plates import normalize_plate
+from lanectl.startup import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, StartupError, os_reason
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +79,11 @@ _LANE_RE = re.compile(r"^[0-9A-Za-z_]{1,32}$")
 MAX_AMOUNT_FEN = 1_000_000_000
 
 _CLIENT_MAX_SIZE = 64 * 1024
+
+DEADLINE_HEADER = "X-Lanectl-Deadline"
+_DEADLINE = web.RequestKey("deadline", float)  # the request's deadline in loop time
+DEFAULT_DEADLINE_S = 10.0  # a request without a deadline: counted from when the daemon reads it
+MAX_DEADLINE_S = 60.0
 _PROBE_TIMEOUT_S = 1.0
 
 OPEN_FIELDS = frozenset({"lane", "operator", "reason", "amount_fen"})
@@ -86,8 +105,12 @@ class ControlError(Exception):
         return {"error": self.code, "message": self.message}
 
 
-class ControlSocketError(RuntimeError):
-    """The control socket cannot be set up (path too long, another daemon live on it, not a socket...)."""
+class ControlSocketError(StartupError):
+    """The control socket cannot be set up (path too long, another daemon live on it, not a socket...).
+    A :class:`StartupError` naming the path, so `lanectl run` ends with one line and a sysexits code."""
+
+    def __init__(self, path: str, reason: str, exit_code: int = EX_CANTCREAT) -> None:
+        super().__init__(f"control socket {path}", reason, exit_code)
 
 
 class ControlHandlers(Protocol):
@@ -118,9 +141,11 @@ class ControlHandlers(Protocol):
         ...
 
     async def open_barrier(
-        self, *, lane: str, operator: str, reason: str, amount_fen: int | None
+        self, *, lane: str, operator: str, reason: str, amount_fen: int | None, deadline: float | None = None
     ) -> dict[str, Any]:
-        """Enqueue an operator release for ``lane``. Raises :class:`ControlError` (unknown lane, lane faulted)."""
+        """Enqueue an operator release for ``lane``. Raises :class:`ControlError` (unknown lane, lane faulted,
+        ``deadline_passed``). ``deadline`` is in the event loop's time (``loop.time()``): past it the release
+        must not be handed to the lane."""
         ...
 
 
@@ -331,11 +356,14 @@ class ControlServer:
         *,
         mode: int = 0o660,
         group: str | None = None,
+        max_connections: int = 32,
+        idle_timeout_s: float = 10.0,
+        report_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
             raise ControlSocketError(
-                f"control socket path is {len(os.fsencode(path))} bytes, longer than the "
-                f"{MAX_SOCKET_PATH_BYTES} a unix socket allows: {path}"
+                path, f"the path is {len(os.fsencode(path))} bytes, longer than the "
+                f"{MAX_SOCKET_PATH_BYTES} a unix socket allows", EX_CONFIG
             )
         self.path = path
         self._handlers = handlers
@@ -343,14 +371,24 @@ class ControlServer:
         self._group = group
         self._runner: web.AppRunner | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we created
+        self.idle_timeout_s = idle_timeout_s
+        what = f"control socket {path}"
+        self.gate = ConnectionGate(max_connections, Tally(log, what, "connections refused",
+                                                          interval_s=report_interval_s))
+        self.expired = Tally(log, what, "requests refused", interval_s=report_interval_s)
+        self._server_log = ServerLog(log, what, report_interval_s)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._runner is not None:
-            raise ControlSocketError("control socket already started")
+            raise ControlSocketError(self.path, "already started", EX_SOFTWARE)
         parent = os.path.dirname(self.path) or "."
-        os.makedirs(parent, mode=0o750, exist_ok=True)
+        try:
+            os.makedirs(parent, mode=0o750, exist_ok=True)
+        except OSError as exc:  # read-only file system, no permission, a file where a directory should be
+            raise ControlSocketError(self.path, f"its directory {parent} cannot be created: {os_reason(exc)}"
+                                     ) from None
         await self._clear_stale()
         gid = self._resolve_group()
 
@@ -359,7 +397,7 @@ class ControlServer:
             try:
                 sock.bind(self.path)
             except OSError as exc:
-                raise ControlSocketError(f"cannot bind control socket {self.path}: {exc.strerror or exc}") from exc
+                raise ControlSocketError(self.path, f"cannot be created: {os_reason(exc)}") from None
             # Permissions are set after bind but BEFORE listen: nobody can connect while the mode is still
             # whatever the umask left.
             try:
@@ -369,16 +407,17 @@ class ControlServer:
             except OSError as exc:
                 self._unlink_quietly()
                 raise ControlSocketError(
-                    f"cannot set mode {self._mode:o}/group {self._group} on {self.path}: {exc.strerror or exc}"
-                ) from exc
+                    self.path, f"cannot set mode {self._mode:o}/group {self._group}: {os_reason(exc)}"
+                ) from None
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
 
             app = self._make_app()
-            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+            runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0,
+                                   keepalive_timeout=self.idle_timeout_s, logger=self._server_log)
             await runner.setup()
             try:
-                site = web.SockSite(runner, sock)
+                site = GatedSite(runner, self.gate, sock=sock)
                 await site.start()
             except BaseException:
                 await runner.cleanup()
@@ -399,6 +438,8 @@ class ControlServer:
             await runner.cleanup()
         self._unlink_if_ours()
         self._identity = None
+        for tally in (self.gate.tally, self.expired, self._server_log):
+            tally.close()
 
     async def __aenter__(self) -> ControlServer:
         await self.start()
@@ -416,7 +457,7 @@ class ControlServer:
         except FileNotFoundError:
             return
         if not stat.S_ISSOCK(st.st_mode):
-            raise ControlSocketError(f"{self.path} exists and is not a socket; refusing to replace it")
+            raise ControlSocketError(self.path, "exists and is not a socket; refusing to replace it")
         try:
             _reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(self.path), _PROBE_TIMEOUT_S
@@ -428,18 +469,18 @@ class ControlServer:
         except TimeoutError:
             # A full backlog or a wedged daemon: something owns it. Do not steal the socket.
             raise ControlSocketError(
-                f"another process holds {self.path} but does not answer; is another lanectl running?"
+                self.path, "another process holds it but does not answer; is another lanectl running?", EX_TEMPFAIL
             ) from None
         except PermissionError as exc:
-            raise ControlSocketError(f"cannot probe existing control socket {self.path}: {exc.strerror}") from exc
+            raise ControlSocketError(self.path, f"cannot probe the existing socket: {os_reason(exc)}") from None
         writer.close()
         try:
             await writer.wait_closed()
         except OSError:
             pass
         raise ControlSocketError(
-            f"another lanectl daemon is already listening on {self.path}; refusing to start a second one"
-        )
+            self.path, "another lanectl daemon is already listening on it; refusing to start a second one",
+            EX_TEMPFAIL)
 
     def _resolve_group(self) -> int | None:
         if self._group is None:
@@ -448,8 +489,8 @@ class ControlServer:
             return grp.getgrnam(self._group).gr_gid
         except KeyError:
             raise ControlSocketError(
-                f"group {self._group!r} for the control socket does not exist (create it: groupadd --system "
-                f"{self._group})"
+                self.path, f"group {self._group!r} (site control.group) does not exist (create it: groupadd "
+                f"--system {self._group})", EX_CONFIG
             ) from None
 
     def _unlink_quietly(self) -> None:
@@ -485,14 +526,35 @@ class ControlServer:
         app.router.add_post("/topup", self._topup)
         return app
 
+    def _deadline(self, request: web.Request) -> float:
+        """The request's deadline in loop time (see the module doc); ControlError if it has passed already."""
+        loop = asyncio.get_running_loop()
+        raw = request.headers.get(DEADLINE_HEADER)
+        if raw is None:
+            return loop.time() + DEFAULT_DEADLINE_S
+        try:
+            at = float(raw)
+        except ValueError:
+            raise _bad("bad_deadline", f"{DEADLINE_HEADER}={raw!r} is not a unix time in seconds") from None
+        if at != at or at in (float("inf"), float("-inf")):
+            raise _bad("bad_deadline", f"{DEADLINE_HEADER}={raw!r} is not a unix time in seconds")
+        left = min(at - time.time(), MAX_DEADLINE_S)
+        if left <= 0:
+            raise ControlError("deadline_passed", f"the request's deadline passed {-left:.1f} s before the daemon "
+                               "read it; nothing was done", 408)
+        return loop.time() + left
+
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            request[_DEADLINE] = self._deadline(request)
             return await handler(request)
         except ControlError as exc:
             status = exc.http_status if 400 <= exc.http_status <= 599 else 409
             if status >= 500:
                 log.warning("control %s %s failed: %s", request.method, request.path, exc)
+            elif exc.code == "deadline_passed":  # a flood of them must not flood the log: counted
+                self.expired.note(f"{request.method} {request.path}: deadline passed before it was executed")
             return _error_response(exc.code, exc.message, status)
         except web.HTTPException as exc:
             if exc.status == 404:
@@ -559,4 +621,4 @@ class ControlServer:
             "control open requested: lane=%s operator=%r reason=%r amount_fen=%s peer %s",
             args["lane"], args["operator"], args["reason"], args["amount_fen"], _peer(request),
         )
-        return _json_response(await self._handlers.open_barrier(**args))
+        return _json_response(await self._handlers.open_barrier(**args, deadline=request[_DEADLINE]))

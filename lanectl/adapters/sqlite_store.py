@@ -22,6 +22,7 @@ import sqlite_utils
 from lanectl.core import effects as fx
 from lanectl.core.lane import InsideCar
 from lanectl.service.outbox import OutboxItem
+from lanectl.startup import EX_CANTCREAT, StartupError, os_reason
 from lanectl.service.settlement import ATTEMPT_OPEN, ATTEMPT_PAYABLE, Attempt
 
 log = logging.getLogger("lanectl.store")
@@ -232,6 +233,10 @@ class StoreError(Exception):
     pass
 
 
+class DatabaseUnusable(StartupError, StoreError):
+    """The database opens but cannot be used by this version (e.g. a newer schema): one line at start."""
+
+
 class SqliteStore:
     def __init__(self, path: str | Path, *, destinations: Sequence[str] = ()) -> None:
         self.path = Path(path)
@@ -243,18 +248,37 @@ class SqliteStore:
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     async def open(self) -> None:
+        """Create or open the database. StartupError (EX_CANTCREAT) names the path when it cannot be: a
+        read-only or missing directory that cannot be made, a file in the way, no permission, not a database."""
         await self._run(self._open_sync)
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # records, outbox and inbox must survive power loss
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = "exists but is not a directory" if isinstance(exc, (FileExistsError, NotADirectoryError)) \
+                else f"cannot be created: {os_reason(exc)}"
+            raise StartupError(f"database directory {self.path.parent}", reason, EX_CANTCREAT) from None
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StartupError(f"database {self.path}", f"cannot be opened: {exc}", EX_CANTCREAT) from None
+        try:
+            conn.row_factory = sqlite3.Row
+            # The first statements touch the file: a read-only directory or file fails here, not in connect().
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # records, outbox and inbox must survive power loss
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            migrate(conn)
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            conn.close()
+            raise StartupError(f"database {self.path}", f"cannot be opened for writing: {exc}",
+                               EX_CANTCREAT) from None
+        except StoreError as exc:
+            conn.close()
+            raise DatabaseUnusable(f"database {self.path}", str(exc), EX_CANTCREAT) from None
         self._conn = conn
-        migrate(conn)
         # Commands written ahead but never confirmed sent belong to a process that died: never resend them.
         n = conn.execute("UPDATE barrier_actions SET status='interrupted', error='daemon stopped before the "
                          "command was confirmed sent' WHERE status='requested'").rowcount

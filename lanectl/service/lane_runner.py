@@ -35,6 +35,10 @@ class LaneStore(Protocol):
     async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None: ...
 
 
+class RequestExpired(TimeoutError):
+    """A request reached its deadline before the lane took it: it was not handled and will not be."""
+
+
 @dataclass
 class LaneStatus:
     """What `lanectl status` and the demo show of a lane."""
@@ -70,10 +74,14 @@ class LaneRunner:
     _commands: Optional[asyncio.Lock] = field(default=None, init=False)
     _tasks: set = field(default_factory=set, init=False)
     started: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    # operator requests waiting to learn what their OperatorOpen led to (request_id -> future)
+    # operator requests waiting to learn what their OperatorOpen led to (request_id -> (future, loop deadline))
     _requests: dict = field(default_factory=dict, init=False)
     # an operator's OPEN waiting for the barrier's answer (action_id -> future of (ok, error))
     _outcomes: dict = field(default_factory=dict, init=False)
+    # requests whose requester gave up before the lane took them: dropped when they come out of the queue
+    _abandoned: set = field(default_factory=set, init=False)
+    _taken: set = field(default_factory=set, init=False)  # requests the lane has started to handle
+    _queued: set = field(default_factory=set, init=False)  # requests put on the queue and not yet taken out
 
     def __post_init__(self) -> None:
         self.status = LaneStatus(self.lane_id, self.direction)
@@ -82,15 +90,60 @@ class LaneRunner:
         """Thread-unsafe, loop-safe: adapters and the control socket hand events over here."""
         self.queue.put_nowait(event)
 
-    async def request(self, event: OperatorOpen | PlatformEntry | IdentifyCar, timeout: float = 5.0) -> list[fx.Effect]:
-        """Enqueue an operator's (or a platform's) event and wait until the lane has handled and committed it."""
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._requests[event.request_id] = fut
+    async def request(self, event: OperatorOpen | PlatformEntry | IdentifyCar, timeout: float = 5.0,
+                      deadline: Optional[float] = None) -> list[fx.Effect]:
+        """Enqueue an operator's (or a platform's) event and wait until the lane has handled and committed it.
+
+        ``deadline`` (loop time; default: ``timeout`` from now) bounds both the handing over and the wait. The
+        lane takes the event only while its requester still waits for it: :class:`RequestExpired` means the lane
+        never handled it (and never will); a plain TimeoutError means it took it but did not finish in time."""
+        loop = asyncio.get_running_loop()
+        deadline = min(deadline, loop.time() + timeout) if deadline is not None else loop.time() + timeout
+        rid = event.request_id
+        if loop.time() >= deadline:
+            raise RequestExpired(f"lane {self.lane_id}: the request's deadline passed before it was handed over")
+        fut: asyncio.Future = loop.create_future()
+        self._requests[rid] = (fut, deadline)
+        self._queued.add(rid)
         self.emit(event)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, deadline - loop.time())
+        except TimeoutError:
+            if rid in self._taken:
+                raise
+            raise RequestExpired(f"lane {self.lane_id}: the lane did not take the request before its deadline; "
+                                 "it will not be handled") from None
         finally:
-            self._requests.pop(event.request_id, None)
+            self._requests.pop(rid, None)
+            self._taken.discard(rid)
+            if rid in self._queued:  # timed out or cancelled while still queued: it must never be handled now
+                self._queued.discard(rid)
+                self._abandoned.add(rid)
+
+    def _admit(self, event: Event) -> bool:
+        """Right before the lane handles a request: only while its requester waits and its deadline holds."""
+        if not isinstance(event, (OperatorOpen, PlatformEntry, IdentifyCar)):
+            return True
+        rid = event.request_id
+        self._queued.discard(rid)
+        if rid in self._abandoned:
+            self._abandoned.discard(rid)
+            log.warning("lane %s: %s dropped: its requester gave up before the lane could take it", self.lane_id,
+                        type(event).__name__)
+            return False
+        waiting = self._requests.get(rid)
+        if waiting is None:
+            return True  # emitted directly (not through request()): nobody waits, nothing to expire
+        fut, deadline = waiting
+        if fut.done() or asyncio.get_running_loop().time() >= deadline:
+            if not fut.done():
+                fut.set_exception(RequestExpired(f"lane {self.lane_id}: the request's deadline passed while it "
+                                                 "waited in the lane's queue; it was not handled"))
+            log.warning("lane %s: %s dropped: its deadline passed while it waited in the queue", self.lane_id,
+                        type(event).__name__)
+            return False
+        self._taken.add(rid)
+        return True
 
     async def outcome(self, action_id: str, timeout: float) -> tuple[bool, str]:
         """What the barrier answered to an operator's OPEN (see step): (delivered, error). TimeoutError if the
@@ -118,7 +171,8 @@ class LaneRunner:
         try:
             while True:
                 event = await self._next_event()
-                await self.step(event)
+                if self._admit(event):
+                    await self.step(event)
         finally:
             for t in list(self._tasks):
                 t.cancel()
@@ -164,7 +218,7 @@ class LaneRunner:
                                                for e in effects):
             self.settlement(self.lane_id, effects)
         if isinstance(event, (OperatorOpen, PlatformEntry, IdentifyCar)):
-            fut = self._requests.get(event.request_id)
+            fut, _ = self._requests.get(event.request_id, (None, None))
             if fut is not None and not fut.done():
                 fut.set_result(effects)
         return effects

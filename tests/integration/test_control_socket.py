@@ -44,6 +44,7 @@ class FakeApp:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict]] = []
+        self.deadlines: list[float | None] = []
         self.release = asyncio.Event()
 
     async def status(self) -> dict:
@@ -70,8 +71,9 @@ class FakeApp:
         self.calls.append(("outbox", dict(limit=limit)))
         return {"pending": [{"id": 1, "destination": "bolink", "attempts": 3}], "destinations": {"bolink": "down"}}
 
-    async def open_barrier(self, *, lane, operator, reason, amount_fen) -> dict:
+    async def open_barrier(self, *, lane, operator, reason, amount_fen, deadline=None) -> dict:
         self.calls.append(("open_barrier", dict(lane=lane, operator=operator, reason=reason, amount_fen=amount_fen)))
+        self.deadlines.append(deadline)
         if lane == "NOPE":
             raise ControlError("unknown_lane", "no lane NOPE on this PC", 404)
         if lane == "F1":
@@ -369,9 +371,10 @@ async def test_custom_mode_and_group(short_dir, app):
 
 async def test_unknown_group_is_refused(short_dir, app):
     path = os.path.join(short_dir, "c.sock")
-    with pytest.raises(ControlSocketError, match="does not exist"):
+    with pytest.raises(ControlSocketError, match="does not exist") as err:
         await ControlServer(path, app, group="no-such-group-lanectl").start()
     assert not os.path.exists(path)
+    assert err.value.exit_code == 78  # EX_CONFIG: site control.group names no group
 
 
 async def test_parent_directory_is_created_and_socket_removed_on_stop(short_dir, app):
@@ -397,8 +400,9 @@ async def test_stale_socket_is_replaced(short_dir, app):
 
 async def test_second_server_on_a_live_socket_is_refused(server, app):
     second = ControlServer(server.path, FakeApp())
-    with pytest.raises(ControlSocketError, match="already listening"):
+    with pytest.raises(ControlSocketError, match="already listening") as err:
         await second.start()
+    assert err.value.exit_code == 75  # EX_TEMPFAIL: the other daemon may be on its way out; systemd retries
     await second.stop()  # must not remove the first server's socket
     assert (await ControlClient(server.path).status())["version"] == "0.1.0"
     assert app.names() == ["status"]
@@ -407,8 +411,10 @@ async def test_second_server_on_a_live_socket_is_refused(server, app):
 async def test_a_file_that_is_not_a_socket_is_left_alone(short_dir, app):
     path = os.path.join(short_dir, "control.sock")
     pathlib.Path(path).write_text("precious")
-    with pytest.raises(ControlSocketError, match="not a socket"):
+    with pytest.raises(ControlSocketError, match="not a socket") as err:
         await ControlServer(path, app).start()
+    assert err.value.exit_code == 73 and err.value.line() == f"control socket {path}: exists and is not a " \
+        "socket; refusing to replace it"
     assert pathlib.Path(path).read_text() == "precious"
 
 
@@ -428,8 +434,9 @@ async def test_stop_does_not_remove_a_socket_that_replaced_ours(short_dir, app):
 
 def test_too_long_path_is_refused_clearly(app):
     path = "/tmp/" + "d" * 120 + "/control.sock"
-    with pytest.raises(ControlSocketError, match="longer than the 107"):
+    with pytest.raises(ControlSocketError, match="longer than the 107") as err:
         ControlServer(path, app)
+    assert err.value.exit_code == 78
     ok = "/tmp/" + "d" * (MAX_SOCKET_PATH_BYTES - len("/tmp/"))
     ControlServer(ok, app)  # exactly at the limit is fine
 

@@ -190,3 +190,16 @@ def test_etc_that_needs_pictures_needs_a_public_url_and_a_picture_camera(cfg: Pa
     c = load_config(cfg)
     assert c.site.images.public_url == "https://lot.example.com/images"
 
+
+
+def test_flood_limits_have_defaults_and_bounds(cfg: Path):
+    c = load_config(cfg)
+    assert (c.site.http.max_connections, c.site.http.idle_timeout_s) == (256, 15)
+    assert (c.site.control.max_connections, c.site.control.idle_timeout_s) == (32, 10)
+    p = cfg / "site.yaml"
+    p.write_text(p.read_text().replace("max_connections: 256", "max_connections: 0")
+                 .replace("idle_timeout_s: 10", "idle_timeout_s: -1").replace("idle_timeout_s: 15", "idle_timout_s: 5"))
+    msgs = problems(cfg)
+    assert any("http.max_connections" in m for m in msgs)
+    assert any("control.idle_timeout_s" in m for m in msgs)
+    assert any("http.idle_timout_s" in m and "unknown key" in m for m in msgs)
