@@ -269,3 +269,39 @@ class LaneEvents:
                 await self.changed.wait()
             return self.of(kind)
         return await asyncio.wait_for(_wait(), timeout)
+
+
+class FakeBarrier:
+    """Barrier port twin: records the commands it was sent; like the Modbus adapter it refuses CLOSE (without
+    sending it) while `safety` says a car is under the arm."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []  # "open" / "close", as sent
+        self.refused: list[str] = []  # commands refused without sending
+        self.safety = False
+
+    async def run(self, emit: Any) -> None:
+        await asyncio.Event().wait()
+
+    async def open(self) -> None:
+        self.commands.append("open")
+
+    async def close(self) -> None:
+        from lanectl.service.ports import BarrierUnsafe
+        if self.safety:
+            self.refused.append("close")
+            raise BarrierUnsafe("safety loop occupied")
+        self.commands.append("close")
+
+
+class FakeDisplay:
+    """Display port twin: keeps every message shown."""
+
+    def __init__(self) -> None:
+        self.shown: list[Any] = []
+
+    async def show(self, message: Any) -> None:
+        self.shown.append(message)
+
+    def keys(self) -> list[str]:
+        return [m.key for m in self.shown]

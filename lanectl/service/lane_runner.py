@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Optional, Protocol
 
@@ -157,7 +157,7 @@ class LaneRunner:
                 await asyncio.shield(self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now))
             except StorageUnavailable:
                 committed = False
-                new_state, effects = self._without_storage(event, new_state, effects, now)
+                new_state, effects = self._without_storage(event, new_state, effects, now, ctx)
             else:
                 self._refusing_since = None
         self.state = new_state
@@ -179,13 +179,28 @@ class LaneRunner:
                 fut.set_result(effects)
         return effects
 
-    def _without_storage(self, event: Event, new_state: LaneState, effects: list[fx.Effect],
-                         now: datetime) -> tuple[LaneState, list[fx.Effect]]:
+    def _without_storage(self, event: Event, new_state: LaneState, effects: list[fx.Effect], now: datetime,
+                         ctx: LaneContext) -> tuple[LaneState, list[fx.Effect]]:
         """The commit failed: do only what storage.act_without_storage allows (the lane's state as before the
         event, or an arm that must come down brought down with its audit row kept for later)."""
         plan = act_without_storage(self.state, new_state, effects, event, lane_id=self.lane_id,
                                    announce=self._refusing_since is None,
                                    repeat=event is self._replayed)
+        if plan.refused and self.state.held is not None:
+            # The cycle's end would handle a plate held during it, which needs its record: without storage the
+            # held plate is forgotten (the camera reads the car again) so the arm's own cycle still ends. Forgotten
+            # whole: its next read is not taken for a repeat of this one.
+            held = self.state.held
+            forgot = replace(self.state, held=None)
+            if forgot.last_plate == held.plate:
+                forgot = replace(forgot, last_plate="", last_plate_at=None)
+            alt_state, alt_effects = handle(forgot, event, now, ctx)
+            alt = act_without_storage(self.state, alt_state, alt_effects, event, lane_id=self.lane_id,
+                                      announce=self._refusing_since is None, repeat=event is self._replayed)
+            if not alt.refused:
+                log.warning("lane %s: plate %s read during the last cycle forgotten: its record cannot be written "
+                            "now", self.lane_id, held.plate)
+                plan = alt
         for close in plan.unwritten:
             self.store.defer_action(self.lane_id, close, now)
         if plan.refused:

@@ -1,0 +1,172 @@
+"""Issue 12: the disk fills up under a running lane. A real SQLite file on a small tmpfs, a real filler file, the
+real store and a LaneRunner task with a fake barrier: nothing opens without its row, an arm that must come down
+comes down (its audit row kept in memory), the task never dies, and when the filler goes the kept row is written,
+"recovered" is logged once and the next car is let in with its record."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from lanectl.adapters.clock import SystemClock
+from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.core import effects as fx
+from lanectl.core.events import IoSnapshot, PlateRead
+from lanectl.service.lane_runner import LaneRunner
+from tests.fakes import FakeBarrier, FakeDisplay
+from tests.policies import FlatPolicy
+
+TZ = ZoneInfo("Asia/Shanghai")
+DOWN = IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=True)
+UP_ARMING = IoSnapshot(arming=True, safety=False, up_limit=True, down_limit=False)
+UP_SAFETY = IoSnapshot(arming=False, safety=True, up_limit=True, down_limit=False)
+UP_CLEAR = IoSnapshot(arming=False, safety=False, up_limit=True, down_limit=False)
+
+
+@contextlib.contextmanager
+def small_tmpfs(size: str = "4m") -> Iterator[Path]:
+    """A tmpfs of `size` mounted on a fresh folder; unmounted (and removed) however the test ends."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs these tests as root)")
+    where = Path("/tmp") / f"lanectl-full-{uuid.uuid4().hex[:8]}"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        where.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True)
+        with contextlib.suppress(OSError):
+            where.rmdir()
+
+
+def fill(path: Path) -> int:
+    """Write a filler file until the file system has no byte left; returns its size."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    size = 0
+    try:
+        for chunk in (1 << 20, 1 << 16, 1 << 12, 1 << 9, 1):
+            block = b"\0" * chunk
+            while True:
+                try:
+                    size += os.write(fd, block)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
+    return size
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Wait (bounded) for something the daemon does on its own."""
+    async def _poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+    try:
+        await asyncio.wait_for(_poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"not within {timeout:g} s: {what}") from None
+
+
+def fault_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith(("storage failing", "storage recovered"))]
+
+
+async def test_disk_full_keeps_the_lane_up_refuses_opens_closes_the_arm_and_recovers(caplog):
+    caplog.set_level(logging.INFO)
+    with small_tmpfs() as fs:
+        store = SqliteStore(fs / "lanectl.db", destinations=["webhook"], probe_interval_s=0.2)
+        await store.open()
+        barrier, display = FakeBarrier(), FakeDisplay()
+        decided: list[list[fx.Effect]] = []
+        runner = LaneRunner("in1", "entry", FlatPolicy(), store, SystemClock(TZ), barrier=barrier, display=display,
+                            on_effects=lambda _lane, effects: decided.append(effects), storage_retry_s=0.1)
+        task = asyncio.create_task(runner.run(), name="lane-in1")
+        watch = asyncio.create_task(store.watch(), name="storage-probe")
+        try:
+            await runner.started.wait()
+            runner.emit(DOWN)
+            await until(lambda: runner.state.io == DOWN, "the first snapshot")
+
+            # Car 1 comes in while the disk is fine and stops under the raised arm.
+            runner.emit(PlateRead("粤B11111", "blue", 90))
+            await until(lambda: barrier.commands == ["open"] and not runner.state.pending_action, "car 1's OPEN")
+            [car1] = await store.records(plate="粤B11111")
+            runner.emit(UP_ARMING)
+            runner.emit(UP_SAFETY)
+            await until(lambda: runner.state.visit is not None and runner.state.visit.passage == "on_safety",
+                        "car 1 under the arm")
+
+            # The disk fills up. SQLite may reuse WAL pages it allocated before; truncate the WAL first so the
+            # next commit needs new space, as on a disk that has been full for a while.
+            await store._run(lambda: store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+            assert fill(fs / "filler") > 0
+
+            # A second car is read while car 1 is still under the arm: held for after the cycle.
+            runner.emit(PlateRead("粤B22222", "blue", 90))
+            # Car 1 leaves the safety loop: the arm must come down, though nothing can be written.
+            barrier.safety = False
+            runner.emit(UP_CLEAR)
+            await until(lambda: barrier.commands == ["open", "close"], "the CLOSE after car 1")
+            assert not store.health.ok and "disk full" in store.health.reason
+            await until(lambda: not runner.state.pending_action, "the CLOSE acknowledged")
+            runner.emit(DOWN)
+            await until(lambda: runner.state.phase.value == "idle", "the lane back to idle")
+            assert runner.state.held is None  # the held car needs a record: forgotten; the camera reads it again
+            assert store.health.queued == 2  # the CLOSE's audit row and its "sent" status, in memory
+
+            # Car 2 at the camera again: no OPEN without its row, no record, the board says why.
+            runner.emit(PlateRead("粤B22222", "blue", 90))
+            await until(lambda: any(isinstance(e, fx.Log) and "cannot be written" in e.message
+                                    for effects in decided for e in effects), "car 2 refused")
+            assert barrier.commands == ["open", "close"]
+            assert runner.state.phase.value == "idle" and runner.state.visit is None
+            await until(lambda: "fault" in display.keys(), "the fault on the board")
+            assert not task.done()
+
+            # The disk gets space again: the probe notices on its own, writes the kept rows, says so once.
+            (fs / "filler").unlink()
+            await until(lambda: store.health.ok, "storage recovered", timeout=10.0)
+            assert store.health.queued == 0
+            [close] = [a for a in await store.barrier_actions("in1") if a["command"] == "close"]
+            assert (close["record_id"], close["reason"], close["status"]) == (car1["record_id"], "car_passed", "sent")
+            assert await store.records(plate="粤B22222") == []
+
+            # The next read of car 2 opens normally, with its record and audit row written first.
+            runner.emit(PlateRead("粤B22222", "blue", 90))
+            await until(lambda: barrier.commands == ["open", "close", "open"], "car 2's OPEN")
+            [car2] = await store.records(plate="粤B22222")
+            opens = [a for a in await store.barrier_actions("in1") if a["command"] == "open"]
+            assert car2["record_id"] in {a["record_id"] for a in opens}
+            # the lane state stored is the one acted on: idle after car 1, now opening for car 2
+            saved = await store.load_lane_state("in1")
+            assert saved["phase"] == "opening" and saved["visit"]["record_id"] == car2["record_id"]
+
+            assert not task.done() and not watch.done()
+            lines = fault_lines(caplog)
+            assert len(lines) == 2 and lines[0].startswith("storage failing") and \
+                lines[1].startswith("storage recovered"), lines
+            assert str(fs / "lanectl.db") in lines[0] and "disk full" in lines[0]
+            assert not any("cannot rollback" in r.getMessage() for r in caplog.records)
+        finally:
+            for t in (task, watch):
+                t.cancel()
+            await asyncio.gather(task, watch, return_exceptions=True)
+            await store.close()
