@@ -322,15 +322,15 @@ class SqliteStore:
                 raise
             raise StorageUnavailable(reason) from exc
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any, probe: bool = False) -> T:
         """Every write goes through here: on the writer thread, after any audit rows kept from an outage, with
-        its outcome reported to `health`."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._writing, fn, *args)
+        its outcome reported to `health`. While faulted, writes fail fast between probes; `probe` forces one."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._writing, probe, fn, *args)
 
-    def _writing(self, fn: Callable[..., T], *args: Any) -> T:
+    def _writing(self, probe: bool, fn: Callable[..., T], *args: Any) -> T:
         try:
             if self._fault is not None or self._audit_rows or self._audit_marks:
-                self._recover_sync()
+                self._recover_sync(force=probe)
                 self.health.succeeded()  # the kept audit rows are written first, then "recovered" is said
             result = fn(*args)
         except StorageUnavailable as exc:
@@ -366,10 +366,10 @@ class SqliteStore:
             raise
 
     # --- storage faults: probe, and the audit kept meanwhile ------------------------------------------------------
-    def _recover_sync(self) -> None:
+    def _recover_sync(self, force: bool = False) -> None:
         """Writer thread, while faulted (or audit rows wait): fail fast between probes; else probe for real space
         and write the kept audit rows first. Raises StorageUnavailable while storage is still down."""
-        if self._fault is not None and time.monotonic() - self._probed_at < self.probe_interval_s:
+        if not force and self._fault is not None and time.monotonic() - self._probed_at < self.probe_interval_s:
             raise StorageUnavailable(self._fault)
         self._probed_at = time.monotonic()
         try:
@@ -452,7 +452,7 @@ class SqliteStore:
         if self.health.ok and not self.health.queued:
             return True
         try:
-            await self._write(lambda: None)
+            await self._write(lambda: None, probe=True)
         except StorageUnavailable:
             return False
         return True

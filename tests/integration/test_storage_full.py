@@ -170,3 +170,134 @@ async def test_disk_full_keeps_the_lane_up_refuses_opens_closes_the_arm_and_reco
                 t.cancel()
             await asyncio.gather(task, watch, return_exceptions=True)
             await store.close()
+
+
+# --- every write path of the store on a full disk ------------------------------------------------------------------
+NOW = SystemClock(TZ).now()
+
+
+async def _prepared(fs: Path) -> SqliteStore:
+    """A store with one of everything a write path can touch: a car inside, an exit waiting with a settlement
+    and an attempt, an outbox row, a stored-value plate."""
+    store = SqliteStore(fs / "lanectl.db", destinations=["webhook"], probe_interval_s=60.0)
+    await store.open()
+    await store.seed_balances({"粤B77777": 1000}, NOW)
+    entry = fx.NewRecord("in1_1", "in1", "entry", "粤B12345", "blue", NOW.isoformat(), "inside")
+    await store.commit_lane("in1", {"phase": "idle", "seq": 1}, [entry, fx.Publish("in1_1", "entry")], NOW)
+    order = fx.StartSettlement("out1_1", "out1", "粤B12345", "blue", 500, 500, NOW.isoformat())
+    await store.commit_lane("out1", {"phase": "awaiting_payment", "seq": 1}, [
+        fx.NewRecord("out1_1", "out1", "exit", "粤B12345", "blue", NOW.isoformat(), "awaiting_payment"), order], NOW)
+    await store.new_attempt("out1_1", "out1", "bolink", "bolink-out1_1", 500, NOW)
+    await store._run(lambda: store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+    return store
+
+
+WRITES = {
+    "commit_lane": lambda s: s.commit_lane("in1", {"phase": "opening", "seq": 3}, [
+        fx.NewRecord("in1_2", "in1", "entry", "粤B2", "", NOW.isoformat(), "inside"), fx.Publish("in1_2", "entry"),
+        fx.OpenBarrier("in1_3", "in1_2", "rules", "temporary")], NOW),
+    "topup": lambda s: s.topup("粤B77777", 500, "ops: test", NOW),
+    "seed_balances": lambda s: s.seed_balances({"粤B88888": 100}, NOW),
+    "new_attempt": lambda s: s.new_attempt("out1_1", "out1", "xft", "xft-out1_1", 500, NOW),
+    "mark_attempt": lambda s: s.mark_attempt(1, "pending", "paying", NOW),
+    "settle_attempt": lambda s: s.settle_attempt(1, True, "T1", 500, "wallet", "", NOW),
+    "inbox_put": lambda s: s.inbox_put("bolink", "outpark:T1:1", "{}", NOW),
+    "set_mark": lambda s: s.set_mark("bolink", "粤B12345", "signfree", "1", NOW),
+    "add_prepayment": lambda s: s.add_prepayment("bolink", "P1", order_id="in1_1", plate="粤B12345",
+                                                  amount_fen=300, paid_at=NOW, now=NOW),
+    "add_renewal": lambda s: s.add_renewal("bolink", "M1", "c1", "粤B12345", "", "2027-01-01", 100, NOW),
+    "mark_done": lambda s: s.mark_done(1, NOW),
+    "mark_retry": lambda s: s.mark_retry(1, 1, NOW, "boom"),
+    "mark_dead": lambda s: s.mark_dead(1, "boom", NOW),
+}
+
+
+async def _snapshot(store: SqliteStore) -> dict:
+    def _all() -> dict:
+        tables = [r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table' "
+                                                     "AND name NOT LIKE 'sqlite_%'")]
+        return {t: [tuple(r) for r in store.conn.execute(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables}
+    return await store._run(_all)
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+async def test_every_write_path_fails_typed_after_a_clean_rollback_and_keeps_nothing(write, caplog):
+    from lanectl.service.ports import StorageUnavailable
+    with small_tmpfs() as fs:
+        store = await _prepared(fs)
+        try:
+            before, balances, inside = await _snapshot(store), store.balances(), store.inside()
+            fill(fs / "filler")
+            with pytest.raises(StorageUnavailable) as raised:
+                await WRITES[write](store)
+            assert "disk full" in raised.value.reason
+            assert not await store._run(lambda: store.conn.in_transaction)
+            assert not store.health.ok
+            assert (store.balances(), store.inside()) == (balances, inside)
+            assert not any("rollback" in r.getMessage() for r in caplog.records)
+            (fs / "filler").unlink()
+            assert await store.probe() and store.health.ok
+            assert await _snapshot(store) == before  # nothing of the failed write was kept
+            await WRITES[write](store)  # and the same write goes through now
+        finally:
+            await store.close()
+
+
+async def test_an_audit_update_is_kept_while_the_disk_is_full_and_written_on_recovery():
+    with small_tmpfs() as fs:
+        store = await _prepared(fs)
+        try:
+            await store.commit_lane("in1", {"phase": "opening", "seq": 2},
+                                    [fx.OpenBarrier("in1_2", "in1_1", "rules", "temporary")], NOW)
+            await store._run(lambda: store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+            fill(fs / "filler")
+            await store.mark_action("in1_2", True, "", NOW)  # does not raise: kept
+            assert not store.health.ok and store.health.queued == 1
+            [row] = await store.barrier_actions("in1")
+            assert row["status"] == "requested"
+            assert not await store.probe()  # still full
+            (fs / "filler").unlink()
+            assert await store.probe()
+            [row] = await store.barrier_actions("in1")
+            assert row["status"] == "sent" and store.health.queued == 0
+        finally:
+            await store.close()
+
+
+async def test_the_memory_for_kept_audit_rows_is_bounded_and_the_overflow_counted_and_logged_once(tmp_path, caplog):
+    store = SqliteStore(tmp_path / "lanectl.db", audit_limit=3)
+    await store.open()
+    try:
+        kept = [store.defer_action("in1", fx.CloseBarrier(f"in1_{i}", "in1_0", "car_passed"), NOW) for i in range(6)]
+        assert kept == [True, True, True, False, False, False]
+        assert (store.health.queued, store.health.dropped) == (3, 3)
+        assert len([r for r in caplog.records if "no room for more" in r.getMessage()]) == 1
+        assert await store.probe()  # storage is fine: the kept rows are written at once
+        assert sorted(a["action_id"] for a in await store.barrier_actions("in1")) == ["in1_0", "in1_1", "in1_2"]
+        assert store.health.queued == 0
+    finally:
+        await store.close()
+
+
+async def test_a_database_locked_by_another_process_is_a_storage_fault_until_the_lock_goes(tmp_path, caplog):
+    import sqlite3
+
+    from lanectl.service.ports import StorageUnavailable
+    caplog.set_level(logging.INFO)
+    store = SqliteStore(tmp_path / "lanectl.db", probe_interval_s=0.0)
+    await store.open()
+    other = sqlite3.connect(tmp_path / "lanectl.db", isolation_level=None)
+    try:
+        await store._run(lambda: store.conn.execute("PRAGMA busy_timeout=50"))
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StorageUnavailable) as raised:
+            await store.inbox_put("xft", "k1", "{}", NOW)
+        assert "locked" in raised.value.reason and not store.health.ok
+        assert not await store.probe()
+        other.execute("ROLLBACK")
+        assert await store.probe() and store.health.ok
+        assert await store.inbox_put("xft", "k1", "{}", NOW)
+        assert len(fault_lines(caplog)) == 2
+    finally:
+        other.close()
+        await store.close()
