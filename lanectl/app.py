@@ -72,6 +72,9 @@ class App:
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
         self.channels = {lane.id: lane.channel for lane in config.lanes}  # lane id -> platform channel id
+        # The store's writer thread reports storage faults; sd_notify STATUS follows each change, on the loop.
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self.store.health.listeners.append(self._storage_changed)
 
     def _destinations(self) -> list[str]:
         site = self.config.site
@@ -81,10 +84,8 @@ class App:
     # --- run -----------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         site = self.config.site
+        self._loop = asyncio.get_running_loop()
         await self.store.open()
-        loop = asyncio.get_running_loop()
-        # the writer thread reports storage faults; sd_notify STATUS follows each change (on the loop)
-        self.store.health.listeners.append(lambda _h: loop.call_soon_threadsafe(self._notify_status))
         await self._apply_stored_renewals()
         seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
         if seeded:
@@ -159,6 +160,10 @@ class App:
 
     def _notify_status(self) -> None:
         self.notifier.status(self.status_line())
+
+    def _storage_changed(self, _health: Any) -> None:
+        if self._loop is not None and self.ready.is_set():
+            self._loop.call_soon_threadsafe(self._notify_status)
 
     def _healthy(self, tasks: list[asyncio.Task[Any]]) -> bool:
         return all(not t.done() for t in tasks)

@@ -301,3 +301,96 @@ async def test_a_database_locked_by_another_process_is_a_storage_fault_until_the
     finally:
         other.close()
         await store.close()
+
+
+# --- other writers: a platform callback, the settlement flow -------------------------------------------------------
+async def test_a_callback_that_cannot_be_stored_is_not_acknowledged_and_is_taken_when_it_comes_again(caplog):
+    import json
+
+    from lanectl.protocols import xft
+    from lanectl.service.xft_inbound import XftInbound
+    with small_tmpfs() as fs:
+        store = await _prepared(fs)
+        try:
+            inbound = XftInbound("k" * 32, store, None, SystemClock(TZ), require_signature=True)
+            body = json.dumps(xft.signed_fields(xft.notify_fields(out_trade_no="out1_1", state="00", amount_fen=500,
+                                                                  third_trade_no="42"), "k" * 32)).encode()
+            fill(fs / "filler")
+            answer, _ = await inbound.handle_body(body, "application/json")
+            assert answer == xft.NOTIFY_NACK  # not stored: XFT sends it again
+            assert not any(r.exc_info for r in caplog.records)  # no traceback per callback
+            (fs / "filler").unlink()
+            assert await store.probe()
+            answer, _ = await inbound.handle_body(body, "application/json")
+            assert answer == xft.NOTIFY_ACK
+            assert (await store._run(lambda: store.conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])) == 1
+        finally:
+            await store.close()
+
+
+async def test_a_settlement_flow_makes_no_charge_before_its_attempt_is_written_and_survives_the_outage():
+    from lanectl.service.settlement import Attempt, ChargeAnswer, SettlementService, SettlementTiming
+    from tests.fakes import LaneEvents
+
+    class Provider:
+        name = "bolink"
+
+        def __init__(self) -> None:
+            self.charged: list[str] = []
+
+        def order_ref(self, order: fx.StartSettlement) -> str:
+            return f"bolink-{order.record_id}"
+
+        async def charge(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+            self.charged.append(order.record_id)
+            return ChargeAnswer("paid", "T9", order.due_fen, "wallet")
+
+        async def query(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+            return ChargeAnswer("pending")
+
+    from lanectl.core.events import PaymentConfirmed
+    with small_tmpfs() as fs:
+        store = await _prepared(fs)
+        store.probe_interval_s = 0.05
+        lanes, provider = LaneEvents(), Provider()
+        svc = SettlementService(store, {"bolink": provider}, {"out2": ["bolink"]}, lanes.emit, SystemClock(TZ),
+                                SettlementTiming(window_s=30.0, storage_retry_s=0.02))
+        try:
+            order = fx.StartSettlement("out2_1", "out2", "粤B12345", "blue", 500, 500, NOW.isoformat())
+            fill(fs / "filler")
+            svc.on_effects("out2", [order])
+            await until(lambda: store.health.fault is not None and store.health.fault.refused >= 3,
+                        "the flow's attempt refused, then tried again")
+            assert provider.charged == [] and not svc._flows["out2_1"].done()
+            (fs / "filler").unlink()
+            [paid] = await lanes.wait_for(PaymentConfirmed)
+            assert (paid.record_id, paid.trade_no) == ("out2_1", "T9") and provider.charged == ["out2_1"]
+            [attempt] = await store.attempts(record_id="out2_1")
+            assert attempt.status == "paid"
+        finally:
+            await svc.stop()
+            await store.close()
+
+
+async def test_the_public_listener_answers_503_without_a_traceback_when_a_callback_cannot_be_stored(caplog):
+    import aiohttp
+
+    from lanectl.adapters.callback_server import CallbackServer
+    from lanectl.service.ports import StorageUnavailable
+
+    async def handler(body: bytes, content_type: str) -> tuple[bytes, str]:
+        raise StorageUnavailable("disk full (test)")
+
+    async def health() -> dict:
+        return {"ok": True}
+
+    server = CallbackServer("127.0.0.1", 0, max_body_kb=16, health=health)
+    server.add_post("/bolink/callback", handler)
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{server.port}/bolink/callback", data=b"{}") as resp:
+                assert resp.status == 503 and "disk" not in await resp.text()
+    finally:
+        await server.stop()
+    assert not any(r.exc_info for r in caplog.records)
