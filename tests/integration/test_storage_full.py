@@ -394,3 +394,79 @@ async def test_the_public_listener_answers_503_without_a_traceback_when_a_callba
     finally:
         await server.stop()
     assert not any(r.exc_info for r in caplog.records)
+
+
+# --- the file system turns read-only under a running lane --------------------------------------------------------
+@contextlib.contextmanager
+def ext4_image(size_mb: int = 16) -> Iterator[tuple[Path, str]]:
+    """A small ext4 file system on a loop device (errors=remount-ro); yields (mount point, loop device name)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a loop device needs root (CI runs these tests as root)")
+    base = Path("/tmp") / f"lanectl-ro-{uuid.uuid4().hex[:8]}"
+    image, where = base.with_suffix(".img"), base
+    where.mkdir()
+    try:
+        with open(image, "wb") as f:
+            f.truncate(size_mb << 20)
+        made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True, text=True)
+        mounted = made.returncode == 0 and subprocess.run(
+            ["mount", "-o", "loop,errors=remount-ro", str(image), str(where)], capture_output=True).returncode == 0
+        if not mounted:
+            pytest.skip(f"cannot make and mount an ext4 loop image here: {made.stderr.strip()}")
+        try:
+            source = subprocess.run(["findmnt", "-no", "SOURCE", str(where)], capture_output=True,
+                                    text=True).stdout.strip()
+            yield where, os.path.basename(source)
+        finally:
+            if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(where)], capture_output=True)
+    finally:
+        with contextlib.suppress(OSError):
+            where.rmdir()
+        with contextlib.suppress(OSError):
+            image.unlink()
+
+
+async def test_a_file_system_turned_read_only_at_runtime_refuses_opens_but_still_closes_the_arm(caplog):
+    caplog.set_level(logging.INFO)
+    with ext4_image() as (fs, device):
+        trigger = Path(f"/sys/fs/ext4/{device}/trigger_fs_error")
+        if not trigger.exists():
+            pytest.skip(f"{trigger} is not available: cannot turn the file system read-only under the daemon")
+        store = SqliteStore(fs / "lanectl.db", probe_interval_s=0.2)
+        await store.open()
+        barrier = FakeBarrier()
+        decided: list[fx.Effect] = []
+        runner = LaneRunner("in1", "entry", FlatPolicy(), store, SystemClock(TZ), barrier=barrier,
+                            display=FakeDisplay(), storage_retry_s=0.1,
+                            on_effects=lambda _lane, effects: decided.extend(effects))
+        task = asyncio.create_task(runner.run(), name="lane-in1")
+        try:
+            await runner.started.wait()
+            runner.emit(DOWN)
+            runner.emit(PlateRead("粤B11111", "blue", 90))
+            await until(lambda: barrier.commands == ["open"] and not runner.state.pending_action, "car 1's OPEN")
+            runner.emit(UP_ARMING)
+            runner.emit(UP_SAFETY)
+            await until(lambda: runner.state.visit is not None and runner.state.visit.passage == "on_safety",
+                        "car 1 under the arm")
+
+            trigger.write_text("lanectl test: file system error\n")  # ext4 remounts itself read-only
+            runner.emit(UP_CLEAR)
+            await until(lambda: barrier.commands == ["open", "close"], "the CLOSE after car 1")
+            assert not store.health.ok and "I/O error" in store.health.reason
+            await until(lambda: not runner.state.pending_action, "the CLOSE acknowledged")
+            runner.emit(DOWN)
+            await until(lambda: runner.state.phase.value == "idle", "the lane back to idle")
+            runner.emit(PlateRead("粤B22222", "blue", 90))
+            await until(lambda: any(isinstance(e, fx.Log) and "cannot be written" in e.message
+                                    and ("plate", "粤B22222") in e.fields for e in decided), "car 2 refused")
+            assert barrier.commands == ["open", "close"] and runner.state.visit is None
+            assert store.health.queued == 2 and not task.done()
+            assert not await store.probe()  # stays down: ext4 needs an fsck and a remount; lanectl a restart
+            lines = fault_lines(caplog)
+            assert len(lines) == 1 and lines[0].startswith("storage failing") and str(fs) in lines[0]
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await store.close()
