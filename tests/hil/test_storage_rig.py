@@ -9,6 +9,7 @@ import errno
 import os
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -105,6 +106,9 @@ async def test_disk_full_while_cars_come_keeps_the_daemon_up_and_every_row(full_
     assert status["storage"]["queued_audit_rows"] >= 1
     body = await healthz(bench)
     assert body["ok"] is False and "disk full" in body["storage"]
+    cli = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "lanectl", "status", "--socket",
+                                                   str(daemon.socket)], capture_output=True, text=True, timeout=20)
+    assert cli.returncode == 0 and "STORAGE FAULT" in cli.stdout and str(DB) in cli.stdout, cli.stdout + cli.stderr
     assert daemon.proc is not None and daemon.proc.poll() is None
 
     # Space again: the daemon notices by itself, writes what it kept, and car 3 is let in on its next try.
