@@ -87,7 +87,10 @@ class App:
         self._loop = asyncio.get_running_loop()
         await self.store.open()
         await self._apply_stored_renewals()
-        seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
+        try:
+            seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
+        except StorageUnavailable:  # started on a full disk: the lanes run safely; seeded at a start that can write
+            seeded = []
         if seeded:
             log.info("stored value: opening balances recorded for %d plate(s) from the configuration", len(seeded))
         tasks: list[asyncio.Task[Any]] = []

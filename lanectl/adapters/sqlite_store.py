@@ -285,8 +285,19 @@ class SqliteStore:
         self._conn = conn
         migrate(conn)
         # Commands written ahead but never confirmed sent belong to a process that died: never resend them.
-        n = conn.execute("UPDATE barrier_actions SET status='interrupted', error='daemon stopped before the "
-                         "command was confirmed sent' WHERE status='requested'").rowcount
+        try:
+            n = conn.execute("UPDATE barrier_actions SET status='interrupted', error='daemon stopped before the "
+                             "command was confirmed sent' WHERE status='requested'").rowcount
+        except sqlite3.Error as exc:
+            # Started on a full (or read-only) disk: the lanes can still run safely (they refuse what cannot be
+            # written); those rows stay 'requested' and are marked at the next start that can write. Never sent
+            # again either way: nothing resends a 'requested' row.
+            reason = storage_fault(exc)
+            if reason is None:
+                raise
+            self._fault, self._probed_at = reason, time.monotonic()
+            self.health.failed(reason)
+            n = 0
         if n:
             log.warning("store: %d barrier command(s) interrupted by the last stop; not repeated", n)
         self._inside = {
@@ -302,6 +313,12 @@ class SqliteStore:
         self._balances = {r["plate"]: r["balance_fen"] for r in conn.execute("SELECT * FROM balances")}
 
     async def close(self) -> None:
+        if self._conn is not None and self.health.queued:
+            await self.probe()  # last chance for the audit rows kept in memory
+            if self.health.queued:
+                log.error("store: closing with %d barrier audit row(s) never written (storage still unavailable)",
+                          self.health.queued)
+
         def _close() -> None:
             if self._conn is not None:
                 self._conn.close()

@@ -116,7 +116,7 @@ async def test_disk_full_keeps_the_lane_up_refuses_opens_closes_the_arm_and_reco
 
             # The disk fills up. SQLite may reuse WAL pages it allocated before; truncate the WAL first so the
             # next commit needs new space, as on a disk that has been full for a while.
-            await store._run(lambda: store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+            await truncate_wal(store)
             assert fill(fs / "filler") > 0
 
             # A second car is read while car 1 is still under the arm: held for after the cycle.
@@ -176,6 +176,13 @@ async def test_disk_full_keeps_the_lane_up_refuses_opens_closes_the_arm_and_reco
 NOW = SystemClock(TZ).now()
 
 
+async def truncate_wal(store: SqliteStore) -> None:
+    """Empty the WAL (as on a disk that has been full for a while: no pages SQLite allocated earlier to write into)."""
+    busy, _, _ = await store._run(lambda: store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+    wal = store.path.with_name(store.path.name + "-wal")
+    assert busy == 0 and wal.stat().st_size == 0, f"WAL not truncated: busy={busy} size={wal.stat().st_size}"
+
+
 async def _prepared(fs: Path) -> SqliteStore:
     """A store with one of everything a write path can touch: a car inside, an exit waiting with a settlement
     and an attempt, an outbox row, a stored-value plate."""
@@ -188,7 +195,7 @@ async def _prepared(fs: Path) -> SqliteStore:
     await store.commit_lane("out1", {"phase": "awaiting_payment", "seq": 1}, [
         fx.NewRecord("out1_1", "out1", "exit", "粤B12345", "blue", NOW.isoformat(), "awaiting_payment"), order], NOW)
     await store.new_attempt("out1_1", "out1", "bolink", "bolink-out1_1", 500, NOW)
-    await store._run(lambda: store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+    await truncate_wal(store)
     return store
 
 
@@ -249,7 +256,7 @@ async def test_an_audit_update_is_kept_while_the_disk_is_full_and_written_on_rec
         try:
             await store.commit_lane("in1", {"phase": "opening", "seq": 2},
                                     [fx.OpenBarrier("in1_2", "in1_1", "rules", "temporary")], NOW)
-            await store._run(lambda: store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+            await truncate_wal(store)
             fill(fs / "filler")
             await store.mark_action("in1_2", True, "", NOW)  # does not raise: kept
             assert not store.health.ok and store.health.queued == 1
@@ -470,3 +477,36 @@ async def test_a_file_system_turned_read_only_at_runtime_refuses_opens_but_still
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await store.close()
+
+
+async def test_a_restart_on_a_full_disk_after_a_kill_opens_and_reports_the_fault():
+    """After kill -9 the -wal and -shm files are still there, so SQLite can open the database on a full disk (a
+    clean stop removes them, and a start on a full disk then fails at open: SQLite cannot size a new -shm)."""
+    from lanectl.service.ports import StorageUnavailable
+    with small_tmpfs() as fs:
+        killed = await _prepared(fs)  # left open: its -wal and -shm stay, as after kill -9
+        try:
+            await killed.commit_lane("in1", {"phase": "opening", "seq": 2},
+                                     [fx.OpenBarrier("in1_2", "in1_1", "rules", "temporary")], NOW)
+            await truncate_wal(killed)
+            fill(fs / "filler")
+            again = SqliteStore(fs / "lanectl.db", probe_interval_s=0.0)
+            await again.open()
+            try:
+                assert not again.health.ok and "disk full" in again.health.reason
+                assert list(again.inside()) == ["粤B12345"]
+                with pytest.raises(StorageUnavailable):
+                    await again.seed_balances({"粤B99999": 100}, NOW)
+                (fs / "filler").unlink()
+                assert await again.probe() and again.health.ok
+            finally:
+                await again.close()
+        finally:
+            await killed.close()
+        third = SqliteStore(fs / "lanectl.db")
+        await third.open()
+        try:
+            [row] = [a for a in await third.barrier_actions("in1") if a["action_id"] == "in1_2"]
+            assert row["status"] == "interrupted"  # marked at the first start that could write, never resent
+        finally:
+            await third.close()
