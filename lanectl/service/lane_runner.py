@@ -18,7 +18,7 @@ from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, Even
 from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, restored
 from lanectl.core.policy import Policy
 from lanectl.service.ports import Barrier, BarrierError, Clock, Display, StorageUnavailable
-from lanectl.service.storage import act_without_storage
+from lanectl.service.storage import FAULT_DISPLAY, act_without_storage
 
 log = logging.getLogger("lanectl.lane")
 
@@ -183,8 +183,9 @@ class LaneRunner:
                          ctx: LaneContext) -> tuple[LaneState, list[fx.Effect]]:
         """The commit failed: do only what storage.act_without_storage allows (the lane's state as before the
         event, or an arm that must come down brought down with its audit row kept for later)."""
-        plan = act_without_storage(self.state, new_state, effects, event, lane_id=self.lane_id,
-                                   announce=self._refusing_since is None,
+        # the board shows the fault unless it shows it already (not once per refused event)
+        announce = self.status.last_display != FAULT_DISPLAY.text
+        plan = act_without_storage(self.state, new_state, effects, event, lane_id=self.lane_id, announce=announce,
                                    repeat=event is self._replayed)
         if plan.refused and self.state.held is not None:
             # The cycle's end would handle a plate held during it, which needs its record: without storage the
@@ -196,7 +197,7 @@ class LaneRunner:
                 forgot = replace(forgot, last_plate="", last_plate_at=None)
             alt_state, alt_effects = handle(forgot, event, now, ctx)
             alt = act_without_storage(self.state, alt_state, alt_effects, event, lane_id=self.lane_id,
-                                      announce=self._refusing_since is None, repeat=event is self._replayed)
+                                      announce=announce, repeat=event is self._replayed)
             if not alt.refused:
                 log.warning("lane %s: plate %s read during the last cycle forgotten: its record cannot be written "
                             "now", self.lane_id, held.plate)

@@ -52,7 +52,7 @@ class WithoutStorage:
 def act_without_storage(before: LaneState, after: LaneState, effects: Sequence[fx.Effect], event: Event, *,
                         lane_id: str, announce: bool, repeat: bool = False) -> WithoutStorage:
     """The step from `before` to `after` with `effects` could not be committed. `announce`: the lane's board
-    has not shown the fault yet in this outage. `repeat`: the event was refused before (kept and handed in
+    does not show the fault now. `repeat`: the event was refused before (kept and handed in
     again), so it is not logged again."""
     persistent = [e for e in effects if fx.is_persistent(e)]
     if all(isinstance(e, fx.CloseBarrier) for e in persistent):
