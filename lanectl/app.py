@@ -37,7 +37,7 @@ from lanectl.platforms import PlatformWiring
 from lanectl.service.bolink_inbound import PriceQuote
 from lanectl.service.lane_runner import LaneRunner, RequestExpired
 from lanectl.service.outbox import OutboxRelay, Publisher
-from lanectl.service.ports import Clock
+from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
 
 log = logging.getLogger("lanectl")
@@ -75,6 +75,9 @@ class App:
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
         self.channels = {lane.id: lane.channel for lane in config.lanes}  # lane id -> platform channel id
+        # The store's writer thread reports storage faults; sd_notify STATUS follows each change, on the loop.
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self.store.health.listeners.append(self._storage_changed)
 
     def _destinations(self) -> list[str]:
         site = self.config.site
@@ -94,7 +97,8 @@ class App:
                                    health=self.health, max_connections=budget.http_max_connections,
                                    idle_timeout_s=site.http.idle_timeout_s, body_timeout_s=site.http.body_timeout_s)
         # failed accepts (EMFILE...) are counted per listener, not a traceback each (adapters/log_tally.py)
-        loop_handler = install_loop_handler(asyncio.get_running_loop(), log)
+        self._loop = asyncio.get_running_loop()
+        loop_handler = install_loop_handler(self._loop, log)
         try:
             await self.store.open()
         except BaseException:
@@ -104,7 +108,10 @@ class App:
         watchdog: Optional[asyncio.Task[Any]] = None
         try:
             await self._apply_stored_renewals()
-            seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
+            try:
+                seeded = await self.store.seed_balances(dict(site.vehicles.stored_value), self.clock.now())
+            except StorageUnavailable:  # started on a full disk: the lanes run safely; seeded at a start that can write
+                seeded = []
             if seeded:
                 log.info("stored value: opening balances recorded for %d plate(s) from the configuration",
                          len(seeded))
@@ -122,6 +129,7 @@ class App:
                     tasks.append(asyncio.create_task(device.run(runner.emit), name=f"{lane.id}-{type(device).__name__}"))
             if self.publishers:
                 tasks.append(asyncio.create_task(self.relay.run(), name="outbox"))
+            tasks.append(asyncio.create_task(self.store.watch(), name="storage-probe"))
             await asyncio.gather(*(r.started.wait() for r in self.runners.values()))
             if self.settlement is not None:
                 await self.settlement.start()  # resumes what a restart interrupted
@@ -132,7 +140,7 @@ class App:
             watchdog = asyncio.create_task(watchdog_loop(self.notifier, lambda: self._healthy(tasks)),
                                            name="watchdog")
             self.notifier.ready()
-            self.notifier.status(f"{len(self.runners)} lane(s) running")
+            self._notify_status()
             log.info("lanectl running: park=%s lanes=%s db=%s control=%s", site.park_id,
                      ",".join(self.runners), site.database, site.control.socket)
             self.ready.set()
@@ -164,6 +172,18 @@ class App:
                 await _step("http client", self._session.close())
             await _step("store", self.store.close(), timeout_s=15.0)
             uninstall_loop_handler(asyncio.get_running_loop(), loop_handler)
+
+    def status_line(self) -> str:
+        """sd_notify STATUS: the lanes, and the storage while it cannot be written."""
+        line = f"{len(self.runners)} lane(s) running"
+        return line if self.store.health.ok else f"{line}; {self.store.health.summary()}"
+
+    def _notify_status(self) -> None:
+        self.notifier.status(self.status_line())
+
+    def _storage_changed(self, _health: Any) -> None:
+        if self._loop is not None and self.ready.is_set():
+            self._loop.call_soon_threadsafe(self._notify_status)
 
     def _healthy(self, tasks: list[asyncio.Task[Any]]) -> bool:
         return all(not t.done() for t in tasks)
@@ -314,7 +334,10 @@ class App:
                        "scanner_fault": bool(r.status.scanner_fault)} for lid, r in self.runners.items()}
         # a lane without its booth scanner still lets cars in and out: shown, but not "down"
         ok = all(not (x["barrier_fault"] or x["plate_reader_fault"]) for x in lanes.values())
-        return {"ok": ok, "lanes": lanes}
+        answer: dict[str, Any] = {"ok": ok and self.store.health.ok, "lanes": lanes}
+        if not self.store.health.ok:
+            answer["storage"] = self.store.health.reason
+        return answer
 
     # --- ControlHandlers (the local control socket) ------------------------------------------------------
     async def status(self) -> dict[str, Any]:
@@ -329,7 +352,8 @@ class App:
                                              "bad_plate": st.skipped_bad_plate, "overlong": st.skipped_overlong}
         for lid, camera in self.cameras.items():
             lanes[lid]["camera"] = camera.status()
-        answer: dict[str, Any] = {"park_id": self.config.site.park_id, "http_port": self.http.port, "lanes": lanes}
+        answer: dict[str, Any] = {"park_id": self.config.site.park_id, "http_port": self.http.port, "lanes": lanes,
+                                  "storage": self.store.health.as_dict()}
         if self.settlement is not None:
             answer["settlement"] = self.settlement.status()
         if self.platforms is not None:
@@ -359,7 +383,12 @@ class App:
         if plate not in self.config.site.vehicles.stored_value:
             raise ControlError("not_stored_value", f"{plate} is not a stored-value car: add it under "
                                "vehicles.stored_value in the site YAML first", 404)
-        balance = await self.store.topup(plate, amount_fen, f"{operator}: {reason}", self.clock.now())
+        try:
+            balance = await self.store.topup(plate, amount_fen, f"{operator}: {reason}", self.clock.now())
+        except StorageUnavailable as exc:
+            raise ControlError("storage_unavailable", f"top-up not recorded, nothing changed: the database cannot "
+                               f"be written now ({exc.reason}); try again when `lanectl status` shows storage ok",
+                               503) from None
         log.info("stored value top-up: plate=%s amount_fen=%d operator=%s reason=%s balance_fen=%d",
                  plate, amount_fen, operator, reason, balance)
         return {"plate": plate, "amount_fen": amount_fen, "balance_fen": balance}

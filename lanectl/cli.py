@@ -264,6 +264,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         counted = f"  plates read {lines['read']}, skipped {lines['skipped']}" if lines else ""
         print(f"  {lane_id:10} {st['direction']:5} {st['phase']:17}{extra}{counted}"
               f"{'  FAULT: ' + faults if faults else ''}")
+    storage = data.get("storage")
+    if storage and not storage.get("ok", True):
+        queued = storage.get("queued_audit_rows", 0)
+        dropped = storage.get("dropped_audit_rows", 0)
+        print(f"  STORAGE FAULT since {storage.get('since', '?')}: {storage.get('reason', '')} "
+              f"(database {storage.get('path', '?')}; {storage.get('refused', 0)} write(s) refused, "
+              f"{queued} barrier audit row(s) waiting in memory{f', {dropped} dropped' if dropped else ''})")
     links = data.get("image_links")
     if links:
         print(f"  picture links at {links['public_url']}: served {links.get('served', 0)}, "

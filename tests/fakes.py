@@ -269,3 +269,79 @@ class LaneEvents:
                 await self.changed.wait()
             return self.of(kind)
         return await asyncio.wait_for(_wait(), timeout)
+
+
+class FakeBarrier:
+    """Barrier port twin: records the commands it was sent; like the Modbus adapter it refuses CLOSE (without
+    sending it) while `safety` says a car is under the arm."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []  # "open" / "close", as sent
+        self.refused: list[str] = []  # commands refused without sending
+        self.safety = False
+
+    async def run(self, emit: Any) -> None:
+        await asyncio.Event().wait()
+
+    async def open(self) -> None:
+        self.commands.append("open")
+
+    async def close(self) -> None:
+        from lanectl.service.ports import BarrierUnsafe
+        if self.safety:
+            self.refused.append("close")
+            raise BarrierUnsafe("safety loop occupied")
+        self.commands.append("close")
+
+
+class FakeDisplay:
+    """Display port twin: keeps every message shown."""
+
+    def __init__(self) -> None:
+        self.shown: list[Any] = []
+
+    async def show(self, message: Any) -> None:
+        self.shown.append(message)
+
+    def keys(self) -> list[str]:
+        return [m.key for m in self.shown]
+
+
+class MemoryLaneStore:
+    """LaneStore port twin whose storage can be taken down: while `down`, commits raise StorageUnavailable
+    (nothing kept) and mark_action keeps its update aside, as the SQLite store does."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.commits: list[tuple[dict, list]] = []  # (state, persistent effects) committed
+        self.deferred: list[Any] = []  # audit rows kept for later: (lane, CloseBarrier)
+        self.marks: list[tuple[str, bool]] = []
+        self.refused = 0
+        self._inside: dict[str, Any] = {}
+
+    def inside(self) -> dict:
+        return dict(self._inside)
+
+    def balances(self) -> dict:
+        return {}
+
+    async def load_lane_state(self, lane_id: str) -> Optional[dict]:
+        return self.commits[-1][0] if self.commits else None
+
+    async def commit_lane(self, lane_id: str, state: dict, effects: list, now: datetime) -> None:
+        from lanectl.core import effects as fx
+        from lanectl.service.ports import StorageUnavailable
+        if self.down:
+            self.refused += 1
+            raise StorageUnavailable("disk full (test)")
+        self.commits.append((state, [e for e in effects if fx.is_persistent(e)]))
+
+    async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None:
+        self.marks.append((action_id, ok))
+
+    def defer_action(self, lane_id: str, effect: Any, now: datetime) -> bool:
+        self.deferred.append((lane_id, effect))
+        return True
+
+    def written(self, kind: type) -> list:
+        return [e for _, effects in self.commits for e in effects if isinstance(e, kind)]

@@ -23,6 +23,7 @@ import aiohttp
 
 from lanectl.config_payments import BolinkConfig
 from lanectl.protocols import bolink as bl
+from lanectl.service.ports import StorageUnavailable
 from lanectl.service.settlement import ProviderUnavailable
 
 log = logging.getLogger("lanectl.bolink")
@@ -155,6 +156,9 @@ class BolinkDownlink:
     async def _deliver(self, msg: bl.SignedMessage) -> None:
         try:
             reply = await self._handle(msg)
+        except StorageUnavailable:  # not stored: left unanswered, so it comes again (the store logged the fault)
+            self._count_failure(f"handler for {msg.service_name or '?'}: storage unavailable")
+            return
         except Exception as exc:  # a handler bug must not stop the downlink; unanswered, it comes again
             self._count_failure(f"handler for {msg.service_name or '?'}: {type(exc).__name__}: {exc}")
             log.exception("bolink downlink: handling %s failed", msg.service_name or "a message")

@@ -3,6 +3,8 @@
 It answers `GET /healthz` for monitoring; platform callbacks (and camera pushes) register their routes with
 `add_post`. Bodies are bounded (`http.max_body_kb`). A handler gets the raw body bytes (signatures are
 checked over them) and returns the answer; an exception in it is logged and answered 500 without details.
+A callback that cannot be stored now (StorageUnavailable) is answered 503 without details and without a
+traceback (the store has logged the fault once): it is not acknowledged, so the platform sends it again.
 The operator CLI never comes through this listener: it uses the local control socket.
 """
 
@@ -18,6 +20,7 @@ from aiohttp import web
 
 from lanectl.adapters.connection_gate import ConnectionGate, GatedSite
 from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, ServerLog, Tally
+from lanectl.service.ports import StorageUnavailable
 from lanectl.startup import EX_CONFIG, EX_TEMPFAIL, StartupError
 
 log = logging.getLogger("lanectl.http")
@@ -60,6 +63,9 @@ class CallbackServer:
                 return web.Response(status=413, text="body too large")
             try:
                 answer, content_type = await handler(body, request.content_type)
+            except StorageUnavailable:
+                log.debug("POST %s: not stored (storage unavailable): answered 503", path)
+                return web.Response(status=503, text="service unavailable")
             except Exception:
                 log.exception("POST %s: handler failed", path)
                 return web.Response(status=500, text="internal error")

@@ -8,22 +8,29 @@ statement runs on the store's own thread.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import logging
+import os
 import sqlite3
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import sqlite_utils
 
 from lanectl.core import effects as fx
 from lanectl.core.lane import InsideCar
 from lanectl.service.outbox import OutboxItem
+from lanectl.service.ports import StorageUnavailable
 from lanectl.startup import EX_CANTCREAT, StartupError, os_reason
 from lanectl.service.settlement import ATTEMPT_OPEN, ATTEMPT_PAYABLE, Attempt
+from lanectl.service.storage import StorageHealth
 
 log = logging.getLogger("lanectl.store")
 T = TypeVar("T")
@@ -229,6 +236,11 @@ RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fe
                             "entry_record_id", "entered_at", "detail"})
 
 
+# A command's outcome (sent / failed) on its audit row: only while it is still `requested` (the limit input may
+# already have confirmed it, or a restart marked it interrupted).
+_MARK_SQL = "UPDATE barrier_actions SET status=?, done_at=?, error=? WHERE action_id=? AND status='requested'"
+
+
 class StoreError(Exception):
     pass
 
@@ -237,14 +249,60 @@ class DatabaseUnusable(StartupError, StoreError):
     """The database opens but cannot be used by this version (e.g. a newer schema): one line at start."""
 
 
+# SQLite primary result codes that mean "the storage cannot take a write now", not "this write is wrong".
+_STORAGE_CODES = {
+    5: "database locked by another process",  # SQLITE_BUSY (after busy_timeout)
+    8: "database is read-only",  # SQLITE_READONLY (read-only file system, file replaced, ...)
+    10: "disk I/O error",  # SQLITE_IOERR and its extended codes (write, fsync, shm, ...)
+    13: "disk full",  # SQLITE_FULL
+    14: "cannot open a database file",  # SQLITE_CANTOPEN (WAL / SHM file)
+}
+_STORAGE_WORDS = ("database or disk is full", "disk i/o error", "readonly database", "unable to open database",
+                  "database is locked")
+
+
+def storage_fault(exc: BaseException) -> Optional[str]:
+    """The reason, if `exc` says the storage cannot be written now (as opposed to a bad statement or row)."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and (code & 0xFF) in _STORAGE_CODES:
+        name = getattr(exc, "sqlite_errorname", "") or _STORAGE_CODES[code & 0xFF]
+        return f"{_STORAGE_CODES[code & 0xFF]} ({name}: {exc})"
+    text = str(exc).lower()
+    if any(w in text for w in _STORAGE_WORDS):
+        return str(exc)
+    return None
+
+
 class SqliteStore:
-    def __init__(self, path: str | Path, *, destinations: Sequence[str] = ()) -> None:
+    """Storage faults (disk full, read-only, I/O error, locked) become StorageUnavailable after a clean rollback,
+    are reported to `health` (one log line when they start, one when they end), and end only when a probe that
+    needs real disk space succeeds and the barrier audit rows kept in memory meanwhile are written."""
+
+    def __init__(self, path: str | Path, *, destinations: Sequence[str] = (), probe_bytes: int = 256 * 1024,
+                 probe_interval_s: float = 5.0, audit_limit: int = 1000) -> None:
         self.path = Path(path)
         self.destinations = tuple(destinations)  # where Publish effects fan out to (outbox rows)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lanectl-store")
         self._conn: Optional[sqlite3.Connection] = None
         self._inside: dict[str, InsideCar] = {}
         self._balances: dict[str, int] = {}
+        self.health = StorageHealth(str(self.path))
+        self.probe_bytes = probe_bytes  # free space a recovery probe must find (a file of this size, fsynced)
+        self.probe_interval_s = probe_interval_s  # while faulted: probe this often (writes in between fail fast)
+        self.audit_limit = audit_limit
+        # Barrier audit written later: rows of commands sent while storage was down, and status updates of
+        # commands whose row could not be updated. Guarded by _audit_lock (the loop adds, the writer drains).
+        self._audit_lock = threading.Lock()
+        self._audit_rows: collections.deque[dict[str, Any]] = collections.deque()
+        self._audit_marks: collections.deque[tuple[str, tuple]] = collections.deque()  # (sql, params) updates
+        self._deferred_ids: set[str] = set()
+        # Writer-thread state: the current fault (None while writable) and when it was last probed.
+        self._fault: Optional[str] = None
+        self._probed_at = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -280,8 +338,19 @@ class SqliteStore:
             raise DatabaseUnusable(f"database {self.path}", str(exc), EX_CANTCREAT) from None
         self._conn = conn
         # Commands written ahead but never confirmed sent belong to a process that died: never resend them.
-        n = conn.execute("UPDATE barrier_actions SET status='interrupted', error='daemon stopped before the "
-                         "command was confirmed sent' WHERE status='requested'").rowcount
+        try:
+            n = conn.execute("UPDATE barrier_actions SET status='interrupted', error='daemon stopped before the "
+                             "command was confirmed sent' WHERE status='requested'").rowcount
+        except sqlite3.Error as exc:
+            # Started on a full (or read-only) disk: the lanes can still run safely (they refuse what cannot be
+            # written); those rows stay 'requested' and are marked at the next start that can write. Never sent
+            # again either way: nothing resends a 'requested' row.
+            reason = storage_fault(exc)
+            if reason is None:
+                raise
+            self._fault, self._probed_at = reason, time.monotonic()
+            self.health.failed(reason)
+            n = 0
         if n:
             log.warning("store: %d barrier command(s) interrupted by the last stop; not repeated", n)
         self._inside = {
@@ -297,6 +366,12 @@ class SqliteStore:
         self._balances = {r["plate"]: r["balance_fen"] for r in conn.execute("SELECT * FROM balances")}
 
     async def close(self) -> None:
+        if self._conn is not None and self.health.queued:
+            await self.probe()  # last chance for the audit rows kept in memory
+            if self.health.queued:
+                log.error("store: closing with %d barrier audit row(s) never written (storage still unavailable)",
+                          self.health.queued)
+
         def _close() -> None:
             if self._conn is not None:
                 self._conn.close()
@@ -305,7 +380,166 @@ class SqliteStore:
         self._pool.shutdown(wait=True)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        """A read (or the lifecycle) on the writer thread; a storage fault surfaces as StorageUnavailable."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._reading, fn, *args)
+
+    def _reading(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OSError) as exc:
+            reason = storage_fault(exc)
+            if reason is None:
+                raise
+            raise StorageUnavailable(reason) from exc
+
+    async def _write(self, fn: Callable[..., T], *args: Any, probe: bool = False) -> T:
+        """Every write goes through here: on the writer thread, after any audit rows kept from an outage, with
+        its outcome reported to `health`. While faulted, writes fail fast between probes; `probe` forces one."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._writing, probe, fn, *args)
+
+    def _writing(self, probe: bool, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            if self._fault is not None or self._audit_rows or self._audit_marks:
+                self._recover_sync(force=probe)
+                self.health.succeeded()  # the kept audit rows are written first, then "recovered" is said
+            result = fn(*args)
+        except StorageUnavailable as exc:
+            self._fault = exc.reason
+            self.health.failed(exc.reason)
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            reason = storage_fault(exc)
+            if reason is None:
+                raise
+            self._fault = reason
+            self._probed_at = time.monotonic()
+            self.health.failed(reason)
+            raise StorageUnavailable(reason) from exc
+        self.health.succeeded()
+        return result
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; on any error a ROLLBACK only if SQLite still has the transaction open (it
+        has rolled back by itself on SQLITE_FULL / IOERR), and a failing ROLLBACK never hides the first error."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error as exc:
+                    log.warning("store: rollback failed after a failed write: %s", exc)
+            raise
+
+    # --- storage faults: probe, and the audit kept meanwhile ------------------------------------------------------
+    def _recover_sync(self, force: bool = False) -> None:
+        """Writer thread, while faulted (or audit rows wait): fail fast between probes; else probe for real space
+        and write the kept audit rows first. Raises StorageUnavailable while storage is still down."""
+        if not force and self._fault is not None and time.monotonic() - self._probed_at < self.probe_interval_s:
+            raise StorageUnavailable(self._fault)
+        self._probed_at = time.monotonic()
+        try:
+            self._probe_space_sync()
+            self._flush_audit_sync()
+        except (sqlite3.Error, OSError) as exc:
+            reason = storage_fault(exc)
+            if reason is None:
+                raise
+            raise StorageUnavailable(reason) from exc
+        self._fault = None
+
+    def _probe_space_sync(self) -> None:
+        """A full disk still takes writes into pages SQLite allocated before, so a small commit proves little:
+        write `probe_bytes` of new data beside the database, fsync it, remove it."""
+        probe = self.path.with_name(self.path.name + ".space-probe")
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            chunk = b"\0" * 65536
+            left = self.probe_bytes
+            while left > 0:
+                left -= os.write(fd, chunk[:left])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
+
+    def _flush_audit_sync(self) -> None:
+        with self._audit_lock:
+            rows, marks = list(self._audit_rows), list(self._audit_marks)
+        if not rows and not marks:
+            # still take the write lock once: a database locked by another process is not recovered
+            with self._transaction():
+                pass
+            return
+        with self._transaction() as conn:
+            for row in rows:
+                conn.execute(f"INSERT INTO barrier_actions ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) "
+                             "ON CONFLICT (action_id) DO NOTHING", tuple(row.values()))
+            for sql, params in marks:
+                conn.execute(sql, params)
+        with self._audit_lock:
+            for _ in rows:
+                self._deferred_ids.discard(self._audit_rows.popleft()["action_id"])
+            for _ in marks:
+                self._audit_marks.popleft()
+            self.health.queued = len(self._audit_rows) + len(self._audit_marks)
+        log.info("store: wrote %d barrier audit row(s) and %d status update(s) kept during the outage",
+                 len(rows), len(marks))
+
+    def defer_action(self, lane_id: str, effect: fx.OpenBarrier | fx.CloseBarrier | fx.AuditAction,
+                     now: datetime) -> bool:
+        """A command sent while its audit row could not be written (or a limit input's word on an earlier one):
+        keep it to write when storage is back. False if the memory for them is full (counted, logged once)."""
+        if isinstance(effect, fx.AuditAction):
+            return self._keep_audit(mark=_audit_update(effect))
+        return self._keep_audit(row=_action_row(lane_id, effect, now.isoformat()))
+
+    def _keep_audit(self, *, row: Optional[dict[str, Any]] = None,
+                    mark: Optional[tuple[str, tuple]] = None) -> bool:
+        with self._audit_lock:
+            if len(self._audit_rows) + len(self._audit_marks) >= self.audit_limit:
+                self.health.dropped += 1
+                first = self.health.dropped == 1
+                kept = False
+            else:
+                if row is not None:
+                    self._audit_rows.append(row)
+                    self._deferred_ids.add(row["action_id"])
+                if mark is not None:
+                    self._audit_marks.append(mark)
+                self.health.queued = len(self._audit_rows) + len(self._audit_marks)
+                kept = True
+        if not kept and first:
+            log.error("store: %d barrier audit rows kept in memory during the outage: no room for more; further "
+                      "ones are dropped and counted (lanectl status)", self.audit_limit)
+        return kept
+
+    async def probe(self) -> bool:
+        """While faulted: try to recover now (a write that needs real space, then the kept audit rows)."""
+        if self.health.ok and not self.health.queued:
+            return True
+        try:
+            await self._write(lambda: None, probe=True)
+        except StorageUnavailable:
+            return False
+        return True
+
+    async def watch(self) -> None:
+        """Runs with the daemon: probes every `probe_interval_s` while storage is faulted, so it recovers (and
+        says so) without waiting for the next write. Never ends on its own."""
+        while True:
+            await asyncio.sleep(self.probe_interval_s)
+            if self._conn is None:
+                continue
+            try:
+                await self.probe()
+            except Exception:  # the watcher must outlive anything the probe meets
+                log.exception("store: recovery probe failed unexpectedly")
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -332,15 +566,13 @@ class SqliteStore:
                           now: datetime) -> None:
         """The lane's new state and the persistent effects of one event, atomically."""
         effects = [e for e in effects if fx.is_persistent(e)]
-        await self._run(self._commit_sync, lane_id, state, effects, now)
+        await self._write(self._commit_sync, lane_id, state, effects, now)
         self._update_inside(effects)
 
     def _commit_sync(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect], now: datetime) -> None:
-        conn = self.conn
         stamp = now.isoformat()
-        db = sqlite_utils.Database(conn)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
+            db = sqlite_utils.Database(conn)
             for e in effects:
                 if isinstance(e, fx.NewRecord):
                     row = asdict(e)
@@ -373,30 +605,15 @@ class SqliteStore:
                 elif isinstance(e, fx.DebitBalance):
                     self._move_sync(e.plate, -e.amount_fen, "debit", e.record_id, "", e.at)
                 elif isinstance(e, (fx.OpenBarrier, fx.CloseBarrier)):
-                    db["barrier_actions"].insert({
-                        "action_id": e.action_id, "lane_id": lane_id, "record_id": e.record_id,
-                        "command": "open" if isinstance(e, fx.OpenBarrier) else "close",
-                        "authority": getattr(e, "authority", ""), "reason": e.reason,
-                        "operator": getattr(e, "operator", ""), "trade_no": getattr(e, "trade_no", ""),
-                        "status": "requested", "requested_at": stamp})
+                    db["barrier_actions"].insert(_action_row(lane_id, e, stamp))
                 elif isinstance(e, fx.AuditAction):
-                    # confirmed: whatever the row said before (the limit input is the stronger word, even for a
-                    # command cut by a restart); unconfirmed: only a command the module acknowledged
-                    allowed = ("requested", "sent", "interrupted", "unconfirmed") if e.status == "confirmed" \
-                        else ("sent",)
-                    conn.execute(f"UPDATE barrier_actions SET status=?, error=CASE WHEN ?='' THEN error ELSE ? END "
-                                 f"WHERE action_id=? AND status IN ({','.join('?' * len(allowed))})",
-                                 (e.status, e.note, e.note, e.action_id, *allowed))
+                    conn.execute(*_audit_update(e))
                 elif isinstance(e, fx.Publish):
                     self._enqueue_sync(db, e, stamp, now)
             conn.execute(
                 "INSERT INTO lane_state (lane_id, state, updated_at) VALUES (?, ?, ?) ON CONFLICT (lane_id) "
                 "DO UPDATE SET state=excluded.state, updated_at=excluded.updated_at",
                 (lane_id, json.dumps(state, ensure_ascii=False), stamp))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def _enqueue_sync(self, db: sqlite_utils.Database, e: fx.Publish, stamp: str, now: datetime) -> None:
         row = self.conn.execute("SELECT * FROM records WHERE record_id=?", (e.record_id,)).fetchone()
@@ -425,34 +642,24 @@ class SqliteStore:
     async def seed_balances(self, opening: dict[str, int], now: datetime) -> list[str]:
         """Opening balances from the configuration, for plates the ledger has never seen (returns them)."""
         def _seed() -> list[str]:
-            seeded = []
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            balances: dict[str, int] = {}
+            with self._transaction():
                 for plate, fen in opening.items():
                     if plate not in self._balances:
-                        self._balances[plate] = self._move_sync(plate, fen, "opening", "", "configuration",
-                                                                now.isoformat())
-                        seeded.append(plate)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            return seeded
-        return await self._run(_seed)
+                        balances[plate] = self._move_sync(plate, fen, "opening", "", "configuration",
+                                                          now.isoformat())
+            self._balances.update(balances)  # only once committed
+            return list(balances)
+        return await self._write(_seed)
 
     async def topup(self, plate: str, amount_fen: int, reference: str, now: datetime) -> int:
         """Credit a stored-value balance (operator, reason in `reference`); returns the new balance."""
         def _topup() -> int:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 balance = self._move_sync(plate, amount_fen, "topup", "", reference, now.isoformat())
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
             self._balances[plate] = balance
             return balance
-        return await self._run(_topup)
+        return await self._write(_topup)
 
     async def balance_moves(self, plate: Optional[str] = None, limit: int = 50) -> list[dict[str, Any]]:
         def _query() -> list[dict[str, Any]]:
@@ -473,11 +680,22 @@ class SqliteStore:
                         del self._inside[plate]
 
     async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None:
+        """A command's outcome on its audit row. Never raises StorageUnavailable: while storage is down (or the
+        row itself still waits in memory) the update is kept and written with the kept rows."""
+        mark = (_MARK_SQL, ("sent" if ok else "failed", now.isoformat(), error, action_id))
+        with self._audit_lock:
+            waiting = action_id in self._deferred_ids
+        if waiting:
+            self._keep_audit(mark=mark)
+            return
+
         def _mark() -> None:
             # only a row still `requested`: the limit input may already have confirmed it
-            self.conn.execute("UPDATE barrier_actions SET status=?, done_at=?, error=? WHERE action_id=? "
-                              "AND status='requested'", ("sent" if ok else "failed", now.isoformat(), error, action_id))
-        await self._run(_mark)
+            self.conn.execute(*mark)
+        try:
+            await self._write(_mark)
+        except StorageUnavailable:
+            self._keep_audit(mark=mark)
 
     # --- settlements (service/settlement.py) -----------------------------------------------------------------
     async def open_settlements(self) -> list[fx.StartSettlement]:
@@ -508,7 +726,7 @@ class SqliteStore:
                 (record_id, lane_id, provider, order_ref, amount_fen, now.isoformat(), now.timestamp(),
                  now.isoformat()))
             return self._attempt_sync(cur.lastrowid)
-        return await self._run(_insert)
+        return await self._write(_insert)
 
     def _attempt_sync(self, attempt_id: Optional[int]) -> Attempt:
         row = self.conn.execute("SELECT * FROM payment_attempts WHERE id=?", (attempt_id,)).fetchone()
@@ -539,7 +757,7 @@ class SqliteStore:
                 f"AND status IN ({','.join('?' * len(only_from))})",
                 (status, detail[:500], now.isoformat(), attempt_id, *only_from))
             return cur.rowcount == 1
-        return await self._run(_mark)
+        return await self._write(_mark)
 
     async def settle_attempt(self, attempt_id: int, paid: bool, trade_no: str, paid_fen: int, method: str,
                              detail: str, now: datetime) -> bool:
@@ -554,7 +772,7 @@ class SqliteStore:
                 ("paid" if paid else "failed", trade_no, paid_fen, method, detail[:500], now.isoformat(), attempt_id,
                  *allowed))
             return cur.rowcount == 1
-        return await self._run(_settle)
+        return await self._write(_settle)
 
     # --- inbox and provider marks (platform callbacks) ---------------------------------------------------------
     async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool:
@@ -564,10 +782,10 @@ class SqliteStore:
                                     "ON CONFLICT (provider, trade_no) DO NOTHING",
                                     (provider, key, now.isoformat(), payload))
             return cur.rowcount == 1
-        return await self._run(_put)
+        return await self._write(_put)
 
     async def set_mark(self, provider: str, plate: str, name: str, value: str, now: datetime) -> None:
-        await self._run(lambda: self.conn.execute(
+        await self._write(lambda: self.conn.execute(
             "INSERT INTO provider_marks (provider, plate, name, value, updated_at) VALUES (?,?,?,?,?) "
             "ON CONFLICT (provider, plate, name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
             (provider, plate, name, value, now.isoformat())))
@@ -589,22 +807,17 @@ class SqliteStore:
             return "not_inside"
 
         def _add() -> bool:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self.conn.execute(
+            with self._transaction() as conn:
+                cur = conn.execute(
                     "INSERT INTO prepayments (provider, trade_no, entry_record_id, amount_fen, paid_at, received_at) "
                     "VALUES (?,?,?,?,?,?) ON CONFLICT (provider, trade_no) DO NOTHING",
                     (provider, trade_no, car.record_id, amount_fen, paid_at.isoformat(), now.isoformat()))
                 if cur.rowcount == 1:
-                    self.conn.execute("INSERT INTO payments (record_id, lane_id, amount_fen, method, reference, at) "
-                                      "VALUES (?,?,?,?,?,?)", (car.record_id, car.lane_id, amount_fen,
-                                                               f"{provider}:prepay", trade_no, paid_at.isoformat()))
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+                    conn.execute("INSERT INTO payments (record_id, lane_id, amount_fen, method, reference, at) "
+                                 "VALUES (?,?,?,?,?,?)", (car.record_id, car.lane_id, amount_fen,
+                                                          f"{provider}:prepay", trade_no, paid_at.isoformat()))
             return cur.rowcount == 1
-        if not await self._run(_add):
+        if not await self._write(_add):
             return "duplicate"
         for p, c in list(self._inside.items()):
             if c.record_id == car.record_id:
@@ -621,7 +834,7 @@ class SqliteStore:
                 "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (provider, trade_no) DO NOTHING",
                 (provider, trade_no, card_id, plate, start, end, amount_fen, now.isoformat()))
             return cur.rowcount == 1
-        return await self._run(_add)
+        return await self._write(_add)
 
     async def renewals(self) -> list[dict[str, Any]]:
         return await self._run(lambda: [dict(r) for r in self.conn.execute(
@@ -701,19 +914,37 @@ class SqliteStore:
         return await self._run(_next)
 
     async def mark_done(self, item_id: int, now: datetime) -> None:
-        await self._run(lambda: self.conn.execute(
+        await self._write(lambda: self.conn.execute(
             "UPDATE outbox SET status='done', done_at=?, attempts=attempts+1 WHERE id=?",
             (now.isoformat(), item_id)))
 
     async def mark_retry(self, item_id: int, attempts: int, next_at: datetime, error: str) -> None:
-        await self._run(lambda: self.conn.execute(
+        await self._write(lambda: self.conn.execute(
             "UPDATE outbox SET attempts=?, next_at=?, last_error=? WHERE id=?",
             (attempts, next_at.timestamp(), error[:500], item_id)))
 
     async def mark_dead(self, item_id: int, error: str, now: datetime) -> None:
-        await self._run(lambda: self.conn.execute(
+        await self._write(lambda: self.conn.execute(
             "UPDATE outbox SET status='dead', last_error=?, done_at=?, attempts=attempts+1 WHERE id=?",
             (error[:500], now.isoformat(), item_id)))
+
+
+def _audit_update(e: fx.AuditAction) -> tuple[str, tuple]:
+    """The limit input's word on a command. confirmed: whatever the row said before (the limit is the stronger
+    word, even for a command cut by a restart); unconfirmed: only a command the module acknowledged."""
+    allowed = ("requested", "sent", "interrupted", "unconfirmed") if e.status == "confirmed" else ("sent",)
+    return (f"UPDATE barrier_actions SET status=?, error=CASE WHEN ?='' THEN error ELSE ? END "
+            f"WHERE action_id=? AND status IN ({','.join('?' * len(allowed))})",
+            (e.status, e.note, e.note, e.action_id, *allowed))
+
+
+def _action_row(lane_id: str, e: fx.OpenBarrier | fx.CloseBarrier, stamp: str) -> dict[str, Any]:
+    """The barrier_actions row written ahead of a command (status 'requested')."""
+    return {"action_id": e.action_id, "lane_id": lane_id, "record_id": e.record_id,
+            "command": "open" if isinstance(e, fx.OpenBarrier) else "close",
+            "authority": getattr(e, "authority", ""), "reason": e.reason,
+            "operator": getattr(e, "operator", ""), "trade_no": getattr(e, "trade_no", ""),
+            "status": "requested", "requested_at": stamp}
 
 
 def _record_dict(row: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Optional, Protocol
 
@@ -17,7 +17,8 @@ from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, Even
                                  PlatformEntry, Tick)
 from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, restored
 from lanectl.core.policy import Policy
-from lanectl.service.ports import Barrier, BarrierError, Clock, Display
+from lanectl.service.ports import Barrier, BarrierError, Clock, Display, StorageUnavailable
+from lanectl.service.storage import FAULT_DISPLAY, act_without_storage
 
 log = logging.getLogger("lanectl.lane")
 
@@ -33,6 +34,9 @@ class LaneStore(Protocol):
                           now: datetime) -> None: ...
 
     async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None: ...
+
+    def defer_action(self, lane_id: str, effect: fx.CloseBarrier, now: datetime) -> bool:
+        """Keep the audit row of a command sent while storage was down, to be written when it is back."""
 
 
 class RequestExpired(TimeoutError):
@@ -71,6 +75,7 @@ class LaneRunner:
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     state: LaneState = field(default_factory=LaneState)
     status: LaneStatus = field(init=False)
+    storage_retry_s: float = 1.0  # after a step refused for want of storage, expired timers wait this long
     _commands: Optional[asyncio.Lock] = field(default=None, init=False)
     _tasks: set = field(default_factory=set, init=False)
     started: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -82,6 +87,11 @@ class LaneRunner:
     _abandoned: set = field(default_factory=set, init=False)
     _taken: set = field(default_factory=set, init=False)  # requests the lane has started to handle
     _queued: set = field(default_factory=set, init=False)  # requests put on the queue and not yet taken out
+    # while storage refuses this lane's commits: since when (monotonic; None when fine), and events kept for later
+    _refusing_since: Optional[float] = field(default=None, init=False)
+    _retry_at: float = field(default=0.0, init=False)
+    _kept: list = field(default_factory=list, init=False)
+    _replayed: Optional[Event] = field(default=None, init=False)  # the kept event handed in again last
 
     def __post_init__(self) -> None:
         self.status = LaneStatus(self.lane_id, self.direction)
@@ -181,15 +191,26 @@ class LaneRunner:
 
     async def _next_event(self) -> Event:
         deadline = self.state.next_deadline()
-        if deadline is None:
+        wait = None if deadline is None else (deadline - self.clock.now()).total_seconds()
+        if self._refusing_since is not None:
+            # storage refused the last step: timers that expired (and events kept for later) wait a little, or an
+            # expired timer would be retried in a busy loop
+            retry = self._retry_at - self.clock.monotonic()
+            if wait is not None:
+                wait = max(wait, retry)
+            if self._kept:
+                wait = retry if wait is None else min(wait, retry)
+        if wait is None:
             return await self.queue.get()
-        wait = (deadline - self.clock.now()).total_seconds()
-        if wait <= 0:
-            return Tick()
-        try:
-            return await asyncio.wait_for(self.queue.get(), timeout=wait)
-        except asyncio.TimeoutError:
-            return Tick()
+        if wait > 0:
+            try:
+                return await asyncio.wait_for(self.queue.get(), timeout=wait)
+            except asyncio.TimeoutError:
+                pass
+        if self._kept and self.clock.monotonic() >= self._retry_at:
+            self._replayed = self._kept.pop(0)
+            return self._replayed
+        return Tick()
 
     async def step(self, event: Event) -> list[fx.Effect]:
         """Handle one event: decide, commit (write ahead), then act."""
@@ -197,9 +218,16 @@ class LaneRunner:
         ctx = LaneContext(self.lane_id, self.direction, self.policy, self.rules, self.store.inside(),  # type: ignore[arg-type]
                           self.store.balances(), settle=self.settlement is not None)
         new_state, effects = handle(self.state, event, now, ctx)
+        committed = True
         if new_state != self.state or any(fx.is_persistent(e) for e in effects):
-            # Shielded: a SIGTERM arriving mid-write still finishes the transaction it started.
-            await asyncio.shield(self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now))
+            try:
+                # Shielded: a SIGTERM arriving mid-write still finishes the transaction it started.
+                await asyncio.shield(self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now))
+            except StorageUnavailable:
+                committed = False
+                new_state, effects = self._without_storage(event, new_state, effects, now, ctx)
+            else:
+                self._refusing_since = None
         self.state = new_state
         self.status.events += 1
         self._track_faults(event)
@@ -212,7 +240,7 @@ class LaneRunner:
         self._refresh_status()
         if self.on_effects is not None and effects:
             self.on_effects(self.lane_id, effects)
-        if self.after_commit is not None and any(isinstance(e, fx.Publish) for e in effects):
+        if committed and self.after_commit is not None and any(isinstance(e, fx.Publish) for e in effects):
             self.after_commit()
         if self.settlement is not None and any(isinstance(e, (fx.StartSettlement, fx.StopSettlement, fx.ChargeByCode))
                                                for e in effects):
@@ -222,6 +250,39 @@ class LaneRunner:
             if fut is not None and not fut.done():
                 fut.set_result(effects)
         return effects
+
+    def _without_storage(self, event: Event, new_state: LaneState, effects: list[fx.Effect], now: datetime,
+                         ctx: LaneContext) -> tuple[LaneState, list[fx.Effect]]:
+        """The commit failed: do only what storage.act_without_storage allows (the lane's state as before the
+        event, or an arm that must come down brought down with its audit row kept for later)."""
+        # the board shows the fault unless it shows it already (not once per refused event)
+        announce = self.status.last_display != FAULT_DISPLAY.text
+        plan = act_without_storage(self.state, new_state, effects, event, lane_id=self.lane_id, announce=announce,
+                                   repeat=event is self._replayed)
+        if plan.refused and self.state.held is not None:
+            # The cycle's end would handle a plate held during it, which needs its record: without storage the
+            # held plate is forgotten (the camera reads the car again) so the arm's own cycle still ends. Forgotten
+            # whole: its next read is not taken for a repeat of this one.
+            held = self.state.held
+            forgot = replace(self.state, held=None, held_at=None)
+            if forgot.last_plate == held.plate:
+                forgot = replace(forgot, last_plate="", last_plate_at=None)
+            alt_state, alt_effects = handle(forgot, event, now, ctx)
+            alt = act_without_storage(self.state, alt_state, alt_effects, event, lane_id=self.lane_id,
+                                      announce=announce, repeat=event is self._replayed)
+            if not alt.refused:
+                log.warning("lane %s: plate %s read during the last cycle forgotten: its record cannot be written "
+                            "now", self.lane_id, held.plate)
+                plan = alt
+        for unwritten in plan.unwritten:
+            self.store.defer_action(self.lane_id, unwritten, now)
+        if plan.refused:
+            if self._refusing_since is None:
+                self._refusing_since = self.clock.monotonic()
+            self._retry_at = self.clock.monotonic() + self.storage_retry_s
+            if plan.retry:
+                self._kept.append(event)
+        return plan.state, list(plan.act)
 
     def _act(self, effect: fx.Effect) -> None:
         if isinstance(effect, (fx.OpenBarrier, fx.CloseBarrier)):
@@ -254,7 +315,10 @@ class LaneRunner:
                         await self.barrier.close()
                 except BarrierError as exc:
                     ok, error = False, f"{type(exc).__name__}: {exc}"
-            await asyncio.shield(self.store.mark_action(effect.action_id, ok, error, self.clock.now()))
+            try:
+                await asyncio.shield(self.store.mark_action(effect.action_id, ok, error, self.clock.now()))
+            except StorageUnavailable as exc:  # the store keeps it for later; a store that cannot: said, not fatal
+                log.warning("lane %s: outcome of %s not written: %s", self.lane_id, effect.action_id, exc.reason)
             self.emit(CommandDone(effect.action_id, ok, error))
             waiting = self._outcomes.get(effect.action_id)
             if waiting is not None and not waiting.done():

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Mapping, Optional, Protocol
 
-from lanectl.service.ports import Clock
+from lanectl.service.ports import Clock, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,8 @@ class OutboxRelay:
                 sent_any = await self._drain_once(destination)
             except Exception as exc:  # the store failed (disk, lock): keep the worker alive, try again later
                 if not store_failing:
-                    log.error("outbox %s: queue error, will retry: %s", destination, exc, exc_info=True)
+                    log.error("outbox %s: queue error, will retry: %s", destination, exc,
+                              exc_info=not isinstance(exc, StorageUnavailable))
                 store_failing = True
                 await self._clock.sleep(self._idle_s)
                 continue

@@ -56,3 +56,14 @@ class BarrierError(Exception):
 class BarrierUnsafe(BarrierError):
     """CLOSE refused: a car or obstacle is under the arm."""
 
+
+
+class StorageUnavailable(Exception):
+    """The local store cannot write now (disk full, read-only file system, I/O error, locked by another
+    process). Raised only after a clean rollback: nothing of the failed write was kept. The caller does
+    without it (a lane refuses what must be written ahead) or retries later; the store's StorageHealth has
+    logged the fault once and probes for its end."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

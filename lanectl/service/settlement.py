@@ -23,13 +23,14 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Literal, Mapping, Optional, Protocol, Sequence, TypeVar
 
 from lanectl.core import effects as fx
 from lanectl.core.events import Event, PaymentConfirmed, PaymentFallback
-from lanectl.service.ports import Clock
+from lanectl.service.ports import Clock, StorageUnavailable
 
 log = logging.getLogger("lanectl.settlement")
+T = TypeVar("T")
 
 ATTEMPT_OPEN = ("charging", "pending", "fallback")  # may still turn into money: polled and reconciled
 # A result can still arrive for these: the driver pays the same order by scanning the exit QR after the
@@ -118,6 +119,7 @@ class SettlementTiming:
     window_s: float = 120.0  # then fall back to scan-to-pay / the booth (Bolink SDK: stop after 2 min)
     reconcile_interval_s: float = 30.0  # after the window, in the background
     reconcile_for_s: float = 3600.0  # give up reconciling an attempt this long after it started
+    storage_retry_s: float = 2.0  # a write the flow needs, refused because storage is down: tried again after this
 
 
 Outcome = Literal["accepted", "duplicate", "unknown_order", "mismatch"]
@@ -236,8 +238,9 @@ class SettlementService:
             if attempt is not None and attempt.status == "paid":
                 return  # confirmed already (re-delivered by start() if the lane never committed it)
             if attempt is None:
-                attempt = await self.store.new_attempt(order.record_id, order.lane_id, name,
-                                                       provider.order_ref(order), order.due_fen, self.clock.now())
+                # written ahead of the charge: while storage is down no charge is made, the flow waits
+                attempt = await self._stored(lambda: self.store.new_attempt(
+                    order.record_id, order.lane_id, name, provider.order_ref(order), order.due_fen, self.clock.now()))
                 outcome, detail = await self._charge(provider, order, attempt, provider.charge)
             else:  # resumed after a restart: the charge may have reached the platform, only wait for it
                 outcome, detail = await self._wait(provider, order, attempt)
@@ -262,8 +265,8 @@ class SettlementService:
             self.emit(lane_id, PaymentFallback(charge.record_id, "no provider here takes a scanned payment code"))
             return
         provider = self.providers[name]
-        attempt = await self.store.new_attempt(order.record_id, order.lane_id, name, provider.order_ref(order),
-                                               order.due_fen, self.clock.now())
+        attempt = await self._stored(lambda: self.store.new_attempt(
+            order.record_id, order.lane_id, name, provider.order_ref(order), order.due_fen, self.clock.now()))
         outcome, detail = await self._charge(provider, order, attempt,
                                              lambda o, a: provider.charge_code(o, a, charge.code))  # type: ignore[attr-defined]
         if outcome in ("failed", "skip"):
@@ -277,15 +280,16 @@ class SettlementService:
         """One charge (the attempt is written already), then wait for it: (paid | failed | skip | window, detail)."""
         answer = await self._call(call, order, attempt)
         if answer.status == "skip":
-            await self.store.mark_attempt(attempt.id, "skipped", answer.detail, self.clock.now())
+            await self._stored(lambda: self.store.mark_attempt(attempt.id, "skipped", answer.detail, self.clock.now()))
             return "skip", answer.detail
         if answer.status in ("paid", "failed"):
-            if await self._settle(attempt, answer):
+            if await self._settle(attempt, answer, retry=True):
                 return answer.status, answer.detail
             # a callback settled it while the call was out: its word stands
             current = await self._reload(attempt)
             return ("paid" if current.status == "paid" else "failed"), current.detail
-        await self.store.mark_attempt(attempt.id, "pending", answer.detail, self.clock.now(), only_from=("charging",))
+        await self._stored(lambda: self.store.mark_attempt(attempt.id, "pending", answer.detail, self.clock.now(),
+                                                           only_from=("charging",)))
         return await self._wait(provider, order, attempt)
 
     async def _wait(self, provider: PaymentProvider, order: fx.StartSettlement,
@@ -294,8 +298,8 @@ class SettlementService:
         is reconciled in the background."""
         result = await self._poll(provider, order, attempt)
         if result == "window":
-            await self.store.mark_attempt(attempt.id, "fallback", "settlement window ended", self.clock.now(),
-                                          only_from=("charging", "pending"))
+            await self._stored(lambda: self.store.mark_attempt(attempt.id, "fallback", "settlement window ended",
+                                                               self.clock.now(), only_from=("charging", "pending")))
             self._spawn_reconcile(attempt)
             return result, ""
         return result, (await self._reload(attempt)).detail  # the refusal's reason, from a poll or a callback
@@ -316,7 +320,7 @@ class SettlementService:
                 if not settled.is_set():
                     answer = await self._call(provider.query, order, attempt)
                     if answer.status in ("paid", "failed"):
-                        await self._settle(attempt, answer)
+                        await self._settle(attempt, answer, retry=True)
                 current = await self._reload(attempt)
                 if current.status in ("paid", "failed"):
                     return current.status  # type: ignore[return-value]
@@ -343,13 +347,14 @@ class SettlementService:
         while self.clock.now().timestamp() < attempt.created_ts + self.timing.reconcile_for_s:
             answer = await self._call(provider.query, order, attempt)
             if answer.status in ("paid", "failed"):
-                await self._settle(attempt, answer)
+                await self._settle(attempt, answer, retry=True)
                 return
             current = await self._reload(attempt)
             if not current.open:
                 return
             await asyncio.sleep(self.timing.reconcile_interval_s)
-        await self.store.mark_attempt(attempt.id, "failed", "not settled: reconciliation gave up", self.clock.now())
+        await self._stored(lambda: self.store.mark_attempt(attempt.id, "failed", "not settled: reconciliation gave up",
+                                                           self.clock.now()))
         log.warning("settlement %s: %s charge %s never settled; reconciliation gave up", attempt.record_id,
                     attempt.provider, attempt.order_ref)
 
@@ -367,14 +372,28 @@ class SettlementService:
 
     async def _reload(self, attempt: Attempt) -> Attempt:
         """The attempt as stored now (a callback or another task may have moved it)."""
-        found = await self.store.attempts(record_id=attempt.record_id, provider=attempt.provider)
+        found = await self._stored(lambda: self.store.attempts(record_id=attempt.record_id, provider=attempt.provider))
         return next(a for a in found if a.id == attempt.id)
 
-    async def _settle(self, attempt: Attempt, answer: ChargeAnswer) -> bool:
+    async def _stored(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A store call the flow cannot go on without: while storage is down it is tried again every
+        `storage_retry_s` (the store logs the fault once; the flow neither dies nor acts without its row)."""
+        while True:
+            try:
+                return await call()
+            except StorageUnavailable:
+                await self.clock.sleep(self.timing.storage_retry_s)
+
+    async def _settle(self, attempt: Attempt, answer: ChargeAnswer, *, retry: bool = False) -> bool:
+        """`retry`: a flow waits for storage; a callback (on_result) does not — StorageUnavailable reaches its
+        handler, which does not acknowledge it, so the platform sends it again."""
         paid = answer.status == "paid"
         amount = self._amount(attempt, answer) if paid else 0
-        won = await self.store.settle_attempt(attempt.id, paid, answer.trade_no, amount, answer.method,
-                                              answer.detail, self.clock.now())
+
+        def write() -> Awaitable[bool]:
+            return self.store.settle_attempt(attempt.id, paid, answer.trade_no, amount, answer.method,
+                                             answer.detail, self.clock.now())
+        won = await (self._stored(write) if retry else write())
         if won:
             event = self._settled.get(attempt.id)
             if event is not None:

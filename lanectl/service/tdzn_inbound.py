@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional, Protocol
 from lanectl.protocols import tdzn
 from lanectl.protocols.tdzn import TdznError
 from lanectl.service.bolink_inbound import PriceQuote
-from lanectl.service.ports import Clock
+from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import ChargeAnswer
 
 log = logging.getLogger("lanectl.tdzn")
@@ -65,6 +65,10 @@ class TdznInbound:
         """One POST to the lane's tdzn endpoint -> the tdzn answer body. Never raises."""
         try:
             return await self._handle(body)
+        except StorageUnavailable:
+            # not stored, so not acknowledged: tdzn sends it again (the store logged the fault once)
+            self.counts["error"] += 1
+            return tdzn.answer(500, "server error")
         except Exception:
             self.counts["error"] += 1
             log.exception("tdzn request could not be handled")

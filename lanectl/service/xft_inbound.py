@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Optional, Protocol
 
 from lanectl.protocols import xft
-from lanectl.service.ports import Clock
+from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import ChargeAnswer
 
 log = logging.getLogger("lanectl.xft")
@@ -78,6 +78,9 @@ class XftInbound:
         key = f"{notify.out_trade_no}:{notify.third_trade_no}:{notify.state}" + ("" if notify.signed else ":unsigned")
         try:
             new = await self.store.inbox_put(PROVIDER, key, bytes(body).decode("utf-8-sig"), self.clock.now())
+        except StorageUnavailable:
+            self.counts["error"] += 1  # not recorded: not acknowledged (the store logged the fault once)
+            return xft.NOTIFY_NACK, ANSWER_TYPE
         except Exception:
             # not recorded: not acknowledged, so XFT sends it again
             self.counts["error"] += 1
