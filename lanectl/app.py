@@ -164,7 +164,7 @@ class App:
             await _step("public listener", self.http.stop())
             if self.settlement is not None:
                 await _step("settlement", self.settlement.stop())
-            await _step("lanes and devices", asyncio.gather(*tasks, return_exceptions=True))
+            await _stop_tasks("lanes and devices", tasks)
             await _step("barrier buses", self.buses.close())
             for closing in (*self.cameras.values(), *self.displays.values()):
                 await _step(f"{type(closing).__name__}", closing.aclose())
@@ -453,6 +453,21 @@ async def _step(name: str, awaitable: Any, timeout_s: float = 5.0) -> None:
             await awaitable
     except TimeoutError:
         log.error("stopping: %s did not finish within %g s; going on", name, timeout_s)
+
+
+async def _stop_tasks(name: str, tasks: list[asyncio.Task[Any]], timeout_s: float = 5.0) -> None:
+    """Wait for cancelled tasks (bounded); a task still running then is named with where it waits, so a stop
+    that hangs says which device or lane held it."""
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=timeout_s)
+    if late:
+        where = []
+        for task in late:
+            frames = task.get_stack()  # oldest first: the last one is where it waits
+            at = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else "?"
+            where.append(f"{task.get_name()} at {at}")
+        log.error("stopping: %s did not finish within %g s (%s); going on", name, timeout_s, "; ".join(where))
 
 
 def _minutes(since: Optional[datetime], now: datetime) -> int:
