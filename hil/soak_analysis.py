@@ -175,22 +175,30 @@ def _authorised(a: Action) -> bool:
 
 
 def _cars_without_record(tl: Timeline, fig: Figures) -> None:
+    """Each car that passed needs a record of its own at that lane: first by plate (a record stamped from just
+    before it arrived to a while after it passed: a plate held until a cycle ends is recorded late), then an
+    operator release record made while it stood at the lane (a car the lane never identified)."""
     used: set[str] = set()
-    for car in sorted(tl.cars, key=lambda c: c.t_arrive):
-        if car.t_pass is None:
-            continue
+    records = sorted(tl.records, key=lambda r: r.t)
+    passed = sorted((c for c in tl.cars if c.t_pass is not None), key=lambda c: c.t_arrive)
+    unmatched: list[CarTrace] = []
+    for car in passed:
         gone = car.t_gone if car.t_gone is not None else car.t_pass
-        own = [r for r in sorted(tl.records, key=lambda r: r.t)
-               if r.record_id not in used and r.lane == car.lane and r.status != "refused"
-               and car.t_arrive - RECORD_EARLY_S <= r.t <= gone + RECORD_LATE_S
-               and ((car.plate and r.plate == car.plate and r.kind != "release") or r.kind == "release")]
-        # a plate match first: a release record only stands for a car the lane never identified
-        own.sort(key=lambda r: (r.kind == "release", r.t))
+        own = [r for r in records if r.record_id not in used and r.lane == car.lane and r.kind != "release"
+               and car.plate and r.plate == car.plate and r.status != "refused"
+               and car.t_arrive - RECORD_EARLY_S <= r.t <= gone + RECORD_LATE_S]
+        if own:
+            used.add(own[0].record_id)
+        else:
+            unmatched.append(car)
+    for car in unmatched:
+        own = [r for r in records if r.record_id not in used and r.lane == car.lane and r.kind == "release"
+               and car.t_arrive - RECORD_EARLY_S <= r.t <= (car.t_pass or 0.0)]
         if own:
             used.add(own[0].record_id)
             continue
         down = [(k, r) for k, r in tl.downtimes if k <= car.t_arrive <= r]
-        if down and car.t_pass <= down[0][1]:
+        if down and car.t_pass is not None and car.t_pass <= down[0][1]:
             fig.passed_while_down += 1  # no daemon could have seen it: not counted against the daemon
             continue
         fig.cars_without_record += 1

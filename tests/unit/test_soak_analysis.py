@@ -187,3 +187,16 @@ def test_downtime_and_an_arriving_car_are_not_arm_up_without_car():
     # alone 12.1 .. 25.0 (12.9 s, 3 s of it down: 9.9 - 10 allowed = 0) and 26.0 .. 40.0 (14 s: 4 s beyond)
     assert fig.arm_up_no_car_s == 4.0
     assert len([f for f in fig.findings if f.what == "arm_up_no_car"]) == 1
+
+
+def test_a_tailgater_cannot_claim_the_release_made_for_the_plateless_car_behind_it():
+    cycle = _clean_cycle(10, "粤A10001", 1)
+    arm = [ArmState("in1", 10.22, False), ArmState("in1", 30.0, True)]
+    tailgater = CarTrace("in1", "粤A10002", "entry", 12.5, t_pass=12.7, t_gone=13.3, arm_up_on_arrival=True)
+    plateless = CarTrace("in1", "", "plateless", 16.0, t_pass=18.0, t_gone=18.6)
+    tl = _timeline((cycle[0], cycle[1], cycle[2], cycle[3], arm, []))
+    tl.cars += [tailgater, plateless]
+    tl.records.append(Record("rel", "in1", "release", "", "released", 17.0))  # the operator, for the plateless car
+    fig = analyse(tl)
+    assert fig.cars_without_record == 1
+    assert "粤A10002" in [f for f in fig.findings if f.what == "car_without_record"][0].detail
