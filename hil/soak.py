@@ -106,6 +106,7 @@ class Campaign:
         # cars parked since this morning (seeded into the database before the daemon starts): they owe money
         self.owing: list[str] = [f"粤C{n:05d}" for n in self.rng.sample(range(100000), 400)]
         self.waiting_payment: set[str] = set()
+        self._want_paid = False
         self._edge = asyncio.Event()
         self._stop_cars = asyncio.Event()
         self._plates = 10000 + self.rng.randrange(80000)
@@ -163,7 +164,7 @@ class Campaign:
     # --- kills --------------------------------------------------------------------------------------------
     async def _one_kill(self) -> None:
         assert self.daemon is not None and self.rig.io is not None
-        await asyncio.sleep(self.rng.uniform(1.0, 3.0))  # let the restarted daemon do some work
+        await asyncio.sleep(self.rng.uniform(0.5, 2.0))  # let the restarted daemon do some work
         mode = self.rng.choice(KILL_MODES)
         io = self.rig.io
         try:
@@ -176,8 +177,9 @@ class Campaign:
             elif mode == "loop":
                 await io.wait_until(lambda: any(m.arming or m.safety for m in io.barriers.values()), 15.0)
                 await asyncio.sleep(self.rng.uniform(0.0, 0.3))
-            elif mode == "payment":
-                await io.wait_until(lambda: bool(self.waiting_payment), 12.0)
+            elif mode == "payment":  # the exit lane's next car owes money; kill while it waits for the cash
+                self._want_paid = True
+                await io.wait_until(lambda: bool(self.waiting_payment), 20.0)
                 await asyncio.sleep(self.rng.uniform(0.0, 0.5))
         except TimeoutError:
             mode += "(timed out)"
@@ -221,7 +223,8 @@ class Campaign:
                 return "plateless", ""
             self._plates += 1
             return "entry", f"粤A{self._plates:05d}"
-        if roll < 0.5 and self.owing:
+        if (roll < 0.5 or self._want_paid) and self.owing:
+            self._want_paid = False
             return "paid_exit", self.owing.pop()
         if roll < 0.65:
             return "plateless", ""

@@ -184,9 +184,13 @@ def _cars_without_record(tl: Timeline, fig: Figures) -> None:
     unmatched: list[CarTrace] = []
     for car in passed:
         gone = car.t_gone if car.t_gone is not None else car.t_pass
+        # ... but never as late as the next car with that plate at that lane (a regular comes back)
+        later = [c.t_arrive for c in tl.cars if c.lane == car.lane and c.plate == car.plate
+                 and c.t_arrive > car.t_arrive]
+        until = min([gone + RECORD_LATE_S, *(t - RECORD_EARLY_S for t in later)])
         own = [r for r in records if r.record_id not in used and r.lane == car.lane and r.kind != "release"
                and car.plate and r.plate == car.plate and r.status != "refused"
-               and car.t_arrive - RECORD_EARLY_S <= r.t <= gone + RECORD_LATE_S]
+               and car.t_arrive - RECORD_EARLY_S <= r.t <= until]
         if own:
             used.add(own[0].record_id)
         else:

@@ -200,3 +200,17 @@ def test_a_tailgater_cannot_claim_the_release_made_for_the_plateless_car_behind_
     fig = analyse(tl)
     assert fig.cars_without_record == 1
     assert "粤A10002" in [f for f in fig.findings if f.what == "car_without_record"][0].detail
+
+
+def test_a_regular_without_a_record_cannot_claim_the_record_of_its_next_visit():
+    """粤B00001 tailgates at 12.5 (no record), comes back at 20 and is recorded then: one car without record,
+    and it is the first visit."""
+    cycle = _clean_cycle(10, "粤A10001", 1)
+    arm = [ArmState("in1", 10.22, False), ArmState("in1", 14.0, True)]
+    first = CarTrace("in1", "粤B00001", "entry", 12.5, t_pass=12.7, t_gone=13.3, arm_up_on_arrival=True)
+    tl = _timeline((cycle[0], cycle[1], cycle[2], cycle[3], arm, [Edge("in1", "down_limit", 14.0)]),
+                   _clean_cycle(20, "粤B00001", 2))
+    tl.cars.append(first)
+    fig = analyse(tl)
+    assert fig.cars_without_record == 1
+    assert [f.t for f in fig.findings if f.what == "car_without_record"] == [12.5]
