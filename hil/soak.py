@@ -243,6 +243,7 @@ class Campaign:
         await asyncio.sleep(0.05)
         last_read = time.monotonic()
         if plate:  # the loop triggers the camera: it reads every car, whether the arm is up or down
+            car.reads.append(last_read)
             await self.rig.cameras[lane.id].send(plate, "blue")
         last_ask = -1e9
         pay_after = self.rng.uniform(1.0, 3.0)
@@ -255,6 +256,7 @@ class Campaign:
                 waited = now - car.t_arrive
                 if plate and now - last_read >= REREAD_S:
                     last_read = now
+                    car.reads.append(now)
                     await self.rig.cameras[lane.id].send(plate, "blue")
                 if kind == "refused" and waited >= REFUSED_WAIT_S:
                     break
@@ -300,8 +302,8 @@ class Campaign:
             answer = await self.daemon.client.open_barrier(lane=lane, operator=OPERATOR, reason="cash",
                                                            amount_fen=int(waiting.get("due_fen") or 500))
             return bool(answer.get("opened"))
-        except (ControlClientError, OSError, KeyError):
-            return False
+        except (ControlClientError, OSError, KeyError, ValueError, asyncio.TimeoutError):
+            return False  # the daemon is down or went down mid-request: the operator tries again
 
     async def _release(self, lane: str, reason: str, only_if_idle: bool = False) -> bool:
         assert self.daemon is not None
@@ -312,8 +314,8 @@ class Campaign:
                     return False
             answer = await self.daemon.client.open_barrier(lane=lane, operator=OPERATOR, reason=reason)
             return bool(answer.get("opened"))
-        except (ControlClientError, OSError, KeyError):
-            return False
+        except (ControlClientError, OSError, KeyError, ValueError, asyncio.TimeoutError):
+            return False  # the daemon is down or went down mid-request: the operator tries again
 
     # --- measuring ----------------------------------------------------------------------------------------
     async def _sample_arms(self) -> None:

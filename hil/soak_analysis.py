@@ -27,6 +27,7 @@ AUTHORITIES = ("rules", "payment", "operator")
 MATCH_SLACK_S = 0.25  # clock conversion and the module's answer: an edge this far outside a row's window counts
 UNFINISHED_WINDOW_S = 10.0  # a row never answered (requested / interrupted / failed) may have acted this long
 RECORD_EARLY_S = 1.0  # a car's own record may be stamped a little before the car is on the loop (clock slack)
+DOWN_GRACE_S = 1.0  # a restarted daemon answers its socket a moment before its first poll of the lane
 RECORD_LATE_S = 30.0  # ... and may come after it has passed (a plate held until the cycle ended)
 
 
@@ -80,6 +81,7 @@ class CarTrace:
     daemon_down_on_arrival: bool = False
     stuck_released: bool = False  # the soak's operator released it after it waited too long
     paid: bool = False
+    reads: list[float] = field(default_factory=list)  # when the camera sent its plate (arrival, re-reads)
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,8 @@ def _cars_without_record(tl: Timeline, fig: Figures) -> None:
             used.add(own[0].record_id)
             continue
         down = [(k, r) for k, r in tl.downtimes if k <= car.t_arrive <= r]
-        if down and car.t_pass is not None and car.t_pass <= down[0][1]:
+        read_while_up = any(not any(k <= t <= r for k, r in tl.downtimes) for t in car.reads)
+        if down and car.t_pass is not None and car.t_pass <= down[0][1] + DOWN_GRACE_S and not read_while_up:
             fig.passed_while_down += 1  # no daemon could have seen it: not counted against the daemon
             continue
         fig.cars_without_record += 1

@@ -214,3 +214,17 @@ def test_a_regular_without_a_record_cannot_claim_the_record_of_its_next_visit():
     fig = analyse(tl)
     assert fig.cars_without_record == 1
     assert [f.t for f in fig.findings if f.what == "car_without_record"] == [12.5]
+
+
+def test_a_car_read_while_the_daemon_was_up_is_not_excused_by_a_downtime():
+    cycle = _clean_cycle(10, "粤A10001", 1)
+    arm = [ArmState("in1", 10.22, False), ArmState("in1", 20.0, True)]
+    late = CarTrace("in1", "粤A10002", "entry", 12.5, t_pass=14.2, t_gone=14.8, arm_up_on_arrival=True,
+                    daemon_down_on_arrival=True, reads=[12.55, 13.9])  # re-read after the daemon came back
+    tl = _timeline((cycle[0], cycle[1], cycle[2], cycle[3], arm, []), kills=[12.0], downtimes=[(12.0, 13.5)])
+    tl.cars.append(late)
+    fig = analyse(tl)
+    assert (fig.cars_without_record, fig.passed_while_down) == (1, 0)
+    late.reads = [12.55]  # only read while the daemon was down, passed just after it came back
+    fig = analyse(tl)
+    assert (fig.cars_without_record, fig.passed_while_down) == (0, 1)
