@@ -361,7 +361,7 @@ class Campaign:
         (times on the rig's monotonic clock; `offset` turns them into unix time)."""
         io = self.rig.io
         assert io is not None
-        doc = {"offset": self.offset, **{k: [asdict(x) for x in getattr(timeline, k)]
+        doc = {"offset": self.offset, "units": {lane.id: lane.unit for lane in self.opts.lanes}, **{k: [asdict(x) for x in getattr(timeline, k)]
                                          for k in ("edges", "actions", "records", "cars", "arm", "down_limits")},
                "downtimes": timeline.downtimes, "kills": timeline.kills, "t_end": timeline.t_end,
                "coil_writes": [asdict(w) for w in io.coil_writes],
