@@ -129,7 +129,8 @@ class Campaign:
             await self.daemon.start()
             self.up = True
             tasks = [asyncio.create_task(self._sample_arms(), name="soak arm sampler"),
-                     *[asyncio.create_task(self._stream(lane), name=f"soak cars {lane.id}") for lane in self.opts.lanes]]
+                     *[asyncio.create_task(self._stream(lane), name=f"soak cars {lane.id}")
+                       for lane in self.opts.lanes]]
             for n in range(1, self.opts.kills + 1):
                 await self._one_kill()
                 if n % self.opts.progress_every == 0 or n == self.opts.kills:
@@ -361,8 +362,9 @@ class Campaign:
         (times on the rig's monotonic clock; `offset` turns them into unix time)."""
         io = self.rig.io
         assert io is not None
-        doc = {"offset": self.offset, "units": {lane.id: lane.unit for lane in self.opts.lanes}, **{k: [asdict(x) for x in getattr(timeline, k)]
-                                         for k in ("edges", "actions", "records", "cars", "arm", "down_limits")},
+        doc = {"offset": self.offset, "units": {lane.id: lane.unit for lane in self.opts.lanes},
+               **{k: [asdict(x) for x in getattr(timeline, k)]
+                  for k in ("edges", "actions", "records", "cars", "arm", "down_limits")},
                "downtimes": timeline.downtimes, "kills": timeline.kills, "t_end": timeline.t_end,
                "coil_writes": [asdict(w) for w in io.coil_writes],
                "findings": [asdict(f) for f in figures.findings]}
