@@ -428,6 +428,7 @@ def report(o: Outcome) -> str:
         f"cars without own record   {f.cars_without_record}  (passed while the daemon was down, not counted: "
         f"{f.passed_while_down})",
         f"arm up with no car        {f.arm_up_no_car_s:.1f} s beyond the close delay",
+        f"opens with no car there   {f.opens_with_no_car}  (informational, not in the exit code)",
         f"CLOSE onto a car          refused {o.close_refused}  arm hits {o.arm_hits}",
         f"database                  integrity {o.integrity}  foreign key violations {o.foreign_key_violations}",
         f"duration                  {o.duration_s:.0f} s   workdir {o.workdir}",

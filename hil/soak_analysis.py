@@ -134,6 +134,7 @@ class Figures:
     cars_without_record: int = 0
     passed_while_down: int = 0  # arrived and drove through an arm left up while the daemon was down (no count)
     arm_up_no_car_s: float = 0.0
+    opens_with_no_car: int = 0  # informational: an OPEN edge while no car stood at the lane (its car had gone)
     findings: list[Finding] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -283,6 +284,13 @@ def analyse(tl: Timeline) -> Figures:
                 fig.findings.append(Finding("double_open", lane, t2,
                                             f"OPEN at {t2:.2f} follows the OPEN at {t1:.2f} with no car passing "
                                             "and the arm never down in between"))
+
+    for e in commands:
+        if e.command == "open" and not any(
+                c.lane == e.lane and c.t_arrive <= e.t and (c.t_gone is None or e.t <= c.t_gone) for c in tl.cars):
+            fig.opens_with_no_car += 1
+            fig.findings.append(Finding("open_with_no_car", e.lane, e.t,
+                                        "OPEN edge while no car stood at the lane (informational)"))
 
     _cars_without_record(tl, fig)
     _arm_up_without_car(tl, fig)
