@@ -30,8 +30,11 @@ from hil.rig import Rig, RigLane
 from hil.soak_analysis import (Action, ArmState, CarTrace, Edge, Figures, LaneTiming, Record, Timeline, analyse)
 from lanectl.adapters.control_client import ControlClientError
 
-FREE_PLATE = "粤B00001"  # whitelisted in the rig's site configuration
-REFUSED_PLATE = "粤B66666"  # blacklisted
+# The rig's site lists one whitelisted (粤B00001) and one blacklisted (粤B66666) plate. The soak lists a few of
+# each and takes the one least recently seen: the same plate back at a lane within the daemon's duplicate
+# window (5 s) is, rightly, the same car — a second car with it would be a fault of the soak, not the daemon.
+FREE_PLATES = tuple(f"粤B0000{n}" for n in range(1, 10))
+REFUSED_PLATES = tuple(f"粤B6666{n}" for n in range(1, 10))
 OPERATOR = "soak"
 PASS_TIMEOUT_S = 8.0
 STUCK_AFTER_S = 20.0  # a car waiting this long with the arm down is released by the booth operator
@@ -92,8 +95,11 @@ class Campaign:
         self.rng = random.Random(opts.seed)
         self.say = say if not opts.quiet else (lambda text: None)
         self.workdir = opts.keep or Path(tempfile.mkdtemp(prefix="lanectl-soak-", dir="/tmp"))
+        _clear_previous_run(self.workdir)
+        vehicles = {"whitelist": {p: {"kind": "vip"} for p in FREE_PLATES},
+                    "blacklist": {p: "逃费" for p in REFUSED_PLATES}, "stored_value": {}}
         self.rig = Rig(self.workdir, opts.lanes, baudrate=opts.baud, physics=opts.physics, led_boards=False,
-                       lane_overrides={"pass_timeout_s": PASS_TIMEOUT_S})
+                       lane_overrides={"pass_timeout_s": PASS_TIMEOUT_S}, site_overrides={"vehicles": vehicles})
         self.daemon: Optional[DaemonProcess] = None
         self.up = False
         self.cars: list[CarTrace] = []
@@ -219,7 +225,7 @@ class Campaign:
         roll = self.rng.random()
         if lane.direction == "entry":
             if roll < 0.12:
-                return "refused", REFUSED_PLATE
+                return "refused", self._least_recent(REFUSED_PLATES)
             if roll < 0.22:
                 return "plateless", ""
             self._plates += 1
@@ -229,7 +235,11 @@ class Campaign:
             return "paid_exit", self.owing.pop()
         if roll < 0.65:
             return "plateless", ""
-        return "free_exit", FREE_PLATE
+        return "free_exit", self._least_recent(FREE_PLATES)
+
+    def _least_recent(self, plates: tuple[str, ...]) -> str:
+        seen = {c.plate: c.t_arrive for c in self.cars}
+        return min(plates, key=lambda p: seen.get(p, float("-inf")))
 
     async def _drive(self, lane: RigLane, kind: str, plate: str) -> None:
         """One car: arrives on the arming loop (the camera reads it, and again every few seconds while it
@@ -369,6 +379,14 @@ class Campaign:
                "coil_writes": [asdict(w) for w in io.coil_writes],
                "findings": [asdict(f) for f in figures.findings]}
         (self.workdir / "timeline.json").write_text(json.dumps(doc, ensure_ascii=False, indent=0))
+
+
+def _clear_previous_run(workdir: Path) -> None:
+    """A kept directory may hold an earlier run: its database would be counted against this one."""
+    for name in ("lanectl.db", "lanectl.db-wal", "lanectl.db-shm", "daemon.log", "timeline.json", "control.sock"):
+        (workdir / name).unlink(missing_ok=True)
+    for name in ("etc", "dev"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
 
 
 def _count(items) -> dict[str, int]:

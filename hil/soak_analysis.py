@@ -204,7 +204,9 @@ def _cars_without_record(tl: Timeline, fig: Figures) -> None:
         if own:
             used.add(own[0].record_id)
             continue
-        down = [(k, r) for k, r in tl.downtimes if k <= car.t_arrive <= r]
+        # arrived while the daemon was down (or just as it came back), passed before it could act, and was
+        # never read while it ran
+        down = [(k, r) for k, r in tl.downtimes if k <= car.t_arrive <= r + DOWN_GRACE_S]
         read_while_up = any(not any(k <= t <= r for k, r in tl.downtimes) for t in car.reads)
         if down and car.t_pass is not None and car.t_pass <= down[0][1] + DOWN_GRACE_S and not read_while_up:
             fig.passed_while_down += 1  # no daemon could have seen it: not counted against the daemon
