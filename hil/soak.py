@@ -358,7 +358,8 @@ class Campaign:
         self._dump(timeline, figures)
         log = self.daemon.log() if self.daemon else ""
         excerpt = [line for line in log.splitlines()
-                   if any(w in line for w in ("WARNING", "ERROR", "interrupted", "fault", "Traceback"))][-40:]
+                   if any(w in line for w in ("WARNING", "ERROR", "interrupted", "fault", "Traceback"))
+                   and "stale control socket" not in line][-40:]  # each restart after a kill says that
         return Outcome(figures, _count(c.kind for c in self.cars), len(self.kill_times), self.kill_modes,
                        self.restarts, self.restart_failures, sum(c.stuck_released for c in self.cars), self.gave_up,
                        sum(c.daemon_down_on_arrival for c in self.cars),
