@@ -1,5 +1,7 @@
-"""Kill campaign: the daemon runs as its own process on the rig while cars stream through an entry and an exit
-lane, and is SIGKILLed at random (seeded) moments — inside coil pulses, while a car is on a loop, while an exit
+"""Kill campaign: SIGKILL the daemon on the rig again and again while cars stream through, then measure.
+
+The daemon runs as its own process on the rig while cars stream through an entry and an exit lane, and is
+SIGKILLed at random (seeded) moments — inside coil pulses, while a car is on a loop, while an exit
 waits for payment — and restarted each time. At the end it prints what the rig's emulators and the daemon's
 database say happened (hil/soak_analysis.py computes the figures; hil/README.md explains them).
 
