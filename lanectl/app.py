@@ -46,9 +46,12 @@ OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for th
 
 def lane_rules(lane: LaneConfig) -> LaneRules:
     r = lane.rules
+    camera = lane.devices.camera
+    relay = camera is not None and camera.relay_barrier  # its inputs are made up: no real arming loop
     return LaneRules(duplicate_window_s=r.duplicate_window_s, min_confidence=r.min_confidence,
                      open_confirm_s=r.open_confirm_s, close_confirm_s=r.close_confirm_s,
-                     pass_timeout_s=r.pass_timeout_s, auto_close=r.auto_close, stale_plate_s=r.stale_plate_s)
+                     pass_timeout_s=r.pass_timeout_s, auto_close=r.auto_close, stale_plate_s=r.stale_plate_s,
+                     loops=not relay)
 
 
 class App:

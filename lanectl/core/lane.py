@@ -77,6 +77,8 @@ class LaneRules:
     pass_timeout_s: float = 120.0  # arm up but the car never came through: lower it when the loops are clear
     auto_close: bool = False  # the barrier lowers itself after the car; we only watch the down limit
     stale_plate_s: float = 30.0  # a plate held before a restart and older than this is logged, not acted upon
+    # the barrier reports real loops (a Modbus IO module); false for a camera relay, whose inputs are made up
+    loops: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +298,11 @@ def _take_held(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.E
         return state
     # The held car was read while the cycle ran; it is not a duplicate of itself.
     state = replace(state, held=None, held_at=None, last_plate="", last_plate_at=None)
+    if ctx.rules.loops and state.io is not None and not state.io.arming:
+        # Nobody stands at the arm any more: that car backed away, or slipped through behind the last one. A
+        # decision now would record an entry and raise the arm for nobody (the next car would tailgate on it).
+        out.append(_log(ctx, "warning", "held plate dropped: no car at the arming loop any more", plate=held.plate))
+        return state
     return _on_plate(state, held, now, ctx, out)
 
 

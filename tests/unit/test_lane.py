@@ -107,9 +107,36 @@ def test_a_second_car_is_held_until_the_cycle_ends():
     lane.feed(UP_SAFETY, 1)
     lane.feed(UP_CLEAR, 1)
     lane.ack()
-    out = lane.feed(DOWN, 2)
+    out = lane.feed(ARMING, 2)  # down, and the second car waits at the arming loop
     held_open = lane.of(fx.OpenBarrier, out)
     assert held_open and lane.state.visit.plate == "粤B22222"
+
+
+def test_a_held_car_no_longer_at_the_arm_when_the_cycle_ends_is_not_decided():
+    lane = Lane()
+    lane.feed(PlateRead("粤B12345"))
+    lane.ack()
+    lane.feed(UP_ARMING, 1)
+    lane.feed(PlateRead("粤B22222"), 0.5)  # the next car, read while the first one is still before the arm
+    lane.feed(UP_SAFETY, 1)
+    lane.feed(UP_CLEAR, 1)  # it slipped through behind the first car (or backed away): the loops are clear
+    lane.ack()
+    out = lane.feed(DOWN, 2)
+    assert not lane.of(fx.OpenBarrier, out) and not lane.of(fx.NewRecord, out) and lane.state.held is None
+    assert any(e.message.startswith("held plate dropped") for e in lane.of(fx.Log, out))
+
+
+def test_a_camera_relay_lane_without_loops_still_takes_its_held_car():
+    lane = Lane(loops=False)
+    lane.feed(PlateRead("粤B12345"))
+    lane.ack()
+    lane.feed(UP_CLEAR, 1)
+    lane.feed(PlateRead("粤B22222"), 0.5)
+    lane.feed(UP_SAFETY, 1)
+    lane.feed(UP_CLEAR, 1)
+    lane.ack()
+    out = lane.feed(DOWN, 2)  # made-up inputs: the arming loop is never seen
+    assert lane.of(fx.OpenBarrier, out) and lane.state.visit.plate == "粤B22222"
 
 
 def test_close_is_never_sent_while_something_is_under_the_arm():
