@@ -47,6 +47,8 @@ async def latencies(daemon: DaemonProcess, calls: int) -> list[float]:
 
 
 async def hold(port: int, n: int) -> list[socket.socket]:
+    """n TCP connections to the port, opened in batches of 100 (each batch bounded), held idle (the server may
+    close those over its limit)."""
     loop = asyncio.get_running_loop()
     socks: list[socket.socket] = []
 
@@ -57,7 +59,7 @@ async def hold(port: int, n: int) -> list[socket.socket]:
         await loop.sock_connect(s, ("127.0.0.1", port))
 
     for i in range(0, n, 100):
-        await asyncio.gather(*(one() for _ in range(min(100, n - i))))
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(min(100, n - i)))), 30)
     return socks
 
 

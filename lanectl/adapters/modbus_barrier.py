@@ -221,23 +221,21 @@ class _Session:
         self._bus = bus
 
     async def read_bits(self, unit: int, address: int, count: int, *, retries: int = 0) -> list[bool]:
-        rsp = await self._bus._request(
-            f"read inputs {address}+{count} of unit {unit} on {self._bus.key}",
-            lambda c: c.read_discrete_inputs(address, count=count, device_id=unit),
-            retries,
-        )
-        if len(rsp.bits) < count:
-            raise BusError(f"short answer from unit {unit}: {len(rsp.bits)} of {count} inputs")
-        return list(rsp.bits[:count])
+        """Discrete inputs (FC 2): the loops, the limits."""
+        return await self._bits("inputs", unit, address, count, retries,
+                                lambda c: c.read_discrete_inputs(address, count=count, device_id=unit))
 
     async def read_coils(self, unit: int, address: int, count: int, *, retries: int = 0) -> list[bool]:
-        rsp = await self._bus._request(
-            f"read coils {address}+{count} of unit {unit} on {self._bus.key}",
-            lambda c: c.read_coils(address, count=count, device_id=unit),
-            retries,
-        )
+        """Coils (FC 1): the command outputs, read back."""
+        return await self._bits("coils", unit, address, count, retries,
+                                lambda c: c.read_coils(address, count=count, device_id=unit))
+
+    async def _bits(self, what: str, unit: int, address: int, count: int, retries: int,
+                    call: Callable[[Client], Awaitable]) -> list[bool]:
+        rsp = await self._bus._request(f"read {what} {address}+{count} of unit {unit} on {self._bus.key}", call,
+                                       retries)
         if len(rsp.bits) < count:
-            raise BusError(f"short answer from unit {unit}: {len(rsp.bits)} of {count} coils")
+            raise BusError(f"short answer from unit {unit}: {len(rsp.bits)} of {count} {what}")
         return list(rsp.bits[:count])
 
     async def write_coil(self, unit: int, address: int, value: bool, *, retries: int = 0) -> None:

@@ -5,7 +5,6 @@ after the filler goes every row is there and the next car is let in."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import sqlite3
 import subprocess
@@ -17,6 +16,7 @@ import aiohttp
 import pytest
 
 from tests.hil.checks import no_harm
+from tests.tmpfs import fill, small_tmpfs
 
 pytestmark = pytest.mark.hil
 
@@ -27,35 +27,8 @@ DB = FS / "lanectl.db"
 @pytest.fixture
 def full_fs() -> Iterator[Path]:
     """A 8 MiB tmpfs for the database; requested before `bench`, so it is unmounted after the daemon stopped."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs these tests as root)")
-    FS.mkdir(exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(FS)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        FS.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield FS
-    finally:
-        if subprocess.run(["umount", str(FS)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(FS)], capture_output=True)
-        FS.rmdir()
-
-
-def fill(path: Path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for chunk in (1 << 20, 1 << 12, 1):
-            while True:
-                try:
-                    os.write(fd, b"\0" * chunk)
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-    finally:
-        os.close(fd)
+    with small_tmpfs("8m", FS) as fs:
+        yield fs
 
 
 def rows(sql: str, *args: object) -> list[sqlite3.Row]:

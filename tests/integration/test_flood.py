@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Iterator
 import aiohttp
 import pytest
 
+from hil.bench.flood import hold
 from hil.daemon_process import DaemonProcess
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.control_client import ControlClient, ControlClientError
@@ -296,27 +297,11 @@ async def daemon(short_dir: Path) -> AsyncIterator[DaemonProcess]:
             print(proc.log()[-20000:])
 
 
-async def _open_many(port: int, n: int) -> list[socket.socket]:
-    """n TCP connections to the port, opened in batches, held idle (the server may close those over its limit)."""
-    loop = asyncio.get_running_loop()
-    socks: list[socket.socket] = []
-
-    async def one() -> None:
-        s = socket.socket()
-        s.setblocking(False)
-        socks.append(s)
-        await loop.sock_connect(s, ("127.0.0.1", port))
-
-    for i in range(0, n, 100):
-        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(min(100, n - i)))), 30)
-    return socks
-
-
 async def test_status_answers_within_a_second_under_2000_idle_connections(daemon: DaemonProcess):
     port = (await daemon.client.status())["http_port"]
     log_before = os.path.getsize(daemon.log_path)
     client = ControlClient(str(daemon.socket), timeout=5.0)
-    socks = await _open_many(port, CONNECTIONS)
+    socks = await hold(port, CONNECTIONS)
     try:
         latencies = []
         for _ in range(5):
@@ -392,7 +377,7 @@ async def test_out_of_descriptors_the_failed_accepts_are_one_line_not_a_tracebac
         port = (await proc.client.status())["http_port"]
         before = os.path.getsize(proc.log_path)
         socks = [await asyncio.open_unix_connection(str(proc.socket)) for _ in range(32)]  # type: ignore[misc]
-        socks += await _open_many(port, 200)
+        socks += await hold(port, 200)
         await until(lambda: "too many open files" in proc.log(), timeout=10)
         growth = os.path.getsize(proc.log_path) - before
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import subprocess
@@ -25,52 +24,13 @@ from lanectl.core.events import IoSnapshot, PlateRead
 from lanectl.service.lane_runner import LaneRunner
 from tests.fakes import FakeBarrier, FakeDisplay
 from tests.policies import FlatPolicy
+from tests.tmpfs import fill, small_tmpfs
 
 TZ = ZoneInfo("Asia/Shanghai")
 DOWN = IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=True)
 UP_ARMING = IoSnapshot(arming=True, safety=False, up_limit=True, down_limit=False)
 UP_SAFETY = IoSnapshot(arming=False, safety=True, up_limit=True, down_limit=False)
 UP_CLEAR = IoSnapshot(arming=False, safety=False, up_limit=True, down_limit=False)
-
-
-@contextlib.contextmanager
-def small_tmpfs(size: str = "4m") -> Iterator[Path]:
-    """A tmpfs of `size` mounted on a fresh folder; unmounted (and removed) however the test ends."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs these tests as root)")
-    where = Path("/tmp") / f"lanectl-full-{uuid.uuid4().hex[:8]}"
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        where.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield where
-    finally:
-        if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], capture_output=True)
-        with contextlib.suppress(OSError):
-            where.rmdir()
-
-
-def fill(path: Path) -> int:
-    """Write a filler file until the file system has no byte left; returns its size."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    size = 0
-    try:
-        for chunk in (1 << 20, 1 << 16, 1 << 12, 1 << 9, 1):
-            block = b"\0" * chunk
-            while True:
-                try:
-                    size += os.write(fd, block)
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-    finally:
-        os.close(fd)
-    return size
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
