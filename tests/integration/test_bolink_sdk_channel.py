@@ -359,3 +359,77 @@ async def test_control_push_refuses_what_is_not_a_message(platform, http):
         assert r.status == 400
     async with http.post(platform.url + emu.CONTROL_PUSH, data=b'{"service_name":"update_balance"}') as r:
         assert r.status == 400 and "park" in (await r.json())["errmsg"]  # nobody logged in: which park?
+
+
+# ------------------------------------------------------------------ part 3: the lane's own SDK uplink (uplink: sdk)
+
+def outbox_item(n: int, kind: str, payload: dict[str, Any]) -> Any:
+    from lanectl.service.outbox import OutboxItem
+    return OutboxItem(n, "bolink", kind, f"{kind}:{payload['record_id']}", payload, 0, CLOCK.now())
+
+
+async def test_an_sdk_only_lot_uploads_entries_and_exits_over_upload_do_sharing_one_login(platform, http, tmp_path):
+    from lanectl.adapters.bolink_http import BolinkClient, BolinkProvider, BolinkPublisher
+    from lanectl.service.outbox import PublishResult
+    from lanectl.service.settlement import Attempt
+
+    cfg = BolinkConfig(base_url=platform.url, union_id=UNION, park_id=PARK, key=SecretRef(env="UNUSED"),
+                       downlink="http_mode", uplink="sdk", timeout_s=1.0)
+    session = aiohttp.ClientSession()
+    client = BolinkClient(cfg, KEY, session)
+    publisher = BolinkPublisher(client, {"in1": "A1", "out1": "B1"})
+    store = SqliteStore(tmp_path / "lanectl.db", destinations=["bolink"])
+    await store.open()
+    inbound = BolinkInbound(KEY, PARK, store, Results(), CLOCK, lanes_by_channel={}, quote=_no_quote)
+    downlink = BolinkDownlink(cfg, KEY, session, inbound.handle_downlink, min_poll_interval_s=0.05,
+                              login=client.sdk_login)
+    task = asyncio.create_task(downlink.run())
+    try:
+        await eventually(lambda: platform.polls > 0, what="downlink polling")
+        now = CLOCK.now()
+        entered = (now - timedelta(hours=1)).isoformat()
+        entry = {"record_id": "in1_20261207_1", "lane_id": "in1", "plate": PLATE, "color": "blue", "at": entered,
+                 "status": "inside"}
+        assert (await publisher.publish(outbox_item(1, "entry", entry))).result is PublishResult.DONE
+        o = platform.order(PARK, "in1_20261207_1")
+        assert o is not None and o.entry is not None and o.entry["in_channel_id"] == "A1"
+        assert "union_id" not in o.entry, "the SDK channel carries no union_id outside login"
+        # the same item again (a lost answer, a restart): idempotent, one order
+        assert (await publisher.publish(outbox_item(1, "entry", entry))).result is PublishResult.DONE
+        assert platform.duplicates == 1 and len(platform.orders) == 1
+        # the platform forgets the token: the next upload logs in again and goes through
+        platform._tokens.clear()
+        exit_ = {"record_id": "out1_20261207_1", "lane_id": "out1", "plate": PLATE, "color": "blue",
+                 "at": now.isoformat(), "entered_at": entered, "entry_record_id": "in1_20261207_1",
+                 "payments": [{"method": "cash", "amount_fen": 700}]}
+        assert (await publisher.publish(outbox_item(2, "exit", exit_))).result is PublishResult.DONE
+        assert (o.status, o.pay_type, o.total_fen) == ("cash", "cash", 700)
+        assert platform.logins == 2, "one login shared by uplink and downlink, one more after token无效"
+        # the downlink picks up the uplink's new token instead of logging in a third time
+        await eventually(lambda: downlink.status()["logged_in"] and platform.polls > 1, what="downlink back")
+        # a sweepcode exit over the SDK channel: the booth scanner's code, paid in the answer
+        await publisher.publish(outbox_item(3, "entry", {**entry, "record_id": "in1_20261207_2",
+                                                          "plate": "粤B22222"}))
+        provider = BolinkProvider(client, store, {"out1": "B1"})
+        order = fx.StartSettlement("out1_20261207_2", "out1", "粤B22222", "blue", 700, 700, now.isoformat(),
+                                   entered_at=entered, entry_record_id="in1_20261207_2")
+        answer = await provider.charge_code(order, Attempt(1, order.record_id, "out1", "bolink", "in1_20261207_2",
+                                                           700, "charging", time.time()), "1" * 18)
+        assert answer.status == "paid" and answer.trade_no and answer.amount_fen == 700
+        assert platform.order(PARK, "in1_20261207_2").status == "paid"  # type: ignore[union-attr]
+        paths = [u.path for u in platform.uploads]
+        assert paths.count("/bpd/upload.do:inpark") == 3
+        outs = [u.answer["errmsg"] if u.answer["state"] == 0 else u.answer["state"]  # type: ignore[index]
+                for u in platform.uploads if u.path == "/bpd/upload.do:outpark"]
+        assert outs == [w.ERR_TOKEN, 1, 1], "refused once for the lost token, then the same exit went through"
+        assert not [p for p in paths if p.startswith("/unionapi/")], "nothing went to the API paths"
+        assert platform.logins == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await session.close()
+        await store.close()
+
+
+async def _no_quote(plate: str, order_id: str, channel: str) -> Optional[PriceQuote]:
+    return None
