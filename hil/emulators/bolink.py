@@ -664,6 +664,10 @@ class BolinkPlatform:
     def _ack(self, name: str, d: dict[str, Any]) -> bool:
         key = self._ack_key(name, d)
         fut = self._acks.get(key) if key else None
+        if fut is None and name == "query_price":
+            # a scene-0 question by plate alone has no id to echo: the answer (which names the order it found)
+            # belongs to the one id-less question outstanding
+            fut = self._acks.get((name, ""))
         if fut is not None and not fut.done():
             fut.set_result(d)
             return True
@@ -867,7 +871,8 @@ class BolinkPlatform:
 
 async def _main(args: argparse.Namespace) -> None:
     emu = BolinkPlatform(key=args.key, union_id=args.union_id, callback_url=args.callback_url,
-                         sign_free=set(args.sign_free), hold_s=args.hold, sign_charset=args.sign_charset)
+                         sign_free=set(args.sign_free), hold_s=args.hold, sign_charset=args.sign_charset,
+                         bad_token_hold_s=args.bad_token_hold, sign_downlinks=not args.unsigned_downlinks)
     for park in args.http_mode:
         emu.downlink[park] = "http_mode"
     await emu.start(args.port)
@@ -891,4 +896,6 @@ if __name__ == "__main__":
     ap.add_argument("--http-mode", nargs="*", default=[], metavar="PARK_ID", help="parks whose downlink is HTTP mode")
     ap.add_argument("--hold", type=float, default=25.0, help="download.do long-poll hold, seconds")
     ap.add_argument("--sign-charset", default="utf-8", choices=["utf-8", "gbk"])
+    ap.add_argument("--bad-token-hold", type=float, default=1.0, help="download.do holds a token无效 answer, s")
+    ap.add_argument("--unsigned-downlinks", action="store_true", help="flat downlinks without a sign member")
     asyncio.run(_main(ap.parse_args()))

@@ -433,3 +433,9 @@ async def test_an_sdk_only_lot_uploads_entries_and_exits_over_upload_do_sharing_
 
 async def _no_quote(plate: str, order_id: str, channel: str) -> Optional[PriceQuote]:
     return None
+
+
+async def test_a_query_by_plate_alone_is_matched_to_its_answer(platform, lane, http):
+    out = await control_push(http, platform, {"service_name": "query_price", "park_id": PARK, "pay_scene": 0,
+                                              "car_number": PLATE})
+    assert out["state"] == 1 and out["pushes"][-1]["answer"]["order_id"] == "in1_1"
