@@ -209,6 +209,7 @@ class BolinkPlatform:
     html_escape: bool = False  # escape = < > & in pushed data like a Gson sender (the sign covers the escapes)
     notify_car_owner: bool = True  # 5.2 (update_balance in HTTP mode) after each entry
     sign_downlinks: bool = True  # download.do messages carry a top-level sign (the SDK client ignores it)
+    downlink_form: str = "flat"  # "envelope": {service_name, sign, data} as before issue 13 (real clients choke)
     bad_token_hold_s: float = 1.0  # download.do answers token无效 only after this long (no spinning clients)
     control_wait_s: float = 30.0  # POST /__control__/push waits this long for the push's outcome
     fetch_images: bool = True  # fetch inpark_img / outpark_img links as the platform stores them
@@ -700,6 +701,9 @@ class BolinkPlatform:
                 return r
 
     def _encode(self, data: dict[str, Any], key: str, *, http_mode: bool, order: str = "usd") -> bytes:
+        if http_mode and self.downlink_form == "envelope":
+            text = java_escape(w.dumps(data)) if self.html_escape else w.dumps(data)
+            return w.upload_envelope(str(data.get("service_name", "")), text, key)
         if http_mode:  # download.do: flat, as the SDK client reads it; the sign only when the knob says so
             return w.flat_downlink(data, key if self.sign_downlinks else None, escape=self.html_escape)
         text = w.dumps(data)

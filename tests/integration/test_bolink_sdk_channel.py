@@ -439,3 +439,15 @@ async def test_a_query_by_plate_alone_is_matched_to_its_answer(platform, lane, h
     out = await control_push(http, platform, {"service_name": "query_price", "park_id": PARK, "pay_scene": 0,
                                               "car_number": PLATE})
     assert out["state"] == 1 and out["pushes"][-1]["answer"]["order_id"] == "in1_1"
+
+
+async def test_the_lane_still_takes_a_downlink_in_the_envelope_form(platform, lane, http):
+    platform.downlink_form = "envelope"
+    out = await control_push(http, platform, {"service_name": "outpark", "state": 1, "order_id": "in1_1",
+                                              "trade_no": "ENV1", "total": 7.0, "pay_type": "wallet",
+                                              "out_channel_id": "A1"})
+    assert out["state"] == 1 and "data" in json.loads(out["pushes"][-1]["body"])
+    assert [c[2].trade_no for c in lane.results.calls] == ["ENV1"]
+    forged = await platform.push_outpark(PARK, "in1_1", state=1, total_fen=700, trade_no="ENV2",
+                                         key="0000000000000000")
+    assert all(p.answer == "no reply" for p in forged) and len(lane.results.calls) == 1
