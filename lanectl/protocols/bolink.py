@@ -932,7 +932,7 @@ def parse_callback(msg: SignedMessage, expected: Optional[str] = None) -> Callba
         return PrepayOrder(order_id=_text(f, "order_id", name, required=True),
                            trade_no=_text(f, "trade_no", name),
                            total_fen=_req_money(f, amount_name, name),
-                           prepay_type=_int(f, "prepay_type", name, choices=(1, 2)),
+                           prepay_type=_int(f, "prepay_type", name),  # 1 / 2 known; kept as sent
                            car_number=_text(f, "car_number", name),
                            park_id=_text(f, "park_id", name), pay_time=_int(f, "pay_time", name),
                            pay_type=_text(f, "pay_type", name), pay_channel=_int(f, "pay_channel", name),

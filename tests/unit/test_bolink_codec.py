@@ -645,8 +645,11 @@ def test_sdk_field_names_and_reply_sets():
                                    "prepay_type": 2}, "", "prepay_order", "", form="flat")
     pre = b.parse_callback(p)
     assert isinstance(pre, PrepayOrder) and (pre.trade_no, pre.total_fen, pre.prepay_type) == ("", 500, 2)
+    # an inferred field is read tolerantly: a type we do not know does not lose money paid ahead
+    assert b.parse_callback(b.SignedMessage(None, "", {**p.data, "prepay_type": 3}, "", "prepay_order",
+                                            "")).prepay_type == 3  # type: ignore[union-attr]
     with pytest.raises(BolinkError):
-        b.parse_callback(b.SignedMessage(None, "", {**p.data, "prepay_type": 3}, "", "prepay_order", ""))
+        b.parse_callback(b.SignedMessage(None, "", {**p.data, "prepay_type": "cash"}, "", "prepay_order", ""))
     assert b.prepay_reply_sdk("in1_1", "21835", 500) == {"service_name": "prepay_order", "state": 1, "errmsg": "",
                                                           "prepay": "5.00", "order_id": "in1_1", "park_id": "21835"}
     assert "trade_no" not in b.prepay_reply_sdk("in1_1", "21835", 500)
