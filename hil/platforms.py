@@ -38,6 +38,7 @@ class Platforms:
     names: tuple[str, ...] = ()
     window_s: float = 6.0  # settlement window on the rig (production default 120 s)
     bolink_downlink: str = "callback"  # or "http_mode": the lane logs in and long-polls (NAT installs)
+    bolink_uplink: str = "api"  # or "sdk": entries and exits over upload.do (a lot only on the SDK channel)
     bolink: Optional[BolinkPlatform] = None
     xft: Optional[XftPlatform] = None
     tdzn: Optional[tdzn_emu.TdznPlatform] = None
@@ -79,7 +80,7 @@ class Platforms:
         if self.bolink is not None:
             payments["bolink"] = {"base_url": self.bolink.url, "union_id": self.bolink.union_id,
                                   "park_id": BOLINK_PARK, "key": {"secret": "bolink_key"}, "timeout_s": 2,
-                                  "downlink": self.bolink_downlink}
+                                  "downlink": self.bolink_downlink, "uplink": self.bolink_uplink}
         if self.xft is not None:
             payments["xft"] = {"base_url": self.xft.url, "app_id": "rig-app", "merchant_code": "M100",
                                "store_code": "S1", "key": {"secret": "xft_key"}, "timeout_s": 2,

@@ -57,6 +57,7 @@ class BolinkConfig(Strict):
     park_id: str = Field(min_length=1, max_length=32)
     key: SecretRef  # vendor key (厂商平台密钥)
     downlink: Literal["callback", "http_mode"] = "callback"
+    uplink: Literal["api", "sdk"] = "api"  # sdk: entries/exits over /bpd/upload.do (a lot only on the SDK channel)
     callback_path: Route = "/bolink"  # where the platform POSTs on our public listener (callback mode)
     local_id: str = ""  # HTTP-mode login id (default: park_id)
     rate_per_s: float = Field(8.0, gt=0, lt=10)  # the platform refuses 10 order uploads/s and more

@@ -103,7 +103,7 @@ class PlatformWiring:
             self.inbound["bolink"] = bolink
             if cfg.downlink == "http_mode":
                 downlink = BolinkDownlink(cfg, config.secret(cfg.key, "payments.bolink.key"), self.session,
-                                          bolink.handle_message)
+                                          bolink.handle_downlink, login=self._clients["bolink"].sdk_login)
                 self.downlinks["bolink"] = downlink
                 self.loops.append(("bolink-downlink", downlink.run))
             else:

@@ -1,8 +1,11 @@
 """A Bolink (泊链) platform for tests, the demo and bench work, with per-plate fault scripting.
 
-It speaks what the lane speaks to the real one (lanectl.protocols.bolink): the signed API envelope on
-3.1 addorder / 3.2 updateorder / 3.7 etcPayApi / 4.3 queryOrderState, and the SDK HTTP mode
-(/bpd/upload.do with login -> token, /bpd/download.do held long-poll). It keeps its own order book, refuses
+It speaks the platform's side as the documents and real lot-side clients describe it, with its own wire code
+(bolink_wire.py; nothing from lanectl): the signed API envelope on 3.1 addorder / 3.2 updateorder / 3.7
+etcPayApi / 4.3 queryOrderState, and the SDK HTTP mode (/bpd/upload.do with login -> token, `inpark` /
+`outpark` uploads into the same order book, replies to downlinks; /bpd/download.do held long-poll handing out
+FLAT messages — service_name and every field at the top level, in the SDK channel's field names).
+POST /__control__/push sends any downlink on demand. It keeps its own order book, refuses
 bad signatures (verified over the raw bytes, optionally as a GBK-host client signs), rate-limits order
 uploads per park, and pushes signed callbacks (5.2 notice_car_owner, 5.5 outpark, 5.1 query_price, ...) to
 the lane's callback URL or, for a park in "http_mode", through its download queue — retried until the lane
@@ -35,13 +38,26 @@ from typing import Any, Optional, Union
 import aiohttp
 from aiohttp import web
 
+from hil.emulators import bolink_wire as w
 from hil.emulators import pictures
-from lanectl.protocols import bolink as bl
+from hil.emulators.bolink_wire import java_escape, java_number
 
 KINDS = ("pay_now", "pending_then_paid", "fail", "never_settle", "duplicate_push", "out_of_order",
          "push_before_answer", "http_500", "slow", "bad_signature", "push_other_order")
 NO_MESSAGE = {"state": 0, "errmsg": "暂无消息"}  # no service_name: real clients ignore it
 ERR_FORMAT = "数据格式错误"
+ERR_UNKNOWN_SERVICE = "未知的service_name"
+CONTROL_PUSH = "/__control__/push"
+# what a lot answers on upload.do to a downlink (update_balance gets no reply)
+REPLIES = ("outpark", "query_price", "prepay_order", "monthcard_pay", "nolicence_in_park", "notice_car_owner")
+
+
+def is_exit_upload(d: dict[str, Any]) -> bool:
+    """An `outpark` upload is an exit (SDK 3.2) when it says when the car left or how it pays; a reply to a 5.5
+    push carries trade_no + state and no out_time."""
+    if "out_time" in d:
+        return True
+    return ("pay_type" in d or "total" in d) and not ("trade_no" in d and "state" in d)
 
 
 # ---------------------------------------------------------------------------------------------- behaviours
@@ -161,19 +177,6 @@ class _Downlink:
     delivered: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def java_escape(text: str) -> str:
-    """What Gson does to = < > & ' inside strings (they never occur outside strings in compact JSON)."""
-    for ch, esc in (("=", "\\u003d"), ("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("'", "\\u0027")):
-        text = text.replace(ch, esc)
-    return text
-
-
-def java_number(fen: int) -> Decimal:
-    """Yuan as a Java double prints it: 700 -> 7.0, 4 -> 0.04, 1250 -> 12.5 (a JSON number, as in the seeds)."""
-    whole, part = divmod(fen, 100)
-    return Decimal(f"{whole}.0" if part == 0 else f"{whole}.{part:02d}".rstrip("0"))
-
-
 def _s(d: dict[str, Any], name: str) -> str:
     v = d.get(name)
     return "" if v is None or isinstance(v, (dict, list, bool)) else str(v)
@@ -205,6 +208,10 @@ class BolinkPlatform:
     duplicate_errmsg: str = "订单已存在"
     html_escape: bool = False  # escape = < > & in pushed data like a Gson sender (the sign covers the escapes)
     notify_car_owner: bool = True  # 5.2 (update_balance in HTTP mode) after each entry
+    sign_downlinks: bool = True  # download.do messages carry a top-level sign (the SDK client ignores it)
+    downlink_form: str = "flat"  # "envelope": {service_name, sign, data} as before issue 13 (real clients choke)
+    bad_token_hold_s: float = 1.0  # download.do answers token无效 only after this long (no spinning clients)
+    control_wait_s: float = 30.0  # POST /__control__/push waits this long for the push's outcome
     fetch_images: bool = True  # fetch inpark_img / outpark_img links as the platform stores them
     port: int = 0
     # observations
@@ -217,6 +224,7 @@ class BolinkPlatform:
     duplicates: int = 0
     http_500s: int = 0
     polls: int = 0
+    bad_token_polls: int = 0
     logins: int = 0
     _runner: Optional[web.AppRunner] = None
     _session: Optional[aiohttp.ClientSession] = None
@@ -239,10 +247,11 @@ class BolinkPlatform:
     async def start(self, port: int = 0) -> None:
         self._closing = asyncio.Event()
         app = web.Application()
-        for kind, path in bl.PATHS.items():
+        for kind, path in w.API_PATHS.items():
             app.router.add_post(path, self._api)
-        app.router.add_post(bl.HTTP_MODE_PATHS["upload"], self._upload)
-        app.router.add_post(bl.HTTP_MODE_PATHS["download"], self._download)
+        app.router.add_post(w.UPLOAD_PATH, self._upload)
+        app.router.add_post(w.DOWNLOAD_PATH, self._download)
+        app.router.add_post(CONTROL_PUSH, self._control_push)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -286,16 +295,16 @@ class BolinkPlatform:
     # ------------------------------------------------------------------------------------- API paths
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
-        kind = next(k for k, p in bl.PATHS.items() if p == request.path)
+        kind = next(k for k, p in w.API_PATHS.items() if p == request.path)
         body = await request.read()
         try:
-            msg = bl.decode_signed(body, self.key, data_encoding=self.sign_charset)
-        except bl.BadSignature:
+            msg = w.read_envelope(body, self.key, self.sign_charset)
+        except w.BadSign:
             self.bad_signatures += 1
-            return self._answer(request.path, {}, {"state": 0, "errmsg": bl.ERR_SIGNATURE})
-        except bl.BolinkError as e:
+            return self._answer(request.path, {}, {"state": 0, "errmsg": w.ERR_SIGNATURE})
+        except w.WireError as e:
             return self._answer(request.path, {}, {"state": 0, "errmsg": f"{ERR_FORMAT}: {e}"})
-        if msg.union_id is not None and msg.union_id != self.union_id:
+        if msg.union_id not in (None, "") and str(msg.union_id) != str(self.union_id):
             return self._answer(request.path, msg.data, {"state": 0, "errmsg": "厂商编号错误"})
         return await self._handle(kind, dict(msg.data), request.path)
 
@@ -321,7 +330,7 @@ class BolinkPlatform:
 
     def _answer(self, path: str, d: dict[str, Any], answer: dict[str, Any]) -> web.Response:
         self.uploads.append(Upload(path, d, answer))
-        return web.Response(body=bl.compact(answer), content_type="application/json", charset="utf-8")
+        return web.Response(body=w.body(answer), content_type="application/json", charset="utf-8")
 
     def _allow(self, park_id: str) -> bool:
         if self.max_uploads_per_s is None:
@@ -340,7 +349,7 @@ class BolinkPlatform:
         if missing:
             return {"state": 0, "errmsg": f"缺少参数:{missing[0]}"}
         park, oid, plate = _s(d, "park_id"), _s(d, "order_id"), _s(d, "car_number")
-        if not bl.is_order_id(oid):
+        if not w.is_order_id(oid):
             return {"state": 0, "errmsg": "order_id格式错误"}
         if (park, oid) in self.orders:  # a retried or repeated upload: no second order
             self.duplicates += 1
@@ -373,11 +382,11 @@ class BolinkPlatform:
         if missing:
             return {"state": 0, "errmsg": f"缺少参数:{missing[0]}"}
         try:
-            total = bl.parse_yuan(d["total"])
-        except bl.BolinkError:
+            total = w.fen(d["total"])
+        except w.WireError:
             return {"state": 0, "errmsg": "total格式错误"}
         pay_type = _s(d, "pay_type")
-        if pay_type not in bl.PAY_TYPES:
+        if pay_type not in w.PAY_TYPES:
             return {"state": 0, "errmsg": "pay_type错误"}
         o = self._book(d)
         if o.status == "paid":  # the exit may be repeated until settled: same payment again
@@ -485,11 +494,11 @@ class BolinkPlatform:
             missing = [n for n in ("empty_plot", "total_original", "inpark_img", "outpark_img") if _s(d, n) == ""]
         if missing:
             return {"state": 0, "errmsg": f"缺少参数:{missing[0]}"}
-        if _s(d, "pay_type") not in bl.ETC_PAY_TYPES:
+        if _s(d, "pay_type") not in w.ETC_PAY_TYPES:
             return {"state": 0, "errmsg": "pay_type错误"}
         try:
-            total = bl.parse_yuan(d["total"])
-        except bl.BolinkError:
+            total = w.fen(d["total"])
+        except w.WireError:
             return {"state": 0, "errmsg": "total格式错误"}
         if self.etc_plates is not None and _s(d, "car_number") not in self.etc_plates:
             return {"state": 0, "errmsg": "非ETC车辆"}
@@ -545,16 +554,16 @@ class BolinkPlatform:
         path = request.path
         body = await request.read()
         try:
-            msg = bl.decode_signed(body, self.key, data_encoding=self.sign_charset)
-        except bl.BadSignature:
+            msg = w.read_envelope(body, self.key, self.sign_charset)
+        except w.BadSign:
             self.bad_signatures += 1
-            return self._answer(path, {}, {"state": 0, "errmsg": bl.ERR_SIGNATURE})
-        except bl.BolinkError as e:
+            return self._answer(path, {}, {"state": 0, "errmsg": w.ERR_SIGNATURE})
+        except w.WireError as e:
             return self._answer(path, {}, {"state": 0, "errmsg": f"{ERR_FORMAT}: {e}"})
         name, d = msg.service_name, dict(msg.data)
         path = f"{path}:{name}"
         if name == "login":
-            if msg.union_id != self.union_id or not _s(d, "park_id"):
+            if str(msg.union_id) != str(self.union_id) or not _s(d, "park_id"):
                 return self._answer(path, d, {"state": 0, "errmsg": "厂商编号错误"})
             token = secrets.token_hex(16)
             self._tokens[token] = _s(d, "park_id")
@@ -562,16 +571,18 @@ class BolinkPlatform:
             return self._answer(path, d, {"state": 1, "errmsg": "登录成功", "token": token})
         park = self._tokens.get(msg.token)
         if park is None:
-            return self._answer(path, d, {"state": 0, "errmsg": bl.ERR_TOKEN})
+            return self._answer(path, d, {"state": 0, "errmsg": w.ERR_TOKEN})
         d.setdefault("park_id", park)  # the SDK knows its park from login
-        if name == "in_park":
+        if name in ("inpark", "in_park"):  # the SDK channel's 3.1 (in_park: an older spelling)
             return await self._handle("entry", d, path)
-        if name == "outpark" and ("pay_type" in d or "total" in d):  # a cash / e-pay exit, not a reply
+        if name == "outpark" and is_exit_upload(d):  # the SDK channel's 3.2, not a reply to a 5.5 push
             return await self._handle("exit", d, path)
         if name in ("query_order_state", "order_state"):
             return await self._handle("order_state", d, path)
-        self._ack(name, d)  # a reply to a downlink message
-        return self._answer(path, d, {"state": 1, "errmsg": "上传成功"})
+        if name not in REPLIES:  # never a silent success: the client must learn its upload went nowhere
+            return self._answer(path, d, {"state": 0, "errmsg": f"{ERR_UNKNOWN_SERVICE}:{name}"})
+        matched = self._ack(name, d)  # a reply to a downlink message
+        return self._answer(path, d, {"state": 1, "errmsg": "上传成功" if matched else "已收到"})
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         assert self._closing is not None
@@ -581,7 +592,11 @@ class BolinkPlatform:
             token = None
         park = self._tokens.get(token) if isinstance(token, str) else None
         if park is None:
-            return web.json_response({"state": 0, "errmsg": bl.ERR_TOKEN})
+            # held like "no message": a client that never logs in again must not spin on an instant answer
+            self.bad_token_polls += 1
+            await self._sleep(self.bad_token_hold_s)
+            return web.Response(body=w.body({"state": 0, "errmsg": w.ERR_TOKEN}), content_type="application/json",
+                                charset="utf-8")
         self.polls += 1
         queue = self._queue(park)
         get = asyncio.ensure_future(queue.get())
@@ -599,12 +614,47 @@ class BolinkPlatform:
         item.delivered.set()
         return web.Response(body=item.body, content_type="application/json", charset="utf-8")
 
+    async def _control_push(self, request: web.Request) -> web.StreamResponse:
+        """POST /__control__/push: any downlink message (a JSON object with service_name), sent to the park named
+        by ?park_id=, the message's park_id, or the only park logged in — through its download queue in HTTP mode,
+        to the callback URL otherwise. Answers with the outcome once the push is acknowledged or given up (or
+        state 2 while it still waits to be fetched after control_wait_s). ?retry=0 sends it once."""
+        try:
+            msg = w.loads_object(await request.read())
+        except w.WireError as e:
+            return web.json_response({"state": 0, "errmsg": f"{ERR_FORMAT}: {e}"}, status=400)
+        name = msg.get("service_name")
+        if not isinstance(name, str) or not name:
+            return web.json_response({"state": 0, "errmsg": "service_name missing"}, status=400)
+        parks = sorted(set(self._tokens.values()))
+        park = request.query.get("park_id") or _s(msg, "park_id") or (parks[0] if len(parks) == 1 else "")
+        if not park:
+            return web.json_response({"state": 0, "errmsg": "which park? give ?park_id="}, status=400)
+        retry = request.query.get("retry", "1") not in ("0", "false")
+        task = self._spawn(self.push(park, msg, retry=retry))
+        done, _ = await asyncio.wait({task}, timeout=self.control_wait_s)
+        if not done:
+            return web.Response(body=w.body({"state": 2, "errmsg": "queued, not fetched yet", "park_id": park}),
+                                content_type="application/json", charset="utf-8")
+        pushes = task.result()
+        no_reply = self._ack_key(name, msg) is None and self.mode(park) == "http_mode"  # update_balance
+        ok = bool(pushes) and (pushes[-1].acked or no_reply)
+        out = {"state": 1 if ok else 0, "park_id": park, "transport": self.mode(park),
+               "pushes": [{"attempt": p.attempt, "acked": p.acked, "status": p.status, "answer": p.answer,
+                           "body": p.body.decode("utf-8", "replace")} for p in pushes]}
+        return web.Response(text=json.dumps(out, ensure_ascii=False, default=str), content_type="application/json",
+                            charset="utf-8")
+
     def _queue(self, park_id: str) -> asyncio.Queue[_Downlink]:
         return self._queues.setdefault(park_id, asyncio.Queue())
 
     @staticmethod
     def _ack_key(name: str, d: dict[str, Any]) -> Optional[tuple[str, str]]:
-        if name in ("outpark", "monthcard_pay", "prepay_order"):
+        """What ties a reply to its push, as far as the fields allow: prepay_order replies carry no trade_no
+        (the SDK reads none), so order_id; outpark / monthcard_pay by trade_no."""
+        if name == "prepay_order":
+            return name, _s(d, "order_id")
+        if name in ("outpark", "monthcard_pay"):
             return name, _s(d, "trade_no")
         if name == "query_price":
             return name, _s(d, "query_order_no") or _s(d, "order_id")
@@ -612,11 +662,17 @@ class BolinkPlatform:
             return name, _s(d, "car_number")
         return None  # update_balance: no reply
 
-    def _ack(self, name: str, d: dict[str, Any]) -> None:
+    def _ack(self, name: str, d: dict[str, Any]) -> bool:
         key = self._ack_key(name, d)
         fut = self._acks.get(key) if key else None
+        if fut is None and name == "query_price":
+            # a scene-0 question by plate alone has no id to echo: the answer (which names the order it found)
+            # belongs to the one id-less question outstanding
+            fut = self._acks.get((name, ""))
         if fut is not None and not fut.done():
             fut.set_result(d)
+            return True
+        return False
 
     # ------------------------------------------------------------------------------------- pushes
 
@@ -645,14 +701,15 @@ class BolinkPlatform:
                 return r
 
     def _encode(self, data: dict[str, Any], key: str, *, http_mode: bool, order: str = "usd") -> bytes:
-        text = bl.dumps_data(data)
+        if http_mode and self.downlink_form == "envelope":
+            text = java_escape(w.dumps(data)) if self.html_escape else w.dumps(data)
+            return w.upload_envelope(str(data.get("service_name", "")), text, key)
+        if http_mode:  # download.do: flat, as the SDK client reads it; the sign only when the knob says so
+            return w.flat_downlink(data, key if self.sign_downlinks else None, escape=self.html_escape)
+        text = w.dumps(data)
         if self.html_escape:
             text = java_escape(text)
-        if http_mode:
-            return bl.encode_upload(str(data.get("service_name", "")), text, key)
-        sig = bl.sign(text, key)
-        parts = {"u": f'"union_id":{self.union_id}', "s": f'"sign":"{sig}"', "d": f'"data":{text}'}
-        return ("{" + ",".join(parts[c] for c in order) + "}").encode("utf-8")
+        return w.api_envelope(self.union_id, text, key, order)
 
     async def push(self, park_id: str, data: dict[str, Any], *, key: Optional[str] = None, url: Optional[str] = None,
                    retry: bool = True, order: str = "usd") -> list[Push]:
@@ -744,7 +801,7 @@ class BolinkPlatform:
     async def push_update_balance(self, park_id: str, car_number: str, *, autopay: int,
                                   balance_fen: Optional[int] = None) -> list[Push]:
         fen = self.balances.get(car_number, 0) if balance_fen is None else balance_fen
-        data = {"service_name": "update_balance", "car_number": car_number, "balance": bl.yuan_text(fen),
+        data = {"service_name": "update_balance", "car_number": car_number, "balance": w.yuan(fen),
                 "autopay": autopay}
         return await self.push(park_id, data, retry=False)
 
@@ -773,6 +830,8 @@ class BolinkPlatform:
             data["attach"] = attach
         if self.monthcard_url and self.mode(park_id) == "callback":
             return await self.push(park_id, data, url=self.monthcard_url, order="dsu")
+        if self.mode(park_id) == "http_mode":  # the SDK channel calls the amount pay_money
+            data = {("pay_money" if k == "amount" else k): v for k, v in data.items()}
         return await self.push(park_id, {"service_name": "monthcard_pay", **data}, order="dsu")
 
     async def push_nolicence_in_park(self, park_id: str, *, channel_id: str, car_number: str = "",
@@ -787,9 +846,18 @@ class BolinkPlatform:
         return (await self.push(park_id, data, retry=False))[-1]
 
     async def push_prepay(self, park_id: str, *, order_id: str, total_fen: int, car_number: str = "",
-                          free_out_time_min: int = 10, trade_no: str = "") -> list[Push]:
-        """5.3 (fields inferred): a car paid ahead in the lot."""
+                          free_out_time_min: int = 10, trade_no: str = "", prepay_type: int = 1) -> list[Push]:
+        """5.3 (fields inferred): a car paid ahead in the lot. In HTTP mode the SDK channel's form: `prepay`,
+        `prepay_type` (1 electronic, 2 cash at a pay station), no trade_no unless one is given."""
         o = self.orders.get((park_id, order_id))
+        if self.mode(park_id) == "http_mode":
+            sdk: dict[str, Any] = {"service_name": "prepay_order", "park_id": park_id, "order_id": order_id,
+                                   "car_number": car_number or (o.car_number if o else ""),
+                                   "prepay": java_number(total_fen), "prepay_type": prepay_type,
+                                   "pay_time": int(time.time()), "free_out_time": free_out_time_min}
+            if trade_no:
+                sdk["trade_no"] = trade_no
+            return await self.push(park_id, sdk)
         data = {"service_name": "prepay_order", "park_id": park_id, "order_id": order_id,
                 "trade_no": trade_no or self._trade_no("P"), "car_number": car_number or (o.car_number if o else ""),
                 "prepay": java_number(total_fen), "pay_time": int(time.time()), "pay_channel": 0,
@@ -807,7 +875,8 @@ class BolinkPlatform:
 
 async def _main(args: argparse.Namespace) -> None:
     emu = BolinkPlatform(key=args.key, union_id=args.union_id, callback_url=args.callback_url,
-                         sign_free=set(args.sign_free), hold_s=args.hold, sign_charset=args.sign_charset)
+                         sign_free=set(args.sign_free), hold_s=args.hold, sign_charset=args.sign_charset,
+                         bad_token_hold_s=args.bad_token_hold, sign_downlinks=not args.unsigned_downlinks)
     for park in args.http_mode:
         emu.downlink[park] = "http_mode"
     await emu.start(args.port)
@@ -831,4 +900,6 @@ if __name__ == "__main__":
     ap.add_argument("--http-mode", nargs="*", default=[], metavar="PARK_ID", help="parks whose downlink is HTTP mode")
     ap.add_argument("--hold", type=float, default=25.0, help="download.do long-poll hold, seconds")
     ap.add_argument("--sign-charset", default="utf-8", choices=["utf-8", "gbk"])
+    ap.add_argument("--bad-token-hold", type=float, default=1.0, help="download.do holds a token无效 answer, s")
+    ap.add_argument("--unsigned-downlinks", action="store_true", help="flat downlinks without a sign member")
     asyncio.run(_main(ap.parse_args()))

@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 import aiohttp
 
+from lanectl.adapters.bolink_http import SdkLogin
 from lanectl.config_payments import BolinkConfig
 from lanectl.protocols import bolink as bl
 from lanectl.service.ports import StorageUnavailable
@@ -55,8 +56,12 @@ def _rejects_token(body: bytes) -> bool:
 class BolinkDownlink:
     def __init__(self, cfg: BolinkConfig, key: str, session: aiohttp.ClientSession, handle: Handler, *,
                  poll_timeout_s: float = 40.0, min_poll_interval_s: float = 1.0, backoff_initial_s: float = 1.0,
-                 backoff_max_s: float = 60.0, upload_attempts: int = 3, upload_retry_s: float = 0.5) -> None:
+                 backoff_max_s: float = 60.0, upload_attempts: int = 3, upload_retry_s: float = 0.5,
+                 login: Optional[SdkLogin] = None) -> None:
+        """`login`: the lot connection's login shared with the SDK uplink (bolink.uplink: sdk), so the two use
+        one token and never log each other out."""
         self.cfg, self._key, self._session, self._handle = cfg, key, session, handle
+        self._shared = login
         # longer than the server's hold, so a held poll ends with the server's answer, not our timeout
         self.poll_timeout_s = max(poll_timeout_s, cfg.timeout_s)
         self.min_poll_interval_s = min_poll_interval_s
@@ -80,6 +85,8 @@ class BolinkDownlink:
         loop = asyncio.get_running_loop()
         try:
             while True:
+                if self._shared is not None and self._shared.token not in (None, self._token):
+                    self._token = self._shared.token  # the uplink logged in again meanwhile
                 if self._token is None:
                     try:
                         await self._login()
@@ -93,7 +100,7 @@ class BolinkDownlink:
                     await self._fail_and_wait(str(exc))
                     continue
                 except _TokenRejected:
-                    self._token = None
+                    self._forget_token()
                     if not self._polled_since_login:
                         # a token refused right after login: do not spin login -> poll -> login
                         await self._fail_and_wait("download.do refused a fresh token")
@@ -114,8 +121,20 @@ class BolinkDownlink:
             self._token = None
 
     # ------------------------------------------------------------------------------------------ steps
+    def _forget_token(self) -> None:
+        if self._shared is not None:
+            self._shared.invalidate(self._token)
+        self._token = None
+
     async def _login(self) -> None:
         cfg = self.cfg
+        if self._shared is not None:
+            fresh = self._shared.token is None or self._shared.token == self._token
+            self._token = await self._shared.login(stale=self._token)
+            self._polled_since_login = False
+            if fresh:
+                self.counts["logins"] += 1
+            return
         try:
             body = bl.encode_upload("login", bl.login_data(cfg.union_id, cfg.park_id, cfg.local_id or cfg.park_id),
                                     self._key)
@@ -201,7 +220,7 @@ class BolinkDownlink:
                 return True
             error = f"upload refused: {answer.errmsg or answer.state}"
             if _token_error(answer.errmsg):
-                self._token = None  # log in again, then retry
+                self._forget_token()  # log in again, then retry
             elif not answer.rate_limited:
                 break  # a bad signature or a refusal: the same bytes would be refused again
         self._count_failure(f"reply to {name}: {error}")

@@ -8,10 +8,16 @@
   carrying the payment counts; the 5.5 `outpark` push usually settles it (service/bolink_inbound.py).
 * BolinkPublisher uploads records through the outbox: 3.1 for entries, 3.2 (`cash`, or what the booth
   took) for exits the platform did not charge itself. Repeats answered `数据已处理过`/`订单已存在` are done.
+* `bolink.uplink: sdk` — a lot registered only for the SDK channel: entries, exits and status queries go to
+  /bpd/upload.do as `inpark` / `outpark` / `query_order_state` (data as for 3.1 / 3.2 / 4.3 without union_id,
+  signed the same way) under the token of the one HTTP-mode login (SdkLogin), shared with the downlink. Same
+  outbox, same rate limit, same idempotency; a `token无效` answer logs in again and retries once. ETC (3.7) has no
+  SDK form in the documents and stays on the API path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Any, Mapping, Optional, Protocol
@@ -37,15 +43,91 @@ class Marks(Protocol):
     async def mark(self, provider: str, plate: str, name: str) -> Optional[str]: ...
 
 
-class BolinkClient:
+# the SDK channel's names of the API calls (inpark / outpark observed from real clients; query_order_state inferred)
+SDK_SERVICES = {bl.PATHS["entry"]: "inpark", bl.PATHS["exit"]: "outpark", bl.PATHS["order_state"]: "query_order_state"}
+
+
+def token_refused(errmsg: str) -> bool:
+    return bl.ERR_TOKEN in errmsg or bl.ERR_NOT_LOGGED_IN in errmsg
+
+
+class SdkLogin:
+    """The one HTTP-mode login of a lot connection, shared by the SDK uplink and the downlink so the two never
+    log each other out. `login(stale)` logs in unless someone already replaced the stale token."""
+
     def __init__(self, cfg: BolinkConfig, key: str, session: aiohttp.ClientSession) -> None:
+        self.cfg, self._key, self._session = cfg, key, session
+        self.token: Optional[str] = None
+        self.logins = 0
+        self._lock = asyncio.Lock()
+
+    async def login(self, stale: Optional[str] = None) -> str:
+        async with self._lock:
+            if self.token is not None and self.token != stale:
+                return self.token  # another task logged in meanwhile
+            cfg = self.cfg
+            body = bl.encode_upload("login", bl.login_data(cfg.union_id, cfg.park_id, cfg.local_id or cfg.park_id),
+                                    self._key)
+            url = cfg.base_url + bl.HTTP_MODE_PATHS["upload"]
+            try:
+                async with self._session.post(url, data=body, timeout=aiohttp.ClientTimeout(total=cfg.timeout_s),
+                                              headers={"Content-Type": "application/json;charset=utf-8"}) as resp:
+                    raw = await resp.read()
+                    if resp.status != 200:
+                        raise ProviderUnavailable(f"bolink login: HTTP {resp.status}")
+                self.token = bl.parse_login_answer(raw)
+            except asyncio.TimeoutError:
+                raise ProviderUnavailable(f"bolink login: no answer within {cfg.timeout_s:g} s") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise ProviderUnavailable(f"bolink login: {type(exc).__name__}: {exc}") from None
+            except bl.Refused as exc:
+                raise ProviderUnavailable(f"bolink login refused: {exc.errmsg or '(no errmsg)'}") from None
+            except bl.BolinkError as exc:
+                raise ProviderUnavailable(f"bolink login: {exc}") from None
+            self.logins += 1
+            log.info("bolink: logged in (HTTP mode) as park %s", cfg.park_id)
+            return self.token
+
+    def invalidate(self, token: Optional[str]) -> None:
+        """The platform refused `token`; forgotten unless it was already replaced."""
+        if token is not None and self.token == token:
+            self.token = None
+
+
+class BolinkClient:
+    def __init__(self, cfg: BolinkConfig, key: str, session: aiohttp.ClientSession,
+                 sdk_login: Optional[SdkLogin] = None) -> None:
         self.cfg, self._key = cfg, key
         self._http = PlatformTransport("bolink", session, rate_per_s=cfg.rate_per_s, timeout_s=cfg.timeout_s)
+        self.sdk_login = sdk_login or (SdkLogin(cfg, key, session) if cfg.uplink == "sdk" else None)
 
     async def post(self, path: str, data: Mapping[str, Any]) -> bytes:
-        """One signed API call; the raw answer body. ProviderUnavailable when there is no usable answer."""
+        """One signed call; the raw answer body. ProviderUnavailable when there is no usable answer."""
+        if self.sdk_login is not None and path in SDK_SERVICES:
+            return await self._upload(SDK_SERVICES[path], data)
         return await self._http.post(self.cfg.base_url + path, bl.encode_request(self.cfg.union_id, data, self._key),
                                      path)
+
+    async def _upload(self, service_name: str, data: Mapping[str, Any]) -> bytes:
+        """The SDK channel: upload.do {service_name, sign, data, token}; the data text is serialized once and
+        the same bytes are sent again after a re-login (the token is outside the signed data)."""
+        assert self.sdk_login is not None
+        text = bl.dumps_data({k: v for k, v in data.items() if k != "union_id"})
+        url, what = self.cfg.base_url + bl.HTTP_MODE_PATHS["upload"], f"upload.do:{service_name}"
+        raw = b""
+        for attempt in (1, 2):
+            token = self.sdk_login.token or await self.sdk_login.login()
+            raw = await self._http.post(url, bl.encode_upload(service_name, text, self._key, token), what)
+            try:
+                refused = token_refused(bl.parse_answer(raw).errmsg)
+            except bl.BolinkError:
+                return raw  # the caller reads (and judges) the answer
+            if not refused:
+                return raw
+            self.sdk_login.invalidate(token)
+            if attempt == 1:
+                log.info("bolink: %s answered token无效, logging in again", what)
+        return raw
 
 
 def _unix(iso: str) -> int:

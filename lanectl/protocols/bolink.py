@@ -267,9 +267,10 @@ def _decode_body(body: bytes, encoding: str, what: str) -> str:
     return text
 
 
-def _members(text: str, what: str) -> dict[str, tuple[Any, int, int]]:
-    """Top-level members of a JSON object: name -> (value, start, end) character span of the value's raw text.
-    Duplicate names are refused: with two `data` members, which one did the sign cover?"""
+def _members(text: str, what: str, name_starts: Optional[dict[str, int]] = None) -> dict[str, tuple[Any, int, int]]:
+    """Top-level members of a JSON object: name -> (value, start, end) character span of the value's raw text
+    (and, into `name_starts`, where each member's name begins). Duplicate names are refused: with two `data`
+    members, which one did the sign cover?"""
     members: dict[str, tuple[Any, int, int]] = {}
     i = _skip_ws(text, 0)
     try:
@@ -282,6 +283,7 @@ def _members(text: str, what: str) -> dict[str, tuple[Any, int, int]]:
             while True:
                 if i >= len(text) or text[i] != '"':
                     raise BolinkError(f"{what}: expected a member name at offset {i}")
+                name_at = i
                 name, i = _DECODER.raw_decode(text, i)
                 i = _skip_ws(text, i)
                 if i >= len(text) or text[i] != ":":
@@ -291,6 +293,8 @@ def _members(text: str, what: str) -> dict[str, tuple[Any, int, int]]:
                 if name in members:
                     raise BolinkError(f"{what}: member {name!r} appears twice")
                 members[name] = (value, start, end)
+                if name_starts is not None:
+                    name_starts[name] = name_at
                 i = _skip_ws(text, end)
                 if i < len(text) and text[i] == ",":
                     i = _skip_ws(text, i + 1)
@@ -319,6 +323,7 @@ class SignedMessage:
     service_name: str  # from data (signed) or the HTTP-mode envelope
     token: str
     data_bytes: bytes = b""  # the bytes that were hashed
+    form: str = "envelope"  # "envelope" ({.., sign, data}) or "flat" (an SDK downlink: fields at the top level)
 
 
 def decode_signed(body: bytes, key: Optional[str], *, encoding: str = "utf-8",
@@ -814,6 +819,7 @@ class MonthcardPay:
     remark: str = ""
     license_color: Optional[int] = None
     union_id: Optional[int] = None
+    amount_field: str = "amount"  # the SDK channel calls it pay_money
 
     @property
     def paid(self) -> bool:
@@ -823,10 +829,12 @@ class MonthcardPay:
 @dataclass(frozen=True, slots=True)
 class PrepayOrder:
     """5.3 / SDK 3.2 (fields inferred): a car paid ahead inside the lot. Amount read from `prepay`, `total`
-    or `money`, whichever is present first."""
+    or `money`, whichever is present first. The SDK channel sends no trade_no (then "") and says how it was
+    paid in `prepay_type`: 1 electronically, 2 cash at a pay station."""
     order_id: str
     trade_no: str
     total_fen: int
+    prepay_type: Optional[int] = None
     car_number: str = ""
     park_id: str = ""
     pay_time: Optional[int] = None
@@ -902,6 +910,7 @@ def parse_callback(msg: SignedMessage, expected: Optional[str] = None) -> Callba
                                channel_id=_text(f, "channel_id", name, required=True), timetemp=tt,
                                order_id=_text(f, "order_id", name), union_id=uid)
     if name == "monthcard_pay":
+        amount_name = "amount" if f.get("amount") is not None or f.get("pay_money") is None else "pay_money"
         attach = f.get("attach")
         if isinstance(attach, (dict, list)):
             out: list[str] = []
@@ -909,7 +918,8 @@ def parse_callback(msg: SignedMessage, expected: Optional[str] = None) -> Callba
             attach = "".join(out)  # compact text of the object
         return MonthcardPay(trade_no=_text(f, "trade_no", name, required=True),
                             park_id=_text(f, "park_id", name, required=True),
-                            amount_fen=_req_money(f, "amount", name), state=_int(f, "state", name, choices=(0, 1)),
+                            amount_fen=_req_money(f, amount_name, name),
+                            amount_field=amount_name, state=_int(f, "state", name, choices=(0, 1)),
                             out_trade_no=_text(f, "out_trade_no", name), card_id=_text(f, "card_id", name),
                             car_number=_text(f, "car_number", name), pay_time=_int(f, "pay_time", name),
                             start_time=_text(f, "start_time", name), end_time=_text(f, "end_time", name),
@@ -920,8 +930,10 @@ def parse_callback(msg: SignedMessage, expected: Optional[str] = None) -> Callba
     if name == "prepay_order":
         amount_name = next((n for n in ("prepay", "total", "money") if f.get(n) is not None), "prepay")
         return PrepayOrder(order_id=_text(f, "order_id", name, required=True),
-                           trade_no=_text(f, "trade_no", name, required=True),
-                           total_fen=_req_money(f, amount_name, name), car_number=_text(f, "car_number", name),
+                           trade_no=_text(f, "trade_no", name),
+                           total_fen=_req_money(f, amount_name, name),
+                           prepay_type=_int(f, "prepay_type", name),  # 1 / 2 known; kept as sent
+                           car_number=_text(f, "car_number", name),
                            park_id=_text(f, "park_id", name), pay_time=_int(f, "pay_time", name),
                            pay_type=_text(f, "pay_type", name), pay_channel=_int(f, "pay_channel", name),
                            free_out_time_min=_int(f, "free_out_time", name), union_id=uid)
@@ -1000,6 +1012,37 @@ def nolicence_reply(car_number: str, timetemp: Union[int, str], state: int = 1, 
 
 def prepay_reply(trade_no: str, order_id: str, state: int = 1, errmsg: str = "") -> dict[str, Any]:
     return {"state": _state(state), "errmsg": errmsg, "trade_no": trade_no, "order_id": order_id}
+
+
+# The SDK channel's reply field sets (what real lot-side clients upload); HTTP mode sends no data_target (seed
+# 003: "SDK模式必传,HTTP模式不传").
+
+def monthcard_reply_sdk(trade_no: str, park_id: str, pay_money_fen: int, state: int = 1,
+                        errmsg: str = "") -> dict[str, Any]:
+    return {"service_name": "monthcard_pay", "state": _state(state), "errmsg": errmsg, "trade_no": trade_no,
+            "park_id": park_id, "pay_money": yuan_text(pay_money_fen)}
+
+
+def prepay_reply_sdk(order_id: str, park_id: str, prepay_fen: int, state: int = 1,
+                     errmsg: str = "") -> dict[str, Any]:
+    """No trade_no: the platform matches the reply to its push by order_id."""
+    return {"service_name": "prepay_order", "state": _state(state), "errmsg": errmsg,
+            "prepay": yuan_text(prepay_fen), "order_id": order_id, "park_id": park_id}
+
+
+def nolicence_reply_sdk(car_number: str, state: int = 1, errmsg: str = "") -> dict[str, Any]:
+    return {"service_name": "nolicence_in_park", "state": _state(state, (0, 1, 2)), "car_number": car_number,
+            "errmsg": errmsg}
+
+
+def query_price_unknown_sdk(*, park_id: str, order_id: str = "", query_order_no: str = "",
+                            free_out_time_min: int = 10, query_time: Optional[int] = None,
+                            errmsg: str = ERR_NO_SUCH_ORDER) -> dict[str, Any]:
+    """An unknown order as SDK clients answer it: state 0 with the same fields present."""
+    d = query_price_reply(park_id=park_id, order_id=order_id, price_fen=0, duration_min=0, state=0, errmsg=errmsg,
+                          query_order_no=query_order_no, free_out_time_min=free_out_time_min,
+                          query_time=query_time, derate_duration_min=0)
+    return d
 
 
 def error_reply(errmsg: str, service_name: str = "") -> dict[str, Any]:
@@ -1082,4 +1125,53 @@ def parse_download(body: bytes, key: Optional[str] = None, *, encoding: str = "u
             inner = None
     if not name and not (isinstance(inner, dict) and inner.get("service_name")):
         return None
-    return decode_signed(bytes(body), key, encoding=encoding, data_encoding=data_encoding)
+    if isinstance(inner, dict) or isinstance(members.get("data", (None,))[0], str):
+        return decode_signed(bytes(body), key, encoding=encoding, data_encoding=data_encoding)
+    return decode_flat(bytes(body), key, encoding=encoding, data_encoding=data_encoding)
+
+
+def decode_flat(body: bytes, key: Optional[str], *, encoding: str = "utf-8",
+                data_encoding: Optional[str] = None) -> SignedMessage:
+    """A download.do message in the SDK client's form: `service_name` and every field at the top level.
+
+    The SDK client reads no sign on download.do: the token (over TLS) is the trust, so a message without `sign`
+    is accepted. A `sign` that is present is verified (with `key`) over the raw body with the sign member and
+    the comma that joins it removed (inferred: the documents describe no signed flat form; the platform
+    emulator appends it last). `data` is every member but sign and token; `data_text` the text that is
+    covered."""
+    text = _decode_body(body, encoding, "download")
+    bom = 1 if text.startswith("\ufeff") else 0
+    starts: dict[str, int] = {}
+    members = _members(text[bom:], "download", starts)
+    name = _opt_name(members.get("service_name", (None,))[0])
+    if not name:
+        raise BolinkError("download: missing service_name")
+    data = {k: v[0] for k, v in members.items() if k not in ("sign", "token")}
+    sig = members.get("sign", (None,))[0]
+    if "sign" in members:
+        _, _, end = members["sign"]
+        cut0, cut1 = bom + starts["sign"], bom + end
+        j = _skip_ws(text, cut1)
+        if j < len(text) and text[j] == ",":  # not the last member: take the comma after it
+            cut1 = _skip_ws(text, j + 1)
+        else:  # the last member: take the comma before it
+            k = cut0 - 1
+            while k > bom and text[k] in _WS:
+                k -= 1
+            if text[k] == ",":
+                cut0 = k
+    else:
+        cut0 = cut1 = len(text)
+    covered = text[bom:cut0] + text[cut1:]
+    if data_encoding is None or data_encoding.replace("-", "").lower() == encoding.replace("-", "").lower():
+        b0, b1 = len(text[:cut0].encode(encoding)), len(text[:cut1].encode(encoding))
+        covered_bytes = bytes(body[len(text[:bom].encode(encoding)):b0]) + bytes(body[b1:])
+    else:
+        covered_bytes = _encode_for_sign(covered, data_encoding)
+    if "sign" in members:
+        if not isinstance(sig, str):
+            raise BolinkError("download: 'sign' must be text")
+        if key is not None and not verify(covered_bytes, key, sig):
+            raise BadSignature("download: sign does not match the message")
+    union_id = _opt_union_id(data.get("union_id"))
+    return SignedMessage(union_id, sig or "", data, covered, name, "", covered_bytes, "flat")

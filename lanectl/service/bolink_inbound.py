@@ -13,6 +13,9 @@ once; the lane decides.
     prepay_order (5.3)       paid ahead in the lot    -> kept against the entry record; the exit deducts it
     nolicence_in_park (5.7)  plate-less car scanned   -> the app admits it at the entry lane of channel_id
 Others are refused with `state:0` and a reason until the lane supports them.
+
+Messages fetched from download.do (SDK HTTP mode, `handle_downlink`, or any message in the flat form) are
+answered with the SDK channel's reply field sets (bl.*_reply_sdk); callbacks with the API's.
 """
 
 from __future__ import annotations
@@ -87,8 +90,15 @@ class BolinkInbound:
         reply = await self.handle_message(msg, expected)
         return reply if reply is not None else bl.answer_notice()
 
-    async def handle_message(self, msg: bl.SignedMessage, expected: Optional[str] = None) -> Optional[bytes]:
-        """A verified message; the reply body, or None where the protocol wants no reply (update_balance)."""
+    async def handle_downlink(self, msg: bl.SignedMessage) -> Optional[bytes]:
+        """A message fetched from download.do: answered in the SDK channel's reply fields."""
+        return await self.handle_message(msg, sdk=True)
+
+    async def handle_message(self, msg: bl.SignedMessage, expected: Optional[str] = None, *,
+                             sdk: Optional[bool] = None) -> Optional[bytes]:
+        """A verified message; the reply body, or None where the protocol wants no reply (update_balance).
+        `sdk` (default: the message came in the flat download.do form) picks the SDK channel's reply fields."""
+        sdk = msg.form == "flat" if sdk is None else sdk
         try:
             cb = bl.parse_callback(msg, expected)
         except bl.BolinkError as exc:
@@ -107,10 +117,10 @@ class BolinkInbound:
             self.counts["refused"] += 1
             log.warning("bolink %s: not supported by this lane yet", type(cb).__name__)
             return bl.answer_error("not supported by this lane controller", msg.service_name)
-        return await handler(cb, msg)
+        return await handler(cb, msg, sdk)
 
     # --- handlers ----------------------------------------------------------------------------------------------
-    async def _outpark(self, cb: bl.Outpark, msg: bl.SignedMessage) -> bytes:
+    async def _outpark(self, cb: bl.Outpark, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
         now = self.clock.now()
         key = f"outpark:{cb.trade_no}:{cb.state}"  # a paying (2) then paid (1) push of one trade are two facts
         if not await self.store.inbox_put("bolink", key, msg.data_text, now):
@@ -134,7 +144,7 @@ class BolinkInbound:
             log.info("bolink outpark %s order %s state %d: %s", cb.trade_no, cb.order_id, cb.state, outcome)
         return bl.answer_outpark(cb.trade_no, cb.order_id)
 
-    async def _notice(self, cb: bl.NoticeCarOwner, msg: bl.SignedMessage) -> bytes:
+    async def _notice(self, cb: bl.NoticeCarOwner, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
         now = self.clock.now()
         if not await self.store.inbox_put("bolink-rand", cb.rand, msg.data_text, now):
             self.counts["refused"] += 1
@@ -146,19 +156,21 @@ class BolinkInbound:
         log.info("bolink: %s is %ssign-free", cb.car_number, "" if cb.is_union_user == 1 else "not ")
         return bl.answer_notice(1, "")
 
-    async def _balance(self, cb: bl.UpdateBalance, msg: bl.SignedMessage) -> Optional[bytes]:
+    async def _balance(self, cb: bl.UpdateBalance, msg: bl.SignedMessage, sdk: bool = False) -> Optional[bytes]:
         await self.store.set_mark("bolink", cb.car_number, "signfree", str(cb.autopay), self.clock.now())
         self.counts["accepted"] += 1
         return None
 
-    async def _monthcard(self, cb: bl.MonthcardPay, msg: bl.SignedMessage) -> bytes:
+    async def _monthcard(self, cb: bl.MonthcardPay, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
+        answer = (bl.compact(bl.monthcard_reply_sdk(cb.trade_no, cb.park_id or self.park_id, cb.amount_fen)) if sdk
+                  else bl.answer_monthcard(cb.trade_no))
         if not await self.store.inbox_put("bolink", f"monthcard:{cb.trade_no}", msg.data_text, self.clock.now()):
             self.counts["duplicate"] += 1
-            return bl.answer_monthcard(cb.trade_no)
+            return answer
         self.counts["accepted"] += 1
         if not cb.paid:
             log.info("bolink monthcard_pay %s: payment failed (state %s), card unchanged", cb.trade_no, cb.state)
-            return bl.answer_monthcard(cb.trade_no)
+            return answer
         try:
             end = date.fromisoformat(cb.end_time)
             start = date.fromisoformat(cb.start_time) if cb.start_time else None
@@ -166,44 +178,57 @@ class BolinkInbound:
             # Kept in the inbox; without a period there is nothing to extend — the operator applies it by hand.
             log.error("bolink monthcard_pay %s for %s card %s has no usable end_time %r: kept, not applied",
                       cb.trade_no, cb.car_number, cb.card_id, cb.end_time)
-            return bl.answer_monthcard(cb.trade_no)
+            return answer
         if self.renew is not None:
             try:
                 await self.renew(CardRenewal(cb.card_id, cb.car_number, start, end), cb.trade_no, cb.amount_fen)
             except RenewalError as exc:
                 log.error("bolink monthcard_pay %s kept but not applied: %s", cb.trade_no, exc)
-        return bl.answer_monthcard(cb.trade_no)
+        return answer
 
-    async def _prepay(self, cb: bl.PrepayOrder, msg: bl.SignedMessage) -> bytes:
+    async def _prepay(self, cb: bl.PrepayOrder, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
         now = self.clock.now()
-        await self.store.inbox_put("bolink", f"prepay:{cb.trade_no}", msg.data_text, now)  # kept, whatever follows
+        # the SDK channel's push has no trade_no: a repeat of it carries the same order, amount, type and time
+        ref = cb.trade_no or f"{cb.order_id}:{cb.total_fen}:{cb.prepay_type or ''}:{cb.pay_time or ''}"
+        await self.store.inbox_put("bolink", f"prepay:{ref}", msg.data_text, now)  # kept, whatever follows
         paid_at = datetime.fromtimestamp(cb.pay_time, now.tzinfo) if cb.pay_time else now
-        outcome = await self.store.add_prepayment("bolink", cb.trade_no, order_id=cb.order_id, plate=cb.car_number,
+        outcome = await self.store.add_prepayment("bolink", ref, order_id=cb.order_id, plate=cb.car_number,
                                                   amount_fen=cb.total_fen, paid_at=paid_at, now=now)
         if outcome == "not_inside":
             log.error("bolink prepay %s (%d fen) for order %s / %s: no such car inside; kept in the inbox for the "
-                      "operator", cb.trade_no, cb.total_fen, cb.order_id, cb.car_number)
+                      "operator", ref, cb.total_fen, cb.order_id, cb.car_number)
         else:
             self.counts["accepted" if outcome == "recorded" else "duplicate"] += 1
-            log.info("bolink prepay %s: %d fen for order %s %s", cb.trade_no, cb.total_fen, cb.order_id, outcome)
+            log.info("bolink prepay %s: %d fen for order %s %s", ref, cb.total_fen, cb.order_id, outcome)
+        if sdk:
+            return bl.compact(bl.prepay_reply_sdk(cb.order_id, cb.park_id or self.park_id, cb.total_fen))
         return bl.answer_prepay(cb.trade_no, cb.order_id)
 
-    async def _nolicence(self, cb: bl.NolicenceInPark, msg: bl.SignedMessage) -> bytes:
+    async def _nolicence(self, cb: bl.NolicenceInPark, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
+        def answer(state: int, errmsg: str) -> bytes:
+            if sdk:
+                return bl.compact(bl.nolicence_reply_sdk(cb.car_number, state, errmsg))
+            return bl.answer_nolicence(cb.car_number, cb.timetemp, state, errmsg)
+
         if not await self.store.inbox_put("bolink", f"nolicence:{cb.car_number}:{cb.timetemp}", msg.data_text,
                                           self.clock.now()):
             self.counts["duplicate"] += 1  # a repeated request: answered, never a second opening
-            return bl.answer_nolicence(cb.car_number, cb.timetemp, 1, "")
+            return answer(1, "")
         if self.admit is None:
-            return bl.answer_nolicence(cb.car_number, cb.timetemp, 0, "plate-less entry not supported here")
+            return answer(0, "plate-less entry not supported here")
         opened, why = await self.admit(cb.channel_id, cb.car_number)
         self.counts["accepted" if opened else "refused"] += 1
         log.info("bolink nolicence_in_park %s at channel %s: %s", cb.car_number, cb.channel_id,
                  "admitted" if opened else f"refused ({why})")
-        return bl.answer_nolicence(cb.car_number, cb.timetemp, 1 if opened else 0, "" if opened else why)
+        return answer(1 if opened else 0, "" if opened else why)
 
-    async def _query_price(self, cb: bl.QueryPrice, msg: bl.SignedMessage) -> bytes:
+    async def _query_price(self, cb: bl.QueryPrice, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
         q = await self.quote(cb.car_number, cb.order_id, cb.out_channel_id)
         if q is None:
+            if sdk:
+                return bl.compact(bl.query_price_unknown_sdk(
+                    park_id=self.park_id, order_id=cb.order_id, query_order_no=cb.query_order_no,
+                    free_out_time_min=self.free_out_minutes, query_time=int(self.clock.now().timestamp())))
             return bl.compact(bl.query_price_unknown(park_id=self.park_id, order_id=cb.order_id,
                                                      query_order_no=cb.query_order_no))
         self.counts["accepted"] += 1
@@ -211,4 +236,5 @@ class BolinkInbound:
             park_id=self.park_id, order_id=q.order_id, price_fen=q.due_fen, total_fen=q.total_fen,
             duration_min=q.duration_min, query_order_no=cb.query_order_no, free_out_time_min=self.free_out_minutes,
             in_time=int(q.entered_at.timestamp()) if q.entered_at else None,
-            query_time=int(self.clock.now().timestamp()))
+            query_time=int(self.clock.now().timestamp()),
+            **({"errmsg": "success", "derate_duration_min": 0} if sdk else {}))

@@ -43,7 +43,8 @@ async def bench(request) -> AsyncIterator[Bench]:
         opts["site_overrides"]["uploads"] = {"webhook": {"url": office.url, "rate_per_s": 20}}
     names = tuple(name for name in ("bolink", "xft", "tdzn") if opts.pop(name, False))
     platforms = await Platforms(names, window_s=opts.pop("window_s", 6.0),
-                                bolink_downlink=opts.pop("bolink_downlink", "callback")).start()
+                                bolink_downlink=opts.pop("bolink_downlink", "callback"),
+                                bolink_uplink=opts.pop("bolink_uplink", "api")).start()
     if platforms.names:
         opts["site_overrides"].update(platforms.site())
         opts["lane_extra"] = platforms.lane_extra()

@@ -218,3 +218,68 @@ async def test_an_unplugged_booth_scanner_is_shown_and_pays_again_once_plugged_b
     sweep = [u for u in bench.bolink.uploads if u.data.get("pay_type") == "sweepcode"]
     assert len(sweep) == 1 and sweep[0].data["auth_code"] == "134567890123456789"
     no_harm(bench)
+
+
+async def control_push(bench, msg: dict) -> dict:
+    """What a script does: POST /__control__/push on the emulator."""
+    import json
+
+    import aiohttp
+    async with aiohttp.ClientSession() as http:
+        async with http.post(bench.bolink.url + emu.CONTROL_PUSH, data=json.dumps(msg, ensure_ascii=False).encode(),
+                             timeout=aiohttp.ClientTimeout(total=40)) as r:
+            assert r.status == 200
+            return await r.json()
+
+
+@pytest.mark.rig(bolink=True, bolink_downlink="http_mode", bolink_uplink="sdk",
+                 seed=[{"plate": "粤B77777", "lane": "in1", "minutes_ago": 30}])
+async def test_an_sdk_only_lot_uploads_over_upload_do_and_answers_every_flat_downlink(bench):
+    """The daemon as a lot registered only for the SDK channel, behind NAT: one login; the entry and the cash exit
+    go up as `inpark` / `outpark`; every downlink a script pushes arrives flat and is answered."""
+    import json
+
+    assert (await bench.rig.car("in1", "粤B70001")).passed
+    for _ in range(50):
+        order = next((o for o in bench.bolink.orders.values() if o.car_number == "粤B70001"), None)
+        if order is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert order is not None and order.entry is not None, "the entry went up as an SDK inpark"
+    assert "/bpd/upload.do:inpark" in [u.path for u in bench.bolink.uploads]
+    entry = next(r for r in await bench.control.records(plate="粤B77777") if r["kind"] == "entry")
+    rid = entry["record_id"]
+    pushed = [
+        {"service_name": "update_balance", "car_number": "粤B70001", "balance": "0.00", "autopay": 0},
+        {"service_name": "query_price", "park_id": BOLINK_PARK, "pay_scene": 0, "car_number": "粤B77777",
+         "order_id": rid},
+        {"service_name": "query_price", "park_id": BOLINK_PARK, "pay_scene": 1, "car_number": "粤B77777",
+         "out_channel_id": "A1", "query_order_no": "Q1"},
+        {"service_name": "monthcard_pay", "trade_no": "M1", "park_id": BOLINK_PARK, "pay_money": 300.0, "state": 1,
+         "card_id": "C1", "car_number": "粤B79999", "start_time": "2026-12-01", "end_time": "2026-12-31",
+         "pay_time": 1765000000},
+        {"service_name": "nolicence_in_park", "car_number": "wx_sdk01", "park_id": BOLINK_PARK, "channel_id": "A1",
+         "timetemp": 1765000000000},  # A1 is no entry lane: answered state 0, still a reply
+        {"service_name": "prepay_order", "park_id": BOLINK_PARK, "order_id": rid, "car_number": "粤B77777",
+         "prepay": 5.0, "prepay_type": 1, "pay_time": 1765000000},
+    ]
+    for msg in pushed:
+        out = await control_push(bench, msg)
+        body = json.loads(out["pushes"][-1]["body"])
+        assert body["service_name"] == msg["service_name"] and "data" not in body, body
+        if msg["service_name"] == "update_balance":
+            assert out["state"] == 1
+        else:
+            assert out["pushes"][-1]["answer"] not in (None, "no reply"), f"{msg['service_name']} not answered"
+            if msg["service_name"] != "nolicence_in_park":
+                assert out["state"] == 1, out
+    opens = bench.rig.io.count("open")
+    assert (await bench.rig.car("out1", "粤B77777")).passed, "paid ahead: leaves free"
+    assert bench.rig.io.count("open") == opens + 1
+    outpark = await control_push(bench, {"service_name": "outpark", "park_id": BOLINK_PARK, "order_id": "in9_none",
+                                         "trade_no": "LATE1", "state": 1, "total": 5.0, "pay_type": "wallet"})
+    assert outpark["state"] == 1, "a 5.5 for an order the lane does not know is still recorded and answered"
+    assert bench.bolink.logins == 1, "one login for uplink and downlink"
+    assert not [u for u in bench.bolink.uploads if u.path.startswith("/unionapi/neworder")]
+    assert bench.bolink.polls < 80, "long-polls held, not hammered"
+    no_harm(bench)

@@ -473,3 +473,14 @@ async def test_stop_releases_a_held_poll(lane, http):
     t0 = time.monotonic()
     await emu.stop()
     assert json.loads(await waiting) == NO_MESSAGE and time.monotonic() - t0 < 1.5
+
+
+async def test_control_push_in_callback_mode_posts_a_signed_envelope_to_the_lane(emu, lane, http):
+    status, body = await post(http, emu.url + "/__control__/push", json.dumps(
+        {"service_name": "outpark", "park_id": PARK, "order_id": "L1_9", "trade_no": "T9", "state": 1,
+         "total": 7.0, "pay_type": "wallet"}).encode())
+    out = json.loads(body)
+    assert status == 200 and out["state"] == 1 and out["transport"] == "callback"
+    [got] = lane.callbacks(bl.Outpark)
+    assert (got.trade_no, got.order_id, got.total_fen) == ("T9", "L1_9", 700)
+    assert json.loads(lane.raw[-1])["sign"], "a callback is the signed API envelope"

@@ -594,3 +594,69 @@ TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
 def test_round_trip_any_data(data, union_id):
     msg = b.decode_signed(b.encode_request(union_id, data, KEY), KEY)
     assert msg.data == data and msg.data_text == b.dumps_data(data)
+
+
+# ------------------------------------------------------------------------ SDK channel: flat downlinks (issue 13)
+
+FLAT = '{"service_name":"outpark","state":1,"order_id":"in1_1","trade_no":"T1","total":7.0,"car_number":"粤B1"}'
+
+
+def test_a_flat_downlink_is_read_with_or_without_a_sign_and_its_sign_covers_the_raw_bytes():
+    sig = b.sign(FLAT, KEY)
+    last = (FLAT[:-1] + ',"sign":"%s"}' % sig).encode()
+    first = ('{"sign":"%s",' % sig + FLAT[1:]).encode()
+    spaced_text = FLAT.replace(",", ", ")  # spacing of the sender's choice is covered as sent
+    spaced = (spaced_text[:-1] + ',"sign":"%s"}' % b.sign(spaced_text, KEY)).encode()
+    for raw in (last, first, spaced, b"\xef\xbb\xbf" + last, FLAT.encode()):
+        msg = b.parse_download(raw, KEY)
+        assert msg is not None and msg.form == "flat" and msg.service_name == "outpark" and msg.token == ""
+        assert msg.data["total"] == Decimal("7.0") and "sign" not in msg.data
+        cb = b.parse_callback(msg)
+        assert isinstance(cb, Outpark) and (cb.trade_no, cb.total_fen, cb.car_number) == ("T1", 700, "粤B1")
+    # the sign covers the bytes as sent: a re-serialized (here re-spaced) body no longer verifies
+    with pytest.raises(BadSignature):
+        b.parse_download(last.replace(b'"state":1', b'"state": 1'), KEY)
+    with pytest.raises(BadSignature):
+        b.parse_download(last.replace(b"7.0", b"7.00"), KEY)
+    with pytest.raises(BadSignature):
+        b.parse_download(first, "FFFFFFFFFFFFFFFF")
+    with pytest.raises(BolinkError):
+        b.parse_download((FLAT[:-1] + ',"sign":5}').encode(), KEY)
+    # still "no message": no service_name anywhere
+    assert b.parse_download(b'{"state":0,"errmsg":"\xe6\x9a\x82\xe6\x97\xa0\xe6\xb6\x88\xe6\x81\xaf"}', KEY) is None
+
+
+def test_flat_downlink_bytes_one_at_a_time_and_with_garbage_never_raise_anything_but_bolink_errors():
+    raw = (FLAT[:-1] + ',"sign":"%s"}' % b.sign(FLAT, KEY)).encode()
+    for i in range(len(raw) + 1):
+        for body in (raw[:i], raw[:i] + b"}", b"x" + raw[i:]):
+            try:
+                b.parse_download(body, KEY)
+            except BolinkError:
+                pass
+
+
+def test_sdk_field_names_and_reply_sets():
+    f = b.SignedMessage(None, "", {"service_name": "monthcard_pay", "trade_no": "M1", "park_id": "21835",
+                                   "pay_money": Decimal("300.0"), "state": 1}, "", "monthcard_pay", "", form="flat")
+    m = b.parse_callback(f)
+    assert isinstance(m, MonthcardPay) and (m.amount_fen, m.amount_field) == (30000, "pay_money")
+    p = b.SignedMessage(None, "", {"service_name": "prepay_order", "order_id": "in1_1", "prepay": Decimal("5.0"),
+                                   "prepay_type": 2}, "", "prepay_order", "", form="flat")
+    pre = b.parse_callback(p)
+    assert isinstance(pre, PrepayOrder) and (pre.trade_no, pre.total_fen, pre.prepay_type) == ("", 500, 2)
+    # an inferred field is read tolerantly: a type we do not know does not lose money paid ahead
+    assert b.parse_callback(b.SignedMessage(None, "", {**p.data, "prepay_type": 3}, "", "prepay_order",
+                                            "")).prepay_type == 3  # type: ignore[union-attr]
+    with pytest.raises(BolinkError):
+        b.parse_callback(b.SignedMessage(None, "", {**p.data, "prepay_type": "cash"}, "", "prepay_order", ""))
+    assert b.prepay_reply_sdk("in1_1", "21835", 500) == {"service_name": "prepay_order", "state": 1, "errmsg": "",
+                                                          "prepay": "5.00", "order_id": "in1_1", "park_id": "21835"}
+    assert "trade_no" not in b.prepay_reply_sdk("in1_1", "21835", 500)
+    assert b.monthcard_reply_sdk("M1", "21835", 30000)["pay_money"] == "300.00"
+    assert b.nolicence_reply_sdk("wx_1", 0, "no") == {"service_name": "nolicence_in_park", "state": 0,
+                                                      "car_number": "wx_1", "errmsg": "no"}
+    unknown = b.query_price_unknown_sdk(park_id="21835", order_id="x", query_time=1765000000)
+    assert unknown["state"] == 0 and unknown["errmsg"] == b.ERR_NO_SUCH_ORDER
+    assert {"price", "duration", "total", "free_out_time", "query_time", "derate_money", "derate_duration",
+            "query_order_no"} <= set(unknown)

@@ -138,6 +138,7 @@ def test_payments_configuration_loads_with_the_key_by_reference(cfg: Path):
     c = load_config(cfg)
     bolink = c.site.payments.bolink
     assert bolink.base_url == "https://beta.bolink.club" and c.secret(bolink.key, "x") == "K"
+    assert bolink.uplink == "api"
     assert (c.lane("east_out").payments, c.lane("east_out").channel) == (("bolink", "bolink_etc"), "A1")
 
 
@@ -152,6 +153,14 @@ def test_payments_configuration_loads_with_the_key_by_reference(cfg: Path):
 def test_bad_payments_configuration_is_named(cfg: Path, lane_extra, site_extra, expected):
     with_payments(cfg, lane_extra, site_extra)
     assert any(expected in p for p in problems(cfg)), problems(cfg)
+
+
+def test_bolink_uplink_is_api_unless_the_lot_is_only_on_the_sdk_channel(cfg: Path):
+    with_payments(cfg, "", PAYMENTS.replace("}}", "}, downlink: http_mode, uplink: sdk}"))
+    assert load_config(cfg).site.payments.bolink.uplink == "sdk"
+    with_payments(cfg, "", "")
+    (cfg / "site.yaml").write_text((cfg / "site.yaml").read_text().replace("uplink: sdk", "uplink: soap"))
+    assert any("uplink" in p for p in problems(cfg)), problems(cfg)
 
 
 def test_an_entry_lane_does_not_charge(cfg: Path):
