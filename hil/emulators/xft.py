@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional
@@ -35,11 +36,98 @@ from typing import Any, Literal, Optional
 import aiohttp
 from aiohttp import web
 
-from lanectl.core.plates import normalize_plate
-from lanectl.protocols import xft
+from hil.emulators.common import compact_json, md5_sign, param_text, plate_key, same_sign
 
 BASE_PATH = "/parking/aggegation/"
 AnswerStyle = Literal["flat", "wrapped", "wrapped_text"]
+
+
+# ------------------------------------------------------------------------------------------ the wire
+# Written from xft.md / seed 000, not from lanectl.protocols.xft: the emulator checks the daemon's codec.
+
+PATHS = {  # call name -> path under BASE_PATH (seed 000's request addresses)
+    "signed_relation": "query/signed/relation/v2",
+    "entry": "entry/v2",
+    "exit": "entrance/v2",
+    "charge_query": "query/charge/v2",
+}
+SIGN_TYPE = "MD5"
+# Order states (xft.md): 00 paid, 01 failed, 03/04/05 refunds, 06 cancelled, 09 awaiting payment, 98 closed,
+# 99 timed out. The ones that mean "this charge did not and will not go through":
+FAILED_STATES = frozenset({"01", "06", "98", "99"})
+
+
+class Unreadable(ValueError):
+    """A request body the platform cannot read as XFT fields."""
+
+
+def sign_fields(fields: dict[str, Any], key: str) -> dict[str, str]:
+    """The flat body the platform sends: every value as text (objects as compact JSON text, xft.md
+    "nested objects travel as JSON strings"), empty values left out, sign_type MD5, and `sign` over exactly
+    those fields (sign_type included)."""
+    body = {k: param_text(v) for k, v in fields.items() if k != "sign" and v not in ({}, [])}
+    body = {k: v for k, v in body.items() if v != ""}  # "drop empty values": never sent, never signed
+    body.setdefault("sign_type", SIGN_TYPE)
+    body["sign"] = md5_sign(body, key)
+    return body
+
+
+def signature_ok(fields: dict[str, Any], key: str) -> bool:
+    """sign_type MD5 and `sign` equal to the MD5 of the other fields (as received) with the key."""
+    if fields.get("sign_type") != SIGN_TYPE:
+        return False
+    try:
+        expected = md5_sign(fields, key)
+    except TypeError:  # a float or another value with no agreed text: not something we signed
+        return False
+    return same_sign(expected, fields.get("sign"))
+
+
+def read_fields(raw: bytes, content_type: str = "") -> dict[str, Any]:
+    """A request body -> its top-level fields. JSON (an object, or a JSON string holding one) or, when the
+    content type says so, application/x-www-form-urlencoded."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unreadable("body is not UTF-8") from None
+    if "x-www-form-urlencoded" in content_type:
+        try:
+            return dict(urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True,
+                                               errors="strict"))
+        except (ValueError, UnicodeDecodeError):
+            raise Unreadable("form body is not name=value pairs") from None
+    try:
+        value = json.loads(text)
+        if isinstance(value, str):
+            value = json.loads(value)
+    except ValueError:
+        raise Unreadable("body is not JSON") from None
+    if not isinstance(value, dict):
+        raise Unreadable("body is not a JSON object")
+    return value
+
+
+def nested(value: Any, name: str = "extra") -> dict[str, Any]:
+    """A nested object (`extra`), sent as its JSON text or as an object; {} when absent."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise Unreadable(f"{name} is not JSON") from None
+    if not isinstance(value, dict):
+        raise Unreadable(f"{name} is not a JSON object")
+    return value
+
+
+def fen(value: Any) -> int:
+    """`amount`: whole fen as a string of ASCII digits (xft.md), a JSON integer tolerated."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        return int(value)
+    raise Unreadable(f"amount is not whole fen: {value!r}")
 
 
 # ------------------------------------------------------------------------------------------ exit scripts
@@ -203,15 +291,15 @@ class XftPlatform:
 
     def sign_plate(self, *plates: str, channel: str = "WECHAT") -> None:
         """One user signed up on `channel` with these plates (the relation answer lists them all)."""
-        group = tuple(normalize_plate(p) for p in plates)
+        group = tuple(plate_key(p) for p in plates)
         for p in group:
             self.signed[p] = (channel, group)
 
     def unsign_plate(self, plate: str) -> None:
-        self.signed.pop(normalize_plate(plate), None)
+        self.signed.pop(plate_key(plate), None)
 
     def script(self, plate: str, script: ExitScript) -> None:
-        self.scripts[normalize_plate(plate)] = script
+        self.scripts[plate_key(plate)] = script
 
     def acked_notifies(self, out_trade_no: Optional[str] = None) -> list[NotifyAttempt]:
         return [n for n in self.notifies if n.acked and out_trade_no in (None, n.out_trade_no)]
@@ -228,7 +316,7 @@ class XftPlatform:
         self._stopping = asyncio.Event()
         self._session = aiohttp.ClientSession()
         app = web.Application()
-        for name, path in xft.PATHS.items():
+        for name, path in PATHS.items():
             app.router.add_post(BASE_PATH + path, self._handler(name))
         # a short shutdown: a handler still inside a slow() answer must not hold stop() for a minute
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -258,23 +346,23 @@ class XftPlatform:
     # -- answers
 
     def _answer(self, fields: dict[str, Any]) -> web.Response:
-        data: dict[str, Any] = xft.signed_fields(fields, self.key if self.answer_signature == "good"
-                                                 else self.key + "!")
+        data: dict[str, Any] = sign_fields(fields, self.key if self.answer_signature == "good"
+                                           else self.key + "!")
         if self.answer_signature == "none":
             del data["sign"]
         if self.answer_style == "flat":
             body: dict[str, Any] = data
         else:
-            inner = data if self.answer_style == "wrapped" else xft.compact_json(data)
+            inner = data if self.answer_style == "wrapped" else compact_json(data)
             body = {"code": "0000", "message": "SUCCESS", "result": "SUCCESS", "data": inner}
-        return web.Response(body=xft.compact_json(body).encode(), content_type="application/json")
+        return web.Response(body=compact_json(body).encode(), content_type="application/json")
 
     def _unreadable(self, reason: str) -> web.Response:
         self.param_errors += 1
         if self.answer_style == "flat":
             return self._answer({"failure_code": "PARAM_ERROR", "failure_msg": reason})
         body = {"code": "4000", "message": reason, "result": "FAIL", "data": None}
-        return web.Response(body=xft.compact_json(body).encode(), content_type="application/json")
+        return web.Response(body=compact_json(body).encode(), content_type="application/json")
 
     def _handler(self, name: str):
         handle = getattr(self, f"_{name}")
@@ -282,9 +370,9 @@ class XftPlatform:
         async def handler(request: web.Request) -> web.Response:
             self.calls[name] += 1
             try:
-                fields, _ = xft.decode_fields(await request.read(), content_type=request.content_type)
-                extra = xft.nested_object(fields.get("extra"))
-            except xft.XftError as exc:
+                fields = read_fields(await request.read(), request.content_type)
+                extra = nested(fields.get("extra"))
+            except Unreadable as exc:
                 return self._unreadable(str(exc))
             refusal = self._check(fields)
             if refusal is not None:
@@ -293,7 +381,7 @@ class XftPlatform:
         return handler
 
     def _check(self, fields: dict[str, Any]) -> Optional[dict[str, str]]:
-        if fields.get("sign_type") != xft.SIGN_TYPE or not xft.verify(fields, self.key):
+        if not signature_ok(fields, self.key):
             self.sign_errors += 1
             return {"failure_code": "SIGN_ERROR", "failure_msg": "签名错误"}
         if self.app_id is not None and fields.get("app_id") != self.app_id:
@@ -307,7 +395,7 @@ class XftPlatform:
     # -- the four calls
 
     async def _signed_relation(self, fields: dict[str, Any], extra: dict[str, Any]) -> web.Response:
-        plate = normalize_plate(str(extra.get("plate_number") or ""))
+        plate = plate_key(str(extra.get("plate_number") or ""))
         if not plate:
             return self._answer(self._missing("signed_relation", "plate_number"))
         channel = str(fields.get("channel") or "")
@@ -320,7 +408,7 @@ class XftPlatform:
 
     async def _entry(self, fields: dict[str, Any], extra: dict[str, Any]) -> web.Response:
         out_trade_no = str(fields.get("out_trade_no") or "")
-        plate = normalize_plate(str(extra.get("plate_number") or ""))
+        plate = plate_key(str(extra.get("plate_number") or ""))
         for name, value in (("out_trade_no", out_trade_no), ("plate_number", plate),
                             ("start_time", extra.get("start_time"))):
             if not value:
@@ -334,14 +422,14 @@ class XftPlatform:
 
     async def _exit(self, fields: dict[str, Any], extra: dict[str, Any]) -> web.Response:
         out_trade_no = str(fields.get("out_trade_no") or "")
-        plate = normalize_plate(str(extra.get("plate_number") or ""))
+        plate = plate_key(str(extra.get("plate_number") or ""))
         for name, value in (("out_trade_no", out_trade_no), ("amount", fields.get("amount")),
                             ("notify_url", fields.get("notify_url")), ("plate_number", plate)):
             if not value:
                 return self._answer(self._missing("exit", name))
         try:
-            amount = xft.fen_from_wire(fields["amount"])
-        except xft.XftError as exc:
+            amount = fen(fields["amount"])
+        except Unreadable as exc:
             amount, reason = 0, str(exc)
         else:
             reason = "amount must be > 0"
@@ -410,7 +498,7 @@ class XftPlatform:
             return self._answer({"out_trade_no": out_trade_no, "failure_code": "ORDER_NOT_EXIST",
                                  "failure_msg": "订单不存在"})
         settled = order.state != "09"
-        failed = order.state in xft.FAILED_STATES
+        failed = order.state in FAILED_STATES
         return self._answer({
             "id": order.id, "out_trade_no": order.out_trade_no, "amount": str(order.amount_fen),
             "state": order.state, "payer_id": f"oUser{order.plate.encode().hex()[:12]}" if settled else "",
@@ -431,22 +519,21 @@ class XftPlatform:
             return
         named = order.out_trade_no if not script.notify_other_order else f"{order.out_trade_no[:58]}_OTHER"
         state = order.state if not script.notify_other_order else "00"
-        failed = state in xft.FAILED_STATES
-        fields = xft.notify_fields(out_trade_no=named, state=state, amount_fen=order.amount_fen,
-                                   third_trade_no=order.third_trade_no, store_code=order.store_code,
-                                   channel=order.channel, failure_code=script.failure_code if failed else "",
-                                   failure_msg=script.failure_msg if failed else "", body="停车费",
-                                   subject="停车费")
+        failed = state in FAILED_STATES
+        fields = notify_fields(out_trade_no=named, state=state, amount=str(order.amount_fen),
+                               third_trade_no=order.third_trade_no, store_code=order.store_code,
+                               channel=order.channel, failure_code=script.failure_code if failed else "",
+                               failure_msg=script.failure_msg if failed else "", body="停车费", subject="停车费")
         key = self.key if script.notify_signature == "good" else self.key + "-wrong"
         for copy in range(1, script.notify_copies + 1):
-            await self._deliver(order.notify_url, xft.signed_fields(fields, key), copy)
+            await self._deliver(order.notify_url, sign_fields(fields, key), copy)
 
     async def _deliver(self, url: str, fields: dict[str, str], copy: int) -> bool:
         """POST one notify until the lane answers SUCCESS or the attempts run out."""
         if self.notify_format == "form":
             body, ctype = _form(fields).encode(), "application/x-www-form-urlencoded"
         else:
-            body, ctype = xft.compact_json(fields).encode(), "application/json"
+            body, ctype = compact_json(fields).encode(), "application/json"
         assert self._session is not None
         for attempt in range(1, self.notify_attempts + 1):
             status: Optional[int] = None
@@ -473,6 +560,12 @@ _NEGATIVE: dict[str, dict[str, str]] = {
     "exit": {"is_allow": "FAIL"},
     "charge_query": {},
 }
+
+
+def notify_fields(**fields: Any) -> dict[str, Any]:
+    """The async notify's fields (seed 000 异步通知: out_trade_no, third_trade_no, store_code, body, channel,
+    amount, subject, description, failure_code, failure_msg, state), unsigned; sign with sign_fields."""
+    return {k: v for k, v in fields.items() if v not in (None, "")}
 
 
 def _form(fields: dict[str, str]) -> str:
