@@ -9,7 +9,8 @@ Commands are honoured in heartbeat replies too, so a lane that answers "ok" to a
 Like the real camera, a push that gets no answer (or a 5xx) is kept (`offline_queue`) and `resend_offline()` sends it
 again later with `isoffline: 1`. `post_raw()` sends any body, for malformed-push tests.
 
-The JSON is built here from the field list, independently of lanectl.protocols.vzenith_http's parser.
+The JSON is built, and the lane's reply read, here from lane-hardware.md's field list, independently of
+lanectl.protocols.vzenith_http.
 
 Standalone:
     python -m hil.emulators.camera_http URL 粤B12345 [京A88888 ...] [--color blue] [--interval 1]
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import binascii
 import contextlib
 import json
 import time
@@ -28,8 +30,58 @@ from typing import Any, Optional, Protocol, Sequence
 
 import aiohttp
 
-from lanectl.core.plates import COLORS, normalize_color
-from lanectl.protocols.vzenith_http import CameraCommands, VzenithError, parse_response
+
+# colorType (lane-hardware.md): 0 unknown, 1 blue, 2 yellow, 3 white, 4 black, 5 green (new energy), 6 yellow-green
+COLOR_TYPES = {"unknown": 0, "blue": 1, "yellow": 2, "white": 3, "black": 4, "green": 5, "yellow-green": 6}
+_COLOR_WORDS = {"蓝": "blue", "黄": "yellow", "白": "white", "黑": "black", "绿": "green", "渐变绿": "green",
+                "黄绿": "yellow-green", "未知": "unknown", "yellowgreen": "yellow-green"}
+
+
+class ReplyError(ValueError):
+    """A lane reply the camera cannot act on (it then does nothing)."""
+
+
+@dataclass(frozen=True)
+class CameraCommands:
+    """What the camera does with a lane's reply: pulse its relay, pass bytes to its RS-485 channels."""
+
+    open_gate: bool
+    serial_data: tuple[tuple[int, bytes], ...] = ()
+
+
+def read_reply(body: bytes) -> CameraCommands:
+    """The lane's reply per lane-hardware.md: `{"Response_AlarmInfoPlate": {"info": "ok", "serialData":
+    [{"serialChannel": 0, "data": "<base64>", "dataLen": n}]}}`. Only info == "ok" opens; a serialData entry
+    whose base64 is broken or whose dataLen disagrees with the bytes makes the whole reply unusable."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ReplyError("reply is not JSON") from None
+    reply = doc.get("Response_AlarmInfoPlate") if isinstance(doc, dict) else None
+    if not isinstance(reply, dict):
+        raise ReplyError("reply has no Response_AlarmInfoPlate object")
+    entries = reply.get("serialData") or []
+    if not isinstance(entries, list):
+        raise ReplyError("serialData is not a list")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ReplyError(f"serialData[{i}] is not an object")
+        channel, text, length = entry.get("serialChannel", 0), entry.get("data", ""), entry.get("dataLen")
+        if not _is_int(channel) or not isinstance(text, str) or (length is not None and not _is_int(length)):
+            raise ReplyError(f"serialData[{i}]: serialChannel / data / dataLen of the wrong type")
+        try:
+            data = base64.b64decode(text.encode("ascii"), validate=True)
+        except (UnicodeEncodeError, binascii.Error, ValueError):
+            raise ReplyError(f"serialData[{i}].data is not base64") from None
+        if length is not None and length != len(data):
+            raise ReplyError(f"serialData[{i}]: dataLen {length} but {len(data)} bytes")
+        out.append((channel, data))
+    return CameraCommands(reply.get("info") == "ok", tuple(out))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class SerialSink(Protocol):
@@ -60,10 +112,13 @@ def fake_jpeg(label: str, size: int = 2048) -> bytes:
 def color_type(color: str | int) -> int:
     if isinstance(color, int):
         return color
-    name = normalize_color(color)
-    if name is None:
+    word = color.strip().lower()
+    word = _COLOR_WORDS.get(word.removesuffix("色").removesuffix("牌"), word)
+    if word.isdigit() and int(word) in COLOR_TYPES.values():
+        return int(word)
+    if word not in COLOR_TYPES:
         raise ValueError(f"unknown plate colour {color!r}")
-    return COLORS.index(name)
+    return COLOR_TYPES[word]
 
 
 @dataclass
@@ -185,8 +240,8 @@ class HttpCamera:
             self.failures += 1
             return self._record(PushReply(kind, status, error=answer[:200].decode("utf-8", "replace")))
         try:
-            commands = parse_response(answer)
-        except VzenithError as exc:
+            commands = read_reply(answer)
+        except ReplyError as exc:
             return self._record(PushReply(kind, status, error=str(exc)))
         if commands.open_gate:
             self.relay_opens += 1
