@@ -121,6 +121,26 @@ def color_type(color: str | int) -> int:
     return COLOR_TYPES[word]
 
 
+def plate_push(plate: str, color_type: int, *, plate_id: int, when: float, confidence: int = 95,
+               plate_type: int = 1, trigger_type: int = 8, channel: int = 0, device_name: str = "IVS",
+               ipaddr: str = "192.168.1.100", serialno: str = "e6a5c8d9-00000001", isoffline: int = 0,
+               image: Optional[bytes] = None, fragment: Optional[bytes] = None) -> dict[str, Any]:
+    """One plate result as lane-hardware.md lists the Vzenith push: {"AlarmInfoPlate": {channel, deviceName,
+    ipaddr, serialno, result: {PlateResult: {license, colorType, type, confidence, triggerType, plateid,
+    isoffline, timeStamp: {Timeval: {sec, usec}}, imageFile?, imageFragmentFile?}}}}, pictures base64."""
+    result: dict[str, Any] = {
+        "license": plate, "colorType": color_type, "type": plate_type, "confidence": confidence,
+        "triggerType": trigger_type, "plateid": plate_id, "isoffline": isoffline,
+        "timeStamp": {"Timeval": {"sec": int(when), "usec": int(when % 1 * 1_000_000)}},
+    }
+    if image is not None:
+        result["imageFile"] = base64.b64encode(image).decode("ascii")
+    if fragment is not None:
+        result["imageFragmentFile"] = base64.b64encode(fragment).decode("ascii")
+    return {"AlarmInfoPlate": {"channel": channel, "deviceName": device_name, "ipaddr": ipaddr,
+                               "serialno": serialno, "result": {"PlateResult": result}}}
+
+
 @dataclass
 class HttpCamera:
     url: str
@@ -168,18 +188,15 @@ class HttpCamera:
         """A car was recognised: push it and act on the reply."""
         self._plate_id += 1
         when = time.time() if when is None else when
-        result: dict[str, Any] = {
-            "license": plate, "colorType": color_type(color), "type": plate_type, "confidence": confidence,
-            "triggerType": trigger_type, "plateid": self._plate_id, "isoffline": 0,
-            "timeStamp": {"Timeval": {"sec": int(when), "usec": int(when % 1 * 1_000_000)}},
-        }
+        picture = fragment = None
         if images:
             picture = fake_jpeg(f"{plate} #{self._plate_id}", self.image_size)
             self.sent_images[self._plate_id] = picture
-            result["imageFile"] = base64.b64encode(picture).decode("ascii")
-            result["imageFragmentFile"] = base64.b64encode(fake_jpeg(plate, self.image_size // 10)).decode("ascii")
-        doc = {"AlarmInfoPlate": {"channel": self.channel, "deviceName": self.device_name, "ipaddr": self.ipaddr,
-                                  "serialno": self.serialno, "result": {"PlateResult": result}}}
+            fragment = fake_jpeg(plate, self.image_size // 10)
+        doc = plate_push(plate, color_type(color), plate_id=self._plate_id, when=when, confidence=confidence,
+                         plate_type=plate_type, trigger_type=trigger_type, channel=self.channel,
+                         device_name=self.device_name, ipaddr=self.ipaddr, serialno=self.serialno,
+                         image=picture, fragment=fragment)
         return await self._push(doc)
 
     async def heartbeat(self) -> PushReply:

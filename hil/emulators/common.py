@@ -24,7 +24,7 @@ def compact_json(value: Any) -> str:
 
 def param_text(value: Any) -> str:
     """What one parameter contributes to the signing string ("" means: left out)."""
-    if value is None:
+    if value is None or value in ({}, []):  # an empty object or list is an empty value too: not signed
         return ""
     if isinstance(value, str):
         return value
