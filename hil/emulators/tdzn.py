@@ -19,7 +19,8 @@ attempt and is retried every `notify_interval_s`, at most `notify_attempts` time
 
     python -m hil.emulators.tdzn --port 8793 --pid 123456 --key KEY --lane-url http://127.0.0.1:8794/tdzn \\
         [--default pay_later:2] [--script 粤B12345=never_pay] [--park-code TEST/1P1] [--no-require-entry]
-then type on stdin: `fee PLATE [SCENE]`, `pay ORDER_NO FEE_FEN RECORD_NO [CHANNEL]`,
+`POST /__control__/push` (not tdzn's) sends any platform → lane request now, signed by this platform; see
+push() and hil/README.md. Or type on stdin: `fee PLATE [SCENE]`, `pay ORDER_NO FEE_FEN RECORD_NO [CHANNEL]`,
 `open CHANNEL OPERATOR REASON`, `script PLATE SPEC`.
 """
 
@@ -53,6 +54,7 @@ QUERY_PARK_FEE, PAY_NOTIFY, REMOTE_DEV = "queryParkFee", "payNotify", "remoteDev
 LANE_SERVICES = (ENTER_NOTIFY, LEAVE_NOTIFY, PRE_LEAVE_NOTIFY, PRE_ENTER_NOTIFY)
 PLATFORM_SERVICES = (QUERY_PARK_FEE, PAY_NOTIFY, REMOTE_DEV)
 JSON_HEADERS = {"Content-Type": "application/json;charset=UTF-8"}
+CONTROL_PUSH = "/__control__/push"  # not tdzn's: a script makes the platform send a request on demand
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the doc's YYYY-MM-DD HH:mm:ss, local time
 ENVELOPE = ("pid", "serviceName", "timestamp", "bizContent", "sign")
 MEANING = {200: "成功", 400: "缺少参数", 401: "签名错误", 402: "非法参数", 404: "不存在", 405: "重复请求",
@@ -363,6 +365,7 @@ class TdznPlatform:
         self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_post("/api", self._api)
+        app.router.add_post(CONTROL_PUSH, self._control_push)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -535,6 +538,42 @@ class TdznPlatform:
                "openGateCase": open_gate_case}
         return await self._call(REMOTE_DEV, _drop_empty(biz))
 
+    async def push(self, service: str, biz: Mapping[str, Any], *, signature: str = "good", age_s: float = 0.0,
+                   url: Optional[str] = None) -> tuple[bytes, Optional[Answer]]:
+        """Send any platform → lane request now (payNotify, queryParkFee, remoteDev, or any other serviceName),
+        once, with exactly this bizContent (a payNotify without parkCode / payTime gets this platform's park
+        and now). Signed right ("good"), with another key ("bad"), or with an empty sign ("none"); `age_s`
+        back-dates the timestamp. Returns the bytes sent and the lane's answer (None: no tdzn answer)."""
+        biz = dict(biz)
+        if service == PAY_NOTIFY:
+            biz.setdefault("parkCode", self._park())
+            biz.setdefault("payTime", self._now_text())
+        body = self._signed(service, biz, age_s=age_s, bad_sign=signature == "bad")
+        if signature == "none":
+            env = json.loads(body)
+            env["sign"] = ""
+            body = compact_json(env).encode("utf-8")
+        return body, await self._post(service, biz, body, f"control push ({signature})", url=url)
+
+    async def _control_push(self, request: web.Request) -> web.Response:
+        """POST /__control__/push {"service": "payNotify", "biz": {...}, "signature"?, "age_s"?, "url"?} ->
+        {"sent": <the envelope sent>, "answer": {code, msg, data} | null}."""
+        try:
+            spec = json.loads(await request.read())
+            if not isinstance(spec, dict) or not isinstance(spec.get("service"), str) or not spec["service"]:
+                raise ValueError('say which request: {"service": "payNotify", "biz": {...}}')
+            biz = spec.get("biz", {})
+            if not isinstance(biz, dict):
+                raise ValueError("biz must be an object")
+            if spec.get("signature", "good") not in ("good", "bad", "none"):
+                raise ValueError("signature is good | bad | none")
+            body, ans = await self.push(spec["service"], biz, signature=spec.get("signature", "good"),
+                                        age_s=float(spec.get("age_s", 0)), url=spec.get("url"))
+        except (ValueError, TypeError, RuntimeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        answer_ = None if ans is None else {"code": ans.code, "msg": ans.msg, "data": ans.data}
+        return web.json_response({"sent": json.loads(body), "answer": answer_}, dumps=compact_json)
+
     async def send_raw(self, service: str, body: bytes, note: str = "raw") -> Optional[Answer]:
         """POST bytes as they are (replays, tampering) and record the lane's answer."""
         return await self._post(service, {}, body, note)
@@ -572,11 +611,13 @@ class TdznPlatform:
             body = json.dumps(env, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return body
 
-    async def _post(self, service: str, biz: dict[str, Any], body: bytes, note: str = "") -> Optional[Answer]:
-        if self.lane_url is None or self._session is None:
+    async def _post(self, service: str, biz: dict[str, Any], body: bytes, note: str = "",
+                    url: Optional[str] = None) -> Optional[Answer]:
+        url = url or self.lane_url
+        if url is None or self._session is None:
             raise RuntimeError("no lane_url configured, or the platform is not started")
         try:
-            async with self._session.post(self.lane_url, data=body, headers=JSON_HEADERS) as resp:
+            async with self._session.post(url, data=body, headers=JSON_HEADERS) as resp:
                 raw, status = await resp.read(), resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             self._record("out", service, biz, None, None, body, f"{note} {type(e).__name__}".strip())

@@ -20,6 +20,10 @@ until the lane answers SUCCESS (any case). What it decides where XFT's documents
   the notify and the order query.
 - A notify counts as received when the lane answers 2xx with the body SUCCESS (any case, whitespace ignored).
 
+Not XFT's: `POST /__control__/push` makes the platform send a notify now (see push_notify and hil/README.md):
+    {"callback": "notify", "fields": {"out_trade_no": "...", "state": "00", ...}, "url": "http://lane/...",
+     "signature": "good" | "bad" | "none", "attempts": 1, "format": "json" | "form"}
+
     python -m hil.emulators.xft --port 8792 --key KEY [--sign-plate 粤B12345 ...] [--default init_then]
 """
 
@@ -39,6 +43,7 @@ from aiohttp import web
 from hil.emulators.common import compact_json, md5_sign, param_text, plate_key, same_sign
 
 BASE_PATH = "/parking/aggegation/"
+CONTROL_PUSH = "/__control__/push"  # not XFT's: a script makes the platform send a notify on demand
 AnswerStyle = Literal["flat", "wrapped", "wrapped_text"]
 
 
@@ -318,6 +323,7 @@ class XftPlatform:
         app = web.Application()
         for name, path in PATHS.items():
             app.router.add_post(BASE_PATH + path, self._handler(name))
+        app.router.add_post(CONTROL_PUSH, self._control_push)
         # a short shutdown: a handler still inside a slow() answer must not hold stop() for a minute
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -342,6 +348,54 @@ class XftPlatform:
         task = asyncio.get_running_loop().create_task(coro, name="xft-emulator-notify")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- callbacks on demand
+
+    async def push_notify(self, fields: dict[str, Any], url: Optional[str] = None, *,
+                          signature: Literal["good", "bad", "none"] = "good", attempts: int = 1,
+                          fmt: Optional[Literal["json", "form"]] = None) -> list[NotifyAttempt]:
+        """Send one notify now, whatever it says. When `out_trade_no` names an order of this platform, the
+        order fills what `fields` leaves out (third_trade_no, store_code, amount, channel, state, and the
+        notify_url when `url` is None). Signed with the merchant key ("good"), another key ("bad"), or not
+        at all ("none"). Returns the attempts made (retried until SUCCESS, at most `attempts`)."""
+        order = self.orders.get(str(fields.get("out_trade_no") or ""))
+        if order is not None:
+            fields = {"third_trade_no": order.third_trade_no, "store_code": order.store_code,
+                      "amount": str(order.amount_fen), "channel": order.channel, "state": order.state, **fields}
+            url = url or order.notify_url
+        if not url:
+            raise ValueError("no url, and out_trade_no names no order of this platform")
+        body = sign_fields(notify_fields(**fields), self.key if signature != "bad" else self.key + "-wrong")
+        if signature == "none":
+            del body["sign"]
+        before = len(self.notifies)
+        await self._deliver(url, body, 1, attempts=attempts, fmt=fmt)
+        return self.notifies[before:]
+
+    async def _control_push(self, request: web.Request) -> web.Response:
+        """POST /__control__/push {"callback": "notify", "fields": {...}, "url"?, "signature"?, "attempts"?,
+        "format"?} -> {"sent": {signed fields}, "acked": bool, "attempts": [{status, answer, acked}]}."""
+        try:
+            spec = json.loads(await request.read())
+            if not isinstance(spec, dict) or spec.get("callback", "notify") != "notify":
+                raise ValueError('XFT has one callback: {"callback": "notify", "fields": {...}}')
+            fields = spec.get("fields", {})
+            if not isinstance(fields, dict):
+                raise ValueError("fields must be an object")
+            signature = spec.get("signature", "good")
+            fmt = spec.get("format")
+            if signature not in ("good", "bad", "none") or fmt not in (None, "json", "form"):
+                raise ValueError("signature is good | bad | none, format json | form")
+            tried = await self.push_notify(fields, spec.get("url"), signature=signature,
+                                           attempts=max(1, int(spec.get("attempts", 1))), fmt=fmt)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        sent = json.loads(tried[0].body) if tried and tried[0].body.startswith(b"{") else (
+            dict(urllib.parse.parse_qsl(tried[0].body.decode())) if tried else {})
+        return web.json_response({"url": tried[0].url if tried else None, "sent": sent,
+                                  "acked": any(t.acked for t in tried),
+                                  "attempts": [{"status": t.status, "answer": t.answer, "acked": t.acked}
+                                               for t in tried]}, dumps=compact_json)
 
     # -- answers
 
@@ -528,14 +582,16 @@ class XftPlatform:
         for copy in range(1, script.notify_copies + 1):
             await self._deliver(order.notify_url, sign_fields(fields, key), copy)
 
-    async def _deliver(self, url: str, fields: dict[str, str], copy: int) -> bool:
+    async def _deliver(self, url: str, fields: dict[str, str], copy: int, *, attempts: Optional[int] = None,
+                       fmt: Optional[str] = None) -> bool:
         """POST one notify until the lane answers SUCCESS or the attempts run out."""
-        if self.notify_format == "form":
+        attempts = self.notify_attempts if attempts is None else attempts
+        if (fmt or self.notify_format) == "form":
             body, ctype = _form(fields).encode(), "application/x-www-form-urlencoded"
         else:
             body, ctype = compact_json(fields).encode(), "application/json"
         assert self._session is not None
-        for attempt in range(1, self.notify_attempts + 1):
+        for attempt in range(1, attempts + 1):
             status: Optional[int] = None
             try:
                 async with self._session.post(url, data=body, headers={"Content-Type": ctype},
@@ -544,11 +600,11 @@ class XftPlatform:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 answer = f"{type(exc).__name__}: {exc}"
             acked = status is not None and 200 <= status < 300 and answer.strip().upper() == "SUCCESS"
-            self.notifies.append(NotifyAttempt(url, fields["out_trade_no"], fields["state"], copy, attempt,
+            self.notifies.append(NotifyAttempt(url, fields.get("out_trade_no", ""), fields.get("state", ""), copy, attempt,
                                                status, answer, acked, body))
             if acked:
                 return True
-            if attempt < self.notify_attempts:
+            if attempt < attempts:
                 await asyncio.sleep(self.notify_interval_s)
         return False
 
