@@ -1,7 +1,7 @@
 """A Modbus IO module with barrier physics behind it, on a real pymodbus server (RTU on a tty or TCP).
 
 One server hosts one or more barriers by unit id (two lanes' modules on one RS-485 line is common). Each
-barrier follows the lane point map (PointMap below, lane-hardware.md's default map): coils are pulse inputs of the barrier
+barrier follows the lane point map (PointMap below, lane-hardware.md's default): coils are pulse inputs of the barrier
 controller (OPEN / CLOSE / STOP act on the rising edge), discrete inputs are the loops, the limits and the
 anti-smash sensor. A simulated car drives the loops through `set_loop` / `set_anti_smash`.
 

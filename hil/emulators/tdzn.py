@@ -50,7 +50,8 @@ from hil.emulators.common import compact_json, md5_sign, param_text, same_sign
 
 ENTER_NOTIFY, LEAVE_NOTIFY, PRE_LEAVE_NOTIFY, PRE_ENTER_NOTIFY = (
     "enterNotify", "leaveNotify", "preLeaveNotify", "preEnterNotify")  # lane → platform (3.1–3.4)
-QUERY_PARK_FEE, PAY_NOTIFY, REMOTE_DEV = "queryParkFee", "payNotify", "remoteDev"  # platform → lane (4.1, 4.2, 4.12)
+# platform → lane (4.1, 4.2, 4.12)
+QUERY_PARK_FEE, PAY_NOTIFY, REMOTE_DEV = "queryParkFee", "payNotify", "remoteDev"
 LANE_SERVICES = (ENTER_NOTIFY, LEAVE_NOTIFY, PRE_LEAVE_NOTIFY, PRE_ENTER_NOTIFY)
 PLATFORM_SERVICES = (QUERY_PARK_FEE, PAY_NOTIFY, REMOTE_DEV)
 JSON_HEADERS = {"Content-Type": "application/json;charset=UTF-8"}
@@ -60,7 +61,8 @@ ENVELOPE = ("pid", "serviceName", "timestamp", "bizContent", "sign")
 MEANING = {200: "成功", 400: "缺少参数", 401: "签名错误", 402: "非法参数", 404: "不存在", 405: "重复请求",
            500: "服务器错误", 4021: "JSON格式错误", 6001: "车场无响应", 6003: "无入场记录", 6004: "查询费用失败",
            6005: "支付通知失败", 6006: "重复支付通知"}
-# bizContent fields tdzn.md / seed 004 mark required (是) for what the lane sends; sweepAuthCode when sweepCode=1.
+# bizContent fields tdzn.md / seed 004 mark required (是) for what the lane sends; sweepAuthCode too when
+# sweepCode=1.
 REQUIRED = {
     ENTER_NOTIFY: ("parkCode", "recordNo", "plateNum", "carType", "carSubType", "entrance", "enterTime",
                    "remainParkNum", "totalParkNum"),

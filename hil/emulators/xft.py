@@ -600,7 +600,8 @@ class XftPlatform:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 answer = f"{type(exc).__name__}: {exc}"
             acked = status is not None and 200 <= status < 300 and answer.strip().upper() == "SUCCESS"
-            self.notifies.append(NotifyAttempt(url, fields.get("out_trade_no", ""), fields.get("state", ""), copy, attempt,
+            self.notifies.append(NotifyAttempt(url, fields.get("out_trade_no", ""), fields.get("state", ""), copy,
+                                               attempt,
                                                status, answer, acked, body))
             if acked:
                 return True
