@@ -261,6 +261,9 @@ class NotifyAttempt:
 class XftPlatform:
     key: str = "xft-test-key"
     app_id: Optional[str] = None  # when set, other app_ids are refused
+    # seed 000: "channel为WECHAT时sub_openid和车牌号必传". A lane rarely knows the driver's sub_openid, so this is
+    # off by default; on, a WECHAT relation query without one is PARAM_ERROR (sign_flag 0), as XFT may answer.
+    require_sub_openid: bool = False
     answer_style: AnswerStyle = "flat"
     answer_signature: Literal["good", "bad", "none"] = "good"
     default_script: ExitScript = field(default_factory=success)
@@ -453,6 +456,8 @@ class XftPlatform:
         if not plate:
             return self._answer(self._missing("signed_relation", "plate_number"))
         channel = str(fields.get("channel") or "")
+        if self.require_sub_openid and channel == "WECHAT" and not extra.get("sub_openid"):
+            return self._answer(self._missing("signed_relation", "sub_openid"))
         user = self.signed.get(plate)
         if user is None or (channel and channel != user[0]):
             return self._answer({"sign_flag": "0", "channel": channel, "plate_number": plate})

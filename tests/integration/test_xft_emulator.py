@@ -134,6 +134,21 @@ async def test_signed_relation_answers_from_the_table(platform, session):
     assert platform.calls["signed_relation"] == 4
 
 
+async def test_require_sub_openid_knob(platform, session):
+    """Seed 000: with channel WECHAT, sub_openid and the plate are required. Off by default (a lane seldom knows
+    the driver's sub_openid); on, a query without it is PARAM_ERROR and nothing reads as signed."""
+    platform.sign_plate(PLATE)
+    platform.require_sub_openid = True
+    params = xft.signed_relation_params(**COMMON, plate_number=PLATE)
+    r = xft.parse_signed_relation((await call(session, platform, "signed_relation", params))[1], KEY,
+                                  require_signature=True)
+    assert (r.sign_flag, r.failure_code) == (False, "PARAM_ERROR") and "sub_openid" in r.failure_msg
+    params = xft.signed_relation_params(**COMMON, plate_number=PLATE, sub_openid="oSub123")
+    r = xft.parse_signed_relation((await call(session, platform, "signed_relation", params))[1], KEY,
+                                  require_signature=True)
+    assert r.sign_flag is True
+
+
 async def test_entry_is_recorded_once_per_out_trade_no(platform, session):
     params = xft.entry_params(**COMMON, out_trade_no="L1_20240301080000_1", plate_number=PLATE,
                               start_time=datetime(2024, 3, 1, 8, tzinfo=TZ), zone=TZ)
