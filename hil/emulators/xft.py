@@ -35,6 +35,7 @@ import json
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Literal, Optional
 
 import aiohttp
@@ -124,6 +125,17 @@ def nested(value: Any, name: str = "extra") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Unreadable(f"{name} is not a JSON object")
     return value
+
+
+def xft_time_ok(value: Any) -> bool:
+    """A time as seed 000 writes it: yyyyMMddHHmmss, and a real date."""
+    if not isinstance(value, str) or len(value) != 14 or not value.isascii() or not value.isdigit():
+        return False
+    try:
+        datetime.strptime(value, "%Y%m%d%H%M%S")
+    except ValueError:
+        return False
+    return True
 
 
 def fen(value: Any) -> int:
@@ -445,6 +457,10 @@ class XftPlatform:
             return {"failure_code": "APP_ID_ERROR", "failure_msg": "app_id 不存在"}
         return None
 
+    def _illegal(self, name: str, why: str) -> dict[str, str]:
+        self.param_errors += 1
+        return {**_NEGATIVE[name], "failure_code": "PARAM_ERROR", "failure_msg": why}
+
     def _missing(self, name: str, what: str) -> dict[str, str]:
         self.param_errors += 1
         return {**_NEGATIVE[name], "failure_code": "PARAM_ERROR", "failure_msg": f"缺少参数 {what}"}
@@ -472,6 +488,8 @@ class XftPlatform:
                             ("start_time", extra.get("start_time"))):
             if not value:
                 return self._answer(self._missing("entry", name))
+        if not xft_time_ok(extra["start_time"]):
+            return self._answer(self._illegal("entry", f"start_time is not yyyyMMddHHmmss: {extra['start_time']!r}"))
         store_code = str(fields.get("store_code") or "")
         if out_trade_no in self.entries:
             self.entry_repeats += 1
@@ -486,6 +504,10 @@ class XftPlatform:
                             ("notify_url", fields.get("notify_url")), ("plate_number", plate)):
             if not value:
                 return self._answer(self._missing("exit", name))
+        for name in ("start_time", "end_time"):
+            if name in extra and not xft_time_ok(extra[name]):
+                return self._answer({**self._illegal("exit", f"{name} is not yyyyMMddHHmmss: {extra[name]!r}"),
+                                     "out_trade_no": out_trade_no})
         try:
             amount = fen(fields["amount"])
         except Unreadable as exc:

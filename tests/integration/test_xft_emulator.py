@@ -159,6 +159,21 @@ async def test_entry_is_recorded_once_per_out_trade_no(platform, session):
     assert platform.entries["L1_20240301080000_1"].start_time == "20240301080000"
 
 
+async def test_times_must_be_the_documents_format(platform, session, lane):
+    """Seed 000 writes start_time (and the exit's times) as yyyyMMddHHmmss: anything else is PARAM_ERROR."""
+    params = xft.entry_params(**COMMON, out_trade_no="L1_2", plate_number=PLATE,
+                              start_time=datetime(2024, 3, 1, 8, tzinfo=TZ), zone=TZ)
+    params["extra"] = {**params["extra"], "start_time": "2024-03-01 08:00:00"}
+    a = xft.parse_entry_answer((await call(session, platform, "entry", params))[1], KEY, require_signature=True)
+    assert (a.ok, a.failure_code) == (False, "PARAM_ERROR") and platform.entries == {}
+    platform.sign_plate(PLATE)
+    params = exit_request(lane)
+    params["extra"] = {**params["extra"], "end_time": "202403011000"}
+    status, body = await call(session, platform, "exit", params)
+    answer = xft.parse_exit_answer(body, KEY, require_signature=True)
+    assert (answer.is_allow, answer.failure_code) == ("FAIL", "PARAM_ERROR") and platform.orders == {}
+
+
 # ------------------------------------------------------------------------------------------ signatures
 
 REQUESTS = {

@@ -195,6 +195,8 @@ def test_xft_reads_json_json_text_and_forms():
     for bad in (b"\xff", b"[1]", b"{nope"):
         with pytest.raises(xft.Unreadable):
             xft.read_fields(bad)
+    assert xft.xft_time_ok("20240301080000") and not xft.xft_time_ok("2024-03-01 08:00:00")
+    assert not xft.xft_time_ok("20240230080000") and not xft.xft_time_ok(20240301080000)
     assert xft.fen("700") == 700 and xft.fen(7) == 7
     for bad in ("7.00", "-1", "", "７", 7.0, True):
         with pytest.raises(xft.Unreadable):
