@@ -686,9 +686,20 @@ def _illegal_fields(biz: Mapping[str, Any], tz: tzinfo) -> list[str]:
                 bad.append(n)
     orders = biz.get("payOrders", [])
     if not isinstance(orders, list) or not all(
-            isinstance(o, dict) and type(o.get("paidFee")) is int and o["paidFee"] >= 0 for o in orders):
+            isinstance(o, dict) and type(o.get("paidFee")) is int and o["paidFee"] >= 0
+            and o.get("payType", 1) in PAY_TYPES for o in orders):
         bad.append("payOrders")
+    if "carType" in biz and "carSubType" in biz and "carType" not in bad and "carSubType" not in bad \
+            and biz["carSubType"] not in CAR_SUBTYPES.get(biz["carType"], ()):
+        bad.append("carType/carSubType")
     return bad
+
+
+# tdzn.md dictionaries: carType 9 temporary (91–95), 8 monthly (81–85), 7 stored-value (71–75), 1 free (11–15,
+# 16 military/police, 17 VIP); payType 1 WeChat, 2 Alipay, 3 balance, 4 cash, 5 UnionPay, 6 other, 10 coupon,
+# 11 points.
+CAR_SUBTYPES = {9: range(91, 96), 8: range(81, 86), 7: range(71, 76), 1: range(11, 18)}
+PAY_TYPES = frozenset({1, 2, 3, 4, 5, 6, 10, 11})
 
 
 def _drop_empty(biz: dict[str, Any]) -> dict[str, Any]:
