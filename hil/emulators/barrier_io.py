@@ -1,7 +1,7 @@
 """A Modbus IO module with barrier physics behind it, on a real pymodbus server (RTU on a tty or TCP).
 
 One server hosts one or more barriers by unit id (two lanes' modules on one RS-485 line is common). Each
-barrier follows the lane point map (lanectl.config_devices.PointMap): coils are pulse inputs of the barrier
+barrier follows the lane point map (PointMap below, lane-hardware.md's default): coils are pulse inputs of the barrier
 controller (OPEN / CLOSE / STOP act on the rising edge), discrete inputs are the loops, the limits and the
 anti-smash sensor. A simulated car drives the loops through `set_loop` / `set_anti_smash`.
 
@@ -37,7 +37,6 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from lanectl.config_devices import PointMap
 
 log = logging.getLogger("hil.barrier_io")
 
@@ -74,6 +73,23 @@ class CoilWrite:
     coil: int
     value: bool
     t: float
+
+
+@dataclass(frozen=True)
+class PointMap:
+    """Modbus addresses (0-based) of the IO module, with the default map of lane-hardware.md: coils 0/1/2
+    pulse OPEN/CLOSE/STOP; discrete inputs 0 arming loop, 1 safety loop, 2 up limit, 3 down limit, 4 anti-smash
+    (None: no anti-smash sensor). Anything with these attribute names (e.g. the daemon's own point map from a
+    lane YAML) works in its place."""
+
+    open: int = 0
+    close: int = 1
+    stop: int = 2
+    arming: int = 0
+    safety: int = 1
+    up_limit: int = 2
+    down_limit: int = 3
+    anti_smash: Optional[int] = 4
 
 
 @dataclass

@@ -9,7 +9,8 @@ Commands are honoured in heartbeat replies too, so a lane that answers "ok" to a
 Like the real camera, a push that gets no answer (or a 5xx) is kept (`offline_queue`) and `resend_offline()` sends it
 again later with `isoffline: 1`. `post_raw()` sends any body, for malformed-push tests.
 
-The JSON is built here from the field list, independently of lanectl.protocols.vzenith_http's parser.
+The JSON is built, and the lane's reply read, here from lane-hardware.md's field list, independently of
+lanectl.protocols.vzenith_http.
 
 Standalone:
     python -m hil.emulators.camera_http URL 粤B12345 [京A88888 ...] [--color blue] [--interval 1]
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import binascii
 import contextlib
 import json
 import time
@@ -28,8 +30,58 @@ from typing import Any, Optional, Protocol, Sequence
 
 import aiohttp
 
-from lanectl.core.plates import COLORS, normalize_color
-from lanectl.protocols.vzenith_http import CameraCommands, VzenithError, parse_response
+
+# colorType (lane-hardware.md): 0 unknown, 1 blue, 2 yellow, 3 white, 4 black, 5 green (new energy), 6 yellow-green
+COLOR_TYPES = {"unknown": 0, "blue": 1, "yellow": 2, "white": 3, "black": 4, "green": 5, "yellow-green": 6}
+_COLOR_WORDS = {"蓝": "blue", "黄": "yellow", "白": "white", "黑": "black", "绿": "green", "渐变绿": "green",
+                "黄绿": "yellow-green", "未知": "unknown", "yellowgreen": "yellow-green"}
+
+
+class ReplyError(ValueError):
+    """A lane reply the camera cannot act on (it then does nothing)."""
+
+
+@dataclass(frozen=True)
+class CameraCommands:
+    """What the camera does with a lane's reply: pulse its relay, pass bytes to its RS-485 channels."""
+
+    open_gate: bool
+    serial_data: tuple[tuple[int, bytes], ...] = ()
+
+
+def read_reply(body: bytes) -> CameraCommands:
+    """The lane's reply per lane-hardware.md: `{"Response_AlarmInfoPlate": {"info": "ok", "serialData":
+    [{"serialChannel": 0, "data": "<base64>", "dataLen": n}]}}`. Only info == "ok" opens; a serialData entry
+    whose base64 is broken or whose dataLen disagrees with the bytes makes the whole reply unusable."""
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ReplyError("reply is not JSON") from None
+    reply = doc.get("Response_AlarmInfoPlate") if isinstance(doc, dict) else None
+    if not isinstance(reply, dict):
+        raise ReplyError("reply has no Response_AlarmInfoPlate object")
+    entries = reply.get("serialData") or []
+    if not isinstance(entries, list):
+        raise ReplyError("serialData is not a list")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ReplyError(f"serialData[{i}] is not an object")
+        channel, text, length = entry.get("serialChannel", 0), entry.get("data", ""), entry.get("dataLen")
+        if not _is_int(channel) or not isinstance(text, str) or (length is not None and not _is_int(length)):
+            raise ReplyError(f"serialData[{i}]: serialChannel / data / dataLen of the wrong type")
+        try:
+            data = base64.b64decode(text.encode("ascii"), validate=True)
+        except (UnicodeEncodeError, binascii.Error, ValueError):
+            raise ReplyError(f"serialData[{i}].data is not base64") from None
+        if length is not None and length != len(data):
+            raise ReplyError(f"serialData[{i}]: dataLen {length} but {len(data)} bytes")
+        out.append((channel, data))
+    return CameraCommands(reply.get("info") == "ok", tuple(out))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class SerialSink(Protocol):
@@ -60,10 +112,33 @@ def fake_jpeg(label: str, size: int = 2048) -> bytes:
 def color_type(color: str | int) -> int:
     if isinstance(color, int):
         return color
-    name = normalize_color(color)
-    if name is None:
+    word = color.strip().lower()
+    word = _COLOR_WORDS.get(word.removesuffix("色").removesuffix("牌"), word)
+    if word.isdigit() and int(word) in COLOR_TYPES.values():
+        return int(word)
+    if word not in COLOR_TYPES:
         raise ValueError(f"unknown plate colour {color!r}")
-    return COLORS.index(name)
+    return COLOR_TYPES[word]
+
+
+def plate_push(plate: str, color_type: int, *, plate_id: int, when: float, confidence: int = 95,
+               plate_type: int = 1, trigger_type: int = 8, channel: int = 0, device_name: str = "IVS",
+               ipaddr: str = "192.168.1.100", serialno: str = "e6a5c8d9-00000001", isoffline: int = 0,
+               image: Optional[bytes] = None, fragment: Optional[bytes] = None) -> dict[str, Any]:
+    """One plate result as lane-hardware.md lists the Vzenith push: {"AlarmInfoPlate": {channel, deviceName,
+    ipaddr, serialno, result: {PlateResult: {license, colorType, type, confidence, triggerType, plateid,
+    isoffline, timeStamp: {Timeval: {sec, usec}}, imageFile?, imageFragmentFile?}}}}, pictures base64."""
+    result: dict[str, Any] = {
+        "license": plate, "colorType": color_type, "type": plate_type, "confidence": confidence,
+        "triggerType": trigger_type, "plateid": plate_id, "isoffline": isoffline,
+        "timeStamp": {"Timeval": {"sec": int(when), "usec": int(when % 1 * 1_000_000)}},
+    }
+    if image is not None:
+        result["imageFile"] = base64.b64encode(image).decode("ascii")
+    if fragment is not None:
+        result["imageFragmentFile"] = base64.b64encode(fragment).decode("ascii")
+    return {"AlarmInfoPlate": {"channel": channel, "deviceName": device_name, "ipaddr": ipaddr,
+                               "serialno": serialno, "result": {"PlateResult": result}}}
 
 
 @dataclass
@@ -113,18 +188,15 @@ class HttpCamera:
         """A car was recognised: push it and act on the reply."""
         self._plate_id += 1
         when = time.time() if when is None else when
-        result: dict[str, Any] = {
-            "license": plate, "colorType": color_type(color), "type": plate_type, "confidence": confidence,
-            "triggerType": trigger_type, "plateid": self._plate_id, "isoffline": 0,
-            "timeStamp": {"Timeval": {"sec": int(when), "usec": int(when % 1 * 1_000_000)}},
-        }
+        picture = fragment = None
         if images:
             picture = fake_jpeg(f"{plate} #{self._plate_id}", self.image_size)
             self.sent_images[self._plate_id] = picture
-            result["imageFile"] = base64.b64encode(picture).decode("ascii")
-            result["imageFragmentFile"] = base64.b64encode(fake_jpeg(plate, self.image_size // 10)).decode("ascii")
-        doc = {"AlarmInfoPlate": {"channel": self.channel, "deviceName": self.device_name, "ipaddr": self.ipaddr,
-                                  "serialno": self.serialno, "result": {"PlateResult": result}}}
+            fragment = fake_jpeg(plate, self.image_size // 10)
+        doc = plate_push(plate, color_type(color), plate_id=self._plate_id, when=when, confidence=confidence,
+                         plate_type=plate_type, trigger_type=trigger_type, channel=self.channel,
+                         device_name=self.device_name, ipaddr=self.ipaddr, serialno=self.serialno,
+                         image=picture, fragment=fragment)
         return await self._push(doc)
 
     async def heartbeat(self) -> PushReply:
@@ -185,8 +257,8 @@ class HttpCamera:
             self.failures += 1
             return self._record(PushReply(kind, status, error=answer[:200].decode("utf-8", "replace")))
         try:
-            commands = parse_response(answer)
-        except VzenithError as exc:
+            commands = read_reply(answer)
+        except ReplyError as exc:
             return self._record(PushReply(kind, status, error=str(exc)))
         if commands.open_gate:
             self.relay_opens += 1

@@ -20,19 +20,164 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Optional, Sequence
 
 import serial_asyncio_fast
 
-from lanectl.protocols.led_board import (
-    BoardOutput,
-    Frame,
-    FrameDecoder,
-    LedBoardError,
-    ShownLine,
-    describe,
-)
+
+# ------------------------------------------------------------------------------------------ the frame
+# lane-hardware.md: DA | VR | PN(2) | CMD | DL | DATA[DL] | CRC16, CRC-16/Modbus (reflected 0xA001, init 0xFFFF)
+# over everything before it, low byte first; VR 0x64, PN 0xFFFF; text GBK. The DATA layouts are the ones the
+# project's lanes use (the document leaves them to the board):
+#   0x62 show line   line(1) colour(1) text
+#   0x30 speak       option(1) text
+#   0x6E show+speak  n(1) n x [line(1) colour(1) len(1) text[len]] option(1) vlen(1) voice[vlen], nothing after
+#   0x05 set clock   yy mm dd hh mi ss weekday (binary; year - 2000; ISO weekday, Monday 1)
+#   0xE1 show QR     url text (non-empty)
+# Written from the document, not from lanectl.protocols.led_board: the board checks what the daemon sends.
+
+SYNC = b"\x64\xff\xff"  # VR and PN follow DA in every frame
+TEXT = "gbk"
+
+
+def crc16_modbus(data: bytes) -> int:
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def frame_bytes(command: int, data: bytes, address: int = 0) -> bytes:
+    """A whole frame, for tests and for driving a real board from a script."""
+    body = bytes([address]) + SYNC + bytes([command, len(data)]) + data
+    return body + crc16_modbus(body).to_bytes(2, "little")
+
+
+@dataclass(frozen=True)
+class Frame:
+    address: int
+    command: int
+    data: bytes
+
+
+@dataclass
+class FrameStats:
+    frames: int = 0
+    skipped_bytes: int = 0  # bytes that started no frame
+    bad_crc: int = 0
+
+
+class FrameDecoder:
+    """Bytes in any split, garbage around them -> whole frames with a good CRC. Never raises."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.stats = FrameStats()
+
+    @property
+    def pending(self) -> int:
+        """Bytes held that may still become a frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        frames = []
+        buf = self._buf
+        while buf:
+            head = bytes(buf[1:4])
+            if not SYNC.startswith(head):  # buf[0] cannot be a DA
+                del buf[0]
+                self.stats.skipped_bytes += 1
+                continue
+            if len(buf) < 6:
+                break
+            end = 6 + buf[5]
+            if len(buf) < end + 2:
+                break
+            if crc16_modbus(bytes(buf[:end])) != int.from_bytes(buf[end:end + 2], "little"):
+                del buf[0]  # not a frame after all (or a damaged one): look again one byte on
+                self.stats.bad_crc += 1
+                continue
+            frames.append(Frame(buf[0], buf[4], bytes(buf[6:end])))
+            del buf[:end + 2]
+            self.stats.frames += 1
+        return frames
+
+
+class BoardError(ValueError):
+    """DATA that does not fit its command's layout."""
+
+
+@dataclass(frozen=True)
+class ShownLine:
+    line: int
+    text: str
+    colour: int
+
+
+@dataclass(frozen=True)
+class BoardOutput:
+    address: int
+    command: int
+    lines: tuple[ShownLine, ...] = ()
+    speech: Optional[str] = None
+    qr: Optional[str] = None
+    clock: Optional[datetime] = None
+    known: bool = True
+
+
+def _text(data: bytes, what: str) -> str:
+    try:
+        return data.decode(TEXT)
+    except UnicodeDecodeError:
+        raise BoardError(f"{what} is not GBK text") from None
+
+
+def describe(frame: Frame) -> BoardOutput:
+    """What a frame makes the board show or say; BoardError when DATA breaks the layout."""
+    d, out = frame.data, dict(address=frame.address, command=frame.command)
+    if frame.command == 0x62:
+        if len(d) < 2:
+            raise BoardError(f"show line: {len(d)} DATA bytes, a line index and a colour need 2")
+        return BoardOutput(**out, lines=(ShownLine(d[0], _text(d[2:], "line text"), d[1]),))
+    if frame.command == 0x30:
+        if not d:
+            raise BoardError("speak: no option byte")
+        return BoardOutput(**out, speech=_text(d[1:], "speech") or None)
+    if frame.command == 0x6E:
+        if not d:
+            raise BoardError("show+speak: no line count")
+        lines, i = [], 1
+        for _ in range(d[0]):
+            if i + 3 > len(d) or i + 3 + d[i + 2] > len(d):
+                raise BoardError("show+speak: a line runs past the end of DATA")
+            n = d[i + 2]
+            lines.append(ShownLine(d[i], _text(d[i + 3:i + 3 + n], "line text"), d[i + 1]))
+            i += 3 + n
+        if i + 2 > len(d) or i + 2 + d[i + 1] != len(d):
+            raise BoardError("show+speak: the voice part does not end DATA exactly")
+        voice = _text(d[i + 2:], "voice text")
+        return BoardOutput(**out, lines=tuple(lines), speech=voice or None)
+    if frame.command == 0x05:
+        if len(d) != 7:
+            raise BoardError(f"set clock: {len(d)} DATA bytes, 7 needed")
+        try:
+            at = datetime(2000 + d[0], d[1], d[2], d[3], d[4], d[5])
+        except ValueError:
+            raise BoardError("set clock: not a date and time") from None
+        if at.isoweekday() != d[6]:
+            raise BoardError(f"set clock: weekday {d[6]} but {at:%Y-%m-%d} is a {at.isoweekday()}")
+        return BoardOutput(**out, clock=at)
+    if frame.command == 0xE1:
+        url = _text(d, "QR text")
+        if not url:
+            raise BoardError("show QR: empty")
+        return BoardOutput(**out, qr=url)
+    return BoardOutput(**out, known=False)
 
 
 class LedBoard:
@@ -87,7 +232,7 @@ class LedBoard:
             return None
         try:
             out = describe(frame)
-        except LedBoardError as exc:
+        except BoardError as exc:
             self.rejected.append((frame, str(exc)))
             return None
         if not out.known:

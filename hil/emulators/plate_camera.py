@@ -18,7 +18,13 @@ from typing import Optional, Sequence
 
 import serial_asyncio_fast
 
-from lanectl.protocols.plate_serial import encode_plate_line
+
+def plate_line(plate: str, color: str = "blue", confidence: int = 95, *, encoding: str = "gbk",
+               delimiter: str = ",") -> bytes:
+    """One recognition as lane-hardware.md's text-line codec prints it: the fields plate, colour, confidence
+    joined by the delimiter, `\\r\\n` terminated, in the camera's encoding (GBK or UTF-8), e.g. `粤B12345,blue,96`."""
+    text = delimiter.join((plate, color, str(confidence))) + "\r\n"
+    return text.encode(encoding)
 
 
 class PlateCamera:
@@ -54,7 +60,7 @@ class PlateCamera:
 
     async def send(self, plate: str, color: str = "blue", confidence: int = 95) -> bytes:
         """Print one recognition; returns the bytes written."""
-        data = encode_plate_line(plate, color, confidence, encoding=self.encoding, delimiter=self.delimiter)
+        data = plate_line(plate, color, confidence, encoding=self.encoding, delimiter=self.delimiter)
         await self.send_raw(data)
         self.sent += 1
         return data

@@ -19,7 +19,8 @@ attempt and is retried every `notify_interval_s`, at most `notify_attempts` time
 
     python -m hil.emulators.tdzn --port 8793 --pid 123456 --key KEY --lane-url http://127.0.0.1:8794/tdzn \\
         [--default pay_later:2] [--script 粤B12345=never_pay] [--park-code TEST/1P1] [--no-require-entry]
-then type on stdin: `fee PLATE [SCENE]`, `pay ORDER_NO FEE_FEN RECORD_NO [CHANNEL]`,
+`POST /__control__/push` (not tdzn's) sends any platform → lane request now, signed by this platform; see
+push() and hil/README.md. Or type on stdin: `fee PLATE [SCENE]`, `pay ORDER_NO FEE_FEN RECORD_NO [CHANNEL]`,
 `open CHANNEL OPERATOR REASON`, `script PLATE SPEC`.
 """
 
@@ -41,11 +42,186 @@ import aiohttp
 from aiohttp import web
 
 from hil.emulators import pictures
-from lanectl.protocols import tdzn
-from lanectl.protocols.tdzn import Answer, TdznError
+from hil.emulators.common import compact_json, md5_sign, param_text, same_sign
 
-LANE_SERVICES = (tdzn.ENTER_NOTIFY, tdzn.LEAVE_NOTIFY, tdzn.PRE_LEAVE_NOTIFY, tdzn.PRE_ENTER_NOTIFY)
+
+# ---------------------------------------------------------------- the wire
+# Written from tdzn.md and seed 004, not from lanectl.protocols.tdzn: the emulator checks the daemon's codec.
+
+ENTER_NOTIFY, LEAVE_NOTIFY, PRE_LEAVE_NOTIFY, PRE_ENTER_NOTIFY = (
+    "enterNotify", "leaveNotify", "preLeaveNotify", "preEnterNotify")  # lane → platform (3.1–3.4)
+# platform → lane (4.1, 4.2, 4.12)
+QUERY_PARK_FEE, PAY_NOTIFY, REMOTE_DEV = "queryParkFee", "payNotify", "remoteDev"
+LANE_SERVICES = (ENTER_NOTIFY, LEAVE_NOTIFY, PRE_LEAVE_NOTIFY, PRE_ENTER_NOTIFY)
+PLATFORM_SERVICES = (QUERY_PARK_FEE, PAY_NOTIFY, REMOTE_DEV)
 JSON_HEADERS = {"Content-Type": "application/json;charset=UTF-8"}
+CONTROL_PUSH = "/__control__/push"  # not tdzn's: a script makes the platform send a request on demand
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # the doc's YYYY-MM-DD HH:mm:ss, local time
+ENVELOPE = ("pid", "serviceName", "timestamp", "bizContent", "sign")
+MEANING = {200: "成功", 400: "缺少参数", 401: "签名错误", 402: "非法参数", 404: "不存在", 405: "重复请求",
+           500: "服务器错误", 4021: "JSON格式错误", 6001: "车场无响应", 6003: "无入场记录", 6004: "查询费用失败",
+           6005: "支付通知失败", 6006: "重复支付通知"}
+# bizContent fields tdzn.md / seed 004 mark required (是) for what the lane sends; sweepAuthCode too when
+# sweepCode=1.
+REQUIRED = {
+    ENTER_NOTIFY: ("parkCode", "recordNo", "plateNum", "carType", "carSubType", "entrance", "enterTime",
+                   "remainParkNum", "totalParkNum"),
+    LEAVE_NOTIFY: ("parkCode", "recordNo", "plateNum", "carType", "carSubType", "exitdesc", "leaveTime",
+                   "remainParkNum", "totalParkNum", "payableFee", "discountFee", "cashFee", "mobileFee", "payOrders"),
+    PRE_LEAVE_NOTIFY: ("parkCode", "recordNo", "plateNum", "carType", "carSubType", "enterTime", "leaveTime",
+                       "payableFee", "discountFee", "paidFee", "sweepCode", "plateId"),
+    PRE_ENTER_NOTIFY: ("parkCode", "recordNo", "plateNum", "carType", "carSubType", "entrance", "enterTime"),
+}
+
+
+class TdznError(ValueError):
+    """A request refused; `code` is the tdzn answer code to give."""
+
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Request:
+    pid: str
+    service_name: str
+    timestamp: int
+    biz: dict[str, Any]
+    biz_text: str  # the bizContent text the signature covered
+    sign: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    code: int
+    msg: str
+    data: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 200
+
+    @property
+    def duplicate(self) -> bool:
+        """405 duplicate request / 6006 duplicate pay notify: done before, nothing to do again."""
+        return self.code in (405, 6006)
+
+
+def sign(params: Mapping[str, Any], key: str) -> str:
+    """doc 2.2: the non-empty top-level params except sign, sorted, k=v&...&key=KEY, MD5, upper hex."""
+    return md5_sign(params, key)
+
+
+def encode_request(pid: str, service: str, biz: Mapping[str, Any], key: str, timestamp: int) -> bytes:
+    """The signed envelope, bizContent sent as a JSON string of the exact text that was signed."""
+    params = {"pid": pid, "serviceName": service, "timestamp": timestamp, "bizContent": compact_json(dict(biz))}
+    return compact_json({**params, "sign": sign(params, key)}).encode("utf-8")
+
+
+def decode_request(body: bytes, key: str, *, now: Optional[float] = None, window_s: int = 300,
+                   pid: Optional[str] = None) -> Request:
+    """Read and check a signed envelope: 4021 not JSON, 400 a param missing, 402 illegal (bizContent not an
+    object, a timestamp that is no unix time, another pid, a timestamp outside ±window_s of `now`), 401 a
+    wrong signature. Every top-level member but `sign` is signed, bizContent as the text received (a string)
+    or, sent as an object, as its compact JSON text."""
+    try:
+        env = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise TdznError(4021, "body is not JSON") from None
+    if not isinstance(env, dict):
+        raise TdznError(4021, "body is not a JSON object")
+    for name in ENVELOPE:
+        if env.get(name) in (None, ""):
+            raise TdznError(400, f"missing param: {name}")
+    biz_value = env["bizContent"]
+    if isinstance(biz_value, str):
+        try:
+            biz = json.loads(biz_value)
+        except (ValueError, RecursionError):
+            raise TdznError(4021, "bizContent is not JSON") from None
+        biz_text = biz_value
+    else:
+        biz, biz_text = biz_value, compact_json(biz_value)
+    if not isinstance(biz, dict):
+        raise TdznError(402, "bizContent is not a JSON object")
+    ts = env["timestamp"]
+    if isinstance(ts, str) and ts.isascii() and ts.isdigit():
+        timestamp = int(ts)
+    elif isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0:
+        timestamp = ts
+    else:
+        raise TdznError(402, f"timestamp is not unix seconds: {ts!r}")
+    if not isinstance(env["serviceName"], str) or not isinstance(env["sign"], str):
+        raise TdznError(402, "serviceName and sign must be strings")
+    if pid is not None and str(env["pid"]) != pid:
+        raise TdznError(402, f"unknown pid {env['pid']!r}")
+    signed = {k: (biz_text if k == "bizContent" else v) for k, v in env.items() if k != "sign"}
+    try:
+        expected = sign(signed, key)
+    except TypeError:
+        raise TdznError(402, "a parameter has no signable text") from None
+    if not same_sign(expected, env["sign"]):
+        raise TdznError(401, "bad signature")
+    if now is not None and abs(now - timestamp) > window_s:
+        raise TdznError(402, f"timestamp {timestamp} is more than {window_s}s away from now")
+    return Request(str(env["pid"]), env["serviceName"], timestamp, biz, biz_text, env["sign"])
+
+
+def answer(code: int, msg: str = "", data: Optional[Mapping[str, Any]] = None) -> bytes:
+    """`{code, msg[, data]}` as the doc answers."""
+    out: dict[str, Any] = {"code": code, "msg": msg or MEANING.get(code, "")}
+    if data is not None:
+        out["data"] = dict(data)
+    return compact_json(out).encode("utf-8")
+
+
+def parse_answer(raw: bytes) -> Answer:
+    """The lane's `{code, msg, data?}`; extra fields tolerated, code as a number or digit text, data an object,
+    its JSON text, or absent. Anything else raises TdznError."""
+    try:
+        value = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise TdznError(4021, "answer is not JSON") from None
+    if not isinstance(value, dict):
+        raise TdznError(4021, "answer is not a JSON object")
+    code = value.get("code")
+    if isinstance(code, str) and code.strip().lstrip("-").isdigit():
+        code = int(code)
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise TdznError(400, f"answer code is not a number: {code!r}")
+    data = value.get("data")
+    if isinstance(data, str) and data.strip():
+        try:
+            data = json.loads(data)
+        except ValueError:
+            raise TdznError(4021, "answer data is not JSON") from None
+    if data in (None, "", []):
+        data = {}
+    if not isinstance(data, dict):
+        raise TdznError(402, "answer data is not an object")
+    msg = value.get("msg")
+    return Answer(code, "" if msg is None else str(msg), data)
+
+
+def format_time(at: datetime, tz: tzinfo) -> str:
+    return at.astimezone(tz).strftime(TIME_FORMAT)
+
+
+def parse_time(text: Any, tz: tzinfo) -> datetime:
+    if not isinstance(text, str) or len(text) != 19:
+        raise TdznError(402, f"not a YYYY-MM-DD HH:mm:ss time: {text!r}")
+    try:
+        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=tz)
+    except ValueError:
+        raise TdznError(402, f"not a YYYY-MM-DD HH:mm:ss time: {text!r}") from None
+
+
+def missing_fields(service: str, biz: Mapping[str, Any]) -> list[str]:
+    need = list(REQUIRED.get(service, ()))
+    if service == PRE_LEAVE_NOTIFY and str(biz.get("sweepCode")) == "1":
+        need.append("sweepAuthCode")
+    return [name for name in need if biz.get(name) in (None, "")]
 
 
 # ---------------------------------------------------------------- preLeaveNotify scripts
@@ -55,7 +231,7 @@ class Script:
     kind: str
     after_s: float = 0.0  # delay before the payNotify
     type: int = 1  # payNotify type: 1 exit QR paid, 2 sign-free async success (0 prepaid in the lot)
-    pay_type: int = 1  # tdzn.PAY_TYPES
+    pay_type: int = 1  # payType: 1 WeChat, 2 Alipay, 3 balance, 4 cash, 5 UnionPay, 6 other
     replay_after_s: float = 0.0  # replayed_timestamp: when the old bytes are sent again
     age_s: float = 0.0  # stale_timestamp: how old the signed timestamp is
     seconds: float = 0.0  # slow: delay before answering
@@ -191,6 +367,7 @@ class TdznPlatform:
         self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_post("/api", self._api)
+        app.router.add_post(CONTROL_PUSH, self._control_push)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -250,15 +427,15 @@ class TdznPlatform:
             self._record("in", _service_of(body), {}, None, 503, body, "unavailable")
             return web.Response(status=503, text="platform unavailable")
         try:
-            req = tdzn.decode_request(body, self.key, now=self.clock(), window_s=self.window_s, pid=self.pid)
+            req = decode_request(body, self.key, now=self.clock(), window_s=self.window_s, pid=self.pid)
         except TdznError as e:
             return self._reply(_service_of(body), {}, body, e.code, str(e))
-        handler = {tdzn.ENTER_NOTIFY: self._enter, tdzn.LEAVE_NOTIFY: self._leave,
-                   tdzn.PRE_LEAVE_NOTIFY: self._pre_leave, tdzn.PRE_ENTER_NOTIFY: self._pre_enter
+        handler = {ENTER_NOTIFY: self._enter, LEAVE_NOTIFY: self._leave,
+                   PRE_LEAVE_NOTIFY: self._pre_leave, PRE_ENTER_NOTIFY: self._pre_enter
                    }.get(req.service_name)
         if handler is None:
             return self._reply(req.service_name, req.biz, body, 404, f"unknown serviceName {req.service_name}")
-        missing = tdzn.missing_fields(req.service_name, req.biz)
+        missing = missing_fields(req.service_name, req.biz)
         if missing:
             return self._reply(req.service_name, req.biz, body, 400, f"missing param: {', '.join(missing)}")
         illegal = _illegal_fields(req.biz, self.tz)
@@ -268,19 +445,19 @@ class TdznPlatform:
             return self._reply(req.service_name, req.biz, body, 402, f"unknown parkCode {req.biz.get('parkCode')!r}")
         return await handler(req, body)
 
-    async def _enter(self, req: tdzn.Request, body: bytes) -> web.Response:
+    async def _enter(self, req: Request, body: bytes) -> web.Response:
         return self._once(self.entries, req, body)
 
-    async def _pre_enter(self, req: tdzn.Request, body: bytes) -> web.Response:
+    async def _pre_enter(self, req: Request, body: bytes) -> web.Response:
         return self._once(self.pre_entries, req, body)
 
-    async def _leave(self, req: tdzn.Request, body: bytes) -> web.Response:
+    async def _leave(self, req: Request, body: bytes) -> web.Response:
         record_no = str(req.biz["recordNo"])
         if record_no not in self.leaves and self.require_entry and record_no not in self.entries:
             return self._reply(req.service_name, req.biz, body, 6003, f"no entry record {record_no}")
         return self._once(self.leaves, req, body)
 
-    def _once(self, seen: dict[str, dict[str, Any]], req: tdzn.Request, body: bytes) -> web.Response:
+    def _once(self, seen: dict[str, dict[str, Any]], req: Request, body: bytes) -> web.Response:
         record_no = str(req.biz["recordNo"])
         if record_no in seen:
             return self._reply(req.service_name, req.biz, body, 405, f"duplicate request {record_no}")
@@ -290,7 +467,7 @@ class TdznPlatform:
                 self._spawn(pictures.fetch(self._session, req.biz[name], self.images), f"fetch {name}")
         return self._reply(req.service_name, req.biz, body, 200)
 
-    async def _pre_leave(self, req: tdzn.Request, body: bytes) -> web.StreamResponse:
+    async def _pre_leave(self, req: Request, body: bytes) -> web.StreamResponse:
         biz = req.biz
         record_no, plate = str(biz["recordNo"]), str(biz["plateNum"])
         key = str(biz.get("orderNo") or record_no)
@@ -311,10 +488,10 @@ class TdznPlatform:
         order_no = str(biz.get("orderNo") or self._order_no())
         if step.kind == "pay_at_preleave":
             data = {"orderNo": order_no, "payType": step.pay_type, "payTime": self._now_text()}
-            raw = tdzn.answer(200, "成功", data)
+            raw = answer(200, "成功", data)
             self.bills[key] = PreLeaveBill(record_no, plate, order_no, step.kind, True, raw)
             return self._reply(req.service_name, biz, body, 200, raw=raw, note=step.kind)
-        raw = tdzn.answer(0, "未支付")
+        raw = answer(0, "未支付")
         self.bills[key] = PreLeaveBill(record_no, plate, order_no, step.kind, False, raw)
         if step.kind != "never_pay":
             self._spawn(self._pay_script(step, biz, order_no), f"tdzn-{step.kind}-{order_no}")
@@ -327,7 +504,7 @@ class TdznPlatform:
         """POST a signed queryParkFee; the lane's answer, or None when it gave no tdzn answer."""
         biz = {"parkCode": park_code or self._park(), "payScene": pay_scene, "plateNum": plate,
                "recordNo": record_no, "outChannelid": out_channel_id}
-        return await self._call(tdzn.QUERY_PARK_FEE, _drop_empty(biz))
+        return await self._call(QUERY_PARK_FEE, _drop_empty(biz))
 
     async def pay_notify(self, *, order_no: str, paid_fee: int, record_no: str = "", out_channel_id: str = "",
                          type: int = 1, pay_type: int = 1, discount_fee: int = 0, pay_time: Optional[datetime] = None,
@@ -342,8 +519,8 @@ class TdznPlatform:
         for attempt in range(self.notify_attempts if retry else 1):
             if attempt:
                 await self._sleep(self.notify_interval_s)
-            body = self._signed(tdzn.PAY_NOTIFY, biz, age_s=age_s, bad_sign=bad_sign)
-            last = await self._post(tdzn.PAY_NOTIFY, biz, body, f"{note} attempt {attempt + 1}".strip())
+            body = self._signed(PAY_NOTIFY, biz, age_s=age_s, bad_sign=bad_sign)
+            last = await self._post(PAY_NOTIFY, biz, body, f"{note} attempt {attempt + 1}".strip())
             if last is not None and (last.ok or last.duplicate):
                 break
         return last
@@ -351,7 +528,7 @@ class TdznPlatform:
     def pay_notify_biz(self, *, order_no: str, paid_fee: int, record_no: str = "", out_channel_id: str = "",
                        type: int = 1, pay_type: int = 1, discount_fee: int = 0, pay_time: Optional[datetime] = None,
                        park_code: Optional[str] = None) -> dict[str, Any]:
-        pay_text = tdzn.format_time(pay_time, self.tz) if pay_time is not None else self._now_text()
+        pay_text = format_time(pay_time, self.tz) if pay_time is not None else self._now_text()
         return _drop_empty({"parkCode": park_code or self._park(), "orderNo": order_no, "payTime": pay_text,
                             "type": type, "outChannelid": out_channel_id, "recordNo": record_no,
                             "paidFee": paid_fee, "payType": pay_type, "discountFee": discount_fee})
@@ -361,7 +538,43 @@ class TdznPlatform:
         """POST a signed remoteDev (type 0 confirm / 1 cancel / 2 free release; cmd 0 in/out, 1 manual raise)."""
         biz = {"channelid": channel_id, "type": type, "plateId": plate_id, "operator": operator, "cmd": cmd,
                "openGateCase": open_gate_case}
-        return await self._call(tdzn.REMOTE_DEV, _drop_empty(biz))
+        return await self._call(REMOTE_DEV, _drop_empty(biz))
+
+    async def push(self, service: str, biz: Mapping[str, Any], *, signature: str = "good", age_s: float = 0.0,
+                   url: Optional[str] = None) -> tuple[bytes, Optional[Answer]]:
+        """Send any platform → lane request now (payNotify, queryParkFee, remoteDev, or any other serviceName),
+        once, with exactly this bizContent (a payNotify without parkCode / payTime gets this platform's park
+        and now). Signed right ("good"), with another key ("bad"), or with an empty sign ("none"); `age_s`
+        back-dates the timestamp. Returns the bytes sent and the lane's answer (None: no tdzn answer)."""
+        biz = dict(biz)
+        if service == PAY_NOTIFY:
+            biz.setdefault("parkCode", self._park())
+            biz.setdefault("payTime", self._now_text())
+        body = self._signed(service, biz, age_s=age_s, bad_sign=signature == "bad")
+        if signature == "none":
+            env = json.loads(body)
+            env["sign"] = ""
+            body = compact_json(env).encode("utf-8")
+        return body, await self._post(service, biz, body, f"control push ({signature})", url=url)
+
+    async def _control_push(self, request: web.Request) -> web.Response:
+        """POST /__control__/push {"service": "payNotify", "biz": {...}, "signature"?, "age_s"?, "url"?} ->
+        {"sent": <the envelope sent>, "answer": {code, msg, data} | null}."""
+        try:
+            spec = json.loads(await request.read())
+            if not isinstance(spec, dict) or not isinstance(spec.get("service"), str) or not spec["service"]:
+                raise ValueError('say which request: {"service": "payNotify", "biz": {...}}')
+            biz = spec.get("biz", {})
+            if not isinstance(biz, dict):
+                raise ValueError("biz must be an object")
+            if spec.get("signature", "good") not in ("good", "bad", "none"):
+                raise ValueError("signature is good | bad | none")
+            body, ans = await self.push(spec["service"], biz, signature=spec.get("signature", "good"),
+                                        age_s=float(spec.get("age_s", 0)), url=spec.get("url"))
+        except (ValueError, TypeError, RuntimeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        answer_ = None if ans is None else {"code": ans.code, "msg": ans.msg, "data": ans.data}
+        return web.json_response({"sent": json.loads(body), "answer": answer_}, dumps=compact_json)
 
     async def send_raw(self, service: str, body: bytes, note: str = "raw") -> Optional[Answer]:
         """POST bytes as they are (replays, tampering) and record the lane's answer."""
@@ -384,27 +597,29 @@ class TdznPlatform:
         if step.kind == "duplicate_notify":
             await self.pay_notify(**kw, note="duplicate")
         elif step.kind == "replayed_timestamp":
-            accepted = [e for e in self.exchanges(tdzn.PAY_NOTIFY, "out") if e.biz.get("orderNo") == order_no]
+            accepted = [e for e in self.exchanges(PAY_NOTIFY, "out") if e.biz.get("orderNo") == order_no]
             if accepted:
                 await self._sleep(step.replay_after_s)
-                await self.send_raw(tdzn.PAY_NOTIFY, accepted[-1].body, "replay")
+                await self.send_raw(PAY_NOTIFY, accepted[-1].body, "replay")
 
     # ------------------------------------------------------------ plumbing
 
     def _signed(self, service: str, biz: Mapping[str, Any], *, age_s: float = 0.0, bad_sign: bool = False) -> bytes:
         ts = int(self.clock() - age_s)
-        body = tdzn.encode_request(self.pid, service, biz, self.key, ts)
+        body = encode_request(self.pid, service, biz, self.key, ts)
         if bad_sign:  # a well-formed signature made with another key
             env = json.loads(body)
-            env["sign"] = tdzn.sign({k: v for k, v in env.items() if k != "sign"}, self.key + "-wrong")
+            env["sign"] = sign({k: v for k, v in env.items() if k != "sign"}, self.key + "-wrong")
             body = json.dumps(env, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return body
 
-    async def _post(self, service: str, biz: dict[str, Any], body: bytes, note: str = "") -> Optional[Answer]:
-        if self.lane_url is None or self._session is None:
+    async def _post(self, service: str, biz: dict[str, Any], body: bytes, note: str = "",
+                    url: Optional[str] = None) -> Optional[Answer]:
+        url = url or self.lane_url
+        if url is None or self._session is None:
             raise RuntimeError("no lane_url configured, or the platform is not started")
         try:
-            async with self._session.post(self.lane_url, data=body, headers=JSON_HEADERS) as resp:
+            async with self._session.post(url, data=body, headers=JSON_HEADERS) as resp:
                 raw, status = await resp.read(), resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as e:
             self._record("out", service, biz, None, None, body, f"{note} {type(e).__name__}".strip())
@@ -412,7 +627,7 @@ class TdznPlatform:
         ans: Optional[Answer] = None
         if status == 200:
             try:
-                ans = tdzn.parse_answer(raw)
+                ans = parse_answer(raw)
             except TdznError:
                 note = f"{note} unreadable answer".strip()
         self._record("out", service, biz, ans.code if ans else None, status, body, note)
@@ -421,7 +636,7 @@ class TdznPlatform:
     def _reply(self, service: str, biz: dict[str, Any], body: bytes, code: int, msg: str = "",
                raw: Optional[bytes] = None, note: str = "") -> web.Response:
         self._record("in", service, biz, code, 200, body, note or msg)
-        return web.Response(body=raw if raw is not None else tdzn.answer(code, msg),
+        return web.Response(body=raw if raw is not None else answer(code, msg),
                             content_type="application/json", charset="utf-8")
 
     def _record(self, direction: str, service: str, biz: dict[str, Any], code: Optional[int],
@@ -445,7 +660,7 @@ class TdznPlatform:
             pass
 
     def _now_text(self) -> str:
-        return datetime.fromtimestamp(self.clock(), self.tz).strftime(tdzn.TIME_FORMAT)
+        return datetime.fromtimestamp(self.clock(), self.tz).strftime(TIME_FORMAT)
 
     def _order_no(self) -> str:
         stamp = datetime.fromtimestamp(self.clock(), self.tz).strftime("%Y%m%d%H%M%S")
@@ -466,14 +681,25 @@ def _illegal_fields(biz: Mapping[str, Any], tz: tzinfo) -> list[str]:
     for n in _TIME_FIELDS:
         if n in biz:
             try:
-                tdzn.parse_time(biz[n], tz)
+                parse_time(biz[n], tz)
             except TdznError:
                 bad.append(n)
     orders = biz.get("payOrders", [])
     if not isinstance(orders, list) or not all(
-            isinstance(o, dict) and type(o.get("paidFee")) is int and o["paidFee"] >= 0 for o in orders):
+            isinstance(o, dict) and type(o.get("paidFee")) is int and o["paidFee"] >= 0
+            and o.get("payType", 1) in PAY_TYPES for o in orders):
         bad.append("payOrders")
+    if "carType" in biz and "carSubType" in biz and "carType" not in bad and "carSubType" not in bad \
+            and biz["carSubType"] not in CAR_SUBTYPES.get(biz["carType"], ()):
+        bad.append("carType/carSubType")
     return bad
+
+
+# tdzn.md dictionaries: carType 9 temporary (91–95), 8 monthly (81–85), 7 stored-value (71–75), 1 free (11–15,
+# 16 military/police, 17 VIP); payType 1 WeChat, 2 Alipay, 3 balance, 4 cash, 5 UnionPay, 6 other, 10 coupon,
+# 11 points.
+CAR_SUBTYPES = {9: range(91, 96), 8: range(81, 86), 7: range(71, 76), 1: range(11, 18)}
+PAY_TYPES = frozenset({1, 2, 3, 4, 5, 6, 10, 11})
 
 
 def _drop_empty(biz: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,10 @@ until the lane answers SUCCESS (any case). What it decides where XFT's documents
   the notify and the order query.
 - A notify counts as received when the lane answers 2xx with the body SUCCESS (any case, whitespace ignored).
 
+Not XFT's: `POST /__control__/push` makes the platform send a notify now (see push_notify and hil/README.md):
+    {"callback": "notify", "fields": {"out_trade_no": "...", "state": "00", ...}, "url": "http://lane/...",
+     "signature": "good" | "bad" | "none", "attempts": 1, "format": "json" | "form"}
+
     python -m hil.emulators.xft --port 8792 --key KEY [--sign-plate 粤B12345 ...] [--default init_then]
 """
 
@@ -28,18 +32,119 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Literal, Optional
 
 import aiohttp
 from aiohttp import web
 
-from lanectl.core.plates import normalize_plate
-from lanectl.protocols import xft
+from hil.emulators.common import compact_json, md5_sign, param_text, plate_key, same_sign
 
 BASE_PATH = "/parking/aggegation/"
+CONTROL_PUSH = "/__control__/push"  # not XFT's: a script makes the platform send a notify on demand
 AnswerStyle = Literal["flat", "wrapped", "wrapped_text"]
+
+
+# ------------------------------------------------------------------------------------------ the wire
+# Written from xft.md / seed 000, not from lanectl.protocols.xft: the emulator checks the daemon's codec.
+
+PATHS = {  # call name -> path under BASE_PATH (seed 000's request addresses)
+    "signed_relation": "query/signed/relation/v2",
+    "entry": "entry/v2",
+    "exit": "entrance/v2",
+    "charge_query": "query/charge/v2",
+}
+SIGN_TYPE = "MD5"
+# Order states (xft.md): 00 paid, 01 failed, 03/04/05 refunds, 06 cancelled, 09 awaiting payment, 98 closed,
+# 99 timed out. The ones that mean "this charge did not and will not go through":
+FAILED_STATES = frozenset({"01", "06", "98", "99"})
+
+
+class Unreadable(ValueError):
+    """A request body the platform cannot read as XFT fields."""
+
+
+def sign_fields(fields: dict[str, Any], key: str) -> dict[str, str]:
+    """The flat body the platform sends: every value as text (objects as compact JSON text, xft.md
+    "nested objects travel as JSON strings"), empty values left out, sign_type MD5, and `sign` over exactly
+    those fields (sign_type included)."""
+    body = {k: param_text(v) for k, v in fields.items() if k != "sign" and v not in ({}, [])}
+    body = {k: v for k, v in body.items() if v != ""}  # "drop empty values": never sent, never signed
+    body.setdefault("sign_type", SIGN_TYPE)
+    body["sign"] = md5_sign(body, key)
+    return body
+
+
+def signature_ok(fields: dict[str, Any], key: str) -> bool:
+    """sign_type MD5 and `sign` equal to the MD5 of the other fields (as received) with the key."""
+    if fields.get("sign_type") != SIGN_TYPE:
+        return False
+    try:
+        expected = md5_sign(fields, key)
+    except TypeError:  # a float or another value with no agreed text: not something we signed
+        return False
+    return same_sign(expected, fields.get("sign"))
+
+
+def read_fields(raw: bytes, content_type: str = "") -> dict[str, Any]:
+    """A request body -> its top-level fields. JSON (an object, or a JSON string holding one) or, when the
+    content type says so, application/x-www-form-urlencoded."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unreadable("body is not UTF-8") from None
+    if "x-www-form-urlencoded" in content_type:
+        try:
+            return dict(urllib.parse.parse_qsl(text, keep_blank_values=True, strict_parsing=True,
+                                               errors="strict"))
+        except (ValueError, UnicodeDecodeError):
+            raise Unreadable("form body is not name=value pairs") from None
+    try:
+        value = json.loads(text)
+        if isinstance(value, str):
+            value = json.loads(value)
+    except ValueError:
+        raise Unreadable("body is not JSON") from None
+    if not isinstance(value, dict):
+        raise Unreadable("body is not a JSON object")
+    return value
+
+
+def nested(value: Any, name: str = "extra") -> dict[str, Any]:
+    """A nested object (`extra`), sent as its JSON text or as an object; {} when absent."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise Unreadable(f"{name} is not JSON") from None
+    if not isinstance(value, dict):
+        raise Unreadable(f"{name} is not a JSON object")
+    return value
+
+
+def xft_time_ok(value: Any) -> bool:
+    """A time as seed 000 writes it: yyyyMMddHHmmss, and a real date."""
+    if not isinstance(value, str) or len(value) != 14 or not value.isascii() or not value.isdigit():
+        return False
+    try:
+        datetime.strptime(value, "%Y%m%d%H%M%S")
+    except ValueError:
+        return False
+    return True
+
+
+def fen(value: Any) -> int:
+    """`amount`: whole fen as a string of ASCII digits (xft.md), a JSON integer tolerated."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        return int(value)
+    raise Unreadable(f"amount is not whole fen: {value!r}")
 
 
 # ------------------------------------------------------------------------------------------ exit scripts
@@ -168,6 +273,9 @@ class NotifyAttempt:
 class XftPlatform:
     key: str = "xft-test-key"
     app_id: Optional[str] = None  # when set, other app_ids are refused
+    # seed 000: "channel为WECHAT时sub_openid和车牌号必传". A lane rarely knows the driver's sub_openid, so this is
+    # off by default; on, a WECHAT relation query without one is PARAM_ERROR (sign_flag 0), as XFT may answer.
+    require_sub_openid: bool = False
     answer_style: AnswerStyle = "flat"
     answer_signature: Literal["good", "bad", "none"] = "good"
     default_script: ExitScript = field(default_factory=success)
@@ -203,15 +311,15 @@ class XftPlatform:
 
     def sign_plate(self, *plates: str, channel: str = "WECHAT") -> None:
         """One user signed up on `channel` with these plates (the relation answer lists them all)."""
-        group = tuple(normalize_plate(p) for p in plates)
+        group = tuple(plate_key(p) for p in plates)
         for p in group:
             self.signed[p] = (channel, group)
 
     def unsign_plate(self, plate: str) -> None:
-        self.signed.pop(normalize_plate(plate), None)
+        self.signed.pop(plate_key(plate), None)
 
     def script(self, plate: str, script: ExitScript) -> None:
-        self.scripts[normalize_plate(plate)] = script
+        self.scripts[plate_key(plate)] = script
 
     def acked_notifies(self, out_trade_no: Optional[str] = None) -> list[NotifyAttempt]:
         return [n for n in self.notifies if n.acked and out_trade_no in (None, n.out_trade_no)]
@@ -228,8 +336,9 @@ class XftPlatform:
         self._stopping = asyncio.Event()
         self._session = aiohttp.ClientSession()
         app = web.Application()
-        for name, path in xft.PATHS.items():
+        for name, path in PATHS.items():
             app.router.add_post(BASE_PATH + path, self._handler(name))
+        app.router.add_post(CONTROL_PUSH, self._control_push)
         # a short shutdown: a handler still inside a slow() answer must not hold stop() for a minute
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -255,26 +364,74 @@ class XftPlatform:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # -- callbacks on demand
+
+    async def push_notify(self, fields: dict[str, Any], url: Optional[str] = None, *,
+                          signature: Literal["good", "bad", "none"] = "good", attempts: int = 1,
+                          fmt: Optional[Literal["json", "form"]] = None) -> list[NotifyAttempt]:
+        """Send one notify now, whatever it says. When `out_trade_no` names an order of this platform, the
+        order fills what `fields` leaves out (third_trade_no, store_code, amount, channel, state, and the
+        notify_url when `url` is None). Signed with the merchant key ("good"), another key ("bad"), or not
+        at all ("none"). Returns the attempts made (retried until SUCCESS, at most `attempts`)."""
+        order = self.orders.get(str(fields.get("out_trade_no") or ""))
+        if order is not None:
+            fields = {"third_trade_no": order.third_trade_no, "store_code": order.store_code,
+                      "amount": str(order.amount_fen), "channel": order.channel, "state": order.state, **fields}
+            url = url or order.notify_url
+        if not url:
+            raise ValueError("no url, and out_trade_no names no order of this platform")
+        body = sign_fields(notify_fields(**fields), self.key if signature != "bad" else self.key + "-wrong")
+        if signature == "none":
+            del body["sign"]
+        before = len(self.notifies)
+        await self._deliver(url, body, 1, attempts=attempts, fmt=fmt)
+        return self.notifies[before:]
+
+    async def _control_push(self, request: web.Request) -> web.Response:
+        """POST /__control__/push {"callback": "notify", "fields": {...}, "url"?, "signature"?, "attempts"?,
+        "format"?} -> {"sent": {signed fields}, "acked": bool, "attempts": [{status, answer, acked}]}."""
+        try:
+            spec = json.loads(await request.read())
+            if not isinstance(spec, dict) or spec.get("callback", "notify") != "notify":
+                raise ValueError('XFT has one callback: {"callback": "notify", "fields": {...}}')
+            fields = spec.get("fields", {})
+            if not isinstance(fields, dict):
+                raise ValueError("fields must be an object")
+            signature = spec.get("signature", "good")
+            fmt = spec.get("format")
+            if signature not in ("good", "bad", "none") or fmt not in (None, "json", "form"):
+                raise ValueError("signature is good | bad | none, format json | form")
+            tried = await self.push_notify(fields, spec.get("url"), signature=signature,
+                                           attempts=max(1, int(spec.get("attempts", 1))), fmt=fmt)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        sent = json.loads(tried[0].body) if tried and tried[0].body.startswith(b"{") else (
+            dict(urllib.parse.parse_qsl(tried[0].body.decode())) if tried else {})
+        return web.json_response({"url": tried[0].url if tried else None, "sent": sent,
+                                  "acked": any(t.acked for t in tried),
+                                  "attempts": [{"status": t.status, "answer": t.answer, "acked": t.acked}
+                                               for t in tried]}, dumps=compact_json)
+
     # -- answers
 
     def _answer(self, fields: dict[str, Any]) -> web.Response:
-        data: dict[str, Any] = xft.signed_fields(fields, self.key if self.answer_signature == "good"
-                                                 else self.key + "!")
+        data: dict[str, Any] = sign_fields(fields, self.key if self.answer_signature == "good"
+                                           else self.key + "!")
         if self.answer_signature == "none":
             del data["sign"]
         if self.answer_style == "flat":
             body: dict[str, Any] = data
         else:
-            inner = data if self.answer_style == "wrapped" else xft.compact_json(data)
+            inner = data if self.answer_style == "wrapped" else compact_json(data)
             body = {"code": "0000", "message": "SUCCESS", "result": "SUCCESS", "data": inner}
-        return web.Response(body=xft.compact_json(body).encode(), content_type="application/json")
+        return web.Response(body=compact_json(body).encode(), content_type="application/json")
 
     def _unreadable(self, reason: str) -> web.Response:
         self.param_errors += 1
         if self.answer_style == "flat":
             return self._answer({"failure_code": "PARAM_ERROR", "failure_msg": reason})
         body = {"code": "4000", "message": reason, "result": "FAIL", "data": None}
-        return web.Response(body=xft.compact_json(body).encode(), content_type="application/json")
+        return web.Response(body=compact_json(body).encode(), content_type="application/json")
 
     def _handler(self, name: str):
         handle = getattr(self, f"_{name}")
@@ -282,9 +439,9 @@ class XftPlatform:
         async def handler(request: web.Request) -> web.Response:
             self.calls[name] += 1
             try:
-                fields, _ = xft.decode_fields(await request.read(), content_type=request.content_type)
-                extra = xft.nested_object(fields.get("extra"))
-            except xft.XftError as exc:
+                fields = read_fields(await request.read(), request.content_type)
+                extra = nested(fields.get("extra"))
+            except Unreadable as exc:
                 return self._unreadable(str(exc))
             refusal = self._check(fields)
             if refusal is not None:
@@ -293,12 +450,16 @@ class XftPlatform:
         return handler
 
     def _check(self, fields: dict[str, Any]) -> Optional[dict[str, str]]:
-        if fields.get("sign_type") != xft.SIGN_TYPE or not xft.verify(fields, self.key):
+        if not signature_ok(fields, self.key):
             self.sign_errors += 1
             return {"failure_code": "SIGN_ERROR", "failure_msg": "签名错误"}
         if self.app_id is not None and fields.get("app_id") != self.app_id:
             return {"failure_code": "APP_ID_ERROR", "failure_msg": "app_id 不存在"}
         return None
+
+    def _illegal(self, name: str, why: str) -> dict[str, str]:
+        self.param_errors += 1
+        return {**_NEGATIVE[name], "failure_code": "PARAM_ERROR", "failure_msg": why}
 
     def _missing(self, name: str, what: str) -> dict[str, str]:
         self.param_errors += 1
@@ -307,10 +468,12 @@ class XftPlatform:
     # -- the four calls
 
     async def _signed_relation(self, fields: dict[str, Any], extra: dict[str, Any]) -> web.Response:
-        plate = normalize_plate(str(extra.get("plate_number") or ""))
+        plate = plate_key(str(extra.get("plate_number") or ""))
         if not plate:
             return self._answer(self._missing("signed_relation", "plate_number"))
         channel = str(fields.get("channel") or "")
+        if self.require_sub_openid and channel == "WECHAT" and not extra.get("sub_openid"):
+            return self._answer(self._missing("signed_relation", "sub_openid"))
         user = self.signed.get(plate)
         if user is None or (channel and channel != user[0]):
             return self._answer({"sign_flag": "0", "channel": channel, "plate_number": plate})
@@ -320,11 +483,13 @@ class XftPlatform:
 
     async def _entry(self, fields: dict[str, Any], extra: dict[str, Any]) -> web.Response:
         out_trade_no = str(fields.get("out_trade_no") or "")
-        plate = normalize_plate(str(extra.get("plate_number") or ""))
+        plate = plate_key(str(extra.get("plate_number") or ""))
         for name, value in (("out_trade_no", out_trade_no), ("plate_number", plate),
                             ("start_time", extra.get("start_time"))):
             if not value:
                 return self._answer(self._missing("entry", name))
+        if not xft_time_ok(extra["start_time"]):
+            return self._answer(self._illegal("entry", f"start_time is not yyyyMMddHHmmss: {extra['start_time']!r}"))
         store_code = str(fields.get("store_code") or "")
         if out_trade_no in self.entries:
             self.entry_repeats += 1
@@ -334,14 +499,18 @@ class XftPlatform:
 
     async def _exit(self, fields: dict[str, Any], extra: dict[str, Any]) -> web.Response:
         out_trade_no = str(fields.get("out_trade_no") or "")
-        plate = normalize_plate(str(extra.get("plate_number") or ""))
+        plate = plate_key(str(extra.get("plate_number") or ""))
         for name, value in (("out_trade_no", out_trade_no), ("amount", fields.get("amount")),
                             ("notify_url", fields.get("notify_url")), ("plate_number", plate)):
             if not value:
                 return self._answer(self._missing("exit", name))
+        for name in ("start_time", "end_time"):
+            if name in extra and not xft_time_ok(extra[name]):
+                return self._answer({**self._illegal("exit", f"{name} is not yyyyMMddHHmmss: {extra[name]!r}"),
+                                     "out_trade_no": out_trade_no})
         try:
-            amount = xft.fen_from_wire(fields["amount"])
-        except xft.XftError as exc:
+            amount = fen(fields["amount"])
+        except Unreadable as exc:
             amount, reason = 0, str(exc)
         else:
             reason = "amount must be > 0"
@@ -410,7 +579,7 @@ class XftPlatform:
             return self._answer({"out_trade_no": out_trade_no, "failure_code": "ORDER_NOT_EXIST",
                                  "failure_msg": "订单不存在"})
         settled = order.state != "09"
-        failed = order.state in xft.FAILED_STATES
+        failed = order.state in FAILED_STATES
         return self._answer({
             "id": order.id, "out_trade_no": order.out_trade_no, "amount": str(order.amount_fen),
             "state": order.state, "payer_id": f"oUser{order.plate.encode().hex()[:12]}" if settled else "",
@@ -431,24 +600,25 @@ class XftPlatform:
             return
         named = order.out_trade_no if not script.notify_other_order else f"{order.out_trade_no[:58]}_OTHER"
         state = order.state if not script.notify_other_order else "00"
-        failed = state in xft.FAILED_STATES
-        fields = xft.notify_fields(out_trade_no=named, state=state, amount_fen=order.amount_fen,
-                                   third_trade_no=order.third_trade_no, store_code=order.store_code,
-                                   channel=order.channel, failure_code=script.failure_code if failed else "",
-                                   failure_msg=script.failure_msg if failed else "", body="停车费",
-                                   subject="停车费")
+        failed = state in FAILED_STATES
+        fields = notify_fields(out_trade_no=named, state=state, amount=str(order.amount_fen),
+                               third_trade_no=order.third_trade_no, store_code=order.store_code,
+                               channel=order.channel, failure_code=script.failure_code if failed else "",
+                               failure_msg=script.failure_msg if failed else "", body="停车费", subject="停车费")
         key = self.key if script.notify_signature == "good" else self.key + "-wrong"
         for copy in range(1, script.notify_copies + 1):
-            await self._deliver(order.notify_url, xft.signed_fields(fields, key), copy)
+            await self._deliver(order.notify_url, sign_fields(fields, key), copy)
 
-    async def _deliver(self, url: str, fields: dict[str, str], copy: int) -> bool:
+    async def _deliver(self, url: str, fields: dict[str, str], copy: int, *, attempts: Optional[int] = None,
+                       fmt: Optional[str] = None) -> bool:
         """POST one notify until the lane answers SUCCESS or the attempts run out."""
-        if self.notify_format == "form":
+        attempts = self.notify_attempts if attempts is None else attempts
+        if (fmt or self.notify_format) == "form":
             body, ctype = _form(fields).encode(), "application/x-www-form-urlencoded"
         else:
-            body, ctype = xft.compact_json(fields).encode(), "application/json"
+            body, ctype = compact_json(fields).encode(), "application/json"
         assert self._session is not None
-        for attempt in range(1, self.notify_attempts + 1):
+        for attempt in range(1, attempts + 1):
             status: Optional[int] = None
             try:
                 async with self._session.post(url, data=body, headers={"Content-Type": ctype},
@@ -457,11 +627,12 @@ class XftPlatform:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 answer = f"{type(exc).__name__}: {exc}"
             acked = status is not None and 200 <= status < 300 and answer.strip().upper() == "SUCCESS"
-            self.notifies.append(NotifyAttempt(url, fields["out_trade_no"], fields["state"], copy, attempt,
+            self.notifies.append(NotifyAttempt(url, fields.get("out_trade_no", ""), fields.get("state", ""), copy,
+                                               attempt,
                                                status, answer, acked, body))
             if acked:
                 return True
-            if attempt < self.notify_attempts:
+            if attempt < attempts:
                 await asyncio.sleep(self.notify_interval_s)
         return False
 
@@ -473,6 +644,12 @@ _NEGATIVE: dict[str, dict[str, str]] = {
     "exit": {"is_allow": "FAIL"},
     "charge_query": {},
 }
+
+
+def notify_fields(**fields: Any) -> dict[str, Any]:
+    """The async notify's fields (seed 000 异步通知: out_trade_no, third_trade_no, store_code, body, channel,
+    amount, subject, description, failure_code, failure_msg, state), unsigned; sign with sign_fields."""
+    return {k: v for k, v in fields.items() if v not in (None, "")}
 
 
 def _form(fields: dict[str, str]) -> str:

@@ -177,6 +177,9 @@ async def test_refusals_carry_the_platform_codes(platform, session):
     assert await code_of(session, platform, "enterNotify", biz) == 400
     assert await code_of(session, platform, "enterNotify", dict(enter_biz(), parkCode="OTHER")) == 402
     assert await code_of(session, platform, "enterNotify", dict(enter_biz(), remainParkNum="9")) == 402
+    # the dictionaries: a subtype of another class, an unknown class
+    assert await code_of(session, platform, "enterNotify", dict(enter_biz(), carType=9, carSubType=81)) == 402
+    assert await code_of(session, platform, "enterNotify", dict(enter_biz(), carType=3, carSubType=31)) == 402
     assert await code_of(session, platform, "enterNotify", dict(enter_biz(), enterTime="2024-03-01T08:00")) == 402
     # a sloppy sender's float money (our encoder refuses floats, so sign it by hand)
     biz_text = json.dumps(dict(pre_leave_biz(), paidFee=7.5), ensure_ascii=False, separators=(",", ":"))

@@ -134,6 +134,21 @@ async def test_signed_relation_answers_from_the_table(platform, session):
     assert platform.calls["signed_relation"] == 4
 
 
+async def test_require_sub_openid_knob(platform, session):
+    """Seed 000: with channel WECHAT, sub_openid and the plate are required. Off by default (a lane seldom knows
+    the driver's sub_openid); on, a query without it is PARAM_ERROR and nothing reads as signed."""
+    platform.sign_plate(PLATE)
+    platform.require_sub_openid = True
+    params = xft.signed_relation_params(**COMMON, plate_number=PLATE)
+    r = xft.parse_signed_relation((await call(session, platform, "signed_relation", params))[1], KEY,
+                                  require_signature=True)
+    assert (r.sign_flag, r.failure_code) == (False, "PARAM_ERROR") and "sub_openid" in r.failure_msg
+    params = xft.signed_relation_params(**COMMON, plate_number=PLATE, sub_openid="oSub123")
+    r = xft.parse_signed_relation((await call(session, platform, "signed_relation", params))[1], KEY,
+                                  require_signature=True)
+    assert r.sign_flag is True
+
+
 async def test_entry_is_recorded_once_per_out_trade_no(platform, session):
     params = xft.entry_params(**COMMON, out_trade_no="L1_20240301080000_1", plate_number=PLATE,
                               start_time=datetime(2024, 3, 1, 8, tzinfo=TZ), zone=TZ)
@@ -142,6 +157,21 @@ async def test_entry_is_recorded_once_per_out_trade_no(platform, session):
         assert (a.ok, a.plate_number, a.store_code) == (True, PLATE, "S01")
     assert list(platform.entries) == ["L1_20240301080000_1"] and platform.entry_repeats == 1
     assert platform.entries["L1_20240301080000_1"].start_time == "20240301080000"
+
+
+async def test_times_must_be_the_documents_format(platform, session, lane):
+    """Seed 000 writes start_time (and the exit's times) as yyyyMMddHHmmss: anything else is PARAM_ERROR."""
+    params = xft.entry_params(**COMMON, out_trade_no="L1_2", plate_number=PLATE,
+                              start_time=datetime(2024, 3, 1, 8, tzinfo=TZ), zone=TZ)
+    params["extra"] = {**params["extra"], "start_time": "2024-03-01 08:00:00"}
+    a = xft.parse_entry_answer((await call(session, platform, "entry", params))[1], KEY, require_signature=True)
+    assert (a.ok, a.failure_code) == (False, "PARAM_ERROR") and platform.entries == {}
+    platform.sign_plate(PLATE)
+    params = exit_request(lane)
+    params["extra"] = {**params["extra"], "end_time": "202403011000"}
+    status, body = await call(session, platform, "exit", params)
+    answer = xft.parse_exit_answer(body, KEY, require_signature=True)
+    assert (answer.is_allow, answer.failure_code) == ("FAIL", "PARAM_ERROR") and platform.orders == {}
 
 
 # ------------------------------------------------------------------------------------------ signatures
