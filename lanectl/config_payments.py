@@ -33,6 +33,11 @@ class SettlementConfig(Strict):
     window_s: float = Field(120.0, gt=0, le=3600)  # then scan-to-pay / the booth
     reconcile_interval_s: float = Field(30.0, gt=0, le=3600)
     reconcile_for_s: float = Field(3600.0, gt=0, le=7 * 86400)
+    # a charge that was never answered, for an order the platform says it does not have: asked again this many
+    # times over at least this long, then booked as not charged (the next provider or the booth takes the car)
+    absent_checks: int = Field(3, ge=1, le=20)
+    absent_span_s: float = Field(10.0, ge=0, le=600)
+    absent_late_check_s: float = Field(60.0, ge=0, le=3600)  # one last query after that (0: none)
 
 
 def _base_url(v: str) -> str:
