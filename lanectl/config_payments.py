@@ -86,6 +86,9 @@ class XftConfig(Strict):
     notify_path: Route = "/xft/notify"  # where our listener takes the notify
     require_notify_signature: bool = True  # seed 000 lists no sign on the notify; unsigned ones are then checked
     relation_cache_s: float = Field(300.0, ge=0, le=86400)  # signed-relation answers are reused this long
+    # the signed-relation query before a charge: its own timeout, not the charge's. No answer in time is "not
+    # known to be signed up": the next provider or the booth, and nothing was charged.
+    relation_timeout_s: float = Field(8.0, gt=0, le=60)
     client_ip: str = "127.0.0.1"
     timeout_s: float = Field(5.0, gt=0, le=60)
     rate_per_s: float = Field(5.0, gt=0, le=100)
