@@ -373,8 +373,9 @@ class SettlementService:
                 left = attempt.created_ts + self.timing.window_s - self.clock.now().timestamp()
                 if left <= 0:
                     return "window"
+                wait = min(self._poll_interval(attempt, self.timing.poll_interval_s), left)
                 try:  # a callback settling the attempt wakes us at once
-                    async with asyncio.timeout(min(self._poll_interval(attempt), left)):
+                    async with asyncio.timeout(wait):
                         await settled.wait()
                 except TimeoutError:
                     pass
@@ -417,7 +418,7 @@ class SettlementService:
             current = await self._reload(attempt)
             if not current.open:
                 return
-            await asyncio.sleep(self.timing.reconcile_interval_s)
+            await asyncio.sleep(self._poll_interval(attempt, self.timing.reconcile_interval_s))
         await self._stored(lambda: self.store.mark_attempt(attempt.id, "failed", "not settled: reconciliation gave up",
                                                            self.clock.now()))
         log.warning("settlement %s: %s charge %s never settled; reconciliation gave up", attempt.record_id,
@@ -457,12 +458,12 @@ class SettlementService:
             self._spawn_late_check(attempt)
         return True
 
-    def _poll_interval(self, attempt: Attempt) -> float:
-        """Polls of an order the platform says it does not have are spread over absent_span_s."""
+    def _poll_interval(self, attempt: Attempt, interval: float) -> float:
+        """Queries of an order the platform says it does not have are spread over absent_span_s."""
         if self._absent.get(attempt.id) is None:
-            return self.timing.poll_interval_s
+            return interval
         spread = self.timing.absent_span_s / max(self.timing.absent_checks - 1, 1)
-        return max(self.timing.poll_interval_s, spread)
+        return max(interval, spread)
 
     def _spawn_late_check(self, attempt: Attempt) -> None:
         """One last query for an order booked as not charged (the notify is the other way a late payment

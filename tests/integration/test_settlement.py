@@ -505,8 +505,9 @@ async def test_an_unanswered_charge_past_the_window_is_resolved_by_the_reconcile
     down = {"on": True}
     xft = FakeProvider("xft", [ProviderUnavailable("HTTP 502")],
                        [lambda: PENDING if not down["on"] else _raise(ProviderUnavailable("HTTP 502"))])
-    timing = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=0.3, reconcile_interval_s=0.1,
-                              reconcile_for_s=30.0, absent_checks=3, absent_span_s=0.2, absent_late_check_s=0)
+    # reconciling every 0.02 s: the "no such order" queries are still spread over the span (3, not 20)
+    timing = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=0.3, reconcile_interval_s=0.02,
+                              reconcile_for_s=30.0, absent_checks=3, absent_span_s=0.4, absent_late_check_s=0)
     svc = service(store, lanes, xft, timing=timing)
     svc.on_effects("out1", [await exit_waiting(store)])
     await lanes.wait_for(PaymentFallback)
