@@ -167,8 +167,9 @@ class SettlementService:
     _flows: dict[str, asyncio.Task[Any]] = field(default_factory=dict, init=False)
     _reconcilers: dict[int, asyncio.Task[Any]] = field(default_factory=dict, init=False)
     _settled: dict[int, asyncio.Event] = field(default_factory=dict, init=False)
-    # attempt id -> (absent answers, first one's time); None once the platform showed it has the order
-    _absent: dict[int, Optional[tuple[int, float]]] = field(default_factory=dict, init=False)
+    # attempt id -> (absent answers, first one's time, last one's time); None once the platform showed it has
+    # the order
+    _absent: dict[int, Optional[tuple[int, float, float]]] = field(default_factory=dict, init=False)
     _late_checks: dict[int, asyncio.Task[Any]] = field(default_factory=dict, init=False)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -373,13 +374,16 @@ class SettlementService:
                 left = attempt.created_ts + self.timing.window_s - self.clock.now().timestamp()
                 if left <= 0:
                     return "window"
-                wait = min(self._poll_interval(attempt, self.timing.poll_interval_s), left)
+                # an order the platform says it does not have is asked again only when its spread is due; the
+                # window's end is then no reason to ask early (the reconciler goes on at the same spread)
+                absent = self._absent.get(attempt.id) is not None
+                due = max(self._absent_wait(attempt), self.timing.poll_interval_s)
                 try:  # a callback settling the attempt wakes us at once
-                    async with asyncio.timeout(wait):
+                    async with asyncio.timeout(min(due, left)):
                         await settled.wait()
                 except TimeoutError:
                     pass
-                if not settled.is_set():
+                if not settled.is_set() and (not absent or due <= left):
                     answer = await self._call(provider.query, order, attempt)
                     await self._take_query_answer(attempt, answer)
                 current = await self._reload(attempt)
@@ -412,6 +416,7 @@ class SettlementService:
         if provider is None or order is None:
             return
         while self.clock.now().timestamp() < attempt.created_ts + self.timing.reconcile_for_s:
+            await asyncio.sleep(self._absent_wait(attempt))
             answer = await self._call(provider.query, order, attempt)
             if await self._take_query_answer(attempt, answer):
                 return
@@ -444,10 +449,11 @@ class SettlementService:
             self._absent[attempt.id] = None  # the charge was answered: the order exists, keep reconciling it
             return False
         now = self.clock.now().timestamp()
-        count, first = self._absent.get(attempt.id) or (0, now)
+        count, first, _ = self._absent.get(attempt.id) or (0, now, now)
         count += 1
-        self._absent[attempt.id] = (count, first)
-        if count < self.timing.absent_checks or now - first < self.timing.absent_span_s:
+        self._absent[attempt.id] = (count, first, now)
+        # (a timer may wake a hair early against the wall clock: 10 ms are not worth another spread of waiting)
+        if count < self.timing.absent_checks or now - first < self.timing.absent_span_s - 0.01:
             return False
         detail = (f"not charged: {attempt.provider} has no order {attempt.order_ref} ({count} answers over "
                   f"{now - first:.0f} s; the charge was never answered)" + (f": {answer.detail}" if answer.detail
@@ -462,8 +468,18 @@ class SettlementService:
         """Queries of an order the platform says it does not have are spread over absent_span_s."""
         if self._absent.get(attempt.id) is None:
             return interval
-        spread = self.timing.absent_span_s / max(self.timing.absent_checks - 1, 1)
-        return max(interval, spread)
+        return max(interval, self._absent_spread())
+
+    def _absent_spread(self) -> float:
+        return self.timing.absent_span_s / max(self.timing.absent_checks - 1, 1)
+
+    def _absent_wait(self, attempt: Attempt) -> float:
+        """How long until the next "no such order" query is due (0: now, or not in that phase). Keeps the
+        spread across the window's end, where the last poll and the reconciler's first query meet."""
+        seen = self._absent.get(attempt.id)
+        if seen is None:
+            return 0.0
+        return max(0.0, seen[2] + self._absent_spread() - self.clock.now().timestamp())
 
     def _spawn_late_check(self, attempt: Attempt) -> None:
         """One last query for an order booked as not charged (the notify is the other way a late payment

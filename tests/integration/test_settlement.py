@@ -545,5 +545,23 @@ async def test_a_restart_during_an_unanswered_charge_resolves_an_absent_order_in
     await s2.close()
 
 
+async def test_the_windows_end_adds_no_query_for_an_absent_order(store):
+    lanes = Lanes()
+    xft = FakeProvider("xft", [ProviderUnavailable("HTTP 500")], [ABSENT])
+    # absent queries due 0.3 s apart; the window ends between the 2nd and the 3rd; the reconciler polls fast
+    timing = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=0.5, reconcile_interval_s=0.02,
+                              reconcile_for_s=30.0, absent_checks=3, absent_span_s=0.6, absent_late_check_s=0)
+    svc = service(store, lanes, xft, timing=timing)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [fallback] = await lanes.wait_for(PaymentFallback)
+    assert "did not settle" in fallback.reason
+    async with asyncio.timeout(3):
+        while (await attempt_of(store, "xft")).status != "failed":
+            await asyncio.sleep(0.02)
+    assert xft.calls == ["charge"] + ["query"] * 3, "no extra query at the window's edge or the reconciler's start"
+    assert not lanes.of(PaymentConfirmed)
+    await svc.stop()
+
+
 def _raise(exc: Exception) -> ChargeAnswer:
     raise exc
