@@ -259,7 +259,9 @@ class App:
             self.settlement = SettlementService(
                 self.store, wiring.providers, lane_providers, lambda lane_id, ev: self.runners[lane_id].emit(ev),
                 self.clock, SettlementTiming(t.charge_timeout_s, t.poll_interval_s, t.window_s,
-                                             t.reconcile_interval_s, t.reconcile_for_s))
+                                             t.reconcile_interval_s, t.reconcile_for_s,
+                                             absent_checks=t.absent_checks, absent_span_s=t.absent_span_s,
+                                             absent_late_check_s=t.absent_late_check_s))
         wiring.attach(self.settlement, self)
 
     def _register_callbacks(self) -> None:

@@ -33,6 +33,11 @@ class SettlementConfig(Strict):
     window_s: float = Field(120.0, gt=0, le=3600)  # then scan-to-pay / the booth
     reconcile_interval_s: float = Field(30.0, gt=0, le=3600)
     reconcile_for_s: float = Field(3600.0, gt=0, le=7 * 86400)
+    # a charge that was never answered, for an order the platform says it does not have: asked again this many
+    # times over at least this long, then booked as not charged (the next provider or the booth takes the car)
+    absent_checks: int = Field(3, ge=1, le=20)
+    absent_span_s: float = Field(10.0, ge=0, le=600)
+    absent_late_check_s: float = Field(60.0, ge=0, le=3600)  # one last query after that (0: none)
 
 
 def _base_url(v: str) -> str:
@@ -82,6 +87,9 @@ class XftConfig(Strict):
     notify_path: Route = "/xft/notify"  # where our listener takes the notify
     require_notify_signature: bool = True  # seed 000 lists no sign on the notify; unsigned ones are then checked
     relation_cache_s: float = Field(300.0, ge=0, le=86400)  # signed-relation answers are reused this long
+    # the signed-relation query before a charge: its own timeout, not the charge's. No answer in time is "not
+    # known to be signed up": the next provider or the booth, and nothing was charged.
+    relation_timeout_s: float = Field(8.0, gt=0, le=60)
     client_ip: str = "127.0.0.1"
     timeout_s: float = Field(5.0, gt=0, le=60)
     rate_per_s: float = Field(5.0, gt=0, le=100)

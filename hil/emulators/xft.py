@@ -283,6 +283,7 @@ class XftPlatform:
     notify_attempts: int = 5
     notify_interval_s: float = 0.2
     notify_timeout_s: float = 2.0
+    relation_delay_s: float = 0.0  # fault: query/signed/relation/v2 answers this late
     port: int = 0
     # state, readable by tests
     scripts: dict[str, ExitScript] = field(default_factory=dict)  # normalized plate -> script
@@ -291,6 +292,7 @@ class XftPlatform:
     orders: dict[str, Order] = field(default_factory=dict)
     notifies: list[NotifyAttempt] = field(default_factory=list)
     calls: Counter = field(default_factory=Counter)  # call name -> requests
+    relation_requests: list[dict[str, Any]] = field(default_factory=list)  # fields + extra as received
     sign_errors: int = 0
     param_errors: int = 0
     not_signed: int = 0
@@ -468,6 +470,13 @@ class XftPlatform:
     # -- the four calls
 
     async def _signed_relation(self, fields: dict[str, Any], extra: dict[str, Any]) -> web.Response:
+        self.relation_requests.append({**fields, "extra": extra})
+        if self.relation_delay_s and self._stopping is not None:
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.relation_delay_s)
+                return web.Response(status=503, text="shutting down")
+            except TimeoutError:
+                pass
         plate = plate_key(str(extra.get("plate_number") or ""))
         if not plate:
             return self._answer(self._missing("signed_relation", "plate_number"))

@@ -4,11 +4,15 @@ entry publisher.
 * XftClient signs each request once (protocols/xft.py), POSTs it as JSON and spaces calls at `rate_per_s`.
   Any answer that is not HTTP 200 — or no answer at all — is ProviderUnavailable: the charge may or may not
   have happened, so the settlement treats it as pending and never as paid.
-* XftProvider charges at an exit lane: the signed-relation query first (cached per plate and channel for
-  `relation_cache_s`), then `entrance/v2` with out_trade_no = the exit record id. SUCCESS is paid, FAIL is
-  failed, INIT (or anything else) is pending; `query/charge/v2` then settles it (00 paid; 01/06/98/99 failed).
+* XftProvider charges at an exit lane: the signed-relation query first, as the settlement's precheck (its own
+  timeout `relation_timeout_s`, never the charge's; cached per plate and channel for `relation_cache_s`), then
+  `entrance/v2` with out_trade_no = the exit record id. SUCCESS is paid, FAIL is failed, INIT (or anything
+  else) is pending; `query/charge/v2` then settles it (00 paid; 01/06/98/99 failed; ORDER_NOT_EXIST is
+  "absent", which the settlement weighs against whether entrance/v2 was ever answered).
   The notify is taken by service/xft_inbound.py. Every answer must carry a good signature and name our
   order, otherwise it is no answer at all.
+* The relation query on a channel that seed 000 says needs sub_openid (WECHAT) is sent without a channel: the
+  lane knows the plate, never the driver's WeChat sub_openid. The answer's channel must be the lane's.
 * XftPublisher sends entry records through the outbox as `entry/v2` (out_trade_no = the entry record id).
   A repeat the platform recognises counts as done.
 
@@ -18,10 +22,11 @@ entry publisher.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import datetime, tzinfo
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import aiohttp
 
@@ -57,11 +62,11 @@ class XftClient:
     def key(self) -> str:
         return self._key
 
-    async def post(self, path: str, params: Mapping[str, Any]) -> bytes:
+    async def post(self, path: str, params: Mapping[str, Any], *, timeout_s: Optional[float] = None) -> bytes:
         """One signed call; the raw answer body. ProviderUnavailable when there is no usable answer.
         XftError when `params` cannot be signed (nothing was sent)."""
         body = xft.encode_request(params, self._key)
-        return await self._http.post(self.cfg.base_url + "/" + path, body, path)
+        return await self._http.post(self.cfg.base_url + "/" + path, body, path, timeout_s=timeout_s)
 
 
 def _moment(iso: str, zone: tzinfo) -> datetime:
@@ -84,15 +89,24 @@ class XftProvider:
     def channel(self, lane_id: str) -> str:
         return self.channels.get(lane_id) or self.client.cfg.channel
 
+    async def precheck(self, order: fx.StartSettlement, attempt: Attempt) -> Optional[ChargeAnswer]:
+        """Before the charge, outside its timeout: is this car signed up? None: charge it. A skip otherwise —
+        also when the relation is unknown (no answer within relation_timeout_s, an error): nothing was sent
+        that could charge the car, so the next provider or the booth can take it at once."""
+        if not order.plate:
+            return ChargeAnswer("skip", detail="plate-less car: no sign-free contract")
+        if attempt.amount_fen <= 0:
+            return ChargeAnswer("skip", detail="nothing to charge")
+        signed, why = await self._signed(order.plate, self.channel(order.lane_id))
+        return None if signed else ChargeAnswer("skip", detail=why)
+
     async def charge(self, order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        """entrance/v2. The settlement calls precheck (the signed relation) first."""
         if not order.plate:
             return ChargeAnswer("skip", detail="plate-less car: no sign-free contract")
         if attempt.amount_fen <= 0:
             return ChargeAnswer("skip", detail="nothing to charge")
         channel = self.channel(order.lane_id)
-        signed, why = await self._signed(order.plate, channel)
-        if not signed:
-            return ChargeAnswer("skip", detail=why)
         cfg = self.client.cfg
         try:
             params = xft.exit_params(
@@ -135,30 +149,42 @@ class XftProvider:
         if state.failed:
             return ChargeAnswer("failed", state.third_trade_no,
                                 detail=_why(f"query/charge/v2 {state.state}", state.failure_code, state.failure_msg))
+        if state.absent:
+            return ChargeAnswer("absent", detail=_why("query/charge/v2", state.failure_code, state.failure_msg))
         return ChargeAnswer("pending", detail=_why(f"query/charge/v2 {state.state or 'no state'}",
                                                    state.failure_code, state.failure_msg))
 
     async def _signed(self, plate: str, channel: str) -> tuple[bool, str]:
         """Is this plate signed up for sign-free payment on `channel`? Clean answers are cached; an error or
-        no usable answer is a "no" that is asked again next time (nothing was charged, so moving on is safe)."""
+        no usable answer within relation_timeout_s is a "no" that is asked again next time (nothing was
+        charged, so moving on is safe)."""
         plate = normalize_plate(plate)
         now = time.monotonic()
         cached = self._relations.get((plate, channel))
         if cached is not None and cached[0] > now:
             return cached[1], cached[2]
         cfg = self.client.cfg
+        # WECHAT needs the driver's sub_openid (seed 000), which a lane never knows: ask by plate alone
+        asked = None if channel in xft.CHANNEL_NEEDS_SUB_OPENID else channel
+        limit = cfg.relation_timeout_s
         try:
             params = xft.signed_relation_params(app_id=cfg.app_id, merchant_code=cfg.merchant_code,
-                                                store_code=cfg.store_code, channel=channel, plate_number=plate)
-            raw = await self.client.post(xft.PATHS["signed_relation"], params)
+                                                store_code=cfg.store_code, channel=asked, plate_number=plate)
+            async with asyncio.timeout(limit):  # the rate-limit slot included
+                raw = await self.client.post(xft.PATHS["signed_relation"], params, timeout_s=limit)
             rel = xft.parse_signed_relation(raw, self.client.key, require_signature=True)
+        except TimeoutError:
+            return False, f"signed relation unknown: no answer within {limit:g} s"
         except (ProviderUnavailable, xft.XftError) as exc:
             return False, f"signed relation unknown: {exc}"
         if rel.failure_code:
             return False, _why("signed relation refused", rel.failure_code, rel.failure_msg)
-        # a "signed" answer that lists the user's plates without ours is not about this car
-        ok = rel.sign_flag and (not rel.plates or plate in rel.plates)
-        why = "" if ok else f"{plate} has no XFT sign-free contract on {channel}"
+        # a "signed" answer that lists the user's plates without ours is not about this car; one for another
+        # payment method than the lane charges with is not a contract entrance/v2 can use
+        ok = rel.sign_flag and (not rel.plates or plate in rel.plates) and rel.channel in ("", channel)
+        why = "" if ok else (f"{plate} is signed up on {rel.channel}, this lane charges {channel}"
+                             if rel.sign_flag and rel.channel not in ("", channel)
+                             else f"{plate} has no XFT sign-free contract on {channel}")
         if cfg.relation_cache_s > 0:
             self._relations[(plate, channel)] = (now + cfg.relation_cache_s, ok, why)
         return ok, why

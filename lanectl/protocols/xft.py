@@ -55,6 +55,14 @@ STATE_FAILED = "01"
 STATE_WAITING = "09"
 FAILED_STATES = frozenset({"01", "06", "98", "99"})  # failed, cancelled, closed, timed out
 REFUND_STATES = frozenset({"03", "04", "05"})  # part refunded, refunded, refunding: paid once, not now
+# query/charge/v2 answers meaning "no order under this out_trade_no". Seed 000 lists no codes and says nothing
+# about querying an order it does not know; ORDER_NOT_EXIST is what XFT's gateway (and the emulator) answer,
+# the others are the spellings of the same refusal on the payment APIs XFT fronts (inferred).
+ORDER_ABSENT_CODES = frozenset({"ORDER_NOT_EXIST", "ORDER_NOT_EXISTS", "ORDERNOTEXIST", "TRADE_NOT_EXIST",
+                                "ORDER_NOT_FOUND"})
+ORDER_ABSENT_WORDS = ("订单不存在",)
+# Seed 000 (query/signed/relation/v2, extra.plate_number): "channel为WECHAT时sub_openid和车牌号必传".
+CHANNEL_NEEDS_SUB_OPENID = frozenset({"WECHAT"})
 
 IsAllow = Literal["SUCCESS", "FAIL", "INIT"]
 
@@ -262,11 +270,15 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def signed_relation_params(*, app_id: str, merchant_code: str, store_code: str, channel: str, plate_number: str,
-                           sub_openid: Optional[str] = None, openid: Optional[str] = None,
+def signed_relation_params(*, app_id: str, merchant_code: str, store_code: str, channel: Optional[str],
+                           plate_number: str, sub_openid: Optional[str] = None, openid: Optional[str] = None,
                            jump_scene: Optional[str] = None, trade_scene: str = TRADE_SCENE) -> dict[str, Any]:
-    """query/signed/relation/v2. XFT wants sub_openid with the plate for WECHAT; a lane knows only the plate,
-    so it is sent when known and the platform's answer (failure_code) says the rest."""
+    """query/signed/relation/v2. Seed 000: with channel WECHAT, sub_openid and the plate are both required, so
+    WECHAT without sub_openid is refused here (XftError). A lane at the barrier knows the plate, not the
+    driver's WeChat sub_openid: it asks with `channel=None` — the plate alone, no channel named — and the
+    answer's `channel` says which payment method the user has opened (seed: 用户开通的支付方式)."""
+    if channel is not None and channel in CHANNEL_NEEDS_SUB_OPENID and not sub_openid:
+        raise XftError(f"channel {channel} needs sub_openid with the plate (seed 000); ask without a channel")
     return _common(app_id, merchant_code, store_code, channel) | {"extra": _drop_none({
         "trade_scene": trade_scene, "plate_number": _need(plate_number, "plate_number"),
         "sub_openid": sub_openid, "openid": openid, "jump_scene": jump_scene})}
@@ -632,6 +644,13 @@ class ChargeState:
     @property
     def pending(self) -> bool:
         return not (self.paid or self.failed or self.refunded)
+
+    @property
+    def absent(self) -> bool:
+        """The platform says it has no such order (no state, an ORDER_NOT_EXIST refusal). Also pending: what it
+        means depends on whether entrance/v2 was ever answered for the order (the settlement decides)."""
+        return not self.state and (self.failure_code.upper() in ORDER_ABSENT_CODES
+                                   or any(w in self.failure_msg for w in ORDER_ABSENT_WORDS))
 
 
 def parse_charge_query(body: bytes, key: Optional[str] = None, *, require_signature: bool = False,

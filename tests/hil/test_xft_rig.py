@@ -71,3 +71,41 @@ async def test_an_unsigned_car_is_skipped_to_the_booth_without_a_charge(bench):
     answer = await bench.control.open_barrier(lane="out1", operator="王", reason="cash", amount_fen=500)
     assert answer["opened"] and (await asyncio.wait_for(waiting, 15)).passed
     no_harm(bench)
+
+
+@pytest.mark.rig(xft=True, seed=PARKED, window_s=20.0)
+async def test_a_relation_answered_after_6_s_charges_the_signed_car_and_opens_once(bench):
+    bench.xft.sign_plate("粤D11111")
+    bench.xft.relation_delay_s = 6.0  # longer than the 5 s charge timeout, within relation_timeout_s (8 s)
+    opens = bench.rig.io.count("open")
+    result = await bench.rig.car("out1", "粤D11111", wait_open_s=15)
+    assert result.passed and 6.0 <= result.t_open - result.t_plate < 9.0
+    assert bench.rig.io.count("open") == opens + 1
+    assert bench.xft.calls["exit"] == 1 and bench.xft.calls["charge_query"] == 0, \
+        "charged once on the sync SUCCESS; the slow relation was never polled as a charge in doubt"
+    assert "channel" not in bench.xft.relation_requests[-1], "WECHAT: asked by plate alone (no sub_openid)"
+    no_harm(bench)
+
+
+@pytest.mark.rig(xft=True, seed=PARKED)
+async def test_an_order_never_created_shows_the_booth_prompt_and_is_queried_only_a_few_times(bench):
+    bench.xft.sign_plate("粤D22222")
+    bench.xft.scripts["粤D22222"] = xft_emu.http_500(order_created=False)
+    waiting = asyncio.create_task(bench.rig.car("out1", "粤D22222", wait_open_s=40))
+    for _ in range(150):  # the rig's window is 6 s
+        status = (await bench.control.status())["lanes"]["out1"]
+        if "岗亭" in status["last_display"]:
+            break
+        await asyncio.sleep(0.1)
+    assert "请扫码或到岗亭缴费" in status["last_display"]
+    # the reconciler ends once the absent rule books the order as not charged (3 answers over >= 10 s)
+    for _ in range(200):
+        if not (await bench.control.status())["settlement"]["reconciling"]:
+            break
+        await asyncio.sleep(0.1)
+    assert not (await bench.control.status())["settlement"]["reconciling"]
+    assert bench.xft.calls["charge_query"] == 3, "absent_checks (3) over absent_span_s (10 s), nothing more"
+    assert not bench.xft.orders and bench.xft.calls["exit"] == 1
+    answer = await bench.control.open_barrier(lane="out1", operator="王", reason="cash", amount_fen=500)
+    assert answer["opened"] and (await asyncio.wait_for(waiting, 15)).passed
+    no_harm(bench)

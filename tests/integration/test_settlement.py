@@ -348,3 +348,220 @@ async def test_a_callback_that_settles_while_the_charge_is_out_is_the_outcome(st
     assert xft.calls == [], "the paid car is never handed to the next provider"
     assert (await attempt_of(store, "bolink")).status == "paid"
     await svc.stop()
+
+
+# ------------------------------------------------------------------------------------------ precheck, absent orders
+
+ABSENT = ChargeAnswer("absent", detail="query ORDER_NOT_EXIST")
+# absent: 3 answers over >= 0.3 s (polls spread 0.15 s apart); a late check 0.3 s after the decision
+ABSENT_FAST = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=3.0, reconcile_interval_s=0.05,
+                               reconcile_for_s=5.0, absent_checks=3, absent_span_s=0.3, absent_late_check_s=0.3)
+
+
+class PrecheckedProvider(FakeProvider):
+    """A FakeProvider with a precheck (XFT's signed relation) that takes `precheck_s`, then answers `verdict`."""
+
+    def __init__(self, name: str, charge: list[Script], query: Optional[list[Script]] = None, *,
+                 precheck_s: float = 0.0, verdict: Union[None, ChargeAnswer, Exception] = None) -> None:
+        super().__init__(name, charge, query)
+        self.precheck_s, self.verdict = precheck_s, verdict
+
+    async def precheck(self, order: fx.StartSettlement, attempt: Attempt) -> Optional[ChargeAnswer]:
+        self.calls.append("precheck")
+        await asyncio.sleep(self.precheck_s)
+        if isinstance(self.verdict, Exception):
+            raise self.verdict
+        return self.verdict
+
+
+async def test_a_precheck_slower_than_the_charge_timeout_still_leads_to_the_charge(store):
+    lanes = Lanes()
+    xft = PrecheckedProvider("xft", [ChargeAnswer("paid", "X1", 700)], precheck_s=0.5)  # charge timeout 0.2 s
+    svc = service(store, lanes, xft, timing=ABSENT_FAST)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [paid] = await lanes.wait_for(PaymentConfirmed)
+    assert paid.trade_no == "X1" and xft.calls == ["precheck", "charge"], "never booked as a charge in doubt"
+    await svc.stop()
+
+
+@pytest.mark.parametrize("verdict", [ChargeAnswer("skip", detail="not signed up"), ProviderUnavailable("HTTP 502"),
+                                     "window"], ids=["skip", "unknown", "past-the-window"])
+async def test_a_precheck_that_says_no_or_nothing_hands_over_to_the_next_provider_at_once(store, verdict):
+    lanes = Lanes()
+    slow = verdict == "window"
+    xft = PrecheckedProvider("xft", [ChargeAnswer("paid", "NEVER")], precheck_s=10.0 if slow else 0.0,
+                             verdict=None if slow else verdict)
+    booth = FakeProvider("booth", [ChargeAnswer("paid", "B1", 700)])
+    timing = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=0.5)
+    svc = service(store, lanes, xft, booth, timing=timing)
+    started = asyncio.get_running_loop().time()
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [paid] = await lanes.wait_for(PaymentConfirmed)
+    took = asyncio.get_running_loop().time() - started
+    assert paid.provider == "booth" and xft.calls == ["precheck"], "nothing was charged through xft"
+    assert took < (timing.window_s + 0.3 if slow else 0.3)
+    assert (await attempt_of(store, "xft")).status == "skipped"
+    assert not xft.queries[1:] and "query" not in xft.calls, "a skipped precheck is never polled"
+    await svc.stop()
+
+
+@pytest.mark.parametrize("charge", [0.5, ProviderUnavailable("HTTP 502")], ids=["timeout", "5xx"])
+async def test_an_unanswered_charge_whose_order_does_not_exist_is_not_charged_after_a_few_queries(store, charge):
+    lanes = Lanes()
+    xft = FakeProvider("xft", [charge], [ABSENT])
+    booth = FakeProvider("booth", [ChargeAnswer("paid", "B1", 700)])
+    svc = service(store, lanes, xft, booth, timing=ABSENT_FAST)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [paid] = await lanes.wait_for(PaymentConfirmed)
+    assert paid.provider == "booth", "not charged by xft: the next provider takes the car within the window"
+    assert xft.calls == ["charge", "query", "query", "query"]
+    attempt = await attempt_of(store, "xft")
+    assert attempt.status == "failed" and "has no order xft-out1_1" in attempt.detail
+    # one last query after absent_late_check_s, then nothing: never polled for the reconcile horizon
+    await asyncio.sleep(ABSENT_FAST.absent_late_check_s + 0.3)
+    assert xft.calls.count("query") == 4 and not svc.status()["reconciling"]
+    await svc.stop()
+
+
+async def test_the_absent_rule_alone_falls_back_to_the_booth_prompt(store):
+    lanes = Lanes()
+    xft = FakeProvider("xft", [ProviderUnavailable("timeout")], [ABSENT])
+    svc = service(store, lanes, xft, timing=ABSENT_FAST)
+    started = asyncio.get_running_loop().time()
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [fallback] = await lanes.wait_for(PaymentFallback)
+    assert asyncio.get_running_loop().time() - started < ABSENT_FAST.window_s, "before the window ends"
+    assert fallback.reason.startswith("xft failed: not charged") and not lanes.of(PaymentConfirmed)
+    await svc.stop()
+
+
+async def test_a_late_success_for_an_order_booked_as_not_charged_is_still_recorded(store):
+    lanes = Lanes()
+    xft = FakeProvider("xft", [ProviderUnavailable("timeout")], [ABSENT])
+    booth = FakeProvider("booth", [ChargeAnswer("paid", "B1", 700)])
+    svc = service(store, lanes, xft, booth, timing=ABSENT_FAST)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    await lanes.wait_for(PaymentConfirmed)
+    assert (await attempt_of(store, "xft")).status == "failed"
+    # the platform created the order after all and the driver's wallet paid: its notify arrives late
+    assert await svc.on_result("xft", "xft-out1_1", ChargeAnswer("paid", "", 700, "signfree")) == "accepted"
+    late = (await lanes.wait_for(PaymentConfirmed, 2))[-1]
+    assert (late.record_id, late.provider, late.amount_fen) == ("out1_1", "xft", 700), \
+        "passed on for the books: the lane records it as a second (late) payment for refund"
+    assert (await attempt_of(store, "xft")).status == "paid"
+    await svc.stop()
+
+
+async def test_the_last_query_finds_a_payment_made_after_the_order_was_booked_as_not_charged(store):
+    lanes = Lanes()
+    state = {"paid": False}
+    xft = FakeProvider("xft", [ProviderUnavailable("timeout")],
+                       [lambda: ChargeAnswer("paid", "T9", 700) if state["paid"] else ABSENT])
+    svc = service(store, lanes, xft, timing=ABSENT_FAST)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    await lanes.wait_for(PaymentFallback)
+    state["paid"] = True  # the notify is lost: only the last query can tell
+    [paid] = await lanes.wait_for(PaymentConfirmed)
+    assert paid.trade_no == "T9" and xft.calls.count("query") == 4
+    await svc.stop()
+
+
+async def test_absent_for_a_charge_the_platform_answered_is_reconciled_as_before(store):
+    lanes = Lanes()
+    timing = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=0.6, reconcile_interval_s=0.05,
+                              reconcile_for_s=5.0, absent_checks=3, absent_span_s=0.1)
+    state = {"paid": False}
+    xft = FakeProvider("xft", [PENDING], [lambda: ChargeAnswer("paid", "L1", 700) if state["paid"] else ABSENT])
+    booth = FakeProvider("booth", [ChargeAnswer("paid", "NEVER")])
+    svc = service(store, lanes, xft, booth, timing=timing)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [fallback] = await lanes.wait_for(PaymentFallback)
+    assert "did not settle" in fallback.reason and booth.calls == [], "INIT answered: never given to another"
+    assert xft.calls.count("query") > timing.absent_checks and (await attempt_of(store, "xft")).status == "fallback"
+    state["paid"] = True
+    [paid] = await lanes.wait_for(PaymentConfirmed)
+    assert paid.trade_no == "L1"
+    await svc.stop()
+
+
+async def test_an_order_that_shows_up_after_an_absent_answer_is_never_failed_for_one_later(store):
+    lanes = Lanes()
+    # the platform was slow: no order on the first query, then it has it (09), then it says "no order" again
+    xft = FakeProvider("xft", [0.5], [ABSENT, PENDING, ABSENT, ABSENT, ABSENT, ABSENT])
+    booth = FakeProvider("booth", [ChargeAnswer("paid", "NEVER")])
+    timing = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=1.0, reconcile_interval_s=0.05,
+                              reconcile_for_s=1.5, absent_checks=3, absent_span_s=0.1)
+    svc = service(store, lanes, xft, booth, timing=timing)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [fallback] = await lanes.wait_for(PaymentFallback)
+    assert "did not settle" in fallback.reason and booth.calls == []
+    assert (await attempt_of(store, "xft")).status == "fallback"
+    await svc.stop()
+
+
+async def test_an_unanswered_charge_past_the_window_is_resolved_by_the_reconciler_in_a_few_queries(store):
+    lanes = Lanes()
+    # the platform is down for the whole window, then says it has no such order
+    down = {"on": True}
+    xft = FakeProvider("xft", [ProviderUnavailable("HTTP 502")],
+                       [lambda: PENDING if not down["on"] else _raise(ProviderUnavailable("HTTP 502"))])
+    # reconciling every 0.02 s: the "no such order" queries are still spread over the span (3, not 20)
+    timing = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=0.3, reconcile_interval_s=0.02,
+                              reconcile_for_s=30.0, absent_checks=3, absent_span_s=0.4, absent_late_check_s=0)
+    svc = service(store, lanes, xft, timing=timing)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    await lanes.wait_for(PaymentFallback)
+    attempt = await attempt_of(store, "xft")
+    assert attempt.status == "fallback" and "never answered" in attempt.detail
+    before = xft.calls.count("query")
+    xft.queries = [ABSENT]
+    async with asyncio.timeout(3):
+        while (await attempt_of(store, "xft")).status != "failed":
+            await asyncio.sleep(0.05)
+    assert xft.calls.count("query") - before == 3 and not lanes.of(PaymentConfirmed)
+    await svc.stop()
+
+
+async def test_a_restart_during_an_unanswered_charge_resolves_an_absent_order_in_a_few_queries(tmp_path):
+    path = tmp_path / "lanectl.db"
+    s1 = SqliteStore(path)
+    await s1.open()
+    lanes = Lanes()
+    svc = service(s1, lanes, FakeProvider("xft", [5.0]), timing=ABSENT_FAST)
+    svc.on_effects("out1", [await exit_waiting(s1)])
+    await asyncio.sleep(0.1)
+    assert (await attempt_of(s1, "xft")).status == "charging"
+    await svc.stop()  # the daemon dies while entrance/v2 is out
+    await s1.close()
+
+    s2 = SqliteStore(path)
+    await s2.open()
+    xft = FakeProvider("xft", [ChargeAnswer("paid", "NEVER")], [ABSENT])
+    svc2 = service(s2, lanes, xft, timing=ABSENT_FAST)
+    await svc2.start()
+    [fallback] = await lanes.wait_for(PaymentFallback)
+    assert "not charged" in fallback.reason and xft.calls == ["query"] * 3, "polled, never charged twice"
+    await svc2.stop()
+    await s2.close()
+
+
+async def test_the_windows_end_adds_no_query_for_an_absent_order(store):
+    lanes = Lanes()
+    xft = FakeProvider("xft", [ProviderUnavailable("HTTP 500")], [ABSENT])
+    # absent queries due 0.3 s apart; the window ends between the 2nd and the 3rd; the reconciler polls fast
+    timing = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=0.5, reconcile_interval_s=0.02,
+                              reconcile_for_s=30.0, absent_checks=3, absent_span_s=0.6, absent_late_check_s=0)
+    svc = service(store, lanes, xft, timing=timing)
+    svc.on_effects("out1", [await exit_waiting(store)])
+    [fallback] = await lanes.wait_for(PaymentFallback)
+    assert "did not settle" in fallback.reason
+    async with asyncio.timeout(3):
+        while (await attempt_of(store, "xft")).status != "failed":
+            await asyncio.sleep(0.02)
+    assert xft.calls == ["charge"] + ["query"] * 3, "no extra query at the window's edge or the reconciler's start"
+    assert not lanes.of(PaymentConfirmed)
+    await svc.stop()
+
+
+def _raise(exc: Exception) -> ChargeAnswer:
+    raise exc

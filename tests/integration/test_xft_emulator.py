@@ -119,7 +119,7 @@ async def until(cond: Callable[[], bool], timeout: float = 1.5) -> None:
 async def test_signed_relation_answers_from_the_table(platform, session):
     platform.sign_plate("京A88888", "京A99999", channel="WECHAT")
     rel = lambda plate, channel="WECHAT": xft.signed_relation_params(**{**COMMON, "channel": channel},  # noqa: E731
-                                                                     plate_number=plate)
+                                                                     plate_number=plate, sub_openid="oSub1")
     r = xft.parse_signed_relation((await call(session, platform, "signed_relation", rel("京A99999")))[1], KEY,
                                   require_signature=True)
     assert (r.sign_flag, r.plates, r.channel, r.signed) == (True, ("京A88888", "京A99999"), "WECHAT", True)
@@ -177,7 +177,7 @@ async def test_times_must_be_the_documents_format(platform, session, lane):
 # ------------------------------------------------------------------------------------------ signatures
 
 REQUESTS = {
-    "signed_relation": lambda lane: xft.signed_relation_params(**COMMON, plate_number=PLATE),
+    "signed_relation": lambda lane: xft.signed_relation_params(**COMMON, plate_number=PLATE, sub_openid="oSub1"),
     "entry": lambda lane: xft.entry_params(**COMMON, out_trade_no="L1_1", plate_number=PLATE,
                                            start_time=datetime(2024, 3, 1, 8, tzinfo=TZ), zone=TZ),
     "exit": exit_request,

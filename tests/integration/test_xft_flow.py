@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -71,9 +71,10 @@ def dead_url(path: str = "/xft/notify") -> str:
     return f"http://127.0.0.1:{port}{path}"
 
 
-def config(base_url: str, notify_url: str) -> XftConfig:
-    return XftConfig(base_url=base_url, app_id="wx8888", merchant_code="M100", store_code=STORE,
-                     key=SecretRef(env="UNUSED"), notify_url=notify_url, timeout_s=1.0, rate_per_s=100.0)
+def config(base_url: str, notify_url: str, **over: Any) -> XftConfig:
+    return XftConfig(**{"base_url": base_url, "app_id": "wx8888", "merchant_code": "M100", "store_code": STORE,
+                        "key": SecretRef(env="UNUSED"), "notify_url": notify_url, "timeout_s": 1.0,
+                        "rate_per_s": 100.0, **over})
 
 
 class Rig:
@@ -85,7 +86,8 @@ class Rig:
         self.notify_answers: list[bytes] = []
 
     async def start(self, *, timing: SettlementTiming = FAST, notify_lost: bool = False,
-                    require_signature: bool = True, booth: bool = False) -> "Rig":
+                    require_signature: bool = True, booth: bool = False, channels: Optional[dict[str, str]] = None,
+                    **cfg: Any) -> "Rig":
         self.store = SqliteStore(self.tmp_path / "lanectl.db", destinations=["xft"])
         await self.store.open()
         self.platform = XftPlatform(key=KEY, notify_interval_s=0.05, notify_attempts=3, notify_timeout_s=1.0)
@@ -98,10 +100,10 @@ class Rig:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.notify_url = dead_url() if notify_lost else f"http://127.0.0.1:{port}/xft/notify"
-        self.cfg = config(self.platform.url, self.notify_url)
+        self.cfg = config(self.platform.url, self.notify_url, **cfg)
         self.session = aiohttp.ClientSession()
         self.client = XftClient(self.cfg, KEY, self.session)
-        self.provider = XftProvider(self.client, {}, TZ)
+        self.provider = XftProvider(self.client, channels or {}, TZ)
         self.publisher = XftPublisher(self.client, {}, TZ)
         self.booth = Booth()
         providers: dict[str, Any] = {"xft": self.provider, "booth": self.booth}
@@ -324,9 +326,12 @@ async def test_an_answer_slower_than_the_charge_timeout_is_never_paid(rig):
     signed(rig, emu.slow(2.0, emu.init_forever()))
     await rig.exit()
     await asyncio.sleep(FAST.charge_timeout_s + 0.1)
-    assert (await rig.attempt()).status == "pending", "no answer in time is pending, never paid"
+    attempt = await rig.attempt()
+    assert attempt.status == "charging", "no answer in time: the charge may have reached XFT, never paid"
+    assert "no answer within" in attempt.detail
     await rig.lanes.wait_for(PaymentFallback)
     assert not rig.lanes.of(PaymentConfirmed)
+    assert (await rig.attempt()).status == "fallback"
 
 
 async def test_badly_signed_answers_are_never_paid(make_rig):
@@ -477,12 +482,22 @@ async def test_answers_naming_another_order_or_unreadable_are_no_answer(tmp_path
         stub.status = 502
         with pytest.raises(ProviderUnavailable, match="HTTP 502"):
             await provider.query(order, attempt)
-        # a relation that cannot be read charges nothing: skipped, never sent to entrance/v2
+        # a relation that cannot be read charges nothing: the precheck skips, entrance/v2 is never asked
         provider._relations.clear()
-        skipped = await provider.charge(order, attempt)
-        assert skipped.status == "skip" and "HTTP 502" in skipped.detail
+        skipped = await provider.precheck(order, attempt)
+        assert skipped is not None and skipped.status == "skip" and "HTTP 502" in skipped.detail
         plate_less = fx.StartSettlement("out1_3", "out1", "", "", 700, 700, now.isoformat())
+        assert (await provider.precheck(plate_less, attempt)).status == "skip"
         assert (await provider.charge(plate_less, attempt)).status == "skip"
+        stub.status = 200  # signed up, but on another payment method than the lane charges with
+        stub.answers[relation] = signed_answer(sign_flag="1", channel="WECHAT", plate_number=PLATE)
+        other = await provider.precheck(order, attempt)
+        assert other is not None and "signed up on WECHAT, this lane charges ALIPAY" in other.detail
+        stub.answers[relation] = signed_answer(sign_flag="1", channel="ALIPAY", plate_number=PLATE)
+        provider._relations.clear()
+        assert await provider.precheck(order, attempt) is None, "signed up on the lane's channel: charge it"
+        stub.answers[query_path] = signed_answer(failure_code="ORDER_NOT_EXIST", failure_msg="订单不存在")
+        assert (await provider.query(order, attempt)).status == "absent"
     finally:
         await session.close()
         await stub.runner.cleanup()
@@ -520,3 +535,124 @@ async def test_an_entry_upload_retries_while_the_platform_is_unreachable_or_refu
     bad = await rig.publisher.publish(entry_item(at="not a time"))
     assert bad.result == PublishResult.REJECT
     assert not rig.platform.entries
+
+
+# ------------------------------------------------------------------------------------------ issue 13: timing and meaning
+
+# production timings for the charge; a short window's worth of polls; the absent rule scaled down
+REAL = SettlementTiming(charge_timeout_s=5.0, poll_interval_s=2.0, window_s=20.0, reconcile_interval_s=1.0,
+                        reconcile_for_s=30.0)
+ABSENT = SettlementTiming(charge_timeout_s=0.3, poll_interval_s=0.05, window_s=5.0, reconcile_interval_s=0.05,
+                          reconcile_for_s=10.0, absent_checks=3, absent_span_s=0.6, absent_late_check_s=0.5)
+
+
+async def test_a_relation_answered_after_6_s_still_leads_to_the_charge(make_rig):
+    rig = await make_rig(timing=REAL)  # relation_timeout_s: the default (8 s); charge timeout 5 s
+    assert rig.cfg.relation_timeout_s == 8.0
+    signed(rig, emu.success())
+    rig.platform.relation_delay_s = 6.0
+    started = asyncio.get_running_loop().time()
+    await rig.exit()
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed, timeout=10.0)
+    took = asyncio.get_running_loop().time() - started
+    assert 6.0 <= took < 7.0 and paid.amount_fen == 700
+    assert rig.platform.calls["exit"] == 1 and rig.platform.calls["charge_query"] == 0, \
+        "the slow relation was never taken for a charge in doubt"
+    assert (await rig.attempt()).status == "paid"
+
+
+async def test_a_relation_slower_than_its_timeout_sends_the_car_to_the_booth_without_a_charge(make_rig):
+    rig = await make_rig(timing=REAL, relation_timeout_s=3.0)
+    signed(rig, emu.success())
+    rig.platform.relation_delay_s = 6.0
+    started = asyncio.get_running_loop().time()
+    await rig.exit()
+    [fallback] = await rig.lanes.wait_for(PaymentFallback, timeout=6.0)
+    took = asyncio.get_running_loop().time() - started
+    assert 3.0 <= took < 3.5 and "signed relation unknown" in fallback.reason
+    assert "no answer within 3 s" in fallback.reason
+    assert rig.platform.calls["exit"] == 0 and rig.platform.calls["charge_query"] == 0 and not rig.platform.orders
+    assert (await rig.attempt()).status == "skipped" and not rig.lanes.of(PaymentConfirmed)
+
+
+async def test_a_relation_timeout_hands_the_car_to_the_next_provider(make_rig):
+    rig = await make_rig(booth=True, relation_timeout_s=0.3)
+    signed(rig, emu.success())
+    rig.platform.relation_delay_s = 2.0
+    await rig.exit()
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert paid.provider == "booth" and rig.platform.calls["exit"] == 0
+    assert [a.status for a in await rig.store.attempts(record_id="out1_1")] == ["skipped", "paid"]
+
+
+async def test_the_relation_query_names_no_channel_for_wechat_and_the_plate_alone(make_rig):
+    rig = await make_rig()
+    signed(rig, emu.success())
+    await rig.exit()
+    await rig.lanes.wait_for(PaymentConfirmed)
+    [asked] = rig.platform.relation_requests
+    assert "channel" not in asked, "WECHAT needs sub_openid (seed 000), which the lane never knows"
+    assert asked["extra"] == {"trade_scene": "PARKING", "plate_number": PLATE}
+    assert rig.platform.orders["out1_1"].channel == "WECHAT", "the charge itself still names the lane's channel"
+
+
+async def test_other_channels_are_named_in_the_relation_query_and_must_match_the_contract(make_rig):
+    rig = await make_rig(channels={"out1": "ALIPAY"})
+    rig.platform.sign_plate(PLATE, channel="ALIPAY")
+    await rig.exit()
+    await rig.lanes.wait_for(PaymentConfirmed)
+    assert rig.platform.relation_requests[0]["channel"] == "ALIPAY"
+    rig.platform.sign_plate("粤B99999", channel="WECHAT")  # signed up, but not for what this lane charges
+    await rig.exit(plate="粤B99999", record_id="out1_2")
+    [fallback] = await rig.lanes.wait_for(PaymentFallback)
+    assert "no XFT sign-free contract on ALIPAY" in fallback.reason and "out1_2" not in rig.platform.orders
+
+
+@pytest.mark.parametrize("script", [emu.http_500(order_created=False),
+                                    emu.slow(1.5, emu.http_500(order_created=False))], ids=["5xx", "timeout"])
+async def test_an_order_never_created_is_queried_a_few_times_then_not_charged(make_rig, script):
+    rig = await make_rig(timing=ABSENT, booth=True)
+    signed(rig, script)
+    await rig.exit()
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert paid.provider == "booth", "not charged by XFT: the next provider takes the car"
+    assert rig.platform.calls["charge_query"] == ABSENT.absent_checks and not rig.platform.orders
+    xft_attempt = await rig.attempt()
+    assert xft_attempt.status == "failed" and "ORDER_NOT_EXIST" in xft_attempt.detail
+    # the one last query, then silence: no hour of polling for an order that does not exist
+    await until(lambda: rig.platform.calls["charge_query"] == ABSENT.absent_checks + 1, timeout=2.0)
+    assert not rig.settlement.status()["reconciling"] and not rig.settlement._late_checks
+    assert rig.platform.calls["exit"] == 1, "never charged twice"
+
+
+async def test_an_order_never_created_alone_ends_in_the_booth_prompt_before_the_window(make_rig):
+    rig = await make_rig(timing=ABSENT)
+    signed(rig, emu.http_500(order_created=False))
+    started = asyncio.get_running_loop().time()
+    await rig.exit()
+    [fallback] = await rig.lanes.wait_for(PaymentFallback)
+    assert asyncio.get_running_loop().time() - started < 1.5 < ABSENT.window_s
+    assert fallback.reason.startswith("xft failed: not charged") and not rig.lanes.of(PaymentConfirmed)
+
+
+async def test_an_order_a_slow_platform_creates_after_our_timeout_is_still_paid_through_xft(make_rig):
+    rig = await make_rig(timing=ABSENT, booth=True)
+    signed(rig, emu.slow(0.5, emu.init_then("00", 0.2)))  # created 0.5 s in; our charge timeout is 0.3 s
+    await rig.exit()
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert paid.provider == "xft" and rig.booth.calls == 0
+    await settle_down(rig)
+    assert len(rig.lanes.of(PaymentConfirmed)) == 1
+
+
+async def test_an_order_created_after_it_was_booked_as_not_charged_is_recorded_when_paid(make_rig):
+    rig = await make_rig(timing=ABSENT, booth=True)
+    signed(rig, emu.slow(1.5, emu.init_then("00", 0.1)))  # later than the absent rule's 0.6 s span
+    await rig.exit()
+    [booth] = await rig.lanes.wait_for(PaymentConfirmed)
+    assert booth.provider == "booth" and (await rig.attempt()).status == "failed"
+    # the platform created the order after all and charged the wallet: the notify is recorded, passed on for
+    # the books (the lane records a second payment for a car that has paid: flagged for refund)
+    [_, late] = await rig.lanes.wait_for(PaymentConfirmed, 2, timeout=4.0)
+    assert (late.record_id, late.provider, late.amount_fen) == ("out1_1", "xft", 700)
+    assert (await rig.attempt()).status == "paid" and rig.inbound.counts["accepted"] == 1

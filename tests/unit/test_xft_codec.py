@@ -136,8 +136,16 @@ COMMON = {"app_id": "wx8888", "merchant_code": "M100", "store_code": "S01", "cha
 
 
 def test_signed_relation_params():
-    p = signed_relation_params(**COMMON, plate_number="粤B12345")
-    assert p == {**COMMON, "extra": {"trade_scene": "PARKING", "plate_number": "粤B12345"}}
+    p = signed_relation_params(**COMMON, plate_number="粤B12345", sub_openid="oSub123")
+    assert p == {**COMMON, "extra": {"trade_scene": "PARKING", "plate_number": "粤B12345", "sub_openid": "oSub123"}}
+    # seed 000: "channel为WECHAT时sub_openid和车牌号必传" — WECHAT without sub_openid is refused, never sent
+    with pytest.raises(XftError, match="sub_openid"):
+        signed_relation_params(**COMMON, plate_number="粤B12345")
+    # what a lane sends: the plate alone, no channel named (the answer says which channel the user opened)
+    p = signed_relation_params(**{**COMMON, "channel": None}, plate_number="粤B12345")
+    assert "channel" not in p and p["extra"] == {"trade_scene": "PARKING", "plate_number": "粤B12345"}
+    p = signed_relation_params(**{**COMMON, "channel": "ALIPAY"}, plate_number="粤B12345")
+    assert p["channel"] == "ALIPAY", "other channels: the seed asks nothing more than the plate"
     assert xft.PATHS["signed_relation"] == "query/signed/relation/v2"
     assert xft.DEFAULT_BASE_URL.endswith("/parking/aggegation/")
 
@@ -368,6 +376,11 @@ def test_state_garbage(state):
 def test_order_not_found_is_pending_with_the_reason():
     c = parse_charge_query(shapes({"failure_code": "ORDER_NOT_EXIST", "failure_msg": "订单不存在"})["flat"], KEY)
     assert c.pending and c.failure_code == "ORDER_NOT_EXIST" and c.amount_fen is None
+    assert c.absent, "no state and ORDER_NOT_EXIST: the platform has no such order"
+    assert parse_charge_query(shapes({"failure_code": "SYSTEM_ERROR"})["flat"], KEY).absent is False
+    assert parse_charge_query(shapes({"failure_msg": "订单不存在"})["flat"], KEY).absent
+    assert not parse_charge_query(shapes({"state": "09", "failure_code": "ORDER_NOT_EXIST"})["flat"], KEY).absent, \
+        "an answer with a state is about an order that exists"
 
 
 # ------------------------------------------------------------------------------------------ notify
