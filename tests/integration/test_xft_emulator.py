@@ -5,6 +5,7 @@ and answers SUCCESS / FAIL as scripted."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from datetime import datetime
@@ -139,8 +140,11 @@ async def test_require_sub_openid_knob(platform, session):
     the driver's sub_openid); on, a query without it is PARAM_ERROR and nothing reads as signed."""
     platform.sign_plate(PLATE)
     platform.require_sub_openid = True
-    params = xft.signed_relation_params(**COMMON, plate_number=PLATE)
-    r = xft.parse_signed_relation((await call(session, platform, "signed_relation", params))[1], KEY,
+    # The daemon no longer builds this request (it asks WECHAT lanes by plate alone): signed by the emulator's own
+    # code, as a client that does send channel WECHAT without a sub_openid would.
+    body = emu.sign_fields({**COMMON, "extra": {"trade_scene": "PARKING", "plate_number": PLATE}}, KEY)
+    raw = json.dumps(body, ensure_ascii=False).encode()
+    r = xft.parse_signed_relation((await call(session, platform, "signed_relation", {}, raw=raw))[1], KEY,
                                   require_signature=True)
     assert (r.sign_flag, r.failure_code) == (False, "PARAM_ERROR") and "sub_openid" in r.failure_msg
     params = xft.signed_relation_params(**COMMON, plate_number=PLATE, sub_openid="oSub123")
