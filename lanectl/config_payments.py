@@ -90,6 +90,9 @@ class XftConfig(Strict):
     # the signed-relation query before a charge: its own timeout, not the charge's. No answer in time is "not
     # known to be signed up": the next provider or the booth, and nothing was charged.
     relation_timeout_s: float = Field(8.0, gt=0, le=60)
+    # false: no relation query before the charge; entrance/v2 itself answers FAIL for a car without a contract.
+    # For a platform that refuses the plate-only query a WECHAT lane must send (seed 000 wants sub_openid there).
+    relation_check: bool = True
     client_ip: str = "127.0.0.1"
     timeout_s: float = Field(5.0, gt=0, le=60)
     rate_per_s: float = Field(5.0, gt=0, le=100)

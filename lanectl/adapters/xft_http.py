@@ -97,6 +97,8 @@ class XftProvider:
             return ChargeAnswer("skip", detail="plate-less car: no sign-free contract")
         if attempt.amount_fen <= 0:
             return ChargeAnswer("skip", detail="nothing to charge")
+        if not self.client.cfg.relation_check:
+            return None  # configured off: entrance/v2 answers FAIL for a car without a contract
         signed, why = await self._signed(order.plate, self.channel(order.lane_id))
         return None if signed else ChargeAnswer("skip", detail=why)
 

@@ -561,6 +561,15 @@ async def test_a_relation_answered_after_6_s_still_leads_to_the_charge(make_rig)
     assert (await rig.attempt()).status == "paid"
 
 
+async def test_with_the_relation_check_off_the_charge_goes_out_without_a_relation_query(make_rig):
+    rig = await make_rig(relation_check=False)
+    signed(rig, emu.success())
+    await rig.exit()
+    [paid] = await rig.lanes.wait_for(PaymentConfirmed, timeout=3.0)
+    assert paid.amount_fen == 700 and rig.platform.calls["exit"] == 1
+    assert rig.platform.calls["signed_relation"] == 0 and not rig.platform.relation_requests
+
+
 async def test_a_relation_slower_than_its_timeout_sends_the_car_to_the_booth_without_a_charge(make_rig):
     rig = await make_rig(timing=REAL, relation_timeout_s=3.0)
     signed(rig, emu.success())
