@@ -345,3 +345,15 @@ class MemoryLaneStore:
 
     def written(self, kind: type) -> list:
         return [e for _, effects in self.commits for e in effects if isinstance(e, kind)]
+
+
+class SettlementResults:
+    """Stands in for the settlement service: records what the platforms' inbound handlers hand it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any, Optional[str]]] = []
+
+    async def on_result(self, provider: str, order_ref: str, answer: Any, *,
+                        lane_id: Optional[str] = None) -> str:
+        self.calls.append((provider, order_ref, answer, lane_id))
+        return "recorded"

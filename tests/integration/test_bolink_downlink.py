@@ -24,7 +24,7 @@ from lanectl.config_base import SecretRef
 from lanectl.config_payments import BolinkConfig
 from lanectl.protocols import bolink as bl
 from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
-from lanectl.service.settlement import ChargeAnswer
+from tests.fakes import SettlementResults as Results
 
 TZ = ZoneInfo("Asia/Shanghai")
 CLOCK = SystemClock(TZ)
@@ -32,18 +32,6 @@ KEY = "8403A41ED5EF20BC"
 PARK = "21835"
 PLATE = "粤B12345"
 UPLOAD = bl.HTTP_MODE_PATHS["upload"]
-
-
-class Results:
-    """Stands in for the settlement service: records what the inbound handlers hand it."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, ChargeAnswer, Optional[str]]] = []
-
-    async def on_result(self, provider: str, order_ref: str, answer: ChargeAnswer, *,
-                        lane_id: Optional[str] = None) -> str:
-        self.calls.append((provider, order_ref, answer, lane_id))
-        return "recorded"
 
 
 async def eventually(pred: Callable[[], Any], timeout: float = 2.0, what: str = "condition") -> None:

@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from decimal import Decimal
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,7 @@ from lanectl.config_payments import BolinkConfig
 from lanectl.core import effects as fx
 from lanectl.core.rules import CardRenewal
 from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
-from lanectl.service.settlement import ChargeAnswer
+from tests.fakes import SettlementResults as Results
 
 TZ = ZoneInfo("Asia/Shanghai")
 CLOCK = SystemClock(TZ)
@@ -168,16 +168,6 @@ async def test_a_prepay_reply_without_trade_no_is_matched_by_order_id(platform, 
 
 
 # ------------------------------------------------------------------------ part 2: the lane's downlink, on demand
-
-class Results:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, ChargeAnswer, Optional[str]]] = []
-
-    async def on_result(self, provider: str, order_ref: str, answer: ChargeAnswer, *,
-                        lane_id: Optional[str] = None) -> str:
-        self.calls.append((provider, order_ref, answer, lane_id))
-        return "recorded"
-
 
 @pytest.fixture
 async def lane(platform, tmp_path):
