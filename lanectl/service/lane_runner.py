@@ -164,8 +164,8 @@ class LaneRunner:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
         finally:
-            if fut.done():
-                self._outcomes.pop(action_id, None)
+            # asked once: a command still on its way after the timeout answers nobody (no entry left behind)
+            self._outcomes.pop(action_id, None)
 
     async def restore(self) -> None:
         saved = await self.store.load_lane_state(self.lane_id)
