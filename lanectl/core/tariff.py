@@ -5,7 +5,9 @@ Pure: no clock reads, no I/O. Money is integer fen; config amounts are whole fen
 Semantics (operator's version with YAML examples in docs/tariffs.md):
 
 * Whole minutes. Entry, exit and payment times are cut to the minute (seconds dropped), as the booth shows
-  them. All durations below are in those whole minutes.
+  them (`rounding: minute`). With `rounding: second` the stay is counted from the seconds and a started minute
+  counts: the exit (and payment) is put at the entry's minute plus the started minutes since the entry, and
+  the grace after paying is compared in seconds. All durations below are in those whole minutes.
 * Free minutes. A stay of at most `free_minutes` is free. A longer stay is charged from the entry
   (`deduct_free_minutes: false`, the common setting) or from entry + free minutes (`true`). Free minutes are
   given once per visit, at its start.
@@ -21,10 +23,16 @@ Semantics (operator's version with YAML examples in docs/tariffs.md):
   (`calendar_day`, local midnight to midnight; a run's increments restart at midnight, and it still costs at
   most its continuous tariff). A cap only ever lowers a fee; a long stay pays at most one cap per started
   period; a longer stay (later exit or earlier entry) never costs less. Why and how: above _fixed_day_caps.
+* Entry cycles (`cap_period: entry_cycle`). Each 24 h from the entry is priced as a stay of its own with the
+  whole rule (first segment, segment occurrences cut at the period bound, a flat fee again; free minutes only
+  once, at the entry) and capped by `cap_fen`. A later exit never costs less; with day segments an earlier
+  entry can (the bounds follow the entry, the segments the clock).
 * Paid ahead. With a payment at `paid_at`, leaving within `free_out_minutes` (inclusive) charges nothing after
-  the payment. Leaving later charges the time from the payment moment again as a fresh run of the tariff (a
-  new first segment, no free minutes), within the same caps. A payment made while the stay was still inside
-  its free minutes changes nothing: leaving after the grace is charged as if there had been no payment.
+  the payment. Leaving later (`after_grace`): `difference` charges the whole stay as if there had been no
+  payment, so what is due is fee(entry -> exit) - paid; `restart` charges the time from the payment moment
+  again as a fresh run of the tariff (a new first segment, no free minutes), within the same caps. A payment
+  made while the stay was still inside its free minutes changes nothing: leaving after the grace is charged
+  as if there had been no payment.
   `due_fen = max(0, total_fen - paid_fen)`; an overpayment is not refunded here.
 * Wall clock. Day segments and calendar days are read in `tz` (default: the timezone of `entered_at`); pass
   site-local aware datetimes.
@@ -335,7 +343,7 @@ class Tariffs(_Strict):
 class BreakdownItem:
     """One line of why a fee is what it is. The `fen` of all items of a Fee add up to its total_fen.
 
-    kind: free | grace | tariff | segment | flat | segment_cap | cap | no_entry (engine), plus rule |
+    kind: free | grace | rounding | tariff | segment | flat | segment_cap | cap | no_entry (engine), plus rule |
     monthly | whitelist | stored_value | operator | blacklist added by the rules; notes are human text."""
 
     kind: str
