@@ -160,8 +160,8 @@ def test_a_secrets_file_others_may_read_stops_the_start(workdir: Path):
     secrets = workdir / "secrets.yaml"
     secrets.write_text("backoffice_token: t0ken\n")
     secrets.chmod(0o644)
-    etc = write_config(workdir, secrets_file=str(secrets),
-                       uploads={"webhook": {"url": "https://b.example.invalid/r", "token": {"secret": "backoffice_token"}}})
+    webhook = {"url": "https://b.example.invalid/r", "token": {"secret": "backoffice_token"}}
+    etc = write_config(workdir, secrets_file=str(secrets), uploads={"webhook": webhook})
     result = run(etc)
     line = one_line(result)
     assert result.returncode == 78

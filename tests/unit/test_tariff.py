@@ -498,7 +498,7 @@ def test_models_are_frozen():
 # ---------------------------------------------------------------- conventions: cycles, rounding, after the grace
 
 CYCLE = TariffRule(first_minutes=60, first_fen=500, increment_minutes=60, increment_fen=100, cap_fen=2000,
-                   cap_period="entry_cycle")  # 首小时5元，之后每小时1元，24小时封顶20元, each 24 h afresh
+                   cap_period="entry_cycle")  # 首小时5元，之后每小时1元，24小时封顶20元, afresh
 
 
 class TestEntryCycle:
