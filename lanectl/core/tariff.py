@@ -45,7 +45,7 @@ from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -617,7 +617,7 @@ def _any_24h(cap: int, runs: list[_Run], group_left: dict[int, Optional[int]]) -
     return total
 
 
-def _run_lines(runs: list[_Run], at: Any) -> list[BreakdownItem]:
+def _run_lines(runs: list[_Run], at: Callable[[int], datetime]) -> list[BreakdownItem]:
     """Each run's line, and a line where its segment occurrence's cap takes some off."""
     items: list[BreakdownItem] = []
     cap_left: dict[int, Optional[int]] = {}
