@@ -172,6 +172,7 @@ class Rig:
         site.update(self.site_overrides)
         if self.secrets:
             (directory / "secrets.yaml").write_text(yaml.safe_dump(self.secrets))
+            (directory / "secrets.yaml").chmod(0o640)  # lanectl refuses a secrets file others may read
             site["secrets_file"] = "secrets.yaml"
         (directory / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True, sort_keys=False))
         for lane in self.lanes:

@@ -184,7 +184,7 @@ def _socket(args: argparse.Namespace) -> str:
         return args.socket
     if args.config:
         try:
-            return str(load_config(args.config).site.control.socket)
+            return str(load_config(args.config, credentials=False).site.control.socket)
         except ConfigError as exc:
             raise SystemExit(f"lanectl: configuration is invalid:\n{exc}")
     return os.environ.get("LANECTL_CONTROL__SOCKET", DEFAULT_SOCKET)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from datetime import datetime
+from typing import Optional
 from zoneinfo import ZoneInfo
 
 
@@ -33,31 +34,19 @@ def _time(text: str, tz: ZoneInfo, flag: str) -> datetime:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 with the fee; 1 for a configuration that does not load; 2 with one line for bad input."""
     from lanectl.config import ConfigError, load_config
     from lanectl.core.plates import normalize_plate
     from lanectl.core.tariff import TariffError
     from lanectl.fee_report import fee_to_json, fee_to_text, quote_for_cli
 
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, credentials=False)  # a fee needs prices, never keys
     except ConfigError as exc:
         print(f"lanectl: configuration is invalid:\n{exc}", file=sys.stderr)
         return 1
-    tz = config.site.tz
     try:
-        enter, leave = _time(args.enter, tz, "--enter"), _time(args.leave, tz, "--leave")
-        paid_at = _time(args.paid_at, tz, "--paid-at") if args.paid_at else None
-    except ValueError as exc:
-        print(f"lanectl fee: {exc}", file=sys.stderr)
-        return 2
-    if args.paid < 0:
-        print("lanectl fee: --paid must not be negative", file=sys.stderr)
-        return 2
-    if args.paid and paid_at is None:
-        print("lanectl fee: --paid needs --paid-at (the grace after paying ahead counts from then)",
-              file=sys.stderr)
-        return 2
-    try:
+        enter, leave, paid_at = _stay(args, config.site.tz)
         fee = quote_for_cli(config.site.tariffs, config.site.vehicles, normalize_plate(args.plate), args.color,
                             args.vehicle_class, enter, leave, args.paid, paid_at)
     except (TariffError, ValueError) as exc:
@@ -68,3 +57,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(fee_to_text(fee))
     return 0
+
+
+def _stay(args: argparse.Namespace, tz: ZoneInfo) -> tuple[datetime, datetime, Optional[datetime]]:
+    """The stay the flags describe, or ValueError with the one line to print."""
+    from lanectl.core.plates import normalize_color
+    enter, leave = _time(args.enter, tz, "--enter"), _time(args.leave, tz, "--leave")
+    paid_at = _time(args.paid_at, tz, "--paid-at") if args.paid_at else None
+    if leave < enter:
+        raise ValueError(f"--leave {args.leave} is before --enter {args.enter}")
+    if normalize_color(args.color) is None:
+        raise ValueError(f"--color: unknown plate colour {args.color!r} (blue, yellow, green, white, black, "
+                         "yellow-green, or the Chinese name)")
+    if args.paid < 0:
+        raise ValueError("--paid must not be negative")
+    if args.paid and paid_at is None:
+        raise ValueError("--paid needs --paid-at (the grace after paying ahead counts from then)")
+    if paid_at is not None and not enter <= paid_at <= leave:
+        raise ValueError(f"--paid-at {args.paid_at} is outside the stay (between --enter and --leave)")
+    return enter, leave, paid_at

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lanectl.config_base import SecretRef, Strict
@@ -254,8 +255,11 @@ def _resolve(base: Path, p: Optional[Path]) -> Optional[Path]:
     return None if p is None else (p if p.is_absolute() else (base / p))
 
 
-def load_config(directory: str | Path) -> Config:
-    """Load and validate DIR/site.yaml and DIR/lanes/*.yaml; raise ConfigError with every problem found."""
+def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
+    """Load and validate DIR/site.yaml and DIR/lanes/*.yaml; raise ConfigError with every problem found.
+
+    credentials=False (`lanectl fee`, reading the socket path): the secrets file and the environment variables
+    holding keys are not touched, and Config.secret() finds nothing."""
     d = Path(directory)
     problems: list[str] = []
     warnings: list[str] = []
@@ -293,22 +297,80 @@ def load_config(directory: str | Path) -> Config:
         problems.extend(_check_payments(site, lanes, seen))
     problems.extend(_check_relay(lanes, seen))
     secrets: dict[str, str] = {}
+    refs: list[tuple[str, SecretRef]] = []
     if site is not None:
         site = site.model_copy(update={"database": _resolve(d, site.database),
                                        "secrets_file": _resolve(d, site.secrets_file)})
-        if site.secrets_file is not None:
-            sdata = _read_yaml(site.secrets_file, problems)
-            if sdata is not None:
-                secrets = {str(k): str(v) for k, v in sdata.items()}
+        refs = [(f"{site_path}: {key}", ref) for key, ref in secret_refs(site)]
+        refs += [(f"{seen[lane.id]}: {key}", ref) for lane in lanes for key, ref in secret_refs(lane)]
+        if credentials:
+            secrets = _read_secrets(site_path, site.secrets_file, refs, problems, warnings)
     if problems:
         raise ConfigError(problems)
     assert site is not None
     config = Config(d, site, tuple(lanes), secrets, tuple(warnings))
-    if site.uploads.webhook and site.uploads.webhook.token:
-        config.secret(site.uploads.webhook.token, f"{site_path}: uploads.webhook.token")
-    for name in site.payments.configured():
-        config.secret(getattr(site.payments, name).key, f"{site_path}: payments.{name}.key")
+    if credentials:
+        for where, ref in refs:
+            try:
+                config.secret(ref, where)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems)
     return config
+
+
+def secret_refs(model: BaseModel, prefix: str = "") -> list[tuple[str, SecretRef]]:
+    """(key, reference) for every credential a loaded section refers to. A section left out of the YAML is
+    None and refers to nothing, so this is exactly what the enabled configuration needs."""
+    found: list[tuple[str, SecretRef]] = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, SecretRef):
+            found.append((key, value))
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name), f"{key}.{name}" if key else name)
+        elif isinstance(value, (tuple, list)):
+            for i, item in enumerate(value):
+                walk(item, f"{key}.{i}")
+        elif isinstance(value, dict):
+            for k, item in value.items():
+                walk(item, f"{key}.{k}")
+
+    walk(model, prefix)
+    return found
+
+
+def _read_secrets(site_path: Path, path: Optional[Path], refs: list[tuple[str, SecretRef]], problems: list[str],
+                  warnings: list[str]) -> dict[str, str]:
+    """The secrets file, read only when something enabled refers to a key of it; refused when users other
+    than its owner and group may read it."""
+    wanted = [(where, ref) for where, ref in refs if ref.secret is not None]
+    if path is None:
+        problems.extend(f"{where}: refers to secret {ref.secret!r} but {site_path} sets no secrets_file"
+                        for where, ref in wanted)
+        return {}
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if wanted:
+            keys = ", ".join(sorted({str(ref.secret) for _, ref in wanted}))
+            problems.append(f"{path}: file not found (secrets_file; needed for {keys})")
+        else:
+            warnings.append(f"{path}: secrets_file not found; nothing enabled refers to it yet")
+        return {}
+    except OSError as exc:
+        problems.append(f"{path}: cannot read: {exc}")
+        return {}
+    if mode & 0o007:
+        problems.append(f"{path}: mode {stat.S_IMODE(mode):04o} lets every user read the credentials; "
+                        f"allow only its owner and group: chmod 640 {path}")
+        return {}
+    if not wanted:
+        return {}
+    data = _read_yaml(path, problems)
+    return {} if data is None else {str(k): str(v) for k, v in data.items()}
 
 
 def _check_relay(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:

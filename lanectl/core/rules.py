@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from .plates import is_valid_plate, normalize_color, normalize_plate
 from .policy import EntryDecision, ExitQuote, Present
 from .tariff import (TARIFF_CLASSES, BreakdownItem, Color, Fee, Fen, Subtype, TariffError, Tariffs, compute_fee,
-                     compute_no_entry_fee, make_fee)
+                     compute_no_entry_fee, left_within_grace, make_fee)
 
 
 def _plate(v: Any) -> str:
@@ -397,8 +397,7 @@ class RulesPolicy:
             parts.insert(0, (entered_at, valid_from, False))
         if at > valid_until:
             parts.append((valid_until, at, False))
-        in_grace = paid_at is not None and _minute_floor(at) <= _minute_floor(paid_at) + timedelta(
-            minutes=rule.free_out_minutes)
+        in_grace = paid_at is not None and left_within_grace(rule, paid_at, at)
         for a, b, covered in parts:
             if covered:
                 items.append(BreakdownItem("monthly", a, b, 0, f"{valid}: not charged"))
@@ -410,6 +409,3 @@ class RulesPolicy:
         fee = make_fee(items, paid_fen)
         return ExitAssessment("monthly", "monthly" if fee.total_fen == 0 else _reason(fee), fee)
 
-
-def _minute_floor(dt: datetime) -> datetime:
-    return dt.replace(second=0, microsecond=0)

@@ -5,7 +5,9 @@ Pure: no clock reads, no I/O. Money is integer fen; config amounts are whole fen
 Semantics (operator's version with YAML examples in docs/tariffs.md):
 
 * Whole minutes. Entry, exit and payment times are cut to the minute (seconds dropped), as the booth shows
-  them. All durations below are in those whole minutes.
+  them (`rounding: minute`). With `rounding: second` the stay is counted from the seconds and a started minute
+  counts: the exit (and payment) is put at the entry's minute plus the started minutes since the entry, and
+  the grace after paying is compared in seconds. All durations below are in those whole minutes.
 * Free minutes. A stay of at most `free_minutes` is free. A longer stay is charged from the entry
   (`deduct_free_minutes: false`, the common setting) or from entry + free minutes (`true`). Free minutes are
   given once per visit, at its start.
@@ -21,10 +23,16 @@ Semantics (operator's version with YAML examples in docs/tariffs.md):
   (`calendar_day`, local midnight to midnight; a run's increments restart at midnight, and it still costs at
   most its continuous tariff). A cap only ever lowers a fee; a long stay pays at most one cap per started
   period; a longer stay (later exit or earlier entry) never costs less. Why and how: above _fixed_day_caps.
+* Entry cycles (`cap_period: entry_cycle`). Each 24 h from the entry is priced as a stay of its own with the
+  whole rule (first segment, segment occurrences cut at the period bound, a flat fee again; free minutes only
+  once, at the entry) and capped by `cap_fen`. A later exit never costs less; with day segments an earlier
+  entry can (the bounds follow the entry, the segments the clock).
 * Paid ahead. With a payment at `paid_at`, leaving within `free_out_minutes` (inclusive) charges nothing after
-  the payment. Leaving later charges the time from the payment moment again as a fresh run of the tariff (a
-  new first segment, no free minutes), within the same caps. A payment made while the stay was still inside
-  its free minutes changes nothing: leaving after the grace is charged as if there had been no payment.
+  the payment. Leaving later (`after_grace`): `difference` charges the whole stay as if there had been no
+  payment, so what is due is fee(entry -> exit) - paid; `restart` charges the time from the payment moment
+  again as a fresh run of the tariff (a new first segment, no free minutes), within the same caps. A payment
+  made while the stay was still inside its free minutes changes nothing: leaving after the grace is charged
+  as if there had been no payment.
   `due_fen = max(0, total_fen - paid_fen)`; an overpayment is not refunded here.
 * Wall clock. Day segments and calendar days are read in `tz` (default: the timezone of `entered_at`); pass
   site-local aware datetimes.
@@ -35,9 +43,9 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -197,8 +205,10 @@ class TariffRule(_Strict):
     flat_fen: Optional[Fen] = None
     segments: tuple[DaySegment, ...] = ()
     cap_fen: Optional[Fen] = None
-    cap_period: Literal["entry_24h", "calendar_day"] = "entry_24h"
+    cap_period: Literal["entry_24h", "calendar_day", "entry_cycle"] = "entry_24h"
+    rounding: Literal["minute", "second"] = "minute"  # how a stay becomes minutes (see module doc)
     free_out_minutes: Minutes = 10
+    after_grace: Literal["difference", "restart"] = "difference"  # leaving after the grace, having paid ahead
     no_entry: Literal["fixed", "first_segment", "operator"] = "operator"
     no_entry_fen: Optional[Fen] = Field(None, validate_default=True)  # checked even when left out
 
@@ -333,7 +343,7 @@ class Tariffs(_Strict):
 class BreakdownItem:
     """One line of why a fee is what it is. The `fen` of all items of a Fee add up to its total_fen.
 
-    kind: free | grace | tariff | segment | flat | segment_cap | cap | no_entry (engine), plus rule |
+    kind: free | grace | rounding | tariff | segment | flat | segment_cap | cap | no_entry (engine), plus rule |
     monthly | whitelist | stored_value | operator | blacklist added by the rules; notes are human text."""
 
     kind: str
@@ -607,18 +617,12 @@ def _any_24h(cap: int, runs: list[_Run], group_left: dict[int, Optional[int]]) -
     return total
 
 
-def _price_runs(rule: TariffRule, runs: list[_Run], entry: int, b: int, tz: tzinfo) -> list[BreakdownItem]:
-    local: dict[int, datetime] = {}  # item bounds repeat (run end = next run start): convert each once
-
-    def at(m: int) -> datetime:
-        if m not in local:
-            local[m] = _from_minute(m, tz)
-        return local[m]
-
+def _run_lines(runs: list[_Run], at: Callable[[int], datetime]) -> list[BreakdownItem]:
+    """Each run's line, and a line where its segment occurrence's cap takes some off."""
     items: list[BreakdownItem] = []
-    raws = [run.charges_before(run.end) for run in runs]
     cap_left: dict[int, Optional[int]] = {}
-    for run, raw in zip(runs, raws):  # each run's line, and its segment occurrence's cap
+    for run in runs:
+        raw = run.charges_before(run.end)
         left = cap_left.get(run.group, run.cap_fen)
         charged = raw if left is None else min(left, raw)
         items.append(BreakdownItem(run.kind, at(run.start), at(run.end), raw, run.describe()))
@@ -627,6 +631,44 @@ def _price_runs(rule: TariffRule, runs: list[_Run], entry: int, b: int, tz: tzin
                                        f"{run.label}: cap {run.cap_fen} fen per occurrence (charged {raw})"))
         if left is not None:
             cap_left[run.group] = left - charged
+    return items
+
+
+def _price_cycles(rule: TariffRule, entry: int, a: int, b: int, restart: Optional[int],
+                  tz: tzinfo) -> list[BreakdownItem]:
+    """entry_cycle: each 24 h from the entry is priced as a stay of its own with the whole rule (first segment,
+    segment occurrences, a flat fee again; the free minutes only once, at the entry), capped by cap_fen."""
+    at = lambda m: _from_minute(m, tz)  # noqa: E731
+    items: list[BreakdownItem] = []
+    periods = _ceil_div(b - entry, DAY_MINUTES)
+    for k in range(periods):
+        ps, pe = max(a, entry + k * DAY_MINUTES), min(b, entry + (k + 1) * DAY_MINUTES)
+        if ps >= pe:
+            continue
+        cut = restart if restart is not None and ps < restart < pe else None
+        runs = _runs(rule, ps, pe, cut, tz)
+        if periods > 1:
+            runs = [replace(run, label=f"{run.label}, 24 h period {k + 1}") for run in runs]
+        lines = _run_lines(runs, at)
+        asked = sum(i.fen for i in lines)
+        items += lines
+        if rule.cap_fen is not None and asked > rule.cap_fen:
+            items.append(BreakdownItem("cap", at(ps), at(pe), rule.cap_fen - asked,
+                                       f"cap {rule.cap_fen} fen per 24 h from the entry, period {k + 1} "
+                                       f"(asked {asked}, charged {rule.cap_fen})"))
+    return items
+
+
+def _price_runs(rule: TariffRule, runs: list[_Run], entry: int, b: int, tz: tzinfo) -> list[BreakdownItem]:
+    local: dict[int, datetime] = {}  # item bounds repeat (run end = next run start): convert each once
+
+    def at(m: int) -> datetime:
+        if m not in local:
+            local[m] = _from_minute(m, tz)
+        return local[m]
+
+    items = _run_lines(runs, at)
+    raws = [run.charges_before(run.end) for run in runs]
     cap = rule.cap_fen
     if cap is None:
         return items
@@ -670,6 +712,18 @@ def _price_runs(rule: TariffRule, runs: list[_Run], entry: int, b: int, tz: tzin
 
 # ---------------------------------------------------------------- the engine
 
+def left_within_grace(rule: TariffRule, paid_at: datetime, left_at: datetime) -> bool:
+    """Whether a car that paid at paid_at and leaves at left_at is within the rule's `free_out_minutes`, counted
+    as the rule counts time (whole minutes of the clock, or from the seconds with `rounding: second`)."""
+    if rule.rounding == "second":
+        return left_at - paid_at <= timedelta(minutes=rule.free_out_minutes)
+    return _to_minute(left_at) <= _to_minute(paid_at) + rule.free_out_minutes
+
+
+def _started_minutes(span: timedelta) -> int:
+    return -(-span // _MINUTE)
+
+
 def compute_fee(rule: TariffRule, entered_at: datetime, left_at: datetime, *, paid_fen: int = 0,
                 paid_at: Optional[datetime] = None, tz: Optional[tzinfo] = None) -> Fee:
     """The fee for a stay from entered_at to left_at under `rule`, with its breakdown (see module doc)."""
@@ -681,29 +735,44 @@ def compute_fee(rule: TariffRule, entered_at: datetime, left_at: datetime, *, pa
         raise TariffError(f"paid_fen must be a whole number of fen >= 0, got {paid_fen!r}")
     tz = tz or entered_at.tzinfo
     assert tz is not None
-    entry, end = _to_minute(entered_at), _to_minute(left_at)
-    if end < entry:
+    if left_at < entered_at:
         raise TariffError(f"left_at {left_at.isoformat()} is before entered_at {entered_at.isoformat()}")
-    pay = None if paid_at is None else _to_minute(paid_at)
-    if pay is not None and not entry <= pay <= end:
+    if rule.rounding == "second":  # started minutes of the stay, on the minute grid of the entry
+        entry = _to_minute(entered_at)
+        end = entry + _started_minutes(left_at - entered_at)
+        outside = paid_at is not None and not entered_at <= paid_at <= left_at
+        pay = None if paid_at is None or outside else entry + _started_minutes(paid_at - entered_at)
+    else:
+        entry, end = _to_minute(entered_at), _to_minute(left_at)
+        pay = None if paid_at is None else _to_minute(paid_at)
+        outside = pay is not None and not entry <= pay <= end
+    if outside:
         raise TariffError(f"paid_at {paid_at.isoformat()} is outside the stay")  # type: ignore[union-attr]
     at = lambda m: _from_minute(m, tz)  # noqa: E731
     free = rule.free_minutes
     items: list[BreakdownItem] = []
+    if rule.rounding == "second":
+        items.append(BreakdownItem("rounding", at(entry), at(end), 0,
+                                   f"stay of {end - entry} started min, counted from the seconds"))
 
     restart = None
     if pay is not None:
+        assert paid_at is not None
         grace = rule.free_out_minutes
-        if end <= pay + grace:
+        if left_within_grace(rule, paid_at, left_at):
             items.append(BreakdownItem("grace", at(pay), at(end), 0,
                                        f"left {end - pay} min after paying, within the {grace} min grace: "
                                        "time after the payment is not charged"))
             end = pay
-        elif pay - entry > free:
+        elif pay - entry > free and rule.after_grace == "restart":
             restart = pay
             items.append(BreakdownItem("grace", at(pay), at(end), 0,
                                        f"left {end - pay} min after paying, beyond the {grace} min grace: "
-                                       "charged again from the payment"))
+                                       "charged again from the payment (after_grace: restart)"))
+        elif pay - entry > free:
+            items.append(BreakdownItem("grace", at(pay), at(end), 0,
+                                       f"left {end - pay} min after paying, beyond the {grace} min grace: the whole "
+                                       "stay is charged, less what was paid (after_grace: difference)"))
         else:
             items.append(BreakdownItem("grace", at(pay), at(end), 0,
                                        f"paid within the free minutes and left {end - pay} min later, beyond the "
@@ -717,8 +786,11 @@ def compute_fee(rule: TariffRule, entered_at: datetime, left_at: datetime, *, pa
     if free:
         how = "deducted" if rule.deduct_free_minutes else "not deducted: the stay is longer"
         items.append(BreakdownItem("free", at(entry), at(entry + free), 0, f"{free} free minutes {how}"))
-    runs = _runs(rule, charge_from, end, restart, tz)
-    items += _price_runs(rule, runs, entry, end, tz)
+    if rule.cap_period == "entry_cycle":
+        items += _price_cycles(rule, entry, charge_from, end, restart, tz)
+    else:
+        runs = _runs(rule, charge_from, end, restart, tz)
+        items += _price_runs(rule, runs, entry, end, tz)
     return make_fee(items, paid_fen)
 
 

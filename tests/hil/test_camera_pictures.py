@@ -50,6 +50,7 @@ async def picture_lanes():
     site["payments"]["bolink"]["etc_pay_type"] = "my"
     (etc / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True))
     (etc / "secrets.yaml").write_text(yaml.safe_dump(platforms.secrets()))
+    (etc / "secrets.yaml").chmod(0o640)
     extra = platforms.lane_extra()
     extra["out1"]["payments"] = ["bolink_etc"]
     for doc in (lane("in1", "entry", **extra["in1"]), lane("out1", "exit", **extra["out1"])):

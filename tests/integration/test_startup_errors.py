@@ -154,3 +154,15 @@ def test_an_unexpected_error_is_a_bug_with_a_traceback_and_70(workdir: Path):
     assert "Traceback" in result.stdout and "boom in the composition root" in result.stdout  # the log
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "unexpected error" in lines[0]
+
+
+def test_a_secrets_file_others_may_read_stops_the_start(workdir: Path):
+    secrets = workdir / "secrets.yaml"
+    secrets.write_text("backoffice_token: t0ken\n")
+    secrets.chmod(0o644)
+    webhook = {"url": "https://b.example.invalid/r", "token": {"secret": "backoffice_token"}}
+    etc = write_config(workdir, secrets_file=str(secrets), uploads={"webhook": webhook})
+    result = run(etc)
+    line = one_line(result)
+    assert result.returncode == 78
+    assert str(secrets) in line and "0644" in line and f"chmod 640 {secrets}" in line

@@ -212,3 +212,66 @@ def test_flood_limits_have_defaults_and_bounds(cfg: Path):
     assert any("http.max_connections" in m for m in msgs)
     assert any("control.idle_timeout_s" in m for m in msgs)
     assert any("http.idle_timout_s" in m and "unknown key" in m for m in msgs)
+
+
+# ---------------------------------------------------------------- the secrets file
+
+def test_secrets_file_readable_by_others_is_refused(cfg: Path):
+    (cfg / "secrets.yaml").chmod(0o644)
+    [msg] = problems(cfg)
+    assert str(cfg / "secrets.yaml") in msg and "mode 0644" in msg and f"chmod 640 {cfg / 'secrets.yaml'}" in msg
+    (cfg / "secrets.yaml").chmod(0o604)  # writable by others is no better
+    assert "mode 0604" in problems(cfg)[0]
+    (cfg / "secrets.yaml").chmod(0o640)  # owner and group only: fine
+    load_config(cfg)
+
+
+def test_secrets_file_readable_by_others_is_refused_even_when_unused(cfg: Path):
+    site = cfg / "site.yaml"
+    site.write_text(site.read_text().replace("    token: {secret: backoffice_token}\n", ""))
+    (cfg / "secrets.yaml").chmod(0o666)
+    assert "chmod 640" in problems(cfg)[0]
+
+
+def test_missing_secrets_file_is_an_error_only_when_a_secret_is_referenced(cfg: Path):
+    (cfg / "secrets.yaml").unlink()
+    [msg] = problems(cfg)
+    assert str(cfg / "secrets.yaml") in msg and "file not found" in msg and "backoffice_token" in msg
+    site = cfg / "site.yaml"
+    site.write_text(site.read_text().replace("    token: {secret: backoffice_token}\n", ""))
+    c = load_config(cfg)
+    assert any("secrets.yaml" in w and "nothing enabled refers to it" in w for w in c.warnings)
+
+
+def test_a_secret_without_a_secrets_file_names_the_key(cfg: Path):
+    site = cfg / "site.yaml"
+    site.write_text(site.read_text().replace("secrets_file: secrets.yaml", "# no secrets file"))
+    [msg] = problems(cfg)
+    assert "uploads.webhook.token" in msg and "backoffice_token" in msg and "secrets_file" in msg
+
+
+def test_every_referenced_secret_is_collected_generically(cfg: Path):
+    from lanectl.config import secret_refs
+    site = cfg / "site.yaml"
+    site.write_text(site.read_text() + "payments:\n  tdzn: {url: 'https://p.example.invalid/api', pid: '1', "
+                    "key: {env: LANECTL_TEST_TDZN}, park_code: T/1}\n")
+    c = load_config(cfg, credentials=False)
+    keys = {key: (ref.env, ref.secret) for key, ref in secret_refs(c.site)}
+    assert keys == {"uploads.webhook.token": (None, "backoffice_token"),
+                    "payments.tdzn.key": ("LANECTL_TEST_TDZN", None)}
+
+
+def test_without_credentials_no_secret_is_read(cfg: Path, monkeypatch):
+    (cfg / "secrets.yaml").unlink()
+    c = load_config(cfg, credentials=False)
+    assert c.secrets == {} and c.site.uploads.webhook is not None
+
+
+def test_the_shipped_example_checks_on_a_fresh_machine(capsys):
+    """config/example as shipped (secrets_file /etc/lanectl/secrets.yaml, which a fresh machine lacks)."""
+    from tests.conftest import EXAMPLE
+    if Path("/etc/lanectl/secrets.yaml").exists():
+        pytest.skip("this machine has a real secrets file")
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    out = capsys.readouterr().out
+    assert "ok: park 21835" in out and "nothing enabled refers to it" in out

@@ -40,3 +40,42 @@ def test_bad_input_is_a_clear_error(cfg, capsys):
     assert "--paid-at" in capsys.readouterr().err
     assert main(["fee", "--config", cfg, "--plate", "粤B1", "--enter", "yesterday", "--leave", "now"]) == 2
     assert "not a date/time" in capsys.readouterr().err
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and not captured.out, captured
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra, says", [
+    (["--enter", "2026-11-22 12:00:00"], "is before --enter"),  # the exit before the entry
+    (["--color", "purple"], "unknown plate colour 'purple'"),
+    (["--leave", "2026-11-22 25:00"], "--leave: not a date/time"),
+    (["--paid", "-5", "--paid-at", "2026-11-22 10:00"], "--paid must not be negative"),
+    (["--paid", "100", "--paid-at", "2026-11-22 12:00"], "--paid-at 2026-11-22 12:00 is outside the stay"),
+])
+def test_bad_input_is_one_line_and_a_non_zero_exit(cfg, capsys, extra, says):
+    assert main(fee(cfg, *extra)) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("lanectl fee: ") and says in line, line
+    assert "NEEDS THE BOOTH OPERATOR" not in line
+
+
+def test_the_fee_needs_no_credentials(cfg, capsys, monkeypatch):
+    """No secrets file and an unset key variable: a fee is only prices."""
+    (Path(cfg) / "secrets.yaml").unlink()
+    site = Path(cfg) / "site.yaml"
+    site.write_text(site.read_text() + "payments:\n  tdzn: {url: 'https://p.example.invalid/api', pid: '1', "
+                    "key: {env: LANECTL_TEST_TDZN}, park_code: T/1}\n")
+    monkeypatch.delenv("LANECTL_TEST_TDZN", raising=False)
+    assert main(fee(cfg)) == 0
+    assert capsys.readouterr().out.startswith("due:   700 fen")
+
+
+def test_the_shipped_example_on_a_fresh_machine(capsys):
+    """README's own command against config/example as shipped (its secrets file is not on this machine)."""
+    from tests.conftest import EXAMPLE
+    assert main(fee(str(EXAMPLE))) == 0
+    assert capsys.readouterr().out.startswith("due:   700 fen (7.00 元)")

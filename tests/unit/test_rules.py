@@ -165,7 +165,8 @@ class TestMonthly:
         assert (q.due_fen, q.total_fen, q.reason) == (0, 700, "paid_ahead")
         late = POLICY.exit("粤B10001", "blue", t("2026-12-02 20:00"), t("2026-12-03 03:30"), {},
                            paid_fen=700, paid_at=t("2026-12-03 03:00"))
-        assert late.due_fen == 500  # a fresh first hour from the payment
+        # after_grace: difference (default): the uncovered 00:00 -> 03:30 is 500 + 3 x 100 = 800, less the 700
+        assert (late.due_fen, late.total_fen) == (100, 800)
 
     def test_no_entry_record_with_a_valid_card_is_free(self):
         q = POLICY.exit("粤B10001", "blue", None, t("2026-11-22 11:00"), {})

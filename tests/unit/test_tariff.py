@@ -112,10 +112,16 @@ def test_flat_fee_per_visit(leave, total):
 
 
 def test_flat_fee_is_capped_per_period_with_payment_restart():
-    rule = TariffRule(flat_fen=1000, cap_fen=1500, free_out_minutes=10)
+    rule = TariffRule(flat_fen=1000, cap_fen=1500, free_out_minutes=10, after_grace="restart")
     # paid 1000 at 09:00, left 10:00 (beyond the grace): a second flat fee in the same 24 h, capped at 1500
     f = fee(rule, "2026-11-22 08:00", "2026-11-22 10:00", paid_fen=1000, paid_at=t("2026-11-22 09:00"))
     assert (f.total_fen, f.due_fen) == (1500, 500)
+
+
+def test_flat_fee_paid_ahead_is_the_whole_visit_with_difference():
+    rule = TariffRule(flat_fen=1000, cap_fen=1500, free_out_minutes=10)  # after_grace: difference (default)
+    f = fee(rule, "2026-11-22 08:00", "2026-11-22 10:00", paid_fen=1000, paid_at=t("2026-11-22 09:00"))
+    assert (f.total_fen, f.due_fen) == (1000, 0)
 
 
 @pytest.mark.parametrize("enter, leave, total", [
@@ -237,18 +243,37 @@ class TestPaidAhead:
         assert (f.total_fen, f.due_fen) == (700, 0)
         assert any(i.kind == "grace" for i in f.breakdown)
 
-    def test_leaving_later_charges_from_the_payment(self):
+    def test_leaving_later_charges_the_difference_by_default(self):
         paid = t("2026-11-22 11:00")
-        late = fee(WORKED, "2026-11-22 08:00", "2026-11-22 11:11", paid_fen=700, paid_at=paid)
-        assert (late.total_fen, late.due_fen) == (1200, 500)  # a fresh first hour from 11:00
+        # the issue's example: 08:00 -> 11:15 is 500 + 3 x 100 = 800, less the 700 paid
+        late = fee(WORKED, "2026-11-22 08:00", "2026-11-22 11:15", paid_fen=700, paid_at=paid)
+        assert (late.total_fen, late.due_fen) == (800, 100)
+        assert any(i.kind == "grace" and "after_grace: difference" in i.note for i in late.breakdown)
         later = fee(WORKED, "2026-11-22 08:00", "2026-11-22 13:30", paid_fen=700, paid_at=paid)
+        assert (later.total_fen, later.due_fen) == (1000, 300)  # 500 + 5 x 100, less 700
+
+    def test_the_difference_is_never_negative(self):
+        # paid more than the whole stay costs (e.g. a pay station that rounded up): nothing due, nothing back
+        f = fee(WORKED, "2026-11-22 08:00", "2026-11-22 11:15", paid_fen=1500, paid_at=t("2026-11-22 11:00"))
+        assert (f.total_fen, f.due_fen) == (800, 0)
+
+    def test_restart_charges_from_the_payment(self):
+        rule = with_(WORKED, after_grace="restart")
+        paid = t("2026-11-22 11:00")
+        late = fee(rule, "2026-11-22 08:00", "2026-11-22 11:11", paid_fen=700, paid_at=paid)
+        assert (late.total_fen, late.due_fen) == (1200, 500)  # a fresh first hour from 11:00
+        assert any(i.kind == "grace" and "after_grace: restart" in i.note for i in late.breakdown)
+        later = fee(rule, "2026-11-22 08:00", "2026-11-22 13:30", paid_fen=700, paid_at=paid)
         assert (later.total_fen, later.due_fen) == (1400, 700)  # 500 + ceil(90/60)=2 x 100
 
     def test_zero_grace(self):
         rule = with_(WORKED, free_out_minutes=0)
         paid = t("2026-11-22 11:00")
         assert fee(rule, "2026-11-22 08:00", "2026-11-22 11:00", paid_fen=700, paid_at=paid).due_fen == 0
-        assert fee(rule, "2026-11-22 08:00", "2026-11-22 11:01", paid_fen=700, paid_at=paid).due_fen == 500
+        # one minute late: 08:00 -> 11:01 is 500 + 3 x 100 = 800, less 700 (difference); restart: a first hour
+        assert fee(rule, "2026-11-22 08:00", "2026-11-22 11:01", paid_fen=700, paid_at=paid).due_fen == 100
+        restart = with_(rule, after_grace="restart")
+        assert fee(restart, "2026-11-22 08:00", "2026-11-22 11:01", paid_fen=700, paid_at=paid).due_fen == 500
 
     def test_underpayment_is_still_owed_within_the_grace(self):
         f = fee(WORKED, "2026-11-22 08:00", "2026-11-22 11:05", paid_fen=500, paid_at=t("2026-11-22 11:00"))
@@ -263,8 +288,9 @@ class TestPaidAhead:
         assert fee(WORKED, "2026-11-22 08:00", "2026-11-22 08:25", paid_at=paid).total_fen == 0
         assert fee(WORKED, "2026-11-22 08:00", "2026-11-22 08:35", paid_at=paid).total_fen == 500
 
-    def test_restart_stays_inside_the_cap(self):
-        rule = with_(WORKED, cap_fen=2000)
+    @pytest.mark.parametrize("after_grace", ["restart", "difference"])
+    def test_restart_stays_inside_the_cap(self, after_grace):
+        rule = with_(WORKED, cap_fen=2000, after_grace=after_grace)
         paid_at = t("2026-11-23 04:00")  # 20 h in: 2400 -> cap 2000
         assert fee(rule, "2026-11-22 08:00", "2026-11-23 04:00").total_fen == 2000
         f = fee(rule, "2026-11-22 08:00", "2026-11-23 06:00", paid_fen=2000, paid_at=paid_at)
@@ -273,7 +299,8 @@ class TestPaidAhead:
     def test_restart_splits_a_segment_but_keeps_its_cap(self):
         # night 20:00-08:00 cap 500: 20:00-02:00 = 3 units = 300 paid at 02:00; leaving 07:00 restarts
         # 02:00-07:00 = ceil(300/120) = 3 units = 300, but the occurrence may only reach 500 -> +200
-        f = fee(DAY_NIGHT, "2026-11-22 20:00", "2026-11-23 07:00", paid_fen=300, paid_at=t("2026-11-23 02:00"))
+        rule = with_(DAY_NIGHT, after_grace="restart")
+        f = fee(rule, "2026-11-22 20:00", "2026-11-23 07:00", paid_fen=300, paid_at=t("2026-11-23 02:00"))
         assert (f.total_fen, f.due_fen) == (500, 200)
 
 
@@ -466,3 +493,103 @@ def test_override_errors(overrides, words):
 def test_models_are_frozen():
     with pytest.raises(ValidationError):
         WORKED.first_fen = 1  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------- conventions: cycles, rounding, after the grace
+
+CYCLE = TariffRule(first_minutes=60, first_fen=500, increment_minutes=60, increment_fen=100, cap_fen=2000,
+                   cap_period="entry_cycle")  # 首小时5元，之后每小时1元，24小时封顶20元, afresh
+
+
+class TestEntryCycle:
+    def test_each_24h_from_the_entry_is_priced_afresh(self):
+        # day 1: 500 + 23 x 100 = 2800 -> cap 2000; then 08:00 -> 09:30 afresh: 500 + 100
+        f = fee(CYCLE, "2026-11-22 08:00", "2026-11-23 09:30")
+        assert f.total_fen == 2600
+        assert [i.fen for i in f.breakdown if i.kind == "cap"] == [-800]
+        assert any("24 h period 2" in i.note for i in f.breakdown)
+        # the same stay with the tariff running on, capped in any 24 h: 2000 + 2 x 100
+        assert fee(with_(CYCLE, cap_period="entry_24h"), "2026-11-22 08:00", "2026-11-23 09:30").total_fen == 2200
+
+    @pytest.mark.parametrize("leave, total", [
+        ("2026-11-23 08:00", 2000),  # exactly one period
+        ("2026-11-23 08:01", 2500),  # a minute into the second: its first hour
+        ("2026-11-24 08:00", 4000),
+    ])
+    def test_period_bounds(self, leave, total):
+        assert fee(CYCLE, "2026-11-22 08:00", leave).total_fen == total
+
+    def test_free_minutes_once_at_the_entry(self):
+        rule = with_(CYCLE, free_minutes=30, deduct_free_minutes=True)
+        # day 1 charged from 08:30: 500 + 23 x 100 -> 2000; day 2 08:00 -> 08:20 afresh: 500
+        assert fee(rule, "2026-11-22 08:00", "2026-11-23 08:20").total_fen == 2500
+
+    def test_a_flat_fee_per_24h(self):
+        rule = TariffRule(flat_fen=1000, cap_period="entry_cycle")
+        assert fee(rule, "2026-11-22 08:00", "2026-11-22 23:00").total_fen == 1000
+        assert fee(rule, "2026-11-22 08:00", "2026-11-23 08:01").total_fen == 2000
+
+    def test_segments_start_again_at_a_period_bound(self):
+        # day 08:00-20:00 first hour 500 then 100/h (cap 1500 per occurrence), night 100 per 2 h (cap 500)
+        rule = with_(DAY_NIGHT, cap_period="entry_cycle")
+        # period 1 12:00 -> 12:00: day 500 + 7 x 100 = 1200, night 500, day 08:00-12:00 500 + 3 x 100 = 800;
+        # period 2 12:00 -> 13:00: the same day occurrence cut at the bound, its first hour again: 500
+        assert fee(rule, "2026-11-22 12:00", "2026-11-23 13:00").total_fen == 1200 + 500 + 800 + 500
+
+    def test_with_segments_an_earlier_entry_can_cost_less(self):
+        """Known and documented: the periods follow the entry while segments follow the clock, so a bound
+        inside a segment charges its first segment once more."""
+        rule = with_(DAY_NIGHT, cap_period="entry_cycle")
+        later = fee(rule, "2026-11-22 12:00", "2026-11-23 13:00").total_fen
+        earlier = fee(rule, "2026-11-22 08:00", "2026-11-23 13:00").total_fen  # bound at 08:00: 1500+500+900
+        assert earlier < later
+
+
+class TestRounding:
+    def test_minute_cuts_the_seconds_by_default(self):
+        assert fee(WORKED, "2026-11-22 08:00:00", "2026-11-22 08:30:59").total_fen == 0
+
+    def test_second_counts_a_started_minute(self):
+        rule = with_(WORKED, rounding="second")
+        assert fee(rule, "2026-11-22 08:00:00", "2026-11-22 08:30:00").total_fen == 0
+        f = fee(rule, "2026-11-22 08:00:00", "2026-11-22 08:30:01")
+        assert f.total_fen == 500  # past the 30 free minutes
+        assert any(i.kind == "rounding" and "31 started min" in i.note for i in f.breakdown)
+        # counted from the entry's seconds, not the clock's minutes
+        assert fee(rule, "2026-11-22 08:00:59", "2026-11-22 08:30:59").total_fen == 0
+        assert fee(rule, "2026-11-22 08:00:00", "2026-11-22 09:00:01").total_fen == 600
+
+    def test_grace_counted_in_seconds(self):
+        rule = with_(WORKED, rounding="second")
+        paid = t("2026-11-22 11:00:30")
+        assert fee(rule, "2026-11-22 08:00:00", "2026-11-22 11:10:30", paid_fen=800, paid_at=paid).due_fen == 0
+        # 10 min 1 s after paying is beyond the grace: the whole stay 08:00 -> 11:10:31 is 800, paid 800
+        late = fee(rule, "2026-11-22 08:00:00", "2026-11-22 11:10:31", paid_fen=800, paid_at=paid)
+        assert (late.total_fen, late.due_fen) == (800, 0)
+        assert any("beyond the 10 min grace" in i.note for i in late.breakdown)
+
+
+class TestConventionsAreValidatedPerRuleAndOverride:
+    def test_each_override_chooses_its_own(self):
+        tariffs = Tariffs.model_validate(yaml.safe_load("""
+default: {first_minutes: 60, first_fen: 500, increment_fen: 100, cap_fen: 2000}
+overrides:
+  - name: cycle
+    when: {color: yellow}
+    rule: {first_minutes: 60, first_fen: 500, increment_fen: 100, cap_fen: 2000, cap_period: entry_cycle,
+           rounding: second, after_grace: restart}
+"""))
+        assert (tariffs.default.cap_period, tariffs.default.rounding, tariffs.default.after_grace) == \
+            ("entry_24h", "minute", "difference")
+        rule = tariffs.rule_for(color="yellow")
+        assert (rule.cap_period, rule.rounding, rule.after_grace) == ("entry_cycle", "second", "restart")
+
+    @pytest.mark.parametrize("key, value", [("cap_period", "entry_cycles"), ("rounding", "seconds"),
+                                            ("rounding", 60), ("after_grace", "refund"), ("after_grace", None)])
+    def test_unknown_values_name_the_key(self, key, value):
+        with pytest.raises(ValidationError) as err:
+            Tariffs.model_validate({"default": {"first_minutes": 60, "first_fen": 500},
+                                    "overrides": [{"name": "x", "when": {"color": "green"},
+                                                   "rule": {key: value}}]})
+        [e] = err.value.errors()
+        assert e["loc"] == ("overrides", 0, "rule", key)
