@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lanectl.adapters.camera_auth import CredentialError, camera_auth
 from lanectl.config_base import SecretRef, Strict
 from lanectl.config_devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
                                     SerialPlateReader)
@@ -39,7 +40,8 @@ class ConfigError(Exception):
 
 
 class HttpConfig(Strict):
-    """The listener cameras and platforms reach. The operator CLI never uses it."""
+    """The public listener: what the payment platforms reach (callbacks, /images, /healthz). The operator CLI
+    never uses it, and cameras do not either: they push to the LAN listener (LanConfig)."""
 
     listen: str = "0.0.0.0:8780"
     max_body_kb: int = Field(4096, gt=0)
@@ -64,6 +66,15 @@ class HttpConfig(Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class LanConfig(HttpConfig):
+    """The LAN listener: cameras push here (POST /camera/<lane id>), never to the public one. It opens only when a
+    lane has an HTTP camera. The default is loopback, which no camera can reach: bind it to the booth LAN
+    interface's address (e.g. 192.168.10.2:8781), never to the interface the internet reaches."""
+
+    listen: str = "127.0.0.1:8781"
+    max_connections: int = Field(64, ge=1, le=65536)
 
 
 class ControlConfig(Strict):
@@ -114,6 +125,7 @@ class SiteConfig(BaseSettings):
     timezone: str = "Asia/Shanghai"
     database: Path = Path("/var/lib/lanectl/lanectl.db")
     http: HttpConfig = HttpConfig()
+    lan: LanConfig = LanConfig()  # cameras (the booth LAN); see LanConfig
     control: ControlConfig = ControlConfig()
     secrets_file: Optional[Path] = None
     uploads: UploadsConfig = UploadsConfig()
@@ -292,6 +304,7 @@ def load_config(directory: str | Path) -> Config:
     if site is not None:
         problems.extend(_check_payments(site, lanes, seen))
     problems.extend(_check_relay(lanes, seen))
+    problems.extend(_check_camera_auth(lanes, seen))
     secrets: dict[str, str] = {}
     if site is not None:
         site = site.model_copy(update={"database": _resolve(d, site.database),
@@ -308,7 +321,42 @@ def load_config(directory: str | Path) -> Config:
         config.secret(site.uploads.webhook.token, f"{site_path}: uploads.webhook.token")
     for name in site.payments.configured():
         config.secret(getattr(site.payments, name).key, f"{site_path}: payments.{name}.key")
-    return config
+    _check_camera_secrets(config, seen)
+    _warn_lan(config, site_path, warnings)
+    return Config(d, site, tuple(lanes), secrets, tuple(warnings)) if warnings else config
+
+
+def _check_camera_auth(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
+    """A camera push can open the barrier: it must authenticate (basic auth or a token), or say insecure."""
+    return [f"{files[lane.id]}: devices.camera: no authentication: give basic_auth {{username, password: {{secret: "
+            "KEY}}}} or token: {secret: KEY} (the camera's push URL is then /camera/<lane>/<token>), or insecure: "
+            "true to accept pushes from anyone who reaches the LAN listener (allow_from alone is not "
+            "authentication: addresses are spoofable on a LAN)"
+            for lane in lanes if lane.devices.camera is not None and not lane.devices.camera.authenticated
+            and not lane.devices.camera.insecure]
+
+
+def _check_camera_secrets(config: Config, files: dict[str, Path]) -> None:
+    """The cameras' credentials exist and fit where the camera puts them."""
+    problems = []
+    for lane in config.lanes:
+        if lane.devices.camera is None:
+            continue
+        try:
+            camera_auth(lane.devices.camera, config.secret, f"{files[lane.id]}: devices.camera")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except CredentialError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _warn_lan(config: Config, site_path: Path, warnings: list[str]) -> None:
+    host = config.site.lan.host
+    if any(lane.devices.camera is not None for lane in config.lanes) and host in ("127.0.0.1", "::1", "localhost"):
+        warnings.append(f"{site_path}: lan.listen: {config.site.lan.listen} is loopback: cameras on the booth LAN "
+                        "cannot reach it (set it to the booth LAN interface's address)")
 
 
 def _check_relay(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
