@@ -6,14 +6,18 @@ no or wrong credentials, or from a source not allowed, is refused before its bod
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import ipaddress
 import json
+import logging
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator, Callable, Optional
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
@@ -336,3 +340,118 @@ def test_device_sections_are_validated():
     assert (d.camera.relay_cycle_s, d.camera.image_retention, d.camera.save_images, d.camera.max_image_kb) == \
         (8.0, 2000, True, 1024)
     assert LaneDevices.model_validate({"barrier": modbus, "camera": {"kind": "vzenith_http"}}).camera is not None
+
+
+# -- who may push --------------------------------------------------------------------------------------------
+TOKEN = "tok-0123456789abcdef"
+
+
+async def post_from(source: str, url: str, body: bytes, headers: Optional[dict] = None) -> tuple[int, dict, bytes]:
+    """A POST whose connection comes from `source` (any 127.x address is this machine's loopback)."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(url, data=body, headers=headers or {}) as resp:
+            return resp.status, dict(resp.headers), await resp.read()
+
+
+async def test_a_push_without_credentials_is_401_and_changes_nothing(tmp_path):
+    async with rig(tmp_path, relay_barrier=True) as lane:
+        barrier = lane.relay()
+        opening = lane.spawn(barrier.open())  # an OPEN waits for a reply to carry it
+        await until(lambda: lane.camera.status()["open_pending"])
+        async with HttpCamera(lane.url) as anonymous:
+            push = await anonymous.car("粤B12345")
+            heartbeat = await anonymous.heartbeat()
+        status, headers, _ = await post_from("127.0.0.1", lane.url, b'{"heartbeat": {}}')
+        assert (push.status, heartbeat.status, status) == (401, 401, 401)
+        assert headers["WWW-Authenticate"].startswith('Basic realm="lanectl camera in1"')
+        assert anonymous.relay_opens == 0 and not opening.done(), "a refused reply never carries the OPEN"
+        assert lane.plates() == [] and not (tmp_path / "images").exists(), "no plate, no picture"
+        st = lane.camera.status()
+        assert (st["refused_credentials"], st["pushes"], st["heartbeats"], st["seconds_since_contact"]) == \
+            (3, 0, 0, None)
+        async with camera(lane) as cam:  # the camera itself: works as before, and picks the OPEN up
+            assert (await cam.heartbeat()).opened
+        await opening
+        assert lane.camera.status()["opens_sent"] == 1
+
+
+async def test_wrong_credentials_are_401(tmp_path):
+    async with rig(tmp_path) as lane:
+        replies = []
+        for username, password in ((USER, "guess"), ("admin", PASSWORD), (USER, PASSWORD + "x"), (USER, "")):
+            async with HttpCamera(lane.url, username=username, password=password) as cam:
+                replies.append(await cam.car("粤B12345"))
+        async with camera(lane, token=TOKEN) as with_token:  # a token where none is configured: not this URL
+            replies.append(await with_token.car("粤B12345"))
+        garbled = [await post_from("127.0.0.1", lane.url, b"{}", {"Authorization": value})
+                   for value in ("Basic !!!notbase64", "Bearer " + PASSWORD, "Basic " + "A" * 4000)]
+    assert [r.status for r in replies] == [401] * 5 and [g[0] for g in garbled] == [401] * 3
+    assert lane.plates() == [] and lane.camera.status()["refused_credentials"] == 8
+
+
+async def test_a_token_in_the_push_url_authenticates(tmp_path):
+    async with rig(tmp_path, auth=CameraAuth(token=TOKEN)) as lane:
+        async with HttpCamera(lane.url, token=TOKEN) as cam:
+            ok = await cam.car("粤B12345")
+        async with HttpCamera(lane.url) as no_token, HttpCamera(lane.url, token=TOKEN[:-1] + "X") as wrong:
+            missing, bad = await no_token.car("京A88888"), await wrong.car("京A88888")
+        status, headers, _ = await post_from("127.0.0.1", lane.url, b"{}")
+    assert ok.status == 200 and (missing.status, bad.status, status) == (401, 401, 401)
+    assert "WWW-Authenticate" not in headers  # nothing to ask the camera for: the token is in its URL
+    assert [r.plate for r in lane.plates()] == ["粤B12345"]
+
+
+async def test_basic_auth_and_token_together_both_must_match(tmp_path):
+    both = CameraAuth(username=USER, password=PASSWORD, token=TOKEN)
+    async with rig(tmp_path, auth=both) as lane:
+        async with camera(lane, token=TOKEN) as cam, camera(lane) as no_token, \
+                HttpCamera(lane.url, token=TOKEN) as no_basic:
+            replies = [await cam.car("粤B12345"), await no_token.car("粤B12345"), await no_basic.car("粤B12345")]
+    assert [r.status for r in replies] == [200, 401, 401] and len(lane.plates()) == 1
+
+
+async def test_a_source_not_allowed_is_403_even_with_the_right_credentials(tmp_path):
+    allowed = CameraAuth(allow_from=(ipaddress.ip_network("127.0.0.2/32"), ipaddress.ip_network("10.0.0.0/8")),
+                         username=USER, password=PASSWORD)
+    async with rig(tmp_path, auth=allowed) as lane:
+        async with camera(lane) as cam:  # from 127.0.0.1
+            refused = await cam.car("粤B12345")
+        header = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
+        body = json.dumps({"heartbeat": {"serialno": "x"}}).encode()
+        from_allowed = await post_from("127.0.0.2", lane.url, body, header)
+        no_credentials = await post_from("127.0.0.2", lane.url, body)
+    assert refused.status == 403 and from_allowed[0] == 200 and no_credentials[0] == 401
+    st = lane.camera.status()
+    assert (st["refused_source"], st["refused_credentials"], st["heartbeats"], st["pushes"]) == (1, 1, 1, 0)
+    assert lane.plates() == [] and not (tmp_path / "images").exists()
+
+
+async def test_credentials_are_checked_before_the_body_is_read(tmp_path):
+    async with rig(tmp_path, max_image_kb=16) as lane:
+        huge = b" " * (lane.camera.max_body_bytes + 1)
+        status, headers, _ = await post_from("127.0.0.1", lane.url, huge)
+        async with camera(lane) as cam:
+            authenticated = await cam.post_raw(huge)
+    assert status == 401 and headers.get("Connection", "").lower() == "close"  # not 413: never read
+    assert authenticated.status == 413 and lane.camera.status()["bad"] == 1
+
+
+async def test_refusals_are_logged_at_most_once_per_interval_per_source(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, "lanectl.adapters.camera_http")
+    async with rig(tmp_path, report_interval_s=0.3) as lane:
+        for _ in range(5):
+            assert (await post_from("127.0.0.1", lane.url, b"{}"))[0] == 401
+        for _ in range(3):
+            assert (await post_from("127.0.0.3", lane.url, b"{}", {"Authorization": "Basic eDp5"}))[0] == 401
+        first = [r.getMessage() for r in caplog.records]
+        await until(lambda: len(caplog.records) >= 3, timeout=3.0)  # one count line for the first source
+        await until(lambda: len(caplog.records) >= 4, timeout=3.0)  # and one for the second
+    assert first == ["in1-camera (127.0.0.1): pushes refused: no credentials (401) (counted from now on, one line "
+                     "every 0.3 s while it lasts)",
+                     "in1-camera (127.0.0.3): pushes refused: wrong credentials (401) (counted from now on, one "
+                     "line every 0.3 s while it lasts)"]
+    later = sorted(r.getMessage() for r in caplog.records[2:4])
+    assert later == ["in1-camera (127.0.0.1): 4 pushes refused in the last 0.3 s: no credentials (401)",
+                     "in1-camera (127.0.0.3): 2 pushes refused in the last 0.3 s: wrong credentials (401)"]
+    assert lane.camera.status()["refused_credentials"] == 8
