@@ -282,3 +282,14 @@ def test_the_lan_listener_is_validated_like_the_public_one(cfg: Path):
     msgs = problems(cfg)
     assert any("lan.listen: expected HOST:PORT" in m for m in msgs), msgs
     assert any("lan.body_timout_s: unknown key" in m for m in msgs), msgs
+
+
+def test_the_example_camera_section_loads_once_uncommented(cfg: Path):
+    p = cfg / "lanes" / "east-in.yaml"
+    lines = p.read_text().splitlines()
+    start, end = lines.index("  # camera:"), lines.index("rules:")
+    lines[start:end] = [line[:2] + line[4:] for line in lines[start:end]]
+    p.write_text("\n".join(lines) + "\n")
+    (cfg / "secrets.yaml").write_text((cfg / "secrets.yaml").read_text() + "east_in_camera_password: pw-0123\n")
+    camera = load_config(cfg).lane("east_in").devices.camera
+    assert camera.basic_auth.username == "east_in_cam" and str(camera.allow_from[0]) == "192.168.10.21/32"
