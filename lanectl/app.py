@@ -211,6 +211,9 @@ class App:
         if camera_cfg is not None:  # HTTP push: its reply may carry the relay and board frames
             self.cameras[lane.id] = VzenithCamera(lane.id, camera_cfg, self.images_dir, self.clock)
             self.camera_auth[lane.id] = camera_auth(camera_cfg, self.config.secret, f"lane {lane.id}: devices.camera")
+            if camera_cfg.insecure:
+                log.warning("lane %s: the camera's pushes are accepted without credentials (insecure: true): anyone "
+                            "who reaches the LAN listener can open this barrier", lane.id)
         barrier = self._barrier(lane)
         display = None
         if display_cfg is not None:

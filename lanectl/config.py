@@ -9,6 +9,7 @@ Every error names the file, the key and the reason; an unknown key is an error, 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -322,7 +323,7 @@ def load_config(directory: str | Path) -> Config:
     for name in site.payments.configured():
         config.secret(getattr(site.payments, name).key, f"{site_path}: payments.{name}.key")
     _check_camera_secrets(config, seen)
-    _warn_lan(config, site_path, warnings)
+    warnings.extend(_camera_warnings(config, site_path, seen))
     return Config(d, site, tuple(lanes), secrets, tuple(warnings)) if warnings else config
 
 
@@ -352,11 +353,20 @@ def _check_camera_secrets(config: Config, files: dict[str, Path]) -> None:
         raise ConfigError(problems)
 
 
-def _warn_lan(config: Config, site_path: Path, warnings: list[str]) -> None:
+def _camera_warnings(config: Config, site_path: Path, files: dict[str, Path]) -> list[str]:
+    cameras = [lane for lane in config.lanes if lane.devices.camera is not None]
+    out = [f"{files[lane.id]}: devices.camera.insecure: pushes are accepted without credentials: anyone who "
+           "reaches the LAN listener can open this lane's barrier" for lane in cameras
+           if lane.devices.camera is not None and lane.devices.camera.insecure]
     host = config.site.lan.host
-    if any(lane.devices.camera is not None for lane in config.lanes) and host in ("127.0.0.1", "::1", "localhost"):
-        warnings.append(f"{site_path}: lan.listen: {config.site.lan.listen} is loopback: cameras on the booth LAN "
-                        "cannot reach it (set it to the booth LAN interface's address)")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if cameras and loopback:
+        out.append(f"{site_path}: lan.listen: {config.site.lan.listen} is loopback: cameras on the booth LAN cannot "
+                   "reach it (set it to the booth LAN interface's address)")
+    return out
 
 
 def _check_relay(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
