@@ -358,9 +358,10 @@ class App:
                        "scanner_fault": bool(r.status.scanner_fault)} for lid, r in self.runners.items()}
         # a lane without its booth scanner still lets cars in and out: shown, but not "down"
         ok = all(not (x["barrier_fault"] or x["plate_reader_fault"]) for x in lanes.values())
-        # both faces, without their addresses (this is answered on the public one too)
-        listeners = {"public": self.http.listening, "lan": self.lan.listening if self.lan is not None else None}
-        ok = ok and all(up is not False for up in listeners.values())
+        # both faces, without their addresses (this is answered on the public one too); null: no LAN face needed
+        http: Optional[CallbackServer] = getattr(self, "http", None)  # built by run()
+        listeners = {"public": http is not None and http.listening,
+                     "lan": self.lan.listening if self.lan is not None else None}
         answer: dict[str, Any] = {"ok": ok and self.store.health.ok, "lanes": lanes, "listeners": listeners}
         if not self.store.health.ok:
             answer["storage"] = self.store.health.reason
