@@ -185,15 +185,17 @@ class VzenithCamera:
             self.counters.refused_source += 1
         else:
             self.counters.refused_credentials += 1
+        reason = f"{refusal.reason} ({refusal.status})"
         tally = self._refusals.get(source)
         if tally is None:
-            if len(self._refusals) >= MAX_REFUSAL_SOURCES:  # spoofed sources must not grow memory
+            if len(self._refusals) >= MAX_REFUSAL_SOURCES:  # spoofed sources must not grow memory: one shared tally
+                reason = f"{reason} from {source}"
                 source = "other sources"
                 tally = self._refusals.get(source)
             if tally is None:
                 tally = self._refusals[source] = Tally(log, f"{self.name} ({source})", "pushes refused",
                                                        interval_s=self._report_interval_s)
-        tally.note(f"{refusal.reason} ({refusal.status})")
+        tally.note(reason)
 
     async def handle(self, body: bytes, content_type: str = "", *,
                      connected: Optional[Callable[[], bool]] = None) -> tuple[bytes, str]:

@@ -455,3 +455,18 @@ async def test_refusals_are_logged_at_most_once_per_interval_per_source(tmp_path
     assert later == ["in1-camera (127.0.0.1): 4 pushes refused in the last 0.3 s: no credentials (401)",
                      "in1-camera (127.0.0.3): 2 pushes refused in the last 0.3 s: wrong credentials (401)"]
     assert lane.camera.status()["refused_credentials"] == 8
+
+
+async def test_refusals_from_many_sources_share_one_tally_past_a_bound(tmp_path, caplog):
+    from lanectl.adapters.camera_auth import WRONG_CREDENTIALS
+    from lanectl.adapters.camera_http import MAX_REFUSAL_SOURCES
+    caplog.set_level(logging.WARNING, "lanectl.adapters.camera_http")
+    lane = Rig(tmp_path)
+    for i in range(MAX_REFUSAL_SOURCES + 20):  # spoofed source addresses
+        lane.camera.refused(f"10.0.{i // 250}.{i % 250}", WRONG_CREDENTIALS)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == MAX_REFUSAL_SOURCES + 1 and len(lane.camera._refusals) == MAX_REFUSAL_SOURCES + 1
+    assert lines[-1].startswith("in1-camera (other sources): pushes refused: wrong credentials (401) from 10.0.0.32")
+    assert lane.camera.status()["refused_credentials"] == MAX_REFUSAL_SOURCES + 20
+    await lane.camera.aclose()  # the tallies say what they counted and stop
+    assert "in1-camera (other sources): 19 pushes refused since the last report" in caplog.records[-1].getMessage()
