@@ -15,6 +15,7 @@ On a bench, the same emulators open real tty paths instead (see hil/README.md).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,8 @@ class Rig:
     boards: dict[str, LedBoard] = field(default_factory=dict)
     scanners: dict[str, PlateCamera] = field(default_factory=dict)  # exit lanes' booth scanners (line writers)
     http_cameras: dict[str, HttpCamera] = field(default_factory=dict)  # lanes with camera="http"
-    http_port: int = 0  # the daemon's listener, fixed in advance when a camera pushes to it
+    lan_port: int = 0  # the daemon's LAN listener, fixed in advance when a camera pushes to it
+    camera_passwords: dict[str, str] = field(default_factory=dict)  # lane id -> its camera's basic-auth password
 
     @property
     def bus_path(self) -> Path:
@@ -99,12 +101,13 @@ class Rig:
         self.bus = VirtualCable(str(self.bus_path), str(dev / "rs485-io-side"), self.baudrate)
         self.io = BarrierEmulator([lane.unit for lane in self.lanes], physics=self.physics)
         await self.io.start_serial(str(dev / "rs485-io-side"), baudrate=self.baudrate or 9600)
-        if any(lane.camera == "http" for lane in self.lanes) and not self.http_port:
-            listen = str(self.site_overrides.get("http", {}).get("listen", ""))  # platforms may have fixed it
-            self.http_port = int(listen.rpartition(":")[2]) if listen else free_port()
+        if any(lane.camera == "http" for lane in self.lanes) and not self.lan_port:
+            self.lan_port = free_port()
         for lane in self.lanes:
-            if lane.camera == "http":
-                self.http_cameras[lane.id] = HttpCamera(f"http://127.0.0.1:{self.http_port}/camera/{lane.id}")
+            if lane.camera == "http":  # it pushes to the LAN face with basic auth, as a real camera is set up
+                password = self.camera_passwords.setdefault(lane.id, secrets.token_urlsafe(18))
+                self.http_cameras[lane.id] = HttpCamera(f"http://127.0.0.1:{self.lan_port}/camera/{lane.id}",
+                                                        username=f"cam-{lane.id}", password=password)
                 await self.http_cameras[lane.id].start()
             else:
                 cable = VirtualCable(str(self.camera_path(lane.id)), str(dev / f"camera-{lane.id}-device"),
@@ -167,12 +170,13 @@ class Rig:
                                         "no_entry": "fixed", "no_entry_fen": 1000}},
                 "vehicles": {"whitelist": {"粤B00001": {"kind": "vip"}}, "blacklist": {"粤B66666": "逃费"},
                              "stored_value": {"粤B77777": 2000}}}
-        if self.http_port:
-            site["http"] = {"listen": f"127.0.0.1:{self.http_port}"}
+        if self.lan_port:
+            site["lan"] = {"listen": f"127.0.0.1:{self.lan_port}"}
         site.update(self.site_overrides)
-        if self.secrets:
-            (directory / "secrets.yaml").write_text(yaml.safe_dump(self.secrets))
-            (directory / "secrets.yaml").chmod(0o640)  # lanectl refuses a secrets file others may read
+        secrets_doc = {**self.secrets, **{f"camera_{lid}_password": pw for lid, pw in self.camera_passwords.items()}}
+        if secrets_doc:
+            (directory / "secrets.yaml").write_text(yaml.safe_dump(secrets_doc))
+            (directory / "secrets.yaml").chmod(0o600)  # as on a lane PC: readable by the daemon's user only
             site["secrets_file"] = "secrets.yaml"
         (directory / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True, sort_keys=False))
         for lane in self.lanes:
@@ -180,7 +184,7 @@ class Rig:
             doc = {"id": lane.id, "direction": lane.direction,
                    "devices": {"barrier": {"kind": "modbus_rtu", "port": str(self.bus_path), "baudrate": baud,
                                            "unit": lane.unit, "poll_ms": self.poll_ms, "timeout_s": 0.5},
-                               **({"camera": {"kind": "vzenith_http"}} if lane.camera == "http" else
+                               **({"camera": self._camera_section(lane.id)} if lane.camera == "http" else
                                   {"plate_reader": {"kind": "serial_line", "port": str(self.camera_path(lane.id)),
                                                     "baudrate": baud}}),
                                **({"display": {"kind": "led_board", "port": str(self.board_path(lane.id)),
@@ -192,6 +196,10 @@ class Rig:
             (directory / "lanes" / f"{lane.id}.yaml").write_text(
                 yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
         return directory
+
+    def _camera_section(self, lane_id: str) -> dict[str, Any]:
+        return {"kind": "vzenith_http", "allow_from": ["127.0.0.1"],
+                "basic_auth": {"username": f"cam-{lane_id}", "password": {"secret": f"camera_{lane_id}_password"}}}
 
     async def seed_inside(self, database: Path, cars: list[dict[str, Any]]) -> None:
         """Cars that entered before the scenario starts (e.g. this morning), recorded by their entry lane as

@@ -17,7 +17,8 @@ import aiohttp
 from lanectl.adapters import fd_limit
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.log_tally import install_loop_handler, uninstall_loop_handler
-from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera, camera_route
+from lanectl.adapters.camera_auth import CameraAuth, camera_auth
+from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera, add_camera_routes
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
 from lanectl.adapters.led_board_display import LedBoardDisplay
 from lanectl.adapters.clock import SystemClock
@@ -68,6 +69,8 @@ class App:
         self.runners: dict[str, LaneRunner] = {}
         self.readers: dict[str, SerialPlateReader] = {}
         self.cameras: dict[str, VzenithCamera] = {}  # lanes whose camera pushes over HTTP
+        self.camera_auth: dict[str, CameraAuth] = {}  # who may push to each (checked before the body is read)
+        self.lan: Optional[CallbackServer] = None  # the LAN face: opened when a lane has an HTTP camera
         self.images_dir = config.site.database.parent / "images"  # their pictures, a folder per lane
         self.image_links: Optional[ImageLinks] = None  # served to the platforms when images.public_url is set
         self.displays: dict[str, LedBoardDisplay] = {}
@@ -92,13 +95,20 @@ class App:
         site = self.config.site
         # Built first: a bad socket path fails before anything is open. Every resource that cannot open raises
         # a StartupError naming it (lanectl/startup.py); the CLI turns it into one line and an exit code.
-        budget = fd_limit.plan(*fd_limit.raise_nofile(), site.http.max_connections, site.control.max_connections)
+        lan_face = any(lane.devices.camera is not None for lane in self.config.lanes)
+        budget = fd_limit.plan(*fd_limit.raise_nofile(), site.http.max_connections, site.control.max_connections,
+                               lan_max=site.lan.max_connections if lan_face else 0)
         control = ControlServer(str(site.control.socket), self, mode=site.control.mode, group=site.control.group,
                                 max_connections=budget.control_max_connections,
                                 idle_timeout_s=site.control.idle_timeout_s)
         self.http = CallbackServer(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
                                    health=self.health, max_connections=budget.http_max_connections,
                                    idle_timeout_s=site.http.idle_timeout_s, body_timeout_s=site.http.body_timeout_s)
+        if lan_face:  # cameras (later boards, the console) never share the face the internet reaches
+            self.lan = CallbackServer(site.lan.host, site.lan.port, max_body_kb=site.lan.max_body_kb,
+                                      health=self.health, max_connections=budget.lan_max_connections,
+                                      idle_timeout_s=site.lan.idle_timeout_s, body_timeout_s=site.lan.body_timeout_s,
+                                      face="LAN", key="lan.listen")
         # failed accepts (EMFILE...) are counted per listener, not a traceback each (adapters/log_tally.py)
         self._loop = asyncio.get_running_loop()
         loop_handler = install_loop_handler(self._loop, log)
@@ -139,6 +149,8 @@ class App:
             await control.start()
             self._register_callbacks()
             await self.http.start()
+            if self.lan is not None:
+                await self.lan.start()
             # The watchdog is not one of the tasks whose end stops us: without systemd it returns at once.
             watchdog = asyncio.create_task(watchdog_loop(self.notifier, lambda: self._healthy(tasks)),
                                            name="watchdog")
@@ -165,6 +177,8 @@ class App:
             # so in-flight lane commits finish.
             await _step("control socket", control.stop())
             await _step("public listener", self.http.stop())
+            if self.lan is not None:
+                await _step("LAN listener", self.lan.stop())
             if self.settlement is not None:
                 await _step("settlement", self.settlement.stop())
             await _stop_tasks("lanes and devices", tasks)
@@ -196,6 +210,10 @@ class App:
         camera_cfg, display_cfg = lane.devices.camera, lane.devices.display
         if camera_cfg is not None:  # HTTP push: its reply may carry the relay and board frames
             self.cameras[lane.id] = VzenithCamera(lane.id, camera_cfg, self.images_dir, self.clock)
+            self.camera_auth[lane.id] = camera_auth(camera_cfg, self.config.secret, f"lane {lane.id}: devices.camera")
+            if camera_cfg.insecure:
+                log.warning("lane %s: the camera's pushes are accepted without credentials (insecure: true): anyone "
+                            "who reaches the LAN listener can open this barrier", lane.id)
         barrier = self._barrier(lane)
         display = None
         if display_cfg is not None:
@@ -268,8 +286,9 @@ class App:
         for path, handler in (self.platforms.routes if self.platforms else []):
             self.http.add_post(path, handler)
         for lane_id, camera in self.cameras.items():
-            # its own aiohttp handler: it answers 400/403/413 itself, with the camera's reply shape
-            self.http.app.router.add_post(f"/camera/{lane_id}", camera_route(camera))
+            # on the LAN face only; its own aiohttp handler: it answers 401/403 (who pushes), 400/403/413 itself
+            assert self.lan is not None
+            add_camera_routes(self.lan.app.router, camera, self.camera_auth[lane_id])
         if self.image_links is not None:
             self.http.app.router.add_get(IMAGE_ROUTE, self.image_links.route())
 
@@ -339,7 +358,11 @@ class App:
                        "scanner_fault": bool(r.status.scanner_fault)} for lid, r in self.runners.items()}
         # a lane without its booth scanner still lets cars in and out: shown, but not "down"
         ok = all(not (x["barrier_fault"] or x["plate_reader_fault"]) for x in lanes.values())
-        answer: dict[str, Any] = {"ok": ok and self.store.health.ok, "lanes": lanes}
+        # both faces, without their addresses (this is answered on the public one too); null: no LAN face needed
+        http: Optional[CallbackServer] = getattr(self, "http", None)  # built by run()
+        listeners = {"public": http is not None and http.listening,
+                     "lan": self.lan.listening if self.lan is not None else None}
+        answer: dict[str, Any] = {"ok": ok and self.store.health.ok, "lanes": lanes, "listeners": listeners}
         if not self.store.health.ok:
             answer["storage"] = self.store.health.reason
         return answer
@@ -357,7 +380,8 @@ class App:
                                              "bad_plate": st.skipped_bad_plate, "overlong": st.skipped_overlong}
         for lid, camera in self.cameras.items():
             lanes[lid]["camera"] = camera.status()
-        answer: dict[str, Any] = {"park_id": self.config.site.park_id, "http_port": self.http.port, "lanes": lanes,
+        answer: dict[str, Any] = {"park_id": self.config.site.park_id, "http_port": self.http.port,
+                                  "lan_port": self.lan.port if self.lan is not None else None, "lanes": lanes,
                                   "storage": self.store.health.as_dict()}
         if self.settlement is not None:
             answer["settlement"] = self.settlement.status()

@@ -9,6 +9,7 @@ Every error names the file, the key and the reason; an unknown key is an error, 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -21,6 +22,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from lanectl.adapters.camera_auth import CredentialError, camera_auth
 from lanectl.config_base import SecretRef, Strict
 from lanectl.config_devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
                                     SerialPlateReader)
@@ -40,7 +42,8 @@ class ConfigError(Exception):
 
 
 class HttpConfig(Strict):
-    """The listener cameras and platforms reach. The operator CLI never uses it."""
+    """The public listener: what the payment platforms reach (callbacks, /images, /healthz). The operator CLI
+    never uses it, and cameras do not either: they push to the LAN listener (LanConfig)."""
 
     listen: str = "0.0.0.0:8780"
     max_body_kb: int = Field(4096, gt=0)
@@ -65,6 +68,15 @@ class HttpConfig(Strict):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+class LanConfig(HttpConfig):
+    """The LAN listener: cameras push here (POST /camera/<lane id>), never to the public one. It opens only when a
+    lane has an HTTP camera. The default is loopback, which no camera can reach: bind it to the booth LAN
+    interface's address (e.g. 192.168.10.2:8781), never to the interface the internet reaches."""
+
+    listen: str = "127.0.0.1:8781"
+    max_connections: int = Field(64, ge=1, le=65536)
 
 
 class ControlConfig(Strict):
@@ -115,6 +127,7 @@ class SiteConfig(BaseSettings):
     timezone: str = "Asia/Shanghai"
     database: Path = Path("/var/lib/lanectl/lanectl.db")
     http: HttpConfig = HttpConfig()
+    lan: LanConfig = LanConfig()  # cameras (the booth LAN); see LanConfig
     control: ControlConfig = ControlConfig()
     secrets_file: Optional[Path] = None
     uploads: UploadsConfig = UploadsConfig()
@@ -296,6 +309,7 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
     if site is not None:
         problems.extend(_check_payments(site, lanes, seen))
     problems.extend(_check_relay(lanes, seen))
+    problems.extend(_check_camera_auth(lanes, seen))
     secrets: dict[str, str] = {}
     refs: list[tuple[str, SecretRef]] = []
     if site is not None:
@@ -317,7 +331,51 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
                 problems.extend(exc.problems)
         if problems:
             raise ConfigError(problems)
-    return config
+        _check_camera_secrets(config, seen)
+    warnings.extend(_camera_warnings(config, site_path, seen))
+    return Config(d, site, tuple(lanes), secrets, tuple(warnings))
+
+
+def _check_camera_auth(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
+    """A camera push can open the barrier: it must authenticate (basic auth or a token), or say insecure."""
+    return [f"{files[lane.id]}: devices.camera: no authentication: give basic_auth {{username, password: {{secret: "
+            "KEY}}}} or token: {secret: KEY} (the camera's push URL is then /camera/<lane>/<token>), or insecure: "
+            "true to accept pushes from anyone who reaches the LAN listener (allow_from alone is not "
+            "authentication: addresses are spoofable on a LAN)"
+            for lane in lanes if lane.devices.camera is not None and not lane.devices.camera.authenticated
+            and not lane.devices.camera.insecure]
+
+
+def _check_camera_secrets(config: Config, files: dict[str, Path]) -> None:
+    """The cameras' credentials exist and fit where the camera puts them."""
+    problems = []
+    for lane in config.lanes:
+        if lane.devices.camera is None:
+            continue
+        try:
+            camera_auth(lane.devices.camera, config.secret, f"{files[lane.id]}: devices.camera")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except CredentialError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _camera_warnings(config: Config, site_path: Path, files: dict[str, Path]) -> list[str]:
+    cameras = [lane for lane in config.lanes if lane.devices.camera is not None]
+    out = [f"{files[lane.id]}: devices.camera.insecure: pushes are accepted without credentials: anyone who "
+           "reaches the LAN listener can open this lane's barrier" for lane in cameras
+           if lane.devices.camera is not None and lane.devices.camera.insecure]
+    host = config.site.lan.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if cameras and loopback:
+        out.append(f"{site_path}: lan.listen: {config.site.lan.listen} is loopback: cameras on the booth LAN cannot "
+                   "reach it (set it to the booth LAN interface's address)")
+    return out
 
 
 def secret_refs(model: BaseModel, prefix: str = "") -> list[tuple[str, SecretRef]]:

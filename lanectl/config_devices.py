@@ -3,12 +3,13 @@ errors (extra="forbid")."""
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from lanectl.config_base import Strict
+from lanectl.config_base import SecretRef, Strict
 
 
 class SerialLine(Strict):
@@ -78,10 +79,37 @@ class SerialPlateReader(SerialLine):
 PlateReaderConfig = Annotated[Union[SerialPlateReader], Field(discriminator="kind")]
 
 
+IpNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class CameraBasicAuth(Strict):
+    """HTTP basic auth as the camera sends it (its push settings: user name and password)."""
+
+    username: str = Field(min_length=1, max_length=64)
+    password: SecretRef  # never inline: {secret: KEY} of the secrets file or {env: VAR}
+
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, v: str) -> str:
+        if ":" in v or not v.isprintable():
+            raise ValueError("a basic-auth user name cannot contain ':' or control characters")
+        return v
+
+
 class VzenithCameraConfig(Strict):
-    """A Vzenith-style camera pushing to POST /camera/<lane id>."""
+    """A Vzenith-style camera pushing to POST /camera/<lane id> on the LAN listener (site `lan.listen`).
+
+    Authentication (docs: README "HTTP cameras"): `basic_auth` (the camera's push user name + password) and/or
+    `token` (a per-camera secret the camera puts in its push URL: /camera/<lane id>/<token>); with both, both
+    must match. `allow_from` limits the source addresses; it is a second fence, not authentication (an address
+    is easily spoofed on a LAN), so a camera with only an allow-list still needs `insecure: true`.
+    """
 
     kind: Literal["vzenith_http"]
+    allow_from: tuple[IpNetwork, ...] = ()  # e.g. [192.168.10.21, 192.168.10.0/28]; empty: any source
+    basic_auth: Optional[CameraBasicAuth] = None
+    token: Optional[SecretRef] = None  # at least 16 URL-safe characters (A-Z a-z 0-9 - _ . ~)
+    insecure: bool = False  # accept pushes without credentials: anyone who reaches the LAN listener can open
     # The camera's relay raises the barrier (`info: ok` in a reply): installs without a Modbus IO module. The
     # barrier must close by itself (lane rules auto_close), as the relay cannot lower it.
     relay_barrier: bool = False
@@ -93,6 +121,32 @@ class VzenithCameraConfig(Strict):
     save_images: bool = True
     image_retention: int = Field(2000, ge=1, le=1_000_000)  # picture files kept for this lane (newest)
     max_image_kb: int = Field(1024, ge=16, le=16384)  # per picture; a bigger one is answered 413
+
+    @field_validator("allow_from", mode="before")
+    @classmethod
+    def _networks(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, (list, tuple)):
+            return v
+        out = []
+        for item in v:
+            try:
+                out.append(ipaddress.ip_network(str(item), strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network (e.g. 192.168.10.21 or "
+                                 "192.168.10.0/24)") from None
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> "VzenithCameraConfig":
+        if self.insecure and (self.basic_auth is not None or self.token is not None):
+            raise ValueError("insecure: true with basic_auth or token: drop insecure (the credentials are checked)")
+        return self
+
+    @property
+    def authenticated(self) -> bool:
+        return self.basic_auth is not None or self.token is not None
 
 
 CameraConfig = Annotated[Union[VzenithCameraConfig], Field(discriminator="kind")]

@@ -1,6 +1,9 @@
 """Benchmark: a Vzenith-style camera's plate push → the HTTP reply that carries the relay OPEN, on a camera-only
 entry lane (no IO module: the camera's relay raises the arm), daemon as its own process.
 
+The camera pushes to the daemon's LAN listener with HTTP basic auth, as a real one is set up; the
+authentication check runs for every request, the reference included.
+
 The reference is a heartbeat round trip to the same listener in the same run: same HTTP stack, nothing decided,
 nothing written. On top of it a push pays for parsing the JSON (and its base64 pictures), writing the picture,
 the lane's decision with its fsync'd commit, and handing the OPEN to the reply. Pictures of 2 KB (a crop) and
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import json
+import secrets
 import shutil
 import statistics
 import tempfile
@@ -28,18 +32,21 @@ from hil.emulators.camera_http import HttpCamera
 from hil.platforms import free_port
 
 REST_S = 0.35  # after a car: the relay's cycle (0.2 s) ends and the lane is idle for the next one
+PASSWORD = secrets.token_urlsafe(18)
 
 
 def _site(workdir: Path, port: int) -> dict:
-    return {"park_id": "bench", "database": str(workdir / "lanectl.db"), "http": {"listen": f"127.0.0.1:{port}"},
-            "control": {"socket": str(workdir / "c.sock")},
+    return {"park_id": "bench", "database": str(workdir / "lanectl.db"), "http": {"listen": "127.0.0.1:0"},
+            "lan": {"listen": f"127.0.0.1:{port}"}, "control": {"socket": str(workdir / "c.sock")},
+            "secrets_file": "secrets.yaml",
             "tariffs": {"default": {"free_minutes": 15, "first_minutes": 60, "first_fen": 500}}}
 
 
 def _lane() -> dict:
     return {"id": "in1", "direction": "entry",
             "devices": {"camera": {"kind": "vzenith_http", "relay_barrier": True, "relay_cycle_s": 0.2,
-                                   "max_image_kb": 1024}},
+                                   "max_image_kb": 1024,
+                                   "basic_auth": {"username": "cam", "password": {"secret": "camera_password"}}}},
             "rules": {"auto_close": True, "duplicate_window_s": 1}}
 
 
@@ -103,8 +110,10 @@ async def run(n: int) -> None:
     (etc / "lanes").mkdir(parents=True)
     (etc / "site.yaml").write_text(yaml.safe_dump(_site(workdir, port), allow_unicode=True))
     (etc / "lanes" / "in1.yaml").write_text(yaml.safe_dump(_lane(), allow_unicode=True))
+    (etc / "secrets.yaml").write_text(yaml.safe_dump({"camera_password": PASSWORD}))
+    (etc / "secrets.yaml").chmod(0o600)
     daemon = DaemonProcess(etc, workdir / "c.sock", workdir / "daemon.log", log_level="WARNING")
-    camera = HttpCamera(f"http://127.0.0.1:{port}/camera/in1", timeout_s=5.0)
+    camera = HttpCamera(f"http://127.0.0.1:{port}/camera/in1", timeout_s=5.0, username="cam", password=PASSWORD)
     try:
         await daemon.start()
         await camera.start()

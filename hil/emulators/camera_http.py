@@ -6,6 +6,9 @@ plate crop) to the lane's URL and acts on the reply the way the camera does: `"i
 those for `led_channel` are fed to an attached LED board emulator (hil.emulators.led_board.LedBoard.feed).
 Commands are honoured in heartbeat replies too, so a lane that answers "ok" to a heartbeat is caught.
 
+Credentials as the camera's push settings take them: `username` + `password` (HTTP basic auth, sent with every
+post) and `token` (a per-camera secret appended to the push URL as its last path segment).
+
 Like the real camera, a push that gets no answer (or a 5xx) is kept (`offline_queue`) and `resend_offline()` sends it
 again later with `isoffline: 1`. `post_raw()` sends any body, for malformed-push tests.
 
@@ -14,6 +17,7 @@ lanectl.protocols.vzenith_http.
 
 Standalone:
     python -m hil.emulators.camera_http URL 粤B12345 [京A88888 ...] [--color blue] [--interval 1]
+        [--user NAME] (password from $CAMERA_PASSWORD) [--token-env VAR] (token from that variable)
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import base64
 import binascii
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol, Sequence
@@ -152,6 +157,9 @@ class HttpCamera:
     led_channel: int = 0
     timeout_s: float = 2.0
     image_size: int = 2048  # bytes of the full picture; the plate crop is a tenth of it
+    username: Optional[str] = None  # HTTP basic auth, with password
+    password: str = ""
+    token: Optional[str] = None  # appended to the URL: <url>/<token>
     relay_opens: int = 0
     pushes: int = 0  # plate pushes sent (first tries and resends)
     heartbeats: int = 0
@@ -235,6 +243,10 @@ class HttpCamera:
             await asyncio.sleep(interval_s)
 
     # -- HTTP and the reply -----------------------------------------------------------------------------
+    @property
+    def push_url(self) -> str:
+        return self.url if self.token is None else f"{self.url.rstrip('/')}/{self.token}"
+
     async def _push(self, doc: dict[str, Any]) -> PushReply:
         self.pushes += 1
         reply = await self._post("plate", _encode(doc))
@@ -247,8 +259,7 @@ class HttpCamera:
         assert self._session is not None
         try:
             # bytes, not a stream: aiohttp sends Content-Length, no chunking (what the lane must cope with)
-            async with self._session.post(self.url, data=body,
-                                          headers={"Content-Type": "application/json"}) as resp:
+            async with self._session.post(self.push_url, data=body, headers=self._headers()) as resp:
                 status, answer = resp.status, await resp.read()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             self.failures += 1
@@ -268,6 +279,13 @@ class HttpCamera:
                 self.led_board.feed(data)
         return self._record(PushReply(kind, status, commands))
 
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.username is not None:  # RFC 7617, UTF-8 as the camera's web page takes it
+            pair = f"{self.username}:{self.password}".encode("utf-8")
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        return headers
+
     def _record(self, reply: PushReply) -> PushReply:
         self.replies.append(reply)
         return reply
@@ -283,8 +301,14 @@ async def _main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("plates", nargs="+")
     ap.add_argument("--color", default="blue")
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between plates")
+    ap.add_argument("--user", help="HTTP basic auth user name (the password comes from $CAMERA_PASSWORD)")
+    ap.add_argument("--token-env", metavar="VAR", help="environment variable holding the URL token")
     args = ap.parse_args(argv)
-    async with HttpCamera(args.url) as cam:
+    token = os.environ.get(args.token_env) if args.token_env else None
+    if args.token_env and not token:
+        ap.error(f"--token-env: {args.token_env} is not set")
+    async with HttpCamera(args.url, username=args.user, password=os.environ.get("CAMERA_PASSWORD", ""),
+                          token=token) as cam:
         for i, plate in enumerate(args.plates):
             if i:
                 await asyncio.sleep(args.interval)

@@ -1,8 +1,15 @@
-"""The HTTP listener that cameras and payment platforms reach (site `http.listen`).
+"""An HTTP listener: the daemon runs two of them, its two faces.
 
-It answers `GET /healthz` for monitoring; platform callbacks (and camera pushes) register their routes with
-`add_post`. Bodies are bounded (`http.max_body_kb`). A handler gets the raw body bytes (signatures are
-checked over them) and returns the answer; an exception in it is logged and answered 500 without details.
+- public (site `http.listen`): what the payment platforms reach from outside — their callbacks, /images (the
+  pictures they fetch), /healthz;
+- LAN (site `lan.listen`): the booth LAN — the cameras' pushes (POST /camera/<lane id>), /healthz. It opens only
+  when a lane has an HTTP camera; a camera push to the public face is a 404.
+
+Both get the same protections: a connection gate, bounded bodies, idle and body timeouts, counted (not logged
+one by one) floods and malformed requests. Each answers `GET /healthz` for monitoring; platform callbacks
+register their routes with `add_post`. Bodies are bounded (`max_body_kb` of the face). A handler gets the raw
+body bytes (signatures are checked over them) and returns the answer; an exception in it is logged and answered
+500 without details.
 A callback that cannot be stored now (StorageUnavailable) is answered 503 without details and without a
 traceback (the store has logged the fault once): it is not acknowledged, so the platform sends it again.
 The operator CLI never comes through this listener: it uses the local control socket.
@@ -37,8 +44,10 @@ class CallbackServer:
 
     def __init__(self, host: str, port: int, *, max_body_kb: int, health: Health, max_connections: int = 256,
                  idle_timeout_s: float = 15.0, body_timeout_s: float = 30.0,
-                 report_interval_s: float = DEFAULT_INTERVAL_S) -> None:
+                 report_interval_s: float = DEFAULT_INTERVAL_S, face: str = "public",
+                 key: str = "http.listen") -> None:
         self.host, self.port = host, port
+        self.face, self.key = face, key  # which face, and the site key that configures it (for messages)
         self.app = web.Application(client_max_size=max_body_kb * 1024, middlewares=[self._body_deadline])
         self.body_timeout_s = body_timeout_s
         self.app.router.add_get("/healthz", self._healthz)
@@ -53,7 +62,11 @@ class CallbackServer:
 
     @property
     def _what(self) -> str:
-        return f"http listener {self.host}:{self.port}"
+        return f"http listener {self.host}:{self.port} ({self.face})"
+
+    @property
+    def listening(self) -> bool:
+        return self._runner is not None
 
     def add_post(self, path: str, handler: BodyHandler) -> None:
         async def route(request: web.Request) -> web.Response:
@@ -84,13 +97,13 @@ class CallbackServer:
             await site.start()
         except OSError as exc:
             await self.stop()
-            raise listen_error(self.host, self.port, exc) from None
+            raise listen_error(self.host, self.port, exc, face=self.face, key=self.key) from None
         if site.sockets:
             self.port = site.sockets[0].getsockname()[1]  # the real port when 0 was asked for
         for tally in (self.gate.tally, self._server_log.bad_requests, self.slow_bodies):
             tally.what = self._what  # with the real port
-        log.info("http listener on %s:%d (at most %d connections, idle ones closed after %g s)", self.host,
-                 self.port, self.gate.limit, self.idle_timeout_s)
+        log.info("%s http listener on %s:%d (at most %d connections, idle ones closed after %g s)", self.face,
+                 self.host, self.port, self.gate.limit, self.idle_timeout_s)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -125,9 +138,10 @@ class CallbackServer:
         return web.json_response(body, status=200 if ok else 503, dumps=_dumps)
 
 
-def listen_error(host: str, port: int, exc: OSError) -> StartupError:
-    """Why the listener could not open, as a StartupError naming the address (site `http.listen`)."""
-    thing = f"http listener {host}:{port} (site http.listen)"
+def listen_error(host: str, port: int, exc: OSError, *, face: str = "public", key: str = "http.listen"
+                 ) -> StartupError:
+    """Why the listener could not open, as a StartupError naming the face and its address (site `key`)."""
+    thing = f"http listener {host}:{port} ({face} face, site {key})"
     if exc.errno == errno.EADDRINUSE:
         # usually the old instance still stopping, or a second daemon: worth retrying (systemd restarts on 75)
         return StartupError(thing, "port already in use by another process", EX_TEMPFAIL)

@@ -10,6 +10,11 @@ VzenithCamera is the lane's PlateSource. `handle(body, content_type)` takes one 
 - anything else: VzenithError, whose `.status` (400 / 403 / 413) is the HTTP answer. `camera_route()` is the
   aiohttp handler that bounds the body, maps the error and answers with Content-Length (never chunked).
 
+Before any of that, the route checks who is pushing (adapters/camera_auth.py: source allow-list, basic auth,
+the token in the URL): a push that fails gets 401 / 403 without its body being read, reaches neither the
+lane nor the pictures, cannot carry a pending OPEN, and is counted (`refused_*`) and logged at most once per
+interval per source address. The routes live on the LAN listener only (app.py); the public one has none.
+
 CameraRelayBarrier is the Barrier port over the camera's relay (`"info": "ok"` in a reply). The relay has
 one owner: only its open() — called by the lane runner for an OpenBarrier effect — can put an OPEN on the
 camera, and one command is carried by exactly one reply. An OPEN that no reply carries within
@@ -35,6 +40,8 @@ from typing import Awaitable, Callable, Optional, Sequence
 
 from aiohttp import web
 
+from lanectl.adapters.camera_auth import CameraAuth, Refusal
+from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, Tally
 from lanectl.config_devices import VzenithCameraConfig
 from lanectl.core.events import IoSnapshot, PlateRead
 from lanectl.protocols.vzenith_http import Heartbeat, PlateResult, VzenithError, build_response, parse_push
@@ -51,6 +58,7 @@ SERIAL_TTL_S = 30.0  # board frames no reply carried within this are stale: that
 MAX_SERIAL_MESSAGES = 8
 LAST_IMAGES = 256  # plates whose latest picture path is remembered for their records
 THREAD_PARSE_BYTES = 64 * 1024  # bodies with pictures are parsed off the loop
+MAX_REFUSAL_SOURCES = 32  # source addresses with a log tally of their own; the rest share one
 
 
 @dataclass
@@ -67,6 +75,8 @@ class CameraCounters:
     opens_sent: int = 0  # replies that carried "info": "ok"
     serial_frames_sent: int = 0
     serial_expired: int = 0  # board frames dropped as stale or over the queue bound
+    refused_credentials: int = 0  # pushes answered 401: no or wrong credentials (nothing else done)
+    refused_source: int = 0  # pushes answered 403: source address not on allow_from (nothing else done)
 
 
 class _OpenOrder:
@@ -78,7 +88,7 @@ class _OpenOrder:
 
 class VzenithCamera:
     def __init__(self, lane_id: str, cfg: VzenithCameraConfig, images_dir: Path, clock: Clock, *,
-                 name: str = "") -> None:
+                 name: str = "", report_interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self.lane_id = lane_id
         self.cfg = cfg
         self.name = name or f"{lane_id}-camera"
@@ -102,6 +112,8 @@ class VzenithCamera:
         self._files: Optional[deque[str]] = None  # picture files on disk, oldest first (loaded on first save)
         self._files_lock = threading.Lock()  # writer threads of concurrent pushes
         self._saves: set[asyncio.Task[tuple[Path, int]]] = set()
+        self._report_interval_s = report_interval_s
+        self._refusals: dict[str, Tally] = {}  # source address -> its log tally (bounded)
 
     # -- PlateSource ---------------------------------------------------------------------------------------
     async def run(self, emit: Emit) -> None:
@@ -114,6 +126,8 @@ class VzenithCamera:
 
     async def aclose(self) -> None:
         """Let picture writes still running finish (shutdown)."""
+        for tally in self._refusals.values():
+            tally.close()
         if self._saves:
             await asyncio.wait(set(self._saves), timeout=5.0)
 
@@ -165,6 +179,24 @@ class VzenithCamera:
             self._open_order = None
 
     # -- HTTP ----------------------------------------------------------------------------------------------
+    def refused(self, source: str, refusal: Refusal) -> None:
+        """A push that failed authentication: counted, and logged at most once per interval per source."""
+        if refusal.status == 403:
+            self.counters.refused_source += 1
+        else:
+            self.counters.refused_credentials += 1
+        reason = f"{refusal.reason} ({refusal.status})"
+        tally = self._refusals.get(source)
+        if tally is None:
+            if len(self._refusals) >= MAX_REFUSAL_SOURCES:  # spoofed sources must not grow memory: one shared tally
+                reason = f"{reason} from {source}"
+                source = "other sources"
+                tally = self._refusals.get(source)
+            if tally is None:
+                tally = self._refusals[source] = Tally(log, f"{self.name} ({source})", "pushes refused",
+                                                       interval_s=self._report_interval_s)
+        tally.note(reason)
+
     async def handle(self, body: bytes, content_type: str = "", *,
                      connected: Optional[Callable[[], bool]] = None) -> tuple[bytes, str]:
         """One POST body -> (reply body, content type). VzenithError (.status 400/403/413) for a bad body.
@@ -341,11 +373,33 @@ class VzenithCamera:
 
 
 # -- aiohttp ---------------------------------------------------------------------------------------------
-def camera_route(camera: VzenithCamera) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The POST /camera/<lane id> handler. Reads at most camera.max_body_bytes + 1 whatever the app's
-    client_max_size, so an oversized push is a 413 from the camera's own bound."""
+def camera_paths(lane_id: str) -> tuple[str, str]:
+    """The push URL without and with a token (a token-less POST must be a 401, not a 404)."""
+    return f"/camera/{lane_id}", f"/camera/{lane_id}/{{token}}"
+
+
+def add_camera_routes(router: web.UrlDispatcher, camera: VzenithCamera, auth: CameraAuth) -> None:
+    route = camera_route(camera, auth)
+    for path in camera_paths(camera.lane_id):
+        router.add_post(path, route)
+
+
+def camera_route(camera: VzenithCamera, auth: CameraAuth) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The POST /camera/<lane id>[/<token>] handler. Checks the sender first (`auth`), then reads at most
+    camera.max_body_bytes + 1 whatever the app's client_max_size, so an oversized push is a 413 from the
+    camera's own bound."""
+    realm = f'Basic realm="lanectl camera {camera.lane_id}", charset="UTF-8"'
 
     async def route(request: web.Request) -> web.Response:
+        source = request.remote or "unknown"
+        refusal = auth.check(source, request.headers.get("Authorization"), request.match_info.get("token"))
+        if refusal is not None:
+            camera.refused(source, refusal)
+            headers = {"WWW-Authenticate": realm} if refusal.status == 401 and auth.basic else None
+            answer = web.Response(status=refusal.status, text=refusal.reason, headers=headers)
+            if not request.content.is_eof():
+                answer.force_close()  # its body is never read: the connection goes with it
+            return answer
         limit = camera.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             camera._bad(VzenithError(f"Content-Length {request.content_length} is over {limit}", 413))

@@ -22,6 +22,7 @@ class Budget:
     hard: int
     http_max_connections: int  # what the HTTP listener may hold (the configured value, or less if it does not fit)
     control_max_connections: int
+    lan_max_connections: int = 0  # the LAN listener (cameras): a room of its own, like the control socket's
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -38,13 +39,15 @@ def raise_nofile() -> tuple[int, int]:
     return soft, hard
 
 
-def plan(soft: int, hard: int, http_max: int, control_max: int) -> Budget:
-    """The connection limits that fit ``soft``: the control socket keeps its room (operators must get in), the
-    HTTP listener gets what is left after RESERVED_FDS. One log line if the configuration had to be cut."""
-    if soft == resource.RLIM_INFINITY or http_max + control_max + RESERVED_FDS <= soft:
-        return Budget(soft, hard, http_max, control_max)
-    http = max(_MIN_HTTP, soft - control_max - RESERVED_FDS)
-    log.warning("open-file limit %d does not fit http.max_connections %d + control.max_connections %d + %d "
+def plan(soft: int, hard: int, http_max: int, control_max: int, *, lan_max: int = 0) -> Budget:
+    """The connection limits that fit ``soft``: the control socket and the LAN listener keep their room
+    (operators and cameras must get in), the public HTTP listener gets what is left after RESERVED_FDS. One log
+    line if the configuration had to be cut."""
+    if soft == resource.RLIM_INFINITY or http_max + control_max + lan_max + RESERVED_FDS <= soft:
+        return Budget(soft, hard, http_max, control_max, lan_max)
+    http = max(_MIN_HTTP, soft - control_max - lan_max - RESERVED_FDS)
+    lan = f" + lan.max_connections {lan_max}" if lan_max else ""
+    log.warning("open-file limit %d does not fit http.max_connections %d + control.max_connections %d%s + %d "
                 "reserved: the HTTP listener holds at most %d connections (raise LimitNOFILE= in the unit or lower "
-                "http.max_connections)", soft, http_max, control_max, RESERVED_FDS, http)
-    return Budget(soft, hard, min(http, http_max), control_max)
+                "http.max_connections)", soft, http_max, control_max, lan, RESERVED_FDS, http)
+    return Budget(soft, hard, min(http, http_max), control_max, lan_max)

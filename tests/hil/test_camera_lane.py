@@ -1,6 +1,8 @@
 """HIL: lanes with only a Vzenith-style camera (HTTP push, its relay raising the barrier) and an LED/voice board
 behind the camera — the daemon as its own process. A car is let in or out by the relay in the push's reply,
-the board shows and says the lane's messages, a refused car gets no relay pulse."""
+the board shows and says the lane's messages, a refused car gets no relay pulse. The cameras push to the LAN
+listener and authenticate (basic auth on one, a token in the URL on the other); the public listener has no
+camera route, and a push without credentials changes nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
 
@@ -23,9 +26,15 @@ from tests.hil.checks import no_harm
 pytestmark = pytest.mark.hil
 
 
+PASSWORD, TOKEN = "in1-camera-password", "out1-camera-token-0123456789"
+AUTH = {"in1": {"allow_from": ["127.0.0.0/8"], "basic_auth": {"username": "cam-in1", "password": {"secret": "in1_pw"}}},
+        "out1": {"token": {"secret": "out1_token"}}}
+
+
 def lane(lane_id: str, direction: str) -> dict:
     return {"id": lane_id, "direction": direction,
-            "devices": {"camera": {"kind": "vzenith_http", "relay_barrier": True, "relay_cycle_s": 1.0},
+            "devices": {"camera": {"kind": "vzenith_http", "relay_barrier": True, "relay_cycle_s": 1.0,
+                                   **AUTH[lane_id]},
                         "display": {"kind": "led_board", "via_camera": True,
                                     "templates": {"welcome": "{message}|{plate}"}}},
             "rules": {"auto_close": True, "duplicate_window_s": 2, "open_confirm_s": 8}}
@@ -37,16 +46,21 @@ async def camera_lanes():
     port = free_port()
     etc = workdir / "etc"
     (etc / "lanes").mkdir(parents=True)
-    site = {"park_id": "cam", "database": str(workdir / "lanectl.db"), "http": {"listen": f"127.0.0.1:{port}"},
-            "control": {"socket": str(workdir / "control.sock")},
+    site = {"park_id": "cam", "database": str(workdir / "lanectl.db"), "http": {"listen": "127.0.0.1:0"},
+            "lan": {"listen": f"127.0.0.1:{port}"}, "control": {"socket": str(workdir / "control.sock")},
+            "secrets_file": "secrets.yaml",
             "tariffs": {"default": {"free_minutes": 15, "first_minutes": 60, "first_fen": 500}},
             "vehicles": {"blacklist": {"粤B66666": "逃费"}}}
     (etc / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True))
+    (etc / "secrets.yaml").write_text(yaml.safe_dump({"in1_pw": PASSWORD, "out1_token": TOKEN}))
+    (etc / "secrets.yaml").chmod(0o600)
     for doc in (lane("in1", "entry"), lane("out1", "exit")):
         (etc / "lanes" / f"{doc['id']}.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
     daemon = DaemonProcess(etc, workdir / "control.sock", workdir / "daemon.log")
     boards = {"in1": LedBoard(), "out1": LedBoard()}
-    cams = {lid: HttpCamera(f"http://127.0.0.1:{port}/camera/{lid}", led_board=boards[lid]) for lid in boards}
+    cams = {"in1": HttpCamera(f"http://127.0.0.1:{port}/camera/in1", led_board=boards["in1"], username="cam-in1",
+                              password=PASSWORD),
+            "out1": HttpCamera(f"http://127.0.0.1:{port}/camera/out1", led_board=boards["out1"], token=TOKEN)}
     try:
         await daemon.start()
         for cam in cams.values():
@@ -80,6 +94,34 @@ async def test_a_camera_only_lane_lets_cars_in_and_out_through_the_relay_and_sho
     assert all(Path(r["image"]).is_file() for r in rows), "each record points at the camera's picture"
     status = await daemon.client.status()
     assert status["lanes"]["in1"]["camera"]["pushes"] == 2 and not status["lanes"]["in1"]["barrier_fault"]
+
+
+
+async def test_cameras_reach_only_the_lan_face_and_only_with_their_credentials(camera_lanes):
+    daemon, cams, _ = camera_lanes
+    status = await daemon.client.status()
+    public, lan = status["http_port"], status["lan_port"]
+    assert public and lan and public != lan
+    log = daemon.log()
+    assert f"public http listener on 127.0.0.1:{public}" in log and f"LAN http listener on 127.0.0.1:{lan}" in log
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{public}/healthz") as r:
+            health = await r.json()
+        assert health["listeners"] == {"public": True, "lan": True} and health["ok"]
+        for path in ("/camera/in1", f"/camera/out1/{TOKEN}"):  # the camera, through the public face: not there
+            async with s.post(f"http://127.0.0.1:{public}{path}", data=b'{"heartbeat": {}}') as r:
+                assert r.status == 404
+    async with HttpCamera(cams["in1"].url) as anonymous, HttpCamera(cams["out1"].url, token="x" * 28) as forged:
+        refused = [await anonymous.car("粤B12345"), await forged.car("粤B12345"), await anonymous.heartbeat()]
+    assert [r.status for r in refused] == [401, 401, 401] and not any(r.opened for r in refused)
+    assert await daemon.client.records(plate="粤B12345") == [], "no record for a push that did not authenticate"
+    status = await daemon.client.status()
+    assert status["lanes"]["in1"]["camera"]["refused_credentials"] == 2
+    assert status["lanes"]["out1"]["camera"]["refused_credentials"] == 1
+    assert status["lanes"]["in1"]["camera"]["pushes"] == 0 and status["lanes"]["in1"]["phase"] == "idle"
+    assert "in1-camera (127.0.0.1): pushes refused: no credentials (401)" in daemon.log()
+    reply = await cams["in1"].car("粤B12345")  # the camera itself, with its credentials: works as before
+    assert reply.status == 200 and reply.opened
 
 
 @pytest.mark.rig(lanes=[RigLane("in1", "entry", 1, camera="http"), RigLane("out1", "exit", 2)])

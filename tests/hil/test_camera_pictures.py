@@ -22,16 +22,20 @@ import yaml
 
 from hil.daemon_process import DaemonProcess
 from hil.emulators.camera_http import HttpCamera
-from hil.platforms import ETC_CARS, Platforms
+from hil.platforms import ETC_CARS, Platforms, free_port
 from lanectl.protocols import bolink as bl
 
 pytestmark = pytest.mark.hil
 ETC_CAR = sorted(ETC_CARS)[0]
 
 
+CAMERA_TOKEN = "pictures-camera-token-0123"
+
+
 def lane(lane_id: str, direction: str, **extra: object) -> dict:
     return {"id": lane_id, "direction": direction,
-            "devices": {"camera": {"kind": "vzenith_http", "relay_barrier": True, "relay_cycle_s": 0.5}},
+            "devices": {"camera": {"kind": "vzenith_http", "relay_barrier": True, "relay_cycle_s": 0.5,
+                                   "token": {"secret": "camera_token"}}},
             "rules": {"auto_close": True, "duplicate_window_s": 2, "open_confirm_s": 8}, **extra}
 
 
@@ -40,23 +44,25 @@ async def picture_lanes():
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-pic-", dir="/tmp"))
     platforms = await Platforms(names=("bolink", "tdzn")).start()
     port = platforms.http_port
+    lan_port = free_port()
     etc = workdir / "etc"
     (etc / "lanes").mkdir(parents=True)
     site = {"park_id": "pic", "database": str(workdir / "lanectl.db"), "control": {"socket": str(workdir / "c.sock")},
             "tariffs": {"default": {"free_minutes": 15, "first_minutes": 60, "first_fen": 500,
                                      "increment_minutes": 60, "increment_fen": 200}},
             "images": {"public_url": f"http://127.0.0.1:{port}/images"}, "secrets_file": "secrets.yaml",
+            "lan": {"listen": f"127.0.0.1:{lan_port}"},
             **platforms.site()}
     site["payments"]["bolink"]["etc_pay_type"] = "my"
     (etc / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True))
-    (etc / "secrets.yaml").write_text(yaml.safe_dump(platforms.secrets()))
-    (etc / "secrets.yaml").chmod(0o640)
+    (etc / "secrets.yaml").write_text(yaml.safe_dump({**platforms.secrets(), "camera_token": CAMERA_TOKEN}))
+    (etc / "secrets.yaml").chmod(0o600)
     extra = platforms.lane_extra()
     extra["out1"]["payments"] = ["bolink_etc"]
     for doc in (lane("in1", "entry", **extra["in1"]), lane("out1", "exit", **extra["out1"])):
         (etc / "lanes" / f"{doc['id']}.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True))
     daemon = DaemonProcess(etc, workdir / "c.sock", workdir / "daemon.log")
-    cams = {lid: HttpCamera(f"http://127.0.0.1:{port}/camera/{lid}") for lid in ("in1", "out1")}
+    cams = {lid: HttpCamera(f"http://127.0.0.1:{lan_port}/camera/{lid}", token=CAMERA_TOKEN) for lid in ("in1", "out1")}
     try:
         await daemon.start()
         platforms.connect(port)

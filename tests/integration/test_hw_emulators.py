@@ -4,6 +4,7 @@ on its reply (relay, RS-485 pass-through)."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 from datetime import datetime
@@ -102,12 +103,14 @@ class LaneEndpoint:
         self.received: list[PlateResult | Heartbeat] = []
         self.errors: list[VzenithError] = []
         self.headers: list[dict[str, str]] = []
+        self.paths: list[str] = []
         self._runner: Optional[web.AppRunner] = None
         self.url = ""
 
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/camera/in1", self._post)
+        app.router.add_post("/camera/in1/{token}", self._post)  # a push URL with the camera's token
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -126,6 +129,7 @@ class LaneEndpoint:
 
     async def _post(self, request: web.Request) -> web.Response:
         self.headers.append(dict(request.headers))
+        self.paths.append(request.path)
         if not self.available:
             return web.Response(status=503)
         try:
@@ -229,6 +233,18 @@ async def test_malformed_and_oversized_pushes_get_the_codec_status():
     assert [e.status for e in endpoint.errors] == [400, 413]
     assert cam.offline_queue == []  # a 4xx is final: the camera does not resend it
     assert cam.relay_opens == 1
+
+
+async def test_the_camera_sends_its_basic_auth_and_url_token_as_configured(lane):
+    async with HttpCamera(lane.url, username="cam-in1", password="pä:ss") as basic, \
+            HttpCamera(lane.url + "/", token="tok-0123456789abcdef") as token, HttpCamera(lane.url) as plain:
+        replies = [await basic.car("粤B12345"), await basic.heartbeat(), await token.car("粤B12345"),
+                   await plain.heartbeat()]
+    assert [r.status for r in replies] == [200] * 4
+    # RFC 7617: base64 of "user:password" in UTF-8, on every post (heartbeats too)
+    expected = "Basic " + base64.b64encode("cam-in1:pä:ss".encode()).decode()
+    assert [h.get("Authorization") for h in lane.headers] == [expected, expected, None, None]
+    assert lane.paths == ["/camera/in1", "/camera/in1", "/camera/in1/tok-0123456789abcdef", "/camera/in1"]
 
 
 def test_fake_jpeg_is_jpeg_shaped():

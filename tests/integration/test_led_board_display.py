@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hil.emulators.camera_http import HttpCamera
 from hil.emulators.led_board import LedBoard
 from hil.wire import VirtualCable
 from lanectl.adapters.led_board_display import DisplayError, LedBoardDisplay
@@ -17,7 +16,7 @@ from lanectl.config import ConfigError, load_config
 from lanectl.config_devices import LaneDevices, LedBoardConfig
 from lanectl.core import effects as fx
 from lanectl.protocols.led_board import Colour
-from tests.integration.test_camera_http import rig
+from tests.integration.test_camera_http import camera, rig
 
 # The lane's own messages (lanectl.core.lane), as it emits them.
 WELCOME = fx.Display("欢迎光临 粤B12345", "欢迎光临 粤B12345", "welcome",
@@ -163,7 +162,7 @@ async def test_a_broken_board_raises_from_show_and_recovers(cable, tmp_path):
 # -- through the camera ----------------------------------------------------------------------------------
 async def test_messages_ride_in_the_camera_replies(tmp_path):
     board = LedBoard()
-    async with rig(tmp_path) as lane, HttpCamera(lane.url, led_board=board) as cam:
+    async with rig(tmp_path) as lane, camera(lane, led_board=board) as cam:
         display = LedBoardDisplay(board_cfg(via_camera=True), lane.camera, lane_id="in1")
         lane.on_plate = lambda ev: lane.spawn(display.show(WELCOME))
         reply = await cam.car("粤B12345")  # the welcome goes back with this push's reply
@@ -179,7 +178,7 @@ async def test_messages_ride_in_the_camera_replies(tmp_path):
 
 async def test_relay_and_board_share_the_push_reply(tmp_path):
     board = LedBoard()
-    async with rig(tmp_path, relay_barrier=True) as lane, HttpCamera(lane.url, led_board=board, led_channel=1) as cam:
+    async with rig(tmp_path, relay_barrier=True) as lane, camera(lane, led_board=board, led_channel=1) as cam:
         barrier = lane.relay()
         display = LedBoardDisplay(board_cfg(via_camera=True, camera_channel=1, address=0), lane.camera)
 

@@ -80,6 +80,31 @@ def test_busy_port_is_a_temporary_failure_naming_the_port(workdir: Path):
     assert not (workdir / "control.sock").exists()
 
 
+def test_a_busy_lan_port_names_the_lan_face(workdir: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        etc = write_config(workdir, lan={"listen": f"127.0.0.1:{port}"})
+        (etc / "lanes" / "in1.yaml").write_text("id: in1\ndirection: entry\n"
+                                                "devices: {camera: {kind: vzenith_http, insecure: true}}\n")
+        result = run(etc)
+    line = one_line(result)
+    assert result.returncode == 75
+    assert f"http listener 127.0.0.1:{port} (LAN face, site lan.listen)" in line and "in use" in line
+    assert not (workdir / "control.sock").exists()
+
+
+def test_the_daemon_refuses_a_camera_lane_without_authentication(workdir: Path):
+    etc = write_config(workdir)
+    lane = etc / "lanes" / "in1.yaml"
+    lane.write_text("id: in1\ndirection: entry\ndevices: {camera: {kind: vzenith_http}}\n")
+    result = run(etc)
+    assert result.returncode == 78
+    assert f"{lane}: devices.camera: no authentication" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and not (workdir / "control.sock").exists()
+
+
 def test_database_under_a_file_cannot_be_created(workdir: Path):
     (workdir / "afile").write_text("not a directory\n")
     db = workdir / "afile" / "lanectl.db"

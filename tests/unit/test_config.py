@@ -174,8 +174,8 @@ def test_an_entry_lane_does_not_charge(cfg: Path):
 def test_a_camera_relay_needs_an_auto_closing_barrier(cfg: Path):
     p = cfg / "lanes" / "east-in.yaml"
     text = p.read_text()
-    text = text[:text.index("devices:")] + "devices:\n  camera: {kind: vzenith_http, relay_barrier: true}\n" + \
-        text[text.index("rules:"):]
+    camera = "{kind: vzenith_http, relay_barrier: true, insecure: true}"
+    text = text[:text.index("devices:")] + f"devices:\n  camera: {camera}\n" + text[text.index("rules:"):]
     p.write_text(text)
     [msg] = problems(cfg)
     assert str(p) in msg and "rules.auto_close: must be true with devices.camera.relay_barrier" in msg
@@ -194,7 +194,7 @@ def test_etc_that_needs_pictures_needs_a_public_url_and_a_picture_camera(cfg: Pa
     assert any("images.public_url" in p and "expected an http:// or https:// URL" in p for p in problems(cfg))
     site.write_text(site.read_text().replace("lot.example.com/images", "https://lot.example.com/images/"))
     text = lane.read_text()
-    lane.write_text(text[:text.index("devices:")] + "devices:\n  camera: {kind: vzenith_http}\n" +
+    lane.write_text(text[:text.index("devices:")] + "devices:\n  camera: {kind: vzenith_http, insecure: true}\n" +
                     text[text.index("rules:"):])
     c = load_config(cfg)
     assert c.site.images.public_url == "https://lot.example.com/images"
@@ -275,3 +275,85 @@ def test_the_shipped_example_checks_on_a_fresh_machine(capsys):
     assert main(["check-config", str(EXAMPLE)]) == 0
     out = capsys.readouterr().out
     assert "ok: park 21835" in out and "nothing enabled refers to it" in out
+
+
+# --- the camera's face and its authentication ---------------------------------------------------------------
+def with_camera(cfg: Path, camera: str, secrets: str = "") -> Path:
+    """east_in with only an HTTP camera; extra lines for the secrets file."""
+    p = cfg / "lanes" / "east-in.yaml"
+    text = p.read_text()
+    p.write_text(text[:text.index("devices:")] + f"devices:\n  camera: {camera}\n" + text[text.index("rules:"):])
+    (cfg / "secrets.yaml").write_text((cfg / "secrets.yaml").read_text() + secrets)
+    return p
+
+
+def test_a_camera_lane_without_authentication_is_refused_naming_file_key_and_reason(cfg: Path, capsys):
+    lane = with_camera(cfg, "{kind: vzenith_http, allow_from: [192.168.10.21]}")
+    [msg] = problems(cfg)
+    assert msg.startswith(f"{lane}: devices.camera: no authentication: give basic_auth")
+    assert "insecure: true" in msg and "allow_from alone is not authentication" in msg
+    assert main(["check-config", str(cfg)]) == 1
+    assert "devices.camera: no authentication" in capsys.readouterr().err
+
+
+def test_insecure_true_is_accepted_and_the_loopback_lan_listener_is_a_warning(cfg: Path, capsys):
+    with_camera(cfg, "{kind: vzenith_http, insecure: true}  # a bench camera")
+    c = load_config(cfg)
+    assert c.lanes[0].devices.camera.insecure and c.site.lan.listen == "127.0.0.1:8781"
+    assert main(["check-config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "lan.listen: 127.0.0.1:8781 is loopback" in out
+    assert "east-in.yaml: devices.camera.insecure: pushes are accepted without credentials" in out
+    site = cfg / "site.yaml"
+    site.write_text(site.read_text() + "lan: {listen: '192.168.10.2:8781', max_connections: 16}\n")
+    c = load_config(cfg)
+    assert (c.site.lan.host, c.site.lan.port, c.site.lan.max_connections, len(c.warnings)) == \
+        ("192.168.10.2", 8781, 16, 1)
+
+
+def test_camera_credentials_come_from_the_secrets_file_and_are_checked(cfg: Path):
+    basic = "{kind: vzenith_http, basic_auth: {username: cam1, password: {secret: cam1_pw}}}"
+    with_camera(cfg, basic, "cam1_pw: correct-horse\n")
+    camera = load_config(cfg).lanes[0].devices.camera
+    assert camera.basic_auth.username == "cam1" and camera.authenticated
+    lane = with_camera(cfg, "{kind: vzenith_http, token: {secret: cam1_token}}", "cam1_token: short\n")
+    [msg] = problems(cfg)
+    assert msg.startswith(f"{lane}: devices.camera.token: the secret must be at least 16 characters")
+    with_camera(cfg, "{kind: vzenith_http, token: {secret: nowhere}}")
+    [msg] = problems(cfg)
+    assert f"{lane}: devices.camera.token: key 'nowhere' not found in secrets file" in msg
+
+
+@pytest.mark.parametrize("camera, expected", [
+    ("{kind: vzenith_http, insecure: true, token: {secret: t}}",
+     "devices.camera.vzenith_http: insecure: true with basic_auth"),
+    ("{kind: vzenith_http, insecure: true, allow_from: [192.168.10.300]}", "devices.camera.vzenith_http.allow_from: "
+     "'192.168.10.300' is not an IP address or network"),
+    ("{kind: vzenith_http, basic_auth: {username: 'a:b', password: {secret: x}}}",
+     "devices.camera.vzenith_http.basic_auth.username: a basic-auth user name cannot contain ':'"),
+    ("{kind: vzenith_http, basic_auth: {username: cam, password: inline}}",
+     "devices.camera.vzenith_http.basic_auth.password"),
+    ("{kind: vzenith_http, insecure: true, allow: [10.0.0.1]}", "devices.camera.vzenith_http.allow: unknown key"),
+])
+def test_bad_camera_authentication_sections_are_named(cfg: Path, camera: str, expected: str):
+    lane = with_camera(cfg, camera)
+    found = problems(cfg)
+    assert any(p.startswith(f"{lane}: ") and expected in p for p in found), found
+
+
+def test_the_lan_listener_is_validated_like_the_public_one(cfg: Path):
+    (cfg / "site.yaml").write_text((cfg / "site.yaml").read_text() + "lan: {listen: 'booth-lan', body_timout_s: 1}\n")
+    msgs = problems(cfg)
+    assert any("lan.listen: expected HOST:PORT" in m for m in msgs), msgs
+    assert any("lan.body_timout_s: unknown key" in m for m in msgs), msgs
+
+
+def test_the_example_camera_section_loads_once_uncommented(cfg: Path):
+    p = cfg / "lanes" / "east-in.yaml"
+    lines = p.read_text().splitlines()
+    start, end = lines.index("  # camera:"), lines.index("rules:")
+    lines[start:end] = [line[:2] + line[4:] for line in lines[start:end]]
+    p.write_text("\n".join(lines) + "\n")
+    (cfg / "secrets.yaml").write_text((cfg / "secrets.yaml").read_text() + "east_in_camera_password: pw-0123\n")
+    camera = load_config(cfg).lane("east_in").devices.camera
+    assert camera.basic_auth.username == "east_in_cam" and str(camera.allow_from[0]) == "192.168.10.21/32"
