@@ -297,9 +297,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{_who(released['operator'], released.get('operator_uid'))}: {released['reason']}"
                   f"{', paid ' + _yuan(released['paid_fen']) if 'paid_fen' in released else ''}"
                   f"{'' if _short_over(released) == '-' else ', ' + _short_over(released)} "
-                  f"(record {released['record_id']}); since start {counts.get('count', 0)} release(s), "
-                  f"{counts.get('short', 0)} short by {_yuan(counts.get('short_fen', 0))} in all, "
-                  f"{counts.get('over', 0)} over by {_yuan(counts.get('over_fen', 0))}")
+                  f"(record {released['record_id']}); since start {counts.get('count', 0)} release(s): "
+                  f"{counts.get('short', 0)} short ({_yuan(counts.get('short_fen', 0))} in all), "
+                  f"{counts.get('over', 0)} over ({_yuan(counts.get('over_fen', 0))} in all)")
     storage = data.get("storage")
     if storage and not storage.get("ok", True):
         queued = storage.get("queued_audit_rows", 0)
@@ -320,15 +320,16 @@ def cmd_open(args: argparse.Namespace) -> int:
         return 2
     data = _call(args, "open_barrier", lane=args.lane, operator=args.operator, reason=args.reason,
                  amount_fen=args.amount)
+    # the release is decided and recorded whether or not the barrier took the command: say who and the money
+    recorded = (f"record {data['record_id']} released by {_who(data.get('operator', ''), data.get('operator_uid'))}"
+                f"{'' if _short_over(data) == '-' else ', cash ' + _short_over(data)}") if data.get("record_id") else ""
     if args.json:
         _print_json(data)
     elif data.get("opened"):
-        money = "" if _short_over(data) == "-" else f"; cash {_short_over(data)} (recorded)"
-        print(f"lane {data['lane']}: OPEN delivered to the barrier (record {data['record_id']}, "
-              f"action {data['action_id']}, released by {_who(data.get('operator', ''), data.get('operator_uid'))})"
-              f"{money}")
+        print(f"lane {data['lane']}: OPEN delivered to the barrier ({recorded}, action {data['action_id']})")
     else:
-        print(f"lane {data['lane']}: not opened: {data.get('message') or data.get('phase')}")
+        print(f"lane {data['lane']}: not opened: {data.get('message') or data.get('phase')}"
+              f"{f' ({recorded})' if recorded else ''}")
     return 0 if data.get("opened") else 1
 
 
