@@ -94,3 +94,12 @@ async def test_a_release_with_no_car_records_the_mapped_name(app: App, capsys):
     code, out, _ = await lanectl(capsys, "records", "--socket", sock, "--json")
     assert code == 0
     assert '"operator": "值班员"' in out and f'"operator_uid": {ME}' in out and '"kind": "release"' in out
+
+
+def test_a_daemon_whose_operators_do_not_resolve_does_not_start(short_dir):  # noqa: F811
+    from tests.integration.test_startup_errors import one_line, run
+    etc = write_minimal_config(Path(short_dir), operators={"groups": {"no_such_group_here": ["open"]}})
+    result = run(etc)
+    assert result.returncode == 78
+    line = one_line(result)
+    assert "site.yaml" in line and "operators.groups.no_such_group_here: no unix group" in line

@@ -165,3 +165,17 @@ def test_a_typo_in_the_section_names_file_and_key(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(etc)
     assert any(p.startswith(f"{etc / 'site.yaml'}: operators.users.wang.roles.0:") for p in info.value.problems)
+
+
+def test_check_config_names_an_operator_that_does_not_exist_here(tmp_path, capsys):
+    from lanectl import cli
+    etc = write_minimal_config(tmp_path, operators={"users": {"no_such_user_here": {"roles": ["open"]}}})
+    assert cli.main(["check-config", str(etc)]) == 1
+    err = capsys.readouterr().err
+    assert f"{etc / 'site.yaml'}: operators.users.no_such_user_here: no unix user 'no_such_user_here'" in err
+
+
+def test_check_config_warns_without_the_section(tmp_path, capsys):
+    from lanectl import cli
+    assert cli.main(["check-config", str(write_minimal_config(tmp_path))]) == 0
+    assert "operators: not configured" in capsys.readouterr().out
