@@ -357,7 +357,9 @@ def cmd_topup(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        print(f"{data['plate']}: +{_yuan(data['amount_fen'])} 元, balance {_yuan(data['balance_fen'])} 元")
+        by = _who(data.get("operator", ""), data.get("operator_uid"))
+        print(f"{data['plate']}: +{_yuan(data['amount_fen'])} 元, balance {_yuan(data['balance_fen'])} 元"
+              f"{f' (by {by})' if by else ''}")
     return 0
 
 
