@@ -33,8 +33,8 @@ async def app(short_dir) -> AsyncIterator[App]:  # noqa: F811
     # a car with no entry record owes a fixed 5 元 at the exit
     tariffs = {"default": {"free_minutes": 0, "first_minutes": 60, "first_fen": 500, "increment_minutes": 60,
                            "increment_fen": 100, "no_entry": "fixed", "no_entry_fen": 500}}
-    etc = write_minimal_config(Path(short_dir), tariffs=tariffs,
-                               operators={"users": {ME: {"name": "值班员", "roles": ["open"]}}})
+    etc = write_minimal_config(Path(short_dir), tariffs=tariffs, vehicles={"stored_value": {"粤B77777": 0}},
+                               operators={"users": {ME: {"name": "值班员", "roles": ["open", "topup"]}}})
     (etc / "lanes" / "out1.yaml").write_text("id: out1\ndirection: exit\n")
     the_app = App(load_config(etc))
     stop = asyncio.Event()
@@ -94,6 +94,15 @@ async def test_a_release_with_no_car_records_the_mapped_name(app: App, capsys):
     code, out, _ = await lanectl(capsys, "records", "--socket", sock, "--json")
     assert code == 0
     assert '"operator": "值班员"' in out and f'"operator_uid": {ME}' in out and '"kind": "release"' in out
+
+
+async def test_a_top_up_is_recorded_with_the_name_and_uid(app: App, capsys):
+    sock = str(app.config.site.control.socket)
+    code, out, _ = await lanectl(capsys, "topup", "--socket", sock, "--plate", "粤B77777", "--amount", "1000",
+                                 "--reason", "cash")
+    assert code == 0 and f"balance 10.00 元 (by 值班员 (uid {ME}))" in out
+    [move, _opening] = await app.store.balance_moves("粤B77777")
+    assert (move["kind"], move["reference"], move["operator_uid"]) == ("topup", "值班员: cash", ME)
 
 
 def test_a_daemon_whose_operators_do_not_resolve_does_not_start(short_dir):  # noqa: F811
