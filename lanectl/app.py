@@ -462,7 +462,8 @@ class App:
 
 
 def _cash_figures(effects: list[fx.Effect], record_id: str) -> dict[str, int]:
-    """What the release of a waiting car recorded of its money: due, paid, short, over (empty otherwise)."""
+    """What the release of a waiting car recorded of its money: paid (when cash was given), short, over;
+    empty for a release with no car waiting."""
     for e in effects:
         if isinstance(e, fx.PatchRecord) and e.record_id == record_id:
             changes = dict(e.changes)
