@@ -23,6 +23,7 @@ from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_li
 from lanectl.adapters.led_board_display import LedBoardDisplay
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlError, ControlServer
+from lanectl.adapters.operator_identity import site_gatekeeper
 from lanectl.adapters.modbus_barrier import ModbusBarrier, ModbusBusRegistry
 from lanectl.adapters.serial_lines import BoothScanner, SerialPlateReader
 from lanectl.adapters.sqlite_store import SqliteStore
@@ -100,7 +101,8 @@ class App:
                                lan_max=site.lan.max_connections if lan_face else 0)
         control = ControlServer(str(site.control.socket), self, mode=site.control.mode, group=site.control.group,
                                 max_connections=budget.control_max_connections,
-                                idle_timeout_s=site.control.idle_timeout_s)
+                                idle_timeout_s=site.control.idle_timeout_s,
+                                operators=site_gatekeeper(site.operators, str(self.config.directory / "site.yaml")))
         self.http = CallbackServer(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
                                    health=self.health, max_connections=budget.http_max_connections,
                                    idle_timeout_s=site.http.idle_timeout_s, body_timeout_s=site.http.body_timeout_s)
@@ -408,19 +410,22 @@ class App:
             current = {plate: current[plate]} if plate in current else {}
         return {"balances": current, "moves": await self.store.balance_moves(plate, limit)}
 
-    async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str) -> dict[str, Any]:
+    async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str,
+                    operator_uid: Optional[int] = None) -> dict[str, Any]:
         if plate not in self.config.site.vehicles.stored_value:
             raise ControlError("not_stored_value", f"{plate} is not a stored-value car: add it under "
                                "vehicles.stored_value in the site YAML first", 404)
         try:
-            balance = await self.store.topup(plate, amount_fen, f"{operator}: {reason}", self.clock.now())
+            balance = await self.store.topup(plate, amount_fen, f"{operator}: {reason}", self.clock.now(),
+                                             operator_uid=operator_uid)
         except StorageUnavailable as exc:
             raise ControlError("storage_unavailable", f"top-up not recorded, nothing changed: the database cannot "
                                f"be written now ({exc.reason}); try again when `lanectl status` shows storage ok",
                                503) from None
-        log.info("stored value top-up: plate=%s amount_fen=%d operator=%s reason=%s balance_fen=%d",
-                 plate, amount_fen, operator, reason, balance)
-        return {"plate": plate, "amount_fen": amount_fen, "balance_fen": balance}
+        log.info("stored value top-up: plate=%s amount_fen=%d operator=%s operator_uid=%s reason=%s balance_fen=%d",
+                 plate, amount_fen, operator, operator_uid, reason, balance)
+        return {"plate": plate, "amount_fen": amount_fen, "balance_fen": balance, "operator": operator,
+                "operator_uid": operator_uid}
 
     async def admit_plateless(self, channel: str, car_id: str) -> tuple[bool, str]:
         """A platform admits a plate-less car at the entry lane of `channel` (Bolink 5.7)."""
@@ -445,15 +450,17 @@ class App:
         return {"opened": answer["opened"], "message": answer["message"]}
 
     async def open_barrier(self, *, lane: str, operator: str, reason: str, amount_fen: Optional[int],
-                           deadline: Optional[float] = None) -> dict[str, Any]:
+                           deadline: Optional[float] = None, operator_uid: Optional[int] = None) -> dict[str, Any]:
         """An operator's release. ``deadline`` (loop time, from the control request): past it the release is
-        not handed to the lane, and a lane that has not taken it by then drops it — never opened late."""
+        not handed to the lane, and a lane that has not taken it by then drops it — never opened late.
+        ``operator_uid``: the caller's uid from the kernel (None for a platform's remote release)."""
         runner = self.runners.get(lane)
         if runner is None:
             raise ControlError("unknown_lane", f"no lane {lane!r}; lanes: {', '.join(self.runners)}", 404)
         request_id = uuid.uuid4().hex
         try:
-            effects = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id), deadline=deadline)
+            effects = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id, operator_uid),
+                                           deadline=deadline)
         except RequestExpired:
             raise ControlError("deadline_passed", f"lane {lane}: the request's deadline passed before the lane took "
                                "it; nothing was done", 408) from None
@@ -473,7 +480,20 @@ class App:
         return {"lane": lane, "opened": delivered,
                 "record_id": opened.record_id if opened else "",
                 "action_id": opened.action_id if opened else "", "message": note,
-                "phase": runner.state.phase.value, "barrier_fault": runner.state.barrier_fault}
+                "phase": runner.state.phase.value, "barrier_fault": runner.state.barrier_fault,
+                "operator": opened.operator if opened else operator, "operator_uid": operator_uid,
+                **_cash_figures(effects, opened.record_id if opened else "")}
+
+
+def _cash_figures(effects: list[fx.Effect], record_id: str) -> dict[str, int]:
+    """What the release of a waiting car recorded of its money: paid (when cash was given), short, over;
+    empty for a release with no car waiting."""
+    for e in effects:
+        if isinstance(e, fx.PatchRecord) and e.record_id == record_id:
+            changes = dict(e.changes)
+            if "short_fen" in changes:
+                return {k: changes[k] for k in ("paid_fen", "short_fen", "over_fen") if k in changes}
+    return {}
 
 
 async def _step(name: str, awaitable: Any, timeout_s: float = 5.0) -> None:

@@ -76,15 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "open":
             sp.add_argument("--lane", required=True)
             sp.add_argument("--reason", required=True, help="why (e.g. cash, fault, emergency)")
-            sp.add_argument("--operator", required=True, help="who releases the barrier")
-            sp.add_argument("--amount", type=int, metavar="FEN", help="cash taken, in fen")
+            sp.add_argument("--operator", help="your operator name; default: the name the daemon knows for your "
+                            "unix user (with site operators configured, a different name is refused)")
+            sp.add_argument("--amount", type=int, metavar="FEN", help="cash taken, in fen (less or more than "
+                            "the car owes is recorded as short / over)")
         elif name == "balance":
             sp.add_argument("--plate")
             sp.add_argument("--limit", type=int, default=20, help="ledger moves to show")
         elif name == "topup":
             sp.add_argument("--plate", required=True)
             sp.add_argument("--amount", type=int, required=True, metavar="FEN", help="amount credited, in fen")
-            sp.add_argument("--operator", required=True, help="who takes the money")
+            sp.add_argument("--operator", help="who takes the money; default: your operator name")
             sp.add_argument("--reason", required=True, help="e.g. cash, wechat transfer")
 
     from lanectl import commands_fee, commands_sign  # each command with its own helpers
@@ -171,6 +173,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    from lanectl.adapters.operator_identity import OperatorConfigError, resolve_operators
+    try:  # the unix names of `operators:` must exist on this machine (the daemon refuses to start otherwise)
+        resolve_operators(config.site.operators)
+    except OperatorConfigError as exc:
+        print(f"lanectl: {len(exc.problems)} problem(s) in {args.directory}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {config.directory / 'site.yaml'}: {problem}", file=sys.stderr)
+        return 1
     for warning in config.warnings:
         print(f"warning: {warning}")
     lanes = ", ".join(f"{lane.id} ({lane.direction})" for lane in config.lanes)
@@ -213,12 +223,28 @@ def cmd_records(args: argparse.Namespace) -> int:
     if not rows:
         print("no records")
         return 0
-    print(f"{'time':19}  {'lane':8} {'kind':7} {'plate':10} {'status':17} {'class':10} {'due':>7} {'paid':>7}  record")
+    print(f"{'time':19}  {'lane':8} {'kind':7} {'plate':10} {'status':17} {'class':10} {'due':>7} {'paid':>7} "
+          f"{'short/over':>11}  {'operator':16} record")
     for r in rows:
         print(f"{r['at'][:19].replace('T', ' '):19}  {r['lane_id']:8} {r['kind']:7} {r['plate'] or '-':10} "
-              f"{r['status']:17} {r['vehicle_class']:10} {_yuan(r['due_fen']):>7} {_yuan(r['paid_fen']):>7}  "
+              f"{r['status']:17} {r['vehicle_class']:10} {_yuan(r['due_fen']):>7} {_yuan(r['paid_fen']):>7} "
+              f"{_short_over(r):>11}  {_who(r.get('operator', ''), r.get('operator_uid')) or '-':16} "
               f"{r['record_id']}")
     return 0
+
+
+def _short_over(r: dict[str, Any]) -> str:
+    """A released car's takings against what it owed: "short 4.00", "over 1.00" or "-"."""
+    if r.get("short_fen"):
+        return f"short {_yuan(r['short_fen'])}"
+    if r.get("over_fen"):
+        return f"over {_yuan(r['over_fen'])}"
+    return "-"
+
+
+def _who(name: str, uid: Optional[int]) -> str:
+    """An operator as records show them: name and, when the kernel told it, the unix uid."""
+    return f"{name} (uid {uid})" if uid is not None else name
 
 
 def _yuan(fen: int) -> str:
@@ -264,6 +290,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         counted = f"  plates read {lines['read']}, skipped {lines['skipped']}" if lines else ""
         print(f"  {lane_id:10} {st['direction']:5} {st['phase']:17}{extra}{counted}"
               f"{'  FAULT: ' + faults if faults else ''}")
+        released = st.get("last_release")
+        if released:
+            counts = st.get("releases") or {}
+            print(f"    last release {released['at'][:19].replace('T', ' ')} by "
+                  f"{_who(released['operator'], released.get('operator_uid'))}: {released['reason']}"
+                  f"{', paid ' + _yuan(released['paid_fen']) if 'paid_fen' in released else ''}"
+                  f"{'' if _short_over(released) == '-' else ', ' + _short_over(released)} "
+                  f"(record {released['record_id']}); since start {counts.get('count', 0)} release(s): "
+                  f"{counts.get('short', 0)} short ({_yuan(counts.get('short_fen', 0))} in all), "
+                  f"{counts.get('over', 0)} over ({_yuan(counts.get('over_fen', 0))} in all)")
     storage = data.get("storage")
     if storage and not storage.get("ok", True):
         queued = storage.get("queued_audit_rows", 0)
@@ -284,13 +320,16 @@ def cmd_open(args: argparse.Namespace) -> int:
         return 2
     data = _call(args, "open_barrier", lane=args.lane, operator=args.operator, reason=args.reason,
                  amount_fen=args.amount)
+    # the release is decided and recorded whether or not the barrier took the command: say who and the money
+    recorded = (f"record {data['record_id']} released by {_who(data.get('operator', ''), data.get('operator_uid'))}"
+                f"{'' if _short_over(data) == '-' else ', cash ' + _short_over(data)}") if data.get("record_id") else ""
     if args.json:
         _print_json(data)
     elif data.get("opened"):
-        print(f"lane {data['lane']}: OPEN delivered to the barrier (record {data['record_id']}, "
-              f"action {data['action_id']})")
+        print(f"lane {data['lane']}: OPEN delivered to the barrier ({recorded}, action {data['action_id']})")
     else:
-        print(f"lane {data['lane']}: not opened: {data.get('message') or data.get('phase')}")
+        print(f"lane {data['lane']}: not opened: {data.get('message') or data.get('phase')}"
+              f"{f' ({recorded})' if recorded else ''}")
     return 0 if data.get("opened") else 1
 
 
@@ -318,7 +357,9 @@ def cmd_topup(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
     else:
-        print(f"{data['plate']}: +{_yuan(data['amount_fen'])} 元, balance {_yuan(data['balance_fen'])} 元")
+        by = _who(data.get("operator", ""), data.get("operator_uid"))
+        print(f"{data['plate']}: +{_yuan(data['amount_fen'])} 元, balance {_yuan(data['balance_fen'])} 元"
+              f"{f' (by {by})' if by else ''}")
     return 0
 
 

@@ -26,6 +26,7 @@ from lanectl.adapters.camera_auth import CredentialError, camera_auth
 from lanectl.config_base import SecretRef, Strict
 from lanectl.config_devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
                                     SerialPlateReader)
+from lanectl.config_operators import OperatorsConfig
 from lanectl.config_payments import NEEDS, PaymentsConfig, ProviderName, Url
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
@@ -129,6 +130,8 @@ class SiteConfig(BaseSettings):
     http: HttpConfig = HttpConfig()
     lan: LanConfig = LanConfig()  # cameras (the booth LAN); see LanConfig
     control: ControlConfig = ControlConfig()
+    # who may open / top up through the control socket (config_operators.py); None: any socket-group member
+    operators: Optional[OperatorsConfig] = None
     secrets_file: Optional[Path] = None
     uploads: UploadsConfig = UploadsConfig()
     images: ImagesConfig = ImagesConfig()
@@ -322,6 +325,10 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
     if problems:
         raise ConfigError(problems)
     assert site is not None
+    if site.operators is None:
+        warnings.append(f"{site_path}: operators: not configured: every member of the control socket's group may "
+                        "open barriers and top up under any name it types (its uid is recorded); map uids to "
+                        "operators and roles to check who acts (docs/operators.md)")
     config = Config(d, site, tuple(lanes), secrets, tuple(warnings))
     if credentials:
         for where, ref in refs:

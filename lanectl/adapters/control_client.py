@@ -116,9 +116,12 @@ class ControlClient:
         return await self._request("GET", "/outbox", params={"limit": str(limit)})
 
     async def open_barrier(
-        self, *, lane: str, operator: str, reason: str, amount_fen: int | None = None
+        self, *, lane: str, reason: str, operator: str | None = None, amount_fen: int | None = None
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"lane": lane, "operator": operator, "reason": reason}
+        """``operator`` left out: the daemon records the name it knows for the caller's uid."""
+        body: dict[str, Any] = {"lane": lane, "reason": reason}
+        if operator is not None:
+            body["operator"] = operator
         if amount_fen is not None:
             body["amount_fen"] = amount_fen
         return await self._request("POST", "/open", json_body=body)
@@ -127,8 +130,11 @@ class ControlClient:
         params = {"limit": str(limit)} | ({"plate": plate} if plate else {})
         return await self._request("GET", "/balances", params=params)
 
-    async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str) -> dict[str, Any]:
-        body = {"plate": plate, "amount_fen": amount_fen, "operator": operator, "reason": reason}
+    async def topup(self, *, plate: str, amount_fen: int, reason: str, operator: str | None = None
+                    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"plate": plate, "amount_fen": amount_fen, "reason": reason}
+        if operator is not None:
+            body["operator"] = operator
         return await self._request("POST", "/topup", json_body=body)
 
     # -- sync convenience for the CLI -----------------------------------------------------------------------

@@ -16,8 +16,14 @@ or drops an operator's intention.
     GET  /records?plate=&lane=&since=&until=&limit=       -> {"records": [...], "count": n}
          plate is normalized; since/until ISO 8601 (no offset = local time of this PC); limit 1..1000, default 50
     GET  /outbox?limit=                                   -> handlers.outbox()   (limit default 100)
-    POST /open {"lane", "operator", "reason", "amount_fen"?} -> handlers.open_barrier()
+    POST /open {"lane", "operator"?, "reason", "amount_fen"?} -> handlers.open_barrier()
          operator/reason non-empty after strip, no control characters; amount_fen a non-negative integer or null
+    POST /topup {"plate", "amount_fen", "operator"?, "reason"}  -> handlers.topup()
+
+Operators: the caller's uid comes from the kernel (SO_PEERCRED), never from the body. The gatekeeper
+(adapters/operator_identity.py, from the site's `operators:` section) decides whether that uid may open or top
+up, and under which name: a given `operator` must match the uid's mapped name; without one the mapped name (or,
+with no section configured, the unix user name) is used. Handlers get the resolved name and the uid.
 
 Deadlines: a client sends ``X-Lanectl-Deadline: <unix time in seconds>``, the moment after which it no longer
 waits for the answer. A request read after its deadline is refused (408 ``deadline_passed``) without being
@@ -30,8 +36,8 @@ Connections: at most ``max_connections`` at a time (more are closed at once, cou
 closed after ``idle_timeout_s``.
 
 Error codes from here (400): unknown_field, bad_request, bad_json, bad_datetime, bad_range, bad_limit, bad_lane,
-bad_plate, missing_field, bad_operator, bad_reason, bad_amount; 404 not_found, 405 method_not_allowed,
-413 too_large, 408 deadline_passed, 500 internal. The app's ControlError keeps its own code and status.
+bad_plate, missing_field, bad_operator, bad_reason, bad_amount; 403 not_an_operator, not_allowed,
+operator_mismatch; 404 not_found, 405 method_not_allowed, 413 too_large, 408 deadline_passed, 500 internal. The app's ControlError keeps its own code and status.
 """
 
 from __future__ import annotations
@@ -47,7 +53,6 @@ import os
 import re
 import socket
 import stat
-import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -56,6 +61,8 @@ from aiohttp import web
 
 from lanectl.adapters.connection_gate import ConnectionGate, GatedSite
 from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, ServerLog, Tally
+from lanectl.adapters.operator_identity import (AnyMember, Gatekeeper, Operator, OperatorRefused, Peer,
+                                                   peer_of)
 from lanectl.core.plates import normalize_plate
 from lanectl.startup import EX_CANTCREAT, EX_CONFIG, EX_SOFTWARE, EX_TEMPFAIL, StartupError, os_reason
 
@@ -136,16 +143,19 @@ class ControlHandlers(Protocol):
         """``{"balances": {plate: fen}, "moves": [...]}`` (stored-value ledger)."""
         ...
 
-    async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str) -> dict[str, Any]:
-        """Credit a stored-value balance (audited in the ledger). Raises :class:`ControlError` for unknown plates."""
+    async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str,
+                    operator_uid: int | None = None) -> dict[str, Any]:
+        """Credit a stored-value balance (audited in the ledger). Raises :class:`ControlError` for unknown plates.
+        ``operator`` is the admitted operator's name, ``operator_uid`` the caller's uid from the kernel."""
         ...
 
     async def open_barrier(
-        self, *, lane: str, operator: str, reason: str, amount_fen: int | None, deadline: float | None = None
+        self, *, lane: str, operator: str, reason: str, amount_fen: int | None, deadline: float | None = None,
+        operator_uid: int | None = None,
     ) -> dict[str, Any]:
         """Enqueue an operator release for ``lane``. Raises :class:`ControlError` (unknown lane, lane faulted,
         ``deadline_passed``). ``deadline`` is in the event loop's time (``loop.time()``): past it the release
-        must not be handed to the lane."""
+        must not be handed to the lane. ``operator``/``operator_uid`` as for :meth:`topup`."""
         ...
 
 
@@ -237,6 +247,11 @@ def _text_field(body: Mapping[str, Any], name: str, max_len: int) -> str:
     return text
 
 
+def _optional_text(body: Mapping[str, Any], name: str, max_len: int) -> str | None:
+    """A text field that may be left out (or null); given, it must be as good as a required one."""
+    return None if body.get(name) is None else _text_field(body, name, max_len)
+
+
 def parse_open_body(body: Any) -> dict[str, Any]:
     """Validate a POST /open body into keyword arguments for :meth:`ControlHandlers.open_barrier`."""
     if not isinstance(body, dict):
@@ -250,7 +265,7 @@ def parse_open_body(body: Any) -> dict[str, Any]:
     if "lane" not in body or body["lane"] is None:
         raise _bad("missing_field", "lane is required")
     lane = parse_lane(body["lane"])
-    operator = _text_field(body, "operator", MAX_OPERATOR_LEN)
+    operator = _optional_text(body, "operator", MAX_OPERATOR_LEN)
     reason = _text_field(body, "reason", MAX_REASON_LEN)
     amount = _amount_fen(body, required=False)
     return {"lane": lane, "operator": operator, "reason": reason, "amount_fen": amount}
@@ -285,7 +300,7 @@ def parse_topup_body(body: Any) -> dict[str, Any]:
     assert amount is not None
     if amount == 0:
         raise _bad("bad_amount", "amount_fen must be more than 0")
-    return {"plate": plate, "amount_fen": amount, "operator": _text_field(body, "operator", MAX_OPERATOR_LEN),
+    return {"plate": plate, "amount_fen": amount, "operator": _optional_text(body, "operator", MAX_OPERATOR_LEN),
             "reason": _text_field(body, "reason", MAX_REASON_LEN)}
 
 
@@ -330,17 +345,9 @@ def _error_response(code: str, message: str, status: int) -> web.Response:
 # ----------------------------------------------------------------------------------------------------- server
 
 
-def _peer(request: web.Request) -> str:
-    """``uid=.. pid=..`` of the process on the other end (SO_PEERCRED), for the audit line of an open."""
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if sock is None or not hasattr(socket, "SO_PEERCRED"):
-        return "uid=? pid=?"
-    try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        pid, uid, _gid = struct.unpack("3i", creds)
-    except OSError:
-        return "uid=? pid=?"
-    return f"uid={uid} pid={pid}"
+def _peer(request: web.Request) -> Peer | None:
+    """The calling process as the kernel reports it (SO_PEERCRED); None where it cannot tell."""
+    return peer_of(request.transport.get_extra_info("socket") if request.transport else None)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -359,6 +366,7 @@ class ControlServer:
         max_connections: int = 32,
         idle_timeout_s: float = 10.0,
         report_interval_s: float = DEFAULT_INTERVAL_S,
+        operators: Gatekeeper | None = None,
     ) -> None:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
             raise ControlSocketError(
@@ -377,6 +385,8 @@ class ControlServer:
                                                           interval_s=report_interval_s))
         self.expired = Tally(log, what, "requests refused", interval_s=report_interval_s)
         self._server_log = ServerLog(log, what, report_interval_s)
+        self.operators: Gatekeeper = operators if operators is not None else AnyMember()
+        self.refused = Tally(log, what, "operator requests refused", interval_s=report_interval_s)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -438,7 +448,7 @@ class ControlServer:
             await runner.cleanup()
         self._unlink_if_ours()
         self._identity = None
-        for tally in (self.gate.tally, self.expired, self._server_log):
+        for tally in (self.gate.tally, self.expired, self.refused, self._server_log):
             tally.close()
 
     async def __aenter__(self) -> ControlServer:
@@ -609,16 +619,31 @@ class ControlServer:
         plate = parse_plate(q["plate"]) if "plate" in q else None
         return _json_response(await self._handlers.balances(plate=plate, limit=parse_limit(q.get("limit"), 50)))
 
+    def _admit(self, peer: Peer | None, role: str, claimed: str | None) -> Operator:
+        """The operator a request acts as (the kernel's uid, the site's map); ControlError 403 if refused."""
+        try:
+            return self.operators.admit(peer, role, claimed)
+        except OperatorRefused as exc:
+            if exc.code == "missing_field":
+                raise _bad(exc.code, exc.message) from None
+            # counted per caller and reason: a script retrying in a loop must not flood the log
+            self.refused.note(f"uid {peer.uid if peer else '?'} {role}: {exc.code}")
+            raise ControlError(exc.code, exc.message, 403) from None
+
     async def _topup(self, request: web.Request) -> web.Response:
         args = parse_topup_body(await self._json_body(request))
-        log.info("control top-up requested: plate=%s amount_fen=%d operator=%r reason=%r peer %s",
-                 args["plate"], args["amount_fen"], args["operator"], args["reason"], _peer(request))
+        peer = _peer(request)
+        who = self._admit(peer, "topup", args["operator"])
+        log.info("control top-up requested: plate=%s amount_fen=%d operator=%r reason=%r uid=%s pid=%s",
+                 args["plate"], args["amount_fen"], who.name, args["reason"], who.uid, peer.pid if peer else "?")
+        args.update(operator=who.name, operator_uid=who.uid)
         return _json_response(await self._handlers.topup(**args))
 
     async def _open(self, request: web.Request) -> web.Response:
         args = parse_open_body(await self._json_body(request))
-        log.info(
-            "control open requested: lane=%s operator=%r reason=%r amount_fen=%s peer %s",
-            args["lane"], args["operator"], args["reason"], args["amount_fen"], _peer(request),
-        )
+        peer = _peer(request)
+        who = self._admit(peer, "open", args["operator"])
+        log.info("control open requested: lane=%s operator=%r reason=%r amount_fen=%s uid=%s pid=%s", args["lane"],
+                 who.name, args["reason"], args["amount_fen"], who.uid, peer.pid if peer else "?")
+        args.update(operator=who.name, operator_uid=who.uid)
         return _json_response(await self._handlers.open_barrier(**args, deadline=request[_DEADLINE]))

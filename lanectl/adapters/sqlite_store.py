@@ -230,10 +230,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE barrier_actions_v7 RENAME TO barrier_actions;
     CREATE INDEX barrier_actions_lane ON barrier_actions (lane_id, requested_at);
     """,
+    # v8: who released a car, as the kernel told it (the control socket caller's unix uid; NULL when the release
+    # did not come through the socket, and on rows written before v8), and what a released car's takings were
+    # short of (or over) what it owed.
+    """
+    ALTER TABLE records ADD COLUMN operator_uid INTEGER;
+    ALTER TABLE records ADD COLUMN short_fen INTEGER NOT NULL DEFAULT 0 CHECK (short_fen >= 0);
+    ALTER TABLE records ADD COLUMN over_fen INTEGER NOT NULL DEFAULT 0 CHECK (over_fen >= 0);
+    ALTER TABLE barrier_actions ADD COLUMN operator_uid INTEGER;
+    ALTER TABLE balance_moves ADD COLUMN operator_uid INTEGER;
+    """,
 )
 
 RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class",
-                            "entry_record_id", "entered_at", "detail"})
+                            "entry_record_id", "entered_at", "detail", "operator_uid", "short_fen", "over_fen"})
 
 
 # A command's outcome (sent / failed) on its audit row: only while it is still `requested` (the limit input may
@@ -630,10 +640,11 @@ class SqliteStore:
                 (dest, e.kind, f"{e.kind}:{e.record_id}", json.dumps(payload, ensure_ascii=False), stamp,
                  now.timestamp()))
 
-    def _move_sync(self, plate: str, delta_fen: int, kind: str, record_id: str, reference: str, at: str) -> int:
+    def _move_sync(self, plate: str, delta_fen: int, kind: str, record_id: str, reference: str, at: str,
+                   operator_uid: Optional[int] = None) -> int:
         """One ledger move and the plate's new balance (inside the caller's transaction)."""
-        self.conn.execute("INSERT INTO balance_moves (plate, delta_fen, kind, record_id, reference, at) "
-                          "VALUES (?,?,?,?,?,?)", (plate, delta_fen, kind, record_id, reference, at))
+        self.conn.execute("INSERT INTO balance_moves (plate, delta_fen, kind, record_id, reference, at, operator_uid) "
+                          "VALUES (?,?,?,?,?,?,?)", (plate, delta_fen, kind, record_id, reference, at, operator_uid))
         self.conn.execute("INSERT INTO balances (plate, balance_fen, updated_at) VALUES (?,?,?) ON CONFLICT (plate) "
                           "DO UPDATE SET balance_fen=balance_fen+excluded.balance_fen, updated_at=excluded.updated_at",
                           (plate, delta_fen, at))
@@ -652,11 +663,13 @@ class SqliteStore:
             return list(balances)
         return await self._write(_seed)
 
-    async def topup(self, plate: str, amount_fen: int, reference: str, now: datetime) -> int:
-        """Credit a stored-value balance (operator, reason in `reference`); returns the new balance."""
+    async def topup(self, plate: str, amount_fen: int, reference: str, now: datetime,
+                    operator_uid: Optional[int] = None) -> int:
+        """Credit a stored-value balance (operator, reason in `reference`; the operator's unix uid when the
+        kernel told it); returns the new balance."""
         def _topup() -> int:
             with self._transaction():
-                balance = self._move_sync(plate, amount_fen, "topup", "", reference, now.isoformat())
+                balance = self._move_sync(plate, amount_fen, "topup", "", reference, now.isoformat(), operator_uid)
             self._balances[plate] = balance
             return balance
         return await self._write(_topup)
@@ -944,6 +957,7 @@ def _action_row(lane_id: str, e: fx.OpenBarrier | fx.CloseBarrier, stamp: str) -
             "command": "open" if isinstance(e, fx.OpenBarrier) else "close",
             "authority": getattr(e, "authority", ""), "reason": e.reason,
             "operator": getattr(e, "operator", ""), "trade_no": getattr(e, "trade_no", ""),
+            "operator_uid": getattr(e, "operator_uid", None),
             "status": "requested", "requested_at": stamp}
 
 

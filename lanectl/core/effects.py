@@ -4,7 +4,7 @@ the wire. Plain immutable values."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Optional, Union
 
 Authority = Literal["rules", "payment", "operator"]
 
@@ -29,6 +29,8 @@ class NewRecord:
     paid_fen: int = 0
     detail: tuple[str, ...] = ()  # fee breakdown, match kind, flags
     image: str = ""  # the camera's picture of the car at this lane
+    operator: str = ""  # an operator's release record: who (name) and their unix uid when known
+    operator_uid: Optional[int] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,7 @@ class OpenBarrier:
     reason: str
     operator: str = ""
     trade_no: str = ""
+    operator_uid: Optional[int] = None  # the operator's unix uid (control socket), None for other authorities
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,12 +50,16 @@ class CommandDone:
 
 @dataclass(frozen=True, slots=True)
 class OperatorOpen:
-    """A booth operator releases the barrier: name and reason are mandatory (audited)."""
+    """A booth operator releases the barrier: who and why are mandatory (audited). `operator_uid` is the
+    caller's unix uid as the kernel reported it (SO_PEERCRED on the control socket); None when the release
+    did not come through it (a platform's remote release). A release with a uid but no name is recorded
+    under `uid:<n>`, never under an empty name."""
 
     operator: str
     reason: str
     amount_fen: Optional[int] = None  # cash taken at the booth, if any
     request_id: str = ""
+    operator_uid: Optional[int] = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,6 +125,7 @@ class Visit:
     open_reason: str = ""
     operator: str = ""
     trade_no: str = ""
+    operator_uid: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -259,12 +260,15 @@ def _unsafe_to_close(state: LaneState) -> bool:
 
 
 def _open(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], *, record_id: str,
-          authority: fx.Authority, reason: str, operator: str = "", trade_no: str = "") -> LaneState:
+          authority: fx.Authority, reason: str, operator: str = "", trade_no: str = "",
+          operator_uid: Optional[int] = None) -> LaneState:
     state, action_id = _next_id(state, ctx, now)
-    out.append(fx.OpenBarrier(action_id, record_id, authority, reason, operator=operator, trade_no=trade_no))
+    out.append(fx.OpenBarrier(action_id, record_id, authority, reason, operator=operator, trade_no=trade_no,
+                              operator_uid=operator_uid))
     visit = state.visit
     if visit is not None:
-        visit = replace(visit, authority=authority, open_reason=reason, operator=operator, trade_no=trade_no)
+        visit = replace(visit, authority=authority, open_reason=reason, operator=operator, trade_no=trade_no,
+                        operator_uid=operator_uid)
     state = replace(state, phase=Phase.OPENING, pending_action=action_id, command=action_id, visit=visit)
     state = _clear_deadline(state, "close_confirm", "pass_timeout")
     return _set_deadline(state, "open_confirm", now + timedelta(seconds=ctx.rules.open_confirm_s))
@@ -405,7 +409,8 @@ def _on_plate_blocked(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneC
             state = replace(state, last_plate=ev.plate, last_plate_at=now)
             return _open(state, now, ctx, out, record_id=visit.record_id,
                          authority=visit.authority,  # type: ignore[arg-type]
-                         reason=visit.open_reason, operator=visit.operator, trade_no=visit.trade_no)
+                         reason=visit.open_reason, operator=visit.operator, trade_no=visit.trade_no,
+                         operator_uid=visit.operator_uid)
         return state  # the arm is not known to be down with the car before it: the operator decides
     out.append(_log(ctx, "warning", "blocked car gone: another car at the lane; its record stays as it is",
                     plate=visit.plate, record=visit.record_id, next_plate=ev.plate))
@@ -526,25 +531,46 @@ def _leave(visit: Visit) -> list[fx.Effect]:
 
 
 # --- operator ------------------------------------------------------------------------------------------------
+def operator_name(ev: OperatorOpen) -> str:
+    """Who a release is recorded under: the name given, else `uid:<n>` from the kernel's word; "" if neither."""
+    name = ev.operator.strip()
+    if not name and ev.operator_uid is not None:
+        name = f"uid:{ev.operator_uid}"
+    return name
+
+
+def cash_difference(due_fen: int, taken_fen: Optional[int]) -> tuple[int, int]:
+    """(short, over) of the booth's takings against what the car owed: what it owed and was not taken, and
+    what was taken beyond it. A release without an amount took nothing."""
+    taken = taken_fen or 0
+    return max(0, due_fen - taken), max(0, taken - due_fen)
+
+
 def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneContext,
                  out: list[fx.Effect]) -> LaneState:
-    operator, reason = ev.operator.strip(), ev.reason.strip()
+    operator, reason, uid = operator_name(ev), ev.reason.strip(), ev.operator_uid
     if not operator or not reason or (ev.amount_fen is not None and ev.amount_fen < 0):
         out.append(_log(ctx, "warning", "operator release refused: name and reason are required",
-                        operator=operator, reason=reason))
+                        operator=operator, reason=reason, operator_uid=uid))
         return state
     if state.phase in (Phase.OPEN,) or (state.phase == Phase.OPENING and not state.barrier_fault):
-        out.append(_log(ctx, "info", "operator release: barrier already opening", operator=operator))
+        out.append(_log(ctx, "info", "operator release: barrier already opening", operator=operator,
+                        operator_uid=uid))
         return state
+    method = "cash" if reason == "cash" else "operator"
     visit = state.visit
+    figures: dict[str, Any] = {}
     if state.phase == Phase.AWAITING_PAYMENT and visit is not None:
         record_id = visit.record_id
-        changes: list[tuple[str, Any]] = [("status", "released"), ("operator", operator),
-                                          ("reason", f"operator:{reason}")]
+        short, over = cash_difference(visit.due_fen, ev.amount_fen)
+        figures = {"due_fen": visit.due_fen, "short_fen": short, "over_fen": over}
+        changes: list[tuple[str, Any]] = [("status", "released"), ("operator", operator), ("operator_uid", uid),
+                                          ("reason", f"operator:{reason}"), ("short_fen", short),
+                                          ("over_fen", over)]
         if ev.amount_fen:
-            out.append(fx.RecordPayment(record_id, ctx.lane_id, ev.amount_fen, "cash" if reason == "cash"
-                                        else "operator", operator, now.isoformat()))
-            changes.append(("paid_fen", ev.amount_fen))
+            out.append(fx.RecordPayment(record_id, ctx.lane_id, ev.amount_fen, method, operator, now.isoformat()))
+            # what was paid ahead inside the lot stays counted (as for a platform's payment)
+            changes.append(("paid_fen", visit.paid_fen + ev.amount_fen))
         out.append(fx.PatchRecord(record_id, tuple(changes)))
         out.extend(_leave(visit))
         if ctx.settle:
@@ -554,16 +580,21 @@ def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneCon
     else:
         state, record_id = _next_id(state, ctx, now)
         out.append(fx.NewRecord(record_id, ctx.lane_id, "release", "", "", now.isoformat(), "released",
-                                reason=f"operator:{reason}", paid_fen=ev.amount_fen or 0))
+                                reason=f"operator:{reason}", paid_fen=ev.amount_fen or 0, operator=operator,
+                                operator_uid=uid))
         if ev.amount_fen:
-            out.append(fx.RecordPayment(record_id, ctx.lane_id, ev.amount_fen, "cash" if reason == "cash"
-                                        else "operator", operator, now.isoformat()))
+            out.append(fx.RecordPayment(record_id, ctx.lane_id, ev.amount_fen, method, operator, now.isoformat()))
         out.append(fx.Publish(record_id, "release"))
         state = replace(state, visit=Visit("", "", record_id, reason=f"operator:{reason}"))
-    out.append(_log(ctx, "info", "operator release", operator=operator, reason=reason, record=record_id,
-                    amount_fen=ev.amount_fen))
+    if figures.get("short_fen"):
+        out.append(_log(ctx, "warning", "operator release short of the amount due", operator=operator,
+                        operator_uid=uid, reason=reason, record=record_id, amount_fen=ev.amount_fen, **figures))
+    else:
+        out.append(_log(ctx, "info", "operator release", operator=operator, operator_uid=uid, reason=reason,
+                        record=record_id, amount_fen=ev.amount_fen, **figures))
     out.append(fx.Display("一路顺风", "一路顺风", "goodbye", (("plate", visit.plate if visit else ""),)))
-    return _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator)
+    return _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator,
+                 operator_uid=uid)
 
 
 # --- payments ------------------------------------------------------------------------------------------------

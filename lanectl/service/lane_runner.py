@@ -56,6 +56,11 @@ class LaneStatus:
     last_display: str = ""
     waiting: Optional[dict[str, Any]] = None
     events: int = 0
+    # the last operator release (record, who, cash figures) and the releases since the daemon started: how many,
+    # how many short of what the car owed (and by how much in all), how many over
+    last_release: Optional[dict[str, Any]] = None
+    releases: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("count", "short", "short_fen", "over", "over_fen"), 0))
 
 
 @dataclass
@@ -235,6 +240,7 @@ class LaneRunner:
             for e in effects:
                 if isinstance(e, fx.OpenBarrier):  # the operator is told whether the barrier took it
                     self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()
+                    self._note_release(e, effects, now)
         for effect in effects:
             self._act(effect)
         self._refresh_status()
@@ -336,6 +342,23 @@ class LaneRunner:
         if isinstance(event, (DeviceFault, DeviceRecovered)) and event.device in ("plate_reader", "scanner"):
             reason = event.reason if isinstance(event, DeviceFault) else ""
             setattr(self.status, f"{event.device}_fault", reason)
+
+    def _note_release(self, opened: fx.OpenBarrier, effects: list[fx.Effect], now: datetime) -> None:
+        """`status` shows the last operator release and counts them, with what their records say of the money."""
+        figures: dict[str, Any] = {}
+        for e in effects:
+            if isinstance(e, fx.PatchRecord) and e.record_id == opened.record_id:
+                figures = {k: v for k, v in e.changes if k in ("paid_fen", "short_fen", "over_fen")}
+            elif isinstance(e, fx.NewRecord) and e.record_id == opened.record_id:
+                figures = {"paid_fen": e.paid_fen}
+        self.status.last_release = {"record_id": opened.record_id, "at": now.isoformat(), "operator": opened.operator,
+                                    "operator_uid": opened.operator_uid, "reason": opened.reason, **figures}
+        counts = self.status.releases
+        counts["count"] += 1
+        for kind in ("short", "over"):
+            if figures.get(f"{kind}_fen"):
+                counts[kind] += 1
+                counts[f"{kind}_fen"] += figures[f"{kind}_fen"]
 
     def _refresh_status(self) -> None:
         s = self.state
