@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .plates import is_valid_plate, normalize_color, normalize_plate
+from .plates import (DEFAULT_SPECIAL_PREFIXES, is_valid_plate, normalize_color, normalize_plate,
+                     normalize_special_prefix)
 from .policy import EntryDecision, ExitQuote, Present
 from .tariff import (TARIFF_CLASSES, BreakdownItem, Color, Fee, Fen, Subtype, TariffError, Tariffs, compute_fee,
                      compute_no_entry_fee, make_fee)
@@ -34,6 +35,7 @@ def _days(v: Any) -> int:
 
 
 Plate = Annotated[str, BeforeValidator(_plate)]
+SpecialPrefix = Annotated[str, BeforeValidator(lambda v: normalize_special_prefix(v) if isinstance(v, str) else v)]
 
 
 def _unique_plate_keys(v: Any) -> Any:
@@ -112,6 +114,9 @@ class VehicleRules(_Strict):
     stored_value: dict[Plate, Fen] = {}
     plate_subtypes: dict[Plate, Subtype] = {}  # tariff subtype A-E by plate ...
     color_subtypes: dict[Color, Subtype] = {}  # ... else by plate colour
+    # Plates that start with no province but are real here (armed police WJ, embassy 使, military "VA" ...): a
+    # reading with any other first character is unreadable and goes to the booth (core.plates.classify_plate).
+    special_prefixes: tuple[SpecialPrefix, ...] = DEFAULT_SPECIAL_PREFIXES
 
     @field_validator("whitelist", mode="before")
     @classmethod

@@ -283,6 +283,8 @@ class TestVehicleRulesValidation:
          "at least 1"),
         ({"color_subtypes": {"purple": "A"}}, "color_subtypes", "colour"),
         ({"alow_temporary": False}, "alow_temporary", "Extra"),
+        ({"special_prefixes": ["VA", "粤"]}, "special_prefixes", "province"),
+        ({"special_prefixes": ["V-"]}, "special_prefixes", "1 to 3 letters"),
     ])
     def test_field_errors_name_the_key(self, vehicles, loc, words):
         with pytest.raises(ValidationError) as exc:
@@ -386,3 +388,8 @@ class TestCardRenewal:
     def test_renewals_that_cannot_apply_are_refused_clearly(self, renewal, why):
         with pytest.raises(RenewalError, match=why):
             renew_card(VEHICLES, renewal)
+
+
+def test_special_prefixes_default_and_spelling():
+    assert VehicleRules().special_prefixes == ("WJ", "使")
+    assert VehicleRules.model_validate({"special_prefixes": ["wj", "使", "va"]}).special_prefixes == ("WJ", "使", "VA")
