@@ -393,3 +393,16 @@ class TestCardRenewal:
 def test_special_prefixes_default_and_spelling():
     assert VehicleRules().special_prefixes == ("WJ", "使")
     assert VehicleRules.model_validate({"special_prefixes": ["wj", "使", "va"]}).special_prefixes == ("WJ", "使", "VA")
+
+
+def test_listed_plates_must_be_plates_at_this_lot():
+    military = {"whitelist": {"VA12345": {"kind": "police"}}}
+    with pytest.raises(ValidationError, match="VA12345 is no plate at this lot"):
+        VehicleRules.model_validate(military)
+    assert "VA12345" in VehicleRules.model_validate({**military, "special_prefixes": ["WJ", "VA"]}).whitelist
+    for section, value in (("blacklist", {"竑B55502": "x"}), ("stored_value", {"粤B123456": 100}),
+                           ("monthly", [{"card_id": "A", "plates": ["竑B55502"], "start": "2026-11-01",
+                                         "end": "2026-11-30"}])):
+        with pytest.raises(ValidationError, match=f"{section}: .* is no plate at this lot"):
+            VehicleRules.model_validate({section: value})
+    assert "使014578" in VehicleRules.model_validate({"whitelist": {"使014578": None}}).whitelist
