@@ -84,10 +84,8 @@ class PlateLineDecoder:
                 self._drop_head(len(raw) - MAX_LINE)
                 raw = raw[-MAX_LINE:]
             overlong, self._overlong = self._overlong, False
-            line = self._line(raw.rstrip(b"\r"), overlong)
-            if line is None:
-                self.stats.skipped_bytes += len(raw) + 1
-            else:
+            line = self._line(raw, overlong)
+            if line is not None:
                 out.append(line)
 
     def _drop_head(self, n: int) -> None:
@@ -98,36 +96,35 @@ class PlateLineDecoder:
         self.stats.skipped_bytes += n
 
     def _line(self, raw: bytes, overlong: bool) -> PlateLine | None:
-        """The reading in one line. Whole first (unless its head was cut off), then from the first point after
-        which the rest is a readable plate line (garbage before it is dropped), and only then a plate-shaped
-        reading that is no plate (the booth decides). Keep-alive blank lines are no reading and no error."""
-        whole: PlateLine | str | None = None
-        if not overlong:
-            whole = self._parse(raw)
-            if whole is None or (isinstance(whole, PlateLine) and self._readable(whole)):
-                self._count(whole)
-                return whole
-        for start in range(0 if overlong else 1, len(raw)):
-            tail = self._parse(raw[start:], resync=True)
+        """The reading in one line (`raw`: without its \\n). Whole first, unless its head was cut off; then from
+        the first point after which the rest is a readable plate line (the garbage before it is dropped); only
+        then a plate-shaped reading that is no plate (the booth decides). Else the line is skipped and counted;
+        a blank keep-alive line is neither a reading nor an error."""
+        text = raw.rstrip(b"\r")
+        whole = None if overlong else self._parse(text)
+        if whole is None and not overlong:
+            return None
+        if isinstance(whole, PlateLine) and self._readable(whole):
+            self.stats.lines += 1
+            return whole
+        for start in range(0 if overlong else 1, len(text)):
+            tail = self._parse(text[start:], resync=True)
             if isinstance(tail, PlateLine) and self._readable(tail):
+                self.stats.lines += 1
                 self.stats.resynced += 1
                 self.stats.skipped_bytes += start
-                self._count(tail)
                 return tail
-        if isinstance(whole, PlateLine):  # plate-shaped but no plate: the booth decides
+        if isinstance(whole, PlateLine):
+            self.stats.lines += 1
             self.stats.unreadable += 1
-            self._count(whole)
             return whole
         if isinstance(whole, str):
             setattr(self.stats, whole, getattr(self.stats, whole) + 1)
+        self.stats.skipped_bytes += len(raw) + 1  # with its \n
         return None
 
     def _readable(self, line: PlateLine) -> bool:
         return classify_plate(line.plate, self.special_prefixes) != "unreadable"
-
-    def _count(self, line: PlateLine | None) -> None:
-        if line is not None:
-            self.stats.lines += 1
 
     def _parse(self, raw: bytes, resync: bool = False) -> PlateLine | str | None:
         """A PlateLine, the name of the counter that says why not, or None for a blank line. `resync`: the

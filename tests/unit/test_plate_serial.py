@@ -230,6 +230,11 @@ def test_resync_is_counted_and_the_bytes_dropped_accounted():
     assert dec.pending == 0
     good = len(gbk("粤B12345,blue,96\r\n")) + len(gbk("粤B67890,blue,90\r\n"))
     assert dec.stats.bytes_in == dec.stats.skipped_bytes + good  # every byte: in a line read, or dropped
+    assert dec.stats.skipped_bytes == 1 + 300  # the stray byte and all of the noise
+    dec.feed(b"\r\n \r\n\n")  # blank keep-alive lines are not garbage
+    assert dec.stats.skipped_bytes == 1 + 300 and dec.stats.skipped == 1
+    dec.feed(b"\xff\r\n")  # a skipped line, terminator and all
+    assert dec.stats.skipped_bytes == 1 + 300 + 3
 
 
 def test_a_plate_shaped_line_with_no_province_is_passed_on_as_read_for_the_booth():
