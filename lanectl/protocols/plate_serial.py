@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Optional
 
 from lanectl.core.plates import (DEFAULT_SPECIAL_PREFIXES, classify_plate, is_valid_plate, normalize_color,
                                  normalize_plate)

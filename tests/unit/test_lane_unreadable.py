@@ -4,7 +4,7 @@ still release the car. Driven through the pure lane machine with explicit times.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Optional
 
@@ -40,7 +40,7 @@ class SpyPolicy:
 def spied(direction: str, **kw) -> tuple[Lane, SpyPolicy]:
     lane = Lane(direction, **kw)
     spy = SpyPolicy()
-    lane.ctx = type(lane.ctx)(**{**lane.ctx.__dict__, "policy": spy})
+    lane.ctx = replace(lane.ctx, policy=spy)
     return lane, spy
 
 
