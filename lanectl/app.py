@@ -33,6 +33,7 @@ from lanectl.config import Config, ConfigError, LaneConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import IdentifyCar, OperatorOpen, PlatformEntry
 from lanectl.core.lane import LaneRules
+from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
 from lanectl.core.rules import CardRenewal, RenewalError, VehicleRules, renew_card
 from lanectl.policy_factory import build_policy
 from lanectl.platforms import PlatformWiring
@@ -46,14 +47,14 @@ log = logging.getLogger("lanectl")
 OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for the module's answer
 
 
-def lane_rules(lane: LaneConfig) -> LaneRules:
+def lane_rules(lane: LaneConfig, special_prefixes: tuple[str, ...] = DEFAULT_SPECIAL_PREFIXES) -> LaneRules:
     r = lane.rules
     camera = lane.devices.camera
     relay = camera is not None and camera.relay_barrier  # its inputs are made up: no real arming loop
     return LaneRules(duplicate_window_s=r.duplicate_window_s, min_confidence=r.min_confidence,
                      open_confirm_s=r.open_confirm_s, close_confirm_s=r.close_confirm_s,
                      pass_timeout_s=r.pass_timeout_s, auto_close=r.auto_close, stale_plate_s=r.stale_plate_s,
-                     loops=not relay)
+                     loops=not relay, special_prefixes=special_prefixes)
 
 
 class App:
@@ -222,7 +223,8 @@ class App:
             via = self.cameras.get(lane.id) if display_cfg.via_camera else None
             display = self.displays[lane.id] = LedBoardDisplay(display_cfg, via, lane_id=lane.id)
         return LaneRunner(lane.id, lane.direction, self.policy, self.store, self.clock, barrier=barrier,
-                          display=display, rules=lane_rules(lane), on_effects=self.on_effects,
+                          display=display, rules=lane_rules(lane, self.config.site.vehicles.special_prefixes),
+                          on_effects=self.on_effects,
                           after_commit=lambda: self.relay.wake() if self.relay else None, settlement=settle)
 
     def _barrier(self, lane: LaneConfig) -> Optional[Any]:
@@ -241,6 +243,7 @@ class App:
         if lane.devices.plate_reader is not None:
             barrier = runner.barrier
             reader = SerialPlateReader(lane.devices.plate_reader, name=f"{lane.id}-camera",
+                                       special_prefixes=self.config.site.vehicles.special_prefixes,
                                        on_activity=barrier.expect_command if barrier is not None else None)
             self.readers[lane.id] = reader
             devices.append(reader)
@@ -379,7 +382,9 @@ class App:
                 st = reader.stats
                 lanes[lid]["plate_lines"] = {"read": st.lines, "skipped": st.skipped,
                                              "bad_bytes": st.skipped_bad_bytes, "bad_fields": st.skipped_bad_fields,
-                                             "bad_plate": st.skipped_bad_plate, "overlong": st.skipped_overlong}
+                                             "bad_plate": st.skipped_bad_plate, "overlong": st.skipped_overlong,
+                                             "resynced": st.resynced, "unreadable": st.unreadable,
+                                             "bytes_in": st.bytes_in, "garbage_bytes": st.skipped_bytes}
         for lid, camera in self.cameras.items():
             lanes[lid]["camera"] = camera.status()
         answer: dict[str, Any] = {"park_id": self.config.site.park_id, "http_port": self.http.port,

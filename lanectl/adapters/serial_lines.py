@@ -21,6 +21,7 @@ import serial_asyncio_fast
 from lanectl.config_devices import SerialLine
 from lanectl.config_devices import SerialPlateReader as SerialPlateReaderConfig
 from lanectl.core.events import CodeScanned, DeviceFault, DeviceRecovered, PlateRead
+from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
 from lanectl.protocols.plate_serial import DecodeStats, PlateLineDecoder
 from lanectl.protocols.scan_codes import ScanLineDecoder, ScanStats
 from lanectl.service.ports import Clock, Emit
@@ -159,9 +160,11 @@ class SerialPlateReader:
 
     def __init__(self, config: SerialPlateReaderConfig, *, name: str, clock: Optional[Clock] = None,
                  backoff_min_s: float = 0.2, backoff_max_s: float = 5.0,
-                 on_activity: Optional[Callable[[], None]] = None) -> None:
+                 on_activity: Optional[Callable[[], None]] = None,
+                 special_prefixes: tuple[str, ...] = DEFAULT_SPECIAL_PREFIXES) -> None:
         self.config = config
         self.name = name
+        self.special_prefixes = special_prefixes  # the site's plates with no province first (WJ, 使, ...)
         # Called for every chunk received: a plate line is arriving, a barrier command may follow it (the
         # app uses it to keep the barrier's bus free of polls for that moment).
         self.on_activity = on_activity
@@ -182,18 +185,18 @@ class SerialPlateReader:
 
     def _session(self, emit: Emit) -> ChunkHandler:
         decoder = PlateLineDecoder(encoding=self.config.encoding, delimiter=self.config.delimiter,
-                                   stats=self.stats)
+                                   special_prefixes=self.special_prefixes, stats=self.stats)
         warned = False
 
         def on_chunk(data: bytes) -> None:
             nonlocal warned
             if self.on_activity is not None:
                 self.on_activity()
-            skipped = self.stats.skipped
+            skipped, resynced = self.stats.skipped, self.stats.resynced
             for line in decoder.feed(data):
                 color = "" if line.color == "unknown" else line.color  # PlateRead's spelling of unknown
                 emit(PlateRead(line.plate, color, line.confidence, source=self.name))
-            if self.stats.skipped > skipped and not warned:
+            if (self.stats.skipped > skipped or self.stats.resynced > resynced) and not warned:
                 warned = True  # once per connection: a wrong baud rate or encoding makes every line garbage
                 log.warning("%s: skipping undecodable input on %s (%s, delimiter %r): %s", self.name,
                             self.config.port, self.config.encoding, self.config.delimiter, self.stats)

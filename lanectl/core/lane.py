@@ -49,7 +49,7 @@ from lanectl.core.events import (
     PlatformEntry,
     Tick,
 )
-from lanectl.core.plates import match_entry
+from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, classify_plate, match_entry
 from lanectl.core.policy import Policy
 
 Direction = Literal["entry", "exit"]
@@ -79,6 +79,9 @@ class LaneRules:
     stale_plate_s: float = 30.0  # a plate held before a restart and older than this is logged, not acted upon
     # the barrier reports real loops (a Modbus IO module); false for a camera relay, whose inputs are made up
     loops: bool = True
+    # plates that start with no province but are real (site `vehicles: special_prefixes`); any other reading
+    # with a non-province first character is unreadable: the booth decides, never the rules
+    special_prefixes: tuple[str, ...] = DEFAULT_SPECIAL_PREFIXES
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +370,14 @@ def _on_plate(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, 
         # The inputs at start decide first; this read is kept (with its time) for after that.
         out.append(_log(ctx, "info", "plate held until the barrier's inputs are known", plate=ev.plate))
         return replace(state, held=ev, held_at=now)
+    unreadable = classify_plate(ev.plate, ctx.rules.special_prefixes) == "unreadable"
+    if unreadable and state.phase in (Phase.BLOCKED, Phase.AWAITING_PAYMENT) and state.visit is not None:
+        # A garbled read is no sign that the car the lane is dealing with has gone: that car stays.
+        if not (ev.plate == state.last_plate and state.last_plate_at is not None
+                and now - state.last_plate_at < timedelta(seconds=ctx.rules.duplicate_window_s)):
+            out.append(_log(ctx, "warning", "plate unreadable: ignored while a car is at the lane", plate=ev.plate,
+                            source=ev.source, record=state.visit.record_id))
+        return replace(state, last_plate=ev.plate, last_plate_at=now)
     if state.phase == Phase.BLOCKED and state.visit is not None:
         blocked = _on_plate_blocked(state, ev, now, ctx, out)
         if blocked is not None:
@@ -388,9 +399,34 @@ def _on_plate(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, 
             out.append(fx.StopSettlement(state.visit.record_id, "abandoned"))
         out.append(_log(ctx, "info", "waiting car replaced", plate=state.visit.plate, record=state.visit.record_id))
         state = replace(state, phase=Phase.IDLE, visit=None)
+    if unreadable:
+        return _unreadable(state, ev, now, ctx, out)
     if ctx.direction == "entry":
         return _entry(state, ev, now, ctx, out)
     return _exit(state, ev, now, ctx, out)
+
+
+UNREADABLE = "unreadable_plate"  # the record reason of a reading that is no plate (core.plates.classify_plate)
+
+
+def _unreadable(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
+                out: list[fx.Effect]) -> LaneState:
+    """A reading that is no plate (e.g. 竑B55502, a Big5 line read as GBK): the rules never see it and the barrier
+    stays down; the booth decides (an operator release opens as for any car). The record keeps the text as read.
+    At an exit the car waits at the lane like one whose entry is ambiguous; an entry lane records it refused."""
+    state, record_id = _next_id(state, ctx, now)
+    entry = ctx.direction == "entry"
+    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry" if entry else "exit", ev.plate, ev.color,
+                            now.isoformat(), "refused" if entry else "awaiting_payment", reason=UNREADABLE,
+                            image=ev.image))
+    out.append(_log(ctx, "warning", "plate unreadable: to the booth", plate=ev.plate, source=ev.source,
+                    record=record_id))
+    text = "车牌无法识别 请到岗亭处理"
+    out.append(fx.Display(text, text, "booth", (("plate", ""), ("message", text))))
+    if entry:
+        return state
+    visit = Visit(ev.plate, ev.color, record_id, reason=UNREADABLE)
+    return replace(state, phase=Phase.AWAITING_PAYMENT, visit=visit)
 
 
 def _on_plate_blocked(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
@@ -602,7 +638,8 @@ def _on_payment(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: Lane
                 out: list[fx.Effect]) -> LaneState:
     visit = state.visit
     method = f"{ev.provider}:{ev.method}" if ev.method else ev.provider
-    waiting = state.phase == Phase.AWAITING_PAYMENT and visit is not None and visit.record_id == ev.record_id
+    waiting = (state.phase == Phase.AWAITING_PAYMENT and visit is not None and visit.record_id == ev.record_id
+               and visit.reason != UNREADABLE)  # nothing was asked of a reading that is no plate: the booth decides
     if not waiting:
         # The car left another way (cash, operator) or this is not our car: the money is kept on the books and
         # flagged; the barrier does not move for it.
@@ -704,7 +741,7 @@ def _on_code(state: LaneState, ev: CodeScanned, ctx: LaneContext, out: list[fx.E
     """A payment code at the booth scanner: charge the car waiting here with it (the result still has to come
     back confirmed before anything opens)."""
     visit = state.visit
-    if state.phase != Phase.AWAITING_PAYMENT or visit is None or not ctx.settle:
+    if state.phase != Phase.AWAITING_PAYMENT or visit is None or not ctx.settle or visit.reason == UNREADABLE:
         out.append(_log(ctx, "info", "payment code scanned with no car waiting for a payment: ignored"))
         return state
     out.append(fx.ChargeByCode(visit.record_id, ev.code))

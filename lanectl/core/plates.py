@@ -1,4 +1,5 @@
-"""Plate text: normalization at the edge (fuzzy matching of exit plates to entry records lives here too)."""
+"""Plate text: normalization at the edge, what a plate may be (classify_plate), and fuzzy matching of exit
+plates to entry records."""
 
 from __future__ import annotations
 
@@ -39,9 +40,61 @@ def normalize_plate(text: str) -> str:
     return head + tail.replace("O", "0").replace("I", "1")
 
 
-def is_valid_plate(plate: str) -> bool:
-    """True for a normalized plate of a known shape, or "" (plate-less)."""
-    return plate == "" or bool(_PLATE_RE.match(plate))
+def is_valid_plate(plate: str, special_prefixes: Optional[Iterable[str]] = None) -> bool:
+    """True for a normalized reading the edge passes on to the lane: "" (plate-less), anything shaped like a
+    plate (a character and a letter, then 4-6 letters or digits: a misread province is still plate-shaped, and
+    the lane sends it to the booth, see classify_plate), or a readable plate of a special prefix. Pure noise
+    ("-", "HELLO", "12345") is not. `special_prefixes`: default DEFAULT_SPECIAL_PREFIXES."""
+    prefixes = DEFAULT_SPECIAL_PREFIXES if special_prefixes is None else special_prefixes
+    return plate == "" or bool(_PLATE_RE.match(plate)) or _special(plate, prefixes)
+
+
+# ---------------------------------------------------------------- what a plate may be
+
+# The 31 mainland provinces, autonomous regions and municipalities: the first character of a civil plate.
+PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+# The last character of some plates: police, driving school, trailer, Hong Kong, Macao, consulate, test, oversize.
+SUFFIXES = "警学挂港澳领试超"
+# Prefixes of plates that do not start with a province (armed police, old embassy plates). A site names its own
+# in the rules (`vehicles: special_prefixes:`, e.g. military "VA", "KA"); these are the default.
+DEFAULT_SPECIAL_PREFIXES: tuple[str, ...] = ("WJ", "使")
+
+PlateKind = Literal["plate", "special", "plateless", "unreadable"]
+
+# Province, city letter, then 5 letters/digits, 4 and a suffix, or 6 for a new-energy plate (D/F third or last).
+_CIVIL_RE = re.compile(rf"^[{PROVINCES}][A-Z](?:[A-Z0-9]{{5}}|[A-Z0-9]{{4}}[{SUFFIXES}]|[DF][A-Z0-9]{{5}}"
+                       rf"|[A-Z0-9]{{5}}[DF])$")
+# After a special prefix: a province (WJ粤12345), two digits and a character (old WJ01警12345) or one letter
+# (military VA + 12345 with prefix "V"), then digits only, then an optional type character (WJ...消, ...警).
+# Digits only keeps noise in front of a civil plate from reading as one ("WJ" + 粤B12345 is not a WJ plate).
+_SPECIAL_REST_RE = re.compile(rf"^(?:[{PROVINCES}]|[0-9]{{2}}[\u4e00-\u9fff]?|[A-Z])?[0-9]{{4,6}}"
+                              rf"[{SUFFIXES}消边通森金电]?$")
+
+
+def _special(plate: str, special_prefixes: Iterable[str]) -> bool:
+    return any(p and plate.startswith(p) and _SPECIAL_REST_RE.match(plate[len(p):]) for p in special_prefixes)
+
+
+def classify_plate(plate: str, special_prefixes: Iterable[str] = DEFAULT_SPECIAL_PREFIXES) -> PlateKind:
+    """What a normalized reading is: "plateless" (""), a civil "plate" (a province first, e.g. 粤B12345,
+    粤BD12345, 粤B1234学), a "special" plate (one of `special_prefixes` first, e.g. WJ粤12345, 使014578) or
+    "unreadable" — anything else, e.g. 竑B55502 (a Big5 line read as GBK): that goes to the booth, never to the
+    rules as a plate."""
+    if plate == "":
+        return "plateless"
+    if _CIVIL_RE.match(plate):
+        return "plate"
+    return "special" if _special(plate, special_prefixes) else "unreadable"
+
+
+def normalize_special_prefix(text: str) -> str:
+    """A configured special prefix as plates spell it (NFKC, upper case); ValueError when it cannot be one."""
+    p = unicodedata.normalize("NFKC", text or "").strip().upper()
+    if not 1 <= len(p) <= 3 or not all(c.isascii() and c.isalpha() or "\u4e00" <= c <= "\u9fff" for c in p):
+        raise ValueError(f"special plate prefix {text!r}: 1 to 3 letters or Chinese characters")
+    if p[0] in PROVINCES:
+        raise ValueError(f"special plate prefix {text!r} starts with a province: such plates are plates already")
+    return p
 
 
 def normalize_color(text: str) -> str | None:

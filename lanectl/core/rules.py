@@ -8,21 +8,28 @@ timezone of the datetimes passed in).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from .plates import is_valid_plate, normalize_color, normalize_plate
+from .plates import (DEFAULT_SPECIAL_PREFIXES, classify_plate, is_valid_plate, normalize_color, normalize_plate,
+                     normalize_special_prefix)
 from .policy import EntryDecision, ExitQuote, Present
 from .tariff import (TARIFF_CLASSES, BreakdownItem, Color, Fee, Fen, Subtype, TariffError, Tariffs, compute_fee,
                      compute_no_entry_fee, left_within_grace, make_fee)
 
 
+# A listed plate of a prefix the site names (military VA12345) passes this shape check; whether it is a plate
+# at this site is checked against `special_prefixes` once the section is read (_listed_plates_are_plates_here).
+_SPECIAL_SHAPE = re.compile(r"^[A-Z\u4e00-\u9fff]{1,3}[0-9A-Z\u4e00-\u9fff]{4,8}$")
+
+
 def _plate(v: Any) -> str:
     p = normalize_plate(v) if isinstance(v, str) else None
-    if not p or not is_valid_plate(p):
+    if not p or not (is_valid_plate(p) or _SPECIAL_SHAPE.match(p)):
         raise ValueError(f"not a plate (a plate-less car cannot be listed): {v!r}")
     return p
 
@@ -34,6 +41,7 @@ def _days(v: Any) -> int:
 
 
 Plate = Annotated[str, BeforeValidator(_plate)]
+SpecialPrefix = Annotated[str, BeforeValidator(lambda v: normalize_special_prefix(v) if isinstance(v, str) else v)]
 
 
 def _unique_plate_keys(v: Any) -> Any:
@@ -112,6 +120,9 @@ class VehicleRules(_Strict):
     stored_value: dict[Plate, Fen] = {}
     plate_subtypes: dict[Plate, Subtype] = {}  # tariff subtype A-E by plate ...
     color_subtypes: dict[Color, Subtype] = {}  # ... else by plate colour
+    # Plates that start with no province but are real here (armed police WJ, embassy 使, military "VA" ...): a
+    # reading with any other first character is unreadable and goes to the booth (core.plates.classify_plate).
+    special_prefixes: tuple[SpecialPrefix, ...] = DEFAULT_SPECIAL_PREFIXES
 
     @field_validator("whitelist", mode="before")
     @classmethod
@@ -141,6 +152,20 @@ class VehicleRules(_Strict):
                 if p in owner:
                     raise ValueError(f"plate {p} is in {section} and in {owner[p]!r}; give each plate one class")
                 owner[p] = section
+        return self
+
+    @model_validator(mode="after")
+    def _listed_plates_are_plates_here(self) -> "VehicleRules":
+        """A listed plate the lane would find unreadable (no province, no special prefix of this site) would
+        never reach these rules: a mistake in the list, said now rather than at the barrier."""
+        listed = [("monthly", p) for card in self.monthly for p in card.plates]
+        listed += [(section, p) for section in ("whitelist", "blacklist", "stored_value", "plate_subtypes")
+                   for p in getattr(self, section)]
+        for section, p in listed:
+            if classify_plate(p, self.special_prefixes) == "unreadable":
+                raise ValueError(f"{section}: {p} is no plate at this lot (a province first, or one of "
+                                 f"special_prefixes {list(self.special_prefixes)}); the lane would send that "
+                                 "reading to the booth, never to these rules")
         return self
 
 

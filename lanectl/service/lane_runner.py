@@ -14,8 +14,9 @@ from typing import Any, Callable, Optional, Protocol
 
 from lanectl.core import effects as fx
 from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, Event, IdentifyCar, OperatorOpen,
-                                 PlatformEntry, Tick)
+                                 PlateRead, PlatformEntry, Tick)
 from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, restored
+from lanectl.core.plates import classify_plate
 from lanectl.core.policy import Policy
 from lanectl.service.ports import Barrier, BarrierError, Clock, Display, StorageUnavailable
 from lanectl.service.storage import FAULT_DISPLAY, act_without_storage
@@ -61,6 +62,7 @@ class LaneStatus:
     last_release: Optional[dict[str, Any]] = None
     releases: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("count", "short", "short_fen", "over", "over_fen"), 0))
+    unreadable_plates: int = 0  # readings that were no plate (sent to the booth, never to the rules)
 
 
 @dataclass
@@ -235,6 +237,8 @@ class LaneRunner:
                 self._refusing_since = None
         self.state = new_state
         self.status.events += 1
+        if isinstance(event, PlateRead) and classify_plate(event.plate, self.rules.special_prefixes) == "unreadable":
+            self.status.unreadable_plates += 1
         self._track_faults(event)
         if isinstance(event, OperatorOpen):
             for e in effects:

@@ -140,6 +140,39 @@ async def test_garbage_on_the_camera_line_is_skipped_and_the_next_plate_works(be
     no_harm(bench)
 
 
+async def test_noise_before_a_plate_line_costs_nothing_and_a_big5_plate_goes_to_the_booth(bench):
+    """Issue 14: a stray 0xFE glued to a car's line used to cost that car; a Big5 camera's 粵B55502, read as GBK,
+    gave 竑B55502, which was let in. Now the car is read, and the Big5 reading waits for the booth."""
+    rig, camera = bench.rig, bench.rig.cameras["in1"]
+    await camera.send_raw(b"\xfe")  # the stray byte, then the car's own line
+    assert (await rig.car("in1", "粤B35791")).passed
+    assert await rig.wait_down("in1")
+    opens = rig.io.count("open", 1)
+
+    rig.io.set_loop(1, "arming", True)
+    await camera.send_raw("粵B55502,blue,96\r\n".encode("big5"))
+    status = await _lane_status(bench, "in1", lambda s: "车牌无法识别" in s["last_display"])
+    assert status["unreadable_plates"] == 1
+    assert status["plate_lines"]["unreadable"] == 1 and status["plate_lines"]["resynced"] == 1
+    [record] = [r for r in await bench.control.records(lane="in1") if r["reason"] == "unreadable_plate"]
+    assert (record["plate"], record["status"]) == ("竑B55502", "refused")
+    for _ in range(50):  # the board is written after the decision is committed
+        if rig.boards["in1"].sees("车牌无法识别"):
+            break
+        await asyncio.sleep(0.1)
+    assert rig.boards["in1"].sees("车牌无法识别")
+
+    answer = await bench.control.open_barrier(lane="in1", operator="王师傅", reason="plate unreadable")
+    assert answer["opened"]  # the booth decides; the only OPEN for that car is the operator's
+    assert rig.io.count("open", 1) == opens + 1
+    rig.io.set_loop(1, "safety", True)
+    rig.io.set_loop(1, "arming", False)
+    await asyncio.sleep(0.5)
+    rig.io.set_loop(1, "safety", False)
+    assert await rig.wait_down("in1")
+    no_harm(bench)
+
+
 async def test_health_endpoint_on_the_public_listener_shows_no_records(bench):
     import aiohttp
     port = (await bench.control.status())["http_port"]

@@ -125,10 +125,59 @@ async def test_garbage_between_lines_is_counted_and_skipped(pty_pair, caplog):
             pty_pair.write(encode_plate_line("粤B33333"))
             await emit.wait_for(lambda ev: len(ev) == 2)
     assert [r.plate for r in reads(emit)] == ["粤B11111", "粤B33333"]
-    assert reader.stats == DecodeStats(lines=2, skipped_bad_bytes=1, skipped_bad_fields=1, skipped_bad_plate=1,
-                                       skipped_overlong=1)
+    got = dict(vars(reader.stats), bytes_in=0, skipped_bytes=0)
+    assert got == vars(DecodeStats(lines=2, skipped_bad_bytes=1, skipped_bad_fields=1, skipped_bad_plate=1,
+                                   skipped_overlong=1))
+    assert reader.stats.bytes_in == reader.source.bytes  # every byte the port delivered went through the codec
     warnings = [r for r in caplog.records if r.name == LOGGER]
     assert len(warnings) == 1 and "undecodable" in warnings[0].getMessage()  # once, not per line
+
+
+async def test_noise_before_a_line_costs_only_the_noise(pty_pair):
+    """Issue 14: a stray 0xFE, or more than 128 bytes of noise without CR LF, used to cost the next good line."""
+    reader, emit = SerialPlateReader(config(pty_pair.path), name="cam"), EmitRecorder()
+    async with reading(reader, emit):
+        pty_pair.write(b"\xfe" + encode_plate_line("粤B11111"))
+        pty_pair.write(bytes(range(0x80, 0x100)) * 2)  # 256 bytes of noise, no line end, in its own read
+        await until(lambda: reader.stats.skipped_overlong == 1, what="the noise dropped")
+        pty_pair.write(encode_plate_line("粤B22222"))
+        pty_pair.write(b"\r\x81\r" + encode_plate_line("粤B33333"))
+        await emit.wait_for(lambda ev: len(ev) == 3)
+    assert [r.plate for r in reads(emit)] == ["粤B11111", "粤B22222", "粤B33333"]
+    assert (reader.stats.resynced, reader.stats.skipped_overlong, reader.stats.skipped) == (3, 1, 1)
+    assert reader.stats.skipped_bytes == 1 + 256 + 2  # \r\x81: the \r right before the plate is blank space
+
+
+async def test_a_big5_plate_on_a_gbk_line_reaches_the_lane_as_unreadable_and_never_opens(pty_pair):
+    """The camera sends 粵B55502 in Big5; the line is configured GBK, which reads 竑B55502. The lane sends that
+    car to the booth: no OPEN, the booth on the board, the reading on a record as read, counted."""
+    from lanectl.adapters.clock import SystemClock
+    from lanectl.core import effects as fx
+    from lanectl.core.events import IoSnapshot, OperatorOpen
+    from lanectl.service.lane_runner import LaneRunner
+    from tests.fakes import SHANGHAI, FakeBarrier, FakeDisplay, MemoryLaneStore
+    from tests.policies import FlatPolicy
+
+    store, barrier, display = MemoryLaneStore(), FakeBarrier(), FakeDisplay()
+    runner = LaneRunner("in1", "entry", FlatPolicy(), store, SystemClock(SHANGHAI), barrier=barrier,
+                        display=display)
+    lane = asyncio.create_task(runner.run())
+    reader = SerialPlateReader(config(pty_pair.path), name="in1-camera")
+    try:
+        await runner.started.wait()
+        runner.emit(IoSnapshot(arming=True, safety=False, up_limit=False, down_limit=True))
+        async with reading(reader, runner.emit):
+            pty_pair.write("粵B55502,blue,96\r\n".encode("big5"))
+            await until(lambda: runner.status.unreadable_plates == 1, what="the unreadable read")
+            await until(lambda: display.keys() == ["booth"], what="the booth on the board")
+            [record] = store.written(fx.NewRecord)
+            assert (record.plate, record.status, record.reason) == ("竑B55502", "refused", "unreadable_plate")
+            assert barrier.commands == [] and reader.stats.unreadable == 1
+            await runner.request(OperatorOpen("王", "plate unreadable", request_id="r1"))  # the booth decides
+            await until(lambda: barrier.commands == ["open"], what="the operator's OPEN")
+    finally:
+        lane.cancel()
+        await asyncio.gather(lane, return_exceptions=True)
 
 
 @pytest.mark.parametrize("encoding", ["gbk", "utf-8"])

@@ -24,8 +24,22 @@ TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 22, 8, 0, 0, tzinfo=TZ)
 BLACK = "粤B66666"
 WHITE = "粤B00001"
-PLATES = ["粤B12345", "粤B22222", BLACK, WHITE, "湘B12345", ""]
-POLICY = FlatPolicy(flat_fen=500, free_minutes=15, whitelist=frozenset({WHITE}), blacklist=frozenset({BLACK}))
+GARBLED = "竑B55502"  # no plate (a Big5 line read as GBK): never opens by itself, never reaches the rules
+PLATES = ["粤B12345", "粤B22222", BLACK, WHITE, "湘B12345", "", GARBLED]
+
+
+class RulesNeverSeeGarbled(FlatPolicy):
+    def entry(self, plate, *args, **kw):
+        assert plate != GARBLED, "an unreadable plate reached the rules"
+        return super().entry(plate, *args, **kw)
+
+    def exit(self, plate, *args, **kw):
+        assert plate != GARBLED, "an unreadable plate reached the rules"
+        return super().exit(plate, *args, **kw)
+
+
+POLICY = RulesNeverSeeGarbled(flat_fen=500, free_minutes=15, whitelist=frozenset({WHITE}),
+                              blacklist=frozenset({BLACK}))
 
 io_st = st.builds(IoSnapshot, st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans())
 event_st = st.one_of(
@@ -101,6 +115,7 @@ def test_safety_invariant_holds_for_any_event_order(direction, auto_close, settl
                 elif e.authority == "payment":
                     assert isinstance(event, PaymentConfirmed), "only a confirmed payment opens on payment authority"
                     assert before.phase.value == "awaiting_payment" and before.visit is not None
+                    assert before.visit.plate != GARBLED
                     assert event.record_id == before.visit.record_id == e.record_id
                     assert event.amount_fen >= before.visit.due_fen and e.trade_no == event.trade_no
                 else:
@@ -112,7 +127,7 @@ def test_safety_invariant_holds_for_any_event_order(direction, auto_close, settl
                         settled, _ = handle(before, Tick(), now, ctx)
                         assert isinstance(event, PlatformEntry) and rec.plate == event.car_id
                         assert direction == "entry" and settled.phase.value == "idle"
-                    assert rec.plate != BLACK
+                    assert rec.plate not in (BLACK, GARBLED)
                     assert rec.status in ("inside", "leaving") and rec.due_fen == 0
                 issued.add(e.record_id)
             if isinstance(e, fx.CloseBarrier):

@@ -28,7 +28,21 @@ def decode(chunks, **kw) -> tuple[list[PlateLine], DecodeStats]:
     out: list[PlateLine] = []
     for chunk in chunks:
         out += dec.feed(chunk)
-    return out, dec.stats
+        assert dec.pending <= MAX_LINE  # noise without line ends never piles up
+    stats = dec.stats
+    # every byte is accounted for: fed = dropped as garbage + kept for an unfinished line + the rest (lines read,
+    # blank keep-alive lines, terminators)
+    assert stats.bytes_in == sum(map(len, chunks))
+    assert stats.skipped_bytes + dec.pending <= stats.bytes_in
+    return out, stats
+
+
+BYTE_COUNTS = ("bytes_in", "skipped_bytes")
+
+
+def line_counts(stats: DecodeStats) -> dict[str, int]:
+    """The per-line counters (the byte counters are checked by decode() and for being the same every way)."""
+    return {k: v for k, v in asdict(stats).items() if k not in BYTE_COUNTS}
 
 
 def replays(data: bytes):
@@ -43,16 +57,19 @@ def replays(data: bytes):
 def check(data: bytes, expected: list[PlateLine], around: bool = True, **counts: int) -> None:
     """Every replay of `data` (and of `data` framed by garbage) yields `expected` and exactly these counts."""
     kw = {k: counts.pop(k) for k in ("encoding", "delimiter") if k in counts}
-    want = asdict(DecodeStats(lines=len(expected), **counts))
+    want = line_counts(DecodeStats(lines=len(expected), **counts))
     framings = [(data, want)]
     if around:
         framed_want = dict(want, skipped_bad_bytes=want["skipped_bad_bytes"] + 1)
         framings.append((GARBAGE_BEFORE + data + GARBAGE_AFTER, framed_want))
     for stream, stats in framings:
+        skipped_bytes = set()
         for how, chunks in replays(stream):
             lines, got = decode(chunks, **kw)
             assert lines == expected, (how, stream)
-            assert asdict(got) == stats, (how, stream)
+            assert line_counts(got) == stats, (how, stream)
+            skipped_bytes.add(got.skipped_bytes)
+        assert len(skipped_bytes) == 1, skipped_bytes  # however the bytes arrive
 
 
 def gbk(text: str) -> bytes:
@@ -169,22 +186,71 @@ def test_noise_bytes_between_lines():
           skipped_bad_bytes=1)
 
 
-def test_lost_terminator_loses_both_halves_not_the_next_line():
+def test_a_lost_terminator_costs_only_the_line_that_lost_it():
     data = gbk("粤B12345,blue,96") + gbk("粤B67890,blue,90\r\n") + gbk("粤C11111,blue,80\r\n")
-    check(data, [PlateLine("粤C11111", "blue", 80)], skipped_bad_fields=1)
+    check(data, [PlateLine("粤B67890", "blue", 90), PlateLine("粤C11111", "blue", 80)], resynced=1)
 
 
-def test_a_line_of_max_length_is_kept_one_byte_more_is_overlong():
+def test_a_line_of_max_length_is_kept_one_byte_more_is_overlong_and_its_end_still_read():
     body = gbk("粤B12345,blue,96")
     fits = body + b" " * (MAX_LINE - 1 - len(body)) + b"\r"  # MAX_LINE bytes before the \n
     check(fits + b"\n", [PlateLine("粤B12345", "blue", 96)])
-    check(b" " + fits + b"\n", [], skipped_overlong=1)
+    check(b" " + fits + b"\n", [PlateLine("粤B12345", "blue", 96)], skipped_overlong=1, resynced=1)
+    check(b"x" + fits + b"\n", [PlateLine("粤B12345", "blue", 96)], skipped_overlong=1, resynced=1)
 
 
-def test_overlong_noise_is_counted_once_and_resyncs_on_the_next_terminator():
+def test_overlong_noise_is_counted_once_and_never_swallows_the_next_line():
     noise = bytes(range(0x20, 0x7f)) * 10  # ~950 bytes, no line end
-    data = noise + b"\r\n" + gbk("粤B12345,blue,96\r\n") + noise * 2 + b"\n" + gbk("粤B67890,blue,90\r\n")
-    check(data, [PlateLine("粤B12345", "blue", 96), PlateLine("粤B67890", "blue", 90)], skipped_overlong=2)
+    data = noise + b"\r\n" + gbk("粤B12345,blue,96\r\n") + noise * 2 + gbk("粤B67890,blue,90\r\n")
+    check(data, [PlateLine("粤B12345", "blue", 96), PlateLine("粤B67890", "blue", 90)], skipped_overlong=2,
+          resynced=1)
+
+
+@pytest.mark.parametrize("noise", [b"\xfe", b"\xff", b"\x81", b"\x00\xfe", b"\r", b"\r\xfe", b"AB", b"\xd4",
+                                   b"\xe7\xb2", "京A1".encode("gbk"), b",", b"12,blue,9"])
+@pytest.mark.parametrize("encoding", ["gbk", "utf-8"])
+def test_a_stray_byte_before_a_line_costs_nothing_but_itself(noise, encoding):
+    """The issue's case: one 0xFE before a plate line made that line be discarded."""
+    line = PlateLine("粤B12345", "blue", 96)
+    for dec_input in ([noise + "粤B12345,blue,96\r\n".encode(encoding)],
+                      [noise, "粤B12345,blue,96\r\n".encode(encoding)]):
+        out, stats = decode(dec_input, encoding=encoding)
+        assert out == [line]
+        assert stats.resynced <= 1 and stats.skipped == 0
+        assert stats.skipped_bytes <= len(noise)
+
+
+def test_resync_is_counted_and_the_bytes_dropped_accounted():
+    dec = PlateLineDecoder()
+    assert dec.feed(b"\xfe" + gbk("粤B12345,blue,96\r\n")) == [PlateLine("粤B12345", "blue", 96)]
+    assert (dec.stats.lines, dec.stats.resynced, dec.stats.skipped_bytes, dec.stats.bytes_in) == (1, 1, 1, 19)
+    assert dec.feed(b"z" * 300) == [] and dec.pending == MAX_LINE
+    assert (dec.stats.skipped_overlong, dec.stats.skipped_bytes) == (1, 1 + 300 - MAX_LINE)
+    assert dec.feed(gbk("粤B67890,blue,90\r\n")) == [PlateLine("粤B67890", "blue", 90)]
+    assert dec.pending == 0
+    good = len(gbk("粤B12345,blue,96\r\n")) + len(gbk("粤B67890,blue,90\r\n"))
+    assert dec.stats.bytes_in == dec.stats.skipped_bytes + good  # every byte: in a line read, or dropped
+    assert dec.stats.skipped_bytes == 1 + 300  # the stray byte and all of the noise
+    dec.feed(b"\r\n \r\n\n")  # blank keep-alive lines are not garbage
+    assert dec.stats.skipped_bytes == 1 + 300 and dec.stats.skipped == 1
+    dec.feed(b"\xff\r\n")  # a skipped line, terminator and all
+    assert dec.stats.skipped_bytes == 1 + 300 + 3
+
+
+def test_a_plate_shaped_line_with_no_province_is_passed_on_as_read_for_the_booth():
+    big5 = "粵B55502,blue,96\r\n".encode("big5")  # a Big5 camera on a line configured as GBK reads 竑B55502
+    out, stats = decode([big5])
+    assert out == [PlateLine("竑B55502", "blue", 96)]
+    assert (stats.lines, stats.unreadable, stats.skipped) == (1, 1, 0)
+
+
+def test_special_prefixes_are_plates_of_the_line_too():
+    text = gbk("使014578,black,90\r\nWJ粤12345,white,90\r\n") + b"VA12345,white,90\r\n"
+    out, stats = decode([text])
+    assert [ln.plate for ln in out] == ["使014578", "WJ粤12345"]  # VA: no plate shape unless the site names it
+    assert stats.skipped_bad_plate == 1
+    out, stats = decode([b"\xfe" + text], special_prefixes=("WJ", "使", "VA"))
+    assert [ln.plate for ln in out] == ["使014578", "WJ粤12345", "VA12345"] and stats.resynced == 1
 
 
 def test_overlong_without_any_terminator_yet():
@@ -231,7 +297,8 @@ def test_stats_accumulate_across_feeds_and_can_be_shared():
     first.feed(gbk("粤B12345,blue,96\r\n") + b"\xff\r\n")
     second = PlateLineDecoder(stats=shared)  # e.g. a new decoder after a reconnect keeps the counters
     second.feed(gbk("粤B12345,purple,96\r\n"))
-    assert asdict(shared) == asdict(DecodeStats(lines=1, skipped_bad_bytes=1, skipped_bad_fields=1))
+    assert line_counts(shared) == line_counts(DecodeStats(lines=1, skipped_bad_bytes=1, skipped_bad_fields=1))
+    assert shared.bytes_in == len(gbk("粤B12345,blue,96\r\n")) + 3 + len(gbk("粤B12345,purple,96\r\n"))
 
 
 # -- property: junk never breaks the stream ------------------------------------------------------------
@@ -239,33 +306,55 @@ PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕�
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I / O: they are rewritten as 1 / 0 in the tail
 COLOUR_TEXT = {"blue": "blue", "蓝": "blue", "2": "yellow", "绿色": "green", "黄绿": "yellow-green", "": "unknown"}
 
-plates = st.builds(
-    lambda p, l, tail: p + l + tail,
-    st.sampled_from(PROVINCES), st.sampled_from(LETTERS),
-    st.text(alphabet=LETTERS + "0123456789", min_size=5, max_size=6),
-) | st.just("无牌车")
+ALNUM = LETTERS + "0123456789"
+# readable plates of every kind (core.plates.classify_plate): civil, new energy (D/F third or last), a suffix,
+# the default special prefixes, and the plate-less word
+plates = st.one_of(
+    st.builds(lambda p, c, t: p + c + t, st.sampled_from(PROVINCES), st.sampled_from(LETTERS),
+              st.text(alphabet=ALNUM, min_size=5, max_size=5)),
+    st.builds(lambda p, c, f, t: p + c + f + t, st.sampled_from(PROVINCES), st.sampled_from(LETTERS),
+              st.sampled_from("DF"), st.text(alphabet=ALNUM, min_size=5, max_size=5)),
+    st.builds(lambda p, c, t, f: p + c + t + f, st.sampled_from(PROVINCES), st.sampled_from(LETTERS),
+              st.text(alphabet=ALNUM, min_size=5, max_size=5), st.sampled_from("DF")),
+    st.builds(lambda p, c, t, x: p + c + t + x, st.sampled_from(PROVINCES), st.sampled_from(LETTERS),
+              st.text(alphabet=ALNUM, min_size=4, max_size=4), st.sampled_from("警学挂港澳领试超")),
+    st.builds(lambda p, t: "WJ" + p + t, st.sampled_from(PROVINCES), st.text(alphabet="0123456789", min_size=5,
+                                                                             max_size=5)),
+    st.builds(lambda t: "使" + t, st.text(alphabet="0123456789", min_size=6, max_size=6)),
+    st.just("无牌车"),
+)
 valid_lines = st.tuples(plates, st.sampled_from(sorted(COLOUR_TEXT)), st.integers(0, 100),
                         st.sampled_from([b"\r\n", b"\n"]))
 junk_bytes = st.binary(max_size=3 * MAX_LINE).map(lambda b: b.replace(b"\n", b""))
 terminators = st.sampled_from([b"", b"\n", b"\r\n"])
 
 
+def reading(plate: str, colour: str, conf: int) -> PlateLine:
+    return PlateLine("" if plate == "无牌车" else plate, COLOUR_TEXT[colour], conf)
+
+
 def build_stream(segments, encoding: str, delimiter: str):
-    """Join the segments; return the bytes and the lines that must come out (each valid line that starts
-    right after a terminator or at the start; junk glued in front of a line takes that line with it)."""
-    stream, expected, at_line_start = b"", [], True
+    """Join the segments. Return the bytes, the lines that must come out (every valid line: junk glued in front
+    of one costs only the junk), each line of the stream as (bytes before its \\n, junk in it, ends with a valid
+    line) and the length of the unterminated tail."""
+    stream, expected, lines = b"", [], []
+    size, junked = 0, False  # the line being built
     for seg in segments:
         if seg[0] == "valid":
             _, (plate, colour, conf, term) = seg
-            stream += f"{plate}{delimiter}{colour}{delimiter}{conf}".encode(encoding) + term
-            if at_line_start:
-                expected.append(PlateLine("" if plate == "无牌车" else plate, COLOUR_TEXT[colour], conf))
-            at_line_start = True
+            body = f"{plate}{delimiter}{colour}{delimiter}{conf}".encode(encoding) + term
+            stream += body
+            expected.append(reading(plate, colour, conf))
+            lines.append((size + len(body) - 1, junked, True))
+            size, junked = 0, False
         else:
             _, junk, term = seg
             stream += junk + term
-            at_line_start = term.endswith(b"\n") or (at_line_start and junk == b"")
-    return stream, expected
+            size, junked = size + len(junk), junked or junk != b""
+            if term:
+                lines.append((size + len(term) - 1, junked, False))
+                size, junked = 0, False
+    return stream, expected, lines, size
 
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -283,21 +372,19 @@ codec = st.tuples(st.sampled_from(["gbk", "utf-8"]), st.sampled_from([",", "|", 
            st.tuples(st.just("junk"), junk_bytes.map(lambda b: b"\xff" + b), terminators),  # undecodable
        ), max_size=12),
        cuts=st.lists(st.integers(0, 10_000), max_size=8))
-def test_property_undecodable_junk_yields_exactly_the_separated_lines(codec, segments, cuts):
+def test_property_undecodable_junk_costs_exactly_its_own_bytes(codec, segments, cuts):
     encoding, delimiter = codec
-    stream, expected = build_stream(segments, encoding, delimiter)
-    lines_in = stream.split(b"\n")
-    complete, tail = lines_in[:-1], lines_in[-1]
-    junk_lines = [ln for ln in complete if b"\xff" in ln]
+    stream, expected, lines, tail = build_stream(segments, encoding, delimiter)
     want = DecodeStats(
         lines=len(expected),
-        skipped_bad_bytes=sum(1 for ln in junk_lines if len(ln) <= MAX_LINE),
-        skipped_overlong=sum(1 for ln in junk_lines if len(ln) > MAX_LINE) + (len(tail) > MAX_LINE),
+        resynced=sum(1 for _, junk, valid in lines if junk and valid),
+        skipped_bad_bytes=sum(1 for n, junk, valid in lines if junk and not valid and n <= MAX_LINE),
+        skipped_overlong=sum(1 for n, junk, _ in lines if junk and n > MAX_LINE) + (tail > MAX_LINE),
     )
     for chunks in ([stream], chunked(stream, cuts)):
         out, stats = decode(chunks, encoding=encoding, delimiter=delimiter)
         assert out == expected
-        assert stats == want
+        assert line_counts(stats) == line_counts(want)
 
 
 @settings(max_examples=300, deadline=None)
@@ -307,15 +394,41 @@ def test_property_undecodable_junk_yields_exactly_the_separated_lines(codec, seg
            st.tuples(st.just("junk"), junk_bytes, terminators),  # anything at all but a line feed
        ), max_size=12),
        cuts=st.lists(st.integers(0, 10_000), max_size=8))
-def test_property_arbitrary_junk_never_raises_and_never_hides_a_separated_line(codec, segments, cuts):
+def test_property_arbitrary_junk_never_raises_and_never_hides_a_line(codec, segments, cuts):
     encoding, delimiter = codec
-    stream, expected = build_stream(segments, encoding, delimiter)
+    stream, expected, _, _ = build_stream(segments, encoding, delimiter)
     whole, whole_stats = decode([stream], encoding=encoding, delimiter=delimiter)
     split, split_stats = decode(chunked(stream, cuts), encoding=encoding, delimiter=delimiter)
     assert (split, split_stats) == (whole, whole_stats)  # how the bytes arrive never matters
     it = iter(whole)
-    assert all(line in it for line in expected)  # the separated lines come out, in order
+    assert all(line in it for line in expected)  # every valid line comes out, in order
     for line in whole:  # whatever else junk produced is still a well-formed reading
         assert is_valid_plate(line.plate) and line.color in COLORS and 0 <= line.confidence <= 100
     assert whole_stats.lines == len(whole)
-    assert whole_stats.lines + whole_stats.skipped <= stream.count(b"\n") + 1
+    ends = stream.count(b"\n") + 1
+    assert whole_stats.lines + whole_stats.skipped - whole_stats.skipped_overlong <= ends
+    assert whole_stats.skipped_overlong <= ends
+
+
+# Noise as a serial line makes it: any bytes, CR / LF fragments, 0xFE and other lone lead bytes, runs of more
+# than MAX_LINE bytes without a line end.
+noise = st.one_of(
+    st.binary(max_size=2 * MAX_LINE),
+    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"\xfe", b"\xff", b"\x81", b"\x00", b",", b"|", b"\t", b" "])
+             | st.binary(max_size=6), max_size=40).map(b"".join),
+    st.binary(min_size=MAX_LINE + 1, max_size=4 * MAX_LINE).map(lambda b: b.replace(b"\n", b"")),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(codec=codec, noise=noise, line=valid_lines, cuts=st.lists(st.integers(0, 10_000), max_size=8))
+def test_property_noise_before_a_plate_line_never_loses_that_line(codec, noise, line, cuts):
+    encoding, delimiter = codec
+    plate, colour, conf, term = line
+    data = noise + f"{plate}{delimiter}{colour}{delimiter}{conf}".encode(encoding) + term
+    seen = []
+    for chunks in ([data], [data[i:i + 1] for i in range(len(data))], chunked(data, cuts)):
+        out, stats = decode(chunks, encoding=encoding, delimiter=delimiter)
+        assert out and out[-1] == reading(plate, colour, conf)
+        seen.append((out, asdict(stats)))
+    assert seen[0] == seen[1] == seen[2]  # whole, byte by byte, in random chunks: the same lines and counts

@@ -1,8 +1,10 @@
-"""Plate normalization (unchanged behaviour) and matching an exit plate to open entry records."""
+"""Plate normalization (unchanged behaviour), what a plate may be (classify_plate) and matching an exit plate to
+open entry records."""
 
 import pytest
 
-from lanectl.core.plates import PlateMatch, is_valid_plate, match_entry, normalize_plate
+from lanectl.core.plates import (DEFAULT_SPECIAL_PREFIXES, PROVINCES, SUFFIXES, PlateMatch, classify_plate,
+                                 is_valid_plate, match_entry, normalize_plate, normalize_special_prefix)
 
 
 @pytest.mark.parametrize("raw, plate", [
@@ -16,6 +18,71 @@ def test_normalize_plate(raw, plate):
 def test_is_valid_plate():
     assert is_valid_plate("粤B12345") and is_valid_plate("粤BD12345") and is_valid_plate("")
     assert not is_valid_plate("12345")
+
+
+# -- classify_plate: plates, special plates, plate-less, unreadable ------------------------------------------
+def test_the_31_provinces():
+    assert len(PROVINCES) == len(set(PROVINCES)) == 31
+    for p in PROVINCES:
+        assert classify_plate(f"{p}A12345") == "plate", p
+
+
+@pytest.mark.parametrize("suffix", list(SUFFIXES))
+def test_each_known_suffix(suffix):
+    assert classify_plate(f"粤B1234{suffix}") == "plate"
+    assert classify_plate(f"粤B12345{suffix}") == "unreadable"  # a suffix takes the place of the last character
+
+
+@pytest.mark.parametrize("plate, kind", [
+    ("粤B12345", "plate"), ("京A0000Z", "plate"),
+    ("粤BD12345", "plate"), ("粤BF1234A", "plate"), ("粤B12345D", "plate"), ("粤B12345F", "plate"),  # new energy
+    ("粤B123456", "unreadable"), ("粤BA12345", "unreadable"),  # 8 characters without D/F where it belongs
+    ("WJ粤12345", "special"), ("WJ0112345", "special"), ("WJ01警12345", "special"), ("WJ粤1234消", "special"),
+    ("使014578", "special"),
+    ("", "plateless"),
+    ("竑B55502", "unreadable"),  # 粵B55502 sent in Big5, read as GBK
+    ("袋B12345", "unreadable"), ("A12345", "unreadable"), ("AB12345", "unreadable"), ("粤12345", "unreadable"),
+    ("粤B1234", "unreadable"), ("粤B1234无", "unreadable"), ("粤b12345", "unreadable"),  # not normalized
+    ("WJ粤B12345", "unreadable"), ("WJ", "unreadable"), ("使", "unreadable"), ("12345", "unreadable"),
+    ("VA12345", "unreadable"),  # a military prefix the site has not named
+    ("粤B12345 ", "unreadable"), ("-", "unreadable"),
+])
+def test_classify_plate(plate, kind):
+    assert classify_plate(plate) == kind
+
+
+@pytest.mark.parametrize("raw, plate, kind", [
+    ("粤b12345", "粤B12345", "plate"), ("粤b·1234d", "粤B1234D", "plate"), ("wj粤12345", "WJ粤12345", "special"),
+    ("粤ｂｄ１２３４５", "粤BD12345", "plate"), ("无牌车", "", "plateless"), ("竑b55502", "竑B55502", "unreadable"),
+])
+def test_classify_after_normalization(raw, plate, kind):
+    assert normalize_plate(raw) == plate and classify_plate(plate) == kind
+
+
+def test_the_site_names_the_special_prefixes():
+    assert DEFAULT_SPECIAL_PREFIXES == ("WJ", "使")
+    assert classify_plate("VA12345", ("VA",)) == "special" and classify_plate("V12345", ("V",)) == "special"
+    assert classify_plate("民航12345", ("民航",)) == "special"
+    assert classify_plate("使014578", ("VA",)) == "unreadable"  # the list replaces the default
+    assert classify_plate("粤B12345", ()) == "plate"
+
+
+@pytest.mark.parametrize("raw, prefix", [("va", "VA"), ("ＷＪ", "WJ"), (" 使 ", "使"), ("民航", "民航")])
+def test_special_prefix_spelling(raw, prefix):
+    assert normalize_special_prefix(raw) == prefix
+
+
+@pytest.mark.parametrize("raw", ["", "ABCD", "V1", "粤", "粤A", "-", "V-"])
+def test_special_prefix_that_cannot_be_one(raw):
+    with pytest.raises(ValueError):
+        normalize_special_prefix(raw)
+
+
+def test_the_edge_passes_plate_shapes_on_and_drops_noise():
+    # a plate-shaped misread reaches the lane (which sends it to the booth); noise does not
+    assert is_valid_plate("竑B55502") and is_valid_plate("使014578") and is_valid_plate("WJ粤12345")
+    assert not is_valid_plate("VA12345") and is_valid_plate("VA12345", ("VA",))
+    assert not any(is_valid_plate(t) for t in ("HELLO", "-", "粤B123", "12345"))
 
 
 @pytest.mark.parametrize("exit_plate, candidates, kind, plate", [

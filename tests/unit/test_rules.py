@@ -284,6 +284,8 @@ class TestVehicleRulesValidation:
          "at least 1"),
         ({"color_subtypes": {"purple": "A"}}, "color_subtypes", "colour"),
         ({"alow_temporary": False}, "alow_temporary", "Extra"),
+        ({"special_prefixes": ["VA", "粤"]}, "special_prefixes", "province"),
+        ({"special_prefixes": ["V-"]}, "special_prefixes", "1 to 3 letters"),
     ])
     def test_field_errors_name_the_key(self, vehicles, loc, words):
         with pytest.raises(ValidationError) as exc:
@@ -387,3 +389,21 @@ class TestCardRenewal:
     def test_renewals_that_cannot_apply_are_refused_clearly(self, renewal, why):
         with pytest.raises(RenewalError, match=why):
             renew_card(VEHICLES, renewal)
+
+
+def test_special_prefixes_default_and_spelling():
+    assert VehicleRules().special_prefixes == ("WJ", "使")
+    assert VehicleRules.model_validate({"special_prefixes": ["wj", "使", "va"]}).special_prefixes == ("WJ", "使", "VA")
+
+
+def test_listed_plates_must_be_plates_at_this_lot():
+    military = {"whitelist": {"VA12345": {"kind": "police"}}}
+    with pytest.raises(ValidationError, match="VA12345 is no plate at this lot"):
+        VehicleRules.model_validate(military)
+    assert "VA12345" in VehicleRules.model_validate({**military, "special_prefixes": ["WJ", "VA"]}).whitelist
+    for section, value in (("blacklist", {"竑B55502": "x"}), ("stored_value", {"粤B123456": 100}),
+                           ("monthly", [{"card_id": "A", "plates": ["竑B55502"], "start": "2026-11-01",
+                                         "end": "2026-11-30"}])):
+        with pytest.raises(ValidationError, match=f"{section}: .* is no plate at this lot"):
+            VehicleRules.model_validate({section: value})
+    assert "使014578" in VehicleRules.model_validate({"whitelist": {"使014578": None}}).whitelist
