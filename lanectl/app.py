@@ -212,7 +212,8 @@ class App:
         settle = self.settlement.on_effects if self.settlement is not None and lane.payments else None
         camera_cfg, display_cfg = lane.devices.camera, lane.devices.display
         if camera_cfg is not None:  # HTTP push: its reply may carry the relay and board frames
-            self.cameras[lane.id] = VzenithCamera(lane.id, camera_cfg, self.images_dir, self.clock)
+            self.cameras[lane.id] = VzenithCamera(lane.id, camera_cfg, self.images_dir, self.clock,
+                                                   special_prefixes=self.config.site.vehicles.special_prefixes)
             self.camera_auth[lane.id] = camera_auth(camera_cfg, self.config.secret, f"lane {lane.id}: devices.camera")
             if camera_cfg.insecure:
                 log.warning("lane %s: the camera's pushes are accepted without credentials (insecure: true): anyone "

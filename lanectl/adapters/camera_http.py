@@ -88,8 +88,10 @@ class _OpenOrder:
 
 class VzenithCamera:
     def __init__(self, lane_id: str, cfg: VzenithCameraConfig, images_dir: Path, clock: Clock, *,
-                 name: str = "", report_interval_s: float = DEFAULT_INTERVAL_S) -> None:
+                 name: str = "", report_interval_s: float = DEFAULT_INTERVAL_S,
+                 special_prefixes: Optional[Sequence[str]] = None) -> None:
         self.lane_id = lane_id
+        self.special_prefixes = special_prefixes  # the site's own non-province plates pass the push parser
         self.cfg = cfg
         self.name = name or f"{lane_id}-camera"
         self.images_dir = Path(images_dir) / lane_id  # one folder per lane: retention counts per lane
@@ -220,9 +222,10 @@ class VzenithCamera:
         if len(body) > self.max_body_bytes:
             raise VzenithError(f"body of {len(body)} bytes is over {self.max_body_bytes}", 413)
         if len(body) > THREAD_PARSE_BYTES:
-            msg = await asyncio.to_thread(parse_push, body, max_image_bytes=self.max_image_bytes)
+            msg = await asyncio.to_thread(parse_push, body, max_image_bytes=self.max_image_bytes,
+                                          special_prefixes=self.special_prefixes)
         else:
-            msg = parse_push(body, max_image_bytes=self.max_image_bytes)
+            msg = parse_push(body, max_image_bytes=self.max_image_bytes, special_prefixes=self.special_prefixes)
         if self.cfg.serialno is not None and msg.serialno != self.cfg.serialno:
             raise VzenithError(f"camera {msg.serialno!r} is not this lane's ({self.cfg.serialno})", 403)
         return msg

@@ -42,7 +42,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 from lanectl.core.plates import PLATELESS_WORDS, is_valid_plate, normalize_color, normalize_plate
 
@@ -149,8 +149,10 @@ def _heartbeat(obj: dict[str, Any], where: str) -> Heartbeat:
     return Heartbeat(_get(obj, "serialno", str, "", where), _get(obj, "deviceName", str, "", where))
 
 
-def parse_push(body: bytes, *, max_image_bytes: Optional[int] = None) -> PlateResult | Heartbeat:
-    """A camera's POST body -> PlateResult or Heartbeat; VzenithError (status 400 / 413) otherwise."""
+def parse_push(body: bytes, *, max_image_bytes: Optional[int] = None,
+               special_prefixes: Optional[Iterable[str]] = None) -> PlateResult | Heartbeat:
+    """A camera's POST body -> PlateResult or Heartbeat; VzenithError (status 400 / 413) otherwise.
+    `special_prefixes`: the site's plates that start with no province (rules `special_prefixes`)."""
     doc = _load(body)
     if not isinstance(doc, dict):
         raise VzenithError(f"body must be a JSON object, got {type(doc).__name__}")
@@ -160,7 +162,7 @@ def parse_push(body: bytes, *, max_image_bytes: Optional[int] = None) -> PlateRe
             raise VzenithError("AlarmInfoPlate is null")
         if alarm.get("result") is None and "heartbeat" in alarm:
             return _heartbeat(alarm, "AlarmInfoPlate")
-        return _plate(alarm, max_image_bytes)
+        return _plate(alarm, max_image_bytes, special_prefixes)
     if "heartbeat" in doc:
         inner = doc["heartbeat"]
         return _heartbeat(inner, "heartbeat") if isinstance(inner, dict) else Heartbeat()
@@ -172,7 +174,8 @@ def parse_push(body: bytes, *, max_image_bytes: Optional[int] = None) -> PlateRe
     raise VzenithError("neither an AlarmInfoPlate push nor a heartbeat")
 
 
-def _plate(alarm: dict[str, Any], max_image_bytes: Optional[int]) -> PlateResult:
+def _plate(alarm: dict[str, Any], max_image_bytes: Optional[int],
+           special_prefixes: Optional[Iterable[str]]) -> PlateResult:
     where = "AlarmInfoPlate"
     result = _get(alarm, "result", dict, None, where)
     pr = None if result is None else _get(result, "PlateResult", dict, None, f"{where}.result")
@@ -185,7 +188,7 @@ def _plate(alarm: dict[str, Any], max_image_bytes: Optional[int]) -> PlateResult
     plate = "" if license_.strip().upper() in PLATELESS_WORDS else normalize_plate(license_)
     # as in plate_serial: "" is plate-less for an empty license or a word (无牌车, NONE); "-" alone is noise
     noise = plate == "" and license_.strip() != "" and not any(c.isalpha() for c in license_)
-    if noise or not is_valid_plate(plate):
+    if noise or not is_valid_plate(plate, special_prefixes):
         raise VzenithError(f"PlateResult.license {license_!r} is not a plate")
     color_type = _get(pr, "colorType", int, 0, "PlateResult")
     color = normalize_color(str(color_type)) if 0 <= color_type <= 6 else "unknown"

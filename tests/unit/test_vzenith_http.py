@@ -86,6 +86,12 @@ def test_not_a_plate_shape(license_):
     assert "not a plate" in str(error((MINIMAL % license_).encode()))
 
 
+def test_a_site_prefix_passes_only_where_the_site_names_it():
+    body = (MINIMAL % "VA12345").encode()
+    assert "not a plate" in str(error(body))  # not a default prefix (WJ, 使)
+    assert parse_push(body, special_prefixes=("WJ", "使", "VA")).plate == "VA12345"
+
+
 def test_only_the_license_is_required_and_null_is_missing():
     expected = PlateResult(plate="京A12345", color="unknown", confidence=0, license="京A12345")
     assert parse_push((MINIMAL % "京A12345").encode()) == expected
