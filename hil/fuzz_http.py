@@ -1,7 +1,7 @@
 """Fuzz every route of the daemon's HTTP listener(s) and count what should never happen: 5xx answers and tracebacks
 in the daemon's log.
 
-    python -m hil.fuzz_http --requests 20000 [--seed 1] [--concurrency 16] [--keep]
+    python -m hil.fuzz_http --requests 20000 [--seed 1] [--concurrency 16] [--keep] [--log-level DEBUG]
 
 The daemon runs as its own process (hil/daemon_process.py) on a test configuration: Bolink, XFT and tdzn
 emulators with their test keys (hil/platforms.py), an entry and an exit lane with HTTP cameras, picture links.
@@ -229,7 +229,7 @@ def last_traceback(log: str) -> str:
     return log[max(0, log.rfind("\n", 0, at - 1)):][:3000] if at >= 0 else ""
 
 
-async def run(requests: int, seed: int, concurrency: int = 16, keep: bool = False,
+async def run(requests: int, seed: int, concurrency: int = 16, keep: bool = False, log_level: str = "INFO",
               progress: Callable[[str], None] = lambda line: None) -> Report:
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-fuzz-", dir="/tmp"))
     platforms = await Platforms(names=("bolink", "xft", "tdzn")).start()
@@ -238,7 +238,7 @@ async def run(requests: int, seed: int, concurrency: int = 16, keep: bool = Fals
     try:
         await rig.start()
         etc = write_config(rig, workdir)
-        daemon = DaemonProcess(etc, workdir / "control.sock", workdir / "daemon.log")
+        daemon = DaemonProcess(etc, workdir / "control.sock", workdir / "daemon.log", log_level=log_level)
         await daemon.start()
         status = await daemon.client.status()
         platforms.connect(status["http_port"])
@@ -280,8 +280,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="hypothesis seed: the same seed sends the same requests")
     ap.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (config, database, daemon log)")
+    ap.add_argument("--log-level", default="INFO", help="the daemon's (DEBUG shows what INFO hides: tracebacks too)")
     args = ap.parse_args(argv)
-    report = asyncio.run(run(args.requests, args.seed, args.concurrency, args.keep,
+    report = asyncio.run(run(args.requests, args.seed, args.concurrency, args.keep, args.log_level,
                              progress=lambda line: print(line, file=sys.stderr, flush=True)))
     for line in report.lines():
         print(line)
