@@ -17,11 +17,9 @@ import socket
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
 
 from lanectl.adapters.connection_gate import ConnectionGate, GatedSite
-from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, ServerLog, Tally
+from lanectl.adapters.log_tally import CLIENT_FAULTS, DEFAULT_INTERVAL_S, ServerLog, Tally
 from lanectl.service.ports import StorageUnavailable
 from lanectl.startup import EX_CONFIG, EX_TEMPFAIL, StartupError
 
@@ -126,11 +124,11 @@ class CallbackServer:
 
     @web.middleware
     async def _bad_body(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """A body that cannot be read (bad chunking, bad gzip/deflate, cut short) is the client's fault: 400 and
-        counted with the malformed requests — not 500 and a traceback, whichever route read it."""
+        """A body that cannot be read (bad chunking, bad gzip/deflate, the client gone mid-body) is the client's
+        fault: 400 and counted with the malformed requests — not 500 and a traceback, whichever route read it."""
         try:
             return await handler(request)
-        except (HttpProcessingError, RequestPayloadError) as exc:
+        except CLIENT_FAULTS as exc:
             if self._server_log is not None:
                 self._server_log.note(exc)
             return web.Response(status=400, text="bad request body")

@@ -155,7 +155,7 @@ class ServerLog:
     as ``logger.exception("Error handling request from %s", ...)`` (``logger.debug`` for a first request with a
     bad method), and a body it could not decode (bad chunking, bad gzip) again as ``"Unhandled exception"``
     while it drains the connection: a traceback each. Here those are counted. Other calls go to ``logger``
-    unchanged (an unhandled exception in a handler is a bug and keeps its traceback)."""
+    unchanged (an exception a handler raised is a bug and keeps its traceback, under the same messages)."""
 
     def __init__(self, logger: logging.Logger, what: str, interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self._logger = logger
@@ -170,16 +170,14 @@ class ServerLog:
             self._logger.debug(msg, *args, **kw)
 
     def counted(self, msg: Any, exc_info: Any) -> bool:
-        """True when this report is the client's fault and was counted instead of logged."""
+        """True when this report is the client's fault and was counted instead of logged. aiohttp also says
+        "Error handling request" when a handler raised (a 500): that one is a bug and keeps its traceback."""
         exc = exc_info if isinstance(exc_info, BaseException) else None
-        if not isinstance(msg, str):
-            return False
-        if msg.startswith("Error handling request"):
-            pass
-        elif not (msg.startswith("Unhandled exception") and is_client_fault(exc)):
-            return False
-        self.note(exc)
-        return True
+        bad_request = (isinstance(msg, str) and msg.startswith(("Error handling request", "Unhandled exception"))
+                       and (exc is None or is_client_fault(exc)))
+        if bad_request:
+            self.note(exc)
+        return bad_request
 
     def note(self, exc: Optional[BaseException]) -> None:
         """Count one malformed request (also called by the listener for a body it could not read)."""
@@ -193,7 +191,11 @@ class ServerLog:
         return getattr(self._logger, name)
 
 
+# A request the client got wrong: bad framing or a body that cannot be decoded (aiohttp's parser errors, and
+# RequestPayloadError, which wraps them once the handler reads the body), or a client that left mid-body
+# (aiohttp fails the body read with ConnectionResetError("Connection lost")).
+CLIENT_FAULTS = (HttpProcessingError, RequestPayloadError, ConnectionResetError)
+
+
 def is_client_fault(exc: Optional[BaseException]) -> bool:
-    """A request the client got wrong: bad framing or a body that cannot be decoded (aiohttp's parser errors,
-    and RequestPayloadError, which wraps them once the handler reads the body)."""
-    return isinstance(exc, (HttpProcessingError, RequestPayloadError))
+    return isinstance(exc, CLIENT_FAULTS)

@@ -71,3 +71,17 @@ async def test_every_kind_of_malformed_request_is_a_4xx_or_a_close_and_at_most_a
     tallied = [r for r in lines.records if r.levelno >= logging.INFO]
     assert 1 <= len(tallied) <= 1 + int(elapsed / INTERVAL_S) + 1, lines.text()
     assert all("malformed requests" in r.getMessage() for r in tallied), lines.text()
+
+
+async def test_a_handler_that_raises_is_a_bug_and_keeps_its_traceback(listener):
+    server, lines = listener
+
+    async def broken(request):
+        raise KeyError("a bug, not the client's fault")
+
+    server.app.router._frozen = False  # a route added after start, for this test only
+    server.app.router.add_get("/bug", broken)
+    answer = await send_raw("127.0.0.1", server.port, b"GET /bug HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer == "500"
+    assert [r for r in lines.records if r.exc_info and r.exc_info[0] is KeyError], lines.text()
+    assert server._server_log is not None and server._server_log.bad_requests.total == 0
