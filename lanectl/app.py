@@ -390,7 +390,7 @@ class App:
             lanes[lid]["camera"] = camera.status()
         answer: dict[str, Any] = {"park_id": self.config.site.park_id, "http_port": self.http.port,
                                   "lan_port": self.lan.port if self.lan is not None else None, "lanes": lanes,
-                                  "storage": self.store.health.as_dict()}
+                                  "storage": self.store.health.as_dict(), "listeners": self._listeners()}
         if self.settlement is not None:
             answer["settlement"] = self.settlement.status()
         if self.platforms is not None:
@@ -398,6 +398,10 @@ class App:
         if self.image_links is not None:
             answer["image_links"] = {"public_url": self.image_links.base, **self.image_links.counts}
         return answer
+
+    def _listeners(self) -> list[dict[str, Any]]:
+        """Every HTTP listener the app holds, whatever its attribute (a listener added later is listed too)."""
+        return [server.describe() for server in vars(self).values() if isinstance(server, CallbackServer)]
 
     async def records(self, *, plate: Optional[str], lane: Optional[str], since: Optional[datetime],
                       until: Optional[datetime], limit: int) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
     payments:
       settlement: {poll_interval_s: 2, window_s: 120}
+      max_amount_fen: 10000000             # the largest amount a callback may carry (default ¥100 000)
       bolink:
         base_url: https://s.bolink.club
         union_id: 200208
@@ -19,6 +20,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import AfterValidator, Field
 
 from lanectl.config_base import SecretRef, Strict
+from lanectl.core.money import DEFAULT_MAX_FEN
 
 PROVIDERS = ("bolink", "xft", "tdzn")
 ProviderName = Literal["bolink", "bolink_etc", "xft", "tdzn"]
@@ -119,6 +121,9 @@ class TdznConfig(Strict):
 
 class PaymentsConfig(Strict):
     settlement: SettlementConfig = SettlementConfig()
+    # The largest amount (fen) a platform callback may carry; a bigger one is refused in the platform's own
+    # error form. Default ¥100 000; the bound above keeps it a parking fee, not an arbitrary number.
+    max_amount_fen: int = Field(DEFAULT_MAX_FEN, gt=0, le=10 ** 12)
     bolink: Optional[BolinkConfig] = None
     xft: Optional[XftConfig] = None
     tdzn: Optional[TdznConfig] = None

@@ -99,7 +99,7 @@ class PlatformWiring:
             bolink = BolinkInbound(config.secret(cfg.key, "payments.bolink.key"), cfg.park_id, self.store, settlement,
                                    self.clock, lanes_by_channel=lanes_by_channel, quote=app.quote,
                                    renew=app.renew_card, admit=app.admit_plateless,
-                                   free_out_minutes=cfg.free_out_minutes)
+                                   free_out_minutes=cfg.free_out_minutes, max_fen=payments.max_amount_fen)
             self.inbound["bolink"] = bolink
             if cfg.downlink == "http_mode":
                 downlink = BolinkDownlink(cfg, config.secret(cfg.key, "payments.bolink.key"), self.session,
@@ -113,14 +113,16 @@ class PlatformWiring:
         if payments.xft is not None:
             cfg_x = payments.xft
             xft = XftInbound(config.secret(cfg_x.key, "payments.xft.key"), self.store, settlement, self.clock,
-                             require_signature=cfg_x.require_notify_signature, store_code=cfg_x.store_code)
+                             require_signature=cfg_x.require_notify_signature, store_code=cfg_x.store_code,
+                             max_fen=payments.max_amount_fen)
             self.inbound["xft"] = xft
             self.routes.append((cfg_x.notify_path, xft.handle_body))
         if payments.tdzn is not None:
             cfg_t = payments.tdzn
             tdzn = TdznInbound(config.secret(cfg_t.key, "payments.tdzn.key"), cfg_t.pid, cfg_t.park_code, self.store,
                                settlement, self.clock, config.site.tz, window_s=cfg_t.timestamp_window_s,
-                               lanes_by_channel=lanes_by_channel, quote=app.quote, release=app.release)
+                               lanes_by_channel=lanes_by_channel, quote=app.quote, release=app.release,
+                               max_fen=payments.max_amount_fen)
             self.inbound["tdzn"] = tdzn
 
             async def tdzn_route(body: bytes, content_type: str) -> tuple[bytes, str]:

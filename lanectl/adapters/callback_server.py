@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Optional
 from aiohttp import web
 
 from lanectl.adapters.connection_gate import ConnectionGate, GatedSite
-from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, ServerLog, Tally
+from lanectl.adapters.log_tally import CLIENT_FAULTS, DEFAULT_INTERVAL_S, ServerLog, Tally
 from lanectl.service.ports import StorageUnavailable
 from lanectl.startup import EX_CONFIG, EX_TEMPFAIL, StartupError
 
@@ -48,7 +48,8 @@ class CallbackServer:
                  key: str = "http.listen") -> None:
         self.host, self.port = host, port
         self.face, self.key = face, key  # which face, and the site key that configures it (for messages)
-        self.app = web.Application(client_max_size=max_body_kb * 1024, middlewares=[self._body_deadline])
+        self.app = web.Application(client_max_size=max_body_kb * 1024,
+                                   middlewares=[self._bad_body, self._body_deadline])
         self.body_timeout_s = body_timeout_s
         self.app.router.add_get("/healthz", self._healthz)
         self._health = health
@@ -85,6 +86,13 @@ class CallbackServer:
             return web.Response(body=answer, content_type=content_type.split(";")[0],
                                 charset="utf-8" if "json" in content_type or "text" in content_type else None)
         self.app.router.add_post(path, route)
+
+    def describe(self) -> dict[str, Any]:
+        """Where it listens and every route it serves (`lanectl status`: what monitoring and the HTTP fuzzer,
+        hil/fuzz_http.py, reach). Read from the router itself, so a route added anywhere is listed."""
+        routes = [{"method": r.method, "path": r.resource.canonical} for r in self.app.router.routes()
+                  if r.resource is not None and r.method != "HEAD"]  # aiohttp adds HEAD to every GET
+        return {"face": self.face, "host": self.host, "port": self.port, "routes": routes}
 
     async def start(self) -> None:
         # in-flight platform calls get 2 s to finish on stop (a held request must not delay a restart)
@@ -126,6 +134,17 @@ class CallbackServer:
             return await handler(request)
         finally:
             timer.cancel()
+
+    @web.middleware
+    async def _bad_body(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A body that cannot be read (bad chunking, bad gzip/deflate, the client gone mid-body) is the client's
+        fault: 400 and counted with the malformed requests — not 500 and a traceback, whichever route read it."""
+        try:
+            return await handler(request)
+        except CLIENT_FAULTS as exc:
+            if self._server_log is not None:
+                self._server_log.note(exc)
+            return web.Response(status=400, text="bad request body")
 
     def _cut_slow_body(self, request: web.Request) -> None:
         if not request.content.is_eof() and request.transport is not None:

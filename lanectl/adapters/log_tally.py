@@ -22,6 +22,9 @@ import socket
 from collections import Counter
 from typing import Any, Callable, Optional
 
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
 DEFAULT_INTERVAL_S = 60.0
 _MAX_REASONS = 4  # distinct reasons shown in one line; the rest are summed as "other"
 _MAX_REASON_LEN = 120
@@ -149,25 +152,50 @@ def uninstall_loop_handler(loop: asyncio.AbstractEventLoop, handler: LoopHandler
 # --- aiohttp: malformed requests -----------------------------------------------------------------------------
 class ServerLog:
     """Stands in for aiohttp's server logger (``logger=`` of a web runner). aiohttp reports a malformed request
-    as ``logger.exception("Error handling request from %s", ...)``, a traceback each: here they are counted.
-    Other calls go to ``logger`` unchanged (an unhandled exception in a handler is a bug and keeps its
-    traceback)."""
+    as ``logger.exception("Error handling request from %s", ...)`` (``logger.debug`` for a first request with a
+    bad method), and a body it could not decode (bad chunking, bad gzip) again as ``"Unhandled exception"``
+    while it drains the connection: a traceback each. Here those are counted. Other calls go to ``logger``
+    unchanged (an exception a handler raised is a bug and keeps its traceback, under the same messages)."""
 
     def __init__(self, logger: logging.Logger, what: str, interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self._logger = logger
         self.bad_requests = Tally(logger, what, "malformed requests", interval_s=interval_s)
 
     def exception(self, msg: str, *args: Any, exc_info: Any = True, **kw: Any) -> None:
-        if isinstance(msg, str) and msg.startswith("Error handling request"):
-            exc = exc_info if isinstance(exc_info, BaseException) else None
-            detail = getattr(exc, "message", None) or (str(exc) if exc is not None else "")
-            reason = f"{type(exc).__name__}: {detail}" if exc is not None else "bad request"
-            self.bad_requests.note(reason)
-            return
-        self._logger.exception(msg, *args, exc_info=exc_info, **kw)
+        if not self.counted(msg, exc_info):
+            self._logger.exception(msg, *args, exc_info=exc_info, **kw)
+
+    def debug(self, msg: str, *args: Any, **kw: Any) -> None:
+        if not self.counted(msg, kw.get("exc_info")):
+            self._logger.debug(msg, *args, **kw)
+
+    def counted(self, msg: Any, exc_info: Any) -> bool:
+        """True when this report is the client's fault and was counted instead of logged. aiohttp also says
+        "Error handling request" when a handler raised (a 500): that one is a bug and keeps its traceback."""
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        bad_request = (isinstance(msg, str) and msg.startswith(("Error handling request", "Unhandled exception"))
+                       and (exc is None or is_client_fault(exc)))
+        if bad_request:
+            self.note(exc)
+        return bad_request
+
+    def note(self, exc: Optional[BaseException]) -> None:
+        """Count one malformed request (also called by the listener for a body it could not read)."""
+        detail = getattr(exc, "message", None) or (str(exc) if exc is not None else "")
+        self.bad_requests.note(f"{type(exc).__name__}: {detail}" if exc is not None else "bad request")
 
     def close(self) -> None:
         self.bad_requests.close()
 
-    def __getattr__(self, name: str) -> Any:  # debug, info, warning, isEnabledFor ...
+    def __getattr__(self, name: str) -> Any:  # info, warning, isEnabledFor ...
         return getattr(self._logger, name)
+
+
+# A request the client got wrong: bad framing or a body that cannot be decoded (aiohttp's parser errors, and
+# RequestPayloadError, which wraps them once the handler reads the body), or a client that left mid-body
+# (aiohttp fails the body read with ConnectionResetError("Connection lost")).
+CLIENT_FAULTS = (HttpProcessingError, RequestPayloadError, ConnectionResetError)
+
+
+def is_client_fault(exc: Optional[BaseException]) -> bool:
+    return isinstance(exc, CLIENT_FAULTS)

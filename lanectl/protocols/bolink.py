@@ -25,7 +25,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping, Optional, Union
 
-from lanectl.core.money import MoneyError, fen_to_yuan, yuan_to_fen
+from lanectl.core.money import MAX_YUAN_DIGITS, MoneyError, fen_to_yuan, within_ceiling, yuan_to_fen
 
 PATHS = {
     "entry": "/unionapi/neworder/addorder",  # 3.1
@@ -50,6 +50,7 @@ _ORDER_ID_RE = re.compile(r"^[0-9A-Za-z_]{1,48}$")
 _HEX32_RE = re.compile(r"^[0-9A-Fa-f]{32}$")
 _DIGITS_RE = re.compile(r"^[0-9]+$")
 _WS = " \t\n\r"
+MAX_UNIX_TIME = 253402300799  # 9999-12-31 23:59:59 UTC, the last second a datetime can hold
 
 
 class BolinkError(ValueError):
@@ -414,33 +415,48 @@ def yuan_text(fen: int) -> str:
     return fen_to_yuan(fen)
 
 
-def parse_yuan(value: Any) -> int:
+def parse_yuan(value: Any, max_fen: Optional[int] = None) -> int:
     """Yuan -> fen, exactly: "0.04", Decimal("0.04") (a JSON number read with parse_float=Decimal), int 1, "1".
-    Refused: float, bool, negatives, more than two decimals, NaN/Infinity."""
+    Refused: float, bool, negatives, more than two decimals, NaN/Infinity, more than MAX_YUAN_DIGITS whole
+    digits, and more than `max_fen` when given (the site's payments.max_amount_fen)."""
     if isinstance(value, bool) or isinstance(value, float):
-        raise BadAmount(f"amount must be yuan text, a Decimal or an int, got {type(value).__name__} {value!r}")
+        raise BadAmount(f"amount must be yuan text, a Decimal or an int, got {type(value).__name__} {_shown(value)}")
     if isinstance(value, int):
         if value < 0:
-            raise BadAmount(f"negative amount {value}")
-        return value * 100
+            raise BadAmount(f"negative amount {_shown(value)}")
+        if value >= 10 ** MAX_YUAN_DIGITS:
+            raise BadAmount(f"amount out of range: {_shown(value)}")
+        return _ceiling(value * 100, max_fen)
     if isinstance(value, Decimal):
         if not value.is_finite() or value.is_signed() and value != 0:
-            raise BadAmount(f"not a non-negative amount: {value}")
+            raise BadAmount(f"not a non-negative amount: {_shown(value)}")
         exp = value.as_tuple().exponent
         if not isinstance(exp, int) or exp < -2:
-            raise BadAmount(f"more than two decimals in yuan amount {value}")
-        if value.adjusted() > 12:  # a trillion yuan is not a parking fee; also keeps int() cheap
-            raise BadAmount(f"amount out of range: {value}")
+            raise BadAmount(f"more than two decimals in yuan amount {_shown(value)}")
+        if value.adjusted() >= MAX_YUAN_DIGITS:  # also keeps int() cheap
+            raise BadAmount(f"amount out of range: {_shown(value)}")
         try:
-            return int(value.scaleb(2))
+            return _ceiling(int(value.scaleb(2)), max_fen)
         except (InvalidOperation, OverflowError, ValueError):
-            raise BadAmount(f"amount out of range: {value}") from None
+            raise BadAmount(f"amount out of range: {_shown(value)}") from None
     if isinstance(value, str):
         try:
-            return yuan_to_fen(value)
+            return yuan_to_fen(value, max_fen=max_fen)
         except MoneyError as e:
             raise BadAmount(str(e)) from None
-    raise BadAmount(f"amount must be yuan text, a Decimal or an int, got {type(value).__name__} {value!r}")
+    raise BadAmount(f"amount must be yuan text, a Decimal or an int, got {type(value).__name__} {_shown(value)}")
+
+
+def _ceiling(fen: int, max_fen: Optional[int]) -> int:
+    try:
+        return within_ceiling(fen, max_fen)
+    except MoneyError as e:
+        raise BadAmount(str(e)) from None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:32]}... ({len(text)} characters)"
 
 
 def is_order_id(s: Any) -> bool:
@@ -624,14 +640,15 @@ def _int(f: Mapping[str, Any], name: str, where: str, *, required: bool = False,
     return n
 
 
-def _money(f: Mapping[str, Any], name: str, where: str, *, required: bool = False) -> Optional[int]:
+def _money(f: Mapping[str, Any], name: str, where: str, *, required: bool = False,
+           max_fen: Optional[int] = None) -> Optional[int]:
     v = _get(f, name, where, required)
     if v is None or v == "":
         if required:
             raise BolinkError(f"{where}: field {name!r} is empty")
         return None
     try:
-        return parse_yuan(v)
+        return parse_yuan(v, max_fen)
     except BadAmount as e:
         raise BadAmount(f"{where}: field {name!r}: {e}") from None
 
@@ -871,9 +888,11 @@ def callback_name(msg: SignedMessage, expected: Optional[str] = None) -> str:
     return name
 
 
-def parse_callback(msg: SignedMessage, expected: Optional[str] = None) -> Callback:
+def parse_callback(msg: SignedMessage, expected: Optional[str] = None, *,
+                   max_fen: Optional[int] = None) -> Callback:
     """Typed value of a (verified) platform message, routed by service_name; `expected` names the service of
-    a dedicated URL (5.8 monthcard_pay arrives without service_name there)."""
+    a dedicated URL (5.8 monthcard_pay arrives without service_name there). Amounts over `max_fen` (the site's
+    payments.max_amount_fen) are refused with BadAmount; unix times must be before the year 10000."""
     name = callback_name(msg, expected)
     f = _fields(msg.data)
     uid = msg.union_id
@@ -892,11 +911,12 @@ def parse_callback(msg: SignedMessage, expected: Optional[str] = None) -> Callba
         state = _req_int(f, "state", name, (0, 1, 2))
         return Outpark(state=state, order_id=_text(f, "order_id", name, required=True),
                        trade_no=_text(f, "trade_no", name, required=True),
-                       total_fen=_money(f, "total", name, required=state == 1),
+                       total_fen=_money(f, "total", name, required=state == 1, max_fen=max_fen),
                        pay_type=_text(f, "pay_type", name), pay_channel=_int(f, "pay_channel", name),
-                       pay_time=_int(f, "pay_time", name), car_number=_text(f, "car_number", name),
+                       pay_time=_unix_time(f, "pay_time", name), car_number=_text(f, "car_number", name),
                        out_channel_id=_text(f, "out_channel_id", name),
-                       arrive_money_fen=_money(f, "arrive_money", name), fee_fen=_money(f, "fee", name),
+                       arrive_money_fen=_money(f, "arrive_money", name, max_fen=max_fen),
+                       fee_fen=_money(f, "fee", name, max_fen=max_fen),
                        account_type=_int(f, "account_type", name), remark=_text(f, "remark", name),
                        errmsg=_text(f, "errmsg", name), park_id=_text(f, "park_id", name), union_id=uid)
     if name == "nolicence_in_park":
@@ -918,28 +938,37 @@ def parse_callback(msg: SignedMessage, expected: Optional[str] = None) -> Callba
             attach = "".join(out)  # compact text of the object
         return MonthcardPay(trade_no=_text(f, "trade_no", name, required=True),
                             park_id=_text(f, "park_id", name, required=True),
-                            amount_fen=_req_money(f, amount_name, name),
+                            amount_fen=_req_money(f, amount_name, name, max_fen=max_fen),
                             amount_field=amount_name, state=_int(f, "state", name, choices=(0, 1)),
                             out_trade_no=_text(f, "out_trade_no", name), card_id=_text(f, "card_id", name),
-                            car_number=_text(f, "car_number", name), pay_time=_int(f, "pay_time", name),
+                            car_number=_text(f, "car_number", name), pay_time=_unix_time(f, "pay_time", name),
                             start_time=_text(f, "start_time", name), end_time=_text(f, "end_time", name),
                             attach="" if attach is None else _text({"attach": attach}, "attach", name),
-                            arrive_money_fen=_money(f, "arrive_money", name), fee_fen=_money(f, "fee", name),
+                            arrive_money_fen=_money(f, "arrive_money", name, max_fen=max_fen),
+                       fee_fen=_money(f, "fee", name, max_fen=max_fen),
                             account_type=_int(f, "account_type", name), remark=_text(f, "remark", name),
                             license_color=_int(f, "license_color", name), union_id=uid)
     if name == "prepay_order":
         amount_name = next((n for n in ("prepay", "total", "money") if f.get(n) is not None), "prepay")
         return PrepayOrder(order_id=_text(f, "order_id", name, required=True),
                            trade_no=_text(f, "trade_no", name),
-                           total_fen=_req_money(f, amount_name, name),
+                           total_fen=_req_money(f, amount_name, name, max_fen=max_fen),
                            prepay_type=_int(f, "prepay_type", name),  # 1 / 2 known; kept as sent
                            car_number=_text(f, "car_number", name),
-                           park_id=_text(f, "park_id", name), pay_time=_int(f, "pay_time", name),
+                           park_id=_text(f, "park_id", name), pay_time=_unix_time(f, "pay_time", name),
                            pay_type=_text(f, "pay_type", name), pay_channel=_int(f, "pay_channel", name),
                            free_out_time_min=_int(f, "free_out_time", name), union_id=uid)
     # update_balance
     return UpdateBalance(car_number=_text(f, "car_number", name, required=True),
-                         autopay=_req_int(f, "autopay", name, (0, 1)), balance_fen=_money(f, "balance", name))
+                         autopay=_req_int(f, "autopay", name, (0, 1)),
+                         balance_fen=_money(f, "balance", name, max_fen=max_fen))
+
+
+def _unix_time(f: Mapping[str, Any], name: str, where: str) -> Optional[int]:
+    n = _int(f, name, where)
+    if n is not None and n > MAX_UNIX_TIME:  # datetime cannot hold it: a handler would fail on it later
+        raise BolinkError(f"{where}: field {name!r} is no unix time: {n}")
+    return n
 
 
 def _req_int(f: Mapping[str, Any], name: str, where: str, choices: tuple[int, ...]) -> int:
@@ -948,8 +977,8 @@ def _req_int(f: Mapping[str, Any], name: str, where: str, choices: tuple[int, ..
     return n
 
 
-def _req_money(f: Mapping[str, Any], name: str, where: str) -> int:
-    n = _money(f, name, where, required=True)
+def _req_money(f: Mapping[str, Any], name: str, where: str, max_fen: Optional[int] = None) -> int:
+    n = _money(f, name, where, required=True, max_fen=max_fen)
     assert n is not None
     return n
 

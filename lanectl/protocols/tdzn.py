@@ -85,7 +85,7 @@ class TdznError(ValueError):
 
     @property
     def msg(self) -> str:
-        return str(self)
+        return str(self)[:200]  # what the answer carries: never megabytes of what was sent
 
 
 class MissingParam(TdznError):
@@ -388,6 +388,7 @@ def parse_answer(body: bytes) -> Answer:
 # ---------------------------------------------------------------- values
 
 _INT_RE = re.compile(r"^-?[0-9]+$")
+MAX_INT = 10 ** 15  # bigger integers are refused whatever the field (fen, unix seconds, codes)
 _TIME_RE = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2}) ([0-9]{2}):([0-9]{2}):([0-9]{2})$")
 
 
@@ -395,10 +396,26 @@ def _int_value(name: str, value: Any, *, allow_negative: bool = False) -> int:
     if isinstance(value, str) and _INT_RE.match(value) and len(value) < 20:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise IllegalParam(f"{name} must be an integer, got {value!r}")
+        raise IllegalParam(f"{name} must be an integer, got {_shown(value)}")
     if value < 0 and not allow_negative:
-        raise IllegalParam(f"{name} must not be negative, got {value}")
+        raise IllegalParam(f"{name} must not be negative, got {_shown(value)}")
+    if abs(value) >= MAX_INT:  # no field of the doc is this big; later arithmetic (floats, datetimes) would fail
+        raise IllegalParam(f"{name} is out of range: {_shown(value)}")
     return value
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: hostile input can be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:32]}... ({len(text)} characters)"
+
+
+def _money(biz: Mapping[str, Any], name: str, max_fen: Optional[int], required: bool = True) -> int:
+    """A fen amount (integer, or ASCII digits as text) of at most `max_fen` (the site's payments.max_amount_fen)."""
+    fen = _int(biz, name, required)
+    if max_fen is not None and fen > max_fen:
+        raise IllegalParam(f"{name} of {fen} fen is over the ceiling of {max_fen} fen")
+    return fen
 
 
 def _text_value(name: str, value: Any) -> str:
@@ -597,9 +614,10 @@ class PayNotify:
     discount_fee_fen: int
 
 
-def parse_pay_notify(req: Request, tz: tzinfo) -> PayNotify:
+def parse_pay_notify(req: Request, tz: tzinfo, *, max_fen: Optional[int] = None) -> PayNotify:
     """Required: parkCode, orderNo, payTime, type, paidFee, payType, and recordNo or outChannelid (a payment that
-    names neither can never be bound to a car, so it is refused with 400)."""
+    names neither can never be bound to a car, so it is refused with 400). paidFee and discountFee over
+    `max_fen` are refused with 402."""
     _expect(req, PAY_NOTIFY)
     b = req.biz
     record_no, channel = _text(b, "recordNo", required=False), _text(b, "outChannelid", required=False)
@@ -607,8 +625,8 @@ def parse_pay_notify(req: Request, tz: tzinfo) -> PayNotify:
         raise MissingParam("missing param: recordNo or outChannelid")
     time_text = _text(b, "payTime")
     return PayNotify(_text(b, "parkCode"), _text(b, "orderNo"), parse_time(time_text, tz), time_text,
-                     _int(b, "type", choices=(0, 1, 2)), channel, record_no, _int(b, "paidFee"), _int(b, "payType"),
-                     _int(b, "discountFee", required=False))
+                     _int(b, "type", choices=(0, 1, 2)), channel, record_no, _money(b, "paidFee", max_fen),
+                     _int(b, "payType"), _money(b, "discountFee", max_fen, required=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,10 +649,12 @@ def parse_remote_dev(req: Request) -> RemoteDev:
 _LANE_PARSERS = {QUERY_PARK_FEE: parse_query_park_fee, REMOTE_DEV: parse_remote_dev}
 
 
-def parse_lane_request(req: Request, tz: tzinfo) -> QueryParkFee | PayNotify | RemoteDev:
-    """Route a verified platform → lane request by serviceName; 404 for a service the lane does not serve."""
+def parse_lane_request(req: Request, tz: tzinfo, *, max_fen: Optional[int] = None
+                       ) -> QueryParkFee | PayNotify | RemoteDev:
+    """Route a verified platform → lane request by serviceName; 404 for a service the lane does not serve.
+    `max_fen`: the ceiling of a payNotify's amounts."""
     if req.service_name == PAY_NOTIFY:
-        return parse_pay_notify(req, tz)
+        return parse_pay_notify(req, tz, max_fen=max_fen)
     parser = _LANE_PARSERS.get(req.service_name)
     if parser is None:
         raise UnknownService(f"serviceName {req.service_name!r} is not served here")

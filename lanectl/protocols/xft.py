@@ -203,20 +203,33 @@ def fen_to_wire(fen: Any, *, name: str = "amount") -> str:
     return str(fen)
 
 
-def fen_from_wire(value: Any, *, name: str = "amount") -> int:
+def fen_from_wire(value: Any, *, name: str = "amount", max_fen: Optional[int] = None) -> int:
     """XFT amount -> integer fen. Text of ASCII digits (XFT's form) or a JSON integer; never a float, a sign,
-    a decimal point or spaces: "7.00" would be yuan, and a guess about units is how a lane charges 100x."""
+    a decimal point or spaces: "7.00" would be yuan, and a guess about units is how a lane charges 100x.
+    At most MAX_FEN_DIGITS digits, and at most `max_fen` when given (the site's payments.max_amount_fen)."""
     if isinstance(value, _RawNumber):
-        raise XftError(f"{name} must be whole fen, got the decimal number {value}")
+        raise XftError(f"{name} must be whole fen, got the decimal number {_shown(value)}")
     if isinstance(value, bool) or isinstance(value, float):
         raise XftError(f"{name} must be whole fen, got {type(value).__name__} {value!r}")
     if isinstance(value, int):
         if value < 0:
-            raise XftError(f"{name} must not be negative: {value}")
-        return value
-    if isinstance(value, str) and _DIGITS_RE.match(value) and len(value) <= MAX_FEN_DIGITS:
-        return int(value)
-    raise XftError(f"{name} is not whole fen in digits: {value!r}")
+            raise XftError(f"{name} must not be negative: {_shown(value)}")
+        if value >= 10 ** MAX_FEN_DIGITS:
+            raise XftError(f"{name} is out of range: {_shown(value)}")
+        fen = value
+    elif isinstance(value, str) and _DIGITS_RE.match(value) and len(value) <= MAX_FEN_DIGITS:
+        fen = int(value)
+    else:
+        raise XftError(f"{name} is not whole fen in digits: {_shown(value)}")
+    if max_fen is not None and fen > max_fen:
+        raise XftError(f"{name} of {fen} fen is over the ceiling of {max_fen} fen")
+    return fen
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: hostile input can be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:32]}... ({len(text)} characters)"
 
 
 # ---------------------------------------------------------------------------------------------- builders
@@ -529,9 +542,9 @@ def _state(fields: Mapping[str, Any], name: str = "state") -> str:
     raise XftError(f"{name} is not a two-digit state code: {value!r}")
 
 
-def _opt_fen(fields: Mapping[str, Any], name: str = "amount") -> Optional[int]:
+def _opt_fen(fields: Mapping[str, Any], name: str = "amount", max_fen: Optional[int] = None) -> Optional[int]:
     value = fields.get(name)
-    return None if value is None or value == "" else fen_from_wire(value, name=name)
+    return None if value is None or value == "" else fen_from_wire(value, name=name, max_fen=max_fen)
 
 
 # ---------------------------------------------------------------------------------------------- answers
@@ -687,20 +700,21 @@ class Notify:
 
 
 def parse_notify(body: bytes, key: str, *, content_type: Optional[str] = None,
-                 require_signature: bool = True) -> Notify:
+                 require_signature: bool = True, max_fen: Optional[int] = None) -> Notify:
     """A notify POSTed to the lane's notify_url (JSON per XFT; a form body is accepted too — the content
     type, or the first byte when there is none, decides).
 
     XFT's parking page lists no `sign` among the notify fields (the payment API signs its notifies). So a
     signature is required by default; `require_signature=False` accepts an unsigned notify with
     signed=False, and the lane must then confirm it with query/charge/v2 before opening. A present but wrong
-    signature is always BadSignature. Required: out_trade_no and state; amount too when state is 00."""
+    signature is always BadSignature. Required: out_trade_no and state; amount too when state is 00. An amount
+    over `max_fen` (the site's payments.max_amount_fen) is refused with XftError."""
     fields, signed = _decode(body, key, require_signature, "notify", content_type)
     for name in ("out_trade_no", "state"):
         if not _field_text(fields, name):
             raise MissingField(name, "notify")
     state = _state(fields)
-    amount = _opt_fen(fields)
+    amount = _opt_fen(fields, max_fen=max_fen)
     if state == STATE_PAID and amount is None:
         raise MissingField("amount", "paid notify")
     return Notify(_field_text(fields, "out_trade_no"), _field_text(fields, "third_trade_no"),

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Awaitable, Callable, Mapping, Optional, Protocol
 
+from lanectl.core.money import DEFAULT_MAX_FEN
 from lanectl.core.rules import CardRenewal, RenewalError
 from lanectl.protocols import bolink as bl
 from lanectl.service.ports import Clock
@@ -69,10 +70,12 @@ class Results(Protocol):
 class BolinkInbound:
     def __init__(self, key: str, park_id: str, store: InboundStore, settlement: Optional[Results], clock: Clock,
                  *, lanes_by_channel: Mapping[str, str], quote: QuoteFn, renew: Optional[RenewFn] = None,
-                 admit: Optional[AdmitFn] = None, free_out_minutes: int = 10) -> None:
+                 admit: Optional[AdmitFn] = None, free_out_minutes: int = 10,
+                 max_fen: int = DEFAULT_MAX_FEN) -> None:
         self._key, self.park_id, self.store, self.settlement, self.clock = key, park_id, store, settlement, clock
         self.lanes_by_channel, self.quote, self.free_out_minutes = lanes_by_channel, quote, free_out_minutes
         self.renew, self.admit = renew, admit
+        self.max_fen = max_fen  # amounts above it are refused (state 0 + errmsg), site payments.max_amount_fen
         self.counts = {"accepted": 0, "duplicate": 0, "bad_signature": 0, "malformed": 0, "refused": 0}
 
     async def handle_body(self, body: bytes, expected: Optional[str] = None) -> bytes:
@@ -85,7 +88,7 @@ class BolinkInbound:
             return bl.answer_error(bl.ERR_SIGNATURE)
         except bl.BolinkError as exc:
             self.counts["malformed"] += 1
-            log.warning("bolink callback malformed: %s", exc)
+            log.warning("bolink callback malformed: %.300s", exc)
             return bl.answer_error(str(exc)[:200])
         reply = await self.handle_message(msg, expected)
         return reply if reply is not None else bl.answer_notice()
@@ -100,10 +103,10 @@ class BolinkInbound:
         `sdk` (default: the message came in the flat download.do form) picks the SDK channel's reply fields."""
         sdk = msg.form == "flat" if sdk is None else sdk
         try:
-            cb = bl.parse_callback(msg, expected)
+            cb = bl.parse_callback(msg, expected, max_fen=self.max_fen)
         except bl.BolinkError as exc:
             self.counts["malformed"] += 1
-            log.warning("bolink %s malformed: %s", msg.service_name or expected or "callback", exc)
+            log.warning("bolink %.60s malformed: %.300s", msg.service_name or expected or "callback", exc)
             return bl.answer_error(str(exc)[:200], msg.service_name)
         park = msg.data.get("park_id")
         if park not in (None, "") and str(park) != self.park_id:

@@ -24,6 +24,7 @@ import logging
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Awaitable, Callable, Mapping, Optional, Protocol
 
+from lanectl.core.money import DEFAULT_MAX_FEN
 from lanectl.protocols import tdzn
 from lanectl.protocols.tdzn import TdznError
 from lanectl.service.bolink_inbound import PriceQuote
@@ -52,12 +53,13 @@ class Results(Protocol):
 class TdznInbound:
     def __init__(self, key: str, pid: str, park_code: str, store: InboundStore, settlement: Optional[Results],
                  clock: Clock, tz: tzinfo, *, window_s: int, lanes_by_channel: Mapping[str, str], quote: QuoteFn,
-                 release: ReleaseFn) -> None:
+                 release: ReleaseFn, max_fen: int = DEFAULT_MAX_FEN) -> None:
         if not key:
             raise ValueError("the tdzn key is empty")
         self._key, self.pid, self.park_code = key, pid, park_code
         self.store, self.settlement, self.clock, self.tz = store, settlement, clock, tz
         self.window_s, self.lanes_by_channel, self.quote, self.release = window_s, lanes_by_channel, quote, release
+        self.max_fen = max_fen  # a payNotify over it is refused with 402, site payments.max_amount_fen
         self.counts = {"accepted": 0, "duplicate": 0, "bad_signature": 0, "replay": 0, "malformed": 0,
                        "refused": 0, "unapplied": 0, "prepaid": 0, "error": 0}
 
@@ -88,7 +90,7 @@ class TdznInbound:
             return tdzn.answer(exc.code, exc.msg)
         except TdznError as exc:
             self.counts["malformed"] += 1
-            log.warning("tdzn request refused: %s (%d)", exc, exc.code)
+            log.warning("tdzn request refused: %.300s (%d)", exc, exc.code)
             return tdzn.answer(exc.code, exc.msg)
         park = req.biz.get("parkCode")
         if park not in (None, "") and str(park) != self.park_code:
@@ -96,10 +98,10 @@ class TdznInbound:
             log.warning("tdzn %s for park %r refused: this lane is park %r", req.service_name, park, self.park_code)
             return tdzn.answer(402, f"parkCode {park} is not this park")
         try:
-            value = tdzn.parse_lane_request(req, self.tz)
+            value = tdzn.parse_lane_request(req, self.tz, max_fen=self.max_fen)
         except TdznError as exc:
             self.counts["malformed"] += 1
-            log.warning("tdzn %s refused: %s (%d)", req.service_name, exc, exc.code)
+            log.warning("tdzn %.60s refused: %.300s (%d)", req.service_name, exc, exc.code)
             return tdzn.answer(exc.code, exc.msg)
         text = bytes(body).decode("utf-8", "replace")
         if isinstance(value, tdzn.PayNotify):

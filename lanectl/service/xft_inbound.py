@@ -25,6 +25,7 @@ import logging
 from datetime import datetime
 from typing import Optional, Protocol
 
+from lanectl.core.money import DEFAULT_MAX_FEN
 from lanectl.protocols import xft
 from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import ChargeAnswer
@@ -46,12 +47,13 @@ class Results(Protocol):
 
 class XftInbound:
     def __init__(self, key: str, store: InboundStore, settlement: Optional[Results], clock: Clock, *,
-                 require_signature: bool, store_code: str = "") -> None:
+                 require_signature: bool, store_code: str = "", max_fen: int = DEFAULT_MAX_FEN) -> None:
         if not key:
             raise ValueError("the XFT merchant key is empty")
         self._key, self.store, self.settlement, self.clock = key, store, settlement, clock
         self.require_signature = require_signature
         self.store_code = store_code  # when set, notifies naming another store are refused
+        self.max_fen = max_fen  # a bigger amount is refused (FAIL), site payments.max_amount_fen
         self.counts = {"accepted": 0, "duplicate": 0, "bad_signature": 0, "malformed": 0, "refused": 0,
                        "unsigned": 0, "error": 0}
 
@@ -60,14 +62,14 @@ class XftInbound:
         An empty content type lets the codec tell JSON from a form by the first byte."""
         try:
             notify = xft.parse_notify(body, self._key, content_type=content_type or None,
-                                      require_signature=self.require_signature)
+                                      require_signature=self.require_signature, max_fen=self.max_fen)
         except xft.BadSignature as exc:
             self.counts["bad_signature"] += 1
             log.warning("xft notify refused: %s", exc)
             return xft.NOTIFY_NACK, ANSWER_TYPE
         except xft.XftError as exc:
             self.counts["malformed"] += 1
-            log.warning("xft notify malformed: %s", exc)
+            log.warning("xft notify malformed: %.300s", exc)
             return xft.NOTIFY_NACK, ANSWER_TYPE
         if self.store_code and notify.store_code and notify.store_code != self.store_code:
             self.counts["refused"] += 1

@@ -660,3 +660,71 @@ def test_sdk_field_names_and_reply_sets():
     assert unknown["state"] == 0 and unknown["errmsg"] == b.ERR_NO_SUCH_ORDER
     assert {"price", "duration", "total", "free_out_time", "query_time", "derate_money", "derate_duration",
             "query_order_no"} <= set(unknown)
+
+
+# ------------------------------------------------------------------------------- bounds (issue 14)
+
+def outpark_msg(**fields) -> b.SignedMessage:
+    data = {"service_name": "outpark", "state": 1, "order_id": "in1_1", "trade_no": "T1", "total": "7.00",
+            "pay_type": "wallet", **fields}
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return b.decode_signed(envelope(text), KEY)
+
+
+@pytest.mark.parametrize("total", ["9" * 5000, "9" * 4300, 10 ** 4000, "9" * 16])
+def test_a_signed_outpark_with_a_5000_digit_total_is_a_bad_amount_not_a_crash(total):
+    data = '{"service_name":"outpark","state":1,"order_id":"in1_1","trade_no":"T1","total":%s}' % (
+        json.dumps(total) if isinstance(total, str) else str(total))
+    try:
+        msg = b.decode_signed(envelope(data), KEY)
+    except BolinkError as e:  # a JSON number past int()'s digit limit is refused while reading the envelope
+        assert "unreadable JSON" in str(e)
+        return
+    with pytest.raises(BadAmount, match="out of range"):
+        b.parse_callback(msg, max_fen=10_000_000)
+
+
+def test_the_ceiling_is_inclusive_and_names_itself():
+    assert b.parse_callback(outpark_msg(total="100000.00"), max_fen=10_000_000).total_fen == 10_000_000
+    with pytest.raises(BadAmount, match=r"'total'.*over the ceiling of 100000.00 yuan"):
+        b.parse_callback(outpark_msg(total="100000.01"), max_fen=10_000_000)
+    with pytest.raises(BadAmount, match="ceiling"):
+        b.parse_callback(outpark_msg(total=100001), max_fen=10_000_000)  # a JSON integer is yuan as well
+    assert b.parse_callback(outpark_msg(total="100000.01")).total_fen == 10_000_001  # no ceiling given
+
+
+@pytest.mark.parametrize("service, field, extra", [
+    ("outpark", "arrive_money", {}), ("outpark", "fee", {}),
+    ("monthcard_pay", "amount", {"trade_no": "M1", "park_id": "21835"}),
+    ("prepay_order", "prepay", {"order_id": "in1_1"}),
+    ("update_balance", "balance", {"car_number": "粤B12345", "autopay": 1}),
+])
+def test_every_amount_of_every_callback_has_the_ceiling(service, field, extra):
+    data = {"service_name": service, "state": 1, "order_id": "in1_1", "trade_no": "T1", "total": "1.00",
+            **extra, field: "200000"}
+    msg = b.decode_signed(envelope(json.dumps(data, ensure_ascii=False)), KEY)
+    with pytest.raises(BadAmount, match="ceiling"):
+        b.parse_callback(msg, max_fen=10_000_000)
+
+
+@pytest.mark.parametrize("total", ['"1e3"', '"seven"', '"-1"', '-1', '"NaN"', '"Infinity"', 'true', '[7]',
+                                   '{"yuan":7}', '"7.001"', '"７"', '"0x10"', '7.001'])
+def test_non_decimal_totals_are_bad_amounts(total):
+    data = '{"service_name":"outpark","state":1,"order_id":"in1_1","trade_no":"T1","total":%s}' % total
+    with pytest.raises(BadAmount):
+        b.parse_callback(b.decode_signed(envelope(data), KEY), max_fen=10_000_000)
+
+
+def test_exponent_json_numbers_stay_exact_and_under_the_ceiling():
+    # Java's BigDecimal.toString() writes 1E+3 for a stripped 1000: exact, so read — and bounded like the rest
+    data = '{"service_name":"outpark","state":1,"order_id":"in1_1","trade_no":"T1","total":%s}'
+    assert b.parse_callback(b.decode_signed(envelope(data % "1E+3"), KEY), max_fen=10_000_000).total_fen == 100_000
+    for huge in ("1E+6", "1E+400", "9.99E+999999999"):
+        with pytest.raises(BadAmount):
+            b.parse_callback(b.decode_signed(envelope(data % huge), KEY), max_fen=10_000_000)
+
+
+def test_a_pay_time_no_datetime_can_hold_is_refused():
+    with pytest.raises(BolinkError, match="no unix time"):
+        b.parse_callback(outpark_msg(pay_time=10 ** 18))
+    assert b.parse_callback(outpark_msg(pay_time=1490875200)).pay_time == 1490875200

@@ -567,3 +567,29 @@ def test_parsers_on_random_biz_give_value_or_tdzn_error(value):
             tdzn.parse_lane_request(tdzn.Request("1", service, 1, biz, "", ""), TZ)
         except TdznError:
             pass
+
+
+# ---------------------------------------------------------------- bounds (issue 14)
+
+def test_pay_notify_amount_ceiling_is_inclusive_and_402():
+    assert tdzn.parse_pay_notify(req("payNotify", dict(PAY, paidFee=10_000_000)), TZ, max_fen=10_000_000
+                                 ).paid_fee_fen == 10_000_000
+    for change in ({"paidFee": 10_000_001}, {"paidFee": "10000001"}, {"discountFee": 10_000_001}):
+        with pytest.raises(TdznError, match="over the ceiling") as e:
+            tdzn.parse_lane_request(req("payNotify", dict(PAY, **change)), TZ, max_fen=10_000_000)
+        assert_code(e, 402)
+
+
+@pytest.mark.parametrize("fee", [10 ** 4000, "9" * 5000, "7.00", "1e3", True, None, [700], {"fen": 700}, "-1"])
+def test_pay_notify_fees_that_are_not_whole_fen_are_refused(fee):
+    with pytest.raises(TdznError) as e:
+        tdzn.parse_pay_notify(req("payNotify", dict(PAY, paidFee=fee)), TZ, max_fen=10_000_000)
+    assert e.value.code in (400, 402)
+    assert len(e.value.msg) <= 200
+
+
+def test_a_huge_signed_timestamp_is_an_illegal_param_not_an_overflow():
+    # 10**400 - now used to raise OverflowError (int too large for a float): a traceback and a 500 answer
+    with pytest.raises(TdznError, match="out of range") as e:
+        decode_request(signed_body(PAY, "payNotify", ts=10 ** 400), KEY, now=1_600_000_000.0)
+    assert_code(e, 402)

@@ -512,3 +512,26 @@ FIELD_NAMES = st.sampled_from(["out_trade_no", "state", "amount", "is_allow", "s
 def test_random_json_objects_give_xft_error_or_a_value(obj):
     only_xft_errors(json.dumps(obj).encode())
     only_xft_errors(json.dumps({"code": "0000", "data": json.dumps(obj)}).encode())
+
+
+# ------------------------------------------------------------------------------- bounds (issue 14)
+
+def test_notify_amount_ceiling_is_inclusive():
+    assert parse_notify(signed_body({**NOTIFY, "amount": "10000000"}), KEY, max_fen=10_000_000).amount_fen == 10_000_000
+    with pytest.raises(XftError, match="over the ceiling of 10000000 fen"):
+        parse_notify(signed_body({**NOTIFY, "amount": "10000001"}), KEY, max_fen=10_000_000)
+    with pytest.raises(XftError, match="ceiling"):
+        parse_notify(raw_signed({**NOTIFY, "amount": 10000001}), KEY, max_fen=10_000_000)  # a JSON integer
+
+
+@pytest.mark.parametrize("amount", ["9" * 5000, 10 ** 4000, "7.00", "-1", -1, "1e3", "NaN", True, "７"])
+def test_notify_amounts_that_are_not_whole_fen_in_range_are_xft_errors(amount):
+    with pytest.raises(XftError):
+        parse_notify(raw_signed({**NOTIFY, "amount": amount}), KEY, max_fen=10_000_000)
+
+
+@pytest.mark.parametrize("raw", [b"7.00", b"1e3", b"NaN", b"-Infinity", b"1" * 5000])
+def test_notify_amount_json_numbers_that_are_not_integers(raw):
+    body = b'{"out_trade_no":"L1_2","state":"00","amount":' + raw + b'}'
+    with pytest.raises(XftError):
+        parse_notify(body, KEY, require_signature=False, max_fen=10_000_000)
