@@ -419,7 +419,7 @@ async def test_an_unanswered_charge_whose_order_does_not_exist_is_not_charged_af
     assert attempt.status == "failed" and "has no order xft-out1_1" in attempt.detail
     # one last query after absent_late_check_s, then nothing: never polled for the reconcile horizon
     async with asyncio.timeout(ABSENT_FAST.absent_late_check_s + 2.0):
-        while xft.calls.count("query") < 4 or svc._late_checks or svc.status()["reconciling"]:
+        while xft.calls.count("query") < 4 or svc.status()["late_checks"] or svc.status()["reconciling"]:
             await asyncio.sleep(0.01)
     assert xft.calls.count("query") == 4
     await svc.stop()
