@@ -458,7 +458,9 @@ def handle(state: SettlementState, event: Input, now: datetime, timing: Settleme
         state = _RECORD_EVENTS[type(event)](state, event, now, timing, out)
     else:
         track = _track_for(state, event)
-        if track is not None:
+        if track is None and isinstance(event, SettledElsewhere):  # settled: no reason left to reconcile it
+            state = replace(state, dormant=tuple(a for a in state.dormant if a.id != event.row.id))
+        elif track is not None:
             handler = _TABLE.get((track.mode, type(event)))
             if handler is not None:
                 state = handler(state, track, event, now, timing, out)
