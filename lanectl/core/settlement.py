@@ -242,7 +242,8 @@ class Begin:
 
 @dataclass(frozen=True)
 class BeginCode:
-    """The driver scanned a payment code: one charge through the first provider that takes codes."""
+    """The driver scanned a payment code: it replaces the flow with one charge through the first provider
+    that takes codes."""
 
     order: Optional[fx.StartSettlement]
     providers: tuple[ProviderSpec, ...]
@@ -393,8 +394,10 @@ def settled_row(attempt: Attempt, settle: SettleAttempt) -> Attempt:
                    paid_fen=settle.amount_fen, method=settle.method, detail=settle.detail[:500])
 
 
-def redelivery(attempt: Attempt) -> list[Effect]:
+def redelivery(attempt: Attempt, settlement_open: bool) -> list[Effect]:
     """After a restart: a confirmed payment the lane never committed (its settlement still open) again."""
+    if attempt.state is not Status.PAID or attempt.delivered or not settlement_open:
+        return []
     return [fx.Log("info", f"settlement {attempt.record_id}: re-delivering {attempt.provider} payment "
                            f"{attempt.trade_no} after a restart"),
             confirmation(attempt, attempt.trade_no, attempt.paid_fen, attempt.method)]
@@ -555,6 +558,8 @@ def _on_begin(state: SettlementState, ev: Begin, now: datetime, timing: Settleme
 
 def _on_begin_code(state: SettlementState, ev: BeginCode, now: datetime, timing: SettlementTiming,
                    out: list[Effect]) -> SettlementState:
+    # the driver chose to pay by scan: that charge replaces the flow (whose attempts are reconciled)
+    state = _on_stop(state, Stop(), now, timing, out)
     spec = next((p for p in ev.providers if p.takes_code), None)
     if ev.order is None or spec is None:
         out.append(ToLane(state.lane_id, PaymentFallback(state.record_id,

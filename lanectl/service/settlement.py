@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Awaitable, Callable, Mapping, Optional, Protocol, Sequence, TypeVar, Union
 
 from lanectl.core import effects as fx
@@ -65,16 +66,16 @@ class SettlementStore(Protocol):
     async def settlement_order(self, record_id: str) -> Optional[fx.StartSettlement]: ...
 
     async def new_attempt(self, record_id: str, lane_id: str, provider: str, order_ref: str, amount_fen: int,
-                          now: Any) -> Attempt: ...
+                          now: datetime) -> Attempt: ...
 
     async def attempts(self, *, record_id: Optional[str] = None, provider: Optional[str] = None,
                        order_ref: Optional[str] = None, statuses: Sequence[str] = ()) -> list[Attempt]: ...
 
-    async def mark_attempt(self, attempt_id: int, status: str, detail: str, now: Any,
+    async def mark_attempt(self, attempt_id: int, status: str, detail: str, now: datetime,
                            *, only_from: Sequence[str] = ATTEMPT_OPEN) -> bool: ...
 
     async def settle_attempt(self, attempt_id: int, paid: bool, trade_no: str, paid_fen: int, method: str,
-                             detail: str, now: Any) -> bool: ...
+                             detail: str, now: datetime) -> bool: ...
 
 
 # An inbox item: a machine event, or a load from the store that makes one (None: nothing to feed).
@@ -111,9 +112,9 @@ class SettlementService:
     async def start(self) -> None:
         """Resume after a restart: re-deliver confirmed payments the lanes never committed, resume open
         settlements, and reconcile attempts still open at a provider."""
-        for a in await self.store.attempts(statuses=("paid",)):
-            if not a.delivered and await self.store.settlement_open(a.record_id):
-                self._perform(sm.redelivery(a))
+        for a in await self.store.attempts(statuses=(sm.Status.PAID.value,)):
+            if not a.delivered:
+                self._perform(sm.redelivery(a, await self.store.settlement_open(a.record_id)))
         for order in await self.store.open_settlements():
             self._begin(order)
         for a in await self.store.attempts(statuses=ATTEMPT_OPEN):
@@ -136,10 +137,8 @@ class SettlementService:
                 if e.record_id in self._records:
                     self._records[e.record_id].put(sm.Stop())
             elif isinstance(e, fx.ChargeByCode):
-                # the driver chose to pay by scan: that charge replaces the flow (its attempts are reconciled)
                 record = self._record(e.record_id, lane_id)
                 record.starting = True
-                record.put(sm.Stop())
                 record.put(lambda rid=e.record_id, lid=lane_id, code=e.code: self._code_event(rid, lid, code))
 
     def status(self) -> dict[str, Any]:
@@ -178,6 +177,7 @@ class SettlementService:
         return record
 
     def _begin(self, order: fx.StartSettlement) -> None:
+        # (the machine ignores these too; checked here so that no task is started for nothing)
         if not self.lane_providers.get(order.lane_id):
             return
         existing = self._records.get(order.record_id)

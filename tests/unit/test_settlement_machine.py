@@ -376,3 +376,18 @@ def test_a_result_goes_to_the_open_attempt_else_the_last_payable_one():
     skipped = replace(ROW, id=2, status="skipped")
     verdict = sm.judge_result("bolink", "ref", [old, skipped], ChargeAnswer("paid", "T5", 700), None)
     assert verdict.attempt == skipped and verdict.settle is not None, "paid by scanning after a skip: money"
+
+
+def test_a_scanned_code_replaces_the_running_flow_whose_charge_is_reconciled():
+    m = Machine()
+    [call] = m.create(*m.begin(spec("xft"), spec("bolink", takes_code=True)))
+    out = m.feed(sm.BeginCode(ORDER, (spec("xft"), spec("bolink", takes_code=True)), "2890001"))
+    assert sm.CancelCall(call.call) in out and lane_events(out) == []
+    assert one(out, sm.CallProvider).kind == "query" and m.state.count(sm.Mode.RECONCILING) == 1
+    assert one(out, sm.NewAttempt).provider == "bolink" and m.state.settling
+
+
+def test_a_redelivery_is_only_for_a_payment_the_lane_never_committed():
+    paid = replace(ROW, status="paid", trade_no="T1", paid_fen=700)
+    assert lane_events(sm.redelivery(paid, True)) == [PaymentConfirmed("out1_1", "bolink", 700, "T1", "")]
+    assert sm.redelivery(paid, False) == [] and sm.redelivery(replace(paid, delivered=True), True) == []
