@@ -630,10 +630,12 @@ def _next_provider(state: SettlementState, now: datetime, timing: SettlementTimi
         spec = flow.providers[flow.index]
         stored = [a for a in flow.previous if (a.provider, a.order_ref) == (spec.name, spec.order_ref)]
         attempt = stored[-1] if stored else None
-        if attempt is not None and state.track(attempt.id) is not None:
-            attempt = state.track(attempt.id).attempt  # type: ignore[union-attr]  # fresher than the row read
+        followed = state.track(attempt.id) if attempt is not None else None
+        if followed is not None:
+            attempt = followed.attempt  # fresher than the row read when the flow began
         if attempt is not None and attempt.state in (Status.FAILED, Status.SKIPPED):
-            flow = replace(flow, index=flow.index + 1, why=flow.why + (f"{spec.name}: {attempt.detail or attempt.status}",))
+            why = f"{spec.name}: {attempt.detail or attempt.status}"
+            flow = replace(flow, index=flow.index + 1, why=flow.why + (why,))
             continue
         if attempt is not None and attempt.state is Status.PAID:
             return replace(state, flow=None)  # confirmed already (re-delivered after a restart if uncommitted)
