@@ -4,6 +4,7 @@ them, timeouts, fallbacks, late successes and restarts. A payment is confirmed t
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor, Future
 from datetime import timedelta
 from typing import Any, Callable, Optional, Union
 from zoneinfo import ZoneInfo
@@ -16,10 +17,12 @@ from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
 from lanectl.service.settlement import (Attempt, ChargeAnswer, ProviderUnavailable, SettlementService,
                                         SettlementTiming)
-from tests.fakes import LaneEvents as Lanes
+from tests.fakes import FakeClock, LaneEvents
 
 TZ = ZoneInfo("Asia/Shanghai")
-CLOCK = SystemClock(TZ)
+# Time is fake: every test gets a new FakeClock (see `fake_time`); waiting for an event moves it from one
+# deadline to the next, so no test sleeps for real (but the one about a busy loop, on the wall clock).
+CLOCK = FakeClock()
 FAST = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=0.6, reconcile_interval_s=0.05,
                         reconcile_for_s=3.0)
 PENDING = ChargeAnswer("pending", detail="paying")
@@ -50,7 +53,7 @@ class FakeProvider:
     async def _next(script: list[Script]) -> ChargeAnswer:
         step = script.pop(0) if len(script) > 1 else script[0]
         if isinstance(step, float):
-            await asyncio.sleep(step)
+            await CLOCK.sleep(step)
             return ChargeAnswer("paid", "LATE")
         if isinstance(step, Exception):
             raise step
@@ -62,9 +65,41 @@ class FakeProvider:
         return [e for _, e in self.events if isinstance(e, kind)]
 
 
+class InlineExecutor(Executor):
+    """Runs the store's work at once on the loop's thread, so the fake clock sees the loop go quiet only
+    when nothing is left to do (with the writer thread it could not tell a busy thread from an idle one)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        done: Future = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the awaiting coroutine, as the thread pool does
+            done.set_exception(exc)
+        return done
+
+
+def sqlite_store(path) -> SqliteStore:
+    s = SqliteStore(path)
+    s._pool = InlineExecutor()
+    return s
+
+
+class Lanes(LaneEvents):
+    async def wait_for(self, kind: type, n: int = 1, timeout: float = 4.0) -> list[Any]:
+        """Move fake time until `n` events of `kind` have arrived (at most `timeout` fake seconds)."""
+        await CLOCK.run_until(lambda: len(self.of(kind)) >= n, limit_s=timeout)
+        return self.of(kind)
+
+
+@pytest.fixture(autouse=True)
+def fake_time():
+    global CLOCK
+    CLOCK = FakeClock()
+
+
 @pytest.fixture
 async def store(tmp_path):
-    s = SqliteStore(tmp_path / "lanectl.db")
+    s = sqlite_store(tmp_path / "lanectl.db")
     await s.open()
     yield s
     await s.close()
@@ -80,9 +115,10 @@ async def exit_waiting(store: SqliteStore, record_id: str = "out1_1", due: int =
     return order
 
 
-def service(store, lanes: Lanes, *providers: FakeProvider, timing: SettlementTiming = FAST) -> SettlementService:
+def service(store, lanes: LaneEvents, *providers: FakeProvider, timing: SettlementTiming = FAST,
+            clock: Any = None) -> SettlementService:
     return SettlementService(store, {p.name: p for p in providers}, {"out1": [p.name for p in providers]},
-                             lanes.emit, CLOCK, timing)
+                             lanes.emit, clock or CLOCK, timing)
 
 
 async def attempt_of(store, provider: str) -> Attempt:
@@ -96,7 +132,7 @@ async def test_paid_on_the_sync_answer_is_confirmed_once(store):
     [paid] = await lanes.wait_for(PaymentConfirmed)
     assert paid == PaymentConfirmed("out1_1", "bolink", 700, "T1", "wallet")
     assert (await attempt_of(store, "bolink")).status == "paid"
-    await asyncio.sleep(0.2)
+    await CLOCK.advance(0.2)
     assert len(lanes.events) == 1 and bolink.calls == ["charge"]
     await svc.stop()
 
@@ -118,13 +154,13 @@ async def test_a_callback_settles_first_and_duplicates_change_nothing(store):
     svc = service(store, lanes, bolink)
     order = await exit_waiting(store)
     svc.on_effects("out1", [order])
-    await asyncio.sleep(0.1)
+    await CLOCK.advance(0.1)
     ref = bolink.order_ref(order)
     assert await svc.on_result("bolink", ref, ChargeAnswer("pending")) == "accepted"
     assert await svc.on_result("bolink", ref, ChargeAnswer("paid", "T1", 700, "wallet")) == "accepted"
     assert await svc.on_result("bolink", ref, ChargeAnswer("paid", "T1", 700, "wallet")) == "duplicate"
     assert await svc.on_result("bolink", ref, ChargeAnswer("failed", "T1")) == "duplicate"  # out of order
-    await asyncio.sleep(0.2)
+    await CLOCK.advance(0.2)
     assert len(lanes.of(PaymentConfirmed)) == 1 and not lanes.of(PaymentFallback)
     assert (await attempt_of(store, "bolink")).status == "paid"
     assert svc.status()["settling"] == []  # the poll loop noticed and ended
@@ -204,7 +240,7 @@ async def test_an_attempt_that_never_settles_is_given_up_after_the_reconcile_hor
     for _ in range(40):
         if (await attempt_of(store, "bolink")).status == "failed":
             break
-        await asyncio.sleep(0.05)
+        await CLOCK.advance(0.05)
     assert (await attempt_of(store, "bolink")).status == "failed" and not lanes.of(PaymentConfirmed)
     await svc.stop()
 
@@ -215,12 +251,12 @@ async def test_results_for_unknown_orders_or_another_lane_are_refused(store):
     svc = service(store, lanes, bolink)
     order = await exit_waiting(store)
     svc.on_effects("out1", [order])
-    await asyncio.sleep(0.1)
+    await CLOCK.advance(0.1)
     assert await svc.on_result("bolink", "nope", ChargeAnswer("paid", "T1", 700)) == "unknown_order"
     assert await svc.on_result("xft", bolink.order_ref(order), ChargeAnswer("paid", "T1")) == "unknown_order"
     assert await svc.on_result("bolink", bolink.order_ref(order), ChargeAnswer("paid", "T1"),
                                lane_id="out2") == "mismatch"
-    await asyncio.sleep(0.1)
+    await CLOCK.advance(0.1)
     assert not lanes.of(PaymentConfirmed)
     await svc.stop()
 
@@ -232,9 +268,9 @@ async def test_the_car_leaving_another_way_stops_the_flow_but_reconciliation_goe
     svc = service(store, lanes, bolink)
     order = await exit_waiting(store)
     svc.on_effects("out1", [order])
-    await asyncio.sleep(0.15)
+    await CLOCK.advance(0.15)
     svc.on_effects("out1", [fx.StopSettlement(order.record_id, "released")])
-    await asyncio.sleep(0.05)
+    await CLOCK.advance(0.05)
     assert svc.status()["settling"] == [] and svc.status()["reconciling"] == 1
     later["paid"] = True
     [paid] = await lanes.wait_for(PaymentConfirmed)  # the lane records it as late, for a refund
@@ -244,17 +280,17 @@ async def test_the_car_leaving_another_way_stops_the_flow_but_reconciliation_goe
 
 async def test_a_restart_resumes_a_pending_charge_by_polling_never_charging_again(tmp_path):
     path = tmp_path / "lanectl.db"
-    s1 = SqliteStore(path)
+    s1 = sqlite_store(path)
     await s1.open()
     lanes = Lanes()
     first = FakeProvider("bolink", [PENDING])
     svc = service(s1, lanes, first, timing=SettlementTiming(poll_interval_s=0.05, window_s=30))
     svc.on_effects("out1", [await exit_waiting(s1)])
-    await asyncio.sleep(0.15)
+    await CLOCK.advance(0.15)
     await svc.stop()  # the daemon dies with the charge pending at the platform
     await s1.close()
 
-    s2 = SqliteStore(path)
+    s2 = sqlite_store(path)
     await s2.open()
     second = FakeProvider("bolink", [ChargeAnswer("paid", "NEVER")], [PENDING, ChargeAnswer("paid", "T7", 700)])
     svc2 = service(s2, lanes, second, timing=SettlementTiming(poll_interval_s=0.05, window_s=30))
@@ -288,7 +324,7 @@ async def test_a_restart_redelivers_a_confirmed_payment_the_lane_never_committed
     quiet = Lanes()
     svc3 = service(store, quiet, FakeProvider("bolink", [ChargeAnswer("paid", "NEVER")]))
     await svc3.start()
-    await asyncio.sleep(0.2)
+    await CLOCK.advance(0.2)
     assert quiet.events == []
     await svc3.stop()
 
@@ -299,21 +335,21 @@ async def test_a_callback_and_a_poll_racing_confirm_the_payment_once(store):
     svc = service(store, lanes, bolink)
     order = await exit_waiting(store)
     svc.on_effects("out1", [order])
-    await asyncio.sleep(0.1)
+    await CLOCK.advance(0.1)
     paid = ChargeAnswer("paid", "T1", 700, "wallet")
     outcomes = await asyncio.gather(*(svc.on_result("bolink", bolink.order_ref(order), paid) for _ in range(3)))
     assert sorted(outcomes) == ["accepted", "duplicate", "duplicate"]
-    await asyncio.sleep(0.2)
+    await CLOCK.advance(0.2)
     assert len(lanes.of(PaymentConfirmed)) == 1
     await svc.stop()
 
 
 async def test_stop_ends_busy_reconcilers_at_once(store):
     """A cancel landing while a provider call completes must not be lost (it was, with wait_for on 3.11)."""
-    lanes = Lanes()
+    lanes = LaneEvents()  # on the wall clock: reconcilers that never wait would never let fake time move
     timing = SettlementTiming(charge_timeout_s=1.0, poll_interval_s=0.01, window_s=0.05, reconcile_interval_s=0.0,
                               reconcile_for_s=3600.0)
-    svc = service(store, lanes, FakeProvider("bolink", [PENDING], [PENDING]), timing=timing)
+    svc = service(store, lanes, FakeProvider("bolink", [PENDING], [PENDING]), timing=timing, clock=SystemClock(TZ))
     for i in range(8):  # several reconcilers, each calling the provider in a tight loop
         svc.on_effects("out1", [await exit_waiting(store, f"out1_{i}")])
     await lanes.wait_for(PaymentFallback, n=8)
@@ -343,7 +379,7 @@ async def test_a_callback_that_settles_while_the_charge_is_out_is_the_outcome(st
     svc.on_effects("out1", [await exit_waiting(store)])
     [paid] = await lanes.wait_for(PaymentConfirmed)
     assert (paid.provider, paid.trade_no) == ("bolink", "CB1")
-    await asyncio.sleep(0.3)
+    await CLOCK.advance(0.3)
     assert not lanes.of(PaymentFallback) and len(lanes.of(PaymentConfirmed)) == 1
     assert xft.calls == [], "the paid car is never handed to the next provider"
     assert (await attempt_of(store, "bolink")).status == "paid"
@@ -368,7 +404,7 @@ class PrecheckedProvider(FakeProvider):
 
     async def precheck(self, order: fx.StartSettlement, attempt: Attempt) -> Optional[ChargeAnswer]:
         self.calls.append("precheck")
-        await asyncio.sleep(self.precheck_s)
+        await CLOCK.sleep(self.precheck_s)
         if isinstance(self.verdict, Exception):
             raise self.verdict
         return self.verdict
@@ -394,10 +430,10 @@ async def test_a_precheck_that_says_no_or_nothing_hands_over_to_the_next_provide
     booth = FakeProvider("booth", [ChargeAnswer("paid", "B1", 700)])
     timing = SettlementTiming(charge_timeout_s=0.2, poll_interval_s=0.05, window_s=0.5)
     svc = service(store, lanes, xft, booth, timing=timing)
-    started = asyncio.get_running_loop().time()
+    started = CLOCK.elapsed
     svc.on_effects("out1", [await exit_waiting(store)])
     [paid] = await lanes.wait_for(PaymentConfirmed)
-    took = asyncio.get_running_loop().time() - started
+    took = CLOCK.elapsed - started
     assert paid.provider == "booth" and xft.calls == ["precheck"], "nothing was charged through xft"
     assert took < (timing.window_s + 0.3 if slow else 0.3)
     assert (await attempt_of(store, "xft")).status == "skipped"
@@ -419,8 +455,8 @@ async def test_an_unanswered_charge_whose_order_does_not_exist_is_not_charged_af
     assert attempt.status == "failed" and "has no order xft-out1_1" in attempt.detail
     # one last query after absent_late_check_s, then nothing: never polled for the reconcile horizon
     async with asyncio.timeout(ABSENT_FAST.absent_late_check_s + 2.0):
-        while xft.calls.count("query") < 4 or svc._late_checks or svc.status()["reconciling"]:
-            await asyncio.sleep(0.01)
+        while xft.calls.count("query") < 4 or svc.status()["late_checks"] or svc.status()["reconciling"]:
+            await CLOCK.advance(0.01)
     assert xft.calls.count("query") == 4
     await svc.stop()
 
@@ -429,10 +465,10 @@ async def test_the_absent_rule_alone_falls_back_to_the_booth_prompt(store):
     lanes = Lanes()
     xft = FakeProvider("xft", [ProviderUnavailable("timeout")], [ABSENT])
     svc = service(store, lanes, xft, timing=ABSENT_FAST)
-    started = asyncio.get_running_loop().time()
+    started = CLOCK.elapsed
     svc.on_effects("out1", [await exit_waiting(store)])
     [fallback] = await lanes.wait_for(PaymentFallback)
-    assert asyncio.get_running_loop().time() - started < ABSENT_FAST.window_s, "before the window ends"
+    assert CLOCK.elapsed - started < ABSENT_FAST.window_s, "before the window ends"
     assert fallback.reason.startswith("xft failed: not charged") and not lanes.of(PaymentConfirmed)
     await svc.stop()
 
@@ -519,24 +555,24 @@ async def test_an_unanswered_charge_past_the_window_is_resolved_by_the_reconcile
     xft.queries = [ABSENT]
     async with asyncio.timeout(3):
         while (await attempt_of(store, "xft")).status != "failed":
-            await asyncio.sleep(0.05)
+            await CLOCK.advance(0.05)
     assert xft.calls.count("query") - before == 3 and not lanes.of(PaymentConfirmed)
     await svc.stop()
 
 
 async def test_a_restart_during_an_unanswered_charge_resolves_an_absent_order_in_a_few_queries(tmp_path):
     path = tmp_path / "lanectl.db"
-    s1 = SqliteStore(path)
+    s1 = sqlite_store(path)
     await s1.open()
     lanes = Lanes()
     svc = service(s1, lanes, FakeProvider("xft", [5.0]), timing=ABSENT_FAST)
     svc.on_effects("out1", [await exit_waiting(s1)])
-    await asyncio.sleep(0.1)
+    await CLOCK.advance(0.1)
     assert (await attempt_of(s1, "xft")).status == "charging"
     await svc.stop()  # the daemon dies while entrance/v2 is out
     await s1.close()
 
-    s2 = SqliteStore(path)
+    s2 = sqlite_store(path)
     await s2.open()
     xft = FakeProvider("xft", [ChargeAnswer("paid", "NEVER")], [ABSENT])
     svc2 = service(s2, lanes, xft, timing=ABSENT_FAST)
@@ -559,7 +595,7 @@ async def test_the_windows_end_adds_no_query_for_an_absent_order(store):
     assert "did not settle" in fallback.reason
     async with asyncio.timeout(3):
         while (await attempt_of(store, "xft")).status != "failed":
-            await asyncio.sleep(0.02)
+            await CLOCK.advance(0.02)
     assert xft.calls == ["charge"] + ["query"] * 3, "no extra query at the window's edge or the reconciler's start"
     assert not lanes.of(PaymentConfirmed)
     await svc.stop()

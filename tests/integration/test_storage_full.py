@@ -330,7 +330,7 @@ async def test_a_settlement_flow_makes_no_charge_before_its_attempt_is_written_a
             svc.on_effects("out2", [order])
             await until(lambda: store.health.fault is not None and store.health.fault.refused >= 3,
                         "the flow's attempt refused, then tried again")
-            assert provider.charged == [] and not svc._flows["out2_1"].done()
+            assert provider.charged == [] and "out2_1" in svc.status()["settling"]
             (fs / "filler").unlink()
             [paid] = await lanes.wait_for(PaymentConfirmed)
             assert (paid.record_id, paid.trade_no) == ("out2_1", "T9") and provider.charged == ["out2_1"]

@@ -631,7 +631,7 @@ async def test_an_order_never_created_is_queried_a_few_times_then_not_charged(ma
     # the one last query, then silence: no hour of polling for an order that does not exist
     await until(lambda: rig.platform.calls["charge_query"] == ABSENT.absent_checks + 1, timeout=2.0)
     # the platform counts the query before the lane has read its answer: wait for the check to end, then no more
-    await until(lambda: not rig.settlement.status()["reconciling"] and not rig.settlement._late_checks, timeout=2.0)
+    await until(lambda: not rig.settlement.status()["reconciling"] and not rig.settlement.status()["late_checks"], timeout=2.0)
     assert rig.platform.calls["charge_query"] == ABSENT.absent_checks + 1
     assert rig.platform.calls["exit"] == 1, "never charged twice"
 
