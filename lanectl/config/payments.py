@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, Field
 
-from lanectl.config_base import SecretRef, Strict
+from lanectl.config.base import SecretRef, Strict
 
 PROVIDERS = ("bolink", "xft", "tdzn")
 ProviderName = Literal["bolink", "bolink_etc", "xft", "tdzn"]
