@@ -5,7 +5,7 @@ and hands it on (to the daemon's composition root, the config loader or the cont
 
     main.py          the parser and `main` (the console script `lanectl`, and `python -m lanectl`)
     run.py           run: start the daemon; a failed start is one line and a sysexits code
-    demo.py          demo: the daemon on the simulated lane
+    demo.py          demo: launches the demo that lives with the rig (python -m hil.demo)
     check_config.py  check-config: validate a configuration directory
     control.py       what the control-socket commands share: socket path, call, money and operator text
     views.py         records, outbox, status, balance: read the running daemon

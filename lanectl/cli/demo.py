@@ -1,8 +1,17 @@
-"""`lanectl demo`: the daemon on the built-in simulated lane (HIL rig)."""
+"""`lanectl demo`: a thin launcher for the demo, which lives with the rig it drives (`python -m hil.demo`).
+
+The product never imports `hil` (a test walks the imports): the demo runs as its own process with the same
+flags, and its exit code is this command's. Without the rig installed (a product-only install) it says so.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
+import sys
+
+DEMO_MODULE = "hil.demo"
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -15,5 +24,16 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from lanectl.demo import run_demo
-    return run_demo(scenario=args.scenario, baud=args.baud or None, keep=args.keep, log_level=args.log_level)
+    if importlib.util.find_spec(DEMO_MODULE.split(".")[0]) is None:  # finds the package without importing it
+        print("lanectl demo: the simulated lane (package `hil`) is not installed here; run the demo from a "
+              "source checkout: scripts/demo", file=sys.stderr)
+        return 2
+    argv = ["--scenario", args.scenario, "--baud", str(args.baud), "--log-level", args.log_level]
+    if args.keep:
+        argv += ["--keep", args.keep]
+    with subprocess.Popen([sys.executable, "-m", DEMO_MODULE, *argv]) as child:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # the demo got the same Ctrl-C (one process group): let it clean up and stop
+                continue
