@@ -88,7 +88,7 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     from hil.rig import Rig
     from hil.scenario import ScenarioPlayer
     from lanectl.adapters.control_client import ControlClient
-    from lanectl.app import App
+    from lanectl.bootstrap import build_app
     from lanectl.config import load_config
 
     printer = Printer()
@@ -108,7 +108,7 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
         await rig.seed_inside(config.site.database, scn.inside)
         for car in scn.inside:
             printer.rig(str(car["lane"]), f"{car['plate']} has been parked for {car.get('minutes_ago', 180)} min")
-    app = App(config, on_effects=printer.effects)
+    app = build_app(config, on_effects=printer.effects)
     stop = asyncio.Event()
     daemon = asyncio.create_task(app.run(stop))
     try:

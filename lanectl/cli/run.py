@@ -40,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(level)
     try:
         config = load_config(args.config)
-        from lanectl.app import run_daemon
+        from lanectl.bootstrap import run_daemon
         asyncio.run(run_daemon(config))
     except ConfigError as exc:
         problems = "; ".join(exc.problems)
