@@ -1,12 +1,13 @@
 """Composition root: the one place that decides which real adapter stands behind each port, builds the daemon
 (lanectl/app.py `App`) from a configuration, and runs it until SIGTERM / SIGINT.
 
-    build_app(config)                       the daemon on the real adapters
+    build_app(config)                          the daemon on the real adapters
     build_app(config, store=..., devices=...)  any of them replaced (tests: in-memory twins)
-    run_daemon(config)                      `lanectl run`: signals, then App.run until stopped
+    run_daemon(config)                         `lanectl run`: signals, then App.run until stopped
 
-App never builds an adapter itself: what it talks to is in `Adapters`, so the whole daemon can be assembled
-from fakes (tests/unit/test_bootstrap.py).
+What App talks to is in `Adapters`, so the whole daemon can be assembled from fakes (tests/unit/
+test_bootstrap.py). The uploaders and platform clients App still builds from the configuration (webhook,
+Bolink / XFT / tdzn, providers/wiring.py) reach the network only through the injected HTTP session.
 """
 
 from __future__ import annotations
