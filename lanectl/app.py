@@ -1,16 +1,19 @@
-"""Composition root: config in, adapters built, one task per lane, the outbox relay, the control socket,
-sd_notify and a clean stop on SIGTERM (the in-flight write finishes; the barrier is left as it is)."""
+"""The daemon: one task per lane, the outbox relay, the payment platforms, the listeners, the control socket,
+sd_notify and a clean stop on SIGTERM (the in-flight write finishes; the barrier is left as it is).
+
+App is handed every adapter it talks to (`Adapters`: store, clock, devices, listeners, control server, HTTP
+session, notifier); lanectl/bootstrap.py builds the real ones, and a test can hand it fakes.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import faulthandler
 import logging
-import signal
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
 
 import aiohttp
 
@@ -18,15 +21,10 @@ from lanectl.adapters import fd_limit
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.log_tally import install_loop_handler, uninstall_loop_handler
 from lanectl.adapters.camera_auth import CameraAuth, camera_auth
-from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera, add_camera_routes
+from lanectl.adapters.camera_http import VzenithCamera, add_camera_routes
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
-from lanectl.adapters.led_board_display import LedBoardDisplay
-from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlError, ControlServer
 from lanectl.adapters.operator_identity import site_gatekeeper
-from lanectl.adapters.modbus_barrier import ModbusBarrier, ModbusBusRegistry
-from lanectl.adapters.serial_lines import BoothScanner, SerialPlateReader
-from lanectl.adapters.sqlite_store import SqliteStore
 from lanectl.adapters.systemd_notify import SystemdNotifier, watchdog_loop
 from lanectl.adapters.webhook_publisher import WebhookPublisher
 from lanectl.config import Config, ConfigError, LaneConfig
@@ -34,9 +32,8 @@ from lanectl.core import effects as fx
 from lanectl.core.events import IdentifyCar, OperatorOpen, PlatformEntry
 from lanectl.core.lane import LaneRules
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
-from lanectl.core.rules import CardRenewal, RenewalError, VehicleRules, renew_card
-from lanectl.policy_factory import build_policy
-from lanectl.platforms import PlatformWiring
+from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRules, renew_card
+from lanectl.providers.wiring import PlatformWiring
 from lanectl.service.bolink_inbound import PriceQuote
 from lanectl.service.lane_runner import LaneRunner, RequestExpired
 from lanectl.service.outbox import OutboxRelay, Publisher
@@ -57,27 +54,61 @@ def lane_rules(lane: LaneConfig, special_prefixes: tuple[str, ...] = DEFAULT_SPE
                      loops=not relay, special_prefixes=special_prefixes)
 
 
+def build_policy(config: Config, vehicles: Optional[VehicleRules] = None) -> RulesPolicy:
+    """The configured rules, or the configured tariffs with `vehicles` as they are now (platform renewals)."""
+    return RulesPolicy(config.site.tariffs, vehicles or config.site.vehicles, tz=config.site.tz)
+
+
+class DeviceFactory(Protocol):
+    """Builds each lane's devices from its configuration (bootstrap.HardwareDevices: serial, Modbus, HTTP camera).
+    A device has `run(emit)`; a barrier also `open()` / `close()`. `aclose()` releases what the devices share
+    (the RS-485 buses) once every device task has ended."""
+
+    def camera(self, lane: LaneConfig, images_dir: Path, clock: Clock) -> VzenithCamera: ...
+    def barrier(self, lane: LaneConfig, camera: Optional[VzenithCamera]) -> Optional[Any]: ...
+    def display(self, lane: LaneConfig, via: Optional[VzenithCamera]) -> Optional[Any]: ...
+    def plate_reader(self, lane: LaneConfig, on_activity: Optional[Callable[[], None]]) -> Optional[Any]: ...
+    def scanner(self, lane: LaneConfig) -> Optional[Any]: ...
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class Adapters:
+    """Everything outside the process the daemon uses. lanectl/bootstrap.py builds the real ones; the factories
+    take the real classes' arguments (CallbackServer, ControlServer, aiohttp.ClientSession)."""
+
+    store: Any  # the local store: SqliteStore, or a twin with its methods and `health`
+    clock: Clock
+    devices: DeviceFactory
+    listener: Callable[..., CallbackServer]  # the public face and, with HTTP cameras, the LAN face
+    control: Callable[..., ControlServer]  # the local control socket
+    session: Callable[[], aiohttp.ClientSession]  # outgoing HTTP (platforms, webhook); opened on the loop
+    notifier: SystemdNotifier
+    raise_nofile: Callable[[], tuple[int, int]]  # (soft, hard) open-file limits after raising the soft one
+
+
 class App:
-    def __init__(self, config: Config, *, clock: Optional[Clock] = None,
+    def __init__(self, config: Config, adapters: Adapters, *,
                  on_effects: Optional[Callable[[str, list[fx.Effect]], None]] = None) -> None:
         self.config = config
-        self.clock = clock or SystemClock(config.site.tz)
+        self.adapters = adapters
+        self.clock = adapters.clock
         self.on_effects = on_effects
         self.publishers: dict[str, Publisher] = {}
-        self.store = SqliteStore(config.site.database, destinations=self._destinations())
+        self.store = adapters.store
         self.vehicles = config.site.vehicles  # the YAML's, plus monthly cards renewed on a platform
         self.policy = build_policy(config)
-        self.buses = ModbusBusRegistry()
+        self.devices = adapters.devices
         self.runners: dict[str, LaneRunner] = {}
-        self.readers: dict[str, SerialPlateReader] = {}
+        self.readers: dict[str, Any] = {}  # serial plate readers: their line counts go to `status`
         self.cameras: dict[str, VzenithCamera] = {}  # lanes whose camera pushes over HTTP
         self.camera_auth: dict[str, CameraAuth] = {}  # who may push to each (checked before the body is read)
         self.lan: Optional[CallbackServer] = None  # the LAN face: opened when a lane has an HTTP camera
         self.images_dir = config.site.database.parent / "images"  # their pictures, a folder per lane
         self.image_links: Optional[ImageLinks] = None  # served to the platforms when images.public_url is set
-        self.displays: dict[str, LedBoardDisplay] = {}
+        self.displays: dict[str, Any] = {}  # LED boards, closed at stop
         self.relay: Optional[OutboxRelay] = None
-        self.notifier = SystemdNotifier()
+        self.notifier = adapters.notifier
         self.ready = asyncio.Event()
         self._session: Optional[aiohttp.ClientSession] = None
         self.settlement: Optional[SettlementService] = None
@@ -87,31 +118,27 @@ class App:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self.store.health.listeners.append(self._storage_changed)
 
-    def _destinations(self) -> list[str]:
-        site = self.config.site
-        platforms = [name for name in ("bolink", "xft", "tdzn") if getattr(site.payments, name) is not None]
-        return (["webhook"] if site.uploads.webhook else []) + platforms
-
     # --- run -----------------------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         site = self.config.site
         # Built first: a bad socket path fails before anything is open. Every resource that cannot open raises
         # a StartupError naming it (lanectl/startup.py); the CLI turns it into one line and an exit code.
         lan_face = any(lane.devices.camera is not None for lane in self.config.lanes)
-        budget = fd_limit.plan(*fd_limit.raise_nofile(), site.http.max_connections, site.control.max_connections,
-                               lan_max=site.lan.max_connections if lan_face else 0)
-        control = ControlServer(str(site.control.socket), self, mode=site.control.mode, group=site.control.group,
-                                max_connections=budget.control_max_connections,
-                                idle_timeout_s=site.control.idle_timeout_s,
-                                operators=site_gatekeeper(site.operators, str(self.config.directory / "site.yaml")))
-        self.http = CallbackServer(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
-                                   health=self.health, max_connections=budget.http_max_connections,
-                                   idle_timeout_s=site.http.idle_timeout_s, body_timeout_s=site.http.body_timeout_s)
+        budget = fd_limit.plan(*self.adapters.raise_nofile(), site.http.max_connections,
+                               site.control.max_connections, lan_max=site.lan.max_connections if lan_face else 0)
+        control = self.adapters.control(
+            str(site.control.socket), self, mode=site.control.mode, group=site.control.group,
+            max_connections=budget.control_max_connections, idle_timeout_s=site.control.idle_timeout_s,
+            operators=site_gatekeeper(site.operators, str(self.config.directory / "site.yaml")))
+        listener = self.adapters.listener
+        self.http = listener(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
+                             health=self.health, max_connections=budget.http_max_connections,
+                             idle_timeout_s=site.http.idle_timeout_s, body_timeout_s=site.http.body_timeout_s)
         if lan_face:  # cameras (later boards, the console) never share the face the internet reaches
-            self.lan = CallbackServer(site.lan.host, site.lan.port, max_body_kb=site.lan.max_body_kb,
-                                      health=self.health, max_connections=budget.lan_max_connections,
-                                      idle_timeout_s=site.lan.idle_timeout_s, body_timeout_s=site.lan.body_timeout_s,
-                                      face="LAN", key="lan.listen")
+            self.lan = listener(site.lan.host, site.lan.port, max_body_kb=site.lan.max_body_kb,
+                                health=self.health, max_connections=budget.lan_max_connections,
+                                idle_timeout_s=site.lan.idle_timeout_s, body_timeout_s=site.lan.body_timeout_s,
+                                face="LAN", key="lan.listen")
         # failed accepts (EMFILE...) are counted per listener, not a traceback each (adapters/log_tally.py)
         self._loop = asyncio.get_running_loop()
         loop_handler = install_loop_handler(self._loop, log)
@@ -131,7 +158,7 @@ class App:
             if seeded:
                 log.info("stored value: opening balances recorded for %d plate(s) from the configuration",
                          len(seeded))
-            self._session = aiohttp.ClientSession()
+            self._session = self.adapters.session()
             self._build_publishers()
             self._build_payments()
             self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates())
@@ -185,7 +212,7 @@ class App:
             if self.settlement is not None:
                 await _step("settlement", self.settlement.stop())
             await _stop_tasks("lanes and devices", tasks)
-            await _step("barrier buses", self.buses.close())
+            await _step("barrier buses", self.devices.aclose())
             for closing in (*self.cameras.values(), *self.displays.values()):
                 await _step(f"{type(closing).__name__}", closing.aclose())
             if self._session is not None:
@@ -212,27 +239,20 @@ class App:
         settle = self.settlement.on_effects if self.settlement is not None and lane.payments else None
         camera_cfg, display_cfg = lane.devices.camera, lane.devices.display
         if camera_cfg is not None:  # HTTP push: its reply may carry the relay and board frames
-            self.cameras[lane.id] = VzenithCamera(lane.id, camera_cfg, self.images_dir, self.clock,
-                                                   special_prefixes=self.config.site.vehicles.special_prefixes)
+            self.cameras[lane.id] = self.devices.camera(lane, self.images_dir, self.clock)
             self.camera_auth[lane.id] = camera_auth(camera_cfg, self.config.secret, f"lane {lane.id}: devices.camera")
             if camera_cfg.insecure:
                 log.warning("lane %s: the camera's pushes are accepted without credentials (insecure: true): anyone "
                             "who reaches the LAN listener can open this barrier", lane.id)
-        barrier = self._barrier(lane)
+        barrier = self.devices.barrier(lane, self.cameras.get(lane.id))
         display = None
         if display_cfg is not None:
             via = self.cameras.get(lane.id) if display_cfg.via_camera else None
-            display = self.displays[lane.id] = LedBoardDisplay(display_cfg, via, lane_id=lane.id)
+            display = self.displays[lane.id] = self.devices.display(lane, via)
         return LaneRunner(lane.id, lane.direction, self.policy, self.store, self.clock, barrier=barrier,
                           display=display, rules=lane_rules(lane, self.config.site.vehicles.special_prefixes),
                           on_effects=self.on_effects,
                           after_commit=lambda: self.relay.wake() if self.relay else None, settlement=settle)
-
-    def _barrier(self, lane: LaneConfig) -> Optional[Any]:
-        cfg, camera = lane.devices.barrier, self.cameras.get(lane.id)
-        if camera is not None and lane.devices.camera is not None and lane.devices.camera.relay_barrier:
-            return CameraRelayBarrier(camera)  # installs without an IO module: the camera's relay raises the arm
-        return ModbusBarrier(cfg, self.buses, name=lane.id) if cfg is not None else None
 
     def _devices(self, lane: LaneConfig) -> list[Any]:
         devices: list[Any] = []
@@ -243,13 +263,11 @@ class App:
             devices.append(self.cameras[lane.id])
         if lane.devices.plate_reader is not None:
             barrier = runner.barrier
-            reader = SerialPlateReader(lane.devices.plate_reader, name=f"{lane.id}-camera",
-                                       special_prefixes=self.config.site.vehicles.special_prefixes,
-                                       on_activity=barrier.expect_command if barrier is not None else None)
+            reader = self.devices.plate_reader(lane, barrier.expect_command if barrier is not None else None)
             self.readers[lane.id] = reader
             devices.append(reader)
         if lane.devices.scanner is not None:
-            devices.append(BoothScanner(lane.devices.scanner, name=f"{lane.id}-scanner"))
+            devices.append(self.devices.scanner(lane))
         return devices
 
     def _build_publishers(self) -> None:
@@ -531,23 +549,3 @@ async def _stop_tasks(name: str, tasks: list[asyncio.Task[Any]], timeout_s: floa
 
 def _minutes(since: Optional[datetime], now: datetime) -> int:
     return max(0, int((now - since).total_seconds() // 60)) if since else 0
-
-
-async def run_daemon(config: Config, *, on_effects: Optional[Callable[[str, list[fx.Effect]], None]] = None,
-                     stop: Optional[asyncio.Event] = None, app_ready: Optional[Callable[[App], None]] = None) -> None:
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def stopping() -> None:
-        stop.set()
-        # If the process is still here 10 s later, every thread's stack goes to the log: a stuck stop is
-        # diagnosable from the journal (systemd kills it at TimeoutStopSec anyway).
-        faulthandler.dump_traceback_later(10, exit=False)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stopping)
-    app = App(config, on_effects=on_effects)
-    if app_ready is not None:
-        app_ready(app)
-    await app.run(stop)

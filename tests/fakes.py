@@ -5,6 +5,8 @@ MemoryOutboxQueue  OutboxQueue port with the store's head-of-line `due()` contra
 ScriptedPublisher  Publisher port answering from a script, recording what it was sent and when.
 EmitRecorder     an Emit callable that records events and lets a test await one.
 LaneEvents       stands in for the lane runners behind the settlement service: collects (lane, event).
+MemoryDaemonStore, FakeLaneDevices, FakeListener, FakeControlServer, FakeSession, FakeNotifier
+                 the daemon's adapters (lanectl/app.py Adapters), for assembling the whole daemon from fakes.
 """
 
 from __future__ import annotations
@@ -357,3 +359,161 @@ class SettlementResults:
                         lane_id: Optional[str] = None) -> str:
         self.calls.append((provider, order_ref, answer, lane_id))
         return "recorded"
+
+
+# ---------------------------------------------------------------- the whole daemon from fakes (bootstrap.build_app)
+
+class MemoryDaemonStore(MemoryLaneStore):
+    """The store as the daemon uses it at start and stop, on top of the lane-store twin: open, health, the
+    storage probe, stored renewals and opening balances."""
+
+    def __init__(self) -> None:
+        from lanectl.service.storage import StorageHealth
+        super().__init__()
+        self.health = StorageHealth("memory")
+        self.opened = self.closed = False
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def watch(self) -> None:  # the storage probe: nothing to probe in memory
+        await asyncio.Event().wait()
+
+    async def renewals(self) -> list:
+        return []
+
+    async def seed_balances(self, balances: dict, now: datetime) -> list:
+        return []
+
+
+class FakeLaneDevice:
+    """A device task (plate reader, scanner) that emits what the test tells it: `await device.send(event)`."""
+
+    def __init__(self) -> None:
+        self._emit: Optional[Callable[[Any], None]] = None
+        self.running = asyncio.Event()
+
+    async def run(self, emit: Callable[[Any], None]) -> None:
+        self._emit = emit
+        self.running.set()
+        await asyncio.Event().wait()
+
+    async def send(self, event: Any) -> None:
+        await asyncio.wait_for(self.running.wait(), 5)
+        assert self._emit is not None
+        self._emit(event)
+
+
+class FakeLaneBarrier(FakeLaneDevice, FakeBarrier):
+    """FakeBarrier as a device: its inputs (IoSnapshot) come from the test; each OPEN sets `opened`."""
+
+    def __init__(self) -> None:
+        FakeLaneDevice.__init__(self)
+        FakeBarrier.__init__(self)
+        self.opened = asyncio.Event()
+        self.hints = 0
+
+    async def open(self) -> None:
+        await super().open()
+        self.opened.set()
+
+    def expect_command(self) -> None:  # the plate reader's hint that a decision follows
+        self.hints += 1
+
+
+class FakeLaneDevices:
+    """DeviceFactory twin: a FakeLaneBarrier / FakeLaneDevice for each device a lane's configuration names."""
+
+    def __init__(self) -> None:
+        self.barriers: dict[str, FakeLaneBarrier] = {}
+        self.readers: dict[str, FakeLaneDevice] = {}
+        self.closed = False
+
+    def camera(self, lane: Any, images_dir: Any, clock: Any) -> Any:
+        raise AssertionError("FakeLaneDevices has no HTTP camera")
+
+    def barrier(self, lane: Any, camera: Any) -> Optional[FakeLaneBarrier]:
+        if lane.devices.barrier is None:
+            return None
+        barrier = self.barriers[lane.id] = FakeLaneBarrier()
+        return barrier
+
+    def display(self, lane: Any, via: Any) -> FakeDisplay:
+        return FakeDisplay()
+
+    def plate_reader(self, lane: Any, on_activity: Any) -> FakeLaneDevice:
+        reader = self.readers[lane.id] = FakeLaneDevice()
+        return reader
+
+    def scanner(self, lane: Any) -> FakeLaneDevice:
+        return FakeLaneDevice()
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class FakeListener:
+    """CallbackServer twin: keeps its routes; started / stopped by the daemon."""
+
+    def __init__(self, host: str, port: int, **options: Any) -> None:
+        self.host, self.port, self.options = host, port, options
+        self.routes: dict[str, Any] = {}
+        self.listening = False
+        self.stopped = False
+
+    def add_post(self, path: str, handler: Any) -> None:
+        self.routes[path] = handler
+
+    async def start(self) -> None:
+        self.listening = True
+
+    async def stop(self) -> None:
+        self.listening, self.stopped = False, True
+
+
+class FakeControlServer:
+    """ControlServer twin: holds the handlers (the App); a test calls them directly."""
+
+    def __init__(self, path: str, handlers: Any, **options: Any) -> None:
+        self.path, self.handlers, self.options = path, handlers, options
+        self.started = self.stopped = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class FakeSession:
+    """aiohttp.ClientSession stand-in for a daemon that sends nothing: only closed."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeNotifier:
+    """SystemdNotifier twin: what the daemon told systemd, in order ("ready", "status: ...", "stopping")."""
+
+    enabled = False  # no watchdog
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def ready(self, status: Optional[str] = None) -> bool:
+        self.said.append("ready")
+        return True
+
+    def stopping(self, status: Optional[str] = None) -> bool:
+        self.said.append("stopping")
+        return True
+
+    def status(self, text: str) -> bool:
+        self.said.append(f"status: {text}")
+        return True

@@ -22,7 +22,7 @@ from typing import Any, Awaitable, Callable, Optional
 import aiohttp
 
 from lanectl.adapters.bolink_http import SdkLogin
-from lanectl.config_payments import BolinkConfig
+from lanectl.config.payments import BolinkConfig
 from lanectl.protocols import bolink as bl
 from lanectl.service.ports import StorageUnavailable
 from lanectl.service.settlement import ProviderUnavailable

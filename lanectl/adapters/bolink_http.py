@@ -26,7 +26,7 @@ import aiohttp
 
 from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.adapters.platform_http import PlatformTransport
-from lanectl.config_payments import BolinkConfig
+from lanectl.config.payments import BolinkConfig
 from lanectl.core import effects as fx
 from lanectl.protocols import bolink as bl
 from lanectl.service.outbox import Outcome, OutboxItem

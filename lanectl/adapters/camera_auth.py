@@ -20,8 +20,8 @@ import string
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from lanectl.config_base import SecretRef
-from lanectl.config_devices import IpNetwork, VzenithCameraConfig
+from lanectl.config.base import SecretRef
+from lanectl.config.devices import IpNetwork, VzenithCameraConfig
 
 TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + "-_.~")  # URL path safe without escaping
 MIN_TOKEN_LEN = 16

@@ -42,7 +42,7 @@ from aiohttp import web
 
 from lanectl.adapters.camera_auth import CameraAuth, Refusal
 from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, Tally
-from lanectl.config_devices import VzenithCameraConfig
+from lanectl.config.devices import VzenithCameraConfig
 from lanectl.core.events import IoSnapshot, PlateRead
 from lanectl.protocols.vzenith_http import Heartbeat, PlateResult, VzenithError, build_response, parse_push
 from lanectl.service.ports import BarrierError, Clock, Emit

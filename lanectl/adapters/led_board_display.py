@@ -32,7 +32,7 @@ from typing import Optional
 import serial
 
 from lanectl.adapters.camera_http import VzenithCamera
-from lanectl.config_devices import DEFAULT_TEMPLATES, LedBoardConfig, template_fields
+from lanectl.config.devices import DEFAULT_TEMPLATES, LedBoardConfig, template_fields
 from lanectl.core import effects as fx
 from lanectl.protocols.led_board import Colour, LedBoardError, show_lines_and_speak, show_qr
 

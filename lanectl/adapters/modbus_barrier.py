@@ -34,7 +34,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from lanectl.config_devices import ModbusRtuBarrier, ModbusTcpBarrier
+from lanectl.config.devices import ModbusRtuBarrier, ModbusTcpBarrier
 from lanectl.core.events import DeviceFault, DeviceRecovered, IoSnapshot
 from lanectl.service.ports import BarrierError, BarrierUnsafe, Emit
 

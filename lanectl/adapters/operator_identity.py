@@ -1,7 +1,7 @@
 """Who calls the control socket, and whether they may do what they ask.
 
 The kernel tells the caller's uid (SO_PEERCRED): it is recorded with every release and top-up whatever the
-configuration. What it may do depends on the site's `operators:` section (lanectl/config_operators.py):
+configuration. What it may do depends on the site's `operators:` section (lanectl/config/operators.py):
 
 - no section: :class:`AnyMember` — every process that can connect (the socket's group) may act, under the name
   it gives; without one, under its unix user name (or ``uid:<n>``). Nothing is refused here.
@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
-from lanectl.config_operators import OperatorsConfig, uid_key
+from lanectl.config.operators import OperatorsConfig, uid_key
 from lanectl.startup import EX_CONFIG, StartupError
 
 

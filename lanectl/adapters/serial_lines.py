@@ -18,8 +18,8 @@ from typing import Callable, Literal, Optional
 import serial
 import serial_asyncio_fast
 
-from lanectl.config_devices import SerialLine
-from lanectl.config_devices import SerialPlateReader as SerialPlateReaderConfig
+from lanectl.config.devices import SerialLine
+from lanectl.config.devices import SerialPlateReader as SerialPlateReaderConfig
 from lanectl.core.events import CodeScanned, DeviceFault, DeviceRecovered, PlateRead
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
 from lanectl.protocols.plate_serial import DecodeStats, PlateLineDecoder

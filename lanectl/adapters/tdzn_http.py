@@ -31,7 +31,7 @@ import aiohttp
 
 from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.adapters.platform_http import PlatformTransport
-from lanectl.config_payments import TdznConfig
+from lanectl.config.payments import TdznConfig
 from lanectl.core import effects as fx
 from lanectl.protocols import tdzn
 from lanectl.protocols.tdzn import Answer, TdznError

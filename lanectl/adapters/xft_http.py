@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional
 import aiohttp
 
 from lanectl.adapters.platform_http import PlatformTransport
-from lanectl.config_payments import XftConfig
+from lanectl.config.payments import XftConfig
 from lanectl.core import effects as fx
 from lanectl.core.plates import normalize_plate
 from lanectl.protocols import xft

@@ -210,9 +210,12 @@ class LaneRunner:
         if wait is None:
             return await self.queue.get()
         if wait > 0:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives as the event
+            # does, and the lane task then outlives the daemon's stop until its next timer
             try:
-                return await asyncio.wait_for(self.queue.get(), timeout=wait)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(wait):
+                    return await self.queue.get()
+            except TimeoutError:
                 pass
         if self._kept and self.clock.monotonic() >= self._retry_at:
             self._replayed = self._kept.pop(0)

@@ -16,7 +16,7 @@ from pymodbus.exceptions import ModbusIOException
 
 from hil.emulators.barrier_io import BarrierEmulator, BarrierModel, Physics
 from hil.wire import VirtualCable
-from lanectl.config_devices import PointMap
+from lanectl.config.devices import PointMap
 
 DI_ARMING, DI_SAFETY, DI_UP, DI_DOWN, DI_ANTI = range(5)
 COIL_OPEN, COIL_CLOSE, COIL_STOP = range(3)

@@ -20,8 +20,8 @@ from hil.emulators import bolink as emu
 from lanectl.adapters.bolink_downlink import BolinkDownlink
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.sqlite_store import SqliteStore
-from lanectl.config_base import SecretRef
-from lanectl.config_payments import BolinkConfig
+from lanectl.config.base import SecretRef
+from lanectl.config.payments import BolinkConfig
 from lanectl.protocols import bolink as bl
 from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
 from tests.fakes import SettlementResults as Results

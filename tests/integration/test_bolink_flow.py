@@ -17,8 +17,8 @@ from lanectl.adapters.bolink_http import BolinkClient, BolinkEtcProvider, Bolink
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.sqlite_store import SqliteStore
-from lanectl.config_base import SecretRef
-from lanectl.config_payments import BolinkConfig
+from lanectl.config.base import SecretRef
+from lanectl.config.payments import BolinkConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
 from lanectl.core.rules import CardRenewal, RenewalError

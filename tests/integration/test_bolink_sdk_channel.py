@@ -25,8 +25,8 @@ from hil.emulators import bolink_wire as w
 from lanectl.adapters.bolink_downlink import BolinkDownlink
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.sqlite_store import SqliteStore
-from lanectl.config_base import SecretRef
-from lanectl.config_payments import BolinkConfig
+from lanectl.config.base import SecretRef
+from lanectl.config.payments import BolinkConfig
 from lanectl.core import effects as fx
 from lanectl.core.rules import CardRenewal
 from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote

@@ -26,7 +26,7 @@ from hil.emulators.camera_http import HttpCamera
 from lanectl.adapters.camera_auth import CameraAuth
 from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera, add_camera_routes
 from lanectl.adapters.clock import SystemClock
-from lanectl.config_devices import LaneDevices, VzenithCameraConfig
+from lanectl.config.devices import LaneDevices, VzenithCameraConfig
 from lanectl.core.events import Event, IoSnapshot, PlateRead
 from lanectl.service.ports import BarrierError
 

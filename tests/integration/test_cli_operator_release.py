@@ -14,6 +14,7 @@ import pytest
 
 from lanectl import cli
 from lanectl.app import App
+from lanectl.bootstrap import build_app
 from lanectl.config import load_config
 from lanectl.core.events import PlateRead
 from tests.integration.test_control_socket import short_dir  # noqa: F401 (fixture)
@@ -36,7 +37,7 @@ async def app(short_dir) -> AsyncIterator[App]:  # noqa: F811
     etc = write_minimal_config(Path(short_dir), tariffs=tariffs, vehicles={"stored_value": {"粤B77777": 0}},
                                operators={"users": {ME: {"name": "值班员", "roles": ["open", "topup"]}}})
     (etc / "lanes" / "out1.yaml").write_text("id: out1\ndirection: exit\n")
-    the_app = App(load_config(etc))
+    the_app = build_app(load_config(etc))
     stop = asyncio.Event()
     task = asyncio.create_task(the_app.run(stop))
     await asyncio.wait_for(the_app.ready.wait(), 10)

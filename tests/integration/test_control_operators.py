@@ -18,7 +18,7 @@ from lanectl.adapters.control_client import ControlClient
 from lanectl.adapters.control_client import ControlError as ClientControlError
 from lanectl.adapters.control_socket import ControlServer
 from lanectl.adapters.operator_identity import resolve_operators
-from lanectl.config_operators import OperatorsConfig
+from lanectl.config.operators import OperatorsConfig
 from tests.integration.test_control_socket import REPO_ROOT, FakeApp, short_dir  # noqa: F401 (fixture)
 
 ME = os.getuid()

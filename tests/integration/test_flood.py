@@ -26,6 +26,7 @@ from lanectl.adapters.control_client import ControlClient, ControlClientError
 from lanectl.adapters.control_socket import DEADLINE_HEADER, ControlServer
 from lanectl.adapters.log_tally import LoopHandler, Tally
 from lanectl.app import App
+from lanectl.bootstrap import build_app
 from lanectl.config import load_config
 from lanectl.core import effects as fx
 from lanectl.core.events import Tick
@@ -232,7 +233,7 @@ async def test_a_request_read_after_its_deadline_is_refused_and_not_executed(sho
 @pytest.fixture
 async def app(short_dir: Path) -> AsyncIterator[tuple[App, list[fx.Effect]]]:
     seen: list[fx.Effect] = []
-    app = App(load_config(write_minimal_config(short_dir)), on_effects=lambda lane, effects: seen.extend(effects))
+    app = build_app(load_config(write_minimal_config(short_dir)), on_effects=lambda lane, effects: seen.extend(effects))
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(stop))
     await asyncio.wait_for(app.ready.wait(), 10)

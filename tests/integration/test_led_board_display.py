@@ -13,7 +13,7 @@ from hil.emulators.led_board import LedBoard
 from hil.wire import VirtualCable
 from lanectl.adapters.led_board_display import DisplayError, LedBoardDisplay
 from lanectl.config import ConfigError, load_config
-from lanectl.config_devices import LaneDevices, LedBoardConfig
+from lanectl.config.devices import LaneDevices, LedBoardConfig
 from lanectl.core import effects as fx
 from lanectl.protocols.led_board import Colour
 from tests.integration.test_camera_http import camera, rig

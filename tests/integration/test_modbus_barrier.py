@@ -22,7 +22,7 @@ from lanectl.adapters.modbus_barrier import (
     bits_per_char,
     frame_gap_s,
 )
-from lanectl.config_devices import ModbusRtuBarrier, ModbusTcpBarrier, PointMap
+from lanectl.config.devices import ModbusRtuBarrier, ModbusTcpBarrier, PointMap
 from lanectl.core.events import DeviceFault, DeviceRecovered, Event, IoSnapshot
 from lanectl.service.ports import BarrierError, BarrierUnsafe
 

@@ -16,8 +16,8 @@ import serial
 
 from hil.emulators.plate_camera import PlateCamera
 from lanectl.adapters.serial_lines import SerialLineSource, SerialPlateReader
-from lanectl.config_devices import SerialLine
-from lanectl.config_devices import SerialPlateReader as ReaderConfig
+from lanectl.config.devices import SerialLine
+from lanectl.config.devices import SerialPlateReader as ReaderConfig
 from lanectl.core.events import DeviceFault, DeviceRecovered, PlateRead
 from lanectl.protocols.plate_serial import DecodeStats, encode_plate_line
 from tests.fakes import EmitRecorder

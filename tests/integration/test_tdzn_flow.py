@@ -17,8 +17,8 @@ from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.sqlite_store import SqliteStore
 from lanectl.adapters.tdzn_http import TdznClient, TdznProvider, TdznPublisher, pay_type_of
-from lanectl.config_base import SecretRef
-from lanectl.config_payments import TdznConfig
+from lanectl.config.base import SecretRef
+from lanectl.config.payments import TdznConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
 from lanectl.service.bolink_inbound import PriceQuote

@@ -20,8 +20,8 @@ from hil.emulators.xft import XftPlatform
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.sqlite_store import SqliteStore
 from lanectl.adapters.xft_http import XftClient, XftProvider, XftPublisher
-from lanectl.config_base import SecretRef
-from lanectl.config_payments import XftConfig
+from lanectl.config.base import SecretRef
+from lanectl.config.payments import XftConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
 from lanectl.protocols import xft

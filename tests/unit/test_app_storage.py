@@ -7,12 +7,12 @@ import socket
 from pathlib import Path
 
 from lanectl.adapters.systemd_notify import SystemdNotifier
-from lanectl.app import App
+from lanectl.bootstrap import build_app
 from lanectl.config import load_config
 
 
 async def test_a_storage_fault_shows_in_healthz_status_and_sd_notify(example_config: Path, tmp_path: Path):
-    app = App(load_config(example_config))
+    app = build_app(load_config(example_config))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify"))
     sock.setblocking(False)

@@ -1,5 +1,6 @@
 """ARCHITECTURE rule 1: core/ and protocols/ are pure — standard library (no I/O, clock or randomness
-modules), pydantic and each other. And only adapters/ (plus the composition root) touch I/O libraries."""
+modules), pydantic and each other. And only adapters/ (plus the composition root) touch I/O libraries.
+And the product (lanectl/) never imports the rig (hil/)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,39 @@ def test_core_and_protocols_are_pure(path: Path):
 def test_service_layer_reaches_io_only_through_ports(path: Path):
     for name in imports(path):
         assert name.split(".")[0] not in IO_LIBRARIES, f"service/{path.name} imports {name}"
+
+
+# ---------------------------------------------------------------- the product never imports the rig
+
+def imported_modules(source: str) -> list[str]:
+    """Every module a file imports: import / from-import at any depth, importlib.import_module("...") and
+    __import__("...") with a literal name."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append(node.module)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in
+              ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
+            found.append(str(node.args[0].value))
+    return found
+
+
+def test_the_import_walk_sees_every_form():
+    source = ("import os, hil.rig\nfrom hil import scenario\nimport importlib\n"
+              "def f():\n    from hil.emulators.xft import X\n    return importlib.import_module('hil.demo')\n"
+              "g = __import__('hil')\n")
+    assert sorted(m for m in imported_modules(source) if m.split(".")[0] == "hil") == [
+        "hil", "hil", "hil.demo", "hil.emulators.xft", "hil.rig"]
+
+
+PRODUCT = sorted(ROOT.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", PRODUCT, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_product_never_imports_the_rig(path: Path):
+    """hil/ (rig, emulators, demo) is a test bench: a booth PC runs lanectl without it. The demo is started
+    from hil (`python -m hil.demo`); `lanectl demo` only launches that as a process."""
+    rig = [m for m in imported_modules(path.read_text(encoding="utf-8")) if m.split(".")[0] == "hil"]
+    assert rig == [], f"lanectl/{path.relative_to(ROOT)} imports {rig}"

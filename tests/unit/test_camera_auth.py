@@ -9,8 +9,8 @@ import pytest
 
 from lanectl.adapters.camera_auth import (NO_CREDENTIALS, SOURCE_NOT_ALLOWED, WRONG_CREDENTIALS, CameraAuth,
                                           CredentialError, camera_auth)
-from lanectl.config_base import SecretRef
-from lanectl.config_devices import VzenithCameraConfig
+from lanectl.config.base import SecretRef
+from lanectl.config.devices import VzenithCameraConfig
 
 
 def basic(user: str, password: str) -> str:

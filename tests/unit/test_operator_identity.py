@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from lanectl.adapters.operator_identity import (AnyMember, Operator, OperatorConfigError, OperatorMap,
                                                 OperatorRefused, Peer, resolve_operators)
 from lanectl.config import ConfigError, load_config
-from lanectl.config_operators import OperatorsConfig
+from lanectl.config.operators import OperatorsConfig
 from tests.minimal_site import write_minimal_config
 
 

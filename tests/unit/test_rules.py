@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from lanectl.core.policy import EntryDecision, ExitQuote, Policy
 from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRules, renew_card
 from lanectl.core.tariff import Tariffs
-from lanectl.fee_report import fee_to_json, fee_to_text, quote_for_cli
+from lanectl.cli.fee_report import fee_to_json, fee_to_text, quote_for_cli
 
 SH = ZoneInfo("Asia/Shanghai")
 

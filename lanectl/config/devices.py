@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from lanectl.config_base import SecretRef, Strict
+from lanectl.config.base import SecretRef, Strict
 
 
 class SerialLine(Strict):

@@ -23,11 +23,11 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lanectl.adapters.camera_auth import CredentialError, camera_auth
-from lanectl.config_base import SecretRef, Strict
-from lanectl.config_devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
-                                    SerialPlateReader)
-from lanectl.config_operators import OperatorsConfig
-from lanectl.config_payments import NEEDS, PaymentsConfig, ProviderName, Url
+from lanectl.config.base import SecretRef, Strict
+from lanectl.config.devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
+                                     SerialPlateReader)
+from lanectl.config.operators import OperatorsConfig
+from lanectl.config.payments import NEEDS, PaymentsConfig, ProviderName, Url
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
 
@@ -130,7 +130,7 @@ class SiteConfig(BaseSettings):
     http: HttpConfig = HttpConfig()
     lan: LanConfig = LanConfig()  # cameras (the booth LAN); see LanConfig
     control: ControlConfig = ControlConfig()
-    # who may open / top up through the control socket (config_operators.py); None: any socket-group member
+    # who may open / top up through the control socket (config/operators.py); None: any socket-group member
     operators: Optional[OperatorsConfig] = None
     secrets_file: Optional[Path] = None
     uploads: UploadsConfig = UploadsConfig()

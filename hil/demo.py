@@ -1,4 +1,4 @@
-"""`lanectl demo`: the real daemon on the built-in simulated lane.
+"""`python -m hil.demo` (also `scripts/demo` and `lanectl demo`): the real daemon on the built-in simulated lane.
 
 The HIL rig (hil/rig.py) emulates the devices behind real pty serial lines — a Modbus RTU barrier IO module
 per lane with barrier physics on one RS-485 bus, a plate camera per lane — writes a configuration pointing the
@@ -8,6 +8,7 @@ entering and leaving, a refused car, a booth cash payment and operator releases 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import shutil
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from lanectl.core import effects as fx
 
@@ -46,6 +47,20 @@ class Printer:
                 self.line("lanectl", lane, f"CLOSE ({e.reason})")
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hil.demo",
+                                description="run the daemon on the built-in simulated lane (HIL rig)")
+    p.add_argument("--scenario", default="demo", help="scenario name in hil/scenarios or a YAML path")
+    p.add_argument("--baud", type=int, default=9600, help="emulate RS-485 line speed (0: off)")
+    p.add_argument("--keep", metavar="DIR", help="keep the demo's config and database in DIR")
+    p.add_argument("--log-level", default="WARNING", help="daemon log level shown beside the demo output")
+    args = p.parse_args(argv)
+    try:
+        return run_demo(scenario=args.scenario, baud=args.baud or None, keep=args.keep, log_level=args.log_level)
+    except KeyboardInterrupt:
+        return 130
+
+
 def run_demo(*, scenario: str = "demo", baud: Optional[int] = 9600, keep: Optional[str] = None,
              log_level: str = "WARNING") -> int:
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
@@ -73,7 +88,7 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     from hil.rig import Rig
     from hil.scenario import ScenarioPlayer
     from lanectl.adapters.control_client import ControlClient
-    from lanectl.app import App
+    from lanectl.bootstrap import build_app
     from lanectl.config import load_config
 
     printer = Printer()
@@ -93,7 +108,7 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
         await rig.seed_inside(config.site.database, scn.inside)
         for car in scn.inside:
             printer.rig(str(car["lane"]), f"{car['plate']} has been parked for {car.get('minutes_ago', 180)} min")
-    app = App(config, on_effects=printer.effects)
+    app = build_app(config, on_effects=printer.effects)
     stop = asyncio.Event()
     daemon = asyncio.create_task(app.run(stop))
     try:
@@ -158,3 +173,7 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     ok = not failed and hits == 0 and refused == 0
     print(f"\n{'demo finished: every step behaved as expected' if ok else 'demo finished WITH FAILURES'}")
     return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from lanectl.config import ConfigError, load_config
     from lanectl.core.plates import normalize_plate
     from lanectl.core.tariff import TariffError
-    from lanectl.fee_report import fee_to_json, fee_to_text, quote_for_cli
+    from lanectl.cli.fee_report import fee_to_json, fee_to_text, quote_for_cli
 
     try:
         config = load_config(args.config, credentials=False)  # a fee needs prices, never keys

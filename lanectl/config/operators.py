@@ -23,7 +23,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from lanectl.config_base import Strict
+from lanectl.config.base import Strict
 
 Role = Literal["open", "topup"]
 ROLES: tuple[Role, ...] = ("open", "topup")

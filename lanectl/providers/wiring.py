@@ -1,4 +1,4 @@
-"""Composition of the payment platforms (part of the composition root, kept out of app.py).
+"""Composition of the payment platforms (part of the composition root, kept out of app.py and bootstrap.py).
 
 Two steps, because the settlement service sits between them:
 

@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, Field
 
-from lanectl.config_base import SecretRef, Strict
+from lanectl.config.base import SecretRef, Strict
 from lanectl.core.money import DEFAULT_MAX_FEN
 
 PROVIDERS = ("bolink", "xft", "tdzn")
