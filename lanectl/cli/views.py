@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
+from typing import Any
 
 from lanectl.cli.control import add_client_parser, call, print_json, short_over, signed_yuan, who, yuan
 
@@ -93,6 +94,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         counted = f"  plates read {lines['read']}, skipped {lines['skipped']}" if lines else ""
         print(f"  {lane_id:10} {st['direction']:5} {st['phase']:17}{extra}{counted}"
               f"{'  FAULT: ' + faults if faults else ''}")
+        refused = _refused(st)
+        if refused:
+            print(f"    refused since start: {refused}")
         released = st.get("last_release")
         if released:
             counts = st.get("releases") or {}
@@ -115,6 +119,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  picture links at {links['public_url']}: served {links.get('served', 0)}, "
               f"refused {links.get('refused', 0)}")
     return 0
+
+
+def _refused(lane: dict[str, Any]) -> str:
+    """What a lane turned away since the daemon started: pushes that failed the camera's authentication, readings
+    that were no plate (sent to the booth), noise on the plate line. Empty when there was none."""
+    camera, lines = lane.get("camera") or {}, lane.get("plate_lines") or {}
+    counts = (("camera pushes without valid credentials", camera.get("refused_credentials", 0)),
+              ("camera pushes from sources not allowed", camera.get("refused_source", 0)),
+              ("unreadable plates sent to the booth", lane.get("unreadable_plates", 0)),
+              ("bytes of noise on the plate line", lines.get("garbage_bytes", 0)))
+    return ", ".join(f"{n} {what}" for what, n in counts if n)
 
 
 def cmd_balance(args: argparse.Namespace) -> int:

@@ -53,3 +53,19 @@ def test_open_says_what_was_recorded_and_exits_1_when_not_opened(monkeypatch, ca
     assert main(["open", "--lane", "out1", "--reason", "cash", "--amount", "1000"]) == 1
     assert capsys.readouterr().out.strip() == \
         "lane out1: not opened: barrier fault (record out1_1 released by 李, cash over 1.00)"
+
+
+def _status(lane: dict[str, Any]) -> dict[str, Any]:
+    return {"park_id": "21835", "lanes": {"in1": {"direction": "entry", "phase": "idle", **lane}}}
+
+
+def test_status_names_what_each_lane_turned_away_and_is_quiet_when_nothing_was(monkeypatch, capsys):
+    answering(monkeypatch, views, _status({
+        "camera": {"refused_credentials": 3, "refused_source": 0}, "unreadable_plates": 2,
+        "plate_lines": {"read": 10, "skipped": 1, "garbage_bytes": 41}}))
+    assert main(["status"]) == 0
+    assert ("    refused since start: 3 camera pushes without valid credentials, 2 unreadable plates sent to the "
+            "booth, 41 bytes of noise on the plate line") in capsys.readouterr().out.splitlines()
+    answering(monkeypatch, views, _status({"camera": {"refused_credentials": 0}, "unreadable_plates": 0}))
+    assert main(["status"]) == 0
+    assert "refused" not in capsys.readouterr().out
