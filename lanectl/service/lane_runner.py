@@ -259,10 +259,10 @@ class LaneRunner:
         self._track_faults(event)
         for e in effects:
             if isinstance(e, fx.OperatorResult) and e.outcome == "released":
-                # the operator is told whether the barrier took it
-                self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()
                 assert isinstance(event, OperatorOpen)
                 self._note_release(event, e, now)
+                if e.request_id in self._requests:  # its operator waits: told whether the barrier took it
+                    self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()
         for effect in effects:
             self._act(effect)
         self._refresh_status()

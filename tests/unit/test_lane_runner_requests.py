@@ -199,3 +199,12 @@ async def test_a_price_query_whose_caller_gave_up_is_dropped_too():
         assert (await lane.runner.request(quote("wx_2"))).outcome == "not_here"
         # the identification it would have made was never made
         assert lane.runner.state.visit.entry_record_id == "" and store.written(fx.PatchRecord) == []
+
+
+async def test_a_release_nobody_waits_for_leaves_no_reply_slot_behind():
+    async with Lane() as lane:
+        lane.runner.emit(OperatorOpen("王", "fault", None, rid()))  # handed over without `request`
+        await until(lambda: lane.barrier.commands == ["open"], "the OPEN")
+        await until(lambda: lane.runner.state.pending_action == "", "the OPEN acknowledged to the lane")
+        assert lane.runner.status.last_release is not None and lane.runner.status.last_release["operator"] == "王"
+        assert not lane.runner._outcomes and not lane.runner._requests
