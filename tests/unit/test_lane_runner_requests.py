@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lanectl.core import effects as fx
-from lanectl.core.events import OperatorOpen, PlateRead, QuoteRequest, Tick
+from lanectl.core.events import OperatorOpen, PlateRead, PlatformEntry, QuoteRequest, Tick
 from lanectl.core.lane import InsideCar
 from lanectl.core.quotes import StayPrice
 from lanectl.service.lane_runner import NOT_HANDLED, RequestExpired
@@ -162,6 +162,19 @@ async def test_a_release_whose_records_cannot_be_written_is_answered_not_handled
         answer = await lane.runner.request(OperatorOpen("王", "fault", None, rid(), operator_uid=7))
         assert answer == fx.OperatorResult(answer.request_id, "not_handled", NOT_HANDLED, operator="王")
         assert lane.barrier.commands == [] and lane.runner.status.last_release is None
+
+
+# --- a platform's plate-less entry ------------------------------------------------------------------------------
+async def test_a_platform_entry_is_answered_admitted_with_its_record_or_refused_with_why():
+    async with Lane() as lane:
+        answer = await lane.runner.request(PlatformEntry("wx_9f3a", "bolink", rid()))
+        [record] = lane.store.written(fx.NewRecord)
+        assert (answer.admitted, answer.record_id, record.plate) == (True, record.record_id, "wx_9f3a")
+        busy = await lane.runner.request(PlatformEntry("wx_other", "bolink", rid()))  # the arm is going up
+        assert (busy.admitted, busy.message) == (False, "platform entry refused: lane busy or not an entry lane")
+    async with Lane("exit") as lane:
+        answer = await lane.runner.request(PlatformEntry("wx_9f3a", "bolink", rid()))
+        assert not answer.admitted and lane.store.written(fx.NewRecord) == []
 
 
 # --- deadlines ------------------------------------------------------------------------------------------------
