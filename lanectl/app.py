@@ -29,9 +29,10 @@ from lanectl.adapters.systemd_notify import SystemdNotifier, watchdog_loop
 from lanectl.adapters.webhook_publisher import WebhookPublisher
 from lanectl.config import Config, ConfigError, LaneConfig
 from lanectl.core import effects as fx
-from lanectl.core.events import IdentifyCar, OperatorOpen, PlatformEntry
+from lanectl.core.events import OperatorOpen, PlatformEntry, QuoteRequest
 from lanectl.core.lane import LaneRules
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
+from lanectl.core.quotes import StayPrice, price_inside
 from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRules, renew_card
 from lanectl.providers.wiring import PlatformWiring
 from lanectl.service.bolink_inbound import PriceQuote
@@ -42,6 +43,7 @@ from lanectl.service.settlement import SettlementService, SettlementTiming
 
 log = logging.getLogger("lanectl")
 OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for the module's answer
+QUOTE_WAIT_S = 2.0  # a platform's price query: how long one exit lane may take to answer it
 
 
 def lane_rules(lane: LaneConfig, special_prefixes: tuple[str, ...] = DEFAULT_SPECIAL_PREFIXES) -> LaneRules:
@@ -345,35 +347,27 @@ class App:
             runner.policy = self.policy
 
     async def quote(self, plate: str, order_id: str, channel: str) -> Optional[PriceQuote]:
-        """What a car owes now (platform price queries): the car waiting at an exit lane, else a car inside."""
-        now = self.clock.now()
+        """What a car owes now (platform price queries). Each exit lane answers for the car waiting there, from
+        its own state (a lane request); a car waiting at no lane (inside, paying ahead) is priced by the policy
+        over its stay as the store keeps it."""
         for lane_id, runner in self.runners.items():
-            visit = runner.state.visit
-            if runner.state.phase.value != "awaiting_payment" or visit is None:
+            if runner.direction != "exit":
+                continue  # only an exit lane has a car waiting to pay
+            ask = QuoteRequest(plate, order_id, bool(channel) and self.channels[lane_id] == channel, "bolink",
+                               uuid.uuid4().hex)
+            try:
+                answer = await runner.request(ask, timeout=QUOTE_WAIT_S)
+            except asyncio.TimeoutError:  # RequestExpired too: the lane never took it
+                log.warning("lane %s did not answer a price query within %g s: not asked about its car",
+                            lane_id, QUOTE_WAIT_S)
                 continue
-            if (channel and self.channels[lane_id] == channel and not visit.plate and not visit.entry_record_id
-                    and plate in self.store.inside()):
-                # the plate-less car waiting here is the stay a platform admitted under this id: price that stay
-                await runner.request(IdentifyCar(visit.record_id, plate, "bolink", uuid.uuid4().hex))
-                visit = runner.state.visit
-                if visit is None or runner.state.phase.value != "awaiting_payment":
-                    return None  # free after all: the lane let it out
-            if (channel and self.channels[lane_id] == channel) or (plate and visit.plate == plate) or \
-                    (order_id and order_id in (visit.record_id, visit.entry_record_id)):
-                stay = next((c for c in self.store.inside().values() if c.record_id == visit.entry_record_id), None)
-                entered = stay.entered_at if stay else None
-                return PriceQuote(visit.entry_record_id or visit.record_id, visit.due_fen, visit.due_fen + visit.paid_fen,
-                                  entered, _minutes(entered, now))
-        inside = self.store.inside()
-        car = inside.get(plate) if plate else None
-        if car is None and order_id:
-            plate, car = next(((p, c) for p, c in inside.items() if c.record_id == order_id), ("", None))
-        if car is None:
-            return None
-        present = {p: c.entered_at for p, c in inside.items()}
-        q = self.policy.exit(plate, car.color, car.entered_at, now, present, paid_fen=car.paid_fen,
-                             paid_at=car.paid_at, entry_reason=car.reason)
-        return PriceQuote(car.record_id, q.due_fen, q.total_fen, car.entered_at, _minutes(car.entered_at, now))
+            assert isinstance(answer, fx.QuoteResult)
+            if answer.outcome == "quoted" and answer.price is not None:
+                return _price_quote(answer.price)
+            if answer.outcome != "not_here":
+                return None  # let out (the stay was free after all), or not handled now
+        price = price_inside(self.policy, self.store.inside(), plate, order_id, self.clock.now())
+        return _price_quote(price) if price is not None else None
 
     async def health(self) -> dict[str, Any]:
         """For monitoring on the public listener: no records, no plates — only whether each lane works."""
@@ -462,12 +456,11 @@ class App:
         if runner is None or runner.direction != "entry":
             return False, f"no entry lane with channel {channel!r}"
         try:
-            effects = await runner.request(PlatformEntry(car_id, "bolink", uuid.uuid4().hex))
+            answer = await runner.request(PlatformEntry(car_id, "bolink", uuid.uuid4().hex))
         except asyncio.TimeoutError:
             return False, "lane did not answer in time"
-        if any(isinstance(e, fx.OpenBarrier) for e in effects):
-            return True, ""
-        return False, next((e.message for e in effects if isinstance(e, fx.Log)), "refused")
+        assert isinstance(answer, fx.PlatformEntryResult)
+        return answer.admitted, "" if answer.admitted else answer.message or "refused"
 
     async def release(self, lane_id: str, operator: str, reason: str) -> dict[str, Any]:
         """A platform asks for a release (tdzn remoteDev): the same audited path as `lanectl open`."""
@@ -487,41 +480,34 @@ class App:
             raise ControlError("unknown_lane", f"no lane {lane!r}; lanes: {', '.join(self.runners)}", 404)
         request_id = uuid.uuid4().hex
         try:
-            effects = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id, operator_uid),
-                                           deadline=deadline)
+            answer = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id, operator_uid),
+                                          deadline=deadline)
         except RequestExpired:
             raise ControlError("deadline_passed", f"lane {lane}: the request's deadline passed before the lane took "
                                "it; nothing was done", 408) from None
         except asyncio.TimeoutError:
             raise ControlError("lane_busy", f"lane {lane} did not answer in time", 503) from None
-        opened = next((e for e in effects if isinstance(e, fx.OpenBarrier)), None)
-        note = next((e.message for e in effects if isinstance(e, fx.Log)), "")
-        delivered, error = False, ""
-        if opened is not None:
+        assert isinstance(answer, fx.OperatorResult)
+        released = answer.outcome == "released"
+        note, delivered, error = answer.message, False, ""
+        if released:
             # The operator learns whether the barrier module took the command, not just that it was decided.
             try:
-                delivered, error = await runner.outcome(opened.action_id, OPERATOR_ACK_S)
+                delivered, error = await runner.outcome(answer.action_id, OPERATOR_ACK_S)
             except asyncio.TimeoutError:
                 error = f"no answer from the barrier within {OPERATOR_ACK_S:g} s"
             if not delivered:
                 note = f"OPEN not delivered: {error}"
-        return {"lane": lane, "opened": delivered,
-                "record_id": opened.record_id if opened else "",
-                "action_id": opened.action_id if opened else "", "message": note,
-                "phase": runner.state.phase.value, "barrier_fault": runner.state.barrier_fault,
-                "operator": opened.operator if opened else operator, "operator_uid": operator_uid,
-                **_cash_figures(effects, opened.record_id if opened else "")}
+        # the lane as its runner last published it (status), never its state read from outside its task;
+        # the money as the release's record has it, for a car that was waiting to pay
+        return {"lane": lane, "opened": delivered, "record_id": answer.record_id, "action_id": answer.action_id,
+                "message": note, "phase": runner.status.phase, "barrier_fault": runner.status.barrier_fault,
+                "operator": answer.operator if released else operator, "operator_uid": operator_uid,
+                **(dict(answer.money) if answer.car_waited else {})}
 
 
-def _cash_figures(effects: list[fx.Effect], record_id: str) -> dict[str, int]:
-    """What the release of a waiting car recorded of its money: paid (when cash was given), short, over;
-    empty for a release with no car waiting."""
-    for e in effects:
-        if isinstance(e, fx.PatchRecord) and e.record_id == record_id:
-            changes = dict(e.changes)
-            if "short_fen" in changes:
-                return {k: changes[k] for k in ("paid_fen", "short_fen", "over_fen") if k in changes}
-    return {}
+def _price_quote(price: StayPrice) -> PriceQuote:
+    return PriceQuote(price.order_id, price.due_fen, price.total_fen, price.entered_at, price.minutes)
 
 
 async def _step(name: str, awaitable: Any, timeout_s: float = 5.0) -> None:
@@ -546,6 +532,3 @@ async def _stop_tasks(name: str, tasks: list[asyncio.Task[Any]], timeout_s: floa
             where.append(f"{task.get_name()} at {at}")
         log.error("stopping: %s did not finish within %g s (%s); going on", name, timeout_s, "; ".join(where))
 
-
-def _minutes(since: Optional[datetime], now: datetime) -> int:
-    return max(0, int((now - since).total_seconds() // 60)) if since else 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
+from lanectl.core.quotes import StayPrice
+
 Authority = Literal["rules", "payment", "operator"]
 
 
@@ -159,8 +161,56 @@ class Log:
     fields: tuple[tuple[str, Any], ...] = field(default=())
 
 
+# --- answers to requests (core/events.py REQUESTS): not written, the records say what happened --------------
+@dataclass(frozen=True, slots=True)
+class OperatorResult:
+    """What the lane decided of an operator's release (OperatorOpen).
+
+    outcome: released (an OPEN was decided for `record_id`, sent as `action_id`), already_opening (the arm is
+    going up or up: nothing done), refused (no name or reason, a negative amount), not_handled (its records
+    could not be written: nothing done — set by the runner, never by the lane). `money`: what the release's
+    record says of its money (paid_fen when cash was taken, short_fen / over_fen against what a waiting car
+    owed); `car_waited`: a car was waiting to pay (its record carries short / over)."""
+
+    request_id: str
+    outcome: Literal["released", "already_opening", "refused", "not_handled"]
+    message: str
+    record_id: str = ""
+    action_id: str = ""
+    operator: str = ""
+    money: tuple[tuple[str, int], ...] = ()
+    car_waited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteResult:
+    """What the lane answers to a price query (QuoteRequest). outcome: quoted (the car waiting here: `price`),
+    let_out (the car asked about was just identified here and its stay is free: let out, nothing to pay),
+    not_here (no car waiting here is the one asked about), not_handled (its records could not be written —
+    set by the runner)."""
+
+    request_id: str
+    outcome: Literal["quoted", "let_out", "not_here", "not_handled"]
+    price: Optional[StayPrice] = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformEntryResult:
+    """What the lane decided of a platform's plate-less entry (PlatformEntry): admitted (an OPEN was decided),
+    or why not."""
+
+    request_id: str
+    admitted: bool
+    message: str = ""
+    record_id: str = ""
+
+
+Result = Union[OperatorResult, QuoteResult, PlatformEntryResult]
+RESULTS = (OperatorResult, QuoteResult, PlatformEntryResult)
+
 Effect = Union[NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, ChargeByCode,
-               OpenBarrier, CloseBarrier, AuditAction, Publish, Display, Log]
+               OpenBarrier, CloseBarrier, AuditAction, Publish, Display, Log, OperatorResult, QuoteResult,
+               PlatformEntryResult]
 
 PERSISTENT = (NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, OpenBarrier,
               CloseBarrier, AuditAction, Publish)

@@ -105,6 +105,19 @@ class IdentifyCar:
 
 
 @dataclass(frozen=True, slots=True)
+class QuoteRequest:
+    """A platform asks what a car owes now (Bolink query_price, tdzn queryParkFee): the exit lane answers for
+    the car waiting there, from its own state (a QuoteResult). `at_this_exit`: the platform named this lane's
+    exit channel — a plate-less car waiting here is then the stay the platform knows as `plate`."""
+
+    plate: str  # the plate, or the platform's id for a plate-less car ("" when not given)
+    order_id: str  # the platform's order (our record id), "" when not given
+    at_this_exit: bool
+    provider: str
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CodeScanned:
     """The booth scanner read a driver's payment code (auth_code) at this lane."""
 
@@ -117,4 +130,9 @@ class Tick:
 
 
 Event = Union[PlateRead, IoSnapshot, DeviceFault, DeviceRecovered, CommandDone, OperatorOpen, PaymentConfirmed,
-              PaymentFallback, PlatformEntry, IdentifyCar, CodeScanned, Tick]
+              PaymentFallback, PlatformEntry, IdentifyCar, QuoteRequest, CodeScanned, Tick]
+
+# Requests: events someone waits on. The lane answers each with one result effect of the same request_id
+# (core/effects.py RESULTS); the runner hands that result to the waiting caller.
+Request = Union[OperatorOpen, PlatformEntry, QuoteRequest]
+REQUESTS = (OperatorOpen, PlatformEntry, QuoteRequest)

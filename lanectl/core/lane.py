@@ -47,10 +47,12 @@ from lanectl.core.events import (
     PaymentFallback,
     PlateRead,
     PlatformEntry,
+    QuoteRequest,
     Tick,
 )
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, classify_plate, match_entry
 from lanectl.core.policy import Policy
+from lanectl.core.quotes import StayPrice, stay_minutes
 
 Direction = Literal["entry", "exit"]
 CLOSE_RETRY_S = 2.0  # a CLOSE that was refused or lost is tried again after this (if the loops are clear)
@@ -222,6 +224,8 @@ def handle(state: LaneState, event: Event, now: datetime, ctx: LaneContext) -> t
         state = _on_platform_entry(state, event, now, ctx, out)
     elif isinstance(event, IdentifyCar):
         state = _on_identify(state, event, now, ctx, out)
+    elif isinstance(event, QuoteRequest):
+        state = _on_quote(state, event, now, ctx, out)
     elif isinstance(event, CodeScanned):
         state = _on_code(state, event, ctx, out)
     elif isinstance(event, DeviceFault):
@@ -586,20 +590,27 @@ def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneCon
                  out: list[fx.Effect]) -> LaneState:
     operator, reason, uid = operator_name(ev), ev.reason.strip(), ev.operator_uid
     if not operator or not reason or (ev.amount_fen is not None and ev.amount_fen < 0):
-        out.append(_log(ctx, "warning", "operator release refused: name and reason are required",
-                        operator=operator, reason=reason, operator_uid=uid))
+        message = "operator release refused: name and reason are required"
+        out.append(_log(ctx, "warning", message, operator=operator, reason=reason, operator_uid=uid))
+        out.append(fx.OperatorResult(ev.request_id, "refused", message, operator=operator))
         return state
     if state.phase in (Phase.OPEN,) or (state.phase == Phase.OPENING and not state.barrier_fault):
-        out.append(_log(ctx, "info", "operator release: barrier already opening", operator=operator,
-                        operator_uid=uid))
+        message = "operator release: barrier already opening"
+        out.append(_log(ctx, "info", message, operator=operator, operator_uid=uid))
+        out.append(fx.OperatorResult(ev.request_id, "already_opening", message, operator=operator))
         return state
     method = "cash" if reason == "cash" else "operator"
     visit = state.visit
     figures: dict[str, Any] = {}
-    if state.phase == Phase.AWAITING_PAYMENT and visit is not None:
+    money: dict[str, int] = {}  # what the release's record says of its money (the operator's answer, `status`)
+    waited = state.phase == Phase.AWAITING_PAYMENT and visit is not None
+    if waited:
+        assert visit is not None
         record_id = visit.record_id
         short, over = cash_difference(visit.due_fen, ev.amount_fen)
         figures = {"due_fen": visit.due_fen, "short_fen": short, "over_fen": over}
+        money = ({"paid_fen": visit.paid_fen + ev.amount_fen} if ev.amount_fen else {}) | {"short_fen": short,
+                                                                                            "over_fen": over}
         changes: list[tuple[str, Any]] = [("status", "released"), ("operator", operator), ("operator_uid", uid),
                                           ("reason", f"operator:{reason}"), ("short_fen", short),
                                           ("over_fen", over)]
@@ -621,16 +632,18 @@ def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneCon
         if ev.amount_fen:
             out.append(fx.RecordPayment(record_id, ctx.lane_id, ev.amount_fen, method, operator, now.isoformat()))
         out.append(fx.Publish(record_id, "release"))
+        money = {"paid_fen": ev.amount_fen or 0}
         state = replace(state, visit=Visit("", "", record_id, reason=f"operator:{reason}"))
-    if figures.get("short_fen"):
-        out.append(_log(ctx, "warning", "operator release short of the amount due", operator=operator,
-                        operator_uid=uid, reason=reason, record=record_id, amount_fen=ev.amount_fen, **figures))
-    else:
-        out.append(_log(ctx, "info", "operator release", operator=operator, operator_uid=uid, reason=reason,
-                        record=record_id, amount_fen=ev.amount_fen, **figures))
+    short = bool(figures.get("short_fen"))
+    message = "operator release short of the amount due" if short else "operator release"
+    out.append(_log(ctx, "warning" if short else "info", message, operator=operator, operator_uid=uid,
+                    reason=reason, record=record_id, amount_fen=ev.amount_fen, **figures))
     out.append(fx.Display("一路顺风", "一路顺风", "goodbye", (("plate", visit.plate if visit else ""),)))
-    return _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator,
-                 operator_uid=uid)
+    state = _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator,
+                  operator_uid=uid)
+    out.append(fx.OperatorResult(ev.request_id, "released", message, record_id, state.pending_action, operator,
+                                 tuple(money.items()), car_waited=waited))
+    return state
 
 
 # --- payments ------------------------------------------------------------------------------------------------
@@ -673,8 +686,9 @@ def _on_platform_entry(state: LaneState, ev: PlatformEntry, now: datetime, ctx: 
     """A plate-less car admitted by a platform: the rules decide as for any plate-less car; the record keeps
     the platform's id as its plate so the exit (and the platform's price queries) find the stay by it."""
     if ctx.direction != "entry" or state.phase != Phase.IDLE or not ev.car_id:
-        out.append(_log(ctx, "warning", "platform entry refused: lane busy or not an entry lane",
-                        car=ev.car_id, provider=ev.provider, phase=state.phase.value))
+        message = "platform entry refused: lane busy or not an entry lane"
+        out.append(_log(ctx, "warning", message, car=ev.car_id, provider=ev.provider, phase=state.phase.value))
+        out.append(fx.PlatformEntryResult(ev.request_id, False, message))
         return state
     present = {p: c.entered_at for p, c in ctx.inside.items()}
     decision = ctx.policy.entry("", "", now, present)
@@ -688,10 +702,12 @@ def _on_platform_entry(state: LaneState, ev: PlatformEntry, now: datetime, ctx: 
     if not decision.allow:
         out.append(fx.Display(decision.message, decision.message, "refused", (("plate", ""),
                                                                                ("message", decision.message))))
+        out.append(fx.PlatformEntryResult(ev.request_id, False, "entry refused", record_id))
         return state
     out.append(fx.Publish(record_id, "entry"))
     out.append(fx.Display("欢迎光临", "欢迎光临", "welcome", (("plate", ""), ("message", "欢迎光临"))))
     state = replace(state, visit=Visit("", "", record_id, decision.vehicle_class, reason))
+    out.append(fx.PlatformEntryResult(ev.request_id, True, "", record_id))
     return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason)
 
 
@@ -734,6 +750,33 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
     amount = _yuan_text(quote.due_fen)
     out.append(fx.Display(f"无牌车 请缴费{amount}", f"无牌车 请缴费{amount}", "pay",
                           (("plate", "无牌车"), ("amount", amount), ("stay", _stay_text(entry.entered_at, now)))))
+    return state
+
+
+def _on_quote(state: LaneState, ev: QuoteRequest, now: datetime, ctx: LaneContext,
+              out: list[fx.Effect]) -> LaneState:
+    """A platform asks what a car owes: answered for the car waiting here, if it is the one asked about (its
+    plate, its order, or this exit named). A plate-less car waiting at the exit the platform names is the stay
+    it knows under `plate`: that stay is linked and priced first (as IdentifyCar), and let out if it is free."""
+    visit = state.visit
+    if state.phase != Phase.AWAITING_PAYMENT or visit is None:
+        out.append(fx.QuoteResult(ev.request_id, "not_here"))
+        return state
+    if ev.at_this_exit and not visit.plate and not visit.entry_record_id and ev.plate in ctx.inside:
+        state = _on_identify(state, IdentifyCar(visit.record_id, ev.plate, ev.provider), now, ctx, out)
+        visit = state.visit
+        if visit is None or state.phase != Phase.AWAITING_PAYMENT:
+            out.append(fx.QuoteResult(ev.request_id, "let_out"))
+            return state
+    if not (ev.at_this_exit or (ev.plate and visit.plate == ev.plate)
+            or (ev.order_id and ev.order_id in (visit.record_id, visit.entry_record_id))):
+        out.append(fx.QuoteResult(ev.request_id, "not_here"))
+        return state
+    stay = next((c for c in ctx.inside.values() if c.record_id == visit.entry_record_id), None)
+    entered = stay.entered_at if stay else None
+    price = StayPrice(visit.entry_record_id or visit.record_id, visit.due_fen, visit.due_fen + visit.paid_fen,
+                      entered, stay_minutes(entered, now))
+    out.append(fx.QuoteResult(ev.request_id, "quoted", price))
     return state
 
 

@@ -1,7 +1,9 @@
 """One task per lane: events in, core.lane.handle, persistent effects committed, then the wire.
 
 The runner is the only owner of its lane's state (ARCHITECTURE rule 2): adapters, the control socket and
-callbacks only put events on its queue.
+callbacks only put events on its queue. A caller that needs an answer (an operator's release, a platform's
+price query or plate-less entry) sends a request (core/events.py REQUESTS) with `request`: the reply slot stays
+here, the lane answers with a typed result effect of the same request id, and the runner hands it over.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from datetime import datetime
 from typing import Any, Callable, Optional, Protocol
 
 from lanectl.core import effects as fx
-from lanectl.core.events import (CommandDone, DeviceFault, DeviceRecovered, Event, IdentifyCar, OperatorOpen,
-                                 PlateRead, PlatformEntry, Tick)
-from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, restored
+from lanectl.core.events import (REQUESTS, CommandDone, DeviceFault, DeviceRecovered, Event, OperatorOpen, PlateRead,
+                                 QuoteRequest, Request, Tick)
+from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, operator_name, restored
 from lanectl.core.plates import classify_plate
 from lanectl.core.policy import Policy
 from lanectl.service.ports import Barrier, BarrierError, Clock, Display, StorageUnavailable
@@ -42,6 +44,18 @@ class LaneStore(Protocol):
 
 class RequestExpired(TimeoutError):
     """A request reached its deadline before the lane took it: it was not handled and will not be."""
+
+
+NOT_HANDLED = "not handled: its records cannot be written now"
+
+
+def not_handled(event: Request, message: str = NOT_HANDLED) -> fx.Result:
+    """The answer to a request the lane could not carry out (its records could not be written): nothing done."""
+    if isinstance(event, OperatorOpen):
+        return fx.OperatorResult(event.request_id, "not_handled", message, operator=operator_name(event))
+    if isinstance(event, QuoteRequest):
+        return fx.QuoteResult(event.request_id, "not_handled")
+    return fx.PlatformEntryResult(event.request_id, False, message)
 
 
 @dataclass
@@ -86,7 +100,7 @@ class LaneRunner:
     _commands: Optional[asyncio.Lock] = field(default=None, init=False)
     _tasks: set = field(default_factory=set, init=False)
     started: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    # operator requests waiting to learn what their OperatorOpen led to (request_id -> (future, loop deadline))
+    # requests whose caller waits for the lane's answer (request_id -> (future of the result, loop deadline))
     _requests: dict = field(default_factory=dict, init=False)
     # an operator's OPEN waiting for the barrier's answer (action_id -> future of (ok, error))
     _outcomes: dict = field(default_factory=dict, init=False)
@@ -107,9 +121,9 @@ class LaneRunner:
         """Thread-unsafe, loop-safe: adapters and the control socket hand events over here."""
         self.queue.put_nowait(event)
 
-    async def request(self, event: OperatorOpen | PlatformEntry | IdentifyCar, timeout: float = 5.0,
-                      deadline: Optional[float] = None) -> list[fx.Effect]:
-        """Enqueue an operator's (or a platform's) event and wait until the lane has handled and committed it.
+    async def request(self, event: Request, timeout: float = 5.0, deadline: Optional[float] = None) -> fx.Result:
+        """Enqueue an operator's (or a platform's) request and wait for the lane's answer: its result effect
+        (fx.OperatorResult, fx.QuoteResult, fx.PlatformEntryResult), once the step is committed.
 
         ``deadline`` (loop time; default: ``timeout`` from now) bounds both the handing over and the wait. The
         lane takes the event only while its requester still waits for it: :class:`RequestExpired` means the lane
@@ -139,7 +153,7 @@ class LaneRunner:
 
     def _admit(self, event: Event) -> bool:
         """Right before the lane handles a request: only while its requester waits and its deadline holds."""
-        if not isinstance(event, (OperatorOpen, PlatformEntry, IdentifyCar)):
+        if not isinstance(event, REQUESTS):
             return True
         rid = event.request_id
         self._queued.discard(rid)
@@ -243,11 +257,12 @@ class LaneRunner:
         if isinstance(event, PlateRead) and classify_plate(event.plate, self.rules.special_prefixes) == "unreadable":
             self.status.unreadable_plates += 1
         self._track_faults(event)
-        if isinstance(event, OperatorOpen):
-            for e in effects:
-                if isinstance(e, fx.OpenBarrier):  # the operator is told whether the barrier took it
+        for e in effects:
+            if isinstance(e, fx.OperatorResult) and e.outcome == "released":
+                assert isinstance(event, OperatorOpen)
+                self._note_release(event, e, now)
+                if e.request_id in self._requests:  # its operator waits: told whether the barrier took it
                     self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()
-                    self._note_release(e, effects, now)
         for effect in effects:
             self._act(effect)
         self._refresh_status()
@@ -258,11 +273,18 @@ class LaneRunner:
         if self.settlement is not None and any(isinstance(e, (fx.StartSettlement, fx.StopSettlement, fx.ChargeByCode))
                                                for e in effects):
             self.settlement(self.lane_id, effects)
-        if isinstance(event, (OperatorOpen, PlatformEntry, IdentifyCar)):
-            fut, _ = self._requests.get(event.request_id, (None, None))
-            if fut is not None and not fut.done():
-                fut.set_result(effects)
+        if isinstance(event, REQUESTS):
+            self._answer(event, effects)
         return effects
+
+    def _answer(self, event: Request, effects: list[fx.Effect]) -> None:
+        """Hand the lane's answer to the caller waiting on this request (if it still waits)."""
+        fut, _ = self._requests.get(event.request_id, (None, None))
+        if fut is None or fut.done():
+            return
+        result = next((e for e in effects if isinstance(e, fx.RESULTS) and e.request_id == event.request_id), None)
+        # no answer from the lane: the step was refused for want of storage, so nothing was done
+        fut.set_result(result if result is not None else not_handled(event))
 
     def _without_storage(self, event: Event, new_state: LaneState, effects: list[fx.Effect], now: datetime,
                          ctx: LaneContext) -> tuple[LaneState, list[fx.Effect]]:
@@ -350,16 +372,12 @@ class LaneRunner:
             reason = event.reason if isinstance(event, DeviceFault) else ""
             setattr(self.status, f"{event.device}_fault", reason)
 
-    def _note_release(self, opened: fx.OpenBarrier, effects: list[fx.Effect], now: datetime) -> None:
+    def _note_release(self, event: OperatorOpen, released: fx.OperatorResult, now: datetime) -> None:
         """`status` shows the last operator release and counts them, with what their records say of the money."""
-        figures: dict[str, Any] = {}
-        for e in effects:
-            if isinstance(e, fx.PatchRecord) and e.record_id == opened.record_id:
-                figures = {k: v for k, v in e.changes if k in ("paid_fen", "short_fen", "over_fen")}
-            elif isinstance(e, fx.NewRecord) and e.record_id == opened.record_id:
-                figures = {"paid_fen": e.paid_fen}
-        self.status.last_release = {"record_id": opened.record_id, "at": now.isoformat(), "operator": opened.operator,
-                                    "operator_uid": opened.operator_uid, "reason": opened.reason, **figures}
+        figures = dict(released.money)
+        self.status.last_release = {"record_id": released.record_id, "at": now.isoformat(),
+                                    "operator": released.operator, "operator_uid": event.operator_uid,
+                                    "reason": event.reason.strip(), **figures}
         counts = self.status.releases
         counts["count"] += 1
         for kind in ("short", "over"):

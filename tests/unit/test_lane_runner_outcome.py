@@ -26,9 +26,9 @@ class SlowBarrier(FakeBarrier):
         await super().open()
 
 
-async def _operator_open(lane: Lane) -> fx.OpenBarrier:
-    effects = await lane.runner.request(OperatorOpen("王", "fault", None, uuid.uuid4().hex))
-    [opened] = [e for e in effects if isinstance(e, fx.OpenBarrier)]
+async def _operator_open(lane: Lane) -> fx.OperatorResult:
+    opened = await lane.runner.request(OperatorOpen("王", "fault", None, uuid.uuid4().hex))
+    assert isinstance(opened, fx.OperatorResult) and opened.outcome == "released"
     return opened
 
 
