@@ -4,9 +4,40 @@ the wire. Plain immutable values."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal, Optional, Union
 
 Authority = Literal["rules", "payment", "operator"]
+
+
+class RecordStatus(StrEnum):
+    """A lane record's status (stored as these words; uploads and the store's queries read them)."""
+
+    INSIDE = "inside"  # entry: the car is in the lot
+    REFUSED = "refused"  # entry: not let in
+    EXITED = "exited"  # entry: the car has left (its exit record let it out)
+    SUPERSEDED = "superseded"  # entry: the same plate came in again, its exit was missed
+    LEAVING = "leaving"  # exit: free or paid on the spot, the barrier opens
+    AWAITING_PAYMENT = "awaiting_payment"  # exit: the car owes money, the barrier stays down
+    PAID = "paid"  # exit: a provider's payment covered it
+    RELEASED = "released"  # exit / release: an operator let the car out
+    ABANDONED = "abandoned"  # exit: another car came to the lane, this one backed away
+
+
+class StopReason(StrEnum):
+    """Why the car no longer waits for a settlement (StopSettlement.outcome)."""
+
+    PAID = "paid"
+    RELEASED = "released"
+    ABANDONED = "abandoned"
+    REIDENTIFIED = "reidentified"  # a platform named the stay: the exit is settled again under its order
+
+
+class Audit(StrEnum):
+    """What the limit input said of an acknowledged barrier command (AuditAction.status)."""
+
+    CONFIRMED = "confirmed"
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +50,7 @@ class NewRecord:
     plate: str
     color: str
     at: str  # ISO 8601 with offset
-    status: str  # entry: inside|refused|exited|superseded  exit: leaving|awaiting_payment|released|abandoned
+    status: str  # a RecordStatus
     vehicle_class: str = ""
     reason: str = ""
     entry_record_id: str = ""
@@ -88,7 +119,7 @@ class StopSettlement:
     Attempts still pending at a provider keep being reconciled in the background."""
 
     record_id: str
-    outcome: str  # paid | released | abandoned
+    outcome: str  # a StopReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +157,7 @@ class AuditAction:
     limit agreed) or `unconfirmed` (it never did, or the barrier reversed). Written with the state change."""
 
     action_id: str
-    status: Literal["confirmed", "unconfirmed"]
+    status: Audit
     note: str = ""
 
 
