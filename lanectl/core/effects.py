@@ -171,14 +171,13 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Display:
-    """What the lane's board shows and says. `text`/`voice` are the default (Chinese) wording; `key` and
-    `fields` let a display adapter render the lot's own templates instead (e.g. key "pay" with plate, stay,
-    amount)."""
+    """What the lane's board shows and says: which message (`key`) and its facts (`fields`: the plate, "" for a
+    car without one; amounts in fen; the stay in minutes; the rules' own message). No words: the wording — the
+    lot's templates and the lane's own sentences — lives with the display adapter
+    (lanectl/adapters/board_wording.py)."""
 
-    text: str
-    voice: str = ""
-    key: str = ""  # welcome refused goodbye pay booth balance_short paid stored_value_paid pay_fallback paying fault
-    fields: tuple[tuple[str, str], ...] = ()
+    key: str  # welcome refused goodbye pay booth balance_short paid stored_value_paid pay_fallback paying fault
+    fields: tuple[tuple[str, str | int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,8 +50,9 @@ from lanectl.core.events import (
     PlatformEntry,
     Tick,
 )
+from lanectl.core.money import yuan_words
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, classify_plate, match_entry
-from lanectl.core.policy import Policy
+from lanectl.core.policy import EntryDecision, Policy
 
 Direction = Literal["entry", "exit"]
 CLOSE_RETRY_S = 2.0  # a CLOSE that was refused or lost is tried again after this (if the loops are clear)
@@ -368,7 +369,7 @@ def _block(state: LaneState, ctx: LaneContext, out: list[fx.Effect], reason: str
     release, the same car read again at the closed arm, the arm going up after all, or the next car end it."""
     out.append(_log(ctx, "error", "barrier did not open", reason=reason,
                     record=state.visit.record_id if state.visit else ""))
-    out.append(fx.Display("道闸故障 请联系管理员", key="fault"))
+    out.append(fx.Display("fault"))
     state = replace(state, phase=Phase.BLOCKED, barrier_fault=reason, pending_action="")
     return _clear_deadline(state, Timer.OPEN_CONFIRM)
 
@@ -537,8 +538,7 @@ def _unreadable(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext
                             image=ev.image))
     out.append(_log(ctx, "warning", "plate unreadable: to the booth", plate=ev.plate, source=ev.source,
                     record=record_id))
-    text = "车牌无法识别 请到岗亭处理"
-    out.append(fx.Display(text, text, "booth", (("plate", ""), ("message", text))))
+    out.append(fx.Display("booth", (("plate", ""), ("reason", UNREADABLE))))
     if entry:
         return state
     visit = Visit(ev.plate, ev.color, record_id, reason=UNREADABLE)
@@ -569,31 +569,57 @@ def _on_plate_blocked(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneC
     return None
 
 
+@dataclass(frozen=True)
+class _Arrival:
+    """A car at an entry lane: a camera's read, or a plate-less car a platform admitted (Bolink 5.7), whose
+    platform id stands in for the plate on its record so the exit finds the stay by it."""
+
+    plate: str  # what the rules and the board see ("" for the platform's car)
+    color: str = ""
+    image: str = ""
+    car_id: str = ""  # the platform's id for a plate-less car it admitted ("" for a camera's read)
+    provider: str = ""
+
+
 def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    return _admit(state, _Arrival(ev.plate, ev.color, ev.image), now, ctx, out)
+
+
+def _admit(state: LaneState, car: _Arrival, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """The rules decide whether the car comes in; the record is written ahead of the OPEN."""
     present = {p: c.entered_at for p, c in ctx.inside.items()}
-    decision = ctx.policy.entry(ev.plate, ev.color, now, present)
+    decision = ctx.policy.entry(car.plate, car.color, now, present)
     state, record_id = _next_id(state, ctx, now)
+    reason = f"{car.provider}_plateless" if car.car_id and decision.allow else decision.reason
     status = RecordStatus.INSIDE if decision.allow else RecordStatus.REFUSED
-    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", ev.plate, ev.color, now.isoformat(), status,
-                            vehicle_class=decision.vehicle_class, reason=decision.reason, image=ev.image))
-    out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), plate=ev.plate,
-                    record=record_id, reason=decision.reason, vehicle_class=decision.vehicle_class))
+    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", car.car_id or car.plate, car.color, now.isoformat(),
+                            status, vehicle_class=decision.vehicle_class, reason=reason, image=car.image))
+    if car.car_id:
+        who: dict[str, Any] = {"car": car.car_id, "record": record_id, "reason": reason, "provider": car.provider}
+    else:
+        who = {"plate": car.plate, "record": record_id, "reason": reason, "vehicle_class": decision.vehicle_class}
+    out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), **who))
     if not decision.allow:
-        out.append(fx.Display(f"{ev.plate} {decision.message}".strip(), decision.message, "refused",
-                              (("plate", ev.plate), ("message", decision.message))))
+        out.append(fx.Display("refused", (("plate", car.plate), ("message", decision.message))))
         return state
-    stale = ctx.inside.get(ev.plate) if ev.plate else None
+    stale = ctx.inside.get(car.plate) if car.plate else None
     if stale is not None:
         # Inside already by our books: its exit was missed. Close that record so one car has one stay.
         out.append(fx.PatchRecord(stale.record_id, (("status", RecordStatus.SUPERSEDED),)))
     out.append(fx.Publish(record_id, "entry"))
-    message = decision.message or "欢迎光临"
-    if decision.vehicle_class == "stored_value" and ev.plate in ctx.balances:
-        message += f" 余额{_yuan_text(ctx.balances[ev.plate])}"
-    out.append(fx.Display(f"{message} {ev.plate}".strip(), f"{message} {ev.plate}".strip(), "welcome",
-                          (("plate", ev.plate), ("message", message), ("vehicle_class", decision.vehicle_class))))
-    state = replace(state, visit=Visit(ev.plate, ev.color, record_id, decision.vehicle_class, decision.reason))
-    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=decision.reason)
+    out.append(_welcome(decision, car, ctx))
+    state = replace(state, visit=Visit(car.plate, car.color, record_id, decision.vehicle_class, reason))
+    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason)
+
+
+def _welcome(decision: EntryDecision, car: _Arrival, ctx: LaneContext) -> fx.Display:
+    if car.car_id:  # a platform's plate-less car is greeted plainly
+        return fx.Display("welcome", (("plate", ""),))
+    fields: tuple[tuple[str, str | int], ...] = (("plate", car.plate), ("message", decision.message),
+                                                  ("vehicle_class", decision.vehicle_class))
+    if decision.vehicle_class == "stored_value" and car.plate in ctx.balances:
+        fields += (("balance_fen", ctx.balances[car.plate]),)
+    return fx.Display("welcome", fields)
 
 
 def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
@@ -611,8 +637,8 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     reason = Reason.AMBIGUOUS_ENTRY if match.kind == "ambiguous" else (Reason.STORED_VALUE if debit else quote.reason)
     detail = (f"match:{match.kind}",) + quote.breakdown + tuple(f"flag:{f}" for f in quote.flags)
     if balance is not None and not free:
-        after = f"debit {_yuan_text(quote.due_fen)}" if debit else f"short of {_yuan_text(quote.due_fen)}"
-        detail += (f"stored value: balance {_yuan_text(balance)}, {after}",)
+        after = f"debit {yuan_words(quote.due_fen)}" if debit else f"short of {yuan_words(quote.due_fen)}"
+        detail += (f"stored value: balance {yuan_words(balance)}, {after}",)
     leaving = free or debit
     out.append(fx.NewRecord(
         record_id, ctx.lane_id, "exit", ev.plate, ev.color, now.isoformat(),
@@ -629,7 +655,7 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     state = replace(state, visit=visit)
     if free:
         out.extend(_leave(visit))
-        out.append(fx.Display(f"{ev.plate} 一路顺风", "一路顺风", "goodbye", (("plate", ev.plate),)))
+        out.append(fx.Display("goodbye", (("plate", ev.plate),)))
         return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason)
     if debit:
         assert balance is not None
@@ -638,22 +664,11 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
         out.append(fx.RecordPayment(record_id, ctx.lane_id, quote.due_fen, "stored_value", "balance",
                                     now.isoformat()))
         out.extend(_leave(visit))
-        left = _yuan_text(balance - quote.due_fen)
-        out.append(fx.Display(f"{ev.plate} 扣费{_yuan_text(quote.due_fen)} 余额{left}",
-                              f"扣费{_yuan_text(quote.due_fen)} 余额{left} 一路顺风", "stored_value_paid",
-                              (("plate", ev.plate), ("amount", _yuan_text(quote.due_fen)), ("balance", left))))
+        out.append(fx.Display("stored_value_paid", (("plate", ev.plate), ("amount_fen", quote.due_fen),
+                                                    ("balance_fen", balance - quote.due_fen))))
         return _open(state, now, ctx, out, record_id=record_id, authority="payment", reason="stored_value")
-    shown, amount = ev.plate or "无牌车", _yuan_text(quote.due_fen)
-    stay = _stay_text(entry.entered_at, now) if entry else ""
-    fields = (("plate", shown), ("amount", amount), ("stay", stay))
-    if needs_operator:
-        out.append(fx.Display(f"{shown} 请到岗亭处理", f"{shown} 请到岗亭处理", "booth", fields))
-    elif balance is not None:
-        text = f"{shown} 余额不足 请缴费{amount}"
-        out.append(fx.Display(text, text, "balance_short", fields))
-    else:
-        text = f"{shown} {'停车' + stay + ' ' if stay else ''}请缴费{amount}"
-        out.append(fx.Display(text, text, "pay", fields))
+    fields = _owed(ev.plate, quote.due_fen, entry.entered_at if entry else None, now)
+    out.append(fx.Display("booth" if needs_operator else "balance_short" if balance is not None else "pay", fields))
     if ctx.settle and not needs_operator:
         out.append(fx.StartSettlement(
             record_id, ctx.lane_id, ev.plate, ev.color, quote.due_fen, quote.total_fen, now.isoformat(),
@@ -663,16 +678,12 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     return replace(state, phase=Phase.AWAITING_PAYMENT)
 
 
-def _stay_text(entered_at: datetime, now: datetime) -> str:
-    """A stay as a board says it: "3小时5分", "45分钟"."""
-    minutes = max(0, int((now - entered_at).total_seconds() // 60))
-    hours, rest = divmod(minutes, 60)
-    return f"{hours}小时{rest}分" if hours and rest else f"{hours}小时" if hours else f"{rest}分钟"
-
-
-def _yuan_text(fen: int) -> str:
-    """Money as a board says it: 700 -> "7元", 750 -> "7元50分", 5 -> "0元05分"."""
-    return f"{fen // 100}元{fen % 100:02d}分".replace("元00分", "元")
+def _owed(plate: str, due_fen: int, entered_at: Optional[datetime], now: datetime) -> tuple[tuple[str, str | int], ...]:
+    """A waiting car's message fields: what it owes and, when its entry is known, how long it stayed."""
+    fields: tuple[tuple[str, str | int], ...] = (("plate", plate), ("amount_fen", due_fen))
+    if entered_at is not None:
+        fields += (("stay_min", max(0, int((now - entered_at).total_seconds() // 60))),)
+    return fields
 
 
 def _leave(visit: Visit) -> list[fx.Effect]:
@@ -769,7 +780,7 @@ def _operator_release(state: LaneState, ev: OperatorOpen, now: datetime, ctx: La
     else:
         out.append(_log(ctx, "info", "operator release", operator=operator, operator_uid=uid, reason=reason,
                         record=record_id, amount_fen=ev.amount_fen, **figures))
-    out.append(fx.Display("一路顺风", "一路顺风", "goodbye", (("plate", visit.plate if visit else ""),)))
+    out.append(fx.Display("goodbye", (("plate", visit.plate if visit else ""),)))
     return _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator,
                  operator_uid=uid)
 
@@ -810,8 +821,7 @@ def _on_payment(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: Lane
     out.append(fx.StopSettlement(ev.record_id, StopReason.PAID))
     out.append(_log(ctx, "info", "exit paid", plate=visit.plate, record=ev.record_id, provider=ev.provider,
                     trade_no=ev.trade_no, amount_fen=ev.amount_fen))
-    out.append(fx.Display(f"{visit.plate or '无牌车'} 支付成功 一路顺风", "支付成功 一路顺风", "paid",
-                          (("plate", visit.plate or "无牌车"), ("amount", _yuan_text(ev.amount_fen)))))
+    out.append(fx.Display("paid", (("plate", visit.plate), ("amount_fen", ev.amount_fen))))
     return _open(state, now, ctx, out, record_id=ev.record_id, authority="payment", reason=ev.provider,
                  trade_no=ev.trade_no)
 
@@ -829,23 +839,7 @@ def _on_platform_entry(state: LaneState, ev: PlatformEntry, now: datetime, ctx: 
     the platform's id as its plate so the exit (and the platform's price queries) find the stay by it."""
     if ctx.direction != "entry" or not ev.car_id:
         return _platform_entry_refused(state, ev, now, ctx, out)
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    decision = ctx.policy.entry("", "", now, present)
-    state, record_id = _next_id(state, ctx, now)
-    reason = f"{ev.provider}_plateless" if decision.allow else decision.reason
-    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", ev.car_id, "", now.isoformat(),
-                            RecordStatus.INSIDE if decision.allow else RecordStatus.REFUSED, vehicle_class=decision.vehicle_class,
-                            reason=reason))
-    out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), car=ev.car_id,
-                    record=record_id, reason=reason, provider=ev.provider))
-    if not decision.allow:
-        out.append(fx.Display(decision.message, decision.message, "refused", (("plate", ""),
-                                                                               ("message", decision.message))))
-        return state
-    out.append(fx.Publish(record_id, "entry"))
-    out.append(fx.Display("欢迎光临", "欢迎光临", "welcome", (("plate", ""), ("message", "欢迎光临"))))
-    state = replace(state, visit=Visit("", "", record_id, decision.vehicle_class, reason))
-    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason)
+    return _admit(state, _Arrival("", car_id=ev.car_id, provider=ev.provider), now, ctx, out)
 
 
 def _identify_ignored(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneContext,
@@ -880,7 +874,7 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
         if ctx.settle:
             out.append(fx.StopSettlement(visit.record_id, StopReason.PAID))
         out.extend(_leave(visit))
-        out.append(fx.Display("一路顺风", "一路顺风", "goodbye", (("plate", ""),)))
+        out.append(fx.Display("goodbye", (("plate", ""),)))
         return _open(state, now, ctx, out, record_id=visit.record_id, authority="rules", reason=quote.reason)
     if ctx.settle:
         out.append(fx.StopSettlement(visit.record_id, StopReason.REIDENTIFIED))
@@ -888,9 +882,7 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
                                       now.isoformat(), entered_at=entry.entered_at.isoformat(),
                                       entry_record_id=entry.record_id, vehicle_class=quote.vehicle_class,
                                       entry_lane_id=entry.lane_id, entry_image=entry.image))
-    amount = _yuan_text(quote.due_fen)
-    out.append(fx.Display(f"无牌车 请缴费{amount}", f"无牌车 请缴费{amount}", "pay",
-                          (("plate", "无牌车"), ("amount", amount), ("stay", _stay_text(entry.entered_at, now)))))
+    out.append(fx.Display("pay", _owed("", quote.due_fen, entry.entered_at, now)))
     return state
 
 
@@ -908,7 +900,7 @@ def _on_code(state: LaneState, ev: CodeScanned, now: datetime, ctx: LaneContext,
         return _code_ignored(state, ev, now, ctx, out)
     out.append(fx.ChargeByCode(visit.record_id, ev.code))
     out.append(_log(ctx, "info", "payment code scanned", record=visit.record_id, plate=visit.plate))
-    out.append(fx.Display("正在支付 请稍候", "正在支付 请稍候", "paying", (("plate", visit.plate or "无牌车"),)))
+    out.append(fx.Display("paying", (("plate", visit.plate),)))
     return state
 
 
@@ -919,9 +911,7 @@ def _on_fallback(state: LaneState, ev: PaymentFallback, now: datetime, ctx: Lane
         return state
     out.append(_log(ctx, "info", "payment fallback: pay at the booth or by scan", record=ev.record_id,
                     reason=ev.reason))
-    shown, amount = visit.plate or "无牌车", _yuan_text(visit.due_fen)
-    text = f"{shown} 请扫码或到岗亭缴费{amount}"
-    out.append(fx.Display(text, text, "pay_fallback", (("plate", shown), ("amount", amount))))
+    out.append(fx.Display("pay_fallback", (("plate", visit.plate), ("amount_fen", visit.due_fen))))
     return state
 
 
