@@ -15,6 +15,13 @@ After a restart in the middle of a cycle the lane is `resuming`: the first IoSna
 inputs say (arm up and no car: close; a car on a loop: let it pass; arm still down: blocked), never from the
 saved phase alone, and a command decided before the stop is never re-sent blindly.
 
+`handle` expires the timers that are due (_TIMERS: (phase, timer) -> what its expiry does), then hands the
+event to the handler _TABLE names for (phase, event type); each phase guard is written there once, and a pair
+not listed changes nothing. A lane still `resuming` hands its inputs and plates to _RESUMING first.
+
+The board gets Display(key, fields) with facts only (plate, fen, minutes, the rules' message); the words are
+the display adapter's (lanectl/adapters/board_wording.py and the lot's templates).
+
 The safety invariant lives here and in the barrier adapter alike: OpenBarrier only for an allowed/free
 decision of the rules, a payment confirmed for the record the car waits on and covering what it owes (a
 stored-value debit or a provider's PaymentConfirmed), or an operator release with a name and a reason;
@@ -48,7 +55,6 @@ from lanectl.core.events import (
     PaymentFallback,
     PlateRead,
     PlatformEntry,
-    Tick,
 )
 from lanectl.core.money import yuan_words
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, classify_plate, match_entry
