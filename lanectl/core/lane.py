@@ -540,7 +540,8 @@ def _unreadable(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext
     state, record_id = _next_id(state, ctx, now)
     entry = ctx.direction == "entry"
     out.append(fx.NewRecord(record_id, ctx.lane_id, "entry" if entry else "exit", ev.plate, ev.color,
-                            now.isoformat(), RecordStatus.REFUSED if entry else RecordStatus.AWAITING_PAYMENT, reason=UNREADABLE,
+                            now.isoformat(), RecordStatus.REFUSED if entry else RecordStatus.AWAITING_PAYMENT,
+                            reason=UNREADABLE,
                             image=ev.image))
     out.append(_log(ctx, "warning", "plate unreadable: to the booth", plate=ev.plate, source=ev.source,
                     record=record_id))
@@ -648,7 +649,8 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     leaving = free or debit
     out.append(fx.NewRecord(
         record_id, ctx.lane_id, "exit", ev.plate, ev.color, now.isoformat(),
-        RecordStatus.LEAVING if leaving else RecordStatus.AWAITING_PAYMENT, vehicle_class=quote.vehicle_class, reason=reason,
+        RecordStatus.LEAVING if leaving else RecordStatus.AWAITING_PAYMENT, vehicle_class=quote.vehicle_class,
+        reason=reason,
         entry_record_id=entry.record_id if entry else "",
         entered_at=entry.entered_at.isoformat() if entry else "", total_fen=quote.total_fen,
         due_fen=0 if leaving else quote.due_fen, paid_fen=quote.paid_fen + (quote.due_fen if debit else 0),
@@ -758,7 +760,8 @@ def _operator_release(state: LaneState, ev: OperatorOpen, now: datetime, ctx: La
         record_id = visit.record_id
         short, over = cash_difference(visit.due_fen, ev.amount_fen)
         figures = {"due_fen": visit.due_fen, "short_fen": short, "over_fen": over}
-        changes: list[tuple[str, Any]] = [("status", RecordStatus.RELEASED), ("operator", operator), ("operator_uid", uid),
+        changes: list[tuple[str, Any]] = [("status", RecordStatus.RELEASED), ("operator", operator),
+                                          ("operator_uid", uid),
                                           ("reason", f"operator:{reason}"), ("short_fen", short),
                                           ("over_fen", over)]
         if ev.amount_fen:
@@ -821,7 +824,8 @@ def _on_payment(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: Lane
                         provider=ev.provider, trade_no=ev.trade_no, amount_fen=ev.amount_fen, due_fen=visit.due_fen))
         return state
     out.append(fx.RecordPayment(ev.record_id, ctx.lane_id, ev.amount_fen, method, ev.trade_no, now.isoformat()))
-    out.append(fx.PatchRecord(ev.record_id, (("status", RecordStatus.PAID), ("paid_fen", visit.paid_fen + ev.amount_fen),
+    out.append(fx.PatchRecord(ev.record_id, (("status", RecordStatus.PAID),
+                                             ("paid_fen", visit.paid_fen + ev.amount_fen),
                                              ("due_fen", 0))))
     out.extend(_leave(visit))
     out.append(fx.StopSettlement(ev.record_id, StopReason.PAID))
