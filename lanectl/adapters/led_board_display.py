@@ -1,10 +1,12 @@
 """The lane's LED text + voice board (the Display port), on its own RS-485 line or behind the camera.
 
 A message (lanectl.core.effects.Display) is rendered from its `key` and `fields` through the lot's templates
-(config `templates` over DEFAULT_TEMPLATES). A template that cannot be rendered for this message — unknown
-key, a field missing or empty (a plate-less car has no plate to show), a text the frame cannot carry — falls
-back to the lane's own wording (`text`, `voice`): a template problem never costs the driver the message.
-Templates were checked when the configuration was loaded (unknown placeholders are config errors).
+(config `templates` over DEFAULT_TEMPLATES), filled with the fields board_wording.board_fields makes of the
+lane's facts. A template that cannot be rendered for this message — a field missing or empty (a plate-less car
+has no plate to show), a text the frame cannot carry — falls back to the lane's own wording
+(board_wording.lane_wording): a template problem never costs the driver the message. A key with no wording at
+all is a DisplayError. Templates were checked when the configuration was loaded (unknown placeholders are
+config errors).
 
 Rendered text is split into the board's lines on "|" (or, without one, on spaces: the first words one per
 line, the rest on the last line); unused lines are sent empty so nothing stale stays lit. The voice says the
@@ -31,6 +33,7 @@ from typing import Optional
 
 import serial
 
+from lanectl.adapters.board_wording import Said, UnknownMessage, say
 from lanectl.adapters.camera_http import VzenithCamera
 from lanectl.config.devices import DEFAULT_TEMPLATES, LedBoardConfig, template_fields
 from lanectl.core import effects as fx
@@ -106,28 +109,40 @@ class LedBoardDisplay:
     # -- rendering -----------------------------------------------------------------------------------------
     def render(self, message: fx.Display) -> tuple[list[str], str]:
         """(lines, voice) for `message`: its template, else the lane's wording."""
+        return self._render(message, self._said(message))
+
+    def _said(self, message: fx.Display) -> Said:
+        try:
+            return say(message)
+        except UnknownMessage as exc:
+            raise DisplayError(str(exc.args[0])) from None
+
+    def _render(self, message: fx.Display, said: Said) -> tuple[list[str], str]:
         template = self.templates.get(message.key)
-        text = render(template, dict(message.fields)) if template is not None else None
+        text = render(template, said.fields) if template is not None else None
         if text is not None and text.replace("|", "").strip():
             return split_lines(text, self.cfg.lines)
         self.fallbacks += 1
-        lines, said = split_lines(message.text, self.cfg.lines)
-        return lines, message.voice or said
+        return self._lane_wording(said)
+
+    def _lane_wording(self, said: Said) -> tuple[list[str], str]:
+        lines, spoken = split_lines(said.text, self.cfg.lines)
+        return lines, said.voice or spoken
 
     def frames(self, message: fx.Display) -> list[bytes]:
         colour = COLOURS.get(message.key, Colour.GREEN)
-        lines, voice = self.render(message)
+        said = self._said(message)
+        lines, voice = self._render(message, said)
         try:
             frame = self._frame(lines, voice, colour)
         except LedBoardError as exc:  # e.g. a long template over one frame: the lane's shorter wording
             log.warning("%s: %s message does not fit the board (%s); showing the default wording",
                         self.name, message.key or "a", exc)
             self.fallbacks += 1
-            lines, said = split_lines(message.text, self.cfg.lines)
-            frame = self._frame(lines, message.voice or said, colour)  # LedBoardError here: the lane's text
+            frame = self._frame(*self._lane_wording(said), colour)  # LedBoardError here: the lane's text
         out = [frame]
         if message.key == "pay_fallback" and self.cfg.qr_url:
-            url = render(self.cfg.qr_url, {**dict(message.fields), "lane": self.lane_id})
+            url = render(self.cfg.qr_url, {**said.fields, "lane": self.lane_id})
             if url:
                 try:
                     out.append(show_qr(url, address=self.cfg.address))

@@ -10,6 +10,7 @@ import sys
 from typing import Any, Callable, Optional
 
 from lanectl.config import ConfigError, load_config
+from lanectl.core.money import fen_to_yuan
 
 DEFAULT_SOCKET = "/run/lanectl/control.sock"
 
@@ -64,7 +65,7 @@ def who(name: str, uid: Optional[int]) -> str:
 
 
 def yuan(fen: int) -> str:
-    return f"{fen // 100}.{fen % 100:02d}"
+    return fen_to_yuan(fen)
 
 
 def signed_yuan(fen: int) -> str:

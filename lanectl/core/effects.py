@@ -4,11 +4,42 @@ the wire. Plain immutable values."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal, Optional, Union
 
 from lanectl.core.quotes import StayPrice
 
 Authority = Literal["rules", "payment", "operator"]
+
+
+class RecordStatus(StrEnum):
+    """A lane record's status (stored as these words; uploads and the store's queries read them)."""
+
+    INSIDE = "inside"  # entry: the car is in the lot
+    REFUSED = "refused"  # entry: not let in
+    EXITED = "exited"  # entry: the car has left (its exit record let it out)
+    SUPERSEDED = "superseded"  # entry: the same plate came in again, its exit was missed
+    LEAVING = "leaving"  # exit: free or paid on the spot, the barrier opens
+    AWAITING_PAYMENT = "awaiting_payment"  # exit: the car owes money, the barrier stays down
+    PAID = "paid"  # exit: a provider's payment covered it
+    RELEASED = "released"  # exit / release: an operator let the car out
+    ABANDONED = "abandoned"  # exit: another car came to the lane, this one backed away
+
+
+class StopReason(StrEnum):
+    """Why the car no longer waits for a settlement (StopSettlement.outcome)."""
+
+    PAID = "paid"
+    RELEASED = "released"
+    ABANDONED = "abandoned"
+    REIDENTIFIED = "reidentified"  # a platform named the stay: the exit is settled again under its order
+
+
+class Audit(StrEnum):
+    """What the limit input said of an acknowledged barrier command (AuditAction.status)."""
+
+    CONFIRMED = "confirmed"
+    UNCONFIRMED = "unconfirmed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +52,7 @@ class NewRecord:
     plate: str
     color: str
     at: str  # ISO 8601 with offset
-    status: str  # entry: inside|refused|exited|superseded  exit: leaving|awaiting_payment|released|abandoned
+    status: str  # a RecordStatus
     vehicle_class: str = ""
     reason: str = ""
     entry_record_id: str = ""
@@ -90,7 +121,7 @@ class StopSettlement:
     Attempts still pending at a provider keep being reconciled in the background."""
 
     record_id: str
-    outcome: str  # paid | released | abandoned
+    outcome: str  # a StopReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +159,7 @@ class AuditAction:
     limit agreed) or `unconfirmed` (it never did, or the barrier reversed). Written with the state change."""
 
     action_id: str
-    status: Literal["confirmed", "unconfirmed"]
+    status: Audit
     note: str = ""
 
 
@@ -142,14 +173,13 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Display:
-    """What the lane's board shows and says. `text`/`voice` are the default (Chinese) wording; `key` and
-    `fields` let a display adapter render the lot's own templates instead (e.g. key "pay" with plate, stay,
-    amount)."""
+    """What the lane's board shows and says: which message (`key`) and its facts (`fields`: the plate, "" for a
+    car without one; amounts in fen; the stay in minutes; the rules' own message). No words: the wording — the
+    lot's templates and the lane's own sentences — lives with the display adapter
+    (lanectl/adapters/board_wording.py)."""
 
-    text: str
-    voice: str = ""
-    key: str = ""  # welcome refused goodbye pay booth balance_short paid stored_value_paid pay_fallback paying fault
-    fields: tuple[tuple[str, str], ...] = ()
+    key: str  # welcome refused goodbye pay booth balance_short paid stored_value_paid pay_fallback paying fault
+    fields: tuple[tuple[str, str | int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,13 @@ After a restart in the middle of a cycle the lane is `resuming`: the first IoSna
 inputs say (arm up and no car: close; a car on a loop: let it pass; arm still down: blocked), never from the
 saved phase alone, and a command decided before the stop is never re-sent blindly.
 
+`handle` expires the timers that are due (_TIMERS: (phase, timer) -> what its expiry does), then hands the
+event to the handler _TABLE names for (phase, event type); each phase guard is written there once, and a pair
+not listed changes nothing. A lane still `resuming` hands its inputs and plates to _RESUMING first.
+
+The board gets Display(key, fields) with facts only (plate, fen, minutes, the rules' message); the words are
+the display adapter's (lanectl/adapters/board_wording.py and the lot's templates).
+
 The safety invariant lives here and in the barrier adapter alike: OpenBarrier only for an allowed/free
 decision of the rules, a payment confirmed for the record the car waits on and covering what it owes (a
 stored-value debit or a provider's PaymentConfirmed), or an operator release with a name and a reason;
@@ -30,10 +37,11 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from enum import Enum
-from typing import Any, Literal, Mapping, Optional
+from enum import Enum, StrEnum
+from typing import Any, Callable, Literal, Mapping, Optional
 
 from lanectl.core import effects as fx
+from lanectl.core.effects import Audit, RecordStatus, StopReason
 from lanectl.core.events import (
     CodeScanned,
     CommandDone,
@@ -48,10 +56,10 @@ from lanectl.core.events import (
     PlateRead,
     PlatformEntry,
     QuoteRequest,
-    Tick,
 )
+from lanectl.core.money import yuan_words
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, classify_plate, match_entry
-from lanectl.core.policy import Policy
+from lanectl.core.policy import EntryDecision, Policy
 from lanectl.core.quotes import StayPrice, stay_minutes
 
 Direction = Literal["entry", "exit"]
@@ -68,6 +76,39 @@ class Phase(str, Enum):
 
 
 CYCLE_PHASES = (Phase.OPENING, Phase.OPEN, Phase.CLOSING, Phase.BLOCKED)
+
+
+class Timer(StrEnum):
+    """The lane's deadlines, kept in its state by these names (a restored state carries them)."""
+
+    OPEN_CONFIRM = "open_confirm"  # the up limit must follow OPEN by then
+    CLOSE_CONFIRM = "close_confirm"  # the down limit must follow CLOSE (or the auto-close) by then
+    PASS_TIMEOUT = "pass_timeout"  # arm up and no car came through: lower it when the loops are clear
+    CLOSE_RETRY = "close_retry"  # a refused or lost CLOSE is tried again
+
+
+class Passage(StrEnum):
+    """Where the car being let through is, as the safety loop saw it."""
+
+    WAITING = "waiting"
+    ON_SAFETY = "on_safety"
+
+
+class CloseReason(StrEnum):
+    """Why the lane lowers the arm (the CloseBarrier's reason, written in the barrier-action audit)."""
+
+    CAR_PASSED = "car_passed"
+    RETRY = "retry"
+    NOT_PASSED = "not_passed"
+    RESTART_NO_CAR = "restart_no_car"
+
+
+class Reason(StrEnum):
+    """Record reasons the lane decides itself (the rest come from the policy)."""
+
+    UNREADABLE_PLATE = "unreadable_plate"  # a reading that is no plate (core.plates.classify_plate)
+    AMBIGUOUS_ENTRY = "ambiguous_entry"  # several entries match the exit's plate: the booth decides
+    STORED_VALUE = "stored_value"  # the fee was taken from the car's stored-value balance
 
 
 @dataclass(frozen=True)
@@ -122,7 +163,7 @@ class Visit:
     reason: str = ""
     entry_record_id: str = ""
     due_fen: int = 0
-    passage: Literal["waiting", "on_safety"] = "waiting"
+    passage: Passage = Passage.WAITING
     paid_fen: int = 0  # paid before this exit (ahead, inside the lot)
     # the decision that opened (or should open) the barrier for this car, kept so that a blocked car read again
     # at the closed arm gets the same decision re-issued (same record, same authority), never a new one
@@ -144,7 +185,7 @@ class LaneState:
     last_plate_at: Optional[datetime] = None
     held: Optional[PlateRead] = None  # a plate read while the barrier was busy with another car
     held_at: Optional[datetime] = None
-    deadlines: tuple[tuple[str, datetime], ...] = ()  # (name, when)
+    deadlines: tuple[tuple[Timer, datetime], ...] = ()  # (timer, when)
     pending_action: str = ""  # the barrier command not yet acknowledged by the adapter
     command: str = ""  # the last OPEN / CLOSE whose limit input has not yet agreed (audit: confirmed/unconfirmed)
     resuming: bool = False  # restored mid-cycle: the first IoSnapshot decides what happens
@@ -155,7 +196,7 @@ class LaneState:
         d["phase"] = self.phase.value
         d["last_plate_at"] = self.last_plate_at.isoformat() if self.last_plate_at else None
         d["held_at"] = self.held_at.isoformat() if self.held_at else None
-        d["deadlines"] = [[n, t.isoformat()] for n, t in self.deadlines]
+        d["deadlines"] = [[n.value, t.isoformat()] for n, t in self.deadlines]
         return d
 
     @classmethod
@@ -163,24 +204,28 @@ class LaneState:
         return cls(
             phase=Phase(d["phase"]),
             seq=int(d["seq"]),
-            visit=Visit(**d["visit"]) if d.get("visit") else None,
+            visit=_visit_from_dict(d["visit"]) if d.get("visit") else None,
             io=IoSnapshot(**d["io"]) if d.get("io") else None,
             barrier_fault=d.get("barrier_fault", ""),
             last_plate=d.get("last_plate", ""),
             last_plate_at=datetime.fromisoformat(d["last_plate_at"]) if d.get("last_plate_at") else None,
             held=PlateRead(**d["held"]) if d.get("held") else None,
             held_at=datetime.fromisoformat(d["held_at"]) if d.get("held_at") else None,
-            deadlines=tuple((n, datetime.fromisoformat(t)) for n, t in d.get("deadlines", ())),
+            deadlines=tuple((Timer(n), datetime.fromisoformat(t)) for n, t in d.get("deadlines", ())),
             pending_action=d.get("pending_action", ""),
             command=d.get("command", ""),
             resuming=bool(d.get("resuming", False)),
         )
 
-    def deadline(self, name: str) -> Optional[datetime]:
+    def deadline(self, name: Timer) -> Optional[datetime]:
         return next((t for n, t in self.deadlines if n == name), None)
 
     def next_deadline(self) -> Optional[datetime]:
         return min((t for _, t in self.deadlines), default=None)
+
+
+def _visit_from_dict(d: Mapping[str, Any]) -> Visit:
+    return Visit(**{**d, "passage": Passage(d.get("passage", Passage.WAITING))})
 
 
 _ID_SAFE = re.compile(r"[^0-9A-Za-z_]")
@@ -202,44 +247,45 @@ def restored(state: LaneState) -> LaneState:
 
 
 # ----------------------------------------------------------------------------------------------------------
+Handler = Callable[[LaneState, Any, datetime, LaneContext, list[fx.Effect]], LaneState]
+
+
 def handle(state: LaneState, event: Event, now: datetime, ctx: LaneContext) -> tuple[LaneState, list[fx.Effect]]:
     out: list[fx.Effect] = []
     if isinstance(event, IoSnapshot):
         # The newest inputs first: a deadline expiring now (e.g. "lower the arm") must see them.
         state = replace(state, io=event)
     state = _expire_deadlines(state, now, ctx, out)
-    if isinstance(event, PlateRead):
-        state = _on_plate(state, event, now, ctx, out)
-    elif isinstance(event, IoSnapshot):
-        state = _on_io(state, event, now, ctx, out)
-    elif isinstance(event, OperatorOpen):
-        state = _on_operator(state, event, now, ctx, out)
-    elif isinstance(event, CommandDone):
-        state = _on_command_done(state, event, now, ctx, out)
-    elif isinstance(event, PaymentConfirmed):
-        state = _on_payment(state, event, now, ctx, out)
-    elif isinstance(event, PaymentFallback):
-        state = _on_fallback(state, event, ctx, out)
-    elif isinstance(event, PlatformEntry):
-        state = _on_platform_entry(state, event, now, ctx, out)
-    elif isinstance(event, IdentifyCar):
-        state = _on_identify(state, event, now, ctx, out)
-    elif isinstance(event, QuoteRequest):
-        state = _on_quote(state, event, now, ctx, out)
-    elif isinstance(event, CodeScanned):
-        state = _on_code(state, event, ctx, out)
-    elif isinstance(event, DeviceFault):
-        if event.device == "barrier":
-            if not state.barrier_fault:
-                out.append(_log(ctx, "warning", "barrier faulted", reason=event.reason))
-            state = replace(state, barrier_fault=event.reason)
-    elif isinstance(event, DeviceRecovered):
-        if event.device == "barrier" and state.barrier_fault:
-            out.append(_log(ctx, "info", "barrier recovered"))
-            state = replace(state, barrier_fault="")
-    elif isinstance(event, Tick):
-        pass
-    return state, out
+    return handler_for(state, event)(state, event, now, ctx, out), out
+
+
+def handler_for(state: LaneState, event: Event) -> Handler:
+    """What the lane does with `event` in its phase (_TABLE); a lane restored mid-cycle lets its first inputs
+    decide first (_RESUMING). A pair in neither changes nothing (_unchanged)."""
+    if state.resuming and type(event) in _RESUMING:
+        return _RESUMING[type(event)]
+    return _TABLE.get((state.phase, type(event)), _unchanged)
+
+
+def _unchanged(state: LaneState, ev: Event, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    return state
+
+
+def _on_device_fault(state: LaneState, ev: DeviceFault, now: datetime, ctx: LaneContext,
+                     out: list[fx.Effect]) -> LaneState:
+    if ev.device != "barrier":
+        return state
+    if not state.barrier_fault:
+        out.append(_log(ctx, "warning", "barrier faulted", reason=ev.reason))
+    return replace(state, barrier_fault=ev.reason)
+
+
+def _on_device_recovered(state: LaneState, ev: DeviceRecovered, now: datetime, ctx: LaneContext,
+                         out: list[fx.Effect]) -> LaneState:
+    if ev.device == "barrier" and state.barrier_fault:
+        out.append(_log(ctx, "info", "barrier recovered"))
+        return replace(state, barrier_fault="")
+    return state
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -247,11 +293,11 @@ def _log(ctx: LaneContext, level: Literal["info", "warning", "error"], message: 
     return fx.Log(level, message, (("lane", ctx.lane_id),) + tuple(fields.items()))
 
 
-def _set_deadline(state: LaneState, name: str, when: datetime) -> LaneState:
+def _set_deadline(state: LaneState, name: Timer, when: datetime) -> LaneState:
     return replace(state, deadlines=tuple((n, t) for n, t in state.deadlines if n != name) + ((name, when),))
 
 
-def _clear_deadline(state: LaneState, *names: str) -> LaneState:
+def _clear_deadline(state: LaneState, *names: Timer) -> LaneState:
     return replace(state, deadlines=tuple((n, t) for n, t in state.deadlines if n not in names))
 
 
@@ -277,13 +323,13 @@ def _open(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect
         visit = replace(visit, authority=authority, open_reason=reason, operator=operator, trade_no=trade_no,
                         operator_uid=operator_uid)
     state = replace(state, phase=Phase.OPENING, pending_action=action_id, command=action_id, visit=visit)
-    state = _clear_deadline(state, "close_confirm", "pass_timeout")
-    return _set_deadline(state, "open_confirm", now + timedelta(seconds=ctx.rules.open_confirm_s))
+    state = _clear_deadline(state, Timer.CLOSE_CONFIRM, Timer.PASS_TIMEOUT)
+    return _set_deadline(state, Timer.OPEN_CONFIRM, now + timedelta(seconds=ctx.rules.open_confirm_s))
 
 
-def _close(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], reason: str) -> LaneState:
+def _close(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], reason: CloseReason) -> LaneState:
     record_id = state.visit.record_id if state.visit else ""
-    state = _clear_deadline(state, "pass_timeout", "close_retry")
+    state = _clear_deadline(state, Timer.PASS_TIMEOUT, Timer.CLOSE_RETRY)
     if ctx.rules.auto_close:
         state = replace(state, phase=Phase.CLOSING)
     else:
@@ -292,13 +338,13 @@ def _close(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effec
         state, action_id = _next_id(state, ctx, now)
         out.append(fx.CloseBarrier(action_id, record_id, reason))
         state = replace(state, phase=Phase.CLOSING, pending_action=action_id, command=action_id)
-    return _set_deadline(state, "close_confirm", now + timedelta(seconds=ctx.rules.close_confirm_s))
+    return _set_deadline(state, Timer.CLOSE_CONFIRM, now + timedelta(seconds=ctx.rules.close_confirm_s))
 
 
 def _finish_cycle(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
     """Back to idle; a plate held during the cycle is handled now."""
     state = replace(state, phase=Phase.IDLE, visit=None, pending_action="", command="")
-    state = _clear_deadline(state, "open_confirm", "close_confirm", "pass_timeout", "close_retry")
+    state = _clear_deadline(state, Timer.OPEN_CONFIRM, Timer.CLOSE_CONFIRM, Timer.PASS_TIMEOUT, Timer.CLOSE_RETRY)
     return _take_held(state, now, ctx, out)
 
 
@@ -317,13 +363,13 @@ def _take_held(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.E
     return _on_plate(state, held, now, ctx, out)
 
 
-def _audit(state: LaneState, out: list[fx.Effect], status: Literal["confirmed", "unconfirmed"],
+def _audit(state: LaneState, out: list[fx.Effect], status: Audit,
            note: str = "") -> LaneState:
     """The limit input agreed with the last command (or has not, so far): its audit row says so. An unconfirmed
     command stays the one watched: a limit reached late still confirms it."""
     if state.command:
         out.append(fx.AuditAction(state.command, status, note))
-    return replace(state, command="") if status == "confirmed" else state
+    return replace(state, command="") if status == Audit.CONFIRMED else state
 
 
 def _block(state: LaneState, ctx: LaneContext, out: list[fx.Effect], reason: str) -> LaneState:
@@ -331,9 +377,9 @@ def _block(state: LaneState, ctx: LaneContext, out: list[fx.Effect], reason: str
     release, the same car read again at the closed arm, the arm going up after all, or the next car end it."""
     out.append(_log(ctx, "error", "barrier did not open", reason=reason,
                     record=state.visit.record_id if state.visit else ""))
-    out.append(fx.Display("道闸故障 请联系管理员", key="fault"))
+    out.append(fx.Display("fault"))
     state = replace(state, phase=Phase.BLOCKED, barrier_fault=reason, pending_action="")
-    return _clear_deadline(state, "open_confirm")
+    return _clear_deadline(state, Timer.OPEN_CONFIRM)
 
 
 _OPEN_FAULTS = ("OPEN not confirmed", "OPEN not delivered", "OPEN interrupted")
@@ -344,73 +390,148 @@ def _expire_deadlines(state: LaneState, now: datetime, ctx: LaneContext, out: li
         if when > now:
             continue
         state = _clear_deadline(state, name)
-        if name == "open_confirm" and state.phase == Phase.OPENING:
-            reason = f"OPEN not confirmed by the up limit within {ctx.rules.open_confirm_s:g} s"
-            state = _block(_audit(state, out, "unconfirmed", reason), ctx, out, reason)
-        elif name == "close_confirm" and state.phase == Phase.CLOSING:
-            reason = f"CLOSE not confirmed by the down limit within {ctx.rules.close_confirm_s:g} s"
-            out.append(_log(ctx, "error", "barrier fault", reason=reason))
-            state = _audit(state, out, "unconfirmed", reason)
-            state = _finish_cycle(replace(state, barrier_fault=reason), now, ctx, out)
-        elif name == "close_retry" and state.phase == Phase.OPEN and not state.pending_action:
-            state = _close(state, now, ctx, out, "retry")
-        elif name == "pass_timeout" and state.phase == Phase.OPEN:
-            io = state.io
-            if io is not None and not (io.arming or io.safety or io.anti_smash):
-                out.append(_log(ctx, "warning", "car did not pass; lowering",
-                                record=state.visit.record_id if state.visit else ""))
-                state = _close(state, now, ctx, out, "not_passed")
-            else:
-                state = _set_deadline(state, "pass_timeout", now + timedelta(seconds=ctx.rules.pass_timeout_s))
+        on_expiry = _TIMERS.get((state.phase, name))
+        if on_expiry is not None:  # a timer of another phase is over with it
+            state = on_expiry(state, now, ctx, out)
     return state
+
+
+def _open_unconfirmed(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    reason = f"OPEN not confirmed by the up limit within {ctx.rules.open_confirm_s:g} s"
+    return _block(_audit(state, out, Audit.UNCONFIRMED, reason), ctx, out, reason)
+
+
+def _close_unconfirmed(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    reason = f"CLOSE not confirmed by the down limit within {ctx.rules.close_confirm_s:g} s"
+    out.append(_log(ctx, "error", "barrier fault", reason=reason))
+    state = _audit(state, out, Audit.UNCONFIRMED, reason)
+    return _finish_cycle(replace(state, barrier_fault=reason), now, ctx, out)
+
+
+def _retry_close(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    if state.pending_action:
+        return state
+    return _close(state, now, ctx, out, CloseReason.RETRY)
+
+
+def _pass_timed_out(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    io = state.io
+    if io is not None and not (io.arming or io.safety or io.anti_smash):
+        out.append(_log(ctx, "warning", "car did not pass; lowering",
+                        record=state.visit.record_id if state.visit else ""))
+        return _close(state, now, ctx, out, CloseReason.NOT_PASSED)
+    return _set_deadline(state, Timer.PASS_TIMEOUT, now + timedelta(seconds=ctx.rules.pass_timeout_s))
 
 
 # --- plate reads ---------------------------------------------------------------------------------------------
 def _on_plate(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """A plate read, handled as the lane's phase says (a held plate comes back through here)."""
+    return handler_for(state, ev)(state, ev, now, ctx, out)
+
+
+def _confident(ev: PlateRead, ctx: LaneContext, out: list[fx.Effect]) -> bool:
     if ev.confidence < ctx.rules.min_confidence:
         out.append(_log(ctx, "info", "plate ignored: low confidence", plate=ev.plate, confidence=ev.confidence))
-        return state
-    if state.resuming:
-        # The inputs at start decide first; this read is kept (with its time) for after that.
-        out.append(_log(ctx, "info", "plate held until the barrier's inputs are known", plate=ev.plate))
-        return replace(state, held=ev, held_at=now)
-    unreadable = classify_plate(ev.plate, ctx.rules.special_prefixes) == "unreadable"
-    if unreadable and state.phase in (Phase.BLOCKED, Phase.AWAITING_PAYMENT) and state.visit is not None:
-        # A garbled read is no sign that the car the lane is dealing with has gone: that car stays.
-        if not (ev.plate == state.last_plate and state.last_plate_at is not None
-                and now - state.last_plate_at < timedelta(seconds=ctx.rules.duplicate_window_s)):
-            out.append(_log(ctx, "warning", "plate unreadable: ignored while a car is at the lane", plate=ev.plate,
-                            source=ev.source, record=state.visit.record_id))
-        return replace(state, last_plate=ev.plate, last_plate_at=now)
-    if state.phase == Phase.BLOCKED and state.visit is not None:
-        blocked = _on_plate_blocked(state, ev, now, ctx, out)
-        if blocked is not None:
-            return blocked
-        state = replace(state, phase=Phase.IDLE, visit=None, command="")
+        return False
+    return True
+
+
+def _unreadable_read(ev: PlateRead, ctx: LaneContext) -> bool:
+    return classify_plate(ev.plate, ctx.rules.special_prefixes) == "unreadable"
+
+
+def _repeated(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext) -> bool:
+    """A camera repeats itself: the same plate within the window, or the car the lane is handling already."""
     recent = (state.last_plate_at is not None and ev.plate == state.last_plate
               and now - state.last_plate_at < timedelta(seconds=ctx.rules.duplicate_window_s))
-    if recent or (state.visit is not None and ev.plate == state.visit.plate and ev.plate):
-        return state  # a camera repeats itself; the same car is already being handled
-    state = replace(state, last_plate=ev.plate, last_plate_at=now)
+    return recent or bool(state.visit is not None and ev.plate == state.visit.plate and ev.plate)
 
-    if state.phase in (Phase.OPENING, Phase.OPEN, Phase.CLOSING):
-        out.append(_log(ctx, "info", "plate held until the barrier cycle ends", plate=ev.plate))
-        return replace(state, held=ev, held_at=now)
-    if state.phase == Phase.AWAITING_PAYMENT and state.visit is not None:
-        # Another car at the exit: the waiting one backed away. Its record stays for the reconciliation.
-        out.append(fx.PatchRecord(state.visit.record_id, (("status", "abandoned"),)))
-        if ctx.settle:
-            out.append(fx.StopSettlement(state.visit.record_id, "abandoned"))
-        out.append(_log(ctx, "info", "waiting car replaced", plate=state.visit.plate, record=state.visit.record_id))
-        state = replace(state, phase=Phase.IDLE, visit=None)
-    if unreadable:
+
+def _plate_while_resuming(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
+                          out: list[fx.Effect]) -> LaneState:
+    if not _confident(ev, ctx, out):
+        return state
+    # The inputs at start decide first; this read is kept (with its time) for after that.
+    out.append(_log(ctx, "info", "plate held until the barrier's inputs are known", plate=ev.plate))
+    return replace(state, held=ev, held_at=now)
+
+
+def _plate_at_idle(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
+                   out: list[fx.Effect]) -> LaneState:
+    if not _confident(ev, ctx, out):
+        return state
+    return _new_car(state, ev, now, ctx, out)
+
+
+def _new_car(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    if _repeated(state, ev, now, ctx):
+        return state
+    return _decide(replace(state, last_plate=ev.plate, last_plate_at=now), ev, now, ctx, out)
+
+
+def _plate_in_cycle(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
+                    out: list[fx.Effect]) -> LaneState:
+    if not _confident(ev, ctx, out) or _repeated(state, ev, now, ctx):
+        return state
+    out.append(_log(ctx, "info", "plate held until the barrier cycle ends", plate=ev.plate))
+    return replace(state, last_plate=ev.plate, last_plate_at=now, held=ev, held_at=now)
+
+
+def _unreadable_beside_car(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
+                           out: list[fx.Effect]) -> LaneState:
+    """A garbled read is no sign that the car the lane is dealing with has gone: that car stays."""
+    assert state.visit is not None
+    if not (ev.plate == state.last_plate and state.last_plate_at is not None
+            and now - state.last_plate_at < timedelta(seconds=ctx.rules.duplicate_window_s)):
+        out.append(_log(ctx, "warning", "plate unreadable: ignored while a car is at the lane", plate=ev.plate,
+                        source=ev.source, record=state.visit.record_id))
+    return replace(state, last_plate=ev.plate, last_plate_at=now)
+
+
+def _plate_while_blocked(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
+                         out: list[fx.Effect]) -> LaneState:
+    if not _confident(ev, ctx, out):
+        return state
+    if state.visit is None:
+        return _new_car(state, ev, now, ctx, out)
+    if _unreadable_read(ev, ctx):
+        return _unreadable_beside_car(state, ev, now, ctx, out)
+    blocked = _on_plate_blocked(state, ev, now, ctx, out)
+    if blocked is not None:
+        return blocked
+    return _new_car(replace(state, phase=Phase.IDLE, visit=None, command=""), ev, now, ctx, out)
+
+
+def _plate_while_waiting(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
+                         out: list[fx.Effect]) -> LaneState:
+    if not _confident(ev, ctx, out):
+        return state
+    visit = state.visit
+    if visit is None:
+        return _new_car(state, ev, now, ctx, out)
+    if _unreadable_read(ev, ctx):
+        return _unreadable_beside_car(state, ev, now, ctx, out)
+    if _repeated(state, ev, now, ctx):
+        return state
+    # Another car at the exit: the waiting one backed away. Its record stays for the reconciliation.
+    out.append(fx.PatchRecord(visit.record_id, (("status", RecordStatus.ABANDONED),)))
+    if ctx.settle:
+        out.append(fx.StopSettlement(visit.record_id, StopReason.ABANDONED))
+    out.append(_log(ctx, "info", "waiting car replaced", plate=visit.plate, record=visit.record_id))
+    state = replace(state, phase=Phase.IDLE, visit=None, last_plate=ev.plate, last_plate_at=now)
+    return _decide(state, ev, now, ctx, out)
+
+
+def _decide(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """A new car at the lane: a reading that is no plate goes to the booth, the rest to the rules."""
+    if _unreadable_read(ev, ctx):
         return _unreadable(state, ev, now, ctx, out)
     if ctx.direction == "entry":
         return _entry(state, ev, now, ctx, out)
     return _exit(state, ev, now, ctx, out)
 
 
-UNREADABLE = "unreadable_plate"  # the record reason of a reading that is no plate (core.plates.classify_plate)
+UNREADABLE = Reason.UNREADABLE_PLATE
 
 
 def _unreadable(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
@@ -421,12 +542,12 @@ def _unreadable(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext
     state, record_id = _next_id(state, ctx, now)
     entry = ctx.direction == "entry"
     out.append(fx.NewRecord(record_id, ctx.lane_id, "entry" if entry else "exit", ev.plate, ev.color,
-                            now.isoformat(), "refused" if entry else "awaiting_payment", reason=UNREADABLE,
+                            now.isoformat(), RecordStatus.REFUSED if entry else RecordStatus.AWAITING_PAYMENT,
+                            reason=UNREADABLE,
                             image=ev.image))
     out.append(_log(ctx, "warning", "plate unreadable: to the booth", plate=ev.plate, source=ev.source,
                     record=record_id))
-    text = "车牌无法识别 请到岗亭处理"
-    out.append(fx.Display(text, text, "booth", (("plate", ""), ("message", text))))
+    out.append(fx.Display("booth", (("plate", ""), ("reason", UNREADABLE))))
     if entry:
         return state
     visit = Visit(ev.plate, ev.color, record_id, reason=UNREADABLE)
@@ -457,31 +578,62 @@ def _on_plate_blocked(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneC
     return None
 
 
+@dataclass(frozen=True)
+class _Arrival:
+    """A car at an entry lane: a camera's read, or a plate-less car a platform admitted (Bolink 5.7), whose
+    platform id stands in for the plate on its record so the exit finds the stay by it."""
+
+    plate: str  # what the rules and the board see ("" for the platform's car)
+    color: str = ""
+    image: str = ""
+    car_id: str = ""  # the platform's id for a plate-less car it admitted ("" for a camera's read)
+    provider: str = ""
+    request_id: str = ""  # the platform's entry request, answered with a PlatformEntryResult
+
+
 def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    return _admit(state, _Arrival(ev.plate, ev.color, ev.image), now, ctx, out)
+
+
+def _admit(state: LaneState, car: _Arrival, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """The rules decide whether the car comes in; the record is written ahead of the OPEN."""
     present = {p: c.entered_at for p, c in ctx.inside.items()}
-    decision = ctx.policy.entry(ev.plate, ev.color, now, present)
+    decision = ctx.policy.entry(car.plate, car.color, now, present)
     state, record_id = _next_id(state, ctx, now)
-    status = "inside" if decision.allow else "refused"
-    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", ev.plate, ev.color, now.isoformat(), status,
-                            vehicle_class=decision.vehicle_class, reason=decision.reason, image=ev.image))
-    out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), plate=ev.plate,
-                    record=record_id, reason=decision.reason, vehicle_class=decision.vehicle_class))
+    reason = f"{car.provider}_plateless" if car.car_id and decision.allow else decision.reason
+    status = RecordStatus.INSIDE if decision.allow else RecordStatus.REFUSED
+    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", car.car_id or car.plate, car.color, now.isoformat(),
+                            status, vehicle_class=decision.vehicle_class, reason=reason, image=car.image))
+    if car.car_id:
+        who: dict[str, Any] = {"car": car.car_id, "record": record_id, "reason": reason, "provider": car.provider}
+    else:
+        who = {"plate": car.plate, "record": record_id, "reason": reason, "vehicle_class": decision.vehicle_class}
+    out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), **who))
     if not decision.allow:
-        out.append(fx.Display(f"{ev.plate} {decision.message}".strip(), decision.message, "refused",
-                              (("plate", ev.plate), ("message", decision.message))))
+        out.append(fx.Display("refused", (("plate", car.plate), ("message", decision.message))))
+        if car.car_id:
+            out.append(fx.PlatformEntryResult(car.request_id, False, "entry refused", record_id))
         return state
-    stale = ctx.inside.get(ev.plate) if ev.plate else None
+    stale = ctx.inside.get(car.plate) if car.plate else None
     if stale is not None:
         # Inside already by our books: its exit was missed. Close that record so one car has one stay.
-        out.append(fx.PatchRecord(stale.record_id, (("status", "superseded"),)))
+        out.append(fx.PatchRecord(stale.record_id, (("status", RecordStatus.SUPERSEDED),)))
     out.append(fx.Publish(record_id, "entry"))
-    message = decision.message or "欢迎光临"
-    if decision.vehicle_class == "stored_value" and ev.plate in ctx.balances:
-        message += f" 余额{_yuan_text(ctx.balances[ev.plate])}"
-    out.append(fx.Display(f"{message} {ev.plate}".strip(), f"{message} {ev.plate}".strip(), "welcome",
-                          (("plate", ev.plate), ("message", message), ("vehicle_class", decision.vehicle_class))))
-    state = replace(state, visit=Visit(ev.plate, ev.color, record_id, decision.vehicle_class, decision.reason))
-    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=decision.reason)
+    out.append(_welcome(decision, car, ctx))
+    state = replace(state, visit=Visit(car.plate, car.color, record_id, decision.vehicle_class, reason))
+    if car.car_id:
+        out.append(fx.PlatformEntryResult(car.request_id, True, "", record_id))
+    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason)
+
+
+def _welcome(decision: EntryDecision, car: _Arrival, ctx: LaneContext) -> fx.Display:
+    if car.car_id:  # a platform's plate-less car is greeted plainly
+        return fx.Display("welcome", (("plate", ""),))
+    fields: tuple[tuple[str, str | int], ...] = (("plate", car.plate), ("message", decision.message),
+                                                  ("vehicle_class", decision.vehicle_class))
+    if decision.vehicle_class == "stored_value" and car.plate in ctx.balances:
+        fields += (("balance_fen", ctx.balances[car.plate]),)
+    return fx.Display("welcome", fields)
 
 
 def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
@@ -496,15 +648,16 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     free = quote.free and not needs_operator
     balance = ctx.balances.get(ev.plate) if quote.vehicle_class == "stored_value" and ev.plate else None
     debit = (not free and not needs_operator and balance is not None and balance >= quote.due_fen > 0)
-    reason = "ambiguous_entry" if match.kind == "ambiguous" else ("stored_value" if debit else quote.reason)
+    reason = Reason.AMBIGUOUS_ENTRY if match.kind == "ambiguous" else (Reason.STORED_VALUE if debit else quote.reason)
     detail = (f"match:{match.kind}",) + quote.breakdown + tuple(f"flag:{f}" for f in quote.flags)
     if balance is not None and not free:
-        after = f"debit {_yuan_text(quote.due_fen)}" if debit else f"short of {_yuan_text(quote.due_fen)}"
-        detail += (f"stored value: balance {_yuan_text(balance)}, {after}",)
+        after = f"debit {yuan_words(quote.due_fen)}" if debit else f"short of {yuan_words(quote.due_fen)}"
+        detail += (f"stored value: balance {yuan_words(balance)}, {after}",)
     leaving = free or debit
     out.append(fx.NewRecord(
         record_id, ctx.lane_id, "exit", ev.plate, ev.color, now.isoformat(),
-        "leaving" if leaving else "awaiting_payment", vehicle_class=quote.vehicle_class, reason=reason,
+        RecordStatus.LEAVING if leaving else RecordStatus.AWAITING_PAYMENT, vehicle_class=quote.vehicle_class,
+        reason=reason,
         entry_record_id=entry.record_id if entry else "",
         entered_at=entry.entered_at.isoformat() if entry else "", total_fen=quote.total_fen,
         due_fen=0 if leaving else quote.due_fen, paid_fen=quote.paid_fen + (quote.due_fen if debit else 0),
@@ -517,7 +670,7 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     state = replace(state, visit=visit)
     if free:
         out.extend(_leave(visit))
-        out.append(fx.Display(f"{ev.plate} 一路顺风", "一路顺风", "goodbye", (("plate", ev.plate),)))
+        out.append(fx.Display("goodbye", (("plate", ev.plate),)))
         return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason)
     if debit:
         assert balance is not None
@@ -526,22 +679,11 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
         out.append(fx.RecordPayment(record_id, ctx.lane_id, quote.due_fen, "stored_value", "balance",
                                     now.isoformat()))
         out.extend(_leave(visit))
-        left = _yuan_text(balance - quote.due_fen)
-        out.append(fx.Display(f"{ev.plate} 扣费{_yuan_text(quote.due_fen)} 余额{left}",
-                              f"扣费{_yuan_text(quote.due_fen)} 余额{left} 一路顺风", "stored_value_paid",
-                              (("plate", ev.plate), ("amount", _yuan_text(quote.due_fen)), ("balance", left))))
+        out.append(fx.Display("stored_value_paid", (("plate", ev.plate), ("amount_fen", quote.due_fen),
+                                                    ("balance_fen", balance - quote.due_fen))))
         return _open(state, now, ctx, out, record_id=record_id, authority="payment", reason="stored_value")
-    shown, amount = ev.plate or "无牌车", _yuan_text(quote.due_fen)
-    stay = _stay_text(entry.entered_at, now) if entry else ""
-    fields = (("plate", shown), ("amount", amount), ("stay", stay))
-    if needs_operator:
-        out.append(fx.Display(f"{shown} 请到岗亭处理", f"{shown} 请到岗亭处理", "booth", fields))
-    elif balance is not None:
-        text = f"{shown} 余额不足 请缴费{amount}"
-        out.append(fx.Display(text, text, "balance_short", fields))
-    else:
-        text = f"{shown} {'停车' + stay + ' ' if stay else ''}请缴费{amount}"
-        out.append(fx.Display(text, text, "pay", fields))
+    fields = _owed(ev.plate, quote.due_fen, entry.entered_at if entry else None, now)
+    out.append(fx.Display("booth" if needs_operator else "balance_short" if balance is not None else "pay", fields))
     if ctx.settle and not needs_operator:
         out.append(fx.StartSettlement(
             record_id, ctx.lane_id, ev.plate, ev.color, quote.due_fen, quote.total_fen, now.isoformat(),
@@ -551,22 +693,18 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
     return replace(state, phase=Phase.AWAITING_PAYMENT)
 
 
-def _stay_text(entered_at: datetime, now: datetime) -> str:
-    """A stay as a board says it: "3小时5分", "45分钟"."""
-    minutes = max(0, int((now - entered_at).total_seconds() // 60))
-    hours, rest = divmod(minutes, 60)
-    return f"{hours}小时{rest}分" if hours and rest else f"{hours}小时" if hours else f"{rest}分钟"
-
-
-def _yuan_text(fen: int) -> str:
-    """Money as a board says it: 700 -> "7元", 750 -> "7元50分", 5 -> "0元05分"."""
-    return f"{fen // 100}元{fen % 100:02d}分".replace("元00分", "元")
+def _owed(plate: str, due_fen: int, entered_at: Optional[datetime], now: datetime) -> tuple[tuple[str, str | int], ...]:
+    """A waiting car's message fields: what it owes and, when its entry is known, how long it stayed."""
+    fields: tuple[tuple[str, str | int], ...] = (("plate", plate), ("amount_fen", due_fen))
+    if entered_at is not None:
+        fields += (("stay_min", max(0, int((now - entered_at).total_seconds() // 60))),)
+    return fields
 
 
 def _leave(visit: Visit) -> list[fx.Effect]:
     out: list[fx.Effect] = [fx.Publish(visit.record_id, "exit")]
     if visit.entry_record_id:
-        out.append(fx.PatchRecord(visit.entry_record_id, (("status", "exited"),)))
+        out.append(fx.PatchRecord(visit.entry_record_id, (("status", RecordStatus.EXITED),)))
     return out
 
 
@@ -586,32 +724,57 @@ def cash_difference(due_fen: int, taken_fen: Optional[int]) -> tuple[int, int]:
     return max(0, due_fen - taken), max(0, taken - due_fen)
 
 
-def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneContext,
-                 out: list[fx.Effect]) -> LaneState:
+def _operator_checked(then: Handler) -> Handler:
+    """An operator release names who and why (and takes no negative cash) before any phase looks at it."""
+    def checked(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneContext,
+                out: list[fx.Effect]) -> LaneState:
+        operator, reason, uid = operator_name(ev), ev.reason.strip(), ev.operator_uid
+        if not operator or not reason or (ev.amount_fen is not None and ev.amount_fen < 0):
+            message = "operator release refused: name and reason are required"
+            out.append(_log(ctx, "warning", message, operator=operator, reason=reason, operator_uid=uid))
+            out.append(fx.OperatorResult(ev.request_id, "refused", message, operator=operator))
+            return state
+        return then(state, ev, now, ctx, out)
+    return checked
+
+
+def _operator_while_open(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneContext,
+                         out: list[fx.Effect]) -> LaneState:
+    message = "operator release: barrier already opening"
+    out.append(_log(ctx, "info", message, operator=operator_name(ev), operator_uid=ev.operator_uid))
+    out.append(fx.OperatorResult(ev.request_id, "already_opening", message, operator=operator_name(ev)))
+    return state
+
+
+def _operator_while_opening(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneContext,
+                            out: list[fx.Effect]) -> LaneState:
+    if state.barrier_fault:  # the OPEN faulted: the operator's release sends it again
+        return _operator_release(state, ev, now, ctx, out)
+    return _operator_while_open(state, ev, now, ctx, out)
+
+
+def _operator_release_waiting(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneContext,
+                              out: list[fx.Effect]) -> LaneState:
+    return _operator_release(state, ev, now, ctx, out, waiting=True)
+
+
+def _operator_release(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneContext,
+                      out: list[fx.Effect], waiting: bool = False) -> LaneState:
+    """`waiting`: the lane's car waits for its payment (its record says released, with the booth's cash)."""
     operator, reason, uid = operator_name(ev), ev.reason.strip(), ev.operator_uid
-    if not operator or not reason or (ev.amount_fen is not None and ev.amount_fen < 0):
-        message = "operator release refused: name and reason are required"
-        out.append(_log(ctx, "warning", message, operator=operator, reason=reason, operator_uid=uid))
-        out.append(fx.OperatorResult(ev.request_id, "refused", message, operator=operator))
-        return state
-    if state.phase in (Phase.OPEN,) or (state.phase == Phase.OPENING and not state.barrier_fault):
-        message = "operator release: barrier already opening"
-        out.append(_log(ctx, "info", message, operator=operator, operator_uid=uid))
-        out.append(fx.OperatorResult(ev.request_id, "already_opening", message, operator=operator))
-        return state
     method = "cash" if reason == "cash" else "operator"
     visit = state.visit
     figures: dict[str, Any] = {}
     money: dict[str, int] = {}  # what the release's record says of its money (the operator's answer, `status`)
-    waited = state.phase == Phase.AWAITING_PAYMENT and visit is not None
-    if waited:
-        assert visit is not None
+    waited = waiting and visit is not None
+    if waiting and visit is not None:
         record_id = visit.record_id
         short, over = cash_difference(visit.due_fen, ev.amount_fen)
         figures = {"due_fen": visit.due_fen, "short_fen": short, "over_fen": over}
         money = ({"paid_fen": visit.paid_fen + ev.amount_fen} if ev.amount_fen else {}) | {"short_fen": short,
                                                                                             "over_fen": over}
-        changes: list[tuple[str, Any]] = [("status", "released"), ("operator", operator), ("operator_uid", uid),
+        changes: list[tuple[str, Any]] = [("status", RecordStatus.RELEASED), ("operator", operator),
+                                          ("operator_uid", uid),
                                           ("reason", f"operator:{reason}"), ("short_fen", short),
                                           ("over_fen", over)]
         if ev.amount_fen:
@@ -621,12 +784,12 @@ def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneCon
         out.append(fx.PatchRecord(record_id, tuple(changes)))
         out.extend(_leave(visit))
         if ctx.settle:
-            out.append(fx.StopSettlement(record_id, "released"))
+            out.append(fx.StopSettlement(record_id, StopReason.RELEASED))
     elif visit is not None:
         record_id = visit.record_id  # re-open for the same car (closing, or an OPEN that faulted)
     else:
         state, record_id = _next_id(state, ctx, now)
-        out.append(fx.NewRecord(record_id, ctx.lane_id, "release", "", "", now.isoformat(), "released",
+        out.append(fx.NewRecord(record_id, ctx.lane_id, "release", "", "", now.isoformat(), RecordStatus.RELEASED,
                                 reason=f"operator:{reason}", paid_fen=ev.amount_fen or 0, operator=operator,
                                 operator_uid=uid))
         if ev.amount_fen:
@@ -638,7 +801,7 @@ def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneCon
     message = "operator release short of the amount due" if short else "operator release"
     out.append(_log(ctx, "warning" if short else "info", message, operator=operator, operator_uid=uid,
                     reason=reason, record=record_id, amount_fen=ev.amount_fen, **figures))
-    out.append(fx.Display("一路顺风", "一路顺风", "goodbye", (("plate", visit.plate if visit else ""),)))
+    out.append(fx.Display("goodbye", (("plate", visit.plate if visit else ""),)))
     state = _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator,
                   operator_uid=uid)
     out.append(fx.OperatorResult(ev.request_id, "released", message, record_id, state.pending_action, operator,
@@ -647,21 +810,28 @@ def _on_operator(state: LaneState, ev: OperatorOpen, now: datetime, ctx: LaneCon
 
 
 # --- payments ------------------------------------------------------------------------------------------------
+def _payment_method(ev: PaymentConfirmed) -> str:
+    return f"{ev.provider}:{ev.method}" if ev.method else ev.provider
+
+
+def _payment_late(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: LaneContext,
+                  out: list[fx.Effect]) -> LaneState:
+    """The car left another way (cash, operator) or this is not our car: the money is kept on the books and
+    flagged; the barrier does not move for it."""
+    out.append(fx.RecordPayment(ev.record_id, ctx.lane_id, ev.amount_fen, _payment_method(ev), ev.trade_no,
+                                now.isoformat(), flag="late"))
+    out.append(_log(ctx, "warning", "payment for a car no longer waiting: recorded, flagged for refund review",
+                    record=ev.record_id, provider=ev.provider, trade_no=ev.trade_no, amount_fen=ev.amount_fen))
+    return state
+
+
 def _on_payment(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: LaneContext,
                 out: list[fx.Effect]) -> LaneState:
     visit = state.visit
-    method = f"{ev.provider}:{ev.method}" if ev.method else ev.provider
-    waiting = (state.phase == Phase.AWAITING_PAYMENT and visit is not None and visit.record_id == ev.record_id
-               and visit.reason != UNREADABLE)  # nothing was asked of a reading that is no plate: the booth decides
-    if not waiting:
-        # The car left another way (cash, operator) or this is not our car: the money is kept on the books and
-        # flagged; the barrier does not move for it.
-        out.append(fx.RecordPayment(ev.record_id, ctx.lane_id, ev.amount_fen, method, ev.trade_no, now.isoformat(),
-                                    flag="late"))
-        out.append(_log(ctx, "warning", "payment for a car no longer waiting: recorded, flagged for refund review",
-                        record=ev.record_id, provider=ev.provider, trade_no=ev.trade_no, amount_fen=ev.amount_fen))
-        return state
-    assert visit is not None
+    method = _payment_method(ev)
+    # nothing was asked of a reading that is no plate: the booth decides
+    if visit is None or visit.record_id != ev.record_id or visit.reason == UNREADABLE:
+        return _payment_late(state, ev, now, ctx, out)
     if ev.amount_fen < visit.due_fen:
         out.append(fx.RecordPayment(ev.record_id, ctx.lane_id, ev.amount_fen, method, ev.trade_no, now.isoformat(),
                                     flag="short"))
@@ -669,46 +839,41 @@ def _on_payment(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: Lane
                         provider=ev.provider, trade_no=ev.trade_no, amount_fen=ev.amount_fen, due_fen=visit.due_fen))
         return state
     out.append(fx.RecordPayment(ev.record_id, ctx.lane_id, ev.amount_fen, method, ev.trade_no, now.isoformat()))
-    out.append(fx.PatchRecord(ev.record_id, (("status", "paid"), ("paid_fen", visit.paid_fen + ev.amount_fen),
+    out.append(fx.PatchRecord(ev.record_id, (("status", RecordStatus.PAID),
+                                             ("paid_fen", visit.paid_fen + ev.amount_fen),
                                              ("due_fen", 0))))
     out.extend(_leave(visit))
-    out.append(fx.StopSettlement(ev.record_id, "paid"))
+    out.append(fx.StopSettlement(ev.record_id, StopReason.PAID))
     out.append(_log(ctx, "info", "exit paid", plate=visit.plate, record=ev.record_id, provider=ev.provider,
                     trade_no=ev.trade_no, amount_fen=ev.amount_fen))
-    out.append(fx.Display(f"{visit.plate or '无牌车'} 支付成功 一路顺风", "支付成功 一路顺风", "paid",
-                          (("plate", visit.plate or "无牌车"), ("amount", _yuan_text(ev.amount_fen)))))
+    out.append(fx.Display("paid", (("plate", visit.plate), ("amount_fen", ev.amount_fen))))
     return _open(state, now, ctx, out, record_id=ev.record_id, authority="payment", reason=ev.provider,
                  trade_no=ev.trade_no)
+
+
+def _platform_entry_refused(state: LaneState, ev: PlatformEntry, now: datetime, ctx: LaneContext,
+                            out: list[fx.Effect]) -> LaneState:
+    message = "platform entry refused: lane busy or not an entry lane"
+    out.append(_log(ctx, "warning", message, car=ev.car_id, provider=ev.provider, phase=state.phase.value))
+    out.append(fx.PlatformEntryResult(ev.request_id, False, message))
+    return state
 
 
 def _on_platform_entry(state: LaneState, ev: PlatformEntry, now: datetime, ctx: LaneContext,
                        out: list[fx.Effect]) -> LaneState:
     """A plate-less car admitted by a platform: the rules decide as for any plate-less car; the record keeps
     the platform's id as its plate so the exit (and the platform's price queries) find the stay by it."""
-    if ctx.direction != "entry" or state.phase != Phase.IDLE or not ev.car_id:
-        message = "platform entry refused: lane busy or not an entry lane"
-        out.append(_log(ctx, "warning", message, car=ev.car_id, provider=ev.provider, phase=state.phase.value))
-        out.append(fx.PlatformEntryResult(ev.request_id, False, message))
-        return state
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    decision = ctx.policy.entry("", "", now, present)
-    state, record_id = _next_id(state, ctx, now)
-    reason = f"{ev.provider}_plateless" if decision.allow else decision.reason
-    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", ev.car_id, "", now.isoformat(),
-                            "inside" if decision.allow else "refused", vehicle_class=decision.vehicle_class,
-                            reason=reason))
-    out.append(_log(ctx, "info", "entry " + ("allowed" if decision.allow else "refused"), car=ev.car_id,
-                    record=record_id, reason=reason, provider=ev.provider))
-    if not decision.allow:
-        out.append(fx.Display(decision.message, decision.message, "refused", (("plate", ""),
-                                                                               ("message", decision.message))))
-        out.append(fx.PlatformEntryResult(ev.request_id, False, "entry refused", record_id))
-        return state
-    out.append(fx.Publish(record_id, "entry"))
-    out.append(fx.Display("欢迎光临", "欢迎光临", "welcome", (("plate", ""), ("message", "欢迎光临"))))
-    state = replace(state, visit=Visit("", "", record_id, decision.vehicle_class, reason))
-    out.append(fx.PlatformEntryResult(ev.request_id, True, "", record_id))
-    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason)
+    if ctx.direction != "entry" or not ev.car_id:
+        return _platform_entry_refused(state, ev, now, ctx, out)
+    return _admit(state, _Arrival("", car_id=ev.car_id, provider=ev.provider, request_id=ev.request_id), now, ctx,
+                  out)
+
+
+def _identify_ignored(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneContext,
+                      out: list[fx.Effect]) -> LaneState:
+    out.append(_log(ctx, "warning", "car identification ignored", record=ev.record_id, car=ev.car_id,
+                    provider=ev.provider))
+    return state
 
 
 def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneContext,
@@ -717,11 +882,8 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
     link the records, and settle again under the stay's order. Nothing opens unless the stay is free."""
     visit = state.visit
     entry = ctx.inside.get(ev.car_id) if ev.car_id else None
-    if (state.phase != Phase.AWAITING_PAYMENT or visit is None or visit.record_id != ev.record_id or visit.plate
-            or visit.entry_record_id or entry is None):
-        out.append(_log(ctx, "warning", "car identification ignored", record=ev.record_id, car=ev.car_id,
-                        provider=ev.provider))
-        return state
+    if visit is None or visit.record_id != ev.record_id or visit.plate or visit.entry_record_id or entry is None:
+        return _identify_ignored(state, ev, now, ctx, out)
     present = {p: c.entered_at for p, c in ctx.inside.items()}
     quote = ctx.policy.exit("", "", entry.entered_at, now, present, paid_fen=entry.paid_fen, paid_at=entry.paid_at,
                             entry_reason=entry.reason)
@@ -729,7 +891,7 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
     out.append(fx.PatchRecord(visit.record_id, (
         ("entry_record_id", entry.record_id), ("entered_at", entry.entered_at.isoformat()),
         ("total_fen", quote.total_fen), ("due_fen", 0 if free else quote.due_fen), ("paid_fen", quote.paid_fen),
-        ("reason", quote.reason), ("status", "leaving" if free else "awaiting_payment"))))
+        ("reason", quote.reason), ("status", RecordStatus.LEAVING if free else RecordStatus.AWAITING_PAYMENT))))
     out.append(_log(ctx, "info", "plate-less car identified", record=visit.record_id, car=ev.car_id,
                     entry=entry.record_id, due_fen=quote.due_fen, provider=ev.provider))
     visit = replace(visit, entry_record_id=entry.record_id, due_fen=quote.due_fen, paid_fen=quote.paid_fen,
@@ -737,19 +899,23 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
     state = replace(state, visit=visit)
     if free:
         if ctx.settle:
-            out.append(fx.StopSettlement(visit.record_id, "paid"))
+            out.append(fx.StopSettlement(visit.record_id, StopReason.PAID))
         out.extend(_leave(visit))
-        out.append(fx.Display("一路顺风", "一路顺风", "goodbye", (("plate", ""),)))
+        out.append(fx.Display("goodbye", (("plate", ""),)))
         return _open(state, now, ctx, out, record_id=visit.record_id, authority="rules", reason=quote.reason)
     if ctx.settle:
-        out.append(fx.StopSettlement(visit.record_id, "reidentified"))
+        out.append(fx.StopSettlement(visit.record_id, StopReason.REIDENTIFIED))
         out.append(fx.StartSettlement(visit.record_id, ctx.lane_id, "", "", quote.due_fen, quote.total_fen,
                                       now.isoformat(), entered_at=entry.entered_at.isoformat(),
                                       entry_record_id=entry.record_id, vehicle_class=quote.vehicle_class,
                                       entry_lane_id=entry.lane_id, entry_image=entry.image))
-    amount = _yuan_text(quote.due_fen)
-    out.append(fx.Display(f"无牌车 请缴费{amount}", f"无牌车 请缴费{amount}", "pay",
-                          (("plate", "无牌车"), ("amount", amount), ("stay", _stay_text(entry.entered_at, now)))))
+    out.append(fx.Display("pay", _owed("", quote.due_fen, entry.entered_at, now)))
+    return state
+
+
+def _quote_not_here(state: LaneState, ev: QuoteRequest, now: datetime, ctx: LaneContext,
+                    out: list[fx.Effect]) -> LaneState:
+    out.append(fx.QuoteResult(ev.request_id, "not_here"))
     return state
 
 
@@ -759,9 +925,8 @@ def _on_quote(state: LaneState, ev: QuoteRequest, now: datetime, ctx: LaneContex
     plate, its order, or this exit named). A plate-less car waiting at the exit the platform names is the stay
     it knows under `plate`: that stay is linked and priced first (as IdentifyCar), and let out if it is free."""
     visit = state.visit
-    if state.phase != Phase.AWAITING_PAYMENT or visit is None:
-        out.append(fx.QuoteResult(ev.request_id, "not_here"))
-        return state
+    if visit is None:
+        return _quote_not_here(state, ev, now, ctx, out)
     if ev.at_this_exit and not visit.plate and not visit.entry_record_id and ev.plate in ctx.inside:
         state = _on_identify(state, IdentifyCar(visit.record_id, ev.plate, ev.provider), now, ctx, out)
         visit = state.visit
@@ -770,8 +935,7 @@ def _on_quote(state: LaneState, ev: QuoteRequest, now: datetime, ctx: LaneContex
             return state
     if not (ev.at_this_exit or (ev.plate and visit.plate == ev.plate)
             or (ev.order_id and ev.order_id in (visit.record_id, visit.entry_record_id))):
-        out.append(fx.QuoteResult(ev.request_id, "not_here"))
-        return state
+        return _quote_not_here(state, ev, now, ctx, out)
     stay = next((c for c in ctx.inside.values() if c.record_id == visit.entry_record_id), None)
     entered = stay.entered_at if stay else None
     price = StayPrice(visit.entry_record_id or visit.record_id, visit.due_fen, visit.due_fen + visit.paid_fen,
@@ -780,70 +944,82 @@ def _on_quote(state: LaneState, ev: QuoteRequest, now: datetime, ctx: LaneContex
     return state
 
 
-def _on_code(state: LaneState, ev: CodeScanned, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
-    """A payment code at the booth scanner: charge the car waiting here with it (the result still has to come
-    back confirmed before anything opens)."""
-    visit = state.visit
-    if state.phase != Phase.AWAITING_PAYMENT or visit is None or not ctx.settle or visit.reason == UNREADABLE:
-        out.append(_log(ctx, "info", "payment code scanned with no car waiting for a payment: ignored"))
-        return state
-    out.append(fx.ChargeByCode(visit.record_id, ev.code))
-    out.append(_log(ctx, "info", "payment code scanned", record=visit.record_id, plate=visit.plate))
-    out.append(fx.Display("正在支付 请稍候", "正在支付 请稍候", "paying", (("plate", visit.plate or "无牌车"),)))
+def _code_ignored(state: LaneState, ev: CodeScanned, now: datetime, ctx: LaneContext,
+                  out: list[fx.Effect]) -> LaneState:
+    out.append(_log(ctx, "info", "payment code scanned with no car waiting for a payment: ignored"))
     return state
 
 
-def _on_fallback(state: LaneState, ev: PaymentFallback, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+def _on_code(state: LaneState, ev: CodeScanned, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """A payment code at the booth scanner: charge the car waiting here with it (the result still has to come
+    back confirmed before anything opens)."""
     visit = state.visit
-    if state.phase != Phase.AWAITING_PAYMENT or visit is None or visit.record_id != ev.record_id:
+    if visit is None or not ctx.settle or visit.reason == UNREADABLE:
+        return _code_ignored(state, ev, now, ctx, out)
+    out.append(fx.ChargeByCode(visit.record_id, ev.code))
+    out.append(_log(ctx, "info", "payment code scanned", record=visit.record_id, plate=visit.plate))
+    out.append(fx.Display("paying", (("plate", visit.plate),)))
+    return state
+
+
+def _on_fallback(state: LaneState, ev: PaymentFallback, now: datetime, ctx: LaneContext,
+                 out: list[fx.Effect]) -> LaneState:
+    visit = state.visit
+    if visit is None or visit.record_id != ev.record_id:
         return state
     out.append(_log(ctx, "info", "payment fallback: pay at the booth or by scan", record=ev.record_id,
                     reason=ev.reason))
-    shown, amount = visit.plate or "无牌车", _yuan_text(visit.due_fen)
-    text = f"{shown} 请扫码或到岗亭缴费{amount}"
-    out.append(fx.Display(text, text, "pay_fallback", (("plate", shown), ("amount", amount))))
+    out.append(fx.Display("pay_fallback", (("plate", visit.plate), ("amount_fen", visit.due_fen))))
     return state
 
 
 # --- barrier inputs and command results ------------------------------------------------------------------------
-def _on_io(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
-    state = replace(state, io=io)
-    if state.resuming:
-        return _resume(state, io, now, ctx, out)
-    phase = state.phase
-    if phase in (Phase.OPENING, Phase.BLOCKED) and io.up_limit:
-        if state.barrier_fault.startswith(_OPEN_FAULTS):
-            out.append(_log(ctx, "info", "barrier recovered: up limit reached late"))
-            state = replace(state, barrier_fault="")
-        state = _audit(state, out, "confirmed")
-        state = _clear_deadline(replace(state, phase=Phase.OPEN), "open_confirm")
-        state = _set_deadline(state, "pass_timeout", now + timedelta(seconds=ctx.rules.pass_timeout_s))
-        phase = Phase.OPEN
-    if phase == Phase.OPEN and ctx.rules.auto_close and io.down_limit and not io.up_limit:
+def _io_arm_rising(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext,
+                   out: list[fx.Effect]) -> LaneState:
+    """OPEN sent (or blocked): the up limit says the arm is up, even late."""
+    if not io.up_limit:
+        return state
+    if state.barrier_fault.startswith(_OPEN_FAULTS):
+        out.append(_log(ctx, "info", "barrier recovered: up limit reached late"))
+        state = replace(state, barrier_fault="")
+    state = _audit(state, out, Audit.CONFIRMED)
+    state = _clear_deadline(replace(state, phase=Phase.OPEN), Timer.OPEN_CONFIRM)
+    state = _set_deadline(state, Timer.PASS_TIMEOUT, now + timedelta(seconds=ctx.rules.pass_timeout_s))
+    return _io_open(state, io, now, ctx, out)
+
+
+def _io_open(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    """Arm up: follow the car over the safety loop and lower the arm behind it."""
+    if ctx.rules.auto_close and io.down_limit and not io.up_limit:
         # An auto-closing barrier lowered itself after the car (its own loop saw it pass), unseen by us.
         out.append(_log(ctx, "info", "barrier closed by itself", record=state.visit.record_id if state.visit else ""))
         return _finish_cycle(state, now, ctx, out)
-    if phase == Phase.OPEN and state.visit is not None:
+    visit = state.visit
+    if visit is None:
+        return state
+    if io.safety and visit.passage == Passage.WAITING:
+        return replace(state, visit=replace(visit, passage=Passage.ON_SAFETY))
+    if not io.safety and visit.passage == Passage.ON_SAFETY:
+        out.append(_log(ctx, "info", "car passed", plate=visit.plate, record=visit.record_id))
+        return _close(state, now, ctx, out, CloseReason.CAR_PASSED)
+    if state.deadline(Timer.PASS_TIMEOUT) is None and not state.pending_action and not ctx.rules.auto_close:
+        return _close(state, now, ctx, out, CloseReason.CAR_PASSED)  # an earlier close waited for clear loops
+    return state
+
+
+def _io_closing(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext,
+                out: list[fx.Effect]) -> LaneState:
+    if io.down_limit:
+        return _finish_cycle(_audit(state, out, Audit.CONFIRMED), now, ctx, out)
+    if io.safety or io.anti_smash:
+        # Something is under the arm while it lowers: the barrier reverses on its own; we wait for the
+        # loops to clear and lower again (never command CLOSE onto it).
+        out.append(_log(ctx, "warning", "obstacle under the arm while closing"))
+        state = _audit(state, out, Audit.UNCONFIRMED, "obstacle under the arm: the barrier reversed")
         visit = state.visit
-        if io.safety and visit.passage == "waiting":
-            state = replace(state, visit=replace(visit, passage="on_safety"))
-        elif not io.safety and visit.passage == "on_safety":
-            out.append(_log(ctx, "info", "car passed", plate=visit.plate, record=visit.record_id))
-            state = _close(state, now, ctx, out, "car_passed")
-        elif state.deadline("pass_timeout") is None and not state.pending_action and not ctx.rules.auto_close:
-            state = _close(state, now, ctx, out, "car_passed")  # an earlier close waited for clear loops
-    elif phase == Phase.CLOSING:
-        if io.down_limit:
-            state = _finish_cycle(_audit(state, out, "confirmed"), now, ctx, out)
-        elif io.safety or io.anti_smash:
-            # Something is under the arm while it lowers: the barrier reverses on its own; we wait for the
-            # loops to clear and lower again (never command CLOSE onto it).
-            out.append(_log(ctx, "warning", "obstacle under the arm while closing"))
-            state = _audit(state, out, "unconfirmed", "obstacle under the arm: the barrier reversed")
-            visit = state.visit
-            state = replace(state, phase=Phase.OPEN, pending_action="",
-                            visit=replace(visit, passage="on_safety") if visit else None)
-            state = _clear_deadline(state, "close_confirm")
+        state = replace(state, phase=Phase.OPEN, pending_action="",
+                        visit=replace(visit, passage=Passage.ON_SAFETY) if visit else None)
+        return _clear_deadline(state, Timer.CLOSE_CONFIRM)
     return state
 
 
@@ -866,39 +1042,105 @@ def _resume(state: LaneState, io: IoSnapshot, now: datetime, ctx: LaneContext, o
     if down:
         if phase == Phase.CLOSING or phase == Phase.OPEN:
             # lowered (our CLOSE, or an auto-closing barrier) while we were away: the cycle is over
-            return _finish_cycle(_audit(state, out, "confirmed"), now, ctx, out)
+            return _finish_cycle(_audit(state, out, Audit.CONFIRMED), now, ctx, out)
         if phase == Phase.OPENING:
-            state = _audit(state, out, "unconfirmed", "arm still down after a restart")
+            state = _audit(state, out, Audit.UNCONFIRMED, "arm still down after a restart")
             state = _block(state, ctx, out, "OPEN interrupted by a restart: the arm did not move; not repeated")
         return _take_held(state, now, ctx, out)  # blocked: the same car read again, or another one
     if phase in (Phase.OPENING, Phase.BLOCKED) and io.up_limit:
-        state = _audit(state, out, "confirmed")
+        state = _audit(state, out, Audit.CONFIRMED)
     if car:
         # let it pass, then close: the open phase's passage logic lowers the arm once the loops are clear
         visit = state.visit
         if visit is not None:
-            visit = replace(visit, passage="on_safety" if io.safety else "waiting")
+            visit = replace(visit, passage=Passage.ON_SAFETY if io.safety else Passage.WAITING)
         state = replace(state, phase=Phase.OPEN, visit=visit, pending_action="")
-        return _set_deadline(state, "pass_timeout", now + timedelta(seconds=ctx.rules.pass_timeout_s))
+        return _set_deadline(state, Timer.PASS_TIMEOUT, now + timedelta(seconds=ctx.rules.pass_timeout_s))
     out.append(_log(ctx, "warning", "arm up with no car after a restart: lowering",
                     record=state.visit.record_id if state.visit else ""))
-    return _close(replace(state, phase=Phase.OPEN, pending_action=""), now, ctx, out, "restart_no_car")
+    return _close(replace(state, phase=Phase.OPEN, pending_action=""), now, ctx, out, CloseReason.RESTART_NO_CAR)
 
 
-def _on_command_done(state: LaneState, ev: CommandDone, now: datetime, ctx: LaneContext,
-                     out: list[fx.Effect]) -> LaneState:
-    if ev.action_id != state.pending_action:
-        return state  # an answer for a command we no longer wait on
-    state = replace(state, pending_action="")
-    if ev.ok:
+def _command_answered(then: Optional[Handler] = None) -> Handler:
+    """The barrier adapter's answer to the command the lane waits on; a failed one is logged, then `then` (the
+    phase's own consequence) runs. An answer for a command no longer waited on changes nothing."""
+    def answered(state: LaneState, ev: CommandDone, now: datetime, ctx: LaneContext,
+                 out: list[fx.Effect]) -> LaneState:
+        if ev.action_id != state.pending_action:
+            return state
+        state = replace(state, pending_action="")
+        if ev.ok:
+            return state
+        out.append(_log(ctx, "error", "barrier command failed", action=ev.action_id, error=ev.error))
+        if state.command == ev.action_id:
+            state = replace(state, command="")  # its audit row says failed already
+        return then(state, ev, now, ctx, out) if then is not None else state
+    return answered
+
+
+def _open_failed(state: LaneState, ev: CommandDone, now: datetime, ctx: LaneContext,
+                 out: list[fx.Effect]) -> LaneState:
+    return _block(state, ctx, out, f"OPEN not delivered: {ev.error or 'no answer'}")
+
+
+def _close_failed(state: LaneState, ev: CommandDone, now: datetime, ctx: LaneContext,
+                  out: list[fx.Effect]) -> LaneState:
+    if ctx.rules.auto_close:
         return state
-    out.append(_log(ctx, "error", "barrier command failed", action=ev.action_id, error=ev.error))
-    if state.command == ev.action_id:
-        state = replace(state, command="")  # its audit row says failed already
-    if state.phase == Phase.OPENING:
-        return _block(state, ctx, out, f"OPEN not delivered: {ev.error or 'no answer'}")
-    if state.phase == Phase.CLOSING and not ctx.rules.auto_close:
-        # CLOSE refused (something under the arm) or lost: stay open, retry when the loops are clear.
-        state = _clear_deadline(replace(state, phase=Phase.OPEN), "close_confirm")
-        return _set_deadline(state, "close_retry", now + timedelta(seconds=CLOSE_RETRY_S))
-    return state
+    # CLOSE refused (something under the arm) or lost: stay open, retry when the loops are clear.
+    state = _clear_deadline(replace(state, phase=Phase.OPEN), Timer.CLOSE_CONFIRM)
+    return _set_deadline(state, Timer.CLOSE_RETRY, now + timedelta(seconds=CLOSE_RETRY_S))
+
+
+# --- the dispatch tables ---------------------------------------------------------------------------------------
+_ALL = tuple(Phase)
+_CYCLE = (Phase.OPENING, Phase.OPEN, Phase.CLOSING)
+
+# (phase, event type) -> handler. Each phase guard lives here, once; a pair not listed changes nothing
+# (tests/unit/test_lane_table.py walks every pair).
+_TABLE: Mapping[tuple[Phase, type], Handler] = {
+    (Phase.IDLE, PlateRead): _plate_at_idle,
+    **{(phase, PlateRead): _plate_in_cycle for phase in _CYCLE},
+    (Phase.BLOCKED, PlateRead): _plate_while_blocked,
+    (Phase.AWAITING_PAYMENT, PlateRead): _plate_while_waiting,
+
+    (Phase.OPENING, IoSnapshot): _io_arm_rising,
+    (Phase.BLOCKED, IoSnapshot): _io_arm_rising,
+    (Phase.OPEN, IoSnapshot): _io_open,
+    (Phase.CLOSING, IoSnapshot): _io_closing,
+
+    **{(phase, CommandDone): _command_answered() for phase in _ALL},
+    (Phase.OPENING, CommandDone): _command_answered(_open_failed),
+    (Phase.CLOSING, CommandDone): _command_answered(_close_failed),
+
+    **{(phase, OperatorOpen): _operator_checked(_operator_release) for phase in _ALL},
+    (Phase.OPENING, OperatorOpen): _operator_checked(_operator_while_opening),
+    (Phase.OPEN, OperatorOpen): _operator_checked(_operator_while_open),
+    (Phase.AWAITING_PAYMENT, OperatorOpen): _operator_checked(_operator_release_waiting),
+
+    **{(phase, PaymentConfirmed): _payment_late for phase in _ALL},
+    (Phase.AWAITING_PAYMENT, PaymentConfirmed): _on_payment,
+    (Phase.AWAITING_PAYMENT, PaymentFallback): _on_fallback,
+    (Phase.AWAITING_PAYMENT, CodeScanned): _on_code,
+    **{(phase, CodeScanned): _code_ignored for phase in _ALL if phase != Phase.AWAITING_PAYMENT},
+    (Phase.AWAITING_PAYMENT, IdentifyCar): _on_identify,
+    **{(phase, IdentifyCar): _identify_ignored for phase in _ALL if phase != Phase.AWAITING_PAYMENT},
+    (Phase.AWAITING_PAYMENT, QuoteRequest): _on_quote,
+    **{(phase, QuoteRequest): _quote_not_here for phase in _ALL if phase != Phase.AWAITING_PAYMENT},
+    (Phase.IDLE, PlatformEntry): _on_platform_entry,
+    **{(phase, PlatformEntry): _platform_entry_refused for phase in _ALL if phase != Phase.IDLE},
+
+    **{(phase, DeviceFault): _on_device_fault for phase in _ALL},
+    **{(phase, DeviceRecovered): _on_device_recovered for phase in _ALL},
+}
+
+# A lane restored mid-cycle: its first inputs decide (see _resume); plates read before them wait.
+_RESUMING: Mapping[type, Handler] = {IoSnapshot: _resume, PlateRead: _plate_while_resuming}
+
+# (phase, timer) -> what its expiry does; a timer expiring in another phase is simply gone
+_TIMERS: Mapping[tuple[Phase, Timer], Callable[[LaneState, datetime, LaneContext, list[fx.Effect]], LaneState]] = {
+    (Phase.OPENING, Timer.OPEN_CONFIRM): _open_unconfirmed,
+    (Phase.CLOSING, Timer.CLOSE_CONFIRM): _close_unconfirmed,
+    (Phase.OPEN, Timer.CLOSE_RETRY): _retry_close,
+    (Phase.OPEN, Timer.PASS_TIMEOUT): _pass_timed_out,
+}

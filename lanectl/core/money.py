@@ -64,3 +64,9 @@ def fen_to_yuan(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     whole, part = divmod(abs(fen), 100)
     return f"{sign}{whole}.{part:02d}"
+
+
+def yuan_words(fen: int) -> str:
+    """Money as a board says it (and the lane's record notes write it): 700 -> "7元", 750 -> "7元50分",
+    5 -> "0元05分"."""
+    return f"{fen // 100}元{fen % 100:02d}分".replace("元00分", "元")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Optional, Protocol
 
+from lanectl.adapters.board_wording import status_line
 from lanectl.core import effects as fx
 from lanectl.core.events import (REQUESTS, CommandDone, DeviceFault, DeviceRecovered, Event, OperatorOpen, PlateRead,
                                  QuoteRequest, Request, Tick)
@@ -291,7 +292,7 @@ class LaneRunner:
         """The commit failed: do only what storage.act_without_storage allows (the lane's state as before the
         event, or an arm that must come down brought down with its audit row kept for later)."""
         # the board shows the fault unless it shows it already (not once per refused event)
-        announce = self.status.last_display != FAULT_DISPLAY.text
+        announce = self.status.last_display != status_line(FAULT_DISPLAY)
         plan = act_without_storage(self.state, new_state, effects, event, lane_id=self.lane_id, announce=announce,
                                    repeat=event is self._replayed)
         if plan.refused and self.state.held is not None:
@@ -323,7 +324,7 @@ class LaneRunner:
         if isinstance(effect, (fx.OpenBarrier, fx.CloseBarrier)):
             self._spawn(self._command(effect))
         elif isinstance(effect, fx.Display):
-            self.status.last_display = effect.text
+            self.status.last_display = status_line(effect)
             if self.display is not None:
                 self._spawn(self._show(effect))
         elif isinstance(effect, fx.Log):

@@ -32,7 +32,7 @@ from lanectl.core.lane import LaneState
 
 log = logging.getLogger("lanectl.store")
 
-FAULT_DISPLAY = fx.Display("系统故障 请联系管理员", key="fault")
+FAULT_DISPLAY = fx.Display("fault", (("cause", "storage"),))  # the board: 系统故障 (adapters/board_wording.py)
 # Facts from the settlement service it will not tell again: a lane that could not take one keeps it and tries
 # again until storage is back (a car that has paid is let out then).
 RETRIED_EVENTS = (PaymentConfirmed, PaymentFallback)

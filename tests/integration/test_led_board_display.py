@@ -18,17 +18,13 @@ from lanectl.core import effects as fx
 from lanectl.protocols.led_board import Colour
 from tests.integration.test_camera_http import camera, rig
 
-# The lane's own messages (lanectl.core.lane), as it emits them.
-WELCOME = fx.Display("欢迎光临 粤B12345", "欢迎光临 粤B12345", "welcome",
-                     (("plate", "粤B12345"), ("message", "欢迎光临"), ("vehicle_class", "temporary")))
-PAY = fx.Display("粤B12345 停车3小时5分 请缴费5元", "粤B12345 停车3小时5分 请缴费5元", "pay",
-                 (("plate", "粤B12345"), ("amount", "5元"), ("stay", "3小时5分")))
-PAID = fx.Display("粤B12345 支付成功 一路顺风", "支付成功 一路顺风", "paid", (("plate", "粤B12345"), ("amount", "5元")))
-REFUSED = fx.Display("粤B12345 黑名单车辆 禁止通行", "黑名单车辆 禁止通行", "refused",
-                     (("plate", "粤B12345"), ("message", "黑名单车辆 禁止通行")))
-FALLBACK = fx.Display("粤B12345 请扫码或到岗亭缴费5元", "粤B12345 请扫码或到岗亭缴费5元", "pay_fallback",
-                      (("plate", "粤B12345"), ("amount", "5元")))
-FAULT = fx.Display("道闸故障 请联系管理员", key="fault")
+# The lane's own messages (lanectl.core.lane), as it emits them: a key and facts (amounts in fen, stays in minutes).
+WELCOME = fx.Display("welcome", (("plate", "粤B12345"), ("message", "欢迎光临"), ("vehicle_class", "temporary")))
+PAY = fx.Display("pay", (("plate", "粤B12345"), ("amount_fen", 500), ("stay_min", 185)))
+PAID = fx.Display("paid", (("plate", "粤B12345"), ("amount_fen", 500)))
+REFUSED = fx.Display("refused", (("plate", "粤B12345"), ("message", "黑名单车辆 禁止通行")))
+FALLBACK = fx.Display("pay_fallback", (("plate", "粤B12345"), ("amount_fen", 500)))
+FAULT = fx.Display("fault")
 
 
 def board_cfg(**kw: object) -> LedBoardConfig:
@@ -71,7 +67,7 @@ async def test_lane_messages_on_a_serial_board(cable):
 async def test_the_lots_templates_and_their_fallbacks(cable):
     cfg = board_cfg(port=cable.a_link, voice=False, lines=3,
                     templates={"paid": "{plate}|谢谢惠顾|一路平安", "pay": "{plate} 请缴{amount}",
-                               "goodbye": "{plate}|慢走"})
+                               "goodbye": "{plate}|慢走", "welcome": "{vehicle_class}|{message}"})
     display = LedBoardDisplay(cfg)
     async with LedBoard(cable.b_link) as board:
         await display.show(PAID)
@@ -81,16 +77,18 @@ async def test_the_lots_templates_and_their_fallbacks(cable):
         await board.until(lambda: board.sees("请缴5元"))
         assert board.lines == ["粤B12345", "请缴5元", ""]  # unused lines are cleared
         # an operator release has no plate: the template cannot fill {plate}, the lane's wording is shown
-        await display.show(fx.Display("一路顺风", "一路顺风", "goodbye", (("plate", ""),)))
+        await display.show(fx.Display("goodbye", (("plate", ""),)))
         await board.until(lambda: board.lines[0] == "一路顺风")
-        # a message without a key, and a key no template knows: the lane's text
-        await display.show(fx.Display("月租车 剩余12天 粤B12345", "月租车 剩余12天"))
+        # a message without the field its template needs: the lane's wording, over the board's lines
+        await display.show(fx.Display("welcome", (("plate", "粤B12345"), ("message", "月租车 剩余12天"))))
         await board.until(lambda: board.sees("剩余12天"))
         assert board.lines == ["月租车", "剩余12天", "粤B12345"]
-        await display.show(fx.Display("新消息", key="something_new"))
-        await board.until(lambda: board.lines[0] == "新消息")
+        # a key nobody has words for: an error the runner logs, nothing sent (the board keeps its text)
+        with pytest.raises(DisplayError, match="something_new"):
+            await display.show(fx.Display("something_new"))
     await display.aclose()
-    assert board.speech == [] and display.fallbacks == 3
+    assert board.lines == ["月租车", "剩余12天", "粤B12345"]
+    assert board.speech == [] and display.fallbacks == 2 and display.shown == 4
 
 
 def test_templates_render_without_a_board():

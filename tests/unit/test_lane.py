@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from lanectl.adapters.board_wording import board_fields, lane_wording
 from lanectl.core import effects as fx
 from lanectl.core.events import (CodeScanned, CommandDone, DeviceFault, DeviceRecovered, IdentifyCar, IoSnapshot,
                                  OperatorOpen,
@@ -54,6 +55,11 @@ class Lane:
         return self.feed(CommandDone(self.state.pending_action, ok, error))
 
 
+def said(message: fx.Display) -> str:
+    """What the board's lane wording says for a message (the display adapter words the lane's facts)."""
+    return lane_wording(message)[0]
+
+
 def drive_through(lane: Lane) -> None:
     """The barrier rises, the car crosses the safety loop and leaves."""
     lane.ack()
@@ -86,7 +92,7 @@ def test_blacklisted_car_is_refused_and_recorded():
     out = lane.feed(PlateRead("粤B66666", "blue", 90))
     assert not lane.of(fx.OpenBarrier, out)
     assert lane.of(fx.NewRecord, out)[0].status == "refused"
-    assert "黑名单" in lane.of(fx.Display, out)[0].text
+    assert "黑名单" in said(lane.of(fx.Display, out)[0])
     assert lane.state.phase == Phase.IDLE
 
 
@@ -178,7 +184,7 @@ def test_open_not_confirmed_raises_a_fault_and_a_late_up_limit_clears_it():
     lane.ack()
     lane.feed(Tick(), 7)
     assert lane.state.barrier_fault.startswith("OPEN not confirmed")
-    assert any("故障" in d.text for d in lane.of(fx.Display))
+    assert any("故障" in said(d) for d in lane.of(fx.Display))
     lane.feed(UP_ARMING, 1)
     assert lane.state.phase == Phase.OPEN and lane.state.barrier_fault == ""
 
@@ -319,7 +325,7 @@ def test_stored_value_car_with_enough_balance_is_debited_and_let_out():
     # the debit is written before the OPEN (one transaction, write ahead)
     assert out.index(lane.of(fx.DebitBalance, out)[0]) < out.index(opened)
     assert dict(lane.of(fx.PatchRecord, out)[0].changes)["status"] == "exited"
-    assert "余额7元" in lane.of(fx.Display, out)[0].text
+    assert "余额7元" in said(lane.of(fx.Display, out)[0])
 
 
 @pytest.mark.parametrize("balances", [{"粤B77777": 499}, {}], ids=["short", "no-ledger-row"])
@@ -331,13 +337,13 @@ def test_stored_value_car_short_of_balance_waits_and_nothing_is_debited(balances
     assert not lane.of(fx.DebitBalance, out) and not lane.of(fx.OpenBarrier, out)
     assert lane.state.phase == Phase.AWAITING_PAYMENT
     if balances:
-        assert "余额不足" in lane.of(fx.Display, out)[0].text
+        assert "余额不足" in said(lane.of(fx.Display, out)[0])
 
 
 def test_stored_value_entry_shows_the_ledger_balance():
     lane = Lane("entry", balances={"粤B77777": 1250})
     out = lane.feed(PlateRead("粤B77777"))
-    assert lane.of(fx.Display, out)[0].text == "储值车 余额12元50分 粤B77777"
+    assert said(lane.of(fx.Display, out)[0]) == "储值车 余额12元50分 粤B77777"
 
 
 def test_only_stored_value_cars_touch_a_balance():
@@ -428,7 +434,7 @@ def test_a_car_backing_away_stops_its_settlement():
 def test_fallback_tells_the_driver_to_pay_another_way_and_keeps_the_barrier_down():
     lane, rec = waiting_exit()
     out = lane.feed(PaymentFallback(rec.record_id, "window ended"), 120)
-    assert not lane.of(fx.OpenBarrier, out) and "请扫码或到岗亭缴费5元" in lane.of(fx.Display, out)[0].text
+    assert not lane.of(fx.OpenBarrier, out) and "请扫码或到岗亭缴费5元" in said(lane.of(fx.Display, out)[0])
     assert lane.feed(PaymentFallback("other", "x")) == []
     # a payment settling after the fallback still lets the waiting car out
     out = lane.feed(PaymentConfirmed(rec.record_id, "bolink", 500, "T1"), 30)
@@ -448,8 +454,8 @@ def test_an_auto_closing_barrier_that_lowers_itself_ends_the_cycle():
 def test_display_messages_carry_a_template_key_and_fields():
     lane = Lane("exit", inside={"粤B12345": InsideCar("e_1", T0 - timedelta(hours=3, minutes=5))})
     [shown] = lane.of(fx.Display, lane.feed(PlateRead("粤B12345")))
-    assert (shown.text, shown.key) == ("粤B12345 停车3小时5分 请缴费5元", "pay")
-    assert dict(shown.fields) == {"plate": "粤B12345", "amount": "5元", "stay": "3小时5分"}
+    assert (said(shown), shown.key) == ("粤B12345 停车3小时5分 请缴费5元", "pay")
+    assert board_fields(shown) == {"plate": "粤B12345", "amount": "5元", "stay": "3小时5分"}
 
 
 def test_a_deadline_expiring_with_new_inputs_decides_on_the_new_inputs():

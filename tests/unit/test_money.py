@@ -2,7 +2,7 @@
 
 import pytest
 
-from lanectl.core.money import DEFAULT_MAX_FEN, MoneyError, fen_to_yuan, within_ceiling, yuan_to_fen
+from lanectl.core.money import DEFAULT_MAX_FEN, MoneyError, fen_to_yuan, within_ceiling, yuan_to_fen, yuan_words
 
 
 @pytest.mark.parametrize("text, fen", [
@@ -97,3 +97,9 @@ def test_error_messages_do_not_echo_megabytes():
     with pytest.raises(MoneyError) as info:
         yuan_to_fen("x" * 1_000_000)
     assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("fen,words", [(700, "7元"), (750, "7元50分"), (5, "0元05分"), (0, "0元"), (1250, "12元50分"),
+                                       (100_000_00, "100000元")])
+def test_yuan_words_as_a_board_says_them(fen, words):
+    assert yuan_words(fen) == words
