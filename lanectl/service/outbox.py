@@ -24,7 +24,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Mapping, Optional, Protocol
 
-from lanectl.service.ports import Clock, OutboxQueue, StorageUnavailable  # noqa: F401 (OutboxQueue re-exported)
+# OutboxQueue: the port the relay takes (declared with the store's other ports)
+from lanectl.service.ports import Clock, OutboxQueue, StorageUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from lanectl.core import settlement as sm
 from lanectl.core.events import Event
 from lanectl.core.settlement import (UNANSWERED, Attempt, ChargeAnswer, Outcome,  # noqa: F401 (re-exported)
                                      SettlementTiming)
-from lanectl.service.ports import Clock, SettlementStore, StorageUnavailable  # noqa: F401 (re-exported)
+# SettlementStore: the port the driver takes (declared with the store's other ports)
+from lanectl.service.ports import Clock, SettlementStore, StorageUnavailable
 
 log = logging.getLogger("lanectl.settlement")
 T = TypeVar("T")

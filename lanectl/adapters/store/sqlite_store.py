@@ -12,7 +12,7 @@ inside, balances) up to date with what was committed.
 
 from __future__ import annotations
 
-import logging
+import sqlite3
 from concurrent.futures import Executor
 from datetime import datetime
 from pathlib import Path
@@ -31,11 +31,11 @@ from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core import effects as fx
 from lanectl.core.inside import InsideCars, Prepaid
 from lanectl.core.lane import InsideCar
+from lanectl.service.storage import StorageHealth
 
 __all__ = ["MIGRATIONS", "RECORD_COLUMNS", "DatabaseUnusable", "SqliteStore", "StoreError", "migrate",
            "schema_version", "storage_fault"]
 
-log = logging.getLogger("lanectl.store")
 T = TypeVar("T")
 
 
@@ -110,11 +110,11 @@ class SqliteStore:
         return self.outbox.destinations
 
     @property
-    def health(self) -> Any:
+    def health(self) -> StorageHealth:
         return self.uow.health
 
     @property
-    def conn(self) -> Any:
+    def conn(self) -> sqlite3.Connection:
         return self.uow.conn
 
     @property
