@@ -207,7 +207,7 @@ class Rig:
         from datetime import datetime, timedelta
         from zoneinfo import ZoneInfo
 
-        from lanectl.adapters.sqlite_store import SqliteStore
+        from lanectl.adapters.store import SqliteStore
         from lanectl.core import effects as fx
         from lanectl.core.lane import LaneState, make_id
 

@@ -29,7 +29,7 @@ from lanectl.adapters.control_socket import ControlServer
 from lanectl.adapters.led_board_display import LedBoardDisplay
 from lanectl.adapters.modbus_barrier import ModbusBarrier, ModbusBusRegistry
 from lanectl.adapters.serial_lines import BoothScanner, SerialPlateReader
-from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.store import SqliteStore
 from lanectl.adapters.systemd_notify import SystemdNotifier
 from lanectl.app import Adapters, App
 from lanectl.config import Config, LaneConfig

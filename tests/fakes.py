@@ -2,6 +2,8 @@
 
 FakeClock        Clock port; time moves only when the test says so — tests never sleep for real.
 MemoryOutboxQueue  OutboxQueue port with the store's head-of-line `due()` contract.
+MemoryLaneStore  LaneStore port (cars inside kept from what it committed); storage can be taken down.
+MemorySettlementStore  SettlementStore port with the SQLite store's compare-and-set rules.
 ScriptedPublisher  Publisher port answering from a script, recording what it was sent and when.
 EmitRecorder     an Emit callable that records events and lets a test await one.
 LaneEvents       stands in for the lane runners behind the settlement service: collects (lane, event).
@@ -17,10 +19,12 @@ import itertools
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 from zoneinfo import ZoneInfo
 
+from lanectl.core import effects as fx
 from lanectl.service.outbox import Outcome, OutboxItem
+from lanectl.service.settlement import ATTEMPT_OPEN, ATTEMPT_PAYABLE, Attempt
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -311,32 +315,41 @@ class FakeDisplay:
 
 class MemoryLaneStore:
     """LaneStore port twin whose storage can be taken down: while `down`, commits raise StorageUnavailable
-    (nothing kept) and mark_action keeps its update aside, as the SQLite store does."""
+    (nothing kept) and mark_action keeps its update aside, as the SQLite store does. Like the SQLite store it
+    keeps the cars inside from what it committed (core/inside.py) and hands the lane a read-only view."""
 
-    def __init__(self) -> None:
+    def __init__(self, inside: Optional[dict[str, Any]] = None) -> None:
+        from lanectl.core.inside import InsideCars
         self.down = False
         self.commits: list[tuple[dict, list]] = []  # (state, persistent effects) committed
         self.deferred: list[Any] = []  # audit rows kept for later: (lane, CloseBarrier)
         self.marks: list[tuple[str, bool]] = []
         self.refused = 0
-        self._inside: dict[str, Any] = {}
+        self._inside = InsideCars(inside)
 
     def inside(self) -> dict:
-        return dict(self._inside)
+        return self._inside.snapshot()
+
+    def inside_view(self) -> Any:
+        return self._inside.view
 
     def balances(self) -> dict:
+        return {}
+
+    def balances_view(self) -> Any:
         return {}
 
     async def load_lane_state(self, lane_id: str) -> Optional[dict]:
         return self.commits[-1][0] if self.commits else None
 
     async def commit_lane(self, lane_id: str, state: dict, effects: list, now: datetime) -> None:
-        from lanectl.core import effects as fx
         from lanectl.service.ports import StorageUnavailable
         if self.down:
             self.refused += 1
             raise StorageUnavailable("disk full (test)")
-        self.commits.append((state, [e for e in effects if fx.is_persistent(e)]))
+        committed = [e for e in effects if fx.is_persistent(e)]
+        self.commits.append((state, committed))
+        self._inside.apply(committed)
 
     async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None:
         self.marks.append((action_id, ok))
@@ -347,6 +360,63 @@ class MemoryLaneStore:
 
     def written(self, kind: type) -> list:
         return [e for _, effects in self.commits for e in effects if isinstance(e, kind)]
+
+
+class MemorySettlementStore:
+    """The SettlementStore port in dicts, with the SQLite store's compare-and-set rules."""
+
+    def __init__(self, clock: Optional[FakeClock] = None) -> None:
+        self.orders: dict[str, tuple[fx.StartSettlement, str]] = {}  # record id -> (order, open|closed)
+        self.rows: dict[int, Attempt] = {}
+        self.down = False  # writes refused, as on a full disk
+
+    def add_order(self, order: fx.StartSettlement) -> fx.StartSettlement:
+        self.orders[order.record_id] = (order, "open")
+        return order
+
+    async def open_settlements(self) -> list[fx.StartSettlement]:
+        return [o for o, s in self.orders.values() if s == "open"]
+
+    async def settlement_open(self, record_id: str) -> bool:
+        return self.orders.get(record_id, (None, ""))[1] == "open"
+
+    async def settlement_order(self, record_id: str) -> Optional[fx.StartSettlement]:
+        return self.orders[record_id][0] if record_id in self.orders else None
+
+    async def new_attempt(self, record_id: str, lane_id: str, provider: str, order_ref: str, amount_fen: int,
+                          now: datetime) -> Attempt:
+        self._writable()
+        row = Attempt(len(self.rows) + 1, record_id, lane_id, provider, order_ref, amount_fen, "charging",
+                      now.timestamp())
+        self.rows[row.id] = row
+        return row
+
+    async def attempts(self, *, record_id: Optional[str] = None, provider: Optional[str] = None,
+                       order_ref: Optional[str] = None, statuses: Sequence[str] = ()) -> list[Attempt]:
+        return [a for a in self.rows.values() if record_id in (None, a.record_id) and provider in (None, a.provider)
+                and order_ref in (None, a.order_ref) and (not statuses or a.status in statuses)]
+
+    async def mark_attempt(self, attempt_id: int, status: str, detail: str, now: datetime,
+                           *, only_from: Sequence[str] = ATTEMPT_OPEN) -> bool:
+        self._writable()
+        if self.rows[attempt_id].status not in only_from:
+            return False
+        self.rows[attempt_id] = replace(self.rows[attempt_id], status=status, detail=detail[:500])
+        return True
+
+    async def settle_attempt(self, attempt_id: int, paid: bool, trade_no: str, paid_fen: int, method: str,
+                             detail: str, now: datetime) -> bool:
+        self._writable()
+        if self.rows[attempt_id].status not in (ATTEMPT_PAYABLE if paid else ATTEMPT_OPEN):
+            return False
+        self.rows[attempt_id] = replace(self.rows[attempt_id], status="paid" if paid else "failed",
+                                        trade_no=trade_no, paid_fen=paid_fen, method=method, detail=detail[:500])
+        return True
+
+    def _writable(self) -> None:
+        from lanectl.service.ports import StorageUnavailable
+        if self.down:
+            raise StorageUnavailable("disk full")
 
 
 class SettlementResults:

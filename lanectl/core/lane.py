@@ -145,9 +145,9 @@ class LaneContext:
     direction: Direction
     policy: Policy
     rules: LaneRules = LaneRules()
-    # cars inside the lot by plate (open entry records) — a snapshot the runner takes from the store
+    # cars inside the lot by plate (open entry records) — the store's read-only view (core/inside.py)
     inside: Mapping[str, InsideCar] = field(default_factory=dict)
-    # stored-value balances by plate (fen) — the ledger's current figures, a snapshot like `inside`
+    # stored-value balances by plate (fen) — the ledger's current figures, read-only like `inside`
     balances: Mapping[str, int] = field(default_factory=dict)
     settle: bool = False  # this exit lane charges through payment providers (else the booth takes the money)
 

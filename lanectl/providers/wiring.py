@@ -21,7 +21,7 @@ from lanectl.adapters.bolink_downlink import BolinkDownlink
 from lanectl.adapters.bolink_http import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.adapters.callback_server import BodyHandler
 from lanectl.adapters.image_links import LinkFn, no_links
-from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.store import SqliteStore
 from lanectl.adapters.tdzn_http import TdznClient, TdznProvider, TdznPublisher
 from lanectl.adapters.xft_http import XftClient, XftProvider, XftPublisher
 from lanectl.config import Config

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 from lanectl.adapters.board_wording import status_line
 from lanectl.core import effects as fx
@@ -21,26 +21,10 @@ from lanectl.core.events import (REQUESTS, CommandDone, DeviceFault, DeviceRecov
 from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, operator_name, restored
 from lanectl.core.plates import classify_plate
 from lanectl.core.policy import Policy
-from lanectl.service.ports import Barrier, BarrierError, Clock, Display, StorageUnavailable
+from lanectl.service.ports import Barrier, BarrierError, Clock, Display, LaneStore, StorageUnavailable
 from lanectl.service.storage import FAULT_DISPLAY, act_without_storage
 
 log = logging.getLogger("lanectl.lane")
-
-
-class LaneStore(Protocol):
-    def inside(self) -> dict: ...
-
-    def balances(self) -> dict: ...
-
-    async def load_lane_state(self, lane_id: str) -> Optional[dict[str, Any]]: ...
-
-    async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect],
-                          now: datetime) -> None: ...
-
-    async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None: ...
-
-    def defer_action(self, lane_id: str, effect: fx.CloseBarrier, now: datetime) -> bool:
-        """Keep the audit row of a command sent while storage was down, to be written when it is back."""
 
 
 class RequestExpired(TimeoutError):
@@ -240,8 +224,9 @@ class LaneRunner:
     async def step(self, event: Event) -> list[fx.Effect]:
         """Handle one event: decide, commit (write ahead), then act."""
         now = self.clock.now()
-        ctx = LaneContext(self.lane_id, self.direction, self.policy, self.rules, self.store.inside(),  # type: ignore[arg-type]
-                          self.store.balances(), settle=self.settlement is not None)
+        # the store's projections, live and read-only: no copy per step (a Tick included)
+        ctx = LaneContext(self.lane_id, self.direction, self.policy, self.rules, self.store.inside_view(),
+                          self.store.balances_view(), settle=self.settlement is not None)
         new_state, effects = handle(self.state, event, now, ctx)
         committed = True
         if new_state != self.state or any(fx.is_persistent(e) for e in effects):

@@ -24,7 +24,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, Mapping, Optional, Protocol
 
-from lanectl.service.ports import Clock, StorageUnavailable
+# OutboxQueue: the port the relay takes (declared with the store's other ports)
+from lanectl.service.ports import Clock, OutboxQueue, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +68,6 @@ class Outcome:
 class Publisher(Protocol):
     async def publish(self, item: OutboxItem) -> Outcome:
         """Deliver one item. Expected failures are returned as RETRY / REJECT outcomes, not raised."""
-
-
-class OutboxQueue(Protocol):
-    async def due(self, destination: str, now: datetime, limit: int) -> list[OutboxItem]:
-        """The oldest pending items of `destination`, in id order, at most `limit`, STOPPING before the first
-        item whose next attempt is later than `now` (head-of-line: a waiting item holds back the ones after
-        it, even across restarts). Done and dead items are not pending."""
-
-    async def mark_done(self, item_id: int, now: datetime) -> None: ...
-
-    async def mark_retry(self, item_id: int, attempts: int, next_at: datetime, error: str) -> None: ...
-
-    async def mark_dead(self, item_id: int, error: str, now: datetime) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence
 
 from lanectl.core import effects as fx
 from lanectl.core.events import Event
+from lanectl.core.lane import InsideCar
+from lanectl.core.settlement import Attempt
+
+if TYPE_CHECKING:
+    from lanectl.service.outbox import OutboxItem
 
 # Adapters push events through this; it never blocks (it puts on the lane's queue).
 Emit = Callable[[Event], None]
@@ -67,3 +72,91 @@ class StorageUnavailable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# --- the local store, one port per consumer (adapters/store/ implements them all over one unit of work) ----------
+
+class LaneStore(Protocol):
+    """What a lane runner needs: its saved state, one atomic commit per step, the barrier audit, and the
+    projections of what was committed (live, read-only: a lane step reads them, never copies them)."""
+
+    def inside_view(self) -> Mapping[str, InsideCar]: ...
+
+    def balances_view(self) -> Mapping[str, int]: ...
+
+    async def load_lane_state(self, lane_id: str) -> Optional[dict[str, Any]]: ...
+
+    async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect],
+                          now: datetime) -> None:
+        """The lane's new state and the persistent effects of one event, in one transaction (write ahead)."""
+
+    async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None: ...
+
+    def defer_action(self, lane_id: str, effect: fx.CloseBarrier | fx.AuditAction, now: datetime) -> bool:
+        """Keep the audit row of a command sent while storage was down, to be written when it is back."""
+
+
+class SettlementStore(Protocol):
+    """Exit settlements and their payment attempts (service/settlement.py)."""
+
+    async def open_settlements(self) -> list[fx.StartSettlement]: ...
+
+    async def settlement_open(self, record_id: str) -> bool: ...
+
+    async def settlement_order(self, record_id: str) -> Optional[fx.StartSettlement]: ...
+
+    async def new_attempt(self, record_id: str, lane_id: str, provider: str, order_ref: str, amount_fen: int,
+                          now: datetime) -> Attempt: ...
+
+    async def attempts(self, *, record_id: Optional[str] = None, provider: Optional[str] = None,
+                       order_ref: Optional[str] = None, statuses: Sequence[str] = ()) -> list[Attempt]: ...
+
+    async def mark_attempt(self, attempt_id: int, status: str, detail: str, now: datetime,
+                           *, only_from: Sequence[str] = ...) -> bool: ...
+
+    async def settle_attempt(self, attempt_id: int, paid: bool, trade_no: str, paid_fen: int, method: str,
+                             detail: str, now: datetime) -> bool: ...
+
+
+class InboxStore(Protocol):
+    """What the platforms told us, stored before it is acknowledged (a repeat changes nothing)."""
+
+    async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool: ...
+
+    async def add_prepayment(self, provider: str, trade_no: str, *, order_id: str, plate: str, amount_fen: int,
+                             paid_at: datetime, now: datetime) -> str: ...
+
+    async def set_mark(self, provider: str, plate: str, name: str, value: str, now: datetime) -> None: ...
+
+    async def add_renewal(self, provider: str, trade_no: str, card_id: str, plate: str, start: str, end: str,
+                          amount_fen: int, now: datetime) -> bool: ...
+
+
+class LedgerStore(Protocol):
+    """Stored-value balances (a ledger of moves) and payments (the control socket, the daemon's start)."""
+
+    def balances(self) -> dict[str, int]: ...
+
+    async def balance_moves(self, plate: Optional[str] = None, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    async def seed_balances(self, opening: dict[str, int], now: datetime) -> list[str]: ...
+
+    async def topup(self, plate: str, amount_fen: int, reference: str, now: datetime,
+                    operator_uid: Optional[int] = None) -> int: ...
+
+    async def payments(self, record_id: str) -> list[dict[str, Any]]: ...
+
+
+class OutboxQueue(Protocol):
+    """The outbox as the relay (service/outbox.py) takes it."""
+
+    async def due(self, destination: str, now: datetime, limit: int) -> list["OutboxItem"]:
+        """The oldest pending items of `destination`, in id order, at most `limit`, STOPPING before the first
+        item whose next attempt is later than `now` (head-of-line: a waiting item holds back the ones after
+        it, even across restarts). Done and dead items are not pending."""
+
+    async def mark_done(self, item_id: int, now: datetime) -> None: ...
+
+    async def mark_retry(self, item_id: int, attempts: int, next_at: datetime, error: str) -> None: ...
+
+    async def mark_dead(self, item_id: int, error: str, now: datetime) -> None: ...

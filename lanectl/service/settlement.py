@@ -27,7 +27,8 @@ from lanectl.core import settlement as sm
 from lanectl.core.events import Event
 from lanectl.core.settlement import (UNANSWERED, Attempt, ChargeAnswer, Outcome,  # noqa: F401 (re-exported)
                                      SettlementTiming)
-from lanectl.service.ports import Clock, StorageUnavailable
+# SettlementStore: the port the driver takes (declared with the store's other ports)
+from lanectl.service.ports import Clock, SettlementStore, StorageUnavailable
 
 log = logging.getLogger("lanectl.settlement")
 T = TypeVar("T")
@@ -56,26 +57,6 @@ class PaymentProvider(Protocol):
     # nothing that can move money; None: go on and charge; a "skip" answer: this provider does not charge the
     # car (raising ProviderUnavailable or running out of the window is a skip too: nothing was charged).
     # Optional: `async def charge_code(order, attempt, code) -> ChargeAnswer` — a charge with a scanned code.
-
-
-class SettlementStore(Protocol):
-    async def open_settlements(self) -> list[fx.StartSettlement]: ...
-
-    async def settlement_open(self, record_id: str) -> bool: ...
-
-    async def settlement_order(self, record_id: str) -> Optional[fx.StartSettlement]: ...
-
-    async def new_attempt(self, record_id: str, lane_id: str, provider: str, order_ref: str, amount_fen: int,
-                          now: datetime) -> Attempt: ...
-
-    async def attempts(self, *, record_id: Optional[str] = None, provider: Optional[str] = None,
-                       order_ref: Optional[str] = None, statuses: Sequence[str] = ()) -> list[Attempt]: ...
-
-    async def mark_attempt(self, attempt_id: int, status: str, detail: str, now: datetime,
-                           *, only_from: Sequence[str] = ATTEMPT_OPEN) -> bool: ...
-
-    async def settle_attempt(self, attempt_id: int, paid: bool, trade_no: str, paid_fen: int, method: str,
-                             detail: str, now: datetime) -> bool: ...
 
 
 # An inbox item: a machine event, or a load from the store that makes one (None: nothing to feed).

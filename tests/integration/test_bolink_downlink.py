@@ -19,7 +19,7 @@ import pytest
 from hil.emulators import bolink as emu
 from lanectl.adapters.bolink_downlink import BolinkDownlink
 from lanectl.adapters.clock import SystemClock
-from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.store import SqliteStore
 from lanectl.config.base import SecretRef
 from lanectl.config.payments import BolinkConfig
 from lanectl.protocols import bolink as bl

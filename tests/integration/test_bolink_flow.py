@@ -16,7 +16,7 @@ from hil.emulators import bolink as emu
 from lanectl.adapters.bolink_http import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
-from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.store import SqliteStore
 from lanectl.config.base import SecretRef
 from lanectl.config.payments import BolinkConfig
 from lanectl.core import effects as fx

@@ -24,7 +24,7 @@ from hil.emulators import bolink as emu
 from hil.emulators import bolink_wire as w
 from lanectl.adapters.bolink_downlink import BolinkDownlink
 from lanectl.adapters.clock import SystemClock
-from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.store import SqliteStore
 from lanectl.config.base import SecretRef
 from lanectl.config.payments import BolinkConfig
 from lanectl.core import effects as fx

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lanectl.adapters.sqlite_store import MIGRATIONS, SqliteStore, StoreError
+from lanectl.adapters.store import MIGRATIONS, SqliteStore, StoreError
 from lanectl.core import effects as fx
 
 TZ = ZoneInfo("Asia/Shanghai")

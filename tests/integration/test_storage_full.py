@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lanectl.adapters.clock import SystemClock
-from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.store import SqliteStore
 from lanectl.core import effects as fx
 from lanectl.core.events import IoSnapshot, PlateRead
 from lanectl.service.lane_runner import LaneRunner

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lanectl.adapters.sqlite_store import MIGRATIONS, SqliteStore
+from lanectl.adapters.store import MIGRATIONS, SqliteStore
 from lanectl.core import effects as fx
 from lanectl.core.events import IoSnapshot, OperatorOpen, PlateRead
 from lanectl.core.lane import InsideCar, LaneContext, LaneState, handle

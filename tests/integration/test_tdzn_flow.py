@@ -15,7 +15,7 @@ import pytest
 from hil.emulators import tdzn as emu
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
-from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.store import SqliteStore
 from lanectl.adapters.tdzn_http import TdznClient, TdznProvider, TdznPublisher, pay_type_of
 from lanectl.config.base import SecretRef
 from lanectl.config.payments import TdznConfig

@@ -18,7 +18,7 @@ from aiohttp import web
 from hil.emulators import xft as emu
 from hil.emulators.xft import XftPlatform
 from lanectl.adapters.clock import SystemClock
-from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.store import SqliteStore
 from lanectl.adapters.xft_http import XftClient, XftProvider, XftPublisher
 from lanectl.config.base import SecretRef
 from lanectl.config.payments import XftConfig

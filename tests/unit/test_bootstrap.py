@@ -11,7 +11,7 @@ import pytest
 
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.control_socket import ControlServer
-from lanectl.adapters.sqlite_store import SqliteStore
+from lanectl.adapters.store import SqliteStore
 from lanectl.bootstrap import HardwareDevices, build_app, real_adapters
 from lanectl.config import load_config
 from lanectl.core import effects as fx

@@ -78,8 +78,8 @@ async def test_plates_are_refused_while_storage_is_down_and_the_same_car_is_let_
 
 
 async def test_a_payment_refused_while_storage_is_down_is_handed_in_again_until_it_is_taken():
-    store = MemoryLaneStore()
-    store._inside["粤B12345"] = InsideCar("in1_1", CLOCK.now() - timedelta(hours=2), "in1", "temporary")
+    store = MemoryLaneStore(inside={"粤B12345": InsideCar("in1_1", CLOCK.now() - timedelta(hours=2), "in1",
+                                                         "temporary")})
     async with Lane("exit", store) as lane:
         lane.runner.emit(PlateRead("粤B12345", "blue", 90))
         await until(lambda: lane.runner.state.phase.value == "awaiting_payment", "the car waiting to pay")

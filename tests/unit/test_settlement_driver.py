@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import datetime
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import pytest
 
 from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
-from lanectl.service.ports import StorageUnavailable
-from lanectl.service.settlement import (ATTEMPT_OPEN, ATTEMPT_PAYABLE, Attempt, ChargeAnswer, ProviderUnavailable,
+from lanectl.service.settlement import (Attempt, ChargeAnswer, ProviderUnavailable,
                                         SettlementService, SettlementTiming)
-from tests.fakes import FakeClock, LaneEvents
+from tests.fakes import FakeClock, LaneEvents, MemorySettlementStore
 
 TIMING = SettlementTiming(charge_timeout_s=5, poll_interval_s=2, window_s=20, reconcile_interval_s=30,
                           reconcile_for_s=600, storage_retry_s=2, absent_checks=3, absent_span_s=10,
@@ -24,62 +22,6 @@ PENDING = ChargeAnswer("pending", detail="INIT")
 ABSENT = ChargeAnswer("absent", detail="ORDER_NOT_EXIST")
 HANG = "hang"  # a call that never answers
 Step = Union[ChargeAnswer, Exception, str, Callable[[], ChargeAnswer]]
-
-
-class MemorySettlementStore:
-    """The SettlementStore port in dicts, with the SQLite store's compare-and-set rules."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.orders: dict[str, tuple[fx.StartSettlement, str]] = {}  # record id -> (order, open|closed)
-        self.rows: dict[int, Attempt] = {}
-        self.down = False  # writes refused, as on a full disk
-
-    def add_order(self, order: fx.StartSettlement) -> fx.StartSettlement:
-        self.orders[order.record_id] = (order, "open")
-        return order
-
-    async def open_settlements(self) -> list[fx.StartSettlement]:
-        return [o for o, s in self.orders.values() if s == "open"]
-
-    async def settlement_open(self, record_id: str) -> bool:
-        return self.orders.get(record_id, (None, ""))[1] == "open"
-
-    async def settlement_order(self, record_id: str) -> Optional[fx.StartSettlement]:
-        return self.orders[record_id][0] if record_id in self.orders else None
-
-    async def new_attempt(self, record_id: str, lane_id: str, provider: str, order_ref: str, amount_fen: int,
-                          now: datetime) -> Attempt:
-        self._writable()
-        row = Attempt(len(self.rows) + 1, record_id, lane_id, provider, order_ref, amount_fen, "charging",
-                      now.timestamp())
-        self.rows[row.id] = row
-        return row
-
-    async def attempts(self, *, record_id: Optional[str] = None, provider: Optional[str] = None,
-                       order_ref: Optional[str] = None, statuses: Sequence[str] = ()) -> list[Attempt]:
-        return [a for a in self.rows.values() if record_id in (None, a.record_id) and provider in (None, a.provider)
-                and order_ref in (None, a.order_ref) and (not statuses or a.status in statuses)]
-
-    async def mark_attempt(self, attempt_id: int, status: str, detail: str, now: datetime,
-                           *, only_from: Sequence[str] = ATTEMPT_OPEN) -> bool:
-        self._writable()
-        if self.rows[attempt_id].status not in only_from:
-            return False
-        self.rows[attempt_id] = replace(self.rows[attempt_id], status=status, detail=detail[:500])
-        return True
-
-    async def settle_attempt(self, attempt_id: int, paid: bool, trade_no: str, paid_fen: int, method: str,
-                             detail: str, now: datetime) -> bool:
-        self._writable()
-        if self.rows[attempt_id].status not in (ATTEMPT_PAYABLE if paid else ATTEMPT_OPEN):
-            return False
-        self.rows[attempt_id] = replace(self.rows[attempt_id], status="paid" if paid else "failed",
-                                        trade_no=trade_no, paid_fen=paid_fen, method=method, detail=detail[:500])
-        return True
-
-    def _writable(self) -> None:
-        if self.down:
-            raise StorageUnavailable("disk full")
 
 
 class ScriptedProvider:

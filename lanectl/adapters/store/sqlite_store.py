@@ -1,0 +1,217 @@
+"""The local store: one SQLite file (WAL, synchronous=FULL), versioned migrations, one writer thread.
+
+Write ahead, then act: a lane's state change, its records, its barrier-action audit rows and its outbox rows
+commit in ONE transaction (`commit_lane`) before anything goes to the wire. The event loop never blocks: every
+statement runs on the store's own thread (unit_of_work.py).
+
+`SqliteStore` composes the repositories over one unit of work and keeps the callers' names: lanes
+(lanes.py, audit.py), settlements, inbox, ledger and outbox each own their tables; `commit_lane` hands every
+effect of a lane step to its repository inside one transaction, then brings the in-memory projections (cars
+inside, balances) up to date with what was committed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from concurrent.futures import Executor
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
+
+from lanectl.adapters.store.audit import BarrierAudit
+from lanectl.adapters.store.faults import DatabaseUnusable, StoreError, storage_fault
+from lanectl.adapters.store.inbox import InboxRepository
+from lanectl.adapters.store.lanes import RECORD_COLUMNS, LaneRepository
+from lanectl.adapters.store.ledger import LedgerRepository
+from lanectl.adapters.store.outbox import OutboxRepository
+from lanectl.adapters.store.schema import MIGRATIONS, migrate, schema_version
+from lanectl.adapters.store.settlements import SettlementRepository
+from lanectl.adapters.store.unit_of_work import UnitOfWork
+from lanectl.core import effects as fx
+from lanectl.core.inside import InsideCars, Prepaid
+from lanectl.core.lane import InsideCar
+from lanectl.service.storage import StorageHealth
+
+__all__ = ["MIGRATIONS", "RECORD_COLUMNS", "DatabaseUnusable", "SqliteStore", "StoreError", "migrate",
+           "schema_version", "storage_fault"]
+
+T = TypeVar("T")
+
+
+class SqliteStore:
+    """Storage faults (disk full, read-only, I/O error, locked) become StorageUnavailable after a clean rollback,
+    are reported to `health` (one log line when they start, one when they end), and end only when a probe that
+    needs real disk space succeeds and the barrier audit rows kept in memory meanwhile are written."""
+
+    def __init__(self, path: str | Path, *, destinations: Sequence[str] = (), probe_bytes: int = 256 * 1024,
+                 probe_interval_s: float = 5.0, audit_limit: int = 1000) -> None:
+        self.uow = UnitOfWork(path, probe_bytes=probe_bytes, probe_interval_s=probe_interval_s)
+        self.lanes = LaneRepository(self.uow)
+        self.audit = BarrierAudit(self.uow, limit=audit_limit)
+        self.ledger = LedgerRepository(self.uow)
+        self.settlements = SettlementRepository(self.uow)
+        self.inbox = InboxRepository(self.uow, self.ledger)
+        self.outbox = OutboxRepository(self.uow, self.lanes, self.ledger, destinations)
+        # Projections of what was committed, kept in memory and updated after each commit (on the loop).
+        self._inside = InsideCars()
+        self._balances: dict[str, int] = {}
+        self._balances_view: Mapping[str, int] = MappingProxyType(self._balances)
+
+        # The callers' names (lane runner, settlement driver, inbound handlers, outbox relay, control socket).
+        self.load_lane_state = self.lanes.load_lane_state
+        self.records = self.lanes.records
+        self.mark_action = self.audit.mark_action
+        self.defer_action = self.audit.defer_action
+        self.barrier_actions = self.audit.barrier_actions
+        self.payments = self.ledger.payments
+        self.balance_moves = self.ledger.balance_moves
+        self.open_settlements = self.settlements.open_settlements
+        self.settlement_order = self.settlements.settlement_order
+        self.settlement_open = self.settlements.settlement_open
+        self.new_attempt = self.settlements.new_attempt
+        self.attempts = self.settlements.attempts
+        self.mark_attempt = self.settlements.mark_attempt
+        self.settle_attempt = self.settlements.settle_attempt
+        self.inbox_put = self.inbox.inbox_put
+        self.set_mark = self.inbox.set_mark
+        self.mark = self.inbox.mark
+        self.add_renewal = self.inbox.add_renewal
+        self.renewals = self.inbox.renewals
+        self.due = self.outbox.due
+        self.next_due_at = self.outbox.next_due_at
+        self.mark_done = self.outbox.mark_done
+        self.mark_retry = self.outbox.mark_retry
+        self.mark_dead = self.outbox.mark_dead
+        self.outbox_summary = self.outbox.outbox_summary
+        self.probe = self.uow.probe
+        self.watch = self.uow.watch
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create or open the database (StartupError naming the path when it cannot be), mark the commands a
+        dead process left `requested` as interrupted, and load the projections."""
+        def _load() -> None:
+            self._inside = InsideCars(self.lanes.inside_sync())
+            self._balances.clear()
+            self._balances.update(self.ledger.balances_sync())
+        await self.uow.open(startup_writes=[self.audit.interrupt_sync], loads=[_load])
+
+    async def close(self) -> None:
+        await self.uow.close()
+
+    # --- what tools and tests reach through the store --------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self.uow.path
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return self.outbox.destinations
+
+    @property
+    def health(self) -> StorageHealth:
+        return self.uow.health
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.uow.conn
+
+    @property
+    def probe_interval_s(self) -> float:
+        return self.uow.probe_interval_s
+
+    @probe_interval_s.setter
+    def probe_interval_s(self, seconds: float) -> None:
+        self.uow.probe_interval_s = seconds
+
+    @property
+    def _pool(self) -> Executor:
+        return self.uow.pool
+
+    @_pool.setter
+    def _pool(self, pool: Executor) -> None:  # tests run the writer inline (tests/integration/test_settlement.py)
+        self.uow.pool = pool
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.uow.run(fn, *args)
+
+    # --- projections -------------------------------------------------------------------------------------------
+    def inside(self) -> dict[str, InsideCar]:
+        """Cars inside the lot by our books (open entry records), as a copy."""
+        return self._inside.snapshot()
+
+    def inside_view(self) -> Mapping[str, InsideCar]:
+        """The same, live and read-only: what a lane step reads (no copy per step)."""
+        return self._inside.view
+
+    def balances(self) -> dict[str, int]:
+        """Stored-value balances by plate (fen), as a copy."""
+        return dict(self._balances)
+
+    def balances_view(self) -> Mapping[str, int]:
+        return self._balances_view
+
+    # --- a lane step: one transaction over the repositories ----------------------------------------------------
+    async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: Iterable[fx.Effect],
+                          now: datetime) -> None:
+        """The lane's new state and the persistent effects of one event, atomically; then the projections."""
+        effects = [e for e in effects if fx.is_persistent(e)]
+        await self.uow.write(self._commit_sync, lane_id, state, effects, now)
+        self._inside.apply(effects)
+        for e in effects:
+            if isinstance(e, fx.DebitBalance):
+                self._balances[e.plate] = self._balances.get(e.plate, 0) - e.amount_fen
+
+    def _commit_sync(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect], now: datetime) -> None:
+        stamp = now.isoformat()
+        with self.uow.transaction():
+            for e in effects:
+                if isinstance(e, fx.NewRecord):
+                    self.lanes.add_sync(e, stamp)
+                elif isinstance(e, fx.PatchRecord):
+                    self.lanes.patch_sync(e, stamp)
+                elif isinstance(e, fx.RecordPayment):
+                    self.ledger.pay_sync(e)
+                    self.settlements.delivered_sync(e)
+                elif isinstance(e, fx.StartSettlement):
+                    self.settlements.start_sync(e, stamp)
+                elif isinstance(e, fx.StopSettlement):
+                    self.settlements.stop_sync(e, stamp)
+                elif isinstance(e, fx.DebitBalance):
+                    self.ledger.debit_sync(e)
+                elif isinstance(e, (fx.OpenBarrier, fx.CloseBarrier)):
+                    self.audit.command_sync(lane_id, e, stamp)
+                elif isinstance(e, fx.AuditAction):
+                    self.audit.confirm_sync(e)
+                elif isinstance(e, fx.Publish):
+                    self.outbox.enqueue_sync(e, stamp, now)
+            self.lanes.save_state_sync(lane_id, state, stamp)
+
+    # --- writes that change a projection ---------------------------------------------------------------------------
+    async def add_prepayment(self, provider: str, trade_no: str, *, order_id: str, plate: str, amount_fen: int,
+                             paid_at: datetime, now: datetime) -> str:
+        """Money paid ahead for a car inside: kept against its entry record (found by the order id the platform
+        names, else by plate), with a payment row, in one transaction. Returns "recorded", "duplicate" or
+        "not_inside" (kept nowhere: the caller logs it for the operator)."""
+        car = self._inside.car(order_id) or self._inside.view.get(plate)
+        if car is None:
+            return "not_inside"
+        if not await self.inbox.prepay(provider, trade_no, car, amount_fen, paid_at, now):
+            return "duplicate"
+        self._inside.apply([Prepaid(car.record_id, amount_fen, paid_at)])
+        return "recorded"
+
+    async def seed_balances(self, opening: dict[str, int], now: datetime) -> list[str]:
+        """Opening balances from the configuration, for plates the ledger has never seen (returns them)."""
+        seeded = await self.ledger.seed(opening, frozenset(self._balances), now)
+        self._balances.update(seeded)  # only once committed
+        return list(seeded)
+
+    async def topup(self, plate: str, amount_fen: int, reference: str, now: datetime,
+                    operator_uid: Optional[int] = None) -> int:
+        """Credit a stored-value balance (operator, reason in `reference`; the operator's unix uid when the
+        kernel told it); returns the new balance."""
+        balance = await self.ledger.topup(plate, amount_fen, reference, now, operator_uid)
+        self._balances[plate] = balance
+        return balance

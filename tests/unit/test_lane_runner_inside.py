@@ -1,0 +1,64 @@
+"""Lanes over one store see the cars inside as the store keeps them from committed effects (core/inside.py):
+an entry committed by one lane is the stay the exit lane prices; a step refused for want of storage changes
+nothing; the exit takes the car out again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from lanectl.adapters.clock import SystemClock
+from lanectl.core.events import IoSnapshot, OperatorOpen, PlateRead
+from lanectl.service.lane_runner import LaneRunner
+from tests.fakes import SHANGHAI, FakeBarrier, MemoryLaneStore
+from tests.policies import FlatPolicy
+
+DOWN = IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=True)
+CLOCK = SystemClock(SHANGHAI)
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 3.0) -> None:
+    async def _poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.005)
+    try:
+        await asyncio.wait_for(_poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"not within {timeout:g} s: {what}") from None
+
+
+async def test_the_exit_lane_prices_the_stay_the_entry_lane_committed_and_a_refused_step_changes_nothing():
+    store = MemoryLaneStore()
+    policy = FlatPolicy(flat_fen=500, free_minutes=0)
+    entry = LaneRunner("in1", "entry", policy, store, CLOCK, barrier=FakeBarrier())
+    exit_ = LaneRunner("out1", "exit", policy, store, CLOCK, barrier=FakeBarrier())
+    tasks = [asyncio.create_task(r.run()) for r in (entry, exit_)]
+    try:
+        for r in (entry, exit_):
+            await r.started.wait()
+            r.emit(DOWN)
+        await until(lambda: entry.state.io == DOWN and exit_.state.io == DOWN, "the first snapshots")
+
+        store.down = True
+        entry.emit(PlateRead("粤B12345", "blue", 90))
+        await until(lambda: store.refused >= 1, "the entry refused")
+        assert store.inside() == {}  # nothing committed, nobody inside
+
+        store.down = False
+        entry.emit(PlateRead("粤B12345", "blue", 90))
+        await until(lambda: "粤B12345" in store.inside(), "the car inside by the store's books")
+        stay = store.inside()["粤B12345"]
+        assert stay.lane_id == "in1" and stay.record_id == entry.state.visit.record_id
+
+        exit_.emit(PlateRead("粤B12345", "blue", 90))
+        await until(lambda: exit_.state.phase.value == "awaiting_payment", "the exit pricing the stay")
+        assert exit_.state.visit.entry_record_id == stay.record_id and exit_.state.visit.due_fen == 500
+        assert "粤B12345" in store.inside()  # still inside until it leaves
+
+        exit_.emit(OperatorOpen("王", "cash", amount_fen=500))
+        await until(lambda: "粤B12345" not in store.inside(), "the car out by the store's books")
+        assert store.inside() == {}
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
