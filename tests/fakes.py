@@ -333,6 +333,12 @@ class MemoryLaneStore:
     def inside_view(self) -> Any:
         return self._inside.view
 
+    def enter(self, plate: str, car: Any) -> None:
+        """A car inside by an entry committed earlier: learnt as the store learns it, from the record's effect."""
+        from lanectl.core import effects as fx
+        self._inside.apply([fx.NewRecord(car.record_id, car.lane_id, "entry", plate, car.color,
+                                         car.entered_at.isoformat(), "inside", reason=car.reason, image=car.image)])
+
     def balances(self) -> dict:
         return {}
 

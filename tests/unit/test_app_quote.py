@@ -63,7 +63,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
 
 async def test_the_car_waiting_at_the_exit_is_priced_by_the_lane(daemon: Daemon):
     entered = daemon.clock.now() - timedelta(hours=3)
-    daemon.store._inside[PLATE] = InsideCar("in1_1", entered, "in1", "temporary")
+    daemon.store.enter(PLATE, InsideCar("in1_1", entered, "in1", "temporary"))
     await daemon.waiting_at_the_exit(PLATE)  # the site's tariff: 5 yuan the first hour, 1 yuan each hour after
     await daemon.clock.advance(2 * 3600)
     # what the lane asks of the car waiting there (as it reached the exit), not the stay priced anew (9 yuan)
@@ -75,7 +75,7 @@ async def test_the_car_waiting_at_the_exit_is_priced_by_the_lane(daemon: Daemon)
 
 async def test_a_car_inside_paying_ahead_is_priced_by_the_policy_over_its_stay(daemon: Daemon):
     entered = daemon.clock.now() - timedelta(minutes=90)
-    daemon.store._inside["粤B77777"] = InsideCar("in1_2", entered, "in1", "temporary")
+    daemon.store.enter("粤B77777", InsideCar("in1_2", entered, "in1", "temporary"))
     expected = PriceQuote("in1_2", 600, 600, entered, 90)
     assert await daemon.app.quote("粤B77777", "", "") == expected
     assert await daemon.app.quote("", "in1_2", "") == expected

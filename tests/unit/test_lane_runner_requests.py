@@ -30,9 +30,7 @@ def quote(plate: str = "", order_id: str = "", at_this_exit: bool = False) -> Qu
 
 
 def inside(**cars: InsideCar) -> MemoryLaneStore:
-    store = MemoryLaneStore()
-    store._inside.update(cars)
-    return store
+    return MemoryLaneStore(inside=cars)
 
 
 async def waiting(lane: Lane, plate: str = PLATE) -> str:
