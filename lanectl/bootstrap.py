@@ -78,8 +78,7 @@ class HardwareDevices:
 def outbox_destinations(config: Config) -> list[str]:
     """Where records are uploaded: the webhook and each configured payment platform."""
     site = config.site
-    platforms = [name for name in ("bolink", "xft", "tdzn") if getattr(site.payments, name) is not None]
-    return (["webhook"] if site.uploads.webhook else []) + platforms
+    return (["webhook"] if site.uploads.webhook else []) + list(site.payments.configured())
 
 
 def real_adapters(config: Config, **given: Any) -> Adapters:

@@ -70,7 +70,7 @@ def _key(args: argparse.Namespace) -> str:
 
 def _compute(args: argparse.Namespace, key: str) -> tuple[str, str]:
     if args.platform == "bolink":
-        from lanectl.protocols import bolink
+        from lanectl.providers.bolink import codec as bolink
         if args.data is None or args.params is not None:
             raise SignUsageError("bolink signs the `data` text: give --data '<exact JSON text>'")
         try:
@@ -85,12 +85,12 @@ def _compute(args: argparse.Namespace, key: str) -> tuple[str, str]:
             raise SignUsageError(f"--charset {args.charset}: {exc}") from None
     params = _params(args)
     if args.platform == "xft":
-        from lanectl.protocols import xft
+        from lanectl.providers.xft import codec as xft
         try:
             return xft.sign(params, key), xft.signing_string(params, key)
         except xft.XftError as exc:
             raise SignUsageError(str(exc)) from None
-    from lanectl.protocols import tdzn
+    from lanectl.providers.tdzn import codec as tdzn
     try:
         return tdzn.sign(params, key), tdzn.signing_string(params, key)
     except tdzn.TdznError as exc:

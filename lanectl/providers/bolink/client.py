@@ -26,9 +26,9 @@ import aiohttp
 
 from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.adapters.platform_http import PlatformTransport
-from lanectl.config.payments import BolinkConfig
+from lanectl.providers.bolink.config import BolinkConfig
 from lanectl.core import effects as fx
-from lanectl.protocols import bolink as bl
+from lanectl.providers.bolink import codec as bl
 from lanectl.service.outbox import Outcome, OutboxItem
 from lanectl.service.settlement import Attempt, ChargeAnswer, ProviderUnavailable
 

@@ -31,10 +31,10 @@ from typing import Any, Mapping, Optional
 import aiohttp
 
 from lanectl.adapters.platform_http import PlatformTransport
-from lanectl.config.payments import XftConfig
+from lanectl.providers.xft.config import XftConfig
 from lanectl.core import effects as fx
 from lanectl.core.plates import normalize_plate
-from lanectl.protocols import xft
+from lanectl.providers.xft import codec as xft
 from lanectl.service.outbox import OutboxItem, Outcome
 from lanectl.service.settlement import Attempt, ChargeAnswer, ProviderUnavailable
 

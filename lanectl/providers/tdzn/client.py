@@ -31,10 +31,10 @@ import aiohttp
 
 from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.adapters.platform_http import PlatformTransport
-from lanectl.config.payments import TdznConfig
+from lanectl.providers.tdzn.config import TdznConfig
 from lanectl.core import effects as fx
-from lanectl.protocols import tdzn
-from lanectl.protocols.tdzn import Answer, TdznError
+from lanectl.providers.tdzn import codec as tdzn
+from lanectl.providers.tdzn.codec import Answer, TdznError
 from lanectl.service.outbox import OutboxItem, Outcome
 from lanectl.service.settlement import Attempt, ChargeAnswer, ProviderUnavailable
 

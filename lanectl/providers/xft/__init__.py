@@ -1,0 +1,38 @@
+"""XFT (信付通) aggregation parking API v2: sign-free (无感) charges at the exit and their notify.
+
+    codec.py     pure: signing, requests, answers and the notify (shared/protocols/xft.md)
+    client.py    HTTP: the client, the exit provider and the outbox publisher
+    inbound.py   the notify's handler (the steps of providers/pipeline.py)
+    config.py    the site's `payments: xft:` section
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from lanectl.providers.ports import AppHooks, Results
+from lanectl.providers.provider import Inbound, Platform, Provider, SiteContext
+from lanectl.providers.xft.client import XftClient, XftProvider, XftPublisher
+from lanectl.providers.xft.config import XftConfig
+from lanectl.providers.xft.inbound import XftInbound
+
+
+def build(site: SiteContext, cfg: XftConfig) -> Platform:
+    key = site.secret(cfg.key, PROVIDER.name)
+    client = XftClient(cfg, key, site.session)
+
+    def attach(settlement: Optional[Results], app: AppHooks) -> Inbound:
+        handler = XftInbound(key, site.inbox, settlement, site.clock, require_signature=cfg.require_notify_signature,
+                             store_code=cfg.store_code, max_fen=site.max_fen)
+        return Inbound(handler, routes=[(cfg.notify_path, handler.handle_body)])
+
+    # every lane charges on the configured channel
+    return Platform({"xft": XftProvider(client, {}, site.tz)}, XftPublisher(client, {}, site.tz), cfg.rate_per_s,
+                    attach)
+
+
+def _build(site: SiteContext, cfg: Any) -> Platform:
+    return build(site, cfg)
+
+
+PROVIDER = Provider("xft", XftConfig, _build)
