@@ -18,13 +18,14 @@ config.py) and is a field of PaymentsConfig because the platform is in lanectl.p
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Mapping, Optional
 
 from pydantic import BaseModel, Field, create_model
 
 from lanectl.config.base import Route, Strict, Url  # noqa: F401 (Url, Route: re-exported for the sections)
 from lanectl.core.money import DEFAULT_MAX_FEN
 from lanectl.providers import REGISTRY
+from lanectl.providers.provider import Provider
 
 PROVIDERS = tuple(REGISTRY)  # the platforms, each an optional section of `payments:`
 # what a lane may list in its `payments:` -> the platform (section, credentials) it needs
@@ -54,13 +55,20 @@ class PaymentsBase(Strict):
     max_amount_fen: int = Field(DEFAULT_MAX_FEN, gt=0, le=10 ** 12)
 
     def configured(self) -> tuple[str, ...]:
-        return tuple(name for name in PROVIDERS if getattr(self, name, None) is not None)
+        """The platforms this site uses (their sections are present), in the registry's order."""
+        return tuple(name for name in type(self).model_fields
+                     if name not in PaymentsBase.model_fields and getattr(self, name) is not None)
 
     def section(self, name: str) -> Optional[BaseModel]:
         """A platform's section, None when the site does not use it."""
         return getattr(self, name, None)
 
 
-# plus one optional section per registered platform (`payments: bolink: {...}`), each its package's model
-_SECTIONS: dict[str, Any] = {name: (Optional[p.config_model], None) for name, p in REGISTRY.items()}
-PaymentsConfig = create_model("PaymentsConfig", __base__=PaymentsBase, __module__=__name__, **_SECTIONS)
+def payments_model(registry: Mapping[str, Provider]) -> type[PaymentsBase]:
+    """The `payments:` model: the shared settings plus one optional section per registered platform
+    (`payments: bolink: {...}`), each its package's model."""
+    sections: dict[str, Any] = {name: (Optional[p.config_model], None) for name, p in registry.items()}
+    return create_model("PaymentsConfig", __base__=PaymentsBase, __module__=__name__, **sections)
+
+
+PaymentsConfig = payments_model(REGISTRY)

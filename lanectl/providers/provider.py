@@ -9,6 +9,7 @@ A platform is assembled in two steps, because the settlement service sits betwee
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Protocol
@@ -90,6 +91,31 @@ LaneCheck = Callable[[Any, "SiteConfig", "LaneConfig", str], list[str]]
 
 
 @dataclass(frozen=True)
+class SignRequest:
+    """`lanectl sign <platform>`: what to sign, as the integrator gave it."""
+
+    key: str
+    data: Optional[str] = None  # the exact text of a signed message body part (Bolink's `data`)
+    params: Optional[str] = None  # a parameter set as a JSON object (XFT, tdzn)
+    charset: str = "utf-8"
+
+    def params_object(self, platform: str) -> dict[str, Any]:
+        if self.params is None or self.data is not None:
+            raise ValueError(f"{platform} signs a parameter set: give --params '<JSON object>'")
+        try:
+            params = json.loads(self.params)
+        except ValueError as exc:
+            raise ValueError(f"--params is not JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise ValueError("--params must be a JSON object")
+        return params
+
+
+# -> (signature, the string that was hashed or ""); ValueError: the request does not fit this platform
+SignFn = Callable[[SignRequest], tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class Provider:
     """A payment platform as its package registers it (lanectl/providers/__init__.py lists them)."""
 
@@ -99,6 +125,7 @@ class Provider:
     # what a lane may list in its `payments:` for this platform (default: its name); each needs this section
     charges: tuple[str, ...] = ()
     check_lane: Optional[LaneCheck] = None  # checks across sections, for a lane charging with this platform
+    sign: Optional[SignFn] = None  # `lanectl sign <name>`: integrators debug signature errors with it
 
     @property
     def lane_names(self) -> tuple[str, ...]:

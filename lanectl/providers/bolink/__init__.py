@@ -9,14 +9,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional
 
+from lanectl.providers.bolink import codec
 from lanectl.providers.bolink.client import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.providers.bolink.config import BolinkConfig, check_lane
 from lanectl.providers.bolink.downlink import BolinkDownlink
 from lanectl.providers.bolink.inbound import BolinkInbound
 from lanectl.providers.ports import AppHooks, Results
-from lanectl.providers.provider import Inbound, Platform, Provider, SiteContext
+from lanectl.providers.provider import Inbound, Platform, Provider, SignRequest, SiteContext
 
 
 def build(site: SiteContext, cfg: BolinkConfig) -> Platform:
@@ -41,8 +43,25 @@ def build(site: SiteContext, cfg: BolinkConfig) -> Platform:
                     cfg.rate_per_s, attach)
 
 
+def sign(req: SignRequest) -> tuple[str, str]:
+    """Bolink signs the exact text of `data` (key order and spaces matter) in the sender's charset."""
+    if req.data is None or req.params is not None:
+        raise ValueError("bolink signs the `data` text: give --data '<exact JSON text>'")
+    try:
+        parsed = json.loads(req.data)
+    except ValueError as exc:
+        raise ValueError(f"--data is not JSON ({exc}); give the data object exactly as sent") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("--data must be the JSON object of `data`")
+    try:
+        return codec.sign(req.data, req.key, encoding=req.charset), ""
+    except (LookupError, UnicodeEncodeError) as exc:
+        raise ValueError(f"--charset {req.charset}: {exc}") from None
+
+
 def _build(site: SiteContext, cfg: Any) -> Platform:
     return build(site, cfg)
 
 
-PROVIDER = Provider("bolink", BolinkConfig, _build, charges=("bolink", "bolink_etc"), check_lane=check_lane)
+PROVIDER = Provider("bolink", BolinkConfig, _build, charges=("bolink", "bolink_etc"), check_lane=check_lane,
+                    sign=sign)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from lanectl.providers.tdzn import codec
 from lanectl.providers.ports import AppHooks, Results
-from lanectl.providers.provider import Inbound, Platform, Provider, SiteContext
+from lanectl.providers.provider import Inbound, Platform, Provider, SignRequest, SiteContext
 from lanectl.providers.tdzn.client import TdznClient, TdznProvider, TdznPublisher
 from lanectl.providers.tdzn.config import TdznConfig
 from lanectl.providers.tdzn.inbound import TdznInbound
@@ -33,8 +34,17 @@ def build(site: SiteContext, cfg: TdznConfig) -> Platform:
     return Platform({"tdzn": TdznProvider(client, channels)}, publisher, cfg.rate_per_s, attach)
 
 
+def sign(req: SignRequest) -> tuple[str, str]:
+    """tdzn signs a parameter set: the signature and the string that is hashed."""
+    params = req.params_object(PROVIDER.name)
+    try:
+        return codec.sign(params, req.key), codec.signing_string(params, req.key)
+    except codec.TdznError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _build(site: SiteContext, cfg: Any) -> Platform:
     return build(site, cfg)
 
 
-PROVIDER = Provider("tdzn", TdznConfig, _build)
+PROVIDER = Provider("tdzn", TdznConfig, _build, sign=sign)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from lanectl.providers.xft import codec
 from lanectl.providers.ports import AppHooks, Results
-from lanectl.providers.provider import Inbound, Platform, Provider, SiteContext
+from lanectl.providers.provider import Inbound, Platform, Provider, SignRequest, SiteContext
 from lanectl.providers.xft.client import XftClient, XftProvider, XftPublisher
 from lanectl.providers.xft.config import XftConfig
 from lanectl.providers.xft.inbound import XftInbound
@@ -31,8 +32,17 @@ def build(site: SiteContext, cfg: XftConfig) -> Platform:
                     attach)
 
 
+def sign(req: SignRequest) -> tuple[str, str]:
+    """XFT signs a parameter set: the signature and the string that is hashed."""
+    params = req.params_object(PROVIDER.name)
+    try:
+        return codec.sign(params, req.key), codec.signing_string(params, req.key)
+    except codec.XftError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _build(site: SiteContext, cfg: Any) -> Platform:
     return build(site, cfg)
 
 
-PROVIDER = Provider("xft", XftConfig, _build)
+PROVIDER = Provider("xft", XftConfig, _build, sign=sign)
