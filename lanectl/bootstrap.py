@@ -7,7 +7,7 @@
 
 What App talks to is in `Adapters`, so the whole daemon can be assembled from fakes (tests/unit/
 test_bootstrap.py). The uploaders and platform clients App still builds from the configuration (webhook,
-Bolink / XFT / tdzn, providers/wiring.py) reach the network only through the injected HTTP session.
+Bolink / XFT / tdzn, lanectl/providers/) reach the network only through the injected HTTP session.
 """
 
 from __future__ import annotations
