@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Generic, Mapping, Optional, Protocol, TypeVar
+from typing import Callable, Generic, Optional, Protocol, TypeVar
 
 from lanectl.core.settlement import ChargeAnswer
 from lanectl.providers.ports import InboundStore, Results
@@ -59,6 +59,8 @@ class Answers:
     duplicate: bytes  # a repeat: answered, nothing changes
     count: Callable[[Optional[str]], str]  # which counter a new message goes to, by the outcome
     not_applied: Optional[bytes] = None  # the settlement raised after storing: answered this (None: raise)
+    # the counter does not depend on the outcome: counted once stored, before the settlement is asked
+    count_when_stored: bool = False
 
 
 class Steps(Protocol[M_contra]):
@@ -140,6 +142,8 @@ class CallbackPipeline(Generic[M]):
             self.counts["duplicate"] += 1
             self.log.info("%s %s repeated: answered again, nothing changed", self.steps.name, payment.inbox_key)
             return answers.duplicate
+        if answers.count_when_stored:
+            self.counts[answers.count(None)] += 1
         outcome = None
         if payment.unbound is not None:
             level, why = payment.unbound
@@ -154,7 +158,8 @@ class CallbackPipeline(Generic[M]):
                 self.counts["error"] += 1
                 self.log.exception("%s %s stored but not applied", self.steps.name, payment.inbox_key)
                 return answers.not_applied
-        self.counts[answers.count(outcome)] += 1
+        if not answers.count_when_stored:
+            self.counts[answers.count(outcome)] += 1
         return answers.ack(outcome)
 
     async def _settle(self, payment: Payment) -> str:
@@ -167,12 +172,3 @@ class CallbackPipeline(Generic[M]):
                 break
         return outcome
 
-
-def counter(*names: str) -> dict[str, int]:
-    """The counters every pipeline keeps, plus a provider's own."""
-    base = ("accepted", "duplicate", "bad_signature", "malformed", "refused", "error")
-    return {name: 0 for name in base + tuple(n for n in names if n not in base)}
-
-
-def lane_of(lanes_by_channel: Mapping[str, str], channel: str) -> Optional[str]:
-    return lanes_by_channel.get(channel) if channel else None

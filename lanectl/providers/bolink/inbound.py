@@ -144,7 +144,8 @@ class BolinkInbound:
         # a paying (2) then paid (1) push of one trade are two facts
         payment = Payment(f"outpark:{cb.trade_no}:{cb.state}", msg.data_text, cb.order_id, answer, lane, providers,
                           unbound)
-        return await self.pipeline.pay(payment, Answers(ack=answered, duplicate=ack, count=lambda _: "accepted"))
+        return await self.pipeline.pay(payment, Answers(ack=answered, duplicate=ack, count=lambda _: "accepted",
+                                                                  count_when_stored=True))
 
     async def _notice(self, cb: bl.NoticeCarOwner, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
         now = self.clock.now()

@@ -98,7 +98,7 @@ class XftInbound:
         # recorded already when the settlement fails: its own polling of query/charge/v2 still settles the order
         return await self.pipeline.pay(payment, Answers(
             ack=acked, duplicate=xft.NOTIFY_ACK, not_applied=xft.NOTIFY_ACK,
-            count=lambda _: "accepted" if notify.signed else "unsigned"))
+            count=lambda _: "accepted" if notify.signed else "unsigned", count_when_stored=True))
 
     @staticmethod
     def _answer(notify: xft.Notify) -> ChargeAnswer:
