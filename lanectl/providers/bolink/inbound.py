@@ -16,6 +16,9 @@ Others are refused with `state:0` and a reason until the lane supports them.
 
 Messages fetched from download.do (SDK HTTP mode, `handle_downlink`, or any message in the flat form) are
 answered with the SDK channel's reply field sets (bl.*_reply_sdk); callbacks with the API's.
+
+Verification, the park check, the inbox and the settlement hand-off are the shared callback pipeline's
+(providers/pipeline.py); this module supplies Bolink's steps and its per-message handlers.
 """
 
 from __future__ import annotations
@@ -144,8 +147,8 @@ class BolinkInbound:
         # a paying (2) then paid (1) push of one trade are two facts
         payment = Payment(f"outpark:{cb.trade_no}:{cb.state}", msg.data_text, cb.order_id, answer, lane, providers,
                           unbound)
-        return await self.pipeline.pay(payment, Answers(ack=answered, duplicate=ack, count=lambda _: "accepted",
-                                                                  count_when_stored=True))
+        answers = Answers(ack=answered, duplicate=ack, count=lambda _: "accepted", count_when_stored=True)
+        return await self.pipeline.pay(payment, answers)
 
     async def _notice(self, cb: bl.NoticeCarOwner, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
         now = self.clock.now()

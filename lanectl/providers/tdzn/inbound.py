@@ -16,6 +16,9 @@ payment to the lane once; the lane decides), releases go through the app's audit
 A payNotify that cannot be bound to one of our charges (no recordNo, an unknown order, another lane's) is kept
 in the inbox and answered 200 — the platform sending it again would not bind it either — and logged as an
 error for the books: money, never an OPEN.
+
+Verification, the park (store) check, the inbox and the settlement hand-off are the shared callback
+pipeline's (providers/pipeline.py); this module supplies the platform's steps and its answers.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Paid notifies go to the settlement with an empty trade_no and the third_trade_no
 order per out_trade_no, and the WeChat entrance answer carries no third_trade_no, so a sync SUCCESS is booked
 under the out_trade_no. Passing the third_trade_no here would make the settlement read the later notify as
 a second, different payment for the same charge and confirm it twice.
+
+Verification, the park (store) check, the inbox and the settlement hand-off are the shared callback
+pipeline's (providers/pipeline.py); this module supplies the platform's steps and its answers.
 """
 
 from __future__ import annotations
