@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Protocol
 
-from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.providers.ports import AppHooks, InboundStore, Results
 from lanectl.service.ports import Clock
 
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from lanectl.adapters.callback_server import BodyHandler
+    from lanectl.adapters.image_links import LinkFn
     from lanectl.config import Config, LaneConfig, SiteConfig
     from lanectl.service.outbox import Publisher
     from lanectl.service.settlement import PaymentProvider
@@ -59,7 +59,7 @@ class SiteContext:
     store: Any  # the SQLite store: the inbox (InboundStore) and what a platform's messages keep
     session: "aiohttp.ClientSession"
     clock: Clock
-    links: LinkFn = no_links  # a record's picture -> the URL platforms fetch it by (adapters/image_links.py)
+    links: "LinkFn"  # a record's picture -> the URL platforms fetch it by (adapters/image_links.py)
 
     @property
     def inbox(self) -> InboundStore:

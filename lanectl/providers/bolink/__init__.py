@@ -13,15 +13,18 @@ import json
 from typing import Any, Optional
 
 from lanectl.providers.bolink import codec
-from lanectl.providers.bolink.client import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.providers.bolink.config import BolinkConfig, check_lane
-from lanectl.providers.bolink.downlink import BolinkDownlink
-from lanectl.providers.bolink.inbound import BolinkInbound
 from lanectl.providers.ports import AppHooks, Results
 from lanectl.providers.provider import Inbound, Platform, Provider, SignRequest, SiteContext
 
 
 def build(site: SiteContext, cfg: BolinkConfig) -> Platform:
+    # imported here, not with the package: loading the configuration (every CLI command) needs only the
+    # section model and the codec, not the HTTP client (aiohttp) and the handlers
+    from lanectl.providers.bolink.client import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
+    from lanectl.providers.bolink.downlink import BolinkDownlink
+    from lanectl.providers.bolink.inbound import BolinkInbound
+
     key = site.secret(cfg.key, PROVIDER.name)
     channels = site.channels()
     client = BolinkClient(cfg, key, site.session)

@@ -14,12 +14,15 @@ from typing import Any, Optional
 from lanectl.providers.tdzn import codec
 from lanectl.providers.ports import AppHooks, Results
 from lanectl.providers.provider import Inbound, Platform, Provider, SignRequest, SiteContext
-from lanectl.providers.tdzn.client import TdznClient, TdznProvider, TdznPublisher
 from lanectl.providers.tdzn.config import TdznConfig
-from lanectl.providers.tdzn.inbound import TdznInbound
 
 
 def build(site: SiteContext, cfg: TdznConfig) -> Platform:
+    # imported here, not with the package: loading the configuration (every CLI command) needs only the
+    # section model and the codec, not the HTTP client (aiohttp) and the handlers
+    from lanectl.providers.tdzn.client import TdznClient, TdznProvider, TdznPublisher
+    from lanectl.providers.tdzn.inbound import TdznInbound
+
     key = site.secret(cfg.key, PROVIDER.name)
     channels = site.channels()
     client = TdznClient(cfg, key, site.session, site.tz)

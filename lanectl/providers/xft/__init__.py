@@ -13,12 +13,15 @@ from typing import Any, Optional
 from lanectl.providers.xft import codec
 from lanectl.providers.ports import AppHooks, Results
 from lanectl.providers.provider import Inbound, Platform, Provider, SignRequest, SiteContext
-from lanectl.providers.xft.client import XftClient, XftProvider, XftPublisher
 from lanectl.providers.xft.config import XftConfig
-from lanectl.providers.xft.inbound import XftInbound
 
 
 def build(site: SiteContext, cfg: XftConfig) -> Platform:
+    # imported here, not with the package: loading the configuration (every CLI command) needs only the
+    # section model and the codec, not the HTTP client (aiohttp) and the handlers
+    from lanectl.providers.xft.client import XftClient, XftProvider, XftPublisher
+    from lanectl.providers.xft.inbound import XftInbound
+
     key = site.secret(cfg.key, PROVIDER.name)
     client = XftClient(cfg, key, site.session)
 
