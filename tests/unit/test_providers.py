@@ -247,3 +247,19 @@ async def test_a_store_that_cannot_write_gets_the_platforms_try_again_and_nothin
 def test_the_daemons_registry_builds_only_the_configured_platforms(acme_site):
     wiring = PlatformWiring.build(acme_site, MemoryInbox(), FakeSession(), FakeClock())  # type: ignore[arg-type]
     assert wiring.providers == {} and wiring.routes == []  # acme is not in lanectl.providers.REGISTRY
+
+
+async def test_a_result_is_stored_before_the_settlement_is_asked(acme_site):
+    inbox = MemoryInbox()
+
+    class Settlement:
+        async def on_result(self, provider: str, order_ref: str, answer: Any, *, lane_id: Optional[str] = None) -> str:
+            assert (provider, f"{order_ref}:paid") in inbox.rows  # written ahead of the hand-off
+            raise RuntimeError("settlement down")
+
+    wiring = PlatformWiring.build(acme_site, inbox, FakeSession(), FakeClock(), registry=WITH_ACME)  # type: ignore[arg-type]
+    wiring.attach(Settlement(), app=None)  # type: ignore[arg-type]
+    [(_, route)] = wiring.routes
+    with pytest.raises(RuntimeError):  # Acme has no "stored, not applied" answer: the listener answers 500
+        await route(acme_body("R1", "paid"), "")
+    assert list(inbox.rows) == [("acme", "R1:paid")] and wiring.status()["acme"]["accepted"] == 0
