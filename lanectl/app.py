@@ -35,7 +35,7 @@ from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
 from lanectl.core.quotes import StayPrice, price_inside
 from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRules, renew_card
 from lanectl.providers.wiring import PlatformWiring
-from lanectl.service.bolink_inbound import PriceQuote
+from lanectl.providers.ports import PriceQuote
 from lanectl.service.lane_runner import LaneRunner, RequestExpired
 from lanectl.service.outbox import OutboxRelay, Publisher
 from lanectl.service.ports import Clock, StorageUnavailable

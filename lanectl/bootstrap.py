@@ -7,7 +7,7 @@
 
 What App talks to is in `Adapters`, so the whole daemon can be assembled from fakes (tests/unit/
 test_bootstrap.py). The uploaders and platform clients App still builds from the configuration (webhook,
-Bolink / XFT / tdzn, providers/wiring.py) reach the network only through the injected HTTP session.
+Bolink / XFT / tdzn, lanectl/providers/) reach the network only through the injected HTTP session.
 """
 
 from __future__ import annotations
@@ -78,8 +78,7 @@ class HardwareDevices:
 def outbox_destinations(config: Config) -> list[str]:
     """Where records are uploaded: the webhook and each configured payment platform."""
     site = config.site
-    platforms = [name for name in ("bolink", "xft", "tdzn") if getattr(site.payments, name) is not None]
-    return (["webhook"] if site.uploads.webhook else []) + platforms
+    return (["webhook"] if site.uploads.webhook else []) + list(site.payments.configured())
 
 
 def real_adapters(config: Config, **given: Any) -> Adapters:

@@ -12,12 +12,13 @@ shell history.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any
 
-PLATFORMS = ("bolink", "xft", "tdzn")
+from lanectl.providers import REGISTRY
+from lanectl.providers.provider import SignRequest
+
+PLATFORMS = tuple(name for name, provider in REGISTRY.items() if provider.sign is not None)
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -69,41 +70,10 @@ def _key(args: argparse.Namespace) -> str:
 
 
 def _compute(args: argparse.Namespace, key: str) -> tuple[str, str]:
-    if args.platform == "bolink":
-        from lanectl.protocols import bolink
-        if args.data is None or args.params is not None:
-            raise SignUsageError("bolink signs the `data` text: give --data '<exact JSON text>'")
-        try:
-            parsed = json.loads(args.data)
-        except ValueError as exc:
-            raise SignUsageError(f"--data is not JSON ({exc}); give the data object exactly as sent") from None
-        if not isinstance(parsed, dict):
-            raise SignUsageError("--data must be the JSON object of `data`")
-        try:
-            return bolink.sign(args.data, key, encoding=args.charset), ""
-        except (LookupError, UnicodeEncodeError) as exc:
-            raise SignUsageError(f"--charset {args.charset}: {exc}") from None
-    params = _params(args)
-    if args.platform == "xft":
-        from lanectl.protocols import xft
-        try:
-            return xft.sign(params, key), xft.signing_string(params, key)
-        except xft.XftError as exc:
-            raise SignUsageError(str(exc)) from None
-    from lanectl.protocols import tdzn
+    """(signature, the hashed string or ""): each platform's package signs (lanectl/providers/<name>/)."""
+    sign = REGISTRY[args.platform].sign
+    assert sign is not None  # argparse offers only the platforms that sign
     try:
-        return tdzn.sign(params, key), tdzn.signing_string(params, key)
-    except tdzn.TdznError as exc:
-        raise SignUsageError(str(exc)) from None
-
-
-def _params(args: argparse.Namespace) -> dict[str, Any]:
-    if args.params is None or args.data is not None:
-        raise SignUsageError(f"{args.platform} signs a parameter set: give --params '<JSON object>'")
-    try:
-        params = json.loads(args.params)
+        return sign(SignRequest(key, data=args.data, params=args.params, charset=args.charset))
     except ValueError as exc:
-        raise SignUsageError(f"--params is not JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise SignUsageError("--params must be a JSON object")
-    return params
+        raise SignUsageError(str(exc)) from None

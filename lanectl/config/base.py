@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 
 class Strict(BaseModel):
@@ -22,3 +22,19 @@ class SecretRef(Strict):
         if (self.env is None) == (self.secret is None):
             raise ValueError("give exactly one of env: VARIABLE or secret: KEY_IN_SECRETS_FILE")
         return self
+
+
+def _base_url(v: str) -> str:
+    if not v.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return v.rstrip("/")
+
+
+def _route(v: str) -> str:
+    if not v.startswith("/"):
+        raise ValueError("must start with /")
+    return v
+
+
+Url = Annotated[str, AfterValidator(_base_url)]
+Route = Annotated[str, AfterValidator(_route)]  # a path on the lane's public listener

@@ -30,6 +30,7 @@ from lanectl.config.operators import OperatorsConfig
 from lanectl.config.payments import NEEDS, PaymentsConfig, ProviderName, Url
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
+from lanectl.providers import REGISTRY
 
 LANE_ID = re.compile(r"^[0-9A-Za-z_]{1,20}$")
 
@@ -456,17 +457,10 @@ def _check_payments(site: SiteConfig, lanes: list[LaneConfig], files: dict[str, 
             if NEEDS[name] not in configured:
                 problems.append(f"{files[lane.id]}: payments: {name} has no credentials: add "
                                 f"payments.{NEEDS[name]} to site.yaml")
-        if "bolink_etc" in lane.payments and not lane.etc_lane_no:
-            problems.append(f"{files[lane.id]}: etc_lane_no: required with bolink_etc (the lane's ETC box id)")
-        bolink = site.payments.bolink
-        if "bolink_etc" in lane.payments and bolink is not None and bolink.etc_pay_type == "my":
-            camera = lane.devices.camera
-            if not site.images.public_url:
-                problems.append(f"{files[lane.id]}: payments: bolink_etc with etc_pay_type my sends both pictures "
-                                "as links: set images.public_url in site.yaml")
-            if camera is None or not camera.save_images:
-                problems.append(f"{files[lane.id]}: devices.camera: bolink_etc with etc_pay_type my needs the exit "
-                                "picture: a camera that saves pictures (save_images: true)")
+        for name in dict.fromkeys(NEEDS[charge] for charge in lane.payments):  # each platform once
+            provider, section = REGISTRY[name], site.payments.section(name)
+            if provider.check_lane is not None:
+                problems += provider.check_lane(section, site, lane, str(files[lane.id]))
     return problems
 
 

@@ -23,7 +23,7 @@ import yaml
 from hil.daemon_process import DaemonProcess
 from hil.emulators.camera_http import HttpCamera
 from hil.platforms import ETC_CARS, Platforms, free_port
-from lanectl.protocols import bolink as bl
+from lanectl.providers.bolink import codec as bl
 
 pytestmark = pytest.mark.hil
 ETC_CAR = sorted(ETC_CARS)[0]

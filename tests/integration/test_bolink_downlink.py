@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 
 from hil.emulators import bolink as emu
-from lanectl.adapters.bolink_downlink import BolinkDownlink
+from lanectl.providers.bolink.downlink import BolinkDownlink
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.store import SqliteStore
 from lanectl.config.base import SecretRef
-from lanectl.config.payments import BolinkConfig
-from lanectl.protocols import bolink as bl
-from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
+from lanectl.providers.bolink.config import BolinkConfig
+from lanectl.providers.bolink import codec as bl
+from lanectl.providers.bolink.inbound import BolinkInbound, PriceQuote
 from tests.fakes import SettlementResults as Results
 
 TZ = ZoneInfo("Asia/Shanghai")

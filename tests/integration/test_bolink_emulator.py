@@ -29,7 +29,7 @@ from hil.emulators.bolink import (
     push_other_order,
     slow,
 )
-from lanectl.protocols import bolink as bl
+from lanectl.providers.bolink import codec as bl
 
 KEY = "8403A41ED5EF20BC"
 UNION = 200208

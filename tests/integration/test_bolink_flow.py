@@ -13,17 +13,17 @@ import aiohttp
 import pytest
 
 from hil.emulators import bolink as emu
-from lanectl.adapters.bolink_http import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
+from lanectl.providers.bolink.client import BolinkClient, BolinkEtcProvider, BolinkProvider, BolinkPublisher
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.store import SqliteStore
 from lanectl.config.base import SecretRef
-from lanectl.config.payments import BolinkConfig
+from lanectl.providers.bolink.config import BolinkConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
 from lanectl.core.rules import CardRenewal, RenewalError
-from lanectl.protocols import bolink as bl
-from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
+from lanectl.providers.bolink import codec as bl
+from lanectl.providers.bolink.inbound import BolinkInbound, PriceQuote
 from lanectl.service.outbox import OutboxItem, PublishResult
 from lanectl.service.settlement import SettlementService, SettlementTiming
 from tests.fakes import LaneEvents as Lanes

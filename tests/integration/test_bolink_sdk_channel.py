@@ -22,14 +22,14 @@ import pytest
 
 from hil.emulators import bolink as emu
 from hil.emulators import bolink_wire as w
-from lanectl.adapters.bolink_downlink import BolinkDownlink
+from lanectl.providers.bolink.downlink import BolinkDownlink
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.store import SqliteStore
 from lanectl.config.base import SecretRef
-from lanectl.config.payments import BolinkConfig
+from lanectl.providers.bolink.config import BolinkConfig
 from lanectl.core import effects as fx
 from lanectl.core.rules import CardRenewal
-from lanectl.service.bolink_inbound import BolinkInbound, PriceQuote
+from lanectl.providers.bolink.inbound import BolinkInbound, PriceQuote
 from tests.fakes import SettlementResults as Results
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -359,7 +359,7 @@ def outbox_item(n: int, kind: str, payload: dict[str, Any]) -> Any:
 
 
 async def test_an_sdk_only_lot_uploads_entries_and_exits_over_upload_do_sharing_one_login(platform, http, tmp_path):
-    from lanectl.adapters.bolink_http import BolinkClient, BolinkProvider, BolinkPublisher
+    from lanectl.providers.bolink.client import BolinkClient, BolinkProvider, BolinkPublisher
     from lanectl.service.outbox import PublishResult
     from lanectl.service.settlement import Attempt
 

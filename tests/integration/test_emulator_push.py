@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from hil.emulators.tdzn import TdznPlatform
 from hil.emulators.xft import XftPlatform, init_forever
-from lanectl.protocols import tdzn as lane_tdzn
-from lanectl.protocols import xft as lane_xft
+from lanectl.providers.tdzn import codec as lane_tdzn
+from lanectl.providers.xft import codec as lane_xft
 
 XFT_KEY = "push-test-key"
 PID, TDZN_KEY = "123456", "45DC1F8604F940829E75D6A76595C299"

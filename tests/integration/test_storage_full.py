@@ -276,8 +276,8 @@ async def test_a_database_locked_by_another_process_is_a_storage_fault_until_the
 async def test_a_callback_that_cannot_be_stored_is_not_acknowledged_and_is_taken_when_it_comes_again(caplog):
     import json
 
-    from lanectl.protocols import xft
-    from lanectl.service.xft_inbound import XftInbound
+    from lanectl.providers.xft import codec as xft
+    from lanectl.providers.xft.inbound import XftInbound
     with small_tmpfs() as fs:
         store = await _prepared(fs)
         try:

@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from hil.emulators import tdzn as emu
-from lanectl.protocols import tdzn
-from lanectl.protocols.tdzn import TdznError
+from lanectl.providers.tdzn import codec as tdzn
+from lanectl.providers.tdzn.codec import TdznError
 
 TZ = ZoneInfo("Asia/Shanghai")
 PID, KEY, PARK = "123456", "45DC1F8604F940829E75D6A76595C299", "TEST/1P1"

@@ -16,15 +16,15 @@ from hil.emulators import tdzn as emu
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.store import SqliteStore
-from lanectl.adapters.tdzn_http import TdznClient, TdznProvider, TdznPublisher, pay_type_of
+from lanectl.providers.tdzn.client import TdznClient, TdznProvider, TdznPublisher, pay_type_of
 from lanectl.config.base import SecretRef
-from lanectl.config.payments import TdznConfig
+from lanectl.providers.tdzn.config import TdznConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
-from lanectl.service.bolink_inbound import PriceQuote
+from lanectl.providers.bolink.inbound import PriceQuote
 from lanectl.service.outbox import OutboxItem, Outcome, PublishResult
 from lanectl.service.settlement import SettlementService, SettlementTiming
-from lanectl.service.tdzn_inbound import TdznInbound
+from lanectl.providers.tdzn.inbound import TdznInbound
 from tests.fakes import LaneEvents as Lanes
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from hil.emulators import xft as emu
 from hil.emulators.xft import XftPlatform
-from lanectl.protocols import xft
+from lanectl.providers.xft import codec as xft
 
 KEY = "k3y-for-tests"
 TZ = ZoneInfo("Asia/Shanghai")

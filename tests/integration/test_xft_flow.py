@@ -19,16 +19,16 @@ from hil.emulators import xft as emu
 from hil.emulators.xft import XftPlatform
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.store import SqliteStore
-from lanectl.adapters.xft_http import XftClient, XftProvider, XftPublisher
+from lanectl.providers.xft.client import XftClient, XftProvider, XftPublisher
 from lanectl.config.base import SecretRef
-from lanectl.config.payments import XftConfig
+from lanectl.providers.xft.config import XftConfig
 from lanectl.core import effects as fx
 from lanectl.core.events import PaymentConfirmed, PaymentFallback
-from lanectl.protocols import xft
+from lanectl.providers.xft import codec as xft
 from lanectl.service.outbox import OutboxItem, PublishResult
 from lanectl.service.settlement import (Attempt, ChargeAnswer, ProviderUnavailable, SettlementService,
                                         SettlementTiming)
-from lanectl.service.xft_inbound import XftInbound
+from lanectl.providers.xft.inbound import XftInbound
 from tests.fakes import LaneEvents as Lanes
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -15,7 +15,7 @@ from lanectl.bootstrap import build_app
 from lanectl.config import load_config
 from lanectl.core.events import IoSnapshot, PlateRead
 from lanectl.core.lane import InsideCar
-from lanectl.service.bolink_inbound import PriceQuote
+from lanectl.providers.ports import PriceQuote
 from tests.fakes import (FakeClock, FakeControlServer, FakeLaneDevices, FakeListener, FakeNotifier, FakeSession,
                          MemoryDaemonStore)
 from tests.minimal_site import write_minimal_config

@@ -1,5 +1,5 @@
-"""ARCHITECTURE rule 1: core/ and protocols/ are pure — standard library (no I/O, clock or randomness
-modules), pydantic and each other. And only adapters/ (plus the composition root) touch I/O libraries.
+"""ARCHITECTURE rule 1: core/, protocols/ and each payment platform's codec (providers/<name>/codec.py) are pure —
+standard library (no I/O, clock or randomness modules), pydantic and each other. And only adapters/ (plus the composition root) touch I/O libraries.
 And the product (lanectl/) never imports the rig (hil/)."""
 
 from __future__ import annotations
@@ -27,7 +27,20 @@ def imports(path: Path) -> list[str]:
     return names
 
 
-PURE = sorted((ROOT / "core").glob("*.py")) + sorted((ROOT / "protocols").glob("*.py"))
+CODECS = sorted((ROOT / "providers").glob("*/codec.py"))
+PURE = sorted((ROOT / "core").glob("*.py")) + sorted((ROOT / "protocols").glob("*.py")) + CODECS
+
+
+def is_pure_module(name: str) -> bool:
+    """lanectl.core.*, lanectl.protocols.* or lanectl.providers.<name>.codec."""
+    parts = name.split(".")
+    return name.startswith(("lanectl.core", "lanectl.protocols")) or (
+        parts[:2] == ["lanectl", "providers"] and len(parts) == 4 and parts[3] == "codec")
+
+
+def test_the_platform_codecs_are_under_the_purity_rule():
+    assert {p.parent.name for p in CODECS} >= {"bolink", "xft", "tdzn"}
+    assert is_pure_module("lanectl.providers.xft.codec") and not is_pure_module("lanectl.providers.xft.client")
 
 
 @pytest.mark.parametrize("path", PURE, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -35,7 +48,7 @@ def test_core_and_protocols_are_pure(path: Path):
     for name in imports(path):
         root = name.split(".")[0]
         if root == "lanectl":
-            assert name.startswith(("lanectl.core", "lanectl.protocols")), f"{path.name} imports {name}"
+            assert is_pure_module(name), f"{path.name} imports {name}"
             continue
         assert root in ("__future__", "pydantic") or (root in sys.stdlib_module_names
                                                        and root not in IMPURE_STDLIB), f"{path.name} imports {name}"
@@ -47,10 +60,15 @@ def test_core_and_protocols_are_pure(path: Path):
                 f"{path.name} calls {called}() (time comes in as an argument; no I/O)"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "service").glob("*.py")), ids=lambda p: p.name)
+# the service layer, and the platforms' callback handlers and their shared pipeline (drivers over ports too)
+DRIVERS = (sorted((ROOT / "service").glob("*.py")) + sorted((ROOT / "providers").glob("*/inbound.py"))
+           + [ROOT / "providers" / "pipeline.py", ROOT / "providers" / "ports.py"])
+
+
+@pytest.mark.parametrize("path", DRIVERS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_service_layer_reaches_io_only_through_ports(path: Path):
     for name in imports(path):
-        assert name.split(".")[0] not in IO_LIBRARIES, f"service/{path.name} imports {name}"
+        assert name.split(".")[0] not in IO_LIBRARIES, f"{path.relative_to(ROOT)} imports {name}"
 
 
 # ---------------------------------------------------------------- the product never imports the rig

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lanectl.core.money import MoneyError
-from lanectl.protocols import bolink as b
-from lanectl.protocols.bolink import (
+from lanectl.providers.bolink import codec as b
+from lanectl.providers.bolink.codec import (
     Answer,
     BadAmount,
     BadSignature,

@@ -15,7 +15,7 @@ import pytest
 
 from hil.emulators import bolink_wire as w
 from hil.emulators.bolink import is_exit_upload
-from lanectl.protocols import bolink as bl
+from lanectl.providers.bolink import codec as bl
 
 # the published vectors of /work/shared/protocols/bolink.md (from the SDK doc): (DATA, key, sign)
 VECTORS = [

@@ -12,8 +12,10 @@ from hypothesis import HealthCheck, given, settings
 
 from hil.fuzz.messages import Keys, bolink_requests, camera_requests, tdzn_requests, xft_requests
 from lanectl.core.money import DEFAULT_MAX_FEN
-from lanectl.protocols import bolink as bl
-from lanectl.protocols import tdzn, vzenith_http, xft
+from lanectl.providers.bolink import codec as bl
+from lanectl.protocols import vzenith_http
+from lanectl.providers.tdzn import codec as tdzn
+from lanectl.providers.xft import codec as xft
 
 KEYS = Keys(bolink_key="8403A41ED5EF20BC", bolink_union_id=200208, bolink_park="21835", xft_key="xft-test-key",
             xft_store="S1", tdzn_key="45DC1F8604F940829E75D6A76595C299", tdzn_pid="123456", tdzn_park="P1",

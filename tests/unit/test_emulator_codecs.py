@@ -305,7 +305,7 @@ def _varied_fields(seed: int) -> dict:
 
 @pytest.mark.parametrize("seed", range(40))
 def test_xft_signers_agree_with_the_daemon(seed):
-    from lanectl.protocols import xft as daemon_xft
+    from lanectl.providers.xft import codec as daemon_xft
     fields = _varied_fields(seed)
     ours = xft.sign_fields(fields, XFT_KEY)
     assert daemon_xft.verify(ours, XFT_KEY)
@@ -315,7 +315,7 @@ def test_xft_signers_agree_with_the_daemon(seed):
 
 @pytest.mark.parametrize("seed", range(40))
 def test_tdzn_envelopes_agree_with_the_daemon(seed):
-    from lanectl.protocols import tdzn as daemon_tdzn
+    from lanectl.providers.tdzn import codec as daemon_tdzn
     biz = _varied_fields(seed)
     ts = 1700000000 + seed
     ours = tdzn.encode_request("123456", "payNotify", biz, TDZN_KEY, ts)

@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from lanectl.service.bolink_inbound import BolinkInbound
-from lanectl.service.tdzn_inbound import TdznInbound
-from lanectl.service.xft_inbound import XftInbound
+from lanectl.providers.bolink.inbound import BolinkInbound
+from lanectl.providers.tdzn.inbound import TdznInbound
+from lanectl.providers.xft.inbound import XftInbound
 from tests.fakes import FakeClock, SettlementResults
 
 TZ = ZoneInfo("Asia/Shanghai")

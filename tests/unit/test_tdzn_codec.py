@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lanectl.protocols import tdzn
-from lanectl.protocols.tdzn import (
+from lanectl.providers.tdzn import codec as tdzn
+from lanectl.providers.tdzn.codec import (
     CODES,
     REQUIRED_FIELDS,
     Answer,

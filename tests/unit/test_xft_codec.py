@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lanectl.protocols import xft
-from lanectl.protocols.xft import (
+from lanectl.providers.xft import codec as xft
+from lanectl.providers.xft.codec import (
     BadSignature,
     MissingField,
     XftError,

@@ -397,7 +397,7 @@ def _check_depth(value: Any) -> None:
 
 def _percent_decode(text: str) -> str:
     """application/x-www-form-urlencoded value -> text ('+' is a space; %XX are UTF-8 bytes). urllib is
-    off limits for protocols/ (no I/O modules), and this is all of it that we need."""
+    off limits for the pure codecs (no I/O modules), and this is all of it that we need."""
     raw = bytearray()
     i, n = 0, len(text)
     while i < n:

@@ -16,6 +16,9 @@ Others are refused with `state:0` and a reason until the lane supports them.
 
 Messages fetched from download.do (SDK HTTP mode, `handle_downlink`, or any message in the flat form) are
 answered with the SDK channel's reply field sets (bl.*_reply_sdk); callbacks with the API's.
+
+Verification, the park check, the inbox and the settlement hand-off are the shared callback pipeline's
+(providers/pipeline.py); this module supplies Bolink's steps and its per-message handlers.
 """
 
 from __future__ import annotations
@@ -23,38 +26,23 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Awaitable, Callable, Mapping, Optional, Protocol
+from typing import Mapping, Optional, Protocol
 
 from lanectl.core.money import DEFAULT_MAX_FEN
 from lanectl.core.rules import CardRenewal, RenewalError
-from lanectl.protocols import bolink as bl
+from lanectl.core.settlement import ChargeAnswer
+from lanectl.providers.bolink import codec as bl
+from lanectl.providers.pipeline import Answers, CallbackPipeline, Payment, Refused
+from lanectl.providers.ports import AdmitFn, InboundStore, PriceQuote, QuoteFn, RenewFn, Results
 from lanectl.service.ports import Clock
-from lanectl.service.settlement import ChargeAnswer
 
 log = logging.getLogger("lanectl.bolink")
 
-
-@dataclass(frozen=True)
-class PriceQuote:
-    """What a car owes now, for query_price."""
-
-    order_id: str
-    due_fen: int
-    total_fen: int
-    entered_at: Optional[datetime]
-    duration_min: int
+__all__ = ["AdmitFn", "BolinkInbound", "BolinkStore", "PriceQuote", "QuoteFn", "RenewFn"]
 
 
-# (car_number, order_id, out_channel_id) -> the quote, or None when the car is not known
-QuoteFn = Callable[[str, str, str], Awaitable[Optional[PriceQuote]]]
-# (renewal, trade_no, amount_fen) -> keeps and applies it; RenewalError when it cannot apply
-RenewFn = Callable[[CardRenewal, str, int], Awaitable[None]]
-# (channel id, platform car id) -> (opened, why not): admits a plate-less car at that entry lane
-AdmitFn = Callable[[str, str], Awaitable[tuple[bool, str]]]
-
-
-class InboundStore(Protocol):
-    async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool: ...
+class BolinkStore(InboundStore, Protocol):
+    """The inbox, plus what Bolink's own messages keep: prepayments and per-plate marks."""
 
     async def add_prepayment(self, provider: str, trade_no: str, *, order_id: str, plate: str, amount_fen: int,
                              paid_at: datetime, now: datetime) -> str: ...
@@ -62,13 +50,20 @@ class InboundStore(Protocol):
     async def set_mark(self, provider: str, plate: str, name: str, value: str, now: datetime) -> None: ...
 
 
-class Results(Protocol):
-    async def on_result(self, provider: str, order_ref: str, answer: ChargeAnswer, *,
-                        lane_id: Optional[str] = None) -> str: ...
+@dataclass(frozen=True)
+class Incoming:
+    msg: bl.SignedMessage
+    sdk: bool  # answered with the SDK channel's reply field sets
+    downlink: bool = False  # fetched from download.do: no reply where the protocol wants none
 
 
 class BolinkInbound:
-    def __init__(self, key: str, park_id: str, store: InboundStore, settlement: Optional[Results], clock: Clock,
+    """Bolink's steps of the callback pipeline (providers/pipeline.py) and its per-message handlers."""
+
+    name = "bolink"
+    content_type = "application/json"
+
+    def __init__(self, key: str, park_id: str, store: BolinkStore, settlement: Optional[Results], clock: Clock,
                  *, lanes_by_channel: Mapping[str, str], quote: QuoteFn, renew: Optional[RenewFn] = None,
                  admit: Optional[AdmitFn] = None, free_out_minutes: int = 10,
                  max_fen: int = DEFAULT_MAX_FEN) -> None:
@@ -77,79 +72,87 @@ class BolinkInbound:
         self.renew, self.admit = renew, admit
         self.max_fen = max_fen  # amounts above it are refused (state 0 + errmsg), site payments.max_amount_fen
         self.counts = {"accepted": 0, "duplicate": 0, "bad_signature": 0, "malformed": 0, "refused": 0}
+        self.pipeline: CallbackPipeline[Incoming] = CallbackPipeline(self, store, settlement, clock, log)
 
-    async def handle_body(self, body: bytes, expected: Optional[str] = None) -> bytes:
+    async def handle_body(self, body: bytes) -> bytes:
         """A callback POST: the answer body (always JSON with `state`, never a traceback)."""
-        try:
-            msg = bl.decode_signed(body, self._key)
-        except bl.BadSignature as exc:
-            self.counts["bad_signature"] += 1
-            log.warning("bolink callback refused: %s", exc)
-            return bl.answer_error(bl.ERR_SIGNATURE)
-        except bl.BolinkError as exc:
-            self.counts["malformed"] += 1
-            log.warning("bolink callback malformed: %.300s", exc)
-            return bl.answer_error(str(exc)[:200])
-        reply = await self.handle_message(msg, expected)
-        return reply if reply is not None else bl.answer_notice()
+        return (await self.pipeline.handle_body(body))[0]
 
     async def handle_downlink(self, msg: bl.SignedMessage) -> Optional[bytes]:
         """A message fetched from download.do: answered in the SDK channel's reply fields."""
-        return await self.handle_message(msg, sdk=True)
+        return await self.pipeline.handle_verified(Incoming(msg, sdk=True, downlink=True))
 
-    async def handle_message(self, msg: bl.SignedMessage, expected: Optional[str] = None, *,
-                             sdk: Optional[bool] = None) -> Optional[bytes]:
+    async def handle_message(self, msg: bl.SignedMessage, *, sdk: Optional[bool] = None) -> Optional[bytes]:
         """A verified message; the reply body, or None where the protocol wants no reply (update_balance).
         `sdk` (default: the message came in the flat download.do form) picks the SDK channel's reply fields."""
-        sdk = msg.form == "flat" if sdk is None else sdk
+        return await self.pipeline.handle_verified(
+            Incoming(msg, sdk=msg.form == "flat" if sdk is None else sdk, downlink=True))
+
+    # --- the pipeline's steps ----------------------------------------------------------------------------------
+    def verify(self, body: bytes, content_type: str = "") -> Incoming:
         try:
-            cb = bl.parse_callback(msg, expected, max_fen=self.max_fen)
+            msg = bl.decode_signed(body, self._key)
+        except bl.BadSignature as exc:
+            raise Refused("bad_signature", bl.answer_error(bl.ERR_SIGNATURE), str(exc)) from None
         except bl.BolinkError as exc:
-            self.counts["malformed"] += 1
-            log.warning("bolink %.60s malformed: %.300s", msg.service_name or expected or "callback", exc)
-            return bl.answer_error(str(exc)[:200], msg.service_name)
-        park = msg.data.get("park_id")
-        if park not in (None, "") and str(park) != self.park_id:
-            self.counts["refused"] += 1
-            log.warning("bolink %s for park %s refused: this lane is park %s", msg.service_name, park, self.park_id)
-            return bl.answer_error(f"park_id {park} is not this park", msg.service_name)
+            raise Refused("malformed", bl.answer_error(str(exc)[:200]), str(exc)) from None
+        # the flat download.do form is answered in the SDK channel's reply fields
+        return Incoming(msg, sdk=msg.form == "flat")
+
+    def park_of(self, inc: Incoming) -> tuple[Optional[str], str]:
+        park = inc.msg.data.get("park_id")
+        return (None if park is None else str(park)), self.park_id
+
+    def wrong_park(self, inc: Incoming, park: str) -> bytes:
+        return bl.answer_error(f"park_id {park} is not this park", inc.msg.service_name)
+
+    def server_error(self) -> Optional[bytes]:
+        return None  # the listener answers 503 / 500: not acknowledged, Bolink sends it again
+
+    async def dispatch(self, inc: Incoming, body: bytes = b"") -> Optional[bytes]:
+        """A verified message; the reply body, or None where the protocol wants no reply (update_balance)."""
+        msg, sdk = inc.msg, inc.sdk
+        try:
+            cb = bl.parse_callback(msg, None, max_fen=self.max_fen)
+        except bl.BolinkError as exc:
+            raise Refused("malformed", bl.answer_error(str(exc)[:200], msg.service_name),
+                          f"{msg.service_name or 'callback'}: {exc}") from None
         handler = {bl.Outpark: self._outpark, bl.NoticeCarOwner: self._notice, bl.UpdateBalance: self._balance,
                    bl.QueryPrice: self._query_price, bl.MonthcardPay: self._monthcard,
                    bl.PrepayOrder: self._prepay, bl.NolicenceInPark: self._nolicence}.get(type(cb))
         if handler is None:
-            self.counts["refused"] += 1
-            log.warning("bolink %s: not supported by this lane yet", type(cb).__name__)
-            return bl.answer_error("not supported by this lane controller", msg.service_name)
-        return await handler(cb, msg, sdk)
+            raise Refused("refused", bl.answer_error("not supported by this lane controller", msg.service_name),
+                          f"{type(cb).__name__}: not supported by this lane yet")
+        reply = await handler(cb, msg, sdk)  # type: ignore[operator]
+        return bl.answer_notice() if reply is None and not inc.downlink else reply
 
     # --- handlers ----------------------------------------------------------------------------------------------
     async def _outpark(self, cb: bl.Outpark, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
-        now = self.clock.now()
-        key = f"outpark:{cb.trade_no}:{cb.state}"  # a paying (2) then paid (1) push of one trade are two facts
-        if not await self.store.inbox_put("bolink", key, msg.data_text, now):
-            self.counts["duplicate"] += 1
-            log.info("bolink outpark %s (state %d) repeated: answered again, nothing changed", cb.trade_no, cb.state)
-            return bl.answer_outpark(cb.trade_no, cb.order_id)
-        self.counts["accepted"] += 1
         status = {1: "paid", 0: "failed"}.get(cb.state, "pending")
         answer = ChargeAnswer(status, cb.trade_no, cb.total_fen, cb.pay_type, cb.errmsg or f"outpark state {cb.state}")  # type: ignore[arg-type]
         lane = self.lanes_by_channel.get(cb.out_channel_id) if cb.out_channel_id else None
+        unbound = None
         if cb.out_channel_id and lane is None:
-            log.error("bolink outpark %s names channel %r, which is no lane here: recorded, not applied",
-                      cb.trade_no, cb.out_channel_id)
-        elif self.settlement is not None:
-            # one order id, charged by the wallet (or paid by scanning) or by ETC: the pay type says which
-            providers = ("bolink_etc", "bolink") if cb.pay_type == "etc" else ("bolink", "bolink_etc")
-            for provider in providers:
-                outcome = await self.settlement.on_result(provider, cb.order_id, answer, lane_id=lane)
-                if outcome != "unknown_order":
-                    break
-            log.info("bolink outpark %s order %s state %d: %s", cb.trade_no, cb.order_id, cb.state, outcome)
-        return bl.answer_outpark(cb.trade_no, cb.order_id)
+            unbound = (logging.ERROR, f"names channel {cb.out_channel_id!r}, which is no lane here: recorded, not "
+                                      "applied")
+        # one order id, charged by the wallet (or paid by scanning) or by ETC: the pay type says which
+        providers = ("bolink_etc", "bolink") if cb.pay_type == "etc" else ("bolink", "bolink_etc")
+        ack = bl.answer_outpark(cb.trade_no, cb.order_id)
+
+        def answered(outcome: Optional[str]) -> bytes:
+            if outcome is not None:
+                log.info("bolink outpark %s order %s state %d: %s", cb.trade_no, cb.order_id, cb.state, outcome)
+            return ack
+
+        # a paying (2) then paid (1) push of one trade are two facts
+        payment = Payment(f"outpark:{cb.trade_no}:{cb.state}", msg.data_text, cb.order_id, answer, lane, providers,
+                          unbound)
+        answers = Answers(ack=answered, duplicate=ack, count=lambda _: "accepted", count_when_stored=True)
+        return await self.pipeline.pay(payment, answers)
 
     async def _notice(self, cb: bl.NoticeCarOwner, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
         now = self.clock.now()
-        if not await self.store.inbox_put("bolink-rand", cb.rand, msg.data_text, now):
+        if not await self.pipeline.record(cb.rand, msg.data_text, inbox="bolink-rand"):
             self.counts["refused"] += 1
             log.warning("bolink notice_car_owner for %s refused: rand %s seen before (replay)", cb.car_number,
                         cb.rand)
@@ -167,7 +170,7 @@ class BolinkInbound:
     async def _monthcard(self, cb: bl.MonthcardPay, msg: bl.SignedMessage, sdk: bool = False) -> bytes:
         answer = (bl.compact(bl.monthcard_reply_sdk(cb.trade_no, cb.park_id or self.park_id, cb.amount_fen)) if sdk
                   else bl.answer_monthcard(cb.trade_no))
-        if not await self.store.inbox_put("bolink", f"monthcard:{cb.trade_no}", msg.data_text, self.clock.now()):
+        if not await self.pipeline.record(f"monthcard:{cb.trade_no}", msg.data_text):
             self.counts["duplicate"] += 1
             return answer
         self.counts["accepted"] += 1
@@ -193,7 +196,7 @@ class BolinkInbound:
         now = self.clock.now()
         # the SDK channel's push has no trade_no: a repeat of it carries the same order, amount, type and time
         ref = cb.trade_no or f"{cb.order_id}:{cb.total_fen}:{cb.prepay_type or ''}:{cb.pay_time or ''}"
-        await self.store.inbox_put("bolink", f"prepay:{ref}", msg.data_text, now)  # kept, whatever follows
+        await self.pipeline.record(f"prepay:{ref}", msg.data_text)  # kept, whatever follows
         paid_at = datetime.fromtimestamp(cb.pay_time, now.tzinfo) if cb.pay_time else now
         outcome = await self.store.add_prepayment("bolink", ref, order_id=cb.order_id, plate=cb.car_number,
                                                   amount_fen=cb.total_fen, paid_at=paid_at, now=now)
@@ -213,8 +216,7 @@ class BolinkInbound:
                 return bl.compact(bl.nolicence_reply_sdk(cb.car_number, state, errmsg))
             return bl.answer_nolicence(cb.car_number, cb.timetemp, state, errmsg)
 
-        if not await self.store.inbox_put("bolink", f"nolicence:{cb.car_number}:{cb.timetemp}", msg.data_text,
-                                          self.clock.now()):
+        if not await self.pipeline.record(f"nolicence:{cb.car_number}:{cb.timetemp}", msg.data_text):
             self.counts["duplicate"] += 1  # a repeated request: answered, never a second opening
             return answer(1, "")
         if self.admit is None:

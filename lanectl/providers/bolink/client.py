@@ -1,11 +1,11 @@
 """Bolink (泊链) over HTTP: the client, the exit-payment provider and the record publisher.
 
-* BolinkClient signs each request once (protocols/bolink.py) and spaces calls so the whole lot connection
+* BolinkClient signs each request once (codec.py) and spaces calls so the whole lot connection
   stays under the platform's 10 order uploads per second.
 * BolinkProvider charges sign-free members at an exit lane: 3.2 `updateorder` with `pay_type=wallet`,
   then 4.3 `queryOrderState` while the result is pending (re-issuing 3.2 when the platform reports a failed
   try, as its SDK doc asks). A sync `state=1` without a trade_no is "accepted", not paid: only a result
-  carrying the payment counts; the 5.5 `outpark` push usually settles it (service/bolink_inbound.py).
+  carrying the payment counts; the 5.5 `outpark` push usually settles it (inbound.py).
 * BolinkPublisher uploads records through the outbox: 3.1 for entries, 3.2 (`cash`, or what the booth
   took) for exits the platform did not charge itself. Repeats answered `数据已处理过`/`订单已存在` are done.
 * `bolink.uplink: sdk` — a lot registered only for the SDK channel: entries, exits and status queries go to
@@ -26,9 +26,9 @@ import aiohttp
 
 from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.adapters.platform_http import PlatformTransport
-from lanectl.config.payments import BolinkConfig
+from lanectl.providers.bolink.config import BolinkConfig
 from lanectl.core import effects as fx
-from lanectl.protocols import bolink as bl
+from lanectl.providers.bolink import codec as bl
 from lanectl.service.outbox import Outcome, OutboxItem
 from lanectl.service.settlement import Attempt, ChargeAnswer, ProviderUnavailable
 

@@ -1,7 +1,7 @@
 """XFT aggregation parking API v2 (sign-free / 无感) over HTTP: the client, the exit-payment provider and the
 entry publisher.
 
-* XftClient signs each request once (protocols/xft.py), POSTs it as JSON and spaces calls at `rate_per_s`.
+* XftClient signs each request once (codec.py), POSTs it as JSON and spaces calls at `rate_per_s`.
   Any answer that is not HTTP 200 — or no answer at all — is ProviderUnavailable: the charge may or may not
   have happened, so the settlement treats it as pending and never as paid.
 * XftProvider charges at an exit lane: the signed-relation query first, as the settlement's precheck (its own
@@ -9,7 +9,7 @@ entry publisher.
   `entrance/v2` with out_trade_no = the exit record id. SUCCESS is paid, FAIL is failed, INIT (or anything
   else) is pending; `query/charge/v2` then settles it (00 paid; 01/06/98/99 failed; ORDER_NOT_EXIST is
   "absent", which the settlement weighs against whether entrance/v2 was ever answered).
-  The notify is taken by service/xft_inbound.py. Every answer must carry a good signature and name our
+  The notify is taken by inbound.py. Every answer must carry a good signature and name our
   order, otherwise it is no answer at all.
 * The relation query on a channel that seed 000 says needs sub_openid (WECHAT) is sent without a channel: the
   lane knows the plate, never the driver's WeChat sub_openid. The answer's channel must be the lane's.
@@ -31,10 +31,10 @@ from typing import Any, Mapping, Optional
 import aiohttp
 
 from lanectl.adapters.platform_http import PlatformTransport
-from lanectl.config.payments import XftConfig
+from lanectl.providers.xft.config import XftConfig
 from lanectl.core import effects as fx
 from lanectl.core.plates import normalize_plate
-from lanectl.protocols import xft
+from lanectl.providers.xft import codec as xft
 from lanectl.service.outbox import OutboxItem, Outcome
 from lanectl.service.settlement import Attempt, ChargeAnswer, ProviderUnavailable
 

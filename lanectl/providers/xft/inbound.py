@@ -17,18 +17,22 @@ Paid notifies go to the settlement with an empty trade_no and the third_trade_no
 order per out_trade_no, and the WeChat entrance answer carries no third_trade_no, so a sync SUCCESS is booked
 under the out_trade_no. Passing the third_trade_no here would make the settlement read the later notify as
 a second, different payment for the same charge and confirm it twice.
+
+Verification, the park (store) check, the inbox and the settlement hand-off are the shared callback
+pipeline's (providers/pipeline.py); this module supplies the platform's steps and its answers.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Optional, Protocol
+from typing import Optional
 
 from lanectl.core.money import DEFAULT_MAX_FEN
-from lanectl.protocols import xft
-from lanectl.service.ports import Clock, StorageUnavailable
-from lanectl.service.settlement import ChargeAnswer
+from lanectl.core.settlement import ChargeAnswer
+from lanectl.providers.pipeline import Answers, CallbackPipeline, Payment, Refused
+from lanectl.providers.ports import InboundStore, Results
+from lanectl.providers.xft import codec as xft
+from lanectl.service.ports import Clock
 
 log = logging.getLogger("lanectl.xft")
 
@@ -36,16 +40,12 @@ PROVIDER = "xft"
 ANSWER_TYPE = "text/plain"
 
 
-class InboundStore(Protocol):
-    async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool: ...
-
-
-class Results(Protocol):
-    async def on_result(self, provider: str, order_ref: str, answer: ChargeAnswer, *,
-                        lane_id: Optional[str] = None) -> str: ...
-
-
 class XftInbound:
+    """XFT's steps of the callback pipeline (providers/pipeline.py): one message type, the notify."""
+
+    name = PROVIDER
+    content_type = ANSWER_TYPE
+
     def __init__(self, key: str, store: InboundStore, settlement: Optional[Results], clock: Clock, *,
                  require_signature: bool, store_code: str = "", max_fen: int = DEFAULT_MAX_FEN) -> None:
         if not key:
@@ -56,62 +56,52 @@ class XftInbound:
         self.max_fen = max_fen  # a bigger amount is refused (FAIL), site payments.max_amount_fen
         self.counts = {"accepted": 0, "duplicate": 0, "bad_signature": 0, "malformed": 0, "refused": 0,
                        "unsigned": 0, "error": 0}
+        self.pipeline: CallbackPipeline[xft.Notify] = CallbackPipeline(self, store, settlement, clock, log)
 
     async def handle_body(self, body: bytes, content_type: str = "") -> tuple[bytes, str]:
         """One notify POST -> (answer body, content type). Always an XFT answer: never raises, never a 500.
         An empty content type lets the codec tell JSON from a form by the first byte."""
+        return await self.pipeline.handle_body(body, content_type)
+
+    # --- the pipeline's steps ----------------------------------------------------------------------------------
+    def verify(self, body: bytes, content_type: str = "") -> xft.Notify:
         try:
-            notify = xft.parse_notify(body, self._key, content_type=content_type or None,
-                                      require_signature=self.require_signature, max_fen=self.max_fen)
+            return xft.parse_notify(body, self._key, content_type=content_type or None,
+                                    require_signature=self.require_signature, max_fen=self.max_fen)
         except xft.BadSignature as exc:
-            self.counts["bad_signature"] += 1
-            log.warning("xft notify refused: %s", exc)
-            return xft.NOTIFY_NACK, ANSWER_TYPE
+            raise Refused("bad_signature", xft.NOTIFY_NACK, str(exc)) from None
         except xft.XftError as exc:
-            self.counts["malformed"] += 1
-            log.warning("xft notify malformed: %.300s", exc)
-            return xft.NOTIFY_NACK, ANSWER_TYPE
-        if self.store_code and notify.store_code and notify.store_code != self.store_code:
-            self.counts["refused"] += 1
-            log.warning("xft notify for order %s names store %r; this lane is store %r: refused",
-                        notify.out_trade_no, notify.store_code, self.store_code)
-            return xft.NOTIFY_NACK, ANSWER_TYPE
+            raise Refused("malformed", xft.NOTIFY_NACK, str(exc)) from None
 
-        key = f"{notify.out_trade_no}:{notify.third_trade_no}:{notify.state}" + ("" if notify.signed else ":unsigned")
-        try:
-            new = await self.store.inbox_put(PROVIDER, key, bytes(body).decode("utf-8-sig"), self.clock.now())
-        except StorageUnavailable:
-            self.counts["error"] += 1  # not recorded: not acknowledged (the store logged the fault once)
-            return xft.NOTIFY_NACK, ANSWER_TYPE
-        except Exception:
-            # not recorded: not acknowledged, so XFT sends it again
-            self.counts["error"] += 1
-            log.exception("xft notify %s could not be stored", key)
-            return xft.NOTIFY_NACK, ANSWER_TYPE
-        if not new:
-            self.counts["duplicate"] += 1
-            log.info("xft notify %s repeated: answered again, nothing changed", key)
-            return xft.NOTIFY_ACK, ANSWER_TYPE
+    def park_of(self, notify: xft.Notify) -> tuple[Optional[str], str]:
+        return notify.store_code or None, self.store_code  # XFT's "park" is the store
 
+    def wrong_park(self, notify: xft.Notify, park: str) -> bytes:
+        return xft.NOTIFY_NACK
+
+    def server_error(self) -> Optional[bytes]:
+        return xft.NOTIFY_NACK  # not recorded: not acknowledged, so XFT sends it again
+
+    async def dispatch(self, notify: xft.Notify, body: bytes) -> bytes:
         if not notify.signed:
-            self.counts["unsigned"] += 1
             answer = ChargeAnswer("pending", detail=f"unsigned notify state {notify.state}: to be confirmed by "
                                                     f"query/charge/v2")
         else:
-            self.counts["accepted"] += 1
             answer = self._answer(notify)
-        if self.settlement is not None:
-            try:
-                outcome = await self.settlement.on_result(PROVIDER, notify.out_trade_no, answer)
-            except Exception:
-                # recorded already: the settlement's own polling of query/charge/v2 still settles the order
-                self.counts["error"] += 1
-                log.exception("xft notify %s stored but not applied", key)
-            else:
-                log.info("xft notify order %s state %s (third %s, %s fen)%s: %s", notify.out_trade_no, notify.state,
-                         notify.third_trade_no or "-", notify.amount_fen, "" if notify.signed else " unsigned",
-                         outcome)
-        return xft.NOTIFY_ACK, ANSWER_TYPE
+
+        def acked(outcome: Optional[str]) -> bytes:
+            if outcome is not None:
+                log.info("xft notify order %s state %s (third %s, %s fen)%s: %s", notify.out_trade_no,
+                         notify.state, notify.third_trade_no or "-", notify.amount_fen,
+                         "" if notify.signed else " unsigned", outcome)
+            return xft.NOTIFY_ACK
+
+        key = f"{notify.out_trade_no}:{notify.third_trade_no}:{notify.state}" + ("" if notify.signed else ":unsigned")
+        payment = Payment(key, bytes(body).decode("utf-8-sig"), notify.out_trade_no, answer)
+        # recorded already when the settlement fails: its own polling of query/charge/v2 still settles the order
+        return await self.pipeline.pay(payment, Answers(
+            ack=acked, duplicate=xft.NOTIFY_ACK, not_applied=xft.NOTIFY_ACK,
+            count=lambda _: "accepted" if notify.signed else "unsigned", count_when_stored=True))
 
     @staticmethod
     def _answer(notify: xft.Notify) -> ChargeAnswer:

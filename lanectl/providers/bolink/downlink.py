@@ -21,9 +21,9 @@ from typing import Any, Awaitable, Callable, Optional
 
 import aiohttp
 
-from lanectl.adapters.bolink_http import SdkLogin
-from lanectl.config.payments import BolinkConfig
-from lanectl.protocols import bolink as bl
+from lanectl.providers.bolink.client import SdkLogin
+from lanectl.providers.bolink.config import BolinkConfig
+from lanectl.providers.bolink import codec as bl
 from lanectl.service.ports import StorageUnavailable
 from lanectl.service.settlement import ProviderUnavailable
 

@@ -16,41 +16,38 @@ payment to the lane once; the lane decides), releases go through the app's audit
 A payNotify that cannot be bound to one of our charges (no recordNo, an unknown order, another lane's) is kept
 in the inbox and answered 200 — the platform sending it again would not bind it either — and logged as an
 error for the books: money, never an OPEN.
+
+Verification, the park (store) check, the inbox and the settlement hand-off are the shared callback
+pipeline's (providers/pipeline.py); this module supplies the platform's steps and its answers.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, tzinfo
-from typing import Any, Awaitable, Callable, Mapping, Optional, Protocol
+from datetime import timedelta, tzinfo
+from typing import Mapping, Optional
 
 from lanectl.core.money import DEFAULT_MAX_FEN
-from lanectl.protocols import tdzn
-from lanectl.protocols.tdzn import TdznError
-from lanectl.service.bolink_inbound import PriceQuote
-from lanectl.service.ports import Clock, StorageUnavailable
-from lanectl.service.settlement import ChargeAnswer
+from lanectl.core.settlement import ChargeAnswer
+from lanectl.providers.pipeline import Answers, CallbackPipeline, Payment, Refused
+from lanectl.providers.ports import InboundStore, QuoteFn, ReleaseFn, Results
+from lanectl.providers.tdzn import codec as tdzn
+from lanectl.providers.tdzn.codec import TdznError
+from lanectl.service.ports import Clock
 
 log = logging.getLogger("lanectl.tdzn")
 
 PROVIDER = "tdzn"
 
-# (plate, recordNo, outChannelid) -> what the car owes now (order_id = the recordNo the platform pays), or None
-QuoteFn = Callable[[str, str, str], Awaitable[Optional[PriceQuote]]]
-# (lane id, operator, reason) -> {"opened": bool, "message": str}; enqueues an audited operator release
-ReleaseFn = Callable[[str, str, str], Awaitable[Mapping[str, Any]]]
-
-
-class InboundStore(Protocol):
-    async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool: ...
-
-
-class Results(Protocol):
-    async def on_result(self, provider: str, order_ref: str, answer: ChargeAnswer, *,
-                        lane_id: Optional[str] = None) -> str: ...
+__all__ = ["QuoteFn", "ReleaseFn", "TdznInbound"]
 
 
 class TdznInbound:
+    """tdzn's steps of the callback pipeline (providers/pipeline.py) and its per-service handlers."""
+
+    name = PROVIDER
+    content_type = "application/json"
+
     def __init__(self, key: str, pid: str, park_code: str, store: InboundStore, settlement: Optional[Results],
                  clock: Clock, tz: tzinfo, *, window_s: int, lanes_by_channel: Mapping[str, str], quote: QuoteFn,
                  release: ReleaseFn, max_fen: int = DEFAULT_MAX_FEN) -> None:
@@ -62,47 +59,40 @@ class TdznInbound:
         self.max_fen = max_fen  # a payNotify over it is refused with 402, site payments.max_amount_fen
         self.counts = {"accepted": 0, "duplicate": 0, "bad_signature": 0, "replay": 0, "malformed": 0,
                        "refused": 0, "unapplied": 0, "prepaid": 0, "error": 0}
+        self.pipeline: CallbackPipeline[tdzn.Request] = CallbackPipeline(self, store, settlement, clock, log)
 
     async def handle_body(self, body: bytes) -> bytes:
         """One POST to the lane's tdzn endpoint -> the tdzn answer body. Never raises."""
-        try:
-            return await self._handle(body)
-        except StorageUnavailable:
-            # not stored, so not acknowledged: tdzn sends it again (the store logged the fault once)
-            self.counts["error"] += 1
-            return tdzn.answer(500, "server error")
-        except Exception:
-            self.counts["error"] += 1
-            log.exception("tdzn request could not be handled")
-            return tdzn.answer(500, "server error")
+        return (await self.pipeline.handle_body(body))[0]
 
-    async def _handle(self, body: bytes) -> bytes:
+    # --- the pipeline's steps ----------------------------------------------------------------------------------
+    def verify(self, body: bytes, content_type: str = "") -> tdzn.Request:
         try:
-            req = tdzn.decode_request(body, self._key, now=self.clock.now().timestamp(), window_s=self.window_s,
-                                      pid=self.pid)
+            return tdzn.decode_request(body, self._key, now=self.clock.now().timestamp(), window_s=self.window_s,
+                                       pid=self.pid)
         except tdzn.BadSignature as exc:
-            self.counts["bad_signature"] += 1
-            log.warning("tdzn request refused: %s", exc)
-            return tdzn.answer(exc.code, exc.msg)
+            raise Refused("bad_signature", tdzn.answer(exc.code, exc.msg), str(exc)) from None
         except tdzn.ReplayRefused as exc:
-            self.counts["replay"] += 1
-            log.warning("tdzn request refused (replay or clock skew): %s", exc)
-            return tdzn.answer(exc.code, exc.msg)
+            raise Refused("replay", tdzn.answer(exc.code, exc.msg), f"replay or clock skew: {exc}") from None
         except TdznError as exc:
-            self.counts["malformed"] += 1
-            log.warning("tdzn request refused: %.300s (%d)", exc, exc.code)
-            return tdzn.answer(exc.code, exc.msg)
+            raise Refused("malformed", tdzn.answer(exc.code, exc.msg), f"{exc} ({exc.code})") from None
+
+    def park_of(self, req: tdzn.Request) -> tuple[Optional[str], str]:
         park = req.biz.get("parkCode")
-        if park not in (None, "") and str(park) != self.park_code:
-            self.counts["refused"] += 1
-            log.warning("tdzn %s for park %r refused: this lane is park %r", req.service_name, park, self.park_code)
-            return tdzn.answer(402, f"parkCode {park} is not this park")
+        return (None if park is None else str(park)), self.park_code
+
+    def wrong_park(self, req: tdzn.Request, park: str) -> bytes:
+        return tdzn.answer(402, f"parkCode {park} is not this park")
+
+    def server_error(self) -> Optional[bytes]:
+        return tdzn.answer(500, "server error")  # not stored, so not acknowledged: tdzn sends it again
+
+    async def dispatch(self, req: tdzn.Request, body: bytes) -> bytes:
         try:
             value = tdzn.parse_lane_request(req, self.tz, max_fen=self.max_fen)
         except TdznError as exc:
-            self.counts["malformed"] += 1
-            log.warning("tdzn %.60s refused: %.300s (%d)", req.service_name, exc, exc.code)
-            return tdzn.answer(exc.code, exc.msg)
+            raise Refused("malformed", tdzn.answer(exc.code, exc.msg),
+                          f"{req.service_name:.60}: {exc} ({exc.code})") from None
         text = bytes(body).decode("utf-8", "replace")
         if isinstance(value, tdzn.PayNotify):
             return await self._pay_notify(value, text)
@@ -112,47 +102,43 @@ class TdznInbound:
 
     # --- payNotify ---------------------------------------------------------------------------------------------
     async def _pay_notify(self, n: tdzn.PayNotify, text: str) -> bytes:
-        if not await self.store.inbox_put(PROVIDER, f"payNotify:{n.order_no}", text, self.clock.now()):
-            self.counts["duplicate"] += 1
-            log.info("tdzn payNotify %s repeated: answered 6006, nothing changed", n.order_no)
-            return tdzn.answer(6006, "duplicate pay notify")
+        lane = self.lanes_by_channel.get(n.out_channel_id) if n.out_channel_id else None
+        unbound = None
         if n.type == 0:
             # Prepaid inside the lot: the car is not at an exit and no charge of ours is open. Kept for the
             # prepay step (paid-ahead grace at the exit); nothing is confirmed to any lane now.
-            self.counts["prepaid"] += 1
-            log.warning("tdzn payNotify %s: prepaid in the lot, record %s, %d fen: kept, NOT applied (prepay is "
-                        "not handled yet)", n.order_no, n.record_no or "-", n.paid_fee_fen)
-            return tdzn.answer(200)
-        if not n.record_no:
-            self.counts["unapplied"] += 1
-            log.error("tdzn payNotify %s (%d fen, channel %s) names no recordNo: kept, not applied", n.order_no,
-                      n.paid_fee_fen, n.out_channel_id)
-            return tdzn.answer(200)
-        lane = self.lanes_by_channel.get(n.out_channel_id) if n.out_channel_id else None
-        if n.out_channel_id and lane is None:
+            unbound = (logging.WARNING, f"prepaid in the lot, record {n.record_no or '-'}, {n.paid_fee_fen} fen: "
+                                        "kept, NOT applied (prepay is not handled yet)")
+        elif not n.record_no:
+            unbound = (logging.ERROR, f"{n.paid_fee_fen} fen, channel {n.out_channel_id}: names no recordNo: kept, "
+                                      "not applied")
+        elif n.out_channel_id and lane is None:
             # the recordNo alone binds it to our charge (record ids are site-unique); say so for the map's sake
             log.warning("tdzn payNotify %s names channel %r, which is no lane here", n.order_no, n.out_channel_id)
         answer = ChargeAnswer("paid", n.order_no, n.paid_fee_fen, str(n.pay_type),
                               f"payNotify type {n.type} at {n.pay_time_text}")
-        if self.settlement is None:
-            self.counts["unapplied"] += 1
+
+        def counted(outcome: Optional[str]) -> str:
+            if n.type == 0:
+                return "prepaid"
+            if outcome in (None, "unknown_order", "mismatch"):
+                return "unapplied"
+            return "accepted" if outcome == "accepted" else "duplicate"
+
+        def answered(outcome: Optional[str]) -> bytes:
+            if outcome == "accepted":
+                log.info("tdzn payNotify %s record %s type %d: %d fen (payType %d)", n.order_no, n.record_no,
+                         n.type, n.paid_fee_fen, n.pay_type)
+            elif outcome is not None:
+                log.error("tdzn payNotify %s record %s (%d fen): %s — kept, not confirmed", n.order_no,
+                          n.record_no, n.paid_fee_fen, outcome)
             return tdzn.answer(200)
-        try:
-            outcome = await self.settlement.on_result(PROVIDER, n.record_no, answer, lane_id=lane)
-        except Exception:
-            # kept in the inbox, but not booked: say so; a resend is answered 6006 — the books show it
-            self.counts["error"] += 1
-            log.exception("tdzn payNotify %s kept but not applied", n.order_no)
-            return tdzn.answer(6005, "pay notify failed")
-        if outcome == "accepted":
-            self.counts["accepted"] += 1
-            log.info("tdzn payNotify %s record %s type %d: %d fen (payType %d)", n.order_no, n.record_no, n.type,
-                     n.paid_fee_fen, n.pay_type)
-        else:
-            self.counts["unapplied" if outcome in ("unknown_order", "mismatch") else "duplicate"] += 1
-            log.error("tdzn payNotify %s record %s (%d fen): %s — kept, not confirmed", n.order_no, n.record_no,
-                      n.paid_fee_fen, outcome)
-        return tdzn.answer(200)
+
+        # kept in the inbox but not booked when the settlement fails: say so; a resend is answered 6006
+        return await self.pipeline.pay(
+            Payment(f"payNotify:{n.order_no}", text, n.record_no, answer, lane, unbound=unbound),
+            Answers(ack=answered, duplicate=tdzn.answer(6006, "duplicate pay notify"), count=counted,
+                    not_applied=tdzn.answer(6005, "pay notify failed")))
 
     # --- queryParkFee --------------------------------------------------------------------------------------------
     async def _query_park_fee(self, q: tdzn.QueryParkFee) -> bytes:
@@ -185,7 +171,7 @@ class TdznInbound:
             return tdzn.answer(400, "missing param: operator")
         # the type is part of the key: a cancel and a release sent in one second are two commands
         key = f"remoteDev:{r.channel_id}:{r.plate_id}:{r.type}:{req.timestamp}"
-        if not await self.store.inbox_put(PROVIDER, key, text, self.clock.now()):
+        if not await self.pipeline.record(key, text):
             self.counts["duplicate"] += 1
             log.warning("tdzn remoteDev %s repeated: nothing opened", key)
             return tdzn.answer(405, "duplicate request")

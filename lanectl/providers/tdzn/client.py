@@ -1,12 +1,12 @@
 """tdzn ("HTTP 对接文档", seed 004) over HTTP: the client, the exit-payment provider and the record publisher.
 
-* TdznClient signs each request once (protocols/tdzn.py, timestamp = now in unix seconds), POSTs it to the
+* TdznClient signs each request once (codec.py, timestamp = now in unix seconds), POSTs it to the
   platform's single endpoint and spaces calls at `rate_per_s`. Anything but HTTP 200 with a readable
   `{code, msg}` answer — or no answer in time — is ProviderUnavailable: the platform may or may not have
   acted, so the settlement treats it as pending, never as paid.
 * TdznProvider charges at an exit lane with 3.3 `preLeaveNotify` (synchronous, `pre_leave_timeout_s`):
   code 200 is paid (sign-free or scanner); any other code, a timeout or garbage is "not paid yet" — the
-  platform shows its exit QR and settles by 4.2 `payNotify` (service/tdzn_inbound.py).
+  platform shows its exit QR and settles by 4.2 `payNotify` (inbound.py).
   The doc has no order-status query, so `query` is:
     - after a definite non-200 answer: pending, nothing sent (only payNotify can settle it);
     - after NO usable answer (timeout, HTTP 5xx, network): the same preLeaveNotify (same recordNo and
@@ -31,10 +31,10 @@ import aiohttp
 
 from lanectl.adapters.image_links import LinkFn, no_links
 from lanectl.adapters.platform_http import PlatformTransport
-from lanectl.config.payments import TdznConfig
+from lanectl.providers.tdzn.config import TdznConfig
 from lanectl.core import effects as fx
-from lanectl.protocols import tdzn
-from lanectl.protocols.tdzn import Answer, TdznError
+from lanectl.providers.tdzn import codec as tdzn
+from lanectl.providers.tdzn.codec import Answer, TdznError
 from lanectl.service.outbox import OutboxItem, Outcome
 from lanectl.service.settlement import Attempt, ChargeAnswer, ProviderUnavailable
 
