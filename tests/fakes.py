@@ -593,3 +593,71 @@ class FakeNotifier:
     def status(self, text: str) -> bool:
         self.said.append(f"status: {text}")
         return True
+
+
+# --- the site bus (lanectl/service/site_bus.py) --------------------------------------------------------------
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching: `+` one level, `#` this level and all below."""
+    want, got = topic_filter.split("/"), topic.split("/")
+    for i, part in enumerate(want):
+        if part == "#":
+            return True
+        if i >= len(got) or (part != "+" and part != got[i]):
+            return False
+    return len(want) == len(got)
+
+
+class MemoryBroker:
+    """An in-memory broker for SiteBus twins: delivers each message to every matching subscription of every
+    connected client (in publish order), keeps retained messages and hands them to new subscriptions."""
+
+    def __init__(self) -> None:
+        self.clients: list["MemoryBus"] = []
+        self.retained: dict[str, bytes] = {}
+        self.log: list[tuple[str, bytes, int, bool]] = []  # every accepted publish: (topic, payload, qos, retain)
+
+    def client(self) -> "MemoryBus":
+        bus = MemoryBus(self)
+        self.clients.append(bus)
+        return bus
+
+    async def deliver(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.log.append((topic, payload, qos, retain))
+        if retain:
+            if payload:
+                self.retained[topic] = payload
+            else:
+                self.retained.pop(topic, None)  # an empty retained message clears the topic
+        for client in list(self.clients):
+            if client.connected:
+                await client.receive(topic, payload)
+
+
+class MemoryBus:
+    """SiteBus twin over a MemoryBroker. `connected = False` takes it off the bus: publishes raise
+    BusUnavailable and nothing reaches it."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        from lanectl.service.site_bus import MessageHandler
+        self.broker = broker
+        self.connected = True
+        self.handlers: list[tuple[str, MessageHandler]] = []
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        from lanectl.service.site_bus import BusUnavailable
+        if not self.connected:
+            raise BusUnavailable("memory bus disconnected")
+        await self.broker.deliver(topic, payload, qos, retain)
+
+    def subscribe(self, topic_filter: str, handler: Any) -> None:
+        self.handlers.append((topic_filter, handler))
+
+    async def receive(self, topic: str, payload: bytes) -> None:
+        for topic_filter, handler in self.handlers:
+            if topic_matches(topic_filter, topic):
+                await handler(topic, payload)
+
+    async def run(self) -> None:  # connected from the start; retained messages reach the subscriptions
+        for topic, payload in list(self.broker.retained.items()):
+            await self.receive(topic, payload)
+        await asyncio.Event().wait()
