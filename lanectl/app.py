@@ -318,10 +318,10 @@ class App:
         if self.image_links is not None:
             self.http.app.router.add_get(IMAGE_ROUTE, self.image_links.route())
 
-    async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int) -> None:
-        """A card renewed on a platform: kept in the store first, then the lanes decide with the new period."""
+    async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int, *, provider: str) -> None:
+        """A card renewed on `provider`: kept in the store first, then the lanes decide with the new period."""
         vehicles, card = renew_card(self.vehicles, renewal)  # RenewalError: nothing kept, nothing changed
-        await self.store.add_renewal("bolink", trade_no, renewal.card_id, renewal.plate,
+        await self.store.add_renewal(provider, trade_no, renewal.card_id, renewal.plate,
                                      renewal.start.isoformat() if renewal.start else "", renewal.end.isoformat(),
                                      amount_fen, self.clock.now())
         self._use_vehicles(vehicles)
@@ -346,14 +346,14 @@ class App:
         for runner in self.runners.values():
             runner.policy = self.policy
 
-    async def quote(self, plate: str, order_id: str, channel: str) -> Optional[PriceQuote]:
+    async def quote(self, plate: str, order_id: str, channel: str, *, provider: str) -> Optional[PriceQuote]:
         """What a car owes now (platform price queries). Each exit lane answers for the car waiting there, from
         its own state (a lane request); a car waiting at no lane (inside, paying ahead) is priced by the policy
         over its stay as the store keeps it."""
         for lane_id, runner in self.runners.items():
             if runner.direction != "exit":
                 continue  # only an exit lane has a car waiting to pay
-            ask = QuoteRequest(plate, order_id, bool(channel) and self.channels[lane_id] == channel, "bolink",
+            ask = QuoteRequest(plate, order_id, bool(channel) and self.channels[lane_id] == channel, provider,
                                uuid.uuid4().hex)
             try:
                 answer = await runner.request(ask, timeout=QUOTE_WAIT_S)
@@ -449,14 +449,14 @@ class App:
         return {"plate": plate, "amount_fen": amount_fen, "balance_fen": balance, "operator": operator,
                 "operator_uid": operator_uid}
 
-    async def admit_plateless(self, channel: str, car_id: str) -> tuple[bool, str]:
-        """A platform admits a plate-less car at the entry lane of `channel` (Bolink 5.7)."""
+    async def admit_plateless(self, channel: str, car_id: str, *, provider: str) -> tuple[bool, str]:
+        """`provider` admits a plate-less car at the entry lane of `channel` (Bolink 5.7)."""
         lane = next((lid for lid, ch in self.channels.items() if ch == channel), None)
         runner = self.runners.get(lane) if lane else None
         if runner is None or runner.direction != "entry":
             return False, f"no entry lane with channel {channel!r}"
         try:
-            answer = await runner.request(PlatformEntry(car_id, "bolink", uuid.uuid4().hex))
+            answer = await runner.request(PlatformEntry(car_id, provider, uuid.uuid4().hex))
         except asyncio.TimeoutError:
             return False, "lane did not answer in time"
         assert isinstance(answer, fx.PlatformEntryResult)
