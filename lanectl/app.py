@@ -38,6 +38,7 @@ from lanectl.providers.wiring import PlatformWiring
 from lanectl.providers.ports import PriceQuote
 from lanectl.service.lane_runner import LaneRunner, RequestExpired
 from lanectl.service.outbox import OutboxRelay, Publisher
+from lanectl.service.remote_commands import RemoteCommands, remote_operators
 from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
 
@@ -87,6 +88,7 @@ class Adapters:
     session: Callable[[], aiohttp.ClientSession]  # outgoing HTTP (platforms, webhook); opened on the loop
     notifier: SystemdNotifier
     raise_nofile: Callable[[], tuple[int, int]]  # (soft, hard) open-file limits after raising the soft one
+    bus: Optional[Any] = None  # the site bus (service/site_bus.py SiteBus); None: this booth is on no bus
 
 
 class App:
@@ -115,6 +117,7 @@ class App:
         self._session: Optional[aiohttp.ClientSession] = None
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
+        self.remote: Optional[RemoteCommands] = None  # commands over the site bus (service/remote_commands.py)
         self.channels = {lane.id: lane.channel for lane in config.lanes}  # lane id -> platform channel id
         # The store's writer thread reports storage faults; sd_notify STATUS follows each change, on the loop.
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -179,6 +182,9 @@ class App:
             if self.settlement is not None:
                 await self.settlement.start()  # resumes what a restart interrupted
             await control.start()
+            self.remote = self._remote_commands()  # signed commands from other booths, once the lanes run
+            if self.remote is not None:
+                tasks.append(asyncio.create_task(self.adapters.bus.run(), name="site-bus"))
             self._register_callbacks()
             await self.http.start()
             if self.lan is not None:
@@ -221,6 +227,18 @@ class App:
                 await _step("http client", self._session.close())
             await _step("store", self.store.close(), timeout_s=15.0)
             uninstall_loop_handler(asyncio.get_running_loop(), loop_handler)
+
+    def _remote_commands(self) -> Optional[RemoteCommands]:
+        """Remote open / release / topup over the site bus (docs/site-bus.md): only with a bus and a site key."""
+        cfg = self.config.site.site_bus
+        if self.adapters.bus is None or not cfg.enabled or cfg.site_key is None:
+            return None
+        key = self.config.secret(cfg.site_key, "site_bus.site_key").encode("utf-8")
+        remote = RemoteCommands(self.adapters.bus, self.config.site.park_id, cfg.booth_id, {cfg.site_key_id: key},
+                                self, self.store.inbox_put, self.clock, reply_key_id=cfg.site_key_id,
+                                skew_s=cfg.command_skew_s, operators=remote_operators(self.config.site.operators))
+        remote.attach()
+        return remote
 
     def status_line(self) -> str:
         """sd_notify STATUS: the lanes, and the storage while it cannot be written."""

@@ -99,6 +99,7 @@ def real_adapters(config: Config, **given: Any) -> Adapters:
         session=pick("session", lambda: aiohttp.ClientSession),
         notifier=pick("notifier", SystemdNotifier),
         raise_nofile=pick("raise_nofile", lambda: fd_limit.raise_nofile),
+        bus=pick("bus", lambda: None),  # the site bus: the MQTT adapter (issue 17) comes here
     )
 
 
