@@ -427,6 +427,8 @@ class App:
             answer["platforms"] = self.platforms.status()
         if self.image_links is not None:
             answer["image_links"] = {"public_url": self.image_links.base, **self.image_links.counts}
+        if self.remote is not None:
+            answer["remote_commands"] = dict(self.remote.counts)
         return answer
 
     def _listeners(self) -> list[dict[str, Any]]:

@@ -224,3 +224,21 @@ async def test_with_operators_configured_only_listed_names_with_the_role_act(tmp
     finally:
         assert s.store is not None
         await s.store.close()
+
+
+async def test_a_command_that_expires_while_its_id_is_stored_does_not_run():
+    clock, handlers, broker = FakeClock(START), Handlers(), MemoryBroker()
+    kept: list[str] = []
+
+    async def slow_store(provider: str, key: str, payload: str, now: Any) -> bool:
+        await clock.advance(60)  # the disk was slow: the command's validity ran out meanwhile
+        kept.append(key)
+        return True
+
+    service = RemoteCommands(broker.client(), "t", "boothB", KEYS, handlers, slow_store, clock, reply_key_id="k1")
+    cmd = command()
+    await service.handle(encode(cmd, KEY))
+    assert kept == [cmd.id] and handlers.calls == [] and service.counts == {"done": 0, "refused": 1}
+    [(reply_topic, payload, qos, _retain)] = broker.log
+    assert reply_topic == f"lanectl/t/console/replies/{cmd.id}" and qos == 1
+    assert decode_reply(payload, KEYS)["code"] == "expired"

@@ -97,6 +97,7 @@ async def test_a_remote_open_is_the_audited_release_and_forgeries_open_nothing(c
         reply = await send(payload, good.id)
         assert (reply["ok"], reply["code"]) == (False, "replayed")
         assert barrier.commands == ["open"] and len(store.written(fx.OpenBarrier)) == 1
+        assert app.remote.counts == {"done": 1, "refused": 3}  # shown by `lanectl status`
     finally:
         stop.set()
         await asyncio.wait_for(daemon, 5)
