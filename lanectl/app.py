@@ -214,6 +214,8 @@ class App:
             # Each step is bounded and named: a stuck one is logged and the rest still runs; the store closes last
             # so in-flight lane commits finish.
             await _step("control socket", control.stop())
+            if self.remote is not None:
+                await _step("remote commands", self.remote.aclose())
             await _step("public listener", self.http.stop())
             if self.lan is not None:
                 await _step("LAN listener", self.lan.stop())

@@ -92,6 +92,12 @@ class RemoteCommands:
         """Subscribe (before the bus runs)."""
         self.bus.subscribe(self.topic, self.on_message)
 
+    async def aclose(self) -> None:
+        """At stop: commands still running are cancelled (a release the lane has not taken is dropped)."""
+        for task in list(self.running):
+            task.cancel()
+        await asyncio.gather(*self.running, return_exceptions=True)
+
     async def on_message(self, _topic: str, payload: bytes) -> None:
         # the bus's delivery never waits for a barrier: each command runs in its own task
         if len(self.running) >= MAX_RUNNING:

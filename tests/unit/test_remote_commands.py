@@ -242,3 +242,19 @@ async def test_a_command_that_expires_while_its_id_is_stored_does_not_run():
     [(reply_topic, payload, qos, _retain)] = broker.log
     assert reply_topic == f"lanectl/t/console/replies/{cmd.id}" and qos == 1
     assert decode_reply(payload, KEYS)["code"] == "expired"
+
+
+async def test_a_command_still_running_at_stop_is_cancelled(site):
+    entered, hold = asyncio.Event(), asyncio.Event()
+
+    async def stuck_open(**kw: Any) -> dict[str, Any]:
+        entered.set()
+        await hold.wait()  # the lane never answers
+        return {}
+
+    site.handlers.open_barrier = stuck_open  # type: ignore[method-assign]
+    await site.console.publish(topic("t", "boothB", "commands"), encode(command(), KEY))
+    await asyncio.wait_for(entered.wait(), 5)
+    assert site.service is not None and len(site.service.running) == 1
+    await asyncio.wait_for(site.service.aclose(), 5)
+    assert not site.service.running and site.replies == {}
