@@ -11,9 +11,11 @@ against the site's `operators:` section when there is one, and its id stored in 
 it run. The command's expiry (plus the skew allowance) is the lane request's deadline: a lane that has not
 taken the release by then drops it. The operator is recorded as `<operator>@<issuer>` with no uid.
 
-A refusal is logged and published on the reply topic the message claims (issuer and id, unverified: the
+A refusal is published on the reply topic the message claims (issuer and id, unverified: the
 refusal carries nothing but its code and reason). Nothing is published for a message that names no
-usable issuer and id.
+usable issuer and id. Refusals of verified commands are logged one line each (audit); messages refused before
+verification (forged, unsigned, garbage) are counted and logged sparingly (adapters/log_tally.py), so a flood
+never floods the journal.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import logging
 from typing import Any, Awaitable, Callable, Mapping, Optional, Protocol
 
+from lanectl.adapters.log_tally import Tally
 from lanectl.protocols.site_commands import (DEFAULT_SKEW_S, CommandRefused, Expired, RemoteCommand, Replayed,
                                              claimed_origin, decode, encode_reply)
 from lanectl.service.ports import Clock, StorageUnavailable
@@ -31,6 +34,8 @@ from lanectl.service.site_bus import BusUnavailable, SiteBus, topic
 log = logging.getLogger("lanectl.remote")
 
 INBOX_PROVIDER = "site_bus"
+# refused before (or without) a valid signature: nobody we know sent them
+UNVERIFIED = frozenset({"malformed", "unsigned", "unknown_key", "bad_signature", "busy"})
 MAX_RUNNING = 8  # commands being carried out at once; more are refused as `busy` (a flood never piles up)
 
 
@@ -83,6 +88,8 @@ class RemoteCommands:
         self.operators = operators
         self.running: set[asyncio.Task[None]] = set()
         self.counts = {"done": 0, "refused": 0}
+        # messages refused before they were verified may be a flood (forged, garbage): counted, not a line each
+        self.unverified = Tally(log, f"site bus {self.topic}", "unverified commands refused")
 
     @property
     def topic(self) -> str:
@@ -175,8 +182,12 @@ class RemoteCommands:
     async def _refuse(self, payload: bytes, command: Optional[RemoteCommand], code: str, message: str) -> None:
         self.counts["refused"] += 1
         origin = (command.issuer, command.id) if command is not None else claimed_origin(payload)
-        log.warning("remote command refused: %s (%s) id=%s issuer=%s", code, message,
-                    origin[1] if origin else "?", origin[0] if origin else "?")
+        if code in UNVERIFIED:
+            self.unverified.note(f"{code} (claimed issuer {origin[0] if origin else '?'})")
+        else:  # signed with the site key: audited one line each, like a control-socket refusal
+            log.warning("remote command refused: %s (%s) id=%s issuer=%s operator='%s'", code, message,
+                        origin[1] if origin else "?", origin[0] if origin else "?",
+                        command.operator if command is not None else "?")
         if origin is not None:
             await self._reply(origin[0], origin[1], {"ok": False, "code": code, "message": message})
 

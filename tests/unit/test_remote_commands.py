@@ -191,6 +191,16 @@ async def test_garbage_on_the_command_topic_is_counted_and_answers_nobody(site):
     assert site.service.counts["refused"] == 1 and site.replies == {} and site.handlers.calls == []
 
 
+async def test_a_flood_of_forged_commands_is_counted_not_logged_line_by_line(site, caplog):
+    assert site.service is not None
+    for _ in range(20):
+        forged = command()
+        await site.console.publish(topic("t", "boothB", "commands"), encode(forged, b"guess"))
+    await asyncio.wait_for(_settled(site.service), 5)
+    assert site.service.unverified.total == 20 and site.handlers.calls == []
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+
+
 async def _settled(service: RemoteCommands) -> None:
     while service.running:
         await asyncio.gather(*service.running)
