@@ -41,6 +41,7 @@ from lanectl.service.outbox import OutboxRelay, Publisher
 from lanectl.service.remote_commands import RemoteCommands, remote_operators
 from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
+from lanectl.service.site_bus import SiteBus
 
 log = logging.getLogger("lanectl")
 OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for the module's answer
@@ -88,7 +89,7 @@ class Adapters:
     session: Callable[[], aiohttp.ClientSession]  # outgoing HTTP (platforms, webhook); opened on the loop
     notifier: SystemdNotifier
     raise_nofile: Callable[[], tuple[int, int]]  # (soft, hard) open-file limits after raising the soft one
-    bus: Optional[Any] = None  # the site bus (service/site_bus.py SiteBus); None: this booth is on no bus
+    site_bus: Optional[SiteBus] = None  # the lot's MQTT broker (adapters/mqtt_bus.py) when site_bus.enabled
 
 
 class App:
@@ -114,6 +115,7 @@ class App:
         self.relay: Optional[OutboxRelay] = None
         self.notifier = adapters.notifier
         self.ready = asyncio.Event()
+        self.site_bus = adapters.site_bus  # services register their subscriptions before run() starts it
         self._session: Optional[aiohttp.ClientSession] = None
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
@@ -166,6 +168,7 @@ class App:
             self._session = self.adapters.session()
             self._build_publishers()
             self._build_payments()
+            self.remote = self._remote_commands()  # subscribed before the bus runs; runs commands once ready
             self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates())
             for name, loop in (self.platforms.loops if self.platforms else []):
                 tasks.append(asyncio.create_task(loop(), name=name))
@@ -182,9 +185,6 @@ class App:
             if self.settlement is not None:
                 await self.settlement.start()  # resumes what a restart interrupted
             await control.start()
-            self.remote = self._remote_commands()  # signed commands from other booths, once the lanes run
-            if self.remote is not None:
-                tasks.append(asyncio.create_task(self.adapters.bus.run(), name="site-bus"))
             self._register_callbacks()
             await self.http.start()
             if self.lan is not None:
@@ -233,12 +233,13 @@ class App:
     def _remote_commands(self) -> Optional[RemoteCommands]:
         """Remote open / release / topup over the site bus (docs/site-bus.md): only with a bus and a site key."""
         cfg = self.config.site.site_bus
-        if self.adapters.bus is None or not cfg.enabled or cfg.site_key is None:
+        if self.site_bus is None or not cfg.enabled or cfg.site_key is None:
             return None
         key = self.config.secret(cfg.site_key, "site_bus.site_key").encode("utf-8")
-        remote = RemoteCommands(self.adapters.bus, self.config.site.park_id, cfg.booth_id, {cfg.site_key_id: key},
+        remote = RemoteCommands(self.site_bus, self.config.site.park_id, cfg.booth_id, {cfg.site_key_id: key},
                                 self, self.store.inbox_put, self.clock, reply_key_id=cfg.site_key_id,
-                                skew_s=cfg.command_skew_s, operators=remote_operators(self.config.site.operators))
+                                skew_s=cfg.command_skew_s, operators=remote_operators(self.config.site.operators),
+                                ready=self.ready)
         remote.attach()
         return remote
 

@@ -37,15 +37,18 @@ class RemoteUsageError(Exception):
 
 
 def default_bus(config: Config, client_id: str) -> SiteBus:
-    """The MQTT adapter for the configuration's broker (issue 17 item 1)."""
+    """The MQTT adapter (adapters/mqtt_bus.py, issue 17 item 1) on the configuration's broker, under its own
+    client id (the booth daemon's session is never taken over)."""
     try:
-        from lanectl.adapters import mqtt_bus  # type: ignore[attr-defined]
+        from lanectl.adapters.mqtt_bus import MqttBus  # type: ignore[import-not-found]
     except ImportError:
         raise RemoteUsageError("this build has no MQTT adapter (lanectl/adapters/mqtt_bus.py)") from None
-    build = getattr(mqtt_bus, "build_bus", None)
-    if build is None:
-        raise RemoteUsageError("lanectl/adapters/mqtt_bus.py offers no build_bus(config, client_id)")
-    return build(config, client_id)
+    cfg = config.site.site_bus
+    if not cfg.enabled:
+        raise RemoteUsageError("site_bus.enabled is false in this configuration: there is no broker to use")
+    password_ref = getattr(cfg, "password", None)
+    password = config.secret(password_ref, "site_bus.password") if password_ref is not None else None
+    return MqttBus(cfg, config.site.park_id, password=password, client_id=client_id)
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

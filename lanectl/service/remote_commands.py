@@ -80,12 +80,14 @@ def remote_operators(operators: Any) -> Optional[dict[str, frozenset[str]]]:
 class RemoteCommands:
     def __init__(self, bus: SiteBus, park_id: str, booth_id: str, keys: Mapping[str, bytes], handlers: RemoteHandlers,
                  seen: SeenStore, clock: Clock, *, reply_key_id: str, skew_s: float = DEFAULT_SKEW_S,
-                 operators: Optional[Mapping[str, frozenset[str]]] = None) -> None:
+                 operators: Optional[Mapping[str, frozenset[str]]] = None,
+                 ready: Optional[asyncio.Event] = None) -> None:
         self.bus, self.park_id, self.booth_id = bus, park_id, booth_id
         self.keys, self.reply_key_id = dict(keys), reply_key_id
         self.handlers, self.seen, self.clock = handlers, seen, clock
         self.skew_s = skew_s
         self.operators = operators
+        self.ready = ready  # the daemon's lanes are running: a command that comes earlier waits for it
         self.running: set[asyncio.Task[None]] = set()
         self.counts = {"done": 0, "refused": 0}
         # messages refused before they were verified may be a flood (forged, garbage): counted, not a line each
@@ -116,6 +118,8 @@ class RemoteCommands:
 
     async def handle(self, payload: bytes) -> None:
         command: Optional[RemoteCommand] = None
+        if self.ready is not None:
+            await self.ready.wait()  # checked (validity included) only once the lanes run
         try:
             command = decode(payload, self.keys, now=self._now(), booth=self.booth_id, skew_s=self.skew_s)
             log.info("remote %s requested: id=%s lane=%s plate=%s operator='%s@%s' reason='%s' amount_fen=%s",

@@ -82,6 +82,9 @@ class Site:
     async def send(self, payload: bytes, command_id: str) -> dict[str, Any]:
         self.replies.pop(command_id, None)
         await self.console.publish(topic("t", "boothB", "commands"), payload)
+        return await self.reply_to(command_id)
+
+    async def reply_to(self, command_id: str) -> dict[str, Any]:
         while command_id not in self.replies:
             self.arrived.clear()
             await asyncio.wait_for(self.arrived.wait(), 5)
@@ -268,3 +271,20 @@ async def test_a_command_still_running_at_stop_is_cancelled(site):
     assert site.service is not None and len(site.service.running) == 1
     await asyncio.wait_for(site.service.aclose(), 5)
     assert not site.service.running and site.replies == {}
+
+
+async def test_a_command_that_comes_before_the_lanes_run_waits_and_is_checked_then(tmp_path: Path):
+    ready = asyncio.Event()
+    s = Site(tmp_path / "lanectl.db", FakeClock(START), ready=ready)
+    await s.start()
+    try:
+        early = command()
+        await s.console.publish(topic("t", "boothB", "commands"), encode(early, KEY))
+        assert s.service is not None and len(s.service.running) == 1  # held, not refused
+        await s.clock.advance(60)  # the daemon took a minute to start its lanes
+        ready.set()
+        reply = await s.reply_to(early.id)
+    finally:
+        assert s.store is not None
+        await s.store.close()
+    assert (reply["ok"], reply["code"]) == (False, "expired") and s.handlers.calls == []

@@ -42,7 +42,7 @@ async def test_a_remote_open_is_the_audited_release_and_forgeries_open_nothing(c
     clock, store, devices, broker = FakeClock(), MemoryDaemonStore(), FakeLaneDevices(), MemoryBroker()
     app = build_app(config, store=store, clock=clock, devices=devices, listener=FakeListener,
                     control=FakeControlServer, session=FakeSession, notifier=FakeNotifier(),
-                    raise_nofile=lambda: (4096, 4096), bus=broker.client())
+                    raise_nofile=lambda: (4096, 4096), site_bus=broker.client())
     console = broker.client()
     replies: dict[str, dict[str, Any]] = {}
     arrived = asyncio.Event()
