@@ -38,8 +38,10 @@ from lanectl.providers.wiring import PlatformWiring
 from lanectl.providers.ports import PriceQuote
 from lanectl.service.lane_runner import LaneRunner, RequestExpired
 from lanectl.service.outbox import OutboxRelay, Publisher
+from lanectl.service.remote_commands import RemoteCommands, remote_operators
 from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
+from lanectl.service.site_bus import SiteBus
 
 log = logging.getLogger("lanectl")
 OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for the module's answer
@@ -87,6 +89,7 @@ class Adapters:
     session: Callable[[], aiohttp.ClientSession]  # outgoing HTTP (platforms, webhook); opened on the loop
     notifier: SystemdNotifier
     raise_nofile: Callable[[], tuple[int, int]]  # (soft, hard) open-file limits after raising the soft one
+    site_bus: Optional[SiteBus] = None  # the lot's MQTT broker (adapters/mqtt_bus.py) when site_bus.enabled
 
 
 class App:
@@ -112,9 +115,11 @@ class App:
         self.relay: Optional[OutboxRelay] = None
         self.notifier = adapters.notifier
         self.ready = asyncio.Event()
+        self.site_bus = adapters.site_bus  # services register their subscriptions before run() starts it
         self._session: Optional[aiohttp.ClientSession] = None
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
+        self.remote: Optional[RemoteCommands] = None  # commands over the site bus (service/remote_commands.py)
         self.channels = {lane.id: lane.channel for lane in config.lanes}  # lane id -> platform channel id
         # The store's writer thread reports storage faults; sd_notify STATUS follows each change, on the loop.
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -163,6 +168,7 @@ class App:
             self._session = self.adapters.session()
             self._build_publishers()
             self._build_payments()
+            self.remote = self._remote_commands()  # subscribed before the bus runs; runs commands once ready
             self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates())
             for name, loop in (self.platforms.loops if self.platforms else []):
                 tasks.append(asyncio.create_task(loop(), name=name))
@@ -208,6 +214,8 @@ class App:
             # Each step is bounded and named: a stuck one is logged and the rest still runs; the store closes last
             # so in-flight lane commits finish.
             await _step("control socket", control.stop())
+            if self.remote is not None:
+                await _step("remote commands", self.remote.aclose())
             await _step("public listener", self.http.stop())
             if self.lan is not None:
                 await _step("LAN listener", self.lan.stop())
@@ -221,6 +229,19 @@ class App:
                 await _step("http client", self._session.close())
             await _step("store", self.store.close(), timeout_s=15.0)
             uninstall_loop_handler(asyncio.get_running_loop(), loop_handler)
+
+    def _remote_commands(self) -> Optional[RemoteCommands]:
+        """Remote open / release / topup over the site bus (docs/site-bus.md): only with a bus and a site key."""
+        cfg = self.config.site.site_bus
+        if self.site_bus is None or not cfg.enabled or cfg.site_key is None:
+            return None
+        key = self.config.secret(cfg.site_key, "site_bus.site_key").encode("utf-8")
+        remote = RemoteCommands(self.site_bus, self.config.site.park_id, cfg.booth_id, {cfg.site_key_id: key},
+                                self, self.store.inbox_put, self.clock, reply_key_id=cfg.site_key_id,
+                                skew_s=cfg.command_skew_s, operators=remote_operators(self.config.site.operators),
+                                ready=self.ready)
+        remote.attach()
+        return remote
 
     def status_line(self) -> str:
         """sd_notify STATUS: the lanes, and the storage while it cannot be written."""
@@ -409,6 +430,8 @@ class App:
             answer["platforms"] = self.platforms.status()
         if self.image_links is not None:
             answer["image_links"] = {"public_url": self.image_links.base, **self.image_links.counts}
+        if self.remote is not None:
+            answer["remote_commands"] = dict(self.remote.counts)
         return answer
 
     def _listeners(self) -> list[dict[str, Any]]:

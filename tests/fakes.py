@@ -464,6 +464,14 @@ class MemoryDaemonStore(MemoryLaneStore):
     async def seed_balances(self, balances: dict, now: datetime) -> list:
         return []
 
+    async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool:
+        """As the SQLite inbox: False for a (provider, key) kept before."""
+        inbox = self.__dict__.setdefault("inbox", {})
+        if (provider, key) in inbox:
+            return False
+        inbox[(provider, key)] = payload
+        return True
+
 
 class FakeLaneDevice:
     """A device task (plate reader, scanner) that emits what the test tells it: `await device.send(event)`."""
