@@ -529,7 +529,9 @@ class FakeLaneDevices:
         return FakeDisplay()
 
     def plate_reader(self, lane: Any, on_activity: Any) -> FakeLaneDevice:
+        from lanectl.protocols.plate_serial import DecodeStats
         reader = self.readers[lane.id] = FakeLaneDevice()
+        reader.stats = DecodeStats()  # type: ignore[attr-defined]  # what `status` reports of a plate line
         return reader
 
     def scanner(self, lane: Any) -> FakeLaneDevice:
