@@ -146,7 +146,8 @@ class Lot:
         exit_id = self.record(EXIT, "exit", plate, left, "leaving", vehicle_class="temporary",
                               entry_record_id=entry, entered_at=entered.isoformat(), total_fen=fee_fen,
                               due_fen=fee_fen, paid_fen=fee_fen,
-                              detail=[f"停车{int(stay_min) // 60}小时{int(stay_min) % 60}分", f"应收{fee_fen / 100:.2f}元"],
+                              detail=[f"停车{int(stay_min) // 60}小时{int(stay_min) % 60}分",
+                                      f"应收{fee_fen / 100:.2f}元"],
                               **(exit_extra or {}))
         if fee_fen:
             self.pay(exit_id, EXIT, fee_fen, method, left)

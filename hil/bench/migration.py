@@ -62,7 +62,8 @@ class Result:
             f"({self.rows / max(self.migrate_s, 1e-9):,.0f} rows/s, "
             f"{self.records / max(self.migrate_s, 1e-9):,.0f} records/s)",
             f"file: {self.size_before / mib:.1f} MiB before, {self.size_after / mib:.1f} MiB after "
-            f"(with WAL), {self.size_checkpointed / mib:.1f} MiB checkpointed",
+            f"(with WAL), {self.size_checkpointed / mib:.1f} MiB checkpointed; the upgrade needed "
+            f"{(self.size_after - self.size_before) / mib:.1f} MiB free (its WAL)",
             f"peak RSS of the migrating process: {self.peak_rss_kb / 1024:.1f} MiB "
             f"(baseline {self.baseline_rss_kb / 1024:.1f} MiB)",
             "per step: " + "  ".join(f"{v} {s:.2f} s" for v, s in self.steps.items()),
