@@ -84,7 +84,6 @@ class SiteReplicator:
             await self._bus.publish(topic(self._park, "catchup"), json.dumps(request).encode(), qos=1)
         except BusUnavailable:
             return False
-        self._asked_at = self._clock.monotonic()
         self.counts["asked"] += 1
         return True
 
@@ -105,10 +104,11 @@ class SiteReplicator:
         if outcome == "applied" and self._store.site_gap(record.booth) and self._may_ask():
             log.info("site bus: gap in booth %s's messages after %d: asking", record.booth,
                      self._store.site_gaps().get(record.booth, 0))
+            self._asked_at = self._clock.monotonic()
             await self.catch_up()
 
     def _may_ask(self) -> bool:
-        # one request per second at most: a burst past a gap asks once, the answers fill it
+        # a gap asks once a second at most: a burst of messages past one gap asks once, the answer fills it
         return self._asked_at is None or self._clock.monotonic() - self._asked_at >= 1.0
 
     async def _on_catchup(self, name: str, payload: bytes) -> None:
