@@ -40,6 +40,8 @@ from lanectl.service.lane_runner import LaneRunner, RequestExpired
 from lanectl.service.outbox import OutboxRelay, Publisher
 from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
+from lanectl.service.site_bus import SiteBus
+from lanectl.service.site_replication import SiteBusPublisher, SiteReplicator
 
 log = logging.getLogger("lanectl")
 OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for the module's answer
@@ -87,6 +89,7 @@ class Adapters:
     session: Callable[[], aiohttp.ClientSession]  # outgoing HTTP (platforms, webhook); opened on the loop
     notifier: SystemdNotifier
     raise_nofile: Callable[[], tuple[int, int]]  # (soft, hard) open-file limits after raising the soft one
+    site_bus: Optional[SiteBus] = None  # the lot's MQTT broker (adapters/mqtt_bus.py) when site_bus.enabled
 
 
 class App:
@@ -112,6 +115,8 @@ class App:
         self.relay: Optional[OutboxRelay] = None
         self.notifier = adapters.notifier
         self.ready = asyncio.Event()
+        self.site_bus = adapters.site_bus  # services register their subscriptions before run() starts it
+        self.replicator: Optional[SiteReplicator] = None  # in-park replication (service/site_replication.py)
         self._session: Optional[aiohttp.ClientSession] = None
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
@@ -163,6 +168,7 @@ class App:
             self._session = self.adapters.session()
             self._build_publishers()
             self._build_payments()
+            self._build_replication()
             self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates())
             for name, loop in (self.platforms.loops if self.platforms else []):
                 tasks.append(asyncio.create_task(loop(), name=name))
@@ -174,6 +180,8 @@ class App:
                     tasks.append(asyncio.create_task(device.run(runner.emit), name=f"{lane.id}-{type(device).__name__}"))
             if self.publishers:
                 tasks.append(asyncio.create_task(self.relay.run(), name="outbox"))
+            if self.replicator is not None:
+                tasks.append(asyncio.create_task(self.replicator.run(), name="site-replication"))
             tasks.append(asyncio.create_task(self.store.watch(), name="storage-probe"))
             await asyncio.gather(*(r.started.wait() for r in self.runners.values()))
             if self.settlement is not None:
@@ -279,9 +287,23 @@ class App:
             assert self._session is not None
             self.publishers["webhook"] = WebhookPublisher(hook.url, self._session, hook.timeout_s, token)
 
+    def _build_replication(self) -> None:
+        """In-park replication (issue 17 item 2) when the store keeps a replica and a site bus is given: our records
+        go out through the outbox, the other booths' come into the replica."""
+        booth = getattr(getattr(self.store, "replica", None), "booth", None)
+        if self.site_bus is None or booth is None:
+            return
+        park_id = self.config.site.park_id
+        self.publishers["site_bus"] = SiteBusPublisher(self.site_bus, park_id, booth)
+        self.replicator = SiteReplicator(self.site_bus, self.store, self.clock, park_id, booth,
+                                          catchup_s=self.config.site.site_bus.catchup_s,
+                                          on_queued=lambda: self.relay.wake("site_bus") if self.relay else None)
+
     def _rates(self) -> dict[str, float]:
         site = self.config.site
         rates = {"webhook": site.uploads.webhook.rate_per_s} if site.uploads.webhook else {}
+        if "site_bus" in self.publishers:  # the lot's own broker: no rate to respect, the replication lag counts
+            rates["site_bus"] = 1000.0
         return rates | (self.platforms.rates if self.platforms else {})
 
     def _build_payments(self) -> None:

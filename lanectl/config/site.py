@@ -27,6 +27,7 @@ from lanectl.config.base import SecretRef, Strict
 from lanectl.config.devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
                                      SerialPlateReader)
 from lanectl.config.operators import OperatorsConfig
+from lanectl.config.site_bus import SiteBusConfig
 from lanectl.config.payments import NEEDS, PaymentsConfig, ProviderName, Url
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
@@ -139,6 +140,7 @@ class SiteConfig(BaseSettings):
     tariffs: Tariffs  # the lot's prices (docs/tariffs.md)
     vehicles: VehicleRules = VehicleRules()  # monthly cards, white/black lists, stored value
     payments: PaymentsConfig = PaymentsConfig()  # settlement timing and platform credentials
+    site_bus: SiteBusConfig = SiteBusConfig()  # the lot's MQTT broker (config/site_bus.py, docs/site-bus.md)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from lanectl.core import site_replica as sr
 from lanectl.service.outbox import OutboxItem, Outcome
@@ -60,11 +60,12 @@ class SiteBusPublisher:
 
 class SiteReplicator:
     def __init__(self, bus: SiteBus, store: ReplicaStore, clock: Clock, park_id: str, booth: str, *,
-                 catchup_s: float = 30.0, page: int = 500) -> None:
+                 catchup_s: float = 30.0, page: int = 500, on_queued: Optional[Callable[[], None]] = None) -> None:
         self._bus, self._store, self._clock = bus, store, clock
         self._park, self._booth = park_id, booth
         self.catchup_s = catchup_s
         self.page = page
+        self._on_queued = on_queued  # a message applied here may queue one of ours (our entry closed): wake the relay
         self.counts = dict.fromkeys(("applied", "duplicate", "own", "bad", "answered", "asked"), 0)
         self._asked_at: Optional[float] = None
         bus.subscribe(topic(park_id, "+", "records"), self._on_record)
@@ -101,6 +102,8 @@ class SiteReplicator:
                         record.booth, exc)
             return
         self.counts[outcome] += 1
+        if outcome == "applied" and self._on_queued is not None:
+            self._on_queued()
         if outcome == "applied" and self._store.site_gap(record.booth) and self._may_ask():
             log.info("site bus: gap in booth %s's messages after %d: asking", record.booth,
                      self._store.site_gaps().get(record.booth, 0))

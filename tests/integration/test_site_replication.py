@@ -45,7 +45,8 @@ class Booth:
         self.store = SqliteStore(path, site_booth=name)
         self.relay = OutboxRelay(self.store, {"site_bus": SiteBusPublisher(self.bus, PARK, name)}, CLOCK,
                                  backoff=Backoff(base_s=0.02, cap_s=0.1), default_rate_per_s=1000, idle_s=0.05)
-        self.replicator = SiteReplicator(self.bus, self.store, CLOCK, PARK, name, catchup_s=3600)
+        self.replicator = SiteReplicator(self.bus, self.store, CLOCK, PARK, name, catchup_s=3600,
+                                         on_queued=lambda: self.relay.wake("site_bus"))
         self.tasks: list[asyncio.Task] = []
         self.lanes = 0
 
