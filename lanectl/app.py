@@ -37,13 +37,15 @@ from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRu
 from lanectl.providers.wiring import PlatformWiring
 from lanectl.providers.ports import PriceQuote
 from lanectl.service.lane_runner import LaneRunner, RequestExpired
-from lanectl.service.outbox import OutboxRelay, Publisher
+from lanectl.service.outbox import Backoff, OutboxRelay, Publisher
 from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
 from lanectl.service.site_bus import SiteBus
 from lanectl.service.site_replication import SiteBusPublisher, SiteReplicator
 
 log = logging.getLogger("lanectl")
+# the lot's own broker: once it is back, the queued records go out within seconds, not after a 5-minute backoff
+SITE_BUS_BACKOFF = Backoff(base_s=0.5, cap_s=5.0)
 OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for the module's answer
 QUOTE_WAIT_S = 2.0  # a platform's price query: how long one exit lane may take to answer it
 
@@ -169,7 +171,8 @@ class App:
             self._build_publishers()
             self._build_payments()
             self._build_replication()
-            self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates())
+            self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates(),
+                                     backoffs={"site_bus": SITE_BUS_BACKOFF})
             for name, loop in (self.platforms.loops if self.platforms else []):
                 tasks.append(asyncio.create_task(loop(), name=name))
             for lane in self.config.lanes:

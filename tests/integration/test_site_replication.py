@@ -198,7 +198,8 @@ async def test_the_replica_survives_a_restart(booths, tmp_path: Path):
         await again.stop()
 
 
-async def test_partition_both_booths_keep_their_entry_the_exit_closes_the_latest_and_supersedes_the_other(booths):
+@pytest.mark.parametrize("at", ["A", "B"])
+async def test_partition_both_booths_keep_their_entry_the_exit_closes_the_latest_and_supersedes_the_other(booths, at):
     broker, a, b = booths
     a.bus.connected = b.bus.connected = False  # partitioned: each decides alone
     early = await a.enter(PLATE)
@@ -213,9 +214,36 @@ async def test_partition_both_booths_keep_their_entry_the_exit_closes_the_latest
     # one stay per plate for a lane, on both sides: the latest entry
     assert a.store.inside_view()[PLATE].record_id == b.store.inside_view()[PLATE].record_id == late
 
-    exit_id = await a.leave(PLATE)  # the exit at A closes B's (later) entry, and supersedes A's own
-    assert record(a.store, exit_id)["entry_record_id"] == late
-    await until(lambda: a.pending() == 0, "A's exit and corrections sent")
-    await until(lambda: PLATE not in b.store.inside() and PLATE not in b.store.inside_view(), "B follows")
+    exiting, other = (a, b) if at == "A" else (b, a)
+    exit_id = await exiting.leave(PLATE)  # closes B's (later) entry, supersedes A's
+    assert record(exiting.store, exit_id)["entry_record_id"] == late
+    await until(lambda: exiting.pending() == 0, "the exit and its corrections sent")
+    await until(lambda: other.pending() == 0, "the other side's own correction sent")
     assert record(a.store, early)["status"] == "superseded" and record(b.store, late)["status"] == "exited"
-    assert PLATE not in a.store.inside_view() and a.store.site_inside() == [] and b.store.site_inside() == []
+    for booth in (a, b):
+        assert PLATE not in booth.store.inside() and PLATE not in booth.store.inside_view()
+        assert booth.store.site_inside() == []
+
+
+async def test_an_entry_at_b_of_a_plate_inside_at_a_supersedes_a_s_stale_entry_on_both_sides(booths):
+    broker, a, b = booths
+    stale = await a.enter(PLATE)
+    await until(lambda: PLATE in b.store.inside_view(), "replicated at B")
+    fresh = await b.enter(PLATE)  # A's exit of that car was missed: one car, one stay
+    await until(lambda: PLATE not in a.store.inside(), "A's stale entry closed")
+    assert record(a.store, stale)["status"] == "superseded"
+    assert a.store.inside_view()[PLATE].record_id == b.store.inside_view()[PLATE].record_id == fresh
+
+
+async def test_money_paid_ahead_at_a_travels_with_the_entry_to_the_exit_at_b(booths):
+    broker, a, b = booths
+    entry_id = await a.enter(PLATE)
+    now = CLOCK.now()
+    assert await a.store.add_prepayment("bolink", "T-1", order_id=entry_id, plate=PLATE, amount_fen=200,
+                                        paid_at=now, now=now) == "recorded"
+    a.relay.wake()
+    await until(lambda: PLATE in b.store.inside_view() and b.store.inside_view()[PLATE].paid_fen == 200,
+                "the prepayment replicated")
+    assert b.store.inside_view()[PLATE].paid_at == now
+    (snapshot,) = [r for r in b.store.site_inside() if r.record_id == entry_id]
+    assert snapshot.prepaid_fen == 200 and [p.method for p in snapshot.payments] == ["bolink:prepay"]

@@ -330,7 +330,9 @@ class SqliteStore:
         car = self._inside.car(order_id) or self._inside.view.get(plate)
         if car is None:
             return "not_inside"
-        if not await self.inbox.prepay(provider, trade_no, car, amount_fen, paid_at, now):
+        replica = self.replica
+        then = (lambda: replica.publish_record_sync(car.record_id, "entry", now)) if replica is not None else None
+        if not await self.inbox.prepay(provider, trade_no, car, amount_fen, paid_at, now, then):
             return "duplicate"
         self._inside.apply([Prepaid(car.record_id, amount_fen, paid_at)])
         return "recorded"
