@@ -6,7 +6,8 @@ docs/site-bus.md "Replication").
   ``lanectl/<park>/<booth>/inside/<record id>`` (cleared when the stay ends) for central screens. While the bus is
   down it answers RETRY: the rows wait in SQLite and the lanes never wait for the bus.
 * `SiteReplicator` takes the other booths' messages into the store's replica, and runs catch-up: it asks
-  (``lanectl/<park>/catchup``, with the seq it holds of every booth) at start, when a gap shows, and every
+  (``lanectl/<park>/<asker>/catchup``: under its own subtree, as the broker's ACL wants; with the seq it holds of
+  every booth) at start, when a gap shows, and every
   `catchup_s`; each booth answers with its own messages past what the asker holds, re-published on its records
   topic (receivers drop what they had: idempotent by booth + seq).
 """
@@ -68,21 +69,27 @@ class SiteReplicator:
         self._on_queued = on_queued  # a message applied here may queue one of ours (our entry closed): wake the relay
         self.counts = dict.fromkeys(("applied", "duplicate", "own", "bad", "answered", "asked"), 0)
         self._asked_at: Optional[float] = None
+        self.on_bus = False  # the bus's state as `run` last saw it: a change to connected asks for what was missed
         bus.subscribe(topic(park_id, "+", "records"), self._on_record)
-        bus.subscribe(topic(park_id, "catchup"), self._on_catchup)
+        bus.subscribe(topic(park_id, "+", "catchup"), self._on_catchup)
 
     async def run(self) -> None:
-        """Ask for what was missed now and every `catchup_s` (a booth back from an outage, a gap at the tail)."""
+        """Ask for what was missed once connected, after every reconnect, and every `catchup_s` (a gap at the
+        tail: the last messages of a booth lost while this one was off the bus)."""
+        asked_at = None
         while True:
-            if self._bus.connected:
-                await self.catch_up()
-            await self._clock.sleep(self.catchup_s)
+            connected = self._bus.connected
+            due = asked_at is None or self._clock.monotonic() - asked_at >= self.catchup_s
+            if connected and (not self.on_bus or due) and await self.catch_up():
+                asked_at = self._clock.monotonic()
+            self.on_bus = connected
+            await self._clock.sleep(min(0.2, self.catchup_s))  # reading `connected` costs nothing
 
     async def catch_up(self) -> bool:
         """Ask every booth for its messages past the ones held here. False if the bus is down."""
         request = {"v": sr.VERSION, "from": self._booth, "have": self._store.site_gaps()}
         try:
-            await self._bus.publish(topic(self._park, "catchup"), json.dumps(request).encode(), qos=1)
+            await self._bus.publish(topic(self._park, self._booth, "catchup"), json.dumps(request).encode(), qos=1)
         except BusUnavailable:
             return False
         self.counts["asked"] += 1

@@ -181,6 +181,24 @@ async def test_a_booth_that_missed_messages_catches_up_and_redelivery_changes_no
     assert {first, second} <= {c.record_id for c in b.store.inside_view().values()}
 
 
+async def test_a_booth_back_on_the_bus_asks_for_what_it_missed_by_itself(booths):
+    broker, a, b = booths
+    replicator = asyncio.create_task(b.replicator.run())
+    try:
+        await until(lambda: b.replicator.counts["asked"] == 1, "B asks once connected")
+        b.bus.connected = False
+        await until(lambda: not b.replicator.on_bus, "B's replicator sees the bus down")
+        entry_id = await a.enter(PLATE)
+        await until(lambda: a.pending() == 0, "A's entry sent while B was off the bus")
+        assert PLATE not in b.store.inside_view()
+        b.bus.connected = True  # the reconnect is noticed at once: B asks, A answers
+        await until(lambda: PLATE in b.store.inside_view(), "B caught up", timeout=3)
+        assert b.store.inside_view()[PLATE].record_id == entry_id and b.replicator.counts["asked"] == 2
+    finally:
+        replicator.cancel()
+        await asyncio.gather(replicator, return_exceptions=True)
+
+
 async def test_the_replica_survives_a_restart(booths, tmp_path: Path):
     broker, a, b = booths
     entry_id = await a.enter(PLATE)
