@@ -184,7 +184,13 @@ class RemoteInside:
         return list(changed.values())
 
     def put(self, entries: Iterable[RemoteEntry]) -> None:
+        """Keep what was planned and persisted. A stay closed meanwhile (a lane step between the plan and the
+        put) stays closed, and an older snapshot does not replace a newer one."""
         for e in entries:
+            held = self._entries.get(e.record.record_id)
+            if held is not None:
+                record = e.record if e.record.seq >= held.record.seq else held.record
+                e = RemoteEntry(record, held.closed or e.closed)
             self._entries[e.record.record_id] = e
 
     def apply(self, record: SiteRecord) -> list[RemoteEntry]:

@@ -265,3 +265,20 @@ async def test_money_paid_ahead_at_a_travels_with_the_entry_to_the_exit_at_b(boo
     assert b.store.inside_view()[PLATE].paid_at == now
     (snapshot,) = [r for r in b.store.site_inside() if r.record_id == entry_id]
     assert snapshot.prepaid_fen == 200 and [p.method for p in snapshot.payments] == ["bolink:prepay"]
+
+
+async def test_the_stored_replica_keeps_a_closed_stay_closed_and_the_newest_snapshot(tmp_path: Path):
+    from lanectl.core import site_replica as sr
+    store = SqliteStore(tmp_path / "c.db", site_booth="C")
+    await store.open()
+    try:
+        now = CLOCK.now()
+        newer = sr.SiteRecord(booth="A", seq=5, kind="entry", record_id="A-1", plate=PLATE, status="inside",
+                              at=now.isoformat(), prepaid_fen=100)
+        older = newer.model_copy(update={"seq": 2, "prepaid_fen": 0})
+        await store.uow.write(store.replica.put_sync, [sr.RemoteEntry(newer, "exited")], now)
+        await store.uow.write(store.replica.put_sync, [sr.RemoteEntry(older, "")], now)
+        entries, _ = await store.uow.run(store.replica.load_sync)
+        assert entries == [sr.RemoteEntry(newer, "exited")]
+    finally:
+        await store.close()

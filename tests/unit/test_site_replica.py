@@ -67,6 +67,16 @@ def test_a_stay_closed_by_an_exit_elsewhere_is_not_reopened_by_its_entry_arrivin
     assert replica.inside() == [] and replica.entry("A-1").closed == "exited"
 
 
+def test_a_stay_closed_between_a_plan_and_its_put_stays_closed():
+    replica = sr.RemoteInside()
+    replica.apply(entry("A", 1, "A-1"))
+    planned = replica.plan(entry("A", 2, "A-1", prepaid_fen=100))  # a newer snapshot, being persisted ...
+    closed = replica.close("A-1", "exited")  # ... while a lane here lets the car out
+    replica.put([closed])
+    replica.put(planned)
+    assert replica.inside() == [] and replica.entry("A-1").record.prepaid_fen == 100
+
+
 def test_out_of_order_delivery_gives_the_same_replica():
     messages = [entry("A", 1, "A-1"), entry("A", 2, "A-2", plate="粤B00002"),
                 sr.SiteRecord(booth="B", seq=1, kind="exit", record_id="B-1", entry_record_id="A-1"),

@@ -63,8 +63,11 @@ class ReplicaRepository:
         for e in entries:
             self.uow.conn.execute(
                 "INSERT INTO site_replica (record_id, booth, seq, plate, closed, message, updated_at) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (record_id) DO UPDATE SET seq=excluded.seq, "
-                "closed=excluded.closed, message=excluded.message, updated_at=excluded.updated_at",
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (record_id) DO UPDATE SET "
+                # a closed stay stays closed; the newest snapshot (highest seq) is kept
+                "closed=CASE WHEN closed != '' THEN closed ELSE excluded.closed END, "
+                "message=CASE WHEN excluded.seq >= seq THEN excluded.message ELSE message END, "
+                "seq=MAX(seq, excluded.seq), updated_at=excluded.updated_at",
                 (e.record.record_id, e.record.booth, e.record.seq, e.record.plate, e.closed,
                  sr.encode(e.record).decode(), now.isoformat()))
 
