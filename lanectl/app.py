@@ -434,7 +434,16 @@ class App:
             answer["platforms"] = self.platforms.status()
         if self.image_links is not None:
             answer["image_links"] = {"public_url": self.image_links.base, **self.image_links.counts}
+        if self.replicator is not None:
+            answer["site_replication"] = self.replication_status()
         return answer
+
+    def replication_status(self) -> dict[str, Any]:
+        """In-park replication: messages taken in (applied, duplicate, bad ...), the seq held of each booth, and
+        how many of the other booths' cars are inside by our replica."""
+        assert self.replicator is not None
+        return {**self.replicator.counts, "peers": self.store.site_gaps(),
+                "remote_inside": len(self.store.site_inside())}
 
     def _listeners(self) -> list[dict[str, Any]]:
         """Every HTTP listener the app holds, whatever its attribute (a listener added later is listed too)."""

@@ -71,6 +71,8 @@ async def test_two_daemons_one_broker_an_outage_during_the_entry_and_the_exit_at
         sent = [t for t, *_ in broker.log if t.endswith("/records")]
         assert sent.count("lanectl/t/A/records") == 2  # the entry, then its closing (exited) snapshot, once each
         assert b.replicator.counts["duplicate"] == 0 and b.replicator.counts["bad"] == 0
+        status = b.replication_status()
+        assert status["peers"] == {"A": 2} and status["remote_inside"] == 0 and status["applied"] == 2
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*daemons, return_exceptions=True), 10)
