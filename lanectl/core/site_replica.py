@@ -6,6 +6,7 @@ Message (JSON, versioned, one per published change, see docs/site-bus.md "Replic
      "record_id": ..., "owner": booth whose record `record_id` is, "plate", "color", "lane_id", "at", "status",
      "reason", "entry_record_id", "entered_at", "total_fen", "due_fen", "paid_fen", "flags": [...],
      "image": picture link, "order_ids": {provider: order ref}, "payments": [...], "prepaid_fen", "prepaid_at",
+     "marks": [{provider, name, value, updated_at}] (entries: what platforms said of the plate, e.g. sign-free),
      "caused_by": record id of the exit / entry that made a correction}
 `seq` counts the publishing booth's messages (1, 2, ...) so a receiver finds a gap; a message is idempotent:
 an entry snapshot is kept only if its seq is newer than the one held for that record, and closing a stay
@@ -48,6 +49,16 @@ class SitePayment(BaseModel):
     flag: str = ""
 
 
+class SiteMark(BaseModel):
+    """What a platform told a booth about the plate (e.g. Bolink sign-free membership), newest wins."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    provider: str
+    name: str
+    value: str
+    updated_at: str
+
+
 class SiteRecord(BaseModel):
     """One published change of a booth's books."""
 
@@ -75,6 +86,7 @@ class SiteRecord(BaseModel):
     payments: tuple[SitePayment, ...] = ()
     prepaid_fen: int = Field(0, ge=0)
     prepaid_at: str = ""
+    marks: tuple[SiteMark, ...] = ()  # on entries: the platforms' marks of the plate (sign-free ...)
     caused_by: str = ""
 
     @property
@@ -115,7 +127,8 @@ def record_message(booth: str, seq: int, kind: str, row: Mapping[str, Any]) -> S
         total_fen=row.get("total_fen", 0), due_fen=row.get("due_fen", 0), paid_fen=row.get("paid_fen", 0),
         flags=tuple(row.get("detail", ())), image=row.get("image", ""), order_ids=dict(row.get("order_ids", {})),
         payments=tuple(SitePayment.model_validate(p) for p in row.get("payments", ())),
-        prepaid_fen=row.get("prepaid_fen", 0), prepaid_at=row.get("prepaid_at", ""))
+        prepaid_fen=row.get("prepaid_fen", 0), prepaid_at=row.get("prepaid_at", ""),
+        marks=tuple(SiteMark.model_validate(m) for m in row.get("marks", ())))
 
 
 def correction(booth: str, seq: int, record_id: str, owner: str, status: str, caused_by: str) -> SiteRecord:

@@ -255,6 +255,18 @@ async def test_an_entry_at_b_of_a_plate_inside_at_a_supersedes_a_s_stale_entry_o
     assert a.store.inside_view()[PLATE].record_id == b.store.inside_view()[PLATE].record_id == fresh
 
 
+async def test_a_platform_mark_of_the_plate_at_a_sign_free_travels_with_the_entry_to_b(booths):
+    broker, a, b = booths
+    await a.store.set_mark("bolink", PLATE, "signfree", "1", CLOCK.now())
+    await a.enter(PLATE)
+    await until(lambda: PLATE in b.store.inside_view(), "replicated at B")
+    assert await b.store.mark("bolink", PLATE, "signfree") == "1"  # what B's Bolink client reads at the exit
+    await b.store.set_mark("bolink", PLATE, "signfree", "0", CLOCK.now())  # B heard later that it ended
+    await a.enter(PLATE)  # a new stay: A's older mark does not overwrite B's newer one
+    await until(lambda: b.replicator.counts["applied"] >= 3, "A's next entry applied at B")
+    assert await b.store.mark("bolink", PLATE, "signfree") == "0"
+
+
 async def test_money_paid_ahead_at_a_travels_with_the_entry_to_the_exit_at_b(booths):
     broker, a, b = booths
     entry_id = await a.enter(PLATE)

@@ -48,6 +48,10 @@ class ReplicaRepository:
         pre = conn.execute("SELECT COALESCE(SUM(amount_fen), 0) AS fen, MAX(paid_at) AS at FROM prepayments "
                            "WHERE entry_record_id=?", (record_id,)).fetchone()
         row["prepaid_fen"], row["prepaid_at"] = pre["fen"], pre["at"] or ""
+        if kind == "entry" and row.get("plate"):
+            row["marks"] = [dict(r) for r in conn.execute(
+                "SELECT provider, name, value, updated_at FROM provider_marks WHERE plate=? ORDER BY provider, name",
+                (row["plate"],))]
         message = sr.record_message(self.booth, self._next_seq_sync(), kind, row)
         self._queue_sync(message, now)
         return message
@@ -70,6 +74,15 @@ class ReplicaRepository:
                 "seq=MAX(seq, excluded.seq), updated_at=excluded.updated_at",
                 (e.record.record_id, e.record.booth, e.record.seq, e.record.plate, e.closed,
                  sr.encode(e.record).decode(), now.isoformat()))
+
+    def marks_sync(self, record: sr.SiteRecord) -> None:
+        """Another booth's marks of a plate (its sign-free flag ...) kept here too, where they are newer."""
+        for m in record.marks:
+            self.uow.conn.execute(
+                "INSERT INTO provider_marks (provider, plate, name, value, updated_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT (provider, plate, name) DO UPDATE SET value=excluded.value, "
+                "updated_at=excluded.updated_at WHERE excluded.updated_at > provider_marks.updated_at",
+                (m.provider, record.plate, m.name, m.value, m.updated_at))
 
     def peer_sync(self, booth: str, upto: int, now: datetime) -> None:
         self.uow.conn.execute(

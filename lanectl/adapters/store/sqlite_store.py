@@ -290,7 +290,7 @@ class SqliteStore:
         own: Optional[fx.PatchRecord] = None
         if ended is not None and self._inside.car(ended[0]) is not None:
             own = fx.PatchRecord(ended[0], (("status", ended[1]),))
-        await self.uow.write(self._apply_site_sync, changed, own, record.booth, seqs[0], now)
+        await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now)
         self._seqs.mark(record.booth, seqs)
         self._remote.put(changed)
         for e in changed:
@@ -299,11 +299,14 @@ class SqliteStore:
             self._inside.apply([own])
         return "applied"
 
-    def _apply_site_sync(self, changed: list[sr.RemoteEntry], own: Optional[fx.PatchRecord], booth: str, upto: int,
-                         now: datetime) -> None:
+    def _apply_site_sync(self, record: sr.SiteRecord, changed: list[sr.RemoteEntry], own: Optional[fx.PatchRecord],
+                         upto: int, now: datetime) -> None:
         assert self.replica is not None
+        booth = record.booth
         with self.uow.transaction():
             self.replica.put_sync(changed, now)
+            if record.kind == "entry" and record.plate:
+                self.replica.marks_sync(record)
             if own is not None:
                 self.lanes.patch_sync(own, now.isoformat())
                 self.replica.publish_record_sync(own.record_id, "entry", now)
