@@ -38,6 +38,7 @@ from lanectl.providers.wiring import PlatformWiring
 from lanectl.providers.ports import PriceQuote
 from lanectl.service.lane_runner import LaneRunner, RequestExpired
 from lanectl.service.outbox import Backoff, OutboxRelay, Publisher
+from lanectl.service.remote_commands import RemoteCommands, remote_operators
 from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
 from lanectl.service.site_bus import SiteBus
@@ -122,6 +123,7 @@ class App:
         self._session: Optional[aiohttp.ClientSession] = None
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
+        self.remote: Optional[RemoteCommands] = None  # commands over the site bus (service/remote_commands.py)
         self.channels = {lane.id: lane.channel for lane in config.lanes}  # lane id -> platform channel id
         # The store's writer thread reports storage faults; sd_notify STATUS follows each change, on the loop.
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -171,6 +173,7 @@ class App:
             self._build_publishers()
             self._build_payments()
             self._build_replication()
+            self.remote = self._remote_commands()  # subscribed before the bus runs; runs commands once ready
             self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates(),
                                      backoffs={"site_bus": SITE_BUS_BACKOFF})
             for name, loop in (self.platforms.loops if self.platforms else []):
@@ -219,6 +222,8 @@ class App:
             # Each step is bounded and named: a stuck one is logged and the rest still runs; the store closes last
             # so in-flight lane commits finish.
             await _step("control socket", control.stop())
+            if self.remote is not None:
+                await _step("remote commands", self.remote.aclose())
             await _step("public listener", self.http.stop())
             if self.lan is not None:
                 await _step("LAN listener", self.lan.stop())
@@ -232,6 +237,19 @@ class App:
                 await _step("http client", self._session.close())
             await _step("store", self.store.close(), timeout_s=15.0)
             uninstall_loop_handler(asyncio.get_running_loop(), loop_handler)
+
+    def _remote_commands(self) -> Optional[RemoteCommands]:
+        """Remote open / release / topup over the site bus (docs/site-bus.md): only with a bus and a site key."""
+        cfg = self.config.site.site_bus
+        if self.site_bus is None or not cfg.enabled or cfg.site_key is None:
+            return None
+        key = self.config.secret(cfg.site_key, "site_bus.site_key").encode("utf-8")
+        remote = RemoteCommands(self.site_bus, self.config.site.park_id, cfg.booth_id, {cfg.site_key_id: key},
+                                self, self.store.inbox_put, self.clock, reply_key_id=cfg.site_key_id,
+                                skew_s=cfg.command_skew_s, operators=remote_operators(self.config.site.operators),
+                                ready=self.ready)
+        remote.attach()
+        return remote
 
     def status_line(self) -> str:
         """sd_notify STATUS: the lanes, and the storage while it cannot be written."""
@@ -343,10 +361,10 @@ class App:
         if self.image_links is not None:
             self.http.app.router.add_get(IMAGE_ROUTE, self.image_links.route())
 
-    async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int) -> None:
-        """A card renewed on a platform: kept in the store first, then the lanes decide with the new period."""
+    async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int, *, provider: str) -> None:
+        """A card renewed on `provider`: kept in the store first, then the lanes decide with the new period."""
         vehicles, card = renew_card(self.vehicles, renewal)  # RenewalError: nothing kept, nothing changed
-        await self.store.add_renewal("bolink", trade_no, renewal.card_id, renewal.plate,
+        await self.store.add_renewal(provider, trade_no, renewal.card_id, renewal.plate,
                                      renewal.start.isoformat() if renewal.start else "", renewal.end.isoformat(),
                                      amount_fen, self.clock.now())
         self._use_vehicles(vehicles)
@@ -371,14 +389,14 @@ class App:
         for runner in self.runners.values():
             runner.policy = self.policy
 
-    async def quote(self, plate: str, order_id: str, channel: str) -> Optional[PriceQuote]:
+    async def quote(self, plate: str, order_id: str, channel: str, *, provider: str) -> Optional[PriceQuote]:
         """What a car owes now (platform price queries). Each exit lane answers for the car waiting there, from
         its own state (a lane request); a car waiting at no lane (inside, paying ahead) is priced by the policy
         over its stay as the store keeps it."""
         for lane_id, runner in self.runners.items():
             if runner.direction != "exit":
                 continue  # only an exit lane has a car waiting to pay
-            ask = QuoteRequest(plate, order_id, bool(channel) and self.channels[lane_id] == channel, "bolink",
+            ask = QuoteRequest(plate, order_id, bool(channel) and self.channels[lane_id] == channel, provider,
                                uuid.uuid4().hex)
             try:
                 answer = await runner.request(ask, timeout=QUOTE_WAIT_S)
@@ -434,6 +452,8 @@ class App:
             answer["platforms"] = self.platforms.status()
         if self.image_links is not None:
             answer["image_links"] = {"public_url": self.image_links.base, **self.image_links.counts}
+        if self.remote is not None:
+            answer["remote_commands"] = dict(self.remote.counts)
         if self.replicator is not None:
             answer["site_replication"] = self.replication_status()
         return answer
@@ -483,14 +503,14 @@ class App:
         return {"plate": plate, "amount_fen": amount_fen, "balance_fen": balance, "operator": operator,
                 "operator_uid": operator_uid}
 
-    async def admit_plateless(self, channel: str, car_id: str) -> tuple[bool, str]:
-        """A platform admits a plate-less car at the entry lane of `channel` (Bolink 5.7)."""
+    async def admit_plateless(self, channel: str, car_id: str, *, provider: str) -> tuple[bool, str]:
+        """`provider` admits a plate-less car at the entry lane of `channel` (Bolink 5.7)."""
         lane = next((lid for lid, ch in self.channels.items() if ch == channel), None)
         runner = self.runners.get(lane) if lane else None
         if runner is None or runner.direction != "entry":
             return False, f"no entry lane with channel {channel!r}"
         try:
-            answer = await runner.request(PlatformEntry(car_id, "bolink", uuid.uuid4().hex))
+            answer = await runner.request(PlatformEntry(car_id, provider, uuid.uuid4().hex))
         except asyncio.TimeoutError:
             return False, "lane did not answer in time"
         assert isinstance(answer, fx.PlatformEntryResult)

@@ -105,7 +105,7 @@ def real_adapters(config: Config, **given: Any) -> Adapters:
         session=pick("session", lambda: aiohttp.ClientSession),
         notifier=pick("notifier", SystemdNotifier),
         raise_nofile=pick("raise_nofile", lambda: fd_limit.raise_nofile),
-        site_bus=pick("site_bus", lambda: None),  # the MQTT adapter (issue 17, "bus") comes here
+        site_bus=pick("site_bus", lambda: None),  # the MQTT adapter (issue 17 item 1) comes here
     )
 
 

@@ -464,6 +464,14 @@ class MemoryDaemonStore(MemoryLaneStore):
     async def seed_balances(self, balances: dict, now: datetime) -> list:
         return []
 
+    async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool:
+        """As the SQLite inbox: False for a (provider, key) kept before."""
+        inbox = self.__dict__.setdefault("inbox", {})
+        if (provider, key) in inbox:
+            return False
+        inbox[(provider, key)] = payload
+        return True
+
 
 class FakeLaneDevice:
     """A device task (plate reader, scanner) that emits what the test tells it: `await device.send(event)`."""
@@ -521,7 +529,9 @@ class FakeLaneDevices:
         return FakeDisplay()
 
     def plate_reader(self, lane: Any, on_activity: Any) -> FakeLaneDevice:
+        from lanectl.protocols.plate_serial import DecodeStats
         reader = self.readers[lane.id] = FakeLaneDevice()
+        reader.stats = DecodeStats()  # type: ignore[attr-defined]  # what `status` reports of a plate line
         return reader
 
     def scanner(self, lane: Any) -> FakeLaneDevice:

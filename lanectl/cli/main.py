@@ -6,7 +6,7 @@ import argparse
 from typing import Optional, Sequence
 
 from lanectl import __version__
-from lanectl.cli import actions, check_config, demo, fee, run, sign, views
+from lanectl.cli import actions, check_config, demo, fee, remote, run, sign, views
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_topup(sub)
     fee.add_parser(sub)
     sign.add_parser(sub)
+    remote.add_parser(sub)
     return p
 
 

@@ -28,7 +28,8 @@ from lanectl.config.devices import (BoothScannerConfig, LaneDevices, LedBoardCon
                                      SerialPlateReader)
 from lanectl.config.operators import OperatorsConfig
 from lanectl.config.site_bus import SiteBusConfig
-from lanectl.config.payments import NEEDS, PaymentsConfig, ProviderName, Url
+from lanectl.config.base import Url
+from lanectl.config.payments import NEEDS, PaymentsConfig, ProviderName
 from lanectl.core.rules import VehicleRules
 from lanectl.core.tariff import Tariffs
 from lanectl.providers import REGISTRY

@@ -809,6 +809,7 @@ def _reconcile(state: SettlementState, track: Track, now: datetime, timing: Sett
 
 def _on_query_due(state: SettlementState, track: Track, now: datetime, timing: SettlementTiming,
                   out: list[Effect]) -> SettlementState:
+    """A query whose time has come (a reconcile round, the late check): asked now, bounded by the call timeout."""
     return _call(state, track, "query", now + timedelta(seconds=timing.charge_timeout_s), out)
 
 
@@ -903,11 +904,6 @@ def _on_settled_elsewhere(state: SettlementState, track: Track, ev: SettledElsew
 
 # --- the late check ---------------------------------------------------------------------------------------------
 
-def _on_late_due(state: SettlementState, track: Track, now: datetime, timing: SettlementTiming,
-                 out: list[Effect]) -> SettlementState:
-    return _call(state, track, "query", now + timedelta(seconds=timing.charge_timeout_s), out)
-
-
 def _on_late_answer(state: SettlementState, track: Track, ev: Answered, now: datetime,
                     timing: SettlementTiming, out: list[Effect]) -> SettlementState:
     track = replace(_clear(track, Timer.CALL), call=0, call_kind="")
@@ -959,5 +955,5 @@ _TIMERS: Mapping[tuple[Mode, Timer], TrackHandler] = {
     (Mode.POLLING, Timer.POLL): _on_poll_due,
     (Mode.RECONCILING, Timer.RECONCILE): _reconcile,
     (Mode.RECONCILING, Timer.QUERY): _on_query_due,
-    (Mode.LATE_CHECK, Timer.LATE_CHECK): _on_late_due,
+    (Mode.LATE_CHECK, Timer.LATE_CHECK): _on_query_due,
 }

@@ -21,7 +21,6 @@ import aiohttp
 
 from lanectl.adapters.callback_server import BodyHandler
 from lanectl.adapters.image_links import LinkFn, no_links
-from lanectl.adapters.store import SqliteStore
 from lanectl.config import Config
 from lanectl.providers import REGISTRY
 from lanectl.providers.ports import AppHooks, Results

@@ -19,7 +19,6 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Awaitable, Callable, Mapping, Optional, Protocol, Sequence, TypeVar, Union
 
 from lanectl.core import effects as fx

@@ -68,16 +68,16 @@ async def test_the_car_waiting_at_the_exit_is_priced_by_the_lane(daemon: Daemon)
     await daemon.clock.advance(2 * 3600)
     # what the lane asks of the car waiting there (as it reached the exit), not the stay priced anew (9 yuan)
     expected = PriceQuote("in1_1", 700, 700, entered, 300)
-    assert await daemon.app.quote(PLATE, "", "") == expected
-    assert await daemon.app.quote("", "in1_1", "") == expected  # by the stay's order
-    assert await daemon.app.quote("粤B99999", "", "A1") == expected  # the exit named: the car waiting there
+    assert await daemon.app.quote(PLATE, "", "", provider="bolink") == expected
+    assert await daemon.app.quote("", "in1_1", "", provider="bolink") == expected  # by the stay's order
+    assert await daemon.app.quote("粤B99999", "", "A1", provider="bolink") == expected  # the exit named: the car waiting there
 
 
 async def test_a_car_inside_paying_ahead_is_priced_by_the_policy_over_its_stay(daemon: Daemon):
     entered = daemon.clock.now() - timedelta(minutes=90)
     daemon.store.enter("粤B77777", InsideCar("in1_2", entered, "in1", "temporary"))
     expected = PriceQuote("in1_2", 600, 600, entered, 90)
-    assert await daemon.app.quote("粤B77777", "", "") == expected
-    assert await daemon.app.quote("", "in1_2", "") == expected
-    assert await daemon.app.quote("粤B99999", "", "") is None  # not inside, not waiting: no such car
-    assert await daemon.app.quote("", "in1_9", "A1") is None
+    assert await daemon.app.quote("粤B77777", "", "", provider="bolink") == expected
+    assert await daemon.app.quote("", "in1_2", "", provider="bolink") == expected
+    assert await daemon.app.quote("粤B99999", "", "", provider="bolink") is None  # not inside, not waiting: no such car
+    assert await daemon.app.quote("", "in1_9", "A1", provider="bolink") is None

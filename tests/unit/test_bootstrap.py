@@ -72,6 +72,8 @@ async def test_the_daemon_built_from_fakes_lets_a_car_in_and_stops_cleanly(confi
     assert len(entries) == 1 and entries[0].kind == "entry"
     opens = store.written(fx.OpenBarrier)  # written ahead: the OPEN row is committed before the command is sent
     assert len(opens) == 1 and opens[0].record_id == entries[0].record_id
+    status = await app.status()  # what `lanectl status` shows, from the daemon built of fakes too
+    assert status["lanes"]["in1"]["plate_lines"]["read"] == 0 and status["lanes"]["in1"]["direction"] == "entry"
 
     stop.set()  # as the barrier's answer (CommandDone) reaches the lane: the stop must still be prompt
     await asyncio.wait_for(daemon, 3)  # a task that ignores its cancel holds the stop for 5 s (App._stop_tasks)

@@ -5,26 +5,13 @@ nothing; the exit takes the car out again."""
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
 
-from lanectl.adapters.clock import SystemClock
-from lanectl.core.events import IoSnapshot, OperatorOpen, PlateRead
+from lanectl.core.events import OperatorOpen, PlateRead
 from lanectl.service.lane_runner import LaneRunner
-from tests.fakes import SHANGHAI, FakeBarrier, MemoryLaneStore
+from tests.fakes import FakeBarrier, MemoryLaneStore
 from tests.policies import FlatPolicy
+from tests.unit.test_lane_runner_storage import CLOCK, DOWN, until
 
-DOWN = IoSnapshot(arming=False, safety=False, up_limit=False, down_limit=True)
-CLOCK = SystemClock(SHANGHAI)
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 3.0) -> None:
-    async def _poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.005)
-    try:
-        await asyncio.wait_for(_poll(), timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"not within {timeout:g} s: {what}") from None
 
 
 async def test_the_exit_lane_prices_the_stay_the_entry_lane_committed_and_a_refused_step_changes_nothing():

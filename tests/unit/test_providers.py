@@ -38,11 +38,9 @@ from tests.minimal_site import write_minimal_config
 LANECTL = Path(__file__).resolve().parents[2] / "lanectl"
 PLATFORM_NAMES = {n for p in REGISTRY.values() for n in (p.name, *p.lane_names)}
 
-# Where a platform is still named outside its package, and why. Each is an app hook serving a feature only
-# Bolink has today (monthly cards renewed online, plate-less cars admitted by a platform's QR code); the hook
-# would take the platform's name as an argument once App's requests are reshaped (issue 16 item 3).
-NAMED_OUTSIDE = {("app.py", "bolink"): "renew_card / quote / admit_plateless: Bolink's online renewals and "
-                                       "plate-less admissions"}
+# Where a platform is still named outside its package, and why: nowhere. The app's hooks (quote, renew_card,
+# admit_plateless) take the asking platform's name from its package.
+NAMED_OUTSIDE: dict[tuple[str, str], str] = {}
 
 
 def platform_mentions(path: Path) -> set[str]:

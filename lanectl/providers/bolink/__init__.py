@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any, Optional
 
 from lanectl.providers.bolink import codec
@@ -33,8 +34,11 @@ def build(site: SiteContext, cfg: BolinkConfig) -> Platform:
 
     def attach(settlement: Optional[Results], app: AppHooks) -> Inbound:
         handler = BolinkInbound(key, cfg.park_id, site.store, settlement, site.clock,
-                                lanes_by_channel=site.lanes_by_channel(), quote=app.quote, renew=app.renew_card,
-                                admit=app.admit_plateless, free_out_minutes=cfg.free_out_minutes,
+                                lanes_by_channel=site.lanes_by_channel(),
+                                quote=partial(app.quote, provider=PROVIDER.name),
+                                renew=partial(app.renew_card, provider=PROVIDER.name),
+                                admit=partial(app.admit_plateless, provider=PROVIDER.name),
+                                free_out_minutes=cfg.free_out_minutes,
                                 max_fen=site.max_fen)
         if cfg.downlink == "http_mode":
             downlink = BolinkDownlink(cfg, key, site.session, handler.handle_downlink, login=client.sdk_login)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Optional
 
 from lanectl.providers.tdzn import codec
@@ -30,7 +31,8 @@ def build(site: SiteContext, cfg: TdznConfig) -> Platform:
     def attach(settlement: Optional[Results], app: AppHooks) -> Inbound:
         handler = TdznInbound(key, cfg.pid, cfg.park_code, site.inbox, settlement, site.clock, site.tz,
                               window_s=cfg.timestamp_window_s, lanes_by_channel=site.lanes_by_channel(),
-                              quote=app.quote, release=app.release, max_fen=site.max_fen)
+                              quote=partial(app.quote, provider=PROVIDER.name), release=app.release,
+                              max_fen=site.max_fen)
         return Inbound(handler, routes=[(cfg.callback_path, handler.pipeline.handle_body)])
 
     publisher = TdznPublisher(client, channels, site.tz, total_spaces=cfg.total_spaces, links=site.links)
