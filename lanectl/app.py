@@ -37,13 +37,16 @@ from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRu
 from lanectl.providers.wiring import PlatformWiring
 from lanectl.providers.ports import PriceQuote
 from lanectl.service.lane_runner import LaneRunner, RequestExpired
-from lanectl.service.outbox import OutboxRelay, Publisher
+from lanectl.service.outbox import Backoff, OutboxRelay, Publisher
 from lanectl.service.remote_commands import RemoteCommands, remote_operators
 from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
 from lanectl.service.site_bus import SiteBus
+from lanectl.service.site_replication import SiteBusPublisher, SiteReplicator
 
 log = logging.getLogger("lanectl")
+# the lot's own broker: once it is back, the queued records go out within seconds, not after a 5-minute backoff
+SITE_BUS_BACKOFF = Backoff(base_s=0.5, cap_s=5.0)
 OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for the module's answer
 QUOTE_WAIT_S = 2.0  # a platform's price query: how long one exit lane may take to answer it
 
@@ -116,6 +119,7 @@ class App:
         self.notifier = adapters.notifier
         self.ready = asyncio.Event()
         self.site_bus = adapters.site_bus  # services register their subscriptions before run() starts it
+        self.replicator: Optional[SiteReplicator] = None  # in-park replication (service/site_replication.py)
         self._session: Optional[aiohttp.ClientSession] = None
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
@@ -168,8 +172,10 @@ class App:
             self._session = self.adapters.session()
             self._build_publishers()
             self._build_payments()
+            self._build_replication()
             self.remote = self._remote_commands()  # subscribed before the bus runs; runs commands once ready
-            self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates())
+            self.relay = OutboxRelay(self.store, self.publishers, self.clock, rate_per_s=self._rates(),
+                                     backoffs={"site_bus": SITE_BUS_BACKOFF})
             for name, loop in (self.platforms.loops if self.platforms else []):
                 tasks.append(asyncio.create_task(loop(), name=name))
             for lane in self.config.lanes:
@@ -180,6 +186,8 @@ class App:
                     tasks.append(asyncio.create_task(device.run(runner.emit), name=f"{lane.id}-{type(device).__name__}"))
             if self.publishers:
                 tasks.append(asyncio.create_task(self.relay.run(), name="outbox"))
+            if self.replicator is not None:
+                tasks.append(asyncio.create_task(self.replicator.run(), name="site-replication"))
             tasks.append(asyncio.create_task(self.store.watch(), name="storage-probe"))
             await asyncio.gather(*(r.started.wait() for r in self.runners.values()))
             if self.settlement is not None:
@@ -300,9 +308,23 @@ class App:
             assert self._session is not None
             self.publishers["webhook"] = WebhookPublisher(hook.url, self._session, hook.timeout_s, token)
 
+    def _build_replication(self) -> None:
+        """In-park replication (issue 17 item 2) when the store keeps a replica and a site bus is given: our records
+        go out through the outbox, the other booths' come into the replica."""
+        booth = getattr(getattr(self.store, "replica", None), "booth", None)
+        if self.site_bus is None or booth is None:
+            return
+        park_id = self.config.site.park_id
+        self.publishers["site_bus"] = SiteBusPublisher(self.site_bus, park_id, booth)
+        self.replicator = SiteReplicator(self.site_bus, self.store, self.clock, park_id, booth,
+                                          catchup_s=self.config.site.site_bus.catchup_s,
+                                          on_queued=lambda: self.relay.wake("site_bus") if self.relay else None)
+
     def _rates(self) -> dict[str, float]:
         site = self.config.site
         rates = {"webhook": site.uploads.webhook.rate_per_s} if site.uploads.webhook else {}
+        if "site_bus" in self.publishers:  # the lot's own broker: no rate to respect, the replication lag counts
+            rates["site_bus"] = 1000.0
         return rates | (self.platforms.rates if self.platforms else {})
 
     def _build_payments(self) -> None:
@@ -432,7 +454,16 @@ class App:
             answer["image_links"] = {"public_url": self.image_links.base, **self.image_links.counts}
         if self.remote is not None:
             answer["remote_commands"] = dict(self.remote.counts)
+        if self.replicator is not None:
+            answer["site_replication"] = self.replication_status()
         return answer
+
+    def replication_status(self) -> dict[str, Any]:
+        """In-park replication: messages taken in (applied, duplicate, bad ...), the seq held of each booth, and
+        how many of the other booths' cars are inside by our replica."""
+        assert self.replicator is not None
+        return {**self.replicator.counts, "peers": self.store.site_gaps(),
+                "remote_inside": len(self.store.site_inside())}
 
     def _listeners(self) -> list[dict[str, Any]]:
         """Every HTTP listener the app holds, whatever its attribute (a listener added later is listed too)."""

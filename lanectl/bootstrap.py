@@ -81,6 +81,11 @@ def outbox_destinations(config: Config) -> list[str]:
     return (["webhook"] if site.uploads.webhook else []) + list(site.payments.configured())
 
 
+def replica_booth(config: Config) -> Optional[str]:
+    """With the site bus on, the store keeps a replica of the other booths' cars and numbers our messages."""
+    return config.site.site_bus.booth_id if config.site.site_bus.enabled else None
+
+
 def real_adapters(config: Config, **given: Any) -> Adapters:
     """The real adapter for each port not `given` (by its Adapters field name)."""
     unknown = set(given) - set(Adapters.__dataclass_fields__)
@@ -91,7 +96,8 @@ def real_adapters(config: Config, **given: Any) -> Adapters:
         return given[name] if name in given else real()
 
     return Adapters(
-        store=pick("store", lambda: SqliteStore(config.site.database, destinations=outbox_destinations(config))),
+        store=pick("store", lambda: SqliteStore(config.site.database, destinations=outbox_destinations(config),
+                                                 site_booth=replica_booth(config))),
         clock=pick("clock", lambda: SystemClock(config.site.tz)),
         devices=pick("devices", lambda: HardwareDevices(config.site.vehicles.special_prefixes)),
         listener=pick("listener", lambda: CallbackServer),

@@ -18,3 +18,6 @@ class SiteBusConfig(Strict):  # from lanectl.config.base import SecretRef, Stric
     site_key: Optional[SecretRef] = None
     site_key_id: str = Field("site", pattern=r"^[0-9A-Za-z_.-]{1,32}$")  # named in each command: keys can rotate
     command_skew_s: int = Field(30, ge=0, le=300)  # clock difference allowed between issuer and booth
+    # --- replica ---
+    # how often a booth asks the others for the records it may have missed (besides at start and on a gap)
+    catchup_s: float = Field(30.0, gt=0, le=3600)

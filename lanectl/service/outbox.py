@@ -125,6 +125,7 @@ class OutboxRelay:
         rate_per_s: Optional[Mapping[str, float]] = None,
         default_rate_per_s: float = 5.0,
         backoff: Backoff = Backoff(),
+        backoffs: Optional[Mapping[str, Backoff]] = None,  # per destination, where `backoff` does not fit
         max_attempts: Optional[int] = None,  # None: retry forever (a record upload must not be dropped)
         rng: Optional[random.Random] = None,
         batch: int = 20,
@@ -134,6 +135,7 @@ class OutboxRelay:
         self._publishers = dict(publishers)
         self._clock = clock
         self._backoff = backoff
+        self._backoffs = dict(backoffs or {})
         self._max_attempts = max_attempts
         self._rng = rng or random.Random()
         self._batch = batch
@@ -217,7 +219,7 @@ class OutboxRelay:
         if self._max_attempts is not None and attempts >= self._max_attempts:
             await self._dead(destination, item, f"gave up after {attempts} attempts: {error}", answered=False)
             return
-        delay = self._backoff.delay(attempts, self._rng)
+        delay = self._backoffs.get(destination, self._backoff).delay(attempts, self._rng)
         next_at = self._clock.now() + timedelta(seconds=delay)
         await self._queue.mark_retry(item.id, attempts, next_at, error)
         self._blocked_until[destination] = self._clock.monotonic() + delay

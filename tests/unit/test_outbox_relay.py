@@ -117,6 +117,20 @@ async def test_backoff_doubles_from_one_second_up_to_the_cap(clock, queue):
     assert row.next_at == clock.now() + timedelta(seconds=300)
 
 
+async def test_a_destination_with_its_own_backoff_retries_on_its_own_schedule(clock, queue):
+    add_items(queue, "bolink", 1)
+    add_items(queue, "site_bus", 1)
+    pub = ScriptedPublisher(clock, lambda it: RETRY)
+    relay = OutboxRelay(queue, {"bolink": pub, "site_bus": pub}, clock, backoff=NO_JITTER,
+                        backoffs={"site_bus": Backoff(base_s=0.5, cap_s=2.0, jitter=0.0)})
+    async with running(relay, clock):
+        await clock.run_until(lambda: sum(k.startswith("site_bus") for k in pub.keys) == 6)
+    site = [t for (t, _), k in zip(pub.calls, pub.keys) if k.startswith("site_bus")]
+    bolink = [t for (t, _), k in zip(pub.calls, pub.keys) if k.startswith("bolink")]
+    assert gaps(site) == [0.5, 1, 2, 2, 2]  # the lot's broker: capped at 2 s
+    assert gaps(bolink)[:2] == [1, 2]  # the platform keeps the relay's backoff
+
+
 async def test_jitter_shortens_delays_within_bounds_and_is_reproducible(clock):
     def delays(seed: int) -> list[float]:
         rng = random.Random(seed)

@@ -4,7 +4,7 @@ nothing — callbacks (keyed by provider and trade), marks on plates, card renew
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lanectl.adapters.store.ledger import LedgerRepository
 from lanectl.adapters.store.unit_of_work import UnitOfWork
@@ -39,9 +39,9 @@ class InboxRepository:
         return await self.uow.run(_get)
 
     async def prepay(self, provider: str, trade_no: str, car: InsideCar, amount_fen: int, paid_at: datetime,
-                     now: datetime) -> bool:
-        """Money paid ahead for a car inside, against its entry record, with its payment row, in one transaction.
-        False if this trade was kept before."""
+                     now: datetime, then: Optional[Callable[[], None]] = None) -> bool:
+        """Money paid ahead for a car inside, against its entry record, with its payment row, in one transaction
+        (with `then`, e.g. the record's new snapshot queued for the site bus). False if this trade was kept before."""
         def _add() -> bool:
             with self.uow.transaction() as conn:
                 cur = conn.execute(
@@ -51,6 +51,8 @@ class InboxRepository:
                 if cur.rowcount == 1:
                     self.ledger.prepay_sync(car.record_id, car.lane_id, amount_fen, f"{provider}:prepay", trade_no,
                                             paid_at.isoformat())
+                    if then is not None:
+                        then()
             return cur.rowcount == 1
         return await self.uow.write(_add)
 

@@ -214,6 +214,29 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE barrier_actions ADD COLUMN operator_uid INTEGER;
     ALTER TABLE balance_moves ADD COLUMN operator_uid INTEGER;
     """,
+    # v9: in-park replication (issue 17). Our own messages to the site bus are outbox rows numbered per booth
+    # (`seq`, NULL for the other destinations), kept after sending to answer catch-up requests; the entries of
+    # the OTHER booths (newest snapshot, and whether their stay is over); per other booth, the seq up to which
+    # every message was received.
+    """
+    ALTER TABLE outbox ADD COLUMN seq INTEGER;
+    CREATE UNIQUE INDEX outbox_site_seq ON outbox (destination, seq);
+    CREATE TABLE site_replica (
+        record_id TEXT PRIMARY KEY,
+        booth TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        plate TEXT NOT NULL,
+        closed TEXT NOT NULL DEFAULT '',   -- '' while the car is inside; else exited / superseded / refused
+        message TEXT NOT NULL,             -- the newest snapshot received (core/site_replica.py SiteRecord)
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX site_replica_inside ON site_replica (closed, plate);
+    CREATE TABLE site_peers (
+        booth TEXT PRIMARY KEY,
+        upto INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 )
 
 

@@ -25,10 +25,12 @@ from lanectl.adapters.store.inbox import InboxRepository
 from lanectl.adapters.store.lanes import RECORD_COLUMNS, LaneRepository
 from lanectl.adapters.store.ledger import LedgerRepository
 from lanectl.adapters.store.outbox import OutboxRepository
+from lanectl.adapters.store.replica import ReplicaRepository
 from lanectl.adapters.store.schema import MIGRATIONS, migrate, schema_version
 from lanectl.adapters.store.settlements import SettlementRepository
 from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core import effects as fx
+from lanectl.core import site_replica as sr
 from lanectl.core.inside import InsideCars, Prepaid
 from lanectl.core.lane import InsideCar
 from lanectl.service.storage import StorageHealth
@@ -45,7 +47,7 @@ class SqliteStore:
     needs real disk space succeeds and the barrier audit rows kept in memory meanwhile are written."""
 
     def __init__(self, path: str | Path, *, destinations: Sequence[str] = (), probe_bytes: int = 256 * 1024,
-                 probe_interval_s: float = 5.0, audit_limit: int = 1000) -> None:
+                 probe_interval_s: float = 5.0, audit_limit: int = 1000, site_booth: Optional[str] = None) -> None:
         self.uow = UnitOfWork(path, probe_bytes=probe_bytes, probe_interval_s=probe_interval_s)
         self.lanes = LaneRepository(self.uow)
         self.audit = BarrierAudit(self.uow, limit=audit_limit)
@@ -57,6 +59,13 @@ class SqliteStore:
         self._inside = InsideCars()
         self._balances: dict[str, int] = {}
         self._balances_view: Mapping[str, int] = MappingProxyType(self._balances)
+        # In-park replication (site_booth set: this booth's id on the site bus): the other booths' entries, and
+        # the lanes' view of the cars inside = ours + theirs, one stay per plate (core/site_replica.py).
+        self.replica = ReplicaRepository(self.uow, self.lanes, self.ledger, site_booth) if site_booth else None
+        self._remote = sr.RemoteInside()
+        self._remote_cars = sr.RemoteCars()
+        self._seqs = sr.SeqTracker()
+        self._view = sr.InsideView(self._inside.view, self._remote_cars)
 
         # The callers' names (lane runner, settlement driver, inbound handlers, outbox relay, control socket).
         self.load_lane_state = self.lanes.load_lane_state
@@ -93,6 +102,15 @@ class SqliteStore:
         dead process left `requested` as interrupted, and load the projections."""
         def _load() -> None:
             self._inside = InsideCars(self.lanes.inside_sync())
+            self._view = sr.InsideView(self._inside.view, self._remote_cars)
+            if self.replica is not None:
+                entries, peers = self.replica.load_sync()
+                self._remote = sr.RemoteInside(entries)
+                self._remote_cars = sr.RemoteCars()
+                for e in entries:
+                    self._remote_cars.update(e)
+                self._seqs = sr.SeqTracker(dict(peers))
+                self._view = sr.InsideView(self._inside.view, self._remote_cars)
             self._balances.clear()
             self._balances.update(self.ledger.balances_sync())
         await self.uow.open(startup_writes=[self.audit.interrupt_sync], loads=[_load])
@@ -142,8 +160,13 @@ class SqliteStore:
         return self._inside.snapshot()
 
     def inside_view(self) -> Mapping[str, InsideCar]:
-        """The same, live and read-only: what a lane step reads (no copy per step)."""
-        return self._inside.view
+        """What a lane step reads, live and read-only (no copy per step): our cars inside, and with site
+        replication those the other booths recorded too, one stay per plate."""
+        return self._view if self.replica is not None else self._inside.view
+
+    def site_inside(self) -> list[sr.SiteRecord]:
+        """The other booths' cars inside, as replicated here."""
+        return self._remote.inside()
 
     def balances(self) -> dict[str, int]:
         """Stored-value balances by plate (fen), as a copy."""
@@ -157,20 +180,29 @@ class SqliteStore:
                           now: datetime) -> None:
         """The lane's new state and the persistent effects of one event, atomically; then the projections."""
         effects = [e for e in effects if fx.is_persistent(e)]
-        await self.uow.write(self._commit_sync, lane_id, state, effects, now)
+        closing: list[tuple[sr.RemoteEntry, str]] = []
+        if self.replica is not None:
+            effects, closing = self._site_closings(effects)
+        await self.uow.write(self._commit_sync, lane_id, state, effects, now, closing)
         self._inside.apply(effects)
+        for entry, _ in closing:
+            self._remote.put([entry])
+            self._remote_cars.update(entry)
         for e in effects:
             if isinstance(e, fx.DebitBalance):
                 self._balances[e.plate] = self._balances.get(e.plate, 0) - e.amount_fen
 
-    def _commit_sync(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect], now: datetime) -> None:
+    def _commit_sync(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect], now: datetime,
+                     closing: Sequence[tuple[sr.RemoteEntry, str]] = ()) -> None:
         stamp = now.isoformat()
+        remote = {entry.record.record_id for entry, _ in closing}
         with self.uow.transaction():
             for e in effects:
                 if isinstance(e, fx.NewRecord):
                     self.lanes.add_sync(e, stamp)
                 elif isinstance(e, fx.PatchRecord):
-                    self.lanes.patch_sync(e, stamp)
+                    if e.record_id not in remote:  # another booth's entry: closed by a correction below
+                        self.lanes.patch_sync(e, stamp)
                 elif isinstance(e, fx.RecordPayment):
                     self.ledger.pay_sync(e)
                     self.settlements.delivered_sync(e)
@@ -186,7 +218,111 @@ class SqliteStore:
                     self.audit.confirm_sync(e)
                 elif isinstance(e, fx.Publish):
                     self.outbox.enqueue_sync(e, stamp, now)
+            if self.replica is not None:
+                self._publish_site_sync(effects, closing, now)
             self.lanes.save_state_sync(lane_id, state, stamp)
+
+    # --- in-park replication -----------------------------------------------------------------------------------------
+    def _site_closings(self, effects: list[fx.Effect]) -> tuple[list[fx.Effect], list[tuple[sr.RemoteEntry, str]]]:
+        """The other booths' entries this step closes (the lane patched a stay it saw in the replica), and the
+        partition rule: an exit that closes a plate's stay supersedes the plate's other stays inside anywhere."""
+        caused_by = next((e.record_id for e in effects if isinstance(e, fx.NewRecord)), "")
+        out = list(effects)
+        closing: dict[str, tuple[sr.RemoteEntry, str]] = {}
+        for e in effects:
+            if not isinstance(e, fx.PatchRecord):
+                continue
+            status = dict(e.changes).get("status")
+            if status is None or status == "inside":
+                continue
+            plate = self._plate_of(e.record_id)
+            closed = self._remote.close(e.record_id, status)
+            if closed is not None:
+                closing[e.record_id] = (closed, caused_by)
+            if status != "exited" or plate is None:
+                continue
+            for other in self._view.others(plate):  # the partition rule
+                if other.record_id == e.record_id or other.record_id in closing:
+                    continue
+                superseded = self._remote.close(other.record_id, "superseded")
+                if superseded is not None:
+                    closing[other.record_id] = (superseded, caused_by)
+                elif self._inside.car(other.record_id) is not None:
+                    out.append(fx.PatchRecord(other.record_id, (("status", "superseded"),)))
+        return out, list(closing.values())
+
+    def _plate_of(self, record_id: str) -> Optional[str]:
+        entry = self._remote.entry(record_id)
+        if entry is not None:
+            return entry.record.plate
+        return next((p for p, c in self._inside.view.items() if c.record_id == record_id), None)
+
+    def _publish_site_sync(self, effects: list[fx.Effect], closing: Sequence[tuple[sr.RemoteEntry, str]],
+                           now: datetime) -> None:
+        """Every record this step published and every own entry it closed go to the site bus, in order."""
+        assert self.replica is not None
+        remote = {entry.record.record_id for entry, _ in closing}
+        sent: set[str] = set()
+        for e in effects:
+            if isinstance(e, fx.Publish) and e.record_id not in sent:
+                self.replica.publish_record_sync(e.record_id, e.kind, now)
+                sent.add(e.record_id)
+        for e in effects:  # our own entries closed by this step without a Publish of their own (superseded)
+            if isinstance(e, fx.PatchRecord) and e.record_id not in sent and e.record_id not in remote \
+                    and self._inside.car(e.record_id) is not None:
+                self.replica.publish_record_sync(e.record_id, "entry", now)
+                sent.add(e.record_id)
+        for entry, caused_by in closing:
+            self.replica.publish_correction_sync(entry, entry.closed, caused_by, now)
+
+    async def apply_site(self, record: sr.SiteRecord, now: datetime) -> str:
+        """One message from another booth: "applied", "duplicate" (received before) or "own" (ours, echoed).
+        An exit or correction that closes one of OUR entries marks it here too (and publishes that)."""
+        if self.replica is None:
+            raise StoreError("site replication is off (no booth id)")
+        if record.booth == self.replica.booth:
+            return "own"
+        seqs = self._seqs.after(record.booth, record.seq)
+        if seqs is None:
+            return "duplicate"
+        changed = self._remote.plan(record)
+        ended = sr.closes(record)
+        own: Optional[fx.PatchRecord] = None
+        if ended is not None and self._inside.car(ended[0]) is not None:
+            own = fx.PatchRecord(ended[0], (("status", ended[1]),))
+        await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now)
+        self._seqs.mark(record.booth, seqs)
+        self._remote.put(changed)
+        for e in changed:
+            self._remote_cars.update(e)
+        if own is not None:
+            self._inside.apply([own])
+        return "applied"
+
+    def _apply_site_sync(self, record: sr.SiteRecord, changed: list[sr.RemoteEntry], own: Optional[fx.PatchRecord],
+                         upto: int, now: datetime) -> None:
+        assert self.replica is not None
+        booth = record.booth
+        with self.uow.transaction():
+            self.replica.put_sync(changed, now)
+            if record.kind == "entry" and record.plate:
+                self.replica.marks_sync(record)
+            if own is not None:
+                self.lanes.patch_sync(own, now.isoformat())
+                self.replica.publish_record_sync(own.record_id, "entry", now)
+            self.replica.peer_sync(booth, upto, now)
+
+    def site_gaps(self) -> dict[str, int]:
+        """Per other booth: the seq up to which every message is here (what a catch-up request asks after)."""
+        return dict(self._seqs.upto)
+
+    def site_gap(self, booth: str) -> bool:
+        return self._seqs.gap(booth)
+
+    async def site_since(self, after_seq: int, limit: int = 500) -> list[dict[str, Any]]:
+        if self.replica is None:
+            return []
+        return await self.replica.since(after_seq, limit)
 
     # --- writes that change a projection ---------------------------------------------------------------------------
     async def add_prepayment(self, provider: str, trade_no: str, *, order_id: str, plate: str, amount_fen: int,
@@ -197,7 +333,9 @@ class SqliteStore:
         car = self._inside.car(order_id) or self._inside.view.get(plate)
         if car is None:
             return "not_inside"
-        if not await self.inbox.prepay(provider, trade_no, car, amount_fen, paid_at, now):
+        replica = self.replica
+        then = (lambda: replica.publish_record_sync(car.record_id, "entry", now)) if replica is not None else None
+        if not await self.inbox.prepay(provider, trade_no, car, amount_fen, paid_at, now, then):
             return "duplicate"
         self._inside.apply([Prepaid(car.record_id, amount_fen, paid_at)])
         return "recorded"
