@@ -1,0 +1,266 @@
+"""The MQTT site bus on a real Mosquitto 2 (tests/mosquitto.py): password auth and ACL, QoS 1, presence with a
+last will, fail-over between broker URIs, reconnect + re-subscribe after a broker restart, retained telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import AsyncIterator, Callable
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from lanectl.adapters.clock import SystemClock
+from lanectl.adapters.mqtt_bus import BrokerRefused, MqttBus
+from lanectl.config.base import SecretRef
+from lanectl.config.site_bus import SiteBusConfig
+from lanectl.service.site_bus import BusUnavailable
+from lanectl.service.telemetry import TelemetryPublisher
+from tests.mosquitto import USERS, Mosquitto, free_port, mosquitto, mosquitto_factory  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.timeout(30)
+PARK = "P1"
+
+
+def config(*brokers: str, user: str = "booth1", booth: str = "boothA") -> SiteBusConfig:
+    return SiteBusConfig(enabled=True, booth_id=booth, brokers=brokers, username=user,
+                         password=SecretRef(env="UNUSED"), keepalive_s=5, publish_timeout_s=3)
+
+
+def bus(*brokers: str, user: str = "booth1", booth: str = "boothA", password: str | None = None) -> MqttBus:
+    return MqttBus(config(*brokers, user=user, booth=booth), PARK, password=password or USERS[user],
+                   retry_min_s=0.05, retry_max_s=0.2)
+
+
+@contextlib.asynccontextmanager
+async def running(b: MqttBus, *, connected: bool = True) -> AsyncIterator[MqttBus]:
+    task = asyncio.create_task(b.run())
+    try:
+        if connected:
+            await until(lambda: b.connected or task.done())
+            assert b.connected, task.exception() if task.done() else "not connected"
+        yield b
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+
+    async def __call__(self, topic: str, payload: bytes) -> None:
+        self.messages.append((topic, payload))
+
+    def last(self, topic: str) -> bytes | None:
+        return next((p for t, p in reversed(self.messages) if t == topic), None)
+
+    async def wait(self, topic: str, payload: bytes) -> None:
+        await until(lambda: self.last(topic) == payload)
+
+
+def watcher(broker: Mosquitto, topic_filter: str = "lanectl/#") -> tuple[MqttBus, Inbox]:
+    """The central screen: read-only user, its own client id."""
+    screen = bus(broker.uri, user="screen", booth="screen")
+    inbox = Inbox()
+    screen.subscribe(topic_filter, inbox)
+    return screen, inbox
+
+
+ONLINE_A = f"lanectl/{PARK}/boothA/online"
+
+
+@pytest.fixture(autouse=True)
+def no_paho_thread_left():
+    yield
+    left = [t.name for t in threading.enumerate() if t.name.startswith("paho-mqtt-client")]
+    assert not left, f"paho network threads still running: {left}"
+
+
+async def test_a_booth_connects_with_its_password_and_says_it_is_online_retained(mosquitto):
+    async with running(bus(mosquitto.uri)):
+        screen, inbox = watcher(mosquitto)  # subscribes after the booth said it: the retained message
+        async with running(screen):
+            await inbox.wait(ONLINE_A, b"true")
+
+
+async def test_qos1_publish_returns_after_the_broker_acknowledged_and_reaches_subscribers(mosquitto):
+    a, b = bus(mosquitto.uri), bus(mosquitto.uri, user="booth2", booth="boothB")
+    inbox = Inbox()
+    b.subscribe(f"lanectl/{PARK}/+/records/#", inbox)
+    async with running(a), running(b):
+        for i in range(20):
+            await a.publish(f"lanectl/{PARK}/boothA/records/r{i}", f"record {i}".encode(), qos=1)
+        await until(lambda: len(inbox.messages) == 20)
+    assert [p for _, p in inbox.messages] == [f"record {i}".encode() for i in range(20)]  # in order
+
+
+async def test_publish_raises_bus_unavailable_when_not_connected(mosquitto):
+    b = bus(mosquitto.uri)
+    with pytest.raises(BusUnavailable):
+        await b.publish(f"lanectl/{PARK}/boothA/x", b"1")
+
+
+async def test_a_wrong_password_is_refused_with_a_typed_error_logged_once(mosquitto, caplog):
+    caplog.set_level(logging.INFO, "lanectl.site_bus")
+    b = bus(mosquitto.uri, password="wrong")
+    async with running(b, connected=False):
+        await until(lambda: b.attempts >= 4)
+        assert isinstance(b.last_error, BrokerRefused) and not b.connected
+        # mosquitto 2.0 answers a bad password with "not authorized" (135), later ones with 134
+        assert b.last_error.reason.lower() in ("not authorized", "bad user name or password")
+        with pytest.raises(BusUnavailable):
+            await b.publish(f"lanectl/{PARK}/boothA/x", b"1")
+    refusals = [r for r in caplog.records if r.levelno == logging.ERROR and "refused" in r.getMessage()]
+    assert len(refusals) == 1, [r.getMessage() for r in caplog.records]
+    assert len([r for r in caplog.records if "site bus down" in r.getMessage()]) == 1
+
+
+async def test_the_acl_keeps_a_read_only_client_from_publishing(mosquitto):
+    screen, inbox = watcher(mosquitto, f"lanectl/{PARK}/forged/#")
+    async with running(screen), running(bus(mosquitto.uri)) as a:
+        await screen.publish(f"lanectl/{PARK}/forged/open", b"lane1")  # mosquitto 2 acks and drops it
+        # the booth's message, sent after, arrives first and alone: the screen's never will
+        await a.publish(f"lanectl/{PARK}/forged/ok", b"1")
+        await until(lambda: inbox.messages != [])
+    assert inbox.messages == [(f"lanectl/{PARK}/forged/ok", b"1")]
+
+
+async def test_a_clean_stop_says_offline_before_disconnecting(mosquitto):
+    screen, inbox = watcher(mosquitto, f"lanectl/{PARK}/+/online")
+    async with running(screen):
+        async with running(bus(mosquitto.uri)):
+            await inbox.wait(ONLINE_A, b"true")
+        await inbox.wait(ONLINE_A, b"false")
+    late, late_inbox = watcher(mosquitto, f"lanectl/{PARK}/+/online")
+    async with running(late):
+        await late_inbox.wait(ONLINE_A, b"false")  # retained
+
+
+BOOTH_PROCESS = """
+import asyncio, sys
+from lanectl.adapters.mqtt_bus import MqttBus
+from lanectl.config.site_bus import SiteBusConfig
+from lanectl.config.base import SecretRef
+cfg = SiteBusConfig(enabled=True, booth_id="boothA", brokers=(sys.argv[1],), username="booth1",
+                    password=SecretRef(env="UNUSED"), keepalive_s=5)
+async def main():
+    b = MqttBus(cfg, "P1", password=sys.argv[2])
+    task = asyncio.create_task(b.run())
+    while not b.connected:
+        await asyncio.sleep(0.01)
+    print("up", flush=True)
+    await task
+asyncio.run(main())
+"""
+
+
+async def test_the_will_says_offline_when_the_booth_process_dies(mosquitto):
+    screen, inbox = watcher(mosquitto, f"lanectl/{PARK}/+/online")
+    async with running(screen):
+        booth = subprocess.Popen([sys.executable, "-c", BOOTH_PROCESS, mosquitto.uri, USERS["booth1"]],
+                                 stdout=subprocess.PIPE)
+        try:
+            assert booth.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(booth.stdout.readline), 10)
+            assert line == b"up\n"
+            await inbox.wait(ONLINE_A, b"true")
+            os.kill(booth.pid, signal.SIGKILL)  # no DISCONNECT: the broker sees the socket close
+            started = time.monotonic()
+            await inbox.wait(ONLINE_A, b"false")
+            assert time.monotonic() - started < 5
+        finally:
+            booth.kill()
+            booth.wait()
+
+
+async def test_fail_over_to_the_second_broker_when_the_first_is_down(mosquitto_factory):
+    second = mosquitto_factory()
+    dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
+    b = bus(dead, second.uri)
+    async with running(b):
+        assert b.broker == second.uri
+        await b.publish(f"lanectl/{PARK}/boothA/x", b"1")  # acknowledged by the second broker
+
+
+async def test_fail_over_when_the_broker_in_use_stops(mosquitto_factory):
+    first, second = mosquitto_factory(), mosquitto_factory()
+    b = bus(first.uri, second.uri)
+    async with running(b):
+        assert b.broker == first.uri
+        first.stop()
+        await until(lambda: b.connected and b.broker == second.uri)
+
+
+async def test_after_a_broker_restart_the_bus_reconnects_and_subscribes_again(mosquitto, caplog):
+    caplog.set_level(logging.INFO, "lanectl.site_bus")
+    b, inbox = bus(mosquitto.uri), Inbox()
+    b.subscribe(f"lanectl/{PARK}/boothA/commands/#", inbox)
+    async with running(b):
+        mosquitto.stop()  # no persistence: the broker forgets the session and its subscriptions
+        await until(lambda: not b.connected)
+        with pytest.raises(BusUnavailable):
+            await b.publish(f"lanectl/{PARK}/boothA/x", b"1")
+        await until(lambda: b.attempts >= 3)  # several failed retries...
+        mosquitto.start()
+        await until(lambda: b.connected)
+        other = bus(mosquitto.uri, user="booth2", booth="boothB")
+        async with running(other):
+            await other.publish(f"lanectl/{PARK}/boothA/commands/open", b"lane1")
+            await inbox.wait(f"lanectl/{PARK}/boothA/commands/open", b"lane1")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "site bus down" in m]) == 1, messages  # ...logged once
+    assert len([m for m in messages if "site bus back" in m]) == 1, messages
+
+
+async def test_a_handler_that_raises_is_counted_and_the_next_message_still_arrives(mosquitto):
+    b, inbox = bus(mosquitto.uri), Inbox()
+
+    async def broken(topic: str, payload: bytes) -> None:
+        if payload == b"bad":
+            raise ValueError("bad record")
+        await inbox(topic, payload)
+    b.subscribe(f"lanectl/{PARK}/boothA/in", broken)
+    async with running(b):
+        await b.publish(f"lanectl/{PARK}/boothA/in", b"bad")
+        await b.publish(f"lanectl/{PARK}/boothA/in", b"good")
+        await inbox.wait(f"lanectl/{PARK}/boothA/in", b"good")
+    assert b.handler_errors == 1
+
+
+async def test_telemetry_is_retained_for_a_screen_that_subscribes_later(mosquitto):
+    b = bus(mosquitto.uri)
+
+    async def figures() -> dict:
+        return {"lanes": {"in1": {"phase": "idle", "faults": {}, "last_plate": "京A12345"}},
+                "booth": {"outbox_pending": 3}}
+    telemetry = TelemetryPublisher(b, PARK, "boothA", figures, SystemClock(ZoneInfo("Asia/Shanghai")), interval_s=0.05)
+    async with running(b):
+        task = asyncio.create_task(telemetry.run())
+        try:
+            await until(lambda: telemetry.published >= 2)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    screen, inbox = watcher(mosquitto, f"lanectl/{PARK}/boothA/#")
+    async with running(screen):
+        lane_topic = f"lanectl/{PARK}/boothA/lanes/in1/telemetry"
+        await until(lambda: inbox.last(lane_topic) is not None)
+        lane = json.loads(inbox.last(lane_topic))
+        assert (lane["phase"], lane["last_plate"]) == ("idle", "京A12345")
+        await until(lambda: inbox.last(f"lanectl/{PARK}/boothA/telemetry") is not None)
+        assert json.loads(inbox.last(f"lanectl/{PARK}/boothA/telemetry"))["outbox_pending"] == 3
