@@ -40,6 +40,8 @@ from lanectl.service.lane_runner import LaneRunner, RequestExpired
 from lanectl.service.outbox import OutboxRelay, Publisher
 from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
+from lanectl.service.site_bus import SiteBus
+from lanectl.service.telemetry import TelemetryPublisher
 
 log = logging.getLogger("lanectl")
 OPERATOR_ACK_S = 4.0  # an operator's OPEN: how long `lanectl open` waits for the module's answer
@@ -87,6 +89,7 @@ class Adapters:
     session: Callable[[], aiohttp.ClientSession]  # outgoing HTTP (platforms, webhook); opened on the loop
     notifier: SystemdNotifier
     raise_nofile: Callable[[], tuple[int, int]]  # (soft, hard) open-file limits after raising the soft one
+    site_bus: Optional[SiteBus] = None  # the lot's MQTT broker (adapters/mqtt_bus.py) when site_bus.enabled
 
 
 class App:
@@ -112,6 +115,7 @@ class App:
         self.relay: Optional[OutboxRelay] = None
         self.notifier = adapters.notifier
         self.ready = asyncio.Event()
+        self.site_bus = adapters.site_bus  # services register their subscriptions before run() starts it
         self._session: Optional[aiohttp.ClientSession] = None
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
@@ -174,6 +178,8 @@ class App:
                     tasks.append(asyncio.create_task(device.run(runner.emit), name=f"{lane.id}-{type(device).__name__}"))
             if self.publishers:
                 tasks.append(asyncio.create_task(self.relay.run(), name="outbox"))
+            if self.site_bus is not None:  # a broker that is down never stops a lane: the bus retries on its own
+                tasks += self._site_bus_tasks(self.site_bus)
             tasks.append(asyncio.create_task(self.store.watch(), name="storage-probe"))
             await asyncio.gather(*(r.started.wait() for r in self.runners.values()))
             if self.settlement is not None:
@@ -221,6 +227,29 @@ class App:
                 await _step("http client", self._session.close())
             await _step("store", self.store.close(), timeout_s=15.0)
             uninstall_loop_handler(asyncio.get_running_loop(), loop_handler)
+
+    def _site_bus_tasks(self, bus: SiteBus) -> list[asyncio.Task[Any]]:
+        cfg, park_id = self.config.site.site_bus, self.config.site.park_id
+        telemetry = TelemetryPublisher(bus, park_id, cfg.booth_id, self.telemetry_snapshot, self.clock,
+                                       cfg.telemetry_interval_s)
+        return [asyncio.create_task(bus.run(), name="site-bus"),
+                asyncio.create_task(telemetry.run(), name="telemetry")]
+
+    async def telemetry_snapshot(self) -> dict[str, Any]:
+        """The figures a central screen shows (service/telemetry.py): each lane and this booth."""
+        lanes = {}
+        for lid, runner in self.runners.items():
+            st = runner.status
+            faults = {name: why for name, why in (("barrier", st.barrier_fault),
+                                                  ("plate_reader", st.plate_reader_fault),
+                                                  ("scanner", st.scanner_fault)) if why}
+            lanes[lid] = {"direction": st.direction, "phase": st.phase, "faults": faults,
+                          "last_plate": st.last_plate, "waiting": st.waiting}
+        counts = (await self.store.outbox_summary(0))["counts"]
+        booth = {"outbox_pending": sum(n for key, n in counts.items() if key.endswith("/pending")),
+                 "storage_ok": self.store.health.ok,
+                 "settlement": self.settlement.status() if self.settlement is not None else None}
+        return {"lanes": lanes, "booth": booth}
 
     def status_line(self) -> str:
         """sd_notify STATUS: the lanes, and the storage while it cannot be written."""
@@ -409,6 +438,8 @@ class App:
             answer["platforms"] = self.platforms.status()
         if self.image_links is not None:
             answer["image_links"] = {"public_url": self.image_links.base, **self.image_links.counts}
+        if self.site_bus is not None:
+            answer["site_bus"] = {"connected": self.site_bus.connected}
         return answer
 
     def _listeners(self) -> list[dict[str, Any]]:
