@@ -86,3 +86,16 @@ def test_check_config_lists_a_bus_mistake(example_config: Path, capsys):
     assert main(["check-config", str(example_config)]) == 1
     err = capsys.readouterr().err
     assert "site.yaml: site_bus.brokers.0: expected mqtt://HOST[:PORT]" in err
+
+
+def test_the_commented_example_in_config_example_is_valid(example_config: Path):
+    lines = (example_config / "site.yaml").read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("# site_bus:")))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("#   "))
+    block = [line[2:] for line in lines[start:end]]
+    (example_config / "site.yaml").write_text("\n".join(lines[:start] + block + lines[end:]) + "\n")
+    (example_config / "secrets.yaml").write_text("backoffice_token: t0ken\nsite_bus_password: pw\nsite_key: k\n")
+    (example_config / "bus").mkdir()
+    (example_config / "bus" / "ca.pem").write_text("x")
+    bus = load_config(example_config).site.site_bus
+    assert bus.enabled and bus.booth_id == "boothA" and len(bus.brokers) == 2 and bus.site_key is not None
