@@ -6,6 +6,7 @@ what the lots run.
 
     broker = mosquitto_factory()          # a second broker for fail-over, same users
     broker.stop(); broker.start()          # a broker restart (same port; no persistence: sessions are lost)
+    mosquitto_factory(tls=True)            # mqtts: a throw-away CA, client certificates (CN = user name)
 """
 
 from __future__ import annotations
@@ -43,15 +44,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def make_certificates(d: Path, clients: tuple[str, ...]) -> None:
+    """A throw-away CA, the broker's certificate (for IP 127.0.0.1) and one client certificate per name
+    (CN = the name: the broker's user name with use_identity_as_username). EC keys: fast to make."""
+    d.mkdir(parents=True, exist_ok=True)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=lanectl test CA")
+    for name, ext in (("broker", "subjectAltName=IP:127.0.0.1"), *((c, "extendedKeyUsage=clientAuth")
+                                                                   for c in clients)):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+
+
 @dataclass
 class Mosquitto:
     directory: Path
     port: int = field(default_factory=free_port)
     process: Optional[subprocess.Popen[bytes]] = None
+    tls: bool = False  # mqtts with client certificates (CN = user name) instead of passwords
 
     @property
     def uri(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    @property
+    def certs(self) -> Path:
+        return self.directory / "certs"
 
     def configure(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -63,10 +86,16 @@ class Mosquitto:
         (self.directory / "acl").write_text(ACL)
         for f in ("passwd", "acl"):
             (self.directory / f).chmod(0o600)
+        if self.tls:
+            make_certificates(self.certs, tuple(USERS))
+            auth = (f"cafile {self.certs / 'ca.pem'}\ncertfile {self.certs / 'broker.pem'}\n"
+                    f"keyfile {self.certs / 'broker.key'}\nrequire_certificate true\nuse_identity_as_username true\n")
+        else:
+            auth = f"password_file {passwords}\n"
         (self.directory / "mosquitto.conf").write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous false\n"
-            f"password_file {passwords}\n"
+            + auth +
             f"acl_file {self.directory / 'acl'}\n"
             "persistence false\n"
             # as root mosquitto would switch to the `mosquitto` user, who cannot read pytest's private tmp dir
@@ -109,15 +138,17 @@ class Mosquitto:
 
 
 @pytest.fixture
-def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[[], Mosquitto]]:
+def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
     """Starts brokers on demand (each its own directory and port); stops every one after the test."""
     if binary("mosquitto") is None or binary("mosquitto_passwd") is None:
         pytest.skip("mosquitto is not installed (scripts/test installs it when run as root: "
                     "apt-get install mosquitto)")
     started: list[Mosquitto] = []
 
-    def make() -> Mosquitto:
-        broker = Mosquitto(tmp_path / f"mosquitto{len(started)}")
+    def make(tls: bool = False) -> Mosquitto:
+        if tls and shutil.which("openssl") is None:
+            pytest.skip("openssl is not installed: no certificates for the TLS broker")
+        broker = Mosquitto(tmp_path / f"mosquitto{len(started)}", tls=tls)
         broker.configure()
         started.append(broker)
         broker.start()
@@ -129,5 +160,5 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[[], Mosquitto]]:
 
 
 @pytest.fixture
-def mosquitto(mosquitto_factory: Callable[[], Mosquitto]) -> Mosquitto:
+def mosquitto(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
     return mosquitto_factory()

@@ -264,3 +264,28 @@ async def test_telemetry_is_retained_for_a_screen_that_subscribes_later(mosquitt
         assert (lane["phase"], lane["last_plate"]) == ("idle", "京A12345")
         await until(lambda: inbox.last(f"lanectl/{PARK}/boothA/telemetry") is not None)
         assert json.loads(inbox.last(f"lanectl/{PARK}/boothA/telemetry"))["outbox_pending"] == 3
+
+
+def tls_config(broker: Mosquitto, client: str | None) -> SiteBusConfig:
+    certs = broker.certs
+    tls = {"ca": certs / "ca.pem"} | ({"cert": certs / f"{client}.pem", "key": certs / f"{client}.key"}
+                                      if client else {})
+    return SiteBusConfig(enabled=True, booth_id="boothA", brokers=(broker.uri,), tls=tls, keepalive_s=5)
+
+
+async def test_a_booth_authenticates_with_its_client_certificate_over_tls(mosquitto_factory):
+    broker = mosquitto_factory(tls=True)
+    b = MqttBus(tls_config(broker, "booth1"), PARK, retry_min_s=0.05, retry_max_s=0.2)
+    inbox = Inbox()
+    b.subscribe(f"lanectl/{PARK}/boothA/#", inbox)
+    async with running(b):
+        await b.publish(f"lanectl/{PARK}/boothA/x", b"over tls")
+        await inbox.wait(f"lanectl/{PARK}/boothA/x", b"over tls")
+
+
+async def test_without_a_client_certificate_the_tls_broker_refuses(mosquitto_factory):
+    broker = mosquitto_factory(tls=True)
+    b = MqttBus(tls_config(broker, None), PARK, retry_min_s=0.05, retry_max_s=0.2)
+    async with running(b, connected=False):
+        await until(lambda: b.attempts >= 2)
+        assert not b.connected and isinstance(b.last_error, BusUnavailable)
