@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import random
 import ssl
 import threading
 import time
@@ -143,8 +144,8 @@ class MqttBus:
                     down_since = time.monotonic()
                     log.warning("site bus down: lost %s (%s); reconnecting", uri, session.close_reason)
                     break  # a lost connection is retried at once, from the same broker
-                else:
-                    await asyncio.sleep(delay)
+                else:  # every broker failed: wait, a little randomly (the booths of a lot do not retry in step)
+                    await asyncio.sleep(delay * random.uniform(0.75, 1.0))
                     delay = min(delay * 2, self.retry_max_s)
         except asyncio.CancelledError:
             await self._stop_cleanly()
