@@ -182,12 +182,20 @@ class MqttBus:
         self.broker = uri
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.config.session_expiry_s
+        connecting = asyncio.ensure_future(asyncio.to_thread(
+            self._client.connect, host, port, self.config.keepalive_s, clean_start=False, properties=props))
         try:
-            await asyncio.to_thread(self._client.connect, host, port, self.config.keepalive_s, clean_start=False,
-                                    properties=props)
+            await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            # stopping: let the thread finish (connect_timeout at most); a socket it opened is then closed by the
+            # stop's DISCONNECT, which needs paho's loop running
+            [outcome] = await asyncio.gather(connecting, return_exceptions=True)
+            if not isinstance(outcome, BaseException):
+                self._client.loop_start()
+            raise
         except (OSError, ssl.SSLError) as exc:
-            raise BusUnavailable(f"cannot reach {uri}: {exc.strerror or exc}" if isinstance(exc, OSError)
-                                 and exc.strerror else f"cannot reach {uri}: {exc}") from None
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise BusUnavailable(f"cannot reach {uri}: {why}") from None
         self._client.loop_start()
         try:
             async with asyncio.timeout(self._client.connect_timeout + 1.0):
