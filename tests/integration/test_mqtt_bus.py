@@ -289,3 +289,18 @@ async def test_without_a_client_certificate_the_tls_broker_refuses(mosquitto_fac
     async with running(b, connected=False):
         await until(lambda: b.attempts >= 2)
         assert not b.connected and isinstance(b.last_error, BusUnavailable)
+
+
+async def test_a_qos1_publish_the_broker_does_not_acknowledge_in_time_raises_bus_unavailable(mosquitto):
+    b = MqttBus(config(mosquitto.uri).model_copy(update={"publish_timeout_s": 0.3}), PARK, password=USERS["booth1"])
+    async with running(b):
+        assert mosquitto.process is not None
+        mosquitto.process.send_signal(signal.SIGSTOP)  # alive, connected, silent
+        try:
+            started = time.monotonic()
+            with pytest.raises(BusUnavailable, match="no PUBACK within 0.3 s"):
+                await b.publish(f"lanectl/{PARK}/boothA/x", b"1")
+            assert 0.3 <= time.monotonic() - started < 2
+        finally:
+            mosquitto.process.send_signal(signal.SIGCONT)
+        await b.publish(f"lanectl/{PARK}/boothA/x", b"2")  # the broker answers again: acknowledged
