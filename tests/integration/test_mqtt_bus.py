@@ -1,10 +1,9 @@
-"""The MQTT site bus on a real Mosquitto 2 (tests/mosquitto.py): password auth and ACL, QoS 1, presence with a
+"""The MQTT site bus on a real Mosquitto 2 (tests/mosquitto.py, clients from tests/bus_clients.py): password auth and ACL, QoS 1, presence with a
 last will, fail-over between broker URIs, reconnect + re-subscribe after a broker restart, retained telemetry."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -13,72 +12,19 @@ import subprocess
 import sys
 import threading
 import time
-from typing import AsyncIterator, Callable
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.mqtt_bus import BrokerRefused, MqttBus
-from lanectl.config.base import SecretRef
 from lanectl.config.site_bus import SiteBusConfig
 from lanectl.service.site_bus import BusUnavailable
 from lanectl.service.telemetry import TelemetryPublisher
-from tests.mosquitto import USERS, Mosquitto, free_port, mosquitto, mosquitto_factory  # noqa: F401 (fixtures)
+from tests.bus_clients import PARK, Inbox, bus, config, running, until, watcher
+from tests.mosquitto import USERS, Mosquitto, free_port
 
 pytestmark = pytest.mark.timeout(30)
-PARK = "P1"
-
-
-def config(*brokers: str, user: str = "booth1", booth: str = "boothA") -> SiteBusConfig:
-    return SiteBusConfig(enabled=True, booth_id=booth, brokers=brokers, username=user,
-                         password=SecretRef(env="UNUSED"), keepalive_s=5, publish_timeout_s=3)
-
-
-def bus(*brokers: str, user: str = "booth1", booth: str = "boothA", password: str | None = None) -> MqttBus:
-    return MqttBus(config(*brokers, user=user, booth=booth), PARK, password=password or USERS[user],
-                   retry_min_s=0.05, retry_max_s=0.2)
-
-
-@contextlib.asynccontextmanager
-async def running(b: MqttBus, *, connected: bool = True) -> AsyncIterator[MqttBus]:
-    task = asyncio.create_task(b.run())
-    try:
-        if connected:
-            await until(lambda: b.connected or task.done())
-            assert b.connected, task.exception() if task.done() else "not connected"
-        yield b
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-
-    async def __call__(self, topic: str, payload: bytes) -> None:
-        self.messages.append((topic, payload))
-
-    def last(self, topic: str) -> bytes | None:
-        return next((p for t, p in reversed(self.messages) if t == topic), None)
-
-    async def wait(self, topic: str, payload: bytes) -> None:
-        await until(lambda: self.last(topic) == payload)
-
-
-def watcher(broker: Mosquitto, topic_filter: str = "lanectl/#") -> tuple[MqttBus, Inbox]:
-    """The central screen: read-only user, its own client id."""
-    screen = bus(broker.uri, user="screen", booth="screen")
-    inbox = Inbox()
-    screen.subscribe(topic_filter, inbox)
-    return screen, inbox
 
 
 ONLINE_A = f"lanectl/{PARK}/boothA/online"

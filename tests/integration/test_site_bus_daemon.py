@@ -17,9 +17,9 @@ from typing import Iterator
 
 import pytest
 
-from tests.integration.test_mqtt_bus import Inbox, running, until, watcher
+from tests.bus_clients import Inbox, running, until, watcher
 from tests.minimal_site import write_minimal_config
-from tests.mosquitto import USERS, Mosquitto, mosquitto, mosquitto_factory  # noqa: F401 (fixtures)
+from tests.mosquitto import USERS, Mosquitto
 
 pytestmark = pytest.mark.timeout(30)
 REPO = Path(__file__).resolve().parents[2]
