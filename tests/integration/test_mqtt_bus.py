@@ -1,5 +1,6 @@
-"""The MQTT site bus on a real Mosquitto 2 (tests/mosquitto.py, clients from tests/bus_clients.py): password auth and ACL, QoS 1, presence with a
-last will, fail-over between broker URIs, reconnect + re-subscribe after a broker restart, retained telemetry."""
+"""The MQTT site bus on a real Mosquitto 2 (tests/mosquitto.py; clients from tests/bus_clients.py): password auth
+and ACL, client certificates, QoS 1, presence with a last will, fail-over between broker URIs, reconnect +
+re-subscribe after a broker restart, retained telemetry."""
 
 from __future__ import annotations
 
