@@ -48,6 +48,16 @@ class BrokerRefused(BusUnavailable):
         super().__init__(f"{uri} refused the connection: {reason}")
 
 
+class PublishRefused(BusUnavailable):
+    """The broker acknowledged a QoS 1 message with a refusal (MQTT 5 reason code >= 0x80; Mosquitto's ACL
+    answers "Not authorized"): it was not delivered. A configuration problem (the broker's ACL or the topic),
+    logged once per topic and reason; a BusUnavailable so a caller keeps the message as for any outage."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic, self.reason = topic, reason
+        super().__init__(f"the broker refused a message on {topic}: {reason}")
+
+
 @dataclass
 class _Session:
     """One network connection: its CONNACK and its end, reported by paho's thread."""
@@ -76,7 +86,7 @@ class MqttBus:
         # QoS 1 acknowledgements: paho's thread may report a PUBACK before publish() has registered its mid
         self._acks_lock = threading.Lock()
         self._pending: dict[int, asyncio.Future[None]] = {}
-        self._early: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._early: collections.OrderedDict[int, ReasonCode] = collections.OrderedDict()
         self._refusals_logged: set[tuple[str, str]] = set()
         self._client = self._make_client(client_id or f"lanectl-{park_id}-{config.booth_id}", password)
 
@@ -97,19 +107,28 @@ class MqttBus:
         if qos == 0:
             return
         assert self._loop is not None
-        fut = self._loop.create_future()
+        fut: asyncio.Future[ReasonCode] = self._loop.create_future()
         with self._acks_lock:
-            if self._early.pop(info.mid, "absent") is None:
-                return  # acknowledged already
-            self._pending[info.mid] = fut
-        try:
-            async with asyncio.timeout(self.config.publish_timeout_s):
-                await fut
-        except TimeoutError:
-            raise BusUnavailable(f"no PUBACK within {self.config.publish_timeout_s:g} s") from None
-        finally:
-            with self._acks_lock:
-                self._pending.pop(info.mid, None)
+            early = self._early.pop(info.mid, None)  # acknowledged already?
+            if early is None:
+                self._pending[info.mid] = fut
+        if early is not None:
+            reason = early
+        else:
+            try:
+                async with asyncio.timeout(self.config.publish_timeout_s):
+                    reason = await fut
+            except TimeoutError:
+                raise BusUnavailable(f"no PUBACK within {self.config.publish_timeout_s:g} s") from None
+            finally:
+                with self._acks_lock:
+                    self._pending.pop(info.mid, None)
+        if reason.is_failure:
+            refused = PublishRefused(topic, str(reason))
+            if (topic, refused.reason) not in self._refusals_logged:
+                self._refusals_logged.add((topic, refused.reason))
+                log.error("site bus: %s (check the broker's ACL for user %s)", refused, self.config.username)
+            raise refused
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -297,12 +316,12 @@ class MqttBus:
     def _on_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
         self._call(self._inbox.put_nowait, (message.topic, bytes(message.payload)))
 
-    def _on_publish(self, _c: Any, _u: Any, mid: int, _reason: Any, _props: Any) -> None:
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _props: Any) -> None:
         with self._acks_lock:
             fut = self._pending.pop(mid, None)
             if fut is None:
-                self._early[mid] = None  # publish() has not registered it yet (or it was QoS 0)
+                self._early[mid] = reason  # publish() has not registered it yet (or it was QoS 0)
                 while len(self._early) > 1024:
                     self._early.popitem(last=False)
                 return
-        self._call(lambda: fut.done() or fut.set_result(None))
+        self._call(lambda: fut.done() or fut.set_result(reason))

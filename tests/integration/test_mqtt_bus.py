@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lanectl.adapters.clock import SystemClock
-from lanectl.adapters.mqtt_bus import BrokerRefused, MqttBus
+from lanectl.adapters.mqtt_bus import BrokerRefused, MqttBus, PublishRefused
 from lanectl.config.site_bus import SiteBusConfig
 from lanectl.service.site_bus import BusUnavailable
 from lanectl.service.telemetry import TelemetryPublisher
@@ -77,14 +77,18 @@ async def test_a_wrong_password_is_refused_with_a_typed_error_logged_once(mosqui
     assert len([r for r in caplog.records if "site bus down" in r.getMessage()]) == 1
 
 
-async def test_the_acl_keeps_a_read_only_client_from_publishing(mosquitto):
+async def test_the_acl_keeps_a_read_only_client_from_publishing_with_a_typed_refusal(mosquitto, caplog):
+    caplog.set_level(logging.ERROR, "lanectl.site_bus")
     screen, inbox = watcher(mosquitto, f"lanectl/{PARK}/forged/#")
     async with running(screen), running(bus(mosquitto.uri)) as a:
-        await screen.publish(f"lanectl/{PARK}/forged/open", b"lane1")  # mosquitto 2 acks and drops it
+        for _ in range(2):
+            with pytest.raises(PublishRefused, match="Not authorized"):
+                await screen.publish(f"lanectl/{PARK}/forged/open", b"lane1")
         # the booth's message, sent after, arrives first and alone: the screen's never will
         await a.publish(f"lanectl/{PARK}/forged/ok", b"1")
         await until(lambda: inbox.messages != [])
     assert inbox.messages == [(f"lanectl/{PARK}/forged/ok", b"1")]
+    assert len([r for r in caplog.records if "refused a message on lanectl/P1/forged" in r.getMessage()]) == 1
 
 
 async def test_a_clean_stop_says_offline_before_disconnecting(mosquitto):
@@ -251,3 +255,30 @@ async def test_a_qos1_publish_the_broker_does_not_acknowledge_in_time_raises_bus
         finally:
             mosquitto.process.send_signal(signal.SIGCONT)
         await b.publish(f"lanectl/{PARK}/boothA/x", b"2")  # the broker answers again: acknowledged
+
+
+@pytest.mark.parametrize("session_expiry_s, kept", [(3600, True), (0, False)])
+async def test_a_persistent_session_keeps_what_was_sent_to_a_booth_while_it_was_off(mosquitto, session_expiry_s,
+                                                                                 kept):
+    def booth_b() -> tuple[MqttBus, Inbox]:
+        cfg = config(mosquitto.uri, user="booth2", booth="boothB").model_copy(
+            update={"session_expiry_s": session_expiry_s})
+        b, inbox = MqttBus(cfg, PARK, password=USERS["booth2"], retry_min_s=0.05), Inbox()
+        b.subscribe(f"lanectl/{PARK}/boothB/inbox/#", inbox)
+        return b, inbox
+    b, _ = booth_b()
+    async with running(b):
+        pass  # subscribed once, then a clean stop
+    async with running(bus(mosquitto.uri)) as a:
+        await a.publish(f"lanectl/{PARK}/boothB/inbox/r1", b"sent while B was off")
+    b, inbox = booth_b()  # the same booth again (same client id), e.g. after a reboot
+    async with running(b):
+        await a_marker_sent_now(b, inbox, mosquitto)
+    assert (inbox.last(f"lanectl/{PARK}/boothB/inbox/r1") == b"sent while B was off") is kept
+
+
+async def a_marker_sent_now(b: MqttBus, inbox: Inbox, broker: Mosquitto) -> None:
+    """Wait until a message published now reaches `b`: whatever its session held was delivered before it."""
+    async with running(bus(broker.uri)) as a:
+        await a.publish(f"lanectl/{PARK}/boothB/inbox/now", b"now")
+        await inbox.wait(f"lanectl/{PARK}/boothB/inbox/now", b"now")
