@@ -38,6 +38,7 @@ from lanectl.service.site_bus import BusUnavailable, MessageHandler, topic
 
 log = logging.getLogger("lanectl.site_bus")
 ONLINE, OFFLINE = b"true", b"false"
+STABLE_S = 10.0  # a connection that held this long resets the backoff
 
 
 class BrokerRefused(BusUnavailable):
@@ -85,7 +86,7 @@ class MqttBus:
         self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         # QoS 1 acknowledgements: paho's thread may report a PUBACK before publish() has registered its mid
         self._acks_lock = threading.Lock()
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._pending: dict[int, asyncio.Future[ReasonCode]] = {}
         self._early: collections.OrderedDict[int, ReasonCode] = collections.OrderedDict()
         self._refusals_logged: set[tuple[str, str]] = set()
         self._client = self._make_client(client_id or f"lanectl-{park_id}-{config.booth_id}", password)
@@ -152,20 +153,28 @@ class MqttBus:
                             log.warning("site bus down: %s; retrying (publishes raise BusUnavailable meanwhile)", exc)
                         continue
                     start = (start + i) % len(brokers)  # next time, begin with the broker that worked
-                    delay = self.retry_min_s
                     if down_since is None:
                         log.info("site bus connected to %s as booth %s", uri, self.config.booth_id)
                     else:
                         log.info("site bus back: connected to %s after %.1f s down", uri,
                                  time.monotonic() - down_since)
                     down_since = None
+                    up_since = time.monotonic()
                     await self._serve(session)
                     down_since = time.monotonic()
                     log.warning("site bus down: lost %s (%s); reconnecting", uri, session.close_reason)
-                    break  # a lost connection is retried at once, from the same broker
-                else:  # every broker failed: wait, a little randomly (the booths of a lot do not retry in step)
-                    await asyncio.sleep(delay * random.uniform(0.75, 1.0))
-                    delay = min(delay * 2, self.retry_max_s)
+                    # one dropped at once (another daemon with this booth id took the session over...) backs off
+                    held = down_since - up_since >= STABLE_S
+                    break
+                else:
+                    held = False
+                if held:  # retried at once, from the same broker
+                    delay = self.retry_min_s
+                    continue
+                # every broker failed, or the connection did not hold: wait, a little randomly (the booths of a lot
+                # do not retry in step), longer each time
+                await asyncio.sleep(delay * random.uniform(0.75, 1.0))
+                delay = min(delay * 2, self.retry_max_s)
         except asyncio.CancelledError:
             await self._stop_cleanly()
             raise

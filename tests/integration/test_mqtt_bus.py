@@ -282,3 +282,12 @@ async def a_marker_sent_now(b: MqttBus, inbox: Inbox, broker: Mosquitto) -> None
     async with running(bus(broker.uri)) as a:
         await a.publish(f"lanectl/{PARK}/boothB/inbox/now", b"now")
         await inbox.wait(f"lanectl/{PARK}/boothB/inbox/now", b"now")
+
+
+async def test_two_daemons_with_the_same_booth_id_back_off_instead_of_kicking_each_other_in_a_tight_loop(mosquitto):
+    first, second = bus(mosquitto.uri), bus(mosquitto.uri)  # same park and booth: the same client id
+    started = time.monotonic()
+    async with running(first), running(second, connected=False):
+        await until(lambda: first.attempts >= 6 and second.attempts >= 6)
+    # at least the backoff before each retry of the 5 (0.05, 0.1, 0.2, 0.2, 0.2 s, jittered down to 3/4)
+    assert time.monotonic() - started > 0.5
