@@ -323,7 +323,15 @@ class MqttBus:
         self._call(closed)
 
     def _on_message(self, _c: Any, _u: Any, message: paho.MQTTMessage) -> None:
-        self._call(self._inbox.put_nowait, (message.topic, bytes(message.payload)))
+        try:
+            name = message.topic
+        except UnicodeDecodeError:  # not a topic any of ours could match; raising here would end paho's loop
+            self._call(self._count_bad_topic)
+            return
+        self._call(self._inbox.put_nowait, (name, bytes(message.payload)))
+
+    def _count_bad_topic(self) -> None:
+        self.handler_errors += 1
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, reason: ReasonCode, _props: Any) -> None:
         with self._acks_lock:
