@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import faulthandler
 import signal
+import ssl
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -37,6 +38,7 @@ from lanectl.config import Config, LaneConfig
 from lanectl.core import effects as fx
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
 from lanectl.service.ports import Clock
+from lanectl.startup import EX_CONFIG, StartupError
 
 
 class HardwareDevices:
@@ -110,7 +112,10 @@ def mqtt_site_bus(config: Config) -> Optional[MqttBus]:
     if not bus.enabled:
         return None
     password = config.secret(bus.password, "site_bus.password") if bus.password is not None else None
-    return MqttBus(bus, config.site.park_id, password=password)
+    try:
+        return MqttBus(bus, config.site.park_id, password=password)
+    except (OSError, ssl.SSLError) as exc:  # check-config saw the files; not that they are certificates and keys
+        raise StartupError("site_bus.tls", f"cannot load the CA / client certificate / key: {exc}", EX_CONFIG) from None
 
 
 def build_app(config: Config, *, on_effects: Optional[Callable[[str, list[fx.Effect]], None]] = None,

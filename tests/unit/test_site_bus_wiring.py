@@ -13,6 +13,7 @@ from lanectl.adapters.mqtt_bus import MqttBus
 from lanectl.bootstrap import build_app, real_adapters
 from lanectl.config import load_config
 from lanectl.core.events import IoSnapshot, PlateRead
+from lanectl.startup import EX_CONFIG, StartupError
 from tests.fakes import (FakeClock, FakeControlServer, FakeLaneDevices, FakeListener, FakeNotifier, FakeSession,
                          MemoryBroker, MemoryDaemonStore)
 from tests.minimal_site import write_minimal_config
@@ -83,3 +84,11 @@ async def test_a_lane_lets_a_car_in_with_the_bus_down_or_absent(tmp_path: Path, 
     await a_car_enters(devices)
     stop.set()
     await asyncio.wait_for(daemon, 3)
+
+
+def test_tls_files_that_are_not_certificates_stop_the_start_with_one_named_error(tmp_path: Path):
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    cfg = config(tmp_path, enabled=True, brokers=["mqtts://127.0.0.1:8883"], tls={"ca": str(tmp_path / "ca.pem")})
+    with pytest.raises(StartupError) as err:
+        real_adapters(cfg)
+    assert err.value.thing == "site_bus.tls" and err.value.exit_code == EX_CONFIG
