@@ -438,8 +438,12 @@ class App:
             answer["platforms"] = self.platforms.status()
         if self.image_links is not None:
             answer["image_links"] = {"public_url": self.image_links.base, **self.image_links.counts}
-        if self.site_bus is not None:
-            answer["site_bus"] = {"connected": self.site_bus.connected}
+        if self.site_bus is not None:  # the MQTT adapter also says which broker and why it is down
+            last_error = getattr(self.site_bus, "last_error", None)
+            answer["site_bus"] = {"booth_id": self.config.site.site_bus.booth_id,
+                                  "connected": self.site_bus.connected,
+                                  "broker": getattr(self.site_bus, "broker", None),
+                                  "last_error": str(last_error) if last_error is not None else None}
         return answer
 
     def _listeners(self) -> list[dict[str, Any]]:

@@ -92,3 +92,18 @@ def test_tls_files_that_are_not_certificates_stop_the_start_with_one_named_error
     with pytest.raises(StartupError) as err:
         real_adapters(cfg)
     assert err.value.thing == "site_bus.tls" and err.value.exit_code == EX_CONFIG
+
+
+@pytest.mark.parametrize("bus, line", [
+    ({"booth_id": "boothA", "connected": True, "broker": "mqtt://10.0.0.5:1883", "last_error": None},
+     "  site bus: booth boothA connected to mqtt://10.0.0.5:1883"),
+    ({"booth_id": "boothA", "connected": False, "broker": "mqtt://10.0.0.6:1883",
+      "last_error": "cannot reach mqtt://10.0.0.6:1883: Connection refused"},
+     "  site bus: booth boothA DOWN: cannot reach mqtt://10.0.0.6:1883: Connection refused (the lanes work on their "
+     "own meanwhile)"),
+])
+def test_status_shows_the_site_bus(monkeypatch, capsys, bus, line):
+    from lanectl.cli import main, views
+    monkeypatch.setattr(views, "call", lambda args, method, **kw: {"park_id": "t", "lanes": {}, "site_bus": bus})
+    assert main(["status"]) == 0
+    assert line in capsys.readouterr().out.splitlines()
