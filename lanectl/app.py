@@ -43,6 +43,7 @@ from lanectl.service.ports import Clock, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
 from lanectl.service.site_bus import SiteBus
 from lanectl.service.site_replication import SiteBusPublisher, SiteReplicator
+from lanectl.service.telemetry import TelemetryPublisher
 
 log = logging.getLogger("lanectl")
 # the lot's own broker: once it is back, the queued records go out within seconds, not after a 5-minute backoff
@@ -188,6 +189,8 @@ class App:
                 tasks.append(asyncio.create_task(self.relay.run(), name="outbox"))
             if self.replicator is not None:
                 tasks.append(asyncio.create_task(self.replicator.run(), name="site-replication"))
+            if self.site_bus is not None:  # a broker that is down never stops a lane: the bus retries on its own
+                tasks += self._site_bus_tasks(self.site_bus)
             tasks.append(asyncio.create_task(self.store.watch(), name="storage-probe"))
             await asyncio.gather(*(r.started.wait() for r in self.runners.values()))
             if self.settlement is not None:
@@ -250,6 +253,28 @@ class App:
                                 ready=self.ready)
         remote.attach()
         return remote
+    def _site_bus_tasks(self, bus: SiteBus) -> list[asyncio.Task[Any]]:
+        cfg, park_id = self.config.site.site_bus, self.config.site.park_id
+        telemetry = TelemetryPublisher(bus, park_id, cfg.booth_id, self.telemetry_snapshot, self.clock,
+                                       cfg.telemetry_interval_s)
+        return [asyncio.create_task(bus.run(), name="site-bus"),
+                asyncio.create_task(telemetry.run(), name="telemetry")]
+
+    async def telemetry_snapshot(self) -> dict[str, Any]:
+        """The figures a central screen shows (service/telemetry.py): each lane and this booth."""
+        lanes = {}
+        for lid, runner in self.runners.items():
+            st = runner.status
+            faults = {name: why for name, why in (("barrier", st.barrier_fault),
+                                                  ("plate_reader", st.plate_reader_fault),
+                                                  ("scanner", st.scanner_fault)) if why}
+            lanes[lid] = {"direction": st.direction, "phase": st.phase, "faults": faults,
+                          "last_plate": st.last_plate, "waiting": st.waiting}
+        counts = (await self.store.outbox_summary(0))["counts"]
+        booth = {"outbox_pending": sum(n for key, n in counts.items() if key.endswith("/pending")),
+                 "storage_ok": self.store.health.ok,
+                 "settlement": self.settlement.status() if self.settlement is not None else None}
+        return {"lanes": lanes, "booth": booth}
 
     def status_line(self) -> str:
         """sd_notify STATUS: the lanes, and the storage while it cannot be written."""
@@ -456,6 +481,12 @@ class App:
             answer["remote_commands"] = dict(self.remote.counts)
         if self.replicator is not None:
             answer["site_replication"] = self.replication_status()
+        if self.site_bus is not None:  # the MQTT adapter also says which broker and why it is down
+            last_error = getattr(self.site_bus, "last_error", None)
+            answer["site_bus"] = {"booth_id": self.config.site.site_bus.booth_id,
+                                  "connected": self.site_bus.connected,
+                                  "broker": getattr(self.site_bus, "broker", None),
+                                  "last_error": str(last_error) if last_error is not None else None}
         return answer
 
     def replication_status(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import faulthandler
 import signal
+import ssl
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -27,6 +28,7 @@ from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlServer
 from lanectl.adapters.led_board_display import LedBoardDisplay
+from lanectl.adapters.mqtt_bus import MqttBus
 from lanectl.adapters.modbus_barrier import ModbusBarrier, ModbusBusRegistry
 from lanectl.adapters.serial_lines import BoothScanner, SerialPlateReader
 from lanectl.adapters.store import SqliteStore
@@ -36,6 +38,7 @@ from lanectl.config import Config, LaneConfig
 from lanectl.core import effects as fx
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
 from lanectl.service.ports import Clock
+from lanectl.startup import EX_CONFIG, StartupError
 
 
 class HardwareDevices:
@@ -105,8 +108,20 @@ def real_adapters(config: Config, **given: Any) -> Adapters:
         session=pick("session", lambda: aiohttp.ClientSession),
         notifier=pick("notifier", SystemdNotifier),
         raise_nofile=pick("raise_nofile", lambda: fd_limit.raise_nofile),
-        site_bus=pick("site_bus", lambda: None),  # the MQTT adapter (issue 17 item 1) comes here
+        site_bus=pick("site_bus", lambda: mqtt_site_bus(config)),
     )
+
+
+def mqtt_site_bus(config: Config) -> Optional[MqttBus]:
+    """The MQTT site bus when `site_bus.enabled` (issue 17); None: this booth runs alone."""
+    bus = config.site.site_bus
+    if not bus.enabled:
+        return None
+    password = config.secret(bus.password, "site_bus.password") if bus.password is not None else None
+    try:
+        return MqttBus(bus, config.site.park_id, password=password)
+    except (OSError, ssl.SSLError) as exc:  # check-config saw the files; not that they are certificates and keys
+        raise StartupError("site_bus.tls", f"cannot load the CA / client certificate / key: {exc}", EX_CONFIG) from None
 
 
 def build_app(config: Config, *, on_effects: Optional[Callable[[str, list[fx.Effect]], None]] = None,

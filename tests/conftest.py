@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# a real Mosquitto for any test that asks for it (tests/mosquitto.py: `mosquitto`, `mosquitto_factory`)
+from tests.mosquitto import mosquitto, mosquitto_factory  # noqa: F401
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "example"
 
 

@@ -458,6 +458,9 @@ class MemoryDaemonStore(MemoryLaneStore):
     async def watch(self) -> None:  # the storage probe: nothing to probe in memory
         await asyncio.Event().wait()
 
+    async def outbox_summary(self, limit: int = 50) -> dict:  # nothing queued in memory
+        return {"counts": {}, "pending": []}
+
     async def renewals(self) -> list:
         return []
 

@@ -48,11 +48,9 @@ def default_bus(config: Config, client_id: str) -> SiteBus:
         raise RemoteUsageError("site_bus.enabled is false in this configuration: there is no broker to use")
     password_ref = getattr(cfg, "password", None)
     password = config.secret(password_ref, "site_bus.password") if password_ref is not None else None
-    # The adapter announces presence (retained online / last will) under its booth id: under this booth's own
-    # id, a CLI that ends would mark the running daemon offline. It announces itself as <booth>-cli instead.
-    # TODO(merge): an adapter option to connect without presence is the better fix.
-    cli = cfg.model_copy(update={"booth_id": f"{cfg.booth_id}-cli"})
-    return MqttBus(cli, config.site.park_id, password=password, client_id=client_id)
+    # no presence: the retained online flag and last will are the booth daemon's; a CLI that ends must not
+    # mark it offline
+    return MqttBus(cfg, config.site.park_id, password=password, client_id=client_id, presence=False)
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

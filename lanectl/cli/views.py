@@ -114,6 +114,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  STORAGE FAULT since {storage.get('since', '?')}: {storage.get('reason', '')} "
               f"(database {storage.get('path', '?')}; {storage.get('refused', 0)} write(s) refused, "
               f"{queued} barrier audit row(s) waiting in memory{f', {dropped} dropped' if dropped else ''})")
+    bus = data.get("site_bus")
+    if bus:
+        if bus["connected"]:
+            print(f"  site bus: booth {bus['booth_id']} connected to {bus.get('broker') or '?'}")
+        else:
+            print(f"  site bus: booth {bus['booth_id']} DOWN: {bus.get('last_error') or 'connecting'} "
+                  "(the lanes work on their own meanwhile)")
     links = data.get("image_links")
     if links:
         print(f"  picture links at {links['public_url']}: served {links.get('served', 0)}, "

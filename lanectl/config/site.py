@@ -321,8 +321,11 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
     refs: list[tuple[str, SecretRef]] = []
     if site is not None:
         site = site.model_copy(update={"database": _resolve(d, site.database),
-                                       "secrets_file": _resolve(d, site.secrets_file)})
-        refs = [(f"{site_path}: {key}", ref) for key, ref in secret_refs(site)]
+                                       "secrets_file": _resolve(d, site.secrets_file),
+                                       "site_bus": _resolve_bus(d, site.site_bus)})
+        problems.extend(_check_site_bus(site_path, site.site_bus))
+        refs = [(f"{site_path}: {key}", ref) for key, ref in secret_refs(site)
+                if site.site_bus.enabled or not key.startswith("site_bus.")]  # a disabled bus needs no secrets
         refs += [(f"{seen[lane.id]}: {key}", ref) for lane in lanes for key, ref in secret_refs(lane)]
         if credentials:
             secrets = _read_secrets(site_path, site.secrets_file, refs, problems, warnings)
@@ -345,6 +348,27 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
         _check_camera_secrets(config, seen)
     warnings.extend(_camera_warnings(config, site_path, seen))
     return Config(d, site, tuple(lanes), secrets, tuple(warnings))
+
+
+def _resolve_bus(base: Path, bus: SiteBusConfig) -> SiteBusConfig:
+    """TLS files relative to the configuration directory, like the database."""
+    if bus.tls is None:
+        return bus
+    tls = bus.tls.model_copy(update={k: _resolve(base, getattr(bus.tls, k)) for k in ("ca", "cert", "key")})
+    return bus.model_copy(update={"tls": tls})
+
+
+def _check_site_bus(site_path: Path, bus: SiteBusConfig) -> list[str]:
+    """An enabled bus's TLS files must be readable now, not at the first connection attempt."""
+    if not bus.enabled or bus.tls is None:
+        return []
+    problems = []
+    for name in ("ca", "cert", "key"):
+        path = getattr(bus.tls, name)
+        if path is not None and not os.access(path, os.R_OK):
+            why = "file not found" if not path.exists() else "not readable by this user"
+            problems.append(f"{site_path}: site_bus.tls.{name}: {path}: {why}")
+    return problems
 
 
 def _check_camera_auth(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:

@@ -62,6 +62,7 @@ class LaneStatus:
     releases: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("count", "short", "short_fen", "over", "over_fen"), 0))
     unreadable_plates: int = 0  # readings that were no plate (sent to the booth, never to the rules)
+    last_plate: str = ""  # the last plate the lane read (site bus telemetry)
 
 
 @dataclass
@@ -375,6 +376,7 @@ class LaneRunner:
         s = self.state
         self.status.phase = s.phase.value
         self.status.barrier_fault = s.barrier_fault
+        self.status.last_plate = s.last_plate
         v = s.visit
         self.status.waiting = ({"plate": v.plate, "record_id": v.record_id, "due_fen": v.due_fen}
                                if v is not None and s.phase.value == "awaiting_payment" else None)
