@@ -481,7 +481,7 @@ class App:
                                         since=since, until=until, limit=limit)
 
     async def outbox(self, *, limit: int) -> dict[str, Any]:
-        summary = await self.store.outbox_summary(limit)
+        summary = await self.store.outbox_summary(limit, self.config.site.tz)  # lot time, like the records
         summary["destinations"] = self.relay.status() if self.relay else {}
         return summary
 
