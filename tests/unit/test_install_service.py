@@ -127,3 +127,48 @@ def test_without_the_credential_the_secrets_file_path_is_used(example_config: Pa
     config = load_config(example_config)
     assert config.site.secrets_file == example_config / "secrets.yaml"
     assert config.secrets["backoffice_token"] == "t0ken"
+
+
+class _Entry:
+    def __init__(self, members: tuple[str, ...] = ()) -> None:
+        self.gr_mem = list(members)
+        self.pw_uid = self.gr_gid = 999
+
+
+def _accounts(monkeypatch: pytest.MonkeyPatch, users: dict, groups: dict) -> list[str]:
+    from lanectl.cli import install
+
+    def lookup(table: dict):  # type: ignore[no-untyped-def]
+        def get(name: str) -> _Entry:
+            if name not in table:
+                raise KeyError(name)
+            return table[name]
+        return get
+    monkeypatch.setattr(install.pwd, "getpwnam", lookup(users))
+    monkeypatch.setattr(install.grp, "getgrnam", lookup(groups))
+    ran: list[str] = []
+    monkeypatch.setattr(install, "_run", lambda cmd: ran.append(" ".join(cmd)))
+    for step in install._account_steps(system=True):
+        if step.apply is not None:
+            step.apply()
+    return ran
+
+
+def test_on_the_system_a_missing_user_is_created_with_its_group_and_dialout(monkeypatch: pytest.MonkeyPatch):
+    ran = _accounts(monkeypatch, users={}, groups={"dialout": _Entry()})
+    assert ran == ["useradd --system --user-group --groups dialout --home-dir /var/lib/lanectl --no-create-home "
+                   "--shell /usr/sbin/nologin lanectl"]
+
+
+def test_on_the_system_an_existing_user_only_joins_dialout(monkeypatch: pytest.MonkeyPatch):
+    ran = _accounts(monkeypatch, users={"lanectl": _Entry()}, groups={"dialout": _Entry(), "lanectl": _Entry()})
+    assert ran == ["usermod --append --groups dialout lanectl"]
+    ran = _accounts(monkeypatch, users={"lanectl": _Entry()},
+                    groups={"dialout": _Entry(("lanectl",)), "lanectl": _Entry()})
+    assert ran == []
+
+
+def test_on_the_system_missing_dialout_and_a_lone_group_are_handled(monkeypatch: pytest.MonkeyPatch):
+    ran = _accounts(monkeypatch, users={}, groups={"lanectl": _Entry()})
+    assert ran[0] == "groupadd --system dialout"
+    assert ran[1].startswith("useradd --system --gid lanectl --groups dialout ")
