@@ -104,10 +104,12 @@ def plan(root: Path, *, system: bool) -> list[Step]:
 def unit_text() -> str:
     """The packaged unit, naming this installation's lanectl when /usr/bin/lanectl is not it."""
     text = (resources.files("lanectl") / "data" / "lanectl.service").read_text(encoding="utf-8")
-    here = Path(sys.executable).parent / "lanectl"
     usr = Path(PACKAGED_LANECTL)
-    if here.is_file() and not (usr.exists() and usr.resolve() == here.resolve()):
-        text = text.replace(f"={PACKAGED_LANECTL} ", f"={here} ")
+    # the console script beside this interpreter (a venv), else the one on PATH (pip install into /usr/local)
+    found = [p for p in (Path(sys.executable).parent / "lanectl", Path(shutil.which("lanectl") or "/nonexistent"))
+             if p.is_file()]
+    if found and not (usr.exists() and usr.resolve() == found[0].resolve()):
+        text = text.replace(f"={PACKAGED_LANECTL} ", f"={found[0]} ")
     return text
 
 
