@@ -2,11 +2,11 @@
 
 - public (site `http.listen`): what the payment platforms reach from outside — their callbacks, /images (the
   pictures they fetch), /healthz;
-- LAN (site `lan.listen`): the booth LAN — the cameras' pushes (POST /camera/<lane id>), /healthz. It opens only
-  when a lane has an HTTP camera; a camera push to the public face is a 404.
+- LAN (site `lan.listen`): the booth LAN — the cameras' pushes (POST /camera/<lane id>), /metrics, /healthz. It
+  opens when a lane has an HTTP camera or metrics are enabled; a camera push or /metrics on the public face is a 404.
 
 Both get the same protections: a connection gate, bounded bodies, idle and body timeouts, counted (not logged
-one by one) floods and malformed requests. Each answers `GET /healthz` for monitoring; platform callbacks
+one by one) floods and malformed requests, and (`on_request`) each answer counted by route pattern and status. Each answers `GET /healthz` for monitoring; platform callbacks
 register their routes with `add_post`. Bodies are bounded (`max_body_kb` of the face). A handler gets the raw
 body bytes (signatures are checked over them) and returns the answer; an exception in it is logged and answered
 500 without details.
