@@ -379,8 +379,8 @@ class App:
         try:
             for destination, (pending, dead, oldest) in (await self.store.outbox_depths(list(outbox))).items():
                 outbox[destination] = (pending, dead, max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
-        except StorageUnavailable:
-            pass  # the store cannot be read now: the destinations show as empty, lanectl_storage_ok says why
+        except StorageUnavailable:  # the store cannot be read now: no outbox series rather than false zeros
+            outbox = {}  # (lanectl_storage_ok says why)
         faults = {}
         for lane_id, runner in self.runners.items():
             st = runner.status

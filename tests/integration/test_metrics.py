@@ -123,3 +123,26 @@ async def test_metrics_disabled_leaves_the_lan_face_closed_without_cameras(tmp_p
     finally:
         stop.set()
         await asyncio.wait_for(daemon, 5)
+
+
+async def test_an_unreadable_store_leaves_the_outbox_series_out_rather_than_zero(daemon_config):
+    from lanectl.service.ports import StorageUnavailable
+    from tests.fakes import FakeListener, MemoryDaemonStore
+
+    store = MemoryDaemonStore()
+    app = build_app(daemon_config, store=store, clock=FakeClock(), devices=FakeLaneDevices(), listener=FakeListener,
+                    control=FakeControlServer, notifier=FakeNotifier(), raise_nofile=lambda: (4096, 4096))
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(app.run(stop))
+    try:
+        await asyncio.wait_for(app.ready.wait(), 5)
+        assert (await app.metric_figures()).outbox == {"webhook": (0, 0, 0.0)}
+
+        async def unreadable(destinations: list) -> dict:
+            raise StorageUnavailable("disk I/O error")
+        store.outbox_depths = unreadable  # type: ignore[method-assign]
+        figures = await app.metric_figures()
+        assert figures.outbox == {} and figures.faults[("in1", "barrier")] is False
+    finally:
+        stop.set()
+        await asyncio.wait_for(daemon, 5)
