@@ -404,6 +404,10 @@ def _camera_warnings(config: Config, site_path: Path, files: dict[str, Path]) ->
     if cameras and loopback:
         out.append(f"{site_path}: lan.listen: {config.site.lan.listen} is loopback: cameras on the booth LAN cannot "
                    "reach it (set it to the booth LAN interface's address)")
+    if (cameras or config.site.metrics.enabled) and host in ("0.0.0.0", "::", ""):
+        out.append(f"{site_path}: lan.listen: {config.site.lan.listen} listens on every interface, the one the "
+                   "internet reaches too: camera pushes and /metrics would be open there (set it to the booth LAN "
+                   "interface's address)")
     return out
 
 

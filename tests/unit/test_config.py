@@ -369,3 +369,13 @@ def test_metrics_are_on_by_default_and_their_path_must_be_their_own(tmp_path: Pa
         with pytest.raises(ConfigError) as err:
             load_config(etc)
         assert f"{etc / 'site.yaml'}: {said}" in str(err.value)
+
+
+def test_a_lan_listener_on_every_interface_is_a_warning_while_it_serves_metrics(tmp_path: Path, capsys):
+    from tests.minimal_site import write_minimal_config
+    etc = write_minimal_config(tmp_path, lan={"listen": "0.0.0.0:8781"})
+    assert main(["check-config", str(etc)]) == 0
+    assert "lan.listen: 0.0.0.0:8781 listens on every interface" in capsys.readouterr().out
+    quiet = write_minimal_config(tmp_path / "off", lan={"listen": "0.0.0.0:8781"}, metrics={"enabled": False})
+    assert main(["check-config", str(quiet)]) == 0
+    assert "listens on every interface" not in capsys.readouterr().out
