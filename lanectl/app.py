@@ -138,7 +138,8 @@ class App:
         site = self.config.site
         # Built first: a bad socket path fails before anything is open. Every resource that cannot open raises
         # a StartupError naming it (lanectl/startup.py); the CLI turns it into one line and an exit code.
-        lan_face = self.prometheus is not None or any(lane.devices.camera is not None for lane in self.config.lanes)
+        cameras = any(lane.devices.camera is not None for lane in self.config.lanes)
+        lan_face = cameras or self.prometheus is not None
         counted = {"on_request": self.prometheus.http_request} if self.prometheus is not None else {}
         budget = fd_limit.plan(*self.adapters.raise_nofile(), site.http.max_connections,
                                site.control.max_connections, lan_max=site.lan.max_connections if lan_face else 0)

@@ -6,8 +6,8 @@
   opens when a lane has an HTTP camera or metrics are enabled; a camera push or /metrics on the public face is a 404.
 
 Both get the same protections: a connection gate, bounded bodies, idle and body timeouts, counted (not logged
-one by one) floods and malformed requests, and (`on_request`) each answer counted by route pattern and status. Each answers `GET /healthz` for monitoring; platform callbacks
-register their routes with `add_post`. Bodies are bounded (`max_body_kb` of the face). A handler gets the raw
+one by one) floods and malformed requests, and (`on_request`) each answer counted by route pattern and status.
+Each answers `GET /healthz` for monitoring; platform callbacks register their routes with `add_post`. Bodies are bounded (`max_body_kb` of the face). A handler gets the raw
 body bytes (signatures are checked over them) and returns the answer; an exception in it is logged and answered
 500 without details.
 A callback that cannot be stored now (StorageUnavailable) is answered 503 without details and without a

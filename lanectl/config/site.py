@@ -77,7 +77,8 @@ class HttpConfig(Strict):
 class LanConfig(HttpConfig):
     """The LAN listener: cameras push here (POST /camera/<lane id>), never to the public one, and /metrics is
     served here. It opens when a lane has an HTTP camera or metrics are enabled (the default). The default is
-    loopback, which no camera can reach: bind it to the booth LAN interface's address (e.g. 192.168.10.2:8781), never to the interface the internet reaches."""
+    loopback, which no camera can reach: bind it to the booth LAN interface's address (e.g. 192.168.10.2:8781),
+    never to the interface the internet reaches."""
 
     listen: str = "127.0.0.1:8781"
     max_connections: int = Field(64, ge=1, le=65536)
