@@ -170,8 +170,8 @@ class Rig:
                                         "no_entry": "fixed", "no_entry_fen": 1000}},
                 "vehicles": {"whitelist": {"粤B00001": {"kind": "vip"}}, "blacklist": {"粤B66666": "逃费"},
                              "stored_value": {"粤B77777": 2000}}}
-        if self.lan_port:
-            site["lan"] = {"listen": f"127.0.0.1:{self.lan_port}"}
+        # fixed when a camera pushes to it; otherwise any free port (the LAN face still opens: it serves /metrics)
+        site["lan"] = {"listen": f"127.0.0.1:{self.lan_port}"}
         site.update(self.site_overrides)
         secrets_doc = {**self.secrets, **{f"camera_{lid}_password": pw for lid, pw in self.camera_passwords.items()}}
         if secrets_doc:

@@ -23,6 +23,7 @@ from lanectl.adapters.log_tally import install_loop_handler, uninstall_loop_hand
 from lanectl.adapters.camera_auth import CameraAuth, camera_auth
 from lanectl.adapters.camera_http import VzenithCamera, add_camera_routes
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
+from lanectl.adapters.metrics import Figures, PrometheusMetrics
 from lanectl.adapters.control_socket import ControlError, ControlServer
 from lanectl.adapters.operator_identity import site_gatekeeper
 from lanectl.adapters.systemd_notify import SystemdNotifier, status_loop, watchdog_loop
@@ -39,7 +40,7 @@ from lanectl.providers.ports import PriceQuote
 from lanectl.service.lane_runner import LaneRunner, LaneStatus, RequestExpired
 from lanectl.service.outbox import Backoff, OutboxRelay, Publisher
 from lanectl.service.remote_commands import RemoteCommands, remote_operators
-from lanectl.service.ports import Clock, StorageUnavailable
+from lanectl.service.ports import NO_METRICS, Clock, Metrics, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
 from lanectl.service.site_bus import SiteBus
 from lanectl.service.site_replication import SiteBusPublisher, SiteReplicator
@@ -112,7 +113,10 @@ class App:
         self.readers: dict[str, Any] = {}  # serial plate readers: their line counts go to `status`
         self.cameras: dict[str, VzenithCamera] = {}  # lanes whose camera pushes over HTTP
         self.camera_auth: dict[str, CameraAuth] = {}  # who may push to each (checked before the body is read)
-        self.lan: Optional[CallbackServer] = None  # the LAN face: opened when a lane has an HTTP camera
+        self.lan: Optional[CallbackServer] = None  # the LAN face: opened for HTTP cameras and for /metrics
+        # /metrics (adapters/metrics.py): this daemon's own registry, fed by the lanes, settlement and listeners
+        self.prometheus = PrometheusMetrics() if config.site.metrics.enabled else None
+        self.metrics: Metrics = self.prometheus or NO_METRICS
         self.images_dir = config.site.database.parent / "images"  # their pictures, a folder per lane
         self.image_links: Optional[ImageLinks] = None  # served to the platforms when images.public_url is set
         self.displays: dict[str, Any] = {}  # LED boards, closed at stop
@@ -135,7 +139,9 @@ class App:
         site = self.config.site
         # Built first: a bad socket path fails before anything is open. Every resource that cannot open raises
         # a StartupError naming it (lanectl/startup.py); the CLI turns it into one line and an exit code.
-        lan_face = any(lane.devices.camera is not None for lane in self.config.lanes)
+        cameras = any(lane.devices.camera is not None for lane in self.config.lanes)
+        lan_face = cameras or self.prometheus is not None
+        counted = {"on_request": self.prometheus.http_request} if self.prometheus is not None else {}
         budget = fd_limit.plan(*self.adapters.raise_nofile(), site.http.max_connections,
                                site.control.max_connections, lan_max=site.lan.max_connections if lan_face else 0)
         control = self.adapters.control(
@@ -145,12 +151,13 @@ class App:
         listener = self.adapters.listener
         self.http = listener(site.http.host, site.http.port, max_body_kb=site.http.max_body_kb,
                              health=self.health, max_connections=budget.http_max_connections,
-                             idle_timeout_s=site.http.idle_timeout_s, body_timeout_s=site.http.body_timeout_s)
-        if lan_face:  # cameras (later boards, the console) never share the face the internet reaches
+                             idle_timeout_s=site.http.idle_timeout_s, body_timeout_s=site.http.body_timeout_s,
+                             **counted)
+        if lan_face:  # cameras and /metrics (later boards, the console) never share the face the internet reaches
             self.lan = listener(site.lan.host, site.lan.port, max_body_kb=site.lan.max_body_kb,
                                 health=self.health, max_connections=budget.lan_max_connections,
                                 idle_timeout_s=site.lan.idle_timeout_s, body_timeout_s=site.lan.body_timeout_s,
-                                face="LAN", key="lan.listen")
+                                face="LAN", key="lan.listen", **counted)
         # failed accepts (EMFILE...) are counted per listener, not a traceback each (adapters/log_tally.py)
         self._loop = asyncio.get_running_loop()
         loop_handler = install_loop_handler(self._loop, log)
@@ -313,7 +320,8 @@ class App:
         return LaneRunner(lane.id, lane.direction, self.policy, self.store, self.clock, barrier=barrier,
                           display=display, rules=lane_rules(lane, self.config.site.vehicles.special_prefixes),
                           on_effects=self.on_effects,
-                          after_commit=lambda: self.relay.wake() if self.relay else None, settlement=settle)
+                          after_commit=lambda: self.relay.wake() if self.relay else None, settlement=settle,
+                          metrics=self.metrics)
 
     def _devices(self, lane: LaneConfig) -> list[Any]:
         devices: list[Any] = []
@@ -378,7 +386,8 @@ class App:
                 self.clock, SettlementTiming(t.charge_timeout_s, t.poll_interval_s, t.window_s,
                                              t.reconcile_interval_s, t.reconcile_for_s,
                                              absent_checks=t.absent_checks, absent_span_s=t.absent_span_s,
-                                             absent_late_check_s=t.absent_late_check_s))
+                                             absent_late_check_s=t.absent_late_check_s),
+                metrics=self.metrics)
         wiring.attach(self.settlement, self)
 
     def _register_callbacks(self) -> None:
@@ -390,6 +399,26 @@ class App:
             add_camera_routes(self.lan.app.router, camera, self.camera_auth[lane_id])
         if self.image_links is not None:
             self.http.app.router.add_get(IMAGE_ROUTE, self.image_links.route())
+        if self.prometheus is not None:  # the LAN face only: the public one answers 404 for it
+            assert self.lan is not None
+            self.lan.add_get(self.config.site.metrics.path, self.prometheus.handler(self.metric_figures))
+
+    async def metric_figures(self) -> Figures:
+        """The scrape-time gauges: outbox per destination, device faults open now, the database's size."""
+        now = self.clock.now()
+        outbox: dict[str, tuple[int, int, float]] = dict.fromkeys(self.publishers, (0, 0, 0.0))
+        try:
+            for destination, (pending, dead, oldest) in (await self.store.outbox_depths(list(outbox))).items():
+                outbox[destination] = (pending, dead, max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+        except StorageUnavailable:  # the store cannot be read now: no outbox series rather than false zeros
+            outbox = {}  # (lanectl_storage_ok says why)
+        faults = {}
+        for lane_id, runner in self.runners.items():
+            st = runner.status
+            devices = {"barrier": st.barrier_fault, "plate_reader": st.plate_reader_fault, "scanner": st.scanner_fault}
+            faults.update({(lane_id, device): bool(reason) for device, reason in devices.items()})
+        return Figures(outbox=outbox, faults=faults, database_bytes=_database_bytes(self.config.site.database),
+                       storage_ok=self.store.health.ok)
 
     async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int, *, provider: str) -> None:
         """A card renewed on `provider`: kept in the store first, then the lanes decide with the new period."""
@@ -598,6 +627,17 @@ class App:
 
 def _price_quote(price: StayPrice) -> PriceQuote:
     return PriceQuote(price.order_id, price.due_fen, price.total_fen, price.entered_at, price.minutes)
+
+
+def _database_bytes(path: Path) -> int:
+    """The database with its write-ahead log (what the disk holds of it); 0 for a file not there."""
+    size = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            size += part.stat().st_size
+        except OSError:
+            pass
+    return size
 
 
 async def _step(name: str, awaitable: Any, timeout_s: float = 5.0) -> None:

@@ -464,6 +464,9 @@ class MemoryDaemonStore(MemoryLaneStore):
     async def renewals(self) -> list:
         return []
 
+    async def outbox_depths(self, destinations: list) -> dict:  # /metrics: nothing is queued in memory
+        return {d: (0, 0, None) for d in destinations}
+
     async def seed_balances(self, balances: dict, now: datetime) -> list:
         return []
 
@@ -554,6 +557,9 @@ class FakeListener:
         self.stopped = False
 
     def add_post(self, path: str, handler: Any) -> None:
+        self.routes[path] = handler
+
+    def add_get(self, path: str, handler: Any) -> None:
         self.routes[path] = handler
 
     async def start(self) -> None:

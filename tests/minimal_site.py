@@ -10,11 +10,12 @@ import yaml
 
 def write_minimal_config(d: Path, **site: Any) -> Path:
     """d/etc with site.yaml and lanes/in1.yaml; the database (d/db/lanectl.db) and control socket
-    (d/control.sock) under d; the HTTP listener on a free port of 127.0.0.1. ``site`` keys replace the defaults."""
+    (d/control.sock) under d; both HTTP listeners (the LAN one serves /metrics) on free ports of 127.0.0.1. ``site`` keys replace the defaults."""
     etc = d / "etc"
     (etc / "lanes").mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"park_id": "t", "database": str(d / "db" / "lanectl.db"),
-                           "http": {"listen": "127.0.0.1:0"}, "control": {"socket": str(d / "control.sock")},
+                           "http": {"listen": "127.0.0.1:0"},
+                           "lan": {"listen": "127.0.0.1:0"}, "control": {"socket": str(d / "control.sock")},
                            "tariffs": {"default": {"free_minutes": 0, "first_minutes": 60, "first_fen": 500,
                                                    "increment_minutes": 60, "increment_fen": 100}}}
     doc.update(site)

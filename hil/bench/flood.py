@@ -29,6 +29,7 @@ def write_config(d: Path) -> Path:
     etc = d / "etc"
     (etc / "lanes").mkdir(parents=True)
     site = {"park_id": "bench", "database": str(d / "lanectl.db"), "http": {"listen": "127.0.0.1:0"},
+            "lan": {"listen": "127.0.0.1:0"},
             "control": {"socket": str(d / "control.sock")},
             "tariffs": {"default": {"first_minutes": 60, "first_fen": 500, "increment_minutes": 60,
                                     "increment_fen": 100}}}

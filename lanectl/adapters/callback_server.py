@@ -2,12 +2,12 @@
 
 - public (site `http.listen`): what the payment platforms reach from outside — their callbacks, /images (the
   pictures they fetch), /healthz;
-- LAN (site `lan.listen`): the booth LAN — the cameras' pushes (POST /camera/<lane id>), /healthz. It opens only
-  when a lane has an HTTP camera; a camera push to the public face is a 404.
+- LAN (site `lan.listen`): the booth LAN — the cameras' pushes (POST /camera/<lane id>), /metrics, /healthz. It
+  opens when a lane has an HTTP camera or metrics are enabled; a camera push or /metrics on the public face is a 404.
 
 Both get the same protections: a connection gate, bounded bodies, idle and body timeouts, counted (not logged
-one by one) floods and malformed requests. Each answers `GET /healthz` for monitoring; platform callbacks
-register their routes with `add_post`. Bodies are bounded (`max_body_kb` of the face). A handler gets the raw
+one by one) floods and malformed requests, and (`on_request`) each answer counted by route pattern and status.
+Each answers `GET /healthz` for monitoring; platform callbacks register their routes with `add_post`. Bodies are bounded (`max_body_kb` of the face). A handler gets the raw
 body bytes (signatures are checked over them) and returns the answer; an exception in it is logged and answered
 500 without details.
 A callback that cannot be stored now (StorageUnavailable) is answered 503 without details and without a
@@ -26,6 +26,7 @@ from typing import Any, Awaitable, Callable, Optional
 from aiohttp import web
 
 from lanectl.adapters.connection_gate import ConnectionGate, GatedSite
+from lanectl.adapters.metrics import route_of
 from lanectl.adapters.log_tally import CLIENT_FAULTS, DEFAULT_INTERVAL_S, ServerLog, Tally
 from lanectl.service.ports import StorageUnavailable
 from lanectl.startup import EX_CONFIG, EX_TEMPFAIL, StartupError
@@ -35,6 +36,8 @@ log = logging.getLogger("lanectl.http")
 Health = Callable[[], Awaitable[dict[str, Any]]]
 # (raw body, request content type) -> (answer body, answer content type)
 BodyHandler = Callable[[bytes, str], Awaitable[tuple[bytes, str]]]
+# (face, route pattern, status): each answered request, for /metrics (adapters/metrics.py)
+RequestCounter = Callable[[str, str, int], None]
 
 
 class CallbackServer:
@@ -45,11 +48,12 @@ class CallbackServer:
     def __init__(self, host: str, port: int, *, max_body_kb: int, health: Health, max_connections: int = 256,
                  idle_timeout_s: float = 15.0, body_timeout_s: float = 30.0,
                  report_interval_s: float = DEFAULT_INTERVAL_S, face: str = "public",
-                 key: str = "http.listen") -> None:
+                 key: str = "http.listen", on_request: Optional[RequestCounter] = None) -> None:
         self.host, self.port = host, port
+        self._on_request = on_request
         self.face, self.key = face, key  # which face, and the site key that configures it (for messages)
         self.app = web.Application(client_max_size=max_body_kb * 1024,
-                                   middlewares=[self._bad_body, self._body_deadline])
+                                   middlewares=[self._count, self._bad_body, self._body_deadline])
         self.body_timeout_s = body_timeout_s
         self.app.router.add_get("/healthz", self._healthz)
         self._health = health
@@ -87,6 +91,9 @@ class CallbackServer:
                                 charset="utf-8" if "json" in content_type or "text" in content_type else None)
         self.app.router.add_post(path, route)
 
+    def add_get(self, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+        self.app.router.add_get(path, handler)
+
     def describe(self) -> dict[str, Any]:
         """Where it listens and every route it serves (`lanectl status`: what monitoring and the HTTP fuzzer,
         hil/fuzz_http.py, reach). Read from the router itself, so a route added anywhere is listed."""
@@ -121,6 +128,22 @@ class CallbackServer:
         self.slow_bodies.close()
         if self._server_log is not None:
             self._server_log.close()
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Every answer counted by route pattern and status (a 404 for an unknown path too, as `unmatched`)."""
+        if self._on_request is None:
+            return await handler(request)
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self._on_request(self.face, route_of(request), status)
 
     @web.middleware
     async def _body_deadline(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -75,12 +75,30 @@ class HttpConfig(Strict):
 
 
 class LanConfig(HttpConfig):
-    """The LAN listener: cameras push here (POST /camera/<lane id>), never to the public one. It opens only when a
-    lane has an HTTP camera. The default is loopback, which no camera can reach: bind it to the booth LAN
-    interface's address (e.g. 192.168.10.2:8781), never to the interface the internet reaches."""
+    """The LAN listener: cameras push here (POST /camera/<lane id>), never to the public one, and /metrics is
+    served here. It opens when a lane has an HTTP camera or metrics are enabled (the default). The default is
+    loopback, which no camera can reach: bind it to the booth LAN interface's address (e.g. 192.168.10.2:8781),
+    never to the interface the internet reaches."""
 
     listen: str = "127.0.0.1:8781"
     max_connections: int = Field(64, ge=1, le=65536)
+
+
+class MetricsConfig(Strict):
+    """/metrics in the Prometheus text format (docs/operations.md "Metrics"), on the LAN listener only — never on
+    the public one. While enabled, the LAN listener opens even without an HTTP camera (by default on loopback:
+    a Prometheus on the lane PC scrapes it; bind `lan.listen` to the booth LAN for one elsewhere)."""
+
+    enabled: bool = True
+    path: str = "/metrics"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or len(v) < 2 or any(c in v for c in "{}?# ") or v.rstrip("/") == "/healthz" \
+                or v.startswith("/camera/"):
+            raise ValueError(f"expected a path of its own such as /metrics, not {v!r}")
+        return v
 
 
 class ControlConfig(Strict):
@@ -132,6 +150,7 @@ class SiteConfig(BaseSettings):
     database: Path = Path("/var/lib/lanectl/lanectl.db")
     http: HttpConfig = HttpConfig()
     lan: LanConfig = LanConfig()  # cameras (the booth LAN); see LanConfig
+    metrics: MetricsConfig = MetricsConfig()  # /metrics on the LAN listener
     control: ControlConfig = ControlConfig()
     # who may open / top up through the control socket (config/operators.py); None: any socket-group member
     operators: Optional[OperatorsConfig] = None
@@ -410,6 +429,10 @@ def _camera_warnings(config: Config, site_path: Path, files: dict[str, Path]) ->
     if cameras and loopback:
         out.append(f"{site_path}: lan.listen: {config.site.lan.listen} is loopback: cameras on the booth LAN cannot "
                    "reach it (set it to the booth LAN interface's address)")
+    if (cameras or config.site.metrics.enabled) and host in ("0.0.0.0", "::", ""):
+        out.append(f"{site_path}: lan.listen: {config.site.lan.listen} listens on every interface, the one the "
+                   "internet reaches too: camera pushes and /metrics would be open there (set it to the booth LAN "
+                   "interface's address)")
     return out
 
 

@@ -21,7 +21,8 @@ from lanectl.core.events import (REQUESTS, CommandDone, DeviceFault, DeviceRecov
 from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, operator_name, restored
 from lanectl.core.plates import classify_plate
 from lanectl.core.policy import Policy
-from lanectl.service.ports import Barrier, BarrierError, Clock, Display, LaneStore, StorageUnavailable
+from lanectl.service.ports import (NO_METRICS, Barrier, BarrierError, BarrierUnsafe, Clock, Display, LaneStore,
+                                   Metrics, StorageUnavailable)
 from lanectl.service.storage import FAULT_DISPLAY, act_without_storage
 
 log = logging.getLogger("lanectl.lane")
@@ -83,6 +84,7 @@ class LaneRunner:
     state: LaneState = field(default_factory=LaneState)
     status: LaneStatus = field(init=False)
     storage_retry_s: float = 1.0  # after a step refused for want of storage, expired timers wait this long
+    metrics: Metrics = NO_METRICS  # decisions, plate-to-command latency, barrier commands, device faults
     _commands: Optional[asyncio.Lock] = field(default=None, init=False)
     _tasks: set = field(default_factory=set, init=False)
     started: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -99,6 +101,7 @@ class LaneRunner:
     _retry_at: float = field(default=0.0, init=False)
     _kept: list = field(default_factory=list, init=False)
     _replayed: Optional[Event] = field(default=None, init=False)  # the kept event handed in again last
+    _faulted_at: dict = field(default_factory=dict, init=False)  # device -> monotonic time its fault began
 
     def __post_init__(self) -> None:
         self.status = LaneStatus(self.lane_id, self.direction)
@@ -225,6 +228,7 @@ class LaneRunner:
     async def step(self, event: Event) -> list[fx.Effect]:
         """Handle one event: decide, commit (write ahead), then act."""
         now = self.clock.now()
+        read_at = self.clock.monotonic() if isinstance(event, PlateRead) else None  # plate-to-command latency
         # the store's projections, live and read-only: no copy per step (a Tick included)
         ctx = LaneContext(self.lane_id, self.direction, self.policy, self.rules, self.store.inside_view(),
                           self.store.balances_view(), settle=self.settlement is not None)
@@ -251,7 +255,9 @@ class LaneRunner:
                 if e.request_id in self._requests:  # its operator waits: told whether the barrier took it
                     self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()
         for effect in effects:
-            self._act(effect)
+            self._act(effect, read_at)
+            if isinstance(effect, fx.NewRecord):
+                self.metrics.decision(self.lane_id, effect.kind, effect.status)
         self._refresh_status()
         if self.on_effects is not None and effects:
             self.on_effects(self.lane_id, effects)
@@ -306,9 +312,9 @@ class LaneRunner:
                 self._kept.append(event)
         return plan.state, list(plan.act)
 
-    def _act(self, effect: fx.Effect) -> None:
+    def _act(self, effect: fx.Effect, read_at: Optional[float] = None) -> None:
         if isinstance(effect, (fx.OpenBarrier, fx.CloseBarrier)):
-            self._spawn(self._command(effect))
+            self._spawn(self._command(effect, read_at))
         elif isinstance(effect, fx.Display):
             self.status.last_display = status_line(effect)
             if self.display is not None:
@@ -324,12 +330,14 @@ class LaneRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _command(self, effect: fx.OpenBarrier | fx.CloseBarrier) -> None:
+    async def _command(self, effect: fx.OpenBarrier | fx.CloseBarrier, read_at: Optional[float] = None) -> None:
+        """``read_at``: when the plate that caused this command was read (monotonic), for the latency metric."""
         assert self._commands is not None
+        command = "open" if isinstance(effect, fx.OpenBarrier) else "close"
         async with self._commands:  # one lane's commands reach the wire in the order they were decided
-            ok, error = True, ""
+            ok, error, result = True, "", "ok"
             if self.barrier is None:
-                ok, error = False, "no barrier device configured"
+                ok, error, result = False, "no barrier device configured", "no_device"
             else:
                 try:
                     if isinstance(effect, fx.OpenBarrier):
@@ -338,6 +346,10 @@ class LaneRunner:
                         await self.barrier.close()
                 except BarrierError as exc:
                     ok, error = False, f"{type(exc).__name__}: {exc}"
+                    result = "refused" if isinstance(exc, BarrierUnsafe) else "failed"
+            self.metrics.barrier_command(self.lane_id, command, result)
+            if read_at is not None and ok:
+                self.metrics.plate_to_command(self.lane_id, max(0.0, self.clock.monotonic() - read_at))
             try:
                 await asyncio.shield(self.store.mark_action(effect.action_id, ok, error, self.clock.now()))
             except StorageUnavailable as exc:  # the store keeps it for later; a store that cannot: said, not fatal
@@ -355,6 +367,12 @@ class LaneRunner:
             log.warning("lane %s: display failed: %s", self.lane_id, exc)
 
     def _track_faults(self, event: Event) -> None:
+        if isinstance(event, DeviceFault) and event.device not in self._faulted_at:
+            self._faulted_at[event.device] = self.clock.monotonic()
+            self.metrics.device_fault(self.lane_id, event.device)
+        elif isinstance(event, DeviceRecovered) and event.device in self._faulted_at:
+            began = self._faulted_at.pop(event.device)
+            self.metrics.device_recovered(self.lane_id, event.device, max(0.0, self.clock.monotonic() - began))
         # the barrier's fault is the lane's own state (core); the serial devices' are tracked here
         if isinstance(event, (DeviceFault, DeviceRecovered)) and event.device in ("plate_reader", "scanner"):
             reason = event.reason if isinstance(event, DeviceFault) else ""

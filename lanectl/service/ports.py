@@ -160,3 +160,45 @@ class OutboxQueue(Protocol):
     async def mark_retry(self, item_id: int, attempts: int, next_at: datetime, error: str) -> None: ...
 
     async def mark_dead(self, item_id: int, error: str, now: datetime) -> None: ...
+
+
+# --- metrics (adapters/metrics.py exports them; the service layer records where things happen) -------------------
+
+class Metrics(Protocol):
+    """What the service layer counts and times for /metrics. Each call is cheap and never raises."""
+
+    def decision(self, lane_id: str, kind: str, outcome: str) -> None:
+        """A lane decided about a car: a new record of `kind` (entry / exit / release) with `outcome`, its status
+        as decided (inside, refused, leaving, awaiting_payment, released ...)."""
+
+    def plate_to_command(self, lane_id: str, seconds: float) -> None:
+        """From a plate read to the barrier command it caused reaching the wire (answered, either way)."""
+
+    def barrier_command(self, lane_id: str, command: str, result: str) -> None:
+        """A barrier command (open / close) and its result (ok / refused / failed / no_device)."""
+
+    def device_fault(self, lane_id: str, device: str) -> None: ...
+
+    def device_recovered(self, lane_id: str, device: str, seconds: float) -> None:
+        """A device fault ended after `seconds` (monotonic)."""
+
+    def settlement_attempt(self, provider: str, status: str) -> None:
+        """A payment attempt reached `status` (charging when created, then pending / paid / failed ...)."""
+
+    def late_payment(self, provider: str) -> None:
+        """A payment confirmed after the car stopped waiting for it (reconciliation or the late check)."""
+
+
+class NoMetrics:
+    """The default: nothing recorded (tests and tools that build a runner without a daemon)."""
+
+    def decision(self, lane_id: str, kind: str, outcome: str) -> None: ...
+    def plate_to_command(self, lane_id: str, seconds: float) -> None: ...
+    def barrier_command(self, lane_id: str, command: str, result: str) -> None: ...
+    def device_fault(self, lane_id: str, device: str) -> None: ...
+    def device_recovered(self, lane_id: str, device: str, seconds: float) -> None: ...
+    def settlement_attempt(self, provider: str, status: str) -> None: ...
+    def late_payment(self, provider: str) -> None: ...
+
+
+NO_METRICS = NoMetrics()

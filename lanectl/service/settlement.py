@@ -27,7 +27,7 @@ from lanectl.core.events import Event
 from lanectl.core.settlement import (UNANSWERED, Attempt, ChargeAnswer, Outcome,  # noqa: F401 (re-exported)
                                      SettlementTiming)
 # SettlementStore: the port the driver takes (declared with the store's other ports)
-from lanectl.service.ports import Clock, SettlementStore, StorageUnavailable
+from lanectl.service.ports import NO_METRICS, Clock, Metrics, SettlementStore, StorageUnavailable
 
 log = logging.getLogger("lanectl.settlement")
 T = TypeVar("T")
@@ -35,6 +35,8 @@ T = TypeVar("T")
 # The stored status strings, for the store's queries (the vocabulary is core.settlement.Status).
 ATTEMPT_OPEN = tuple(s.value for s in sm.OPEN)
 ATTEMPT_PAYABLE = tuple(s.value for s in sm.PAYABLE)
+# a payment confirmed while its attempt is in one of these came after the car stopped waiting: a late payment
+_NOT_WAITING = (sm.Mode.RECONCILING, sm.Mode.LATE_CHECK)
 
 
 class ProviderUnavailable(Exception):
@@ -86,6 +88,7 @@ class SettlementService:
     emit: Callable[[str, Event], None]  # (lane id, event) onto that lane's queue
     clock: Clock
     timing: SettlementTiming = SettlementTiming()
+    metrics: Metrics = NO_METRICS  # attempts by provider and status, late payments
     _records: dict[str, _Record] = field(default_factory=dict, init=False)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -144,6 +147,8 @@ class SettlementService:
             return "duplicate"
         self._perform(sm.on_won(verdict.attempt, s))
         record = self._records.get(verdict.attempt.record_id)
+        track = record.state.track(verdict.attempt.id) if record is not None else None
+        self._count_settled(verdict.attempt.provider, s.paid, track is None or track.mode in _NOT_WAITING)
         if record is not None:  # the machine following it stops polling at once
             record.put(sm.SettledElsewhere(sm.settled_row(verdict.attempt, s)))
         return "accepted"
@@ -249,6 +254,7 @@ class SettlementService:
             attempt = await self._stored(lambda: self.store.new_attempt(
                 effect.record_id, effect.lane_id, effect.provider, effect.order_ref, effect.amount_fen,
                 self.clock.now()))
+            self.metrics.settlement_attempt(effect.provider, sm.Status.CHARGING.value)
             return sm.AttemptCreated(attempt)
         if isinstance(effect, sm.CallProvider):
             task = asyncio.get_running_loop().create_task(self._call(record, effect),
@@ -263,8 +269,11 @@ class SettlementService:
             return None
         if isinstance(effect, sm.MarkAttempt):
             only_from = tuple(s.value for s in effect.only_from)
-            await self._stored(lambda: self.store.mark_attempt(effect.attempt_id, effect.status.value, effect.detail,
-                                                               self.clock.now(), only_from=only_from))
+            marked = await self._stored(lambda: self.store.mark_attempt(
+                effect.attempt_id, effect.status.value, effect.detail, self.clock.now(), only_from=only_from))
+            followed = record.state.track(effect.attempt_id)
+            if marked is not False and followed is not None:
+                self.metrics.settlement_attempt(followed.attempt.provider, effect.status.value)
             return None
         if isinstance(effect, sm.SettleAttempt):
             won = await self._stored(lambda: self.store.settle_attempt(
@@ -272,9 +281,16 @@ class SettlementService:
                 self.clock.now()))
             track = record.state.track(effect.attempt_id)
             assert track is not None
+            if won:
+                self._count_settled(track.attempt.provider, effect.paid, track.mode in _NOT_WAITING)
             return sm.Settled(effect.attempt_id, won, await self._row(track.attempt))
         self._perform((effect,))
         return None
+
+    def _count_settled(self, provider: str, paid: bool, car_gone: bool) -> None:
+        self.metrics.settlement_attempt(provider, (sm.Status.PAID if paid else sm.Status.FAILED).value)
+        if paid and car_gone:
+            self.metrics.late_payment(provider)
 
     async def _call(self, record: _Record, effect: sm.CallProvider) -> None:
         """One provider call; its answer goes back through the inbox. The machine bounds it with a deadline

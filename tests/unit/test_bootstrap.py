@@ -59,7 +59,9 @@ async def test_the_daemon_built_from_fakes_lets_a_car_in_and_stops_cleanly(confi
     stop = asyncio.Event()
     daemon = asyncio.create_task(app.run(stop))
     await asyncio.wait_for(app.ready.wait(), 5)
-    assert store.opened and [x.listening for x in listeners] == [True] and controls[0].started
+    # the public face, and the LAN face for /metrics (metrics are on by default)
+    assert store.opened and [x.listening for x in listeners] == [True, True] and controls[0].started
+    assert "/metrics" in listeners[1].routes and "/metrics" not in listeners[0].routes
     assert controls[0].handlers is app and notifier.said[0] == "ready"
 
     barrier, camera = devices.barriers["in1"], devices.readers["in1"]
@@ -78,7 +80,7 @@ async def test_the_daemon_built_from_fakes_lets_a_car_in_and_stops_cleanly(confi
     stop.set()  # as the barrier's answer (CommandDone) reaches the lane: the stop must still be prompt
     await asyncio.wait_for(daemon, 3)  # a task that ignores its cancel holds the stop for 5 s (App._stop_tasks)
     assert store.closed and devices.closed and sessions[0].closed
-    assert listeners[0].stopped and controls[0].stopped and notifier.said[-1] == "stopping"
+    assert all(x.stopped for x in listeners) and controls[0].stopped and notifier.said[-1] == "stopping"
 
 
 def test_the_real_adapters_are_the_defaults_and_any_can_be_replaced(config):

@@ -357,3 +357,25 @@ def test_the_example_camera_section_loads_once_uncommented(cfg: Path):
     (cfg / "secrets.yaml").write_text((cfg / "secrets.yaml").read_text() + "east_in_camera_password: pw-0123\n")
     camera = load_config(cfg).lane("east_in").devices.camera
     assert camera.basic_auth.username == "east_in_cam" and str(camera.allow_from[0]) == "192.168.10.21/32"
+
+
+def test_metrics_are_on_by_default_and_their_path_must_be_their_own(tmp_path: Path):
+    from tests.minimal_site import write_minimal_config
+    assert load_config(write_minimal_config(tmp_path / "a")).site.metrics.path == "/metrics"
+    for n, (metrics, said) in enumerate((({"path": "/healthz"}, "metrics.path: expected a path of its own"),
+                                         ({"path": "metrics"}, "metrics.path: expected a path of its own"),
+                                         ({"enabeld": False}, "metrics.enabeld: unknown key"))):
+        etc = write_minimal_config(tmp_path / str(n), metrics=metrics)
+        with pytest.raises(ConfigError) as err:
+            load_config(etc)
+        assert f"{etc / 'site.yaml'}: {said}" in str(err.value)
+
+
+def test_a_lan_listener_on_every_interface_is_a_warning_while_it_serves_metrics(tmp_path: Path, capsys):
+    from tests.minimal_site import write_minimal_config
+    etc = write_minimal_config(tmp_path, lan={"listen": "0.0.0.0:8781"})
+    assert main(["check-config", str(etc)]) == 0
+    assert "lan.listen: 0.0.0.0:8781 listens on every interface" in capsys.readouterr().out
+    quiet = write_minimal_config(tmp_path / "off", lan={"listen": "0.0.0.0:8781"}, metrics={"enabled": False})
+    assert main(["check-config", str(quiet)]) == 0
+    assert "listens on every interface" not in capsys.readouterr().out

@@ -74,6 +74,25 @@ class OutboxRepository:
             "UPDATE outbox SET status='dead', last_error=?, done_at=?, attempts=attempts+1 WHERE id=?",
             (error[:500], now.isoformat(), item_id)))
 
+    async def outbox_depths(self, destinations: Sequence[str]) -> dict[str, tuple[int, int, Optional[datetime]]]:
+        """Per destination: (pending, dead, when the oldest pending item was queued or None), for /metrics.
+        Index ranges per destination and status: the done rows of years are never scanned."""
+        def _query() -> dict[str, tuple[int, int, Optional[datetime]]]:
+            conn = self.uow.conn
+            out: dict[str, tuple[int, int, Optional[datetime]]] = {}
+            for d in destinations:
+                pending, first = conn.execute("SELECT COUNT(*), MIN(id) FROM outbox WHERE destination=? AND "
+                                              "status='pending'", (d,)).fetchone()
+                dead = conn.execute("SELECT COUNT(*) FROM outbox WHERE destination=? AND status='dead'",
+                                    (d,)).fetchone()[0]
+                oldest = None
+                if first is not None:
+                    at = conn.execute("SELECT created_at FROM outbox WHERE id=?", (first,)).fetchone()[0]
+                    oldest = datetime.fromisoformat(at)
+                out[d] = (pending, dead, oldest)
+            return out
+        return await self.uow.run(_query)
+
     async def outbox_summary(self, limit: int = 50, tz: Optional[tzinfo] = None) -> dict[str, Any]:
         """Counts and pending items; next_at (stored as epoch seconds) in `tz`, the lot's zone, like created_at."""
         def _query() -> dict[str, Any]:

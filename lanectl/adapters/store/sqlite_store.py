@@ -93,6 +93,7 @@ class SqliteStore:
         self.mark_retry = self.outbox.mark_retry
         self.mark_dead = self.outbox.mark_dead
         self.outbox_summary = self.outbox.outbox_summary
+        self.outbox_depths = self.outbox.outbox_depths
         self.probe = self.uow.probe
         self.watch = self.uow.watch
 
