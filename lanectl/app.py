@@ -93,6 +93,8 @@ class Adapters:
     notifier: SystemdNotifier
     raise_nofile: Callable[[], tuple[int, int]]  # (soft, hard) open-file limits after raising the soft one
     site_bus: Optional[SiteBus] = None  # the lot's MQTT broker (adapters/mqtt_bus.py) when site_bus.enabled
+    # backups, retention, VACUUM, shift report (adapters/housekeeping/): built from (store, clock); None: off
+    housekeeping: Optional[Callable[[Any, Clock], Any]] = None
 
 
 class App:
@@ -124,6 +126,7 @@ class App:
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
         self.remote: Optional[RemoteCommands] = None  # commands over the site bus (service/remote_commands.py)
+        self.housekeeping: Any = None  # the scheduled jobs; their last results in status()
         self.channels = {lane.id: lane.channel for lane in config.lanes}  # lane id -> platform channel id
         # The store's writer thread reports storage faults; sd_notify STATUS follows each change, on the loop.
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -189,6 +192,10 @@ class App:
             if self.replicator is not None:
                 tasks.append(asyncio.create_task(self.replicator.run(), name="site-replication"))
             tasks.append(asyncio.create_task(self.store.watch(), name="storage-probe"))
+            if self.adapters.housekeeping is not None:
+                self.housekeeping = self.adapters.housekeeping(self.store, self.clock)
+            if self.housekeeping is not None:
+                tasks.append(asyncio.create_task(self.housekeeping.run(), name="housekeeping"))
             await asyncio.gather(*(r.started.wait() for r in self.runners.values()))
             if self.settlement is not None:
                 await self.settlement.start()  # resumes what a restart interrupted
@@ -456,6 +463,8 @@ class App:
             answer["remote_commands"] = dict(self.remote.counts)
         if self.replicator is not None:
             answer["site_replication"] = self.replication_status()
+        if self.housekeeping is not None:  # each job's last run, result and next run (metrics read it too)
+            answer["housekeeping"] = self.housekeeping.status()
         return answer
 
     def replication_status(self) -> dict[str, Any]:
