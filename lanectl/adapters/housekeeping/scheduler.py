@@ -38,6 +38,8 @@ from lanectl.service.ports import Clock, StorageUnavailable
 log = logging.getLogger("lanectl.housekeeping")
 JOBS = ("backup", "retention", "vacuum", "report")  # at the same time, in this order: back up, then delete
 MAX_NAP_S = 60.0
+MAX_CATCH_UP = 4000  # fire times looked at to find the last one missed (11 years of a daily job)
+MAX_REPORT_DAYS = 31  # after a long stop, the reports of at most this many missed days are written
 Offload = Callable[..., Awaitable[Any]]  # runs a blocking function on a thread (asyncio.to_thread)
 
 
@@ -93,7 +95,17 @@ class Housekeeping:
             if due > now:
                 await self.clock.sleep(min(MAX_NAP_S, (due - now).total_seconds()))
                 continue
-            await self.run_job(name, due)
+            await self.run_job(name, self._latest(name, due, now))
+
+    def _latest(self, name: str, due: datetime, now: datetime) -> datetime:
+        """Of the runs missed since `due`, the last one: they are made up for by one run, for that time."""
+        trigger, latest = self.triggers[name], due
+        for _ in range(MAX_CATCH_UP):
+            after = trigger.get_next_fire_time(latest, now)
+            if after is None or after > now:
+                break
+            latest = after
+        return latest
 
     def _next(self, name: str) -> datetime:
         st = self.state[name]
@@ -207,8 +219,19 @@ class Housekeeping:
         return await self.uow.run(vacuum_sync, self.uow.conn, self.store.path)
 
     async def report(self, fire_time: datetime) -> dict[str, Any]:
-        day = fire_time.astimezone(self.tz).date() - timedelta(days=1)  # the day that just ended
-        return await self.offload(write_report_sync, self.store.path, self.report_dir, day, self.tz)
+        """The day that just ended; after a stop, each day since the last report too (at most 31)."""
+        last_day = fire_time.astimezone(self.tz).date() - timedelta(days=1)
+        previous = self.state["report"].fire_time
+        first_day = last_day
+        if previous is not None:
+            first_day = max(previous.astimezone(self.tz).date(), last_day - timedelta(days=MAX_REPORT_DAYS - 1))
+        days, result = [], {}
+        day = first_day
+        while day <= last_day:
+            result = await self.offload(write_report_sync, self.store.path, self.report_dir, day, self.tz)
+            days.append(day.isoformat())
+            day += timedelta(days=1)
+        return {**result, "days": days}
 
 
 def _describe(exc: BaseException) -> str:
