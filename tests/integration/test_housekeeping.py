@@ -167,6 +167,11 @@ async def test_retention_deletes_old_settled_uploaded_records_and_keeps_what_is_
                  "created_at, created_ts, updated_at) VALUES (?, ?, 'xft', 'o1', 300, 'pending', ?, ?, ?)",
                  (charging, EXIT, old.isoformat(), old.timestamp(), old.isoformat()))
     lot.move("粤B00001", 1000, "opening")
+    replicating = lot.visit(lot.plate(), 30, fee_fen=300)  # uploaded, but its site bus message is still queued
+    for seq, rid, status in ((1, replicating, "pending"), (2, pending_exit, "done")):
+        conn.execute("INSERT INTO outbox (destination, kind, key, payload, created_at, status, seq) "
+                     "VALUES ('site_bus', 'exit', ?, '{}', ?, ?, ?)", (f"exit:{rid}:{seq}", old.isoformat(), status,
+                                                                      seq))
     conn.execute("COMMIT")
     lot.clock = NOW - timedelta(days=10)
     conn.execute("BEGIN")
@@ -175,7 +180,7 @@ async def test_retention_deletes_old_settled_uploaded_records_and_keeps_what_is_
     old_ids = {r[0] for r in conn.execute("SELECT record_id FROM records WHERE ts < ?",
                                           ((NOW - timedelta(days=400)).timestamp(),))}
     conn.close()
-    keep = {pending_exit, dead_exit, still_inside, settling, charging}
+    keep = {pending_exit, dead_exit, still_inside, settling, charging, replicating}
 
     store = await opened(new_db)
     hk = housekeeping(store, tmp_path, FakeClock(NOW), retention_batch=10)
@@ -188,10 +193,10 @@ async def test_retention_deletes_old_settled_uploaded_records_and_keeps_what_is_
     left = record_ids(new_db)
     assert keep <= left and set(recent) <= left
     gone = old_ids - keep
-    assert not gone & left and len(gone) == 50 + 4 * 2 + 1 - len(keep)  # a visit: entry + exit; one car inside
+    assert not gone & left and len(gone) == 50 + 5 * 2 + 1 - len(keep)  # a visit: entry + exit; one car inside
     deleted = st.result["deleted"]
     assert deleted["records"] == len(gone) and st.result["batches"] >= len(gone) // 10
-    assert st.result["kept_unsent"] == 2  # the pending and the dead upload
+    assert st.result["kept_unsent"] == 3  # the pending and the dead upload, the queued site bus message
     conn = sqlite3.connect(new_db)
     try:
         for table, column in (("payments", "record_id"), ("barrier_actions", "record_id"),
@@ -200,8 +205,10 @@ async def test_retention_deletes_old_settled_uploaded_records_and_keeps_what_is_
                                    "(SELECT record_id FROM records)").fetchone()[0]
             assert orphans == 0, table
         keys = {r[0] for r in conn.execute("SELECT key FROM outbox")}
-        assert not {k for k in keys if k.split(":", 1)[1] in gone}
+        assert not {k for k in keys if k.split(":")[1] in gone and not k.endswith(":2")}
         assert f"exit:{pending_exit}" in keys and f"exit:{dead_exit}" in keys
+        # the site bus log is never trimmed here: its highest seq numbers the booth's next message
+        assert conn.execute("SELECT count(*) FROM outbox WHERE destination='site_bus'").fetchone()[0] == 2
         assert conn.execute("SELECT count(*) FROM balance_moves").fetchone()[0] == 1  # the ledger stays
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:

@@ -40,6 +40,7 @@ def backup_sync(database: Path, backup_dir: Path, keep: int, at: datetime) -> di
         src = sqlite3.connect(database, isolation_level=None)
         try:
             src.execute("PRAGMA query_only=ON")
+            src.execute("PRAGMA busy_timeout=5000")  # a checkpoint may hold a lock for a moment
             dst = sqlite3.connect(part, isolation_level=None)
             try:
                 src.backup(dst)  # all pages in one step: one snapshot, never restarted by the lanes' writes

@@ -7,7 +7,8 @@ A record is kept, however old, while anything about it is still open:
   at — neither has reached its destination);
 - an open settlement, or a payment attempt still charging / pending / on fallback.
 What goes with a record: its payments, payment attempts, settlement, prepayments, barrier audit rows and its
-uploaded (`done`) outbox rows. Kept whatever their age: the stored-value ledger (`balance_moves`: balances are
+uploaded (`done`) outbox rows. Kept whatever their age: the site bus rows (the booth's numbered message log,
+whose highest seq numbers the next message), the stored-value ledger (`balance_moves`: balances are
 its sum), the inbox (callback dedupe keys), card renewals and platform marks.
 """
 
@@ -46,8 +47,10 @@ def delete_batch_sync(conn: sqlite3.Connection, record_ids: Sequence[str],
     keys = {rid: [(dest, f"{kind}:{rid}") for dest, kind in kinds] for rid in record_ids}
     going = []
     for rid in record_ids:
-        unsent = any(conn.execute("SELECT 1 FROM outbox WHERE destination=? AND key=? AND status != 'done'",
-                                  key).fetchone() for key in keys[rid])
+        # `<kind>:<record_id>` (uploads) or `<kind>:<record_id>:<seq>` (site bus): a range of the unique index
+        unsent = any(conn.execute("SELECT 1 FROM outbox WHERE destination=? AND status != 'done' "
+                                  "AND (key = ? OR (key > ? AND key < ?))",
+                                  (dest, key, f"{key}:", f"{key};")).fetchone() for dest, key in keys[rid])
         if unsent:
             counts["kept_unsent"] += 1
         else:
@@ -57,7 +60,9 @@ def delete_batch_sync(conn: sqlite3.Connection, record_ids: Sequence[str],
     marks = ",".join("?" * len(going))
     for table, column in DEPENDENTS:
         counts[table] = conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", going).rowcount
-    counts["outbox"] = sum(conn.execute("DELETE FROM outbox WHERE destination=? AND key=?", key).rowcount
-                           for rid in going for key in keys[rid])
+    # only the uploads' rows (exact key): the site bus rows are this booth's numbered message log — the next seq
+    # is their highest + 1 — so they are never deleted here
+    counts["outbox"] = sum(conn.execute("DELETE FROM outbox WHERE destination=? AND key=? AND seq IS NULL",
+                                        key).rowcount for rid in going for key in keys[rid])
     counts["records"] = conn.execute(f"DELETE FROM records WHERE record_id IN ({marks})", going).rowcount
     return counts

@@ -59,6 +59,7 @@ def write_report_sync(database: Path, report_dir: Path, day: date, tz: ZoneInfo)
     conn = sqlite3.connect(database, isolation_level=None)
     try:
         conn.execute("PRAGMA query_only=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
         rows = report_rows(conn, day, tz)
     finally:
         conn.close()
