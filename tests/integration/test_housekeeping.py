@@ -92,32 +92,25 @@ async def test_a_backup_opens_with_the_same_records_and_n_generations_are_kept(n
         await store.close()
 
 
-async def test_a_backup_taken_while_the_lanes_write_is_one_consistent_snapshot(new_db, tmp_path):
-    fill(new_db, NOW - timedelta(days=1), 200).conn.close()
+async def test_a_backup_does_not_wait_for_a_lane_commit_in_progress_and_copies_only_what_was_committed(new_db,
+                                                                                                       tmp_path):
+    fill(new_db, NOW - timedelta(days=1), 50).conn.close()
     store = await opened(new_db)
     hk = housekeeping(store, tmp_path, FakeClock(NOW))
-    writes = 0
-
-    async def lane_writes() -> None:  # the store's writer keeps committing while the copy runs
-        nonlocal writes
-        while True:
-            def _one() -> None:
-                with store.uow.transaction() as conn:
-                    conn.execute("INSERT INTO lane_state (lane_id, state, updated_at) VALUES ('in1', '{}', ?) "
-                                 "ON CONFLICT (lane_id) DO UPDATE SET updated_at=excluded.updated_at",
-                                 (str(writes),))
-            await store.uow.write(_one)
-            writes += 1
-
-    writer = asyncio.create_task(lane_writes())
+    # a lane step half-way through its transaction on the writer thread (the write lock held, not committed)
+    await store.uow.run(lambda: store.conn.execute("BEGIN IMMEDIATE"))
+    await store.uow.run(lambda: store.conn.execute("DELETE FROM payments"))
     try:
-        st = await hk.run_job("backup")
+        st = await asyncio.wait_for(hk.run_job("backup"), 10)
     finally:
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+        await store.uow.run(lambda: store.conn.execute("ROLLBACK"))
         await store.close()
     assert st.ok, st.result
-    assert writes > 0  # the lanes were not blocked by the copy
+    copy = sqlite3.connect(st.result["file"])
+    try:
+        assert copy.execute("SELECT count(*) FROM payments").fetchone()[0] == 50  # the uncommitted delete is not in it
+    finally:
+        copy.close()
     assert record_ids(Path(st.result["file"])) == record_ids(new_db)
 
 
@@ -214,6 +207,25 @@ async def test_retention_deletes_old_settled_uploaded_records_and_keeps_what_is_
     finally:
         conn.close()
     assert any(f"{len(gone)} records" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_lane_write_waits_for_one_retention_batch_not_for_the_whole_run(new_db, tmp_path):
+    fill(new_db, NOW - timedelta(days=600), 1000).conn.close()
+    store = await opened(new_db)
+    hk = housekeeping(store, tmp_path, FakeClock(NOW), retention_batch=10)
+    try:
+        retention = asyncio.create_task(hk.run_job("retention"))
+        await asyncio.sleep(0)  # it has queued its first work on the writer thread
+
+        def lane_step() -> None:
+            with store.uow.transaction() as conn:
+                conn.execute("INSERT INTO lane_state (lane_id, state, updated_at) VALUES ('in1', '{}', 'now')")
+        await store.uow.write(lane_step)
+        assert not retention.done()  # the lane's write went between two batches
+        st = await retention
+    finally:
+        await store.close()
+    assert st.ok and st.result["deleted"]["records"] == 2000 and st.result["batches"] == 200
 
 
 async def test_retention_with_nothing_old_deletes_nothing(new_db, tmp_path):

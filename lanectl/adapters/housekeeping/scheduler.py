@@ -118,8 +118,8 @@ class Housekeeping:
             return self.uow.conn.execute("SELECT * FROM housekeeping_runs").fetchall()
         try:
             rows = {r["job"]: r for r in await self.uow.run(_read)}
-        except StorageUnavailable as exc:
-            log.warning("housekeeping: last runs unreadable (%s): each job waits for its next time", exc.reason)
+        except Exception as exc:  # never the daemon's end: the jobs still run, from now on
+            log.warning("housekeeping: last runs unreadable (%s): each job waits for its next time", _describe(exc))
             rows = {}
         now = self.clock.now()
         for name in JOBS:
@@ -172,8 +172,8 @@ class Housekeeping:
                              "ok=excluded.ok, result=excluded.result", row)
         try:
             await self.uow.write(_write)
-        except StorageUnavailable as exc:  # the store says so itself; this run may be repeated after a restart
-            log.warning("housekeeping: %s result not stored (%s)", name, exc.reason)
+        except Exception as exc:  # the store logs its own faults; this run may be repeated after a restart
+            log.warning("housekeeping: %s result not stored (%s)", name, _describe(exc))
 
     def status(self) -> dict[str, Any]:
         return {name: st.as_dict() for name, st in self.state.items()}
