@@ -47,3 +47,15 @@ def test_a_bad_housekeeping_value_names_file_key_and_reason(example_config: Path
         load_config(example_config)
     [msg] = err.value.problems
     assert str(p) in msg and key in msg and reason in msg, msg
+
+
+def test_the_example_housekeeping_section_loads_once_uncommented(example_config: Path):
+    p = example_config / "site.yaml"
+    lines = p.read_text().splitlines()
+    start = lines.index("# housekeeping:")
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("#   ")), len(lines))
+    lines[start:end] = [line[2:] for line in lines[start:end]]
+    p.write_text("\n".join(lines) + "\n")
+    hk = load_config(example_config).site.housekeeping
+    assert (hk.backup_dir, hk.generations, hk.retention_days, hk.report_at) == \
+        (Path("/var/lib/lanectl/backups"), 7, 400, "00:10")
