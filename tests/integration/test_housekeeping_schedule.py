@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-import pytest
 
 from lanectl.adapters.housekeeping import Housekeeping
 from lanectl.adapters.housekeeping.backup import generations
