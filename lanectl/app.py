@@ -95,6 +95,8 @@ class Adapters:
     notifier: SystemdNotifier
     raise_nofile: Callable[[], tuple[int, int]]  # (soft, hard) open-file limits after raising the soft one
     site_bus: Optional[SiteBus] = None  # the lot's MQTT broker (adapters/mqtt_bus.py) when site_bus.enabled
+    # backups, retention, VACUUM, shift report (adapters/housekeeping/): built from (store, clock); None: off
+    housekeeping: Optional[Callable[[Any, Clock], Any]] = None
 
 
 class App:
@@ -129,6 +131,7 @@ class App:
         self.settlement: Optional[SettlementService] = None
         self.platforms: Optional[PlatformWiring] = None
         self.remote: Optional[RemoteCommands] = None  # commands over the site bus (service/remote_commands.py)
+        self.housekeeping: Any = None  # the scheduled jobs; their last results in status()
         self.channels = {lane.id: lane.channel for lane in config.lanes}  # lane id -> platform channel id
         # The store's writer thread reports storage faults; sd_notify STATUS follows each change, on the loop.
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -199,6 +202,10 @@ class App:
             if self.site_bus is not None:  # a broker that is down never stops a lane: the bus retries on its own
                 tasks += self._site_bus_tasks(self.site_bus)
             tasks.append(asyncio.create_task(self.store.watch(), name="storage-probe"))
+            if self.adapters.housekeeping is not None:
+                self.housekeeping = self.adapters.housekeeping(self.store, self.clock)
+            if self.housekeeping is not None:
+                tasks.append(asyncio.create_task(self.housekeeping.run(), name="housekeeping"))
             await asyncio.gather(*(r.started.wait() for r in self.runners.values()))
             if self.settlement is not None:
                 await self.settlement.start()  # resumes what a restart interrupted
@@ -417,8 +424,11 @@ class App:
             st = runner.status
             devices = {"barrier": st.barrier_fault, "plate_reader": st.plate_reader_fault, "scanner": st.scanner_fault}
             faults.update({(lane_id, device): bool(reason) for device, reason in devices.items()})
+        jobs = {name: (st.get("ok"), datetime.fromisoformat(st["last_run"]).timestamp() if st.get("last_run") else None,
+                       st.get("failures", 0))
+                for name, st in (self.housekeeping.status() if self.housekeeping is not None else {}).items()}
         return Figures(outbox=outbox, faults=faults, database_bytes=_database_bytes(self.config.site.database),
-                       storage_ok=self.store.health.ok)
+                       storage_ok=self.store.health.ok, jobs=jobs)
 
     async def renew_card(self, renewal: CardRenewal, trade_no: str, amount_fen: int, *, provider: str) -> None:
         """A card renewed on `provider`: kept in the store first, then the lanes decide with the new period."""
@@ -521,6 +531,8 @@ class App:
                                   "connected": self.site_bus.connected,
                                   "broker": getattr(self.site_bus, "broker", None),
                                   "last_error": str(last_error) if last_error is not None else None}
+        if self.housekeeping is not None:  # each job's last run, result and next run (metrics read it too)
+            answer["housekeeping"] = self.housekeeping.status()
         return answer
 
     def replication_status(self) -> dict[str, Any]:

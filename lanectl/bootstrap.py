@@ -27,6 +27,7 @@ from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlServer
+from lanectl.adapters.housekeeping import Housekeeping
 from lanectl.adapters.led_board_display import LedBoardDisplay
 from lanectl.adapters.mqtt_bus import MqttBus
 from lanectl.adapters.modbus_barrier import ModbusBarrier, ModbusBusRegistry
@@ -89,6 +90,21 @@ def replica_booth(config: Config) -> Optional[str]:
     return config.site.site_bus.booth_id if config.site.site_bus.enabled else None
 
 
+def housekeeping_for(config: Config) -> Optional[Callable[[Any, Clock], Housekeeping]]:
+    """The scheduled jobs over the SQLite store (an in-memory twin has no file to back up), unless disabled."""
+    cfg = config.site.housekeeping
+    if not cfg.enabled:
+        return None
+    backup_dir, report_dir = cfg.directories(config.directory, config.site.database)
+
+    def build(store: Any, clock: Clock) -> Optional[Housekeeping]:
+        if not isinstance(store, SqliteStore):
+            return None
+        return Housekeeping(store, cfg, backup_dir=backup_dir, report_dir=report_dir, clock=clock,
+                            tz=config.site.tz)
+    return build
+
+
 def real_adapters(config: Config, **given: Any) -> Adapters:
     """The real adapter for each port not `given` (by its Adapters field name)."""
     unknown = set(given) - set(Adapters.__dataclass_fields__)
@@ -109,6 +125,7 @@ def real_adapters(config: Config, **given: Any) -> Adapters:
         notifier=pick("notifier", SystemdNotifier),
         raise_nofile=pick("raise_nofile", lambda: fd_limit.raise_nofile),
         site_bus=pick("site_bus", lambda: mqtt_site_bus(config)),
+        housekeeping=pick("housekeeping", lambda: housekeeping_for(config)),
     )
 
 

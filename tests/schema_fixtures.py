@@ -356,12 +356,23 @@ def fill_v8(lot: Lot) -> None:
     lot.move("沪C7Q210", 5000, "topup", reference="赵六: 现金充值", operator_uid=1001)
 
 
+def fill_v10(lot: Lot) -> None:
+    """Housekeeping's last runs (the schedule that survives a restart)."""
+    lot.visit(lot.plate(), 50, fee_fen=500)
+    for job, hh_mm, result in (("backup", "03:30", {"file": "/var/lib/lanectl/backups/lanectl-x.db", "records": 40}),
+                               ("report", "00:10", {"day": "2026-12-01", "entries": 12})):
+        fire = lot.clock.replace(hour=int(hh_mm[:2]), minute=int(hh_mm[3:]), second=0, microsecond=0)
+        lot.insert("housekeeping_runs", {"job": job, "fire_time": fire.isoformat(),
+                                         "ran_at": (fire + timedelta(seconds=4)).isoformat(), "ok": 1,
+                                         "result": json.dumps(result, ensure_ascii=False)})
+
+
 # Columns a step rewrites on purpose (step version -> {table: columns}), e.g. a data fix: left out of the "every
 # old row unchanged" comparison for databases older than that step, and proven by that step's own test. None yet.
 REWRITES: dict[int, dict[str, frozenset[str]]] = {}
 
 FILLS: dict[int, Callable[[Lot], None]] = {1: fill_v1, 2: fill_v2, 3: fill_v3, 4: fill_v4, 5: fill_v5, 6: fill_v6,
-                                           7: fill_v7, 8: fill_v8}
+                                           7: fill_v7, 8: fill_v8, 10: fill_v10}
 SEED = 20261207
 
 

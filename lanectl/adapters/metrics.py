@@ -35,6 +35,8 @@ class Figures:
     faults: dict[tuple[str, str], bool] = field(default_factory=dict)  # (lane, device) -> faulted now
     database_bytes: int = 0
     storage_ok: bool = True
+    # housekeeping job -> (last run ok: 1/0, or None before its first run; unix time of that run; failures since start)
+    jobs: dict[str, tuple[Optional[bool], Optional[float], int]] = field(default_factory=dict)
 
 
 class _Gauges(Collector):
@@ -63,7 +65,19 @@ class _Gauges(Collector):
         size.add_metric([], f.database_bytes)
         storage = GaugeMetricFamily("lanectl_storage_ok", "1 while the database can be written")
         storage.add_metric([], 1 if f.storage_ok else 0)
-        return [pending, dead, age, active, size, storage]
+        job_ok = GaugeMetricFamily("lanectl_housekeeping_last_ok", "1 if the job's last run succeeded, 0 if it "
+                                   "failed (absent before its first run)", labels=["job"])
+        job_at = GaugeMetricFamily("lanectl_housekeeping_last_run_timestamp_seconds", "When the job last ran "
+                                   "(unix time)", labels=["job"])
+        job_failed = GaugeMetricFamily("lanectl_housekeeping_failures", "Failed runs of the job since the daemon "
+                                       "started", labels=["job"])
+        for job, (ok, ran_at, failures) in sorted(f.jobs.items()):
+            if ok is not None:
+                job_ok.add_metric([job], 1 if ok else 0)
+            if ran_at is not None:
+                job_at.add_metric([job], ran_at)
+            job_failed.add_metric([job], failures)
+        return [pending, dead, age, active, size, storage, job_ok, job_at, job_failed]
 
 
 class PrometheusMetrics:

@@ -6,7 +6,7 @@ import argparse
 from typing import Optional, Sequence
 
 from lanectl import __version__
-from lanectl.cli import actions, check_config, demo, fee, install, remote, run, sign, views
+from lanectl.cli import actions, check_config, demo, fee, install, remote, restore, run, sign, views
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_parser(sub)
     remote.add_parser(sub)
     install.add_parser(sub)
+    restore.add_parser(sub)
     return p
 
 

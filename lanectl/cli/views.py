@@ -133,7 +133,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     if links:
         print(f"  picture links at {links['public_url']}: served {links.get('served', 0)}, "
               f"refused {links.get('refused', 0)}")
+    for line in _housekeeping(data.get("housekeeping") or {}):
+        print(line)
     return 0
+
+
+def _housekeeping(jobs: dict[str, Any]) -> list[str]:
+    """One line per scheduled job (backup, retention, vacuum, report): its last run and result, its next run."""
+    def at(stamp: Any) -> str:
+        return str(stamp)[:16].replace("T", " ") if stamp else "never"
+    lines = []
+    for name, job in jobs.items():
+        result = job.get("result") or {}
+        said = "FAILED: " + str(result.get("error", "")) if job.get("ok") is False else (
+            "ok" if job.get("ok") else "not run yet")
+        lines.append(f"  housekeeping {name:9} last {at(job.get('last_run'))} {said}; next {at(job.get('next_run'))}")
+    return lines
 
 
 def _refused(lane: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from lanectl.adapters.camera_auth import CredentialError, camera_auth
 from lanectl.config.base import SecretRef, Strict
+from lanectl.config.housekeeping import HousekeepingConfig
 from lanectl.config.devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
                                      SerialPlateReader)
 from lanectl.config.operators import OperatorsConfig
@@ -161,6 +162,7 @@ class SiteConfig(BaseSettings):
     vehicles: VehicleRules = VehicleRules()  # monthly cards, white/black lists, stored value
     payments: PaymentsConfig = PaymentsConfig()  # settlement timing and platform credentials
     site_bus: SiteBusConfig = SiteBusConfig()  # the lot's MQTT broker (config/site_bus.py, docs/site-bus.md)
+    housekeeping: HousekeepingConfig = HousekeepingConfig()  # backups, retention, VACUUM, shift report
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

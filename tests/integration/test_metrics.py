@@ -101,6 +101,10 @@ async def test_metrics_after_a_car_passes(daemon_config):
                    destination="webhook") == pytest.approx(5, abs=0.5)
         assert one(got, "lanectl_database_size_bytes", "lanectl_database_size_bytes") > 4096
         assert one(got, "lanectl_storage_ok", "lanectl_storage_ok") == 1
+        # the scheduled jobs: none has come due yet, so failures 0 and no last result
+        for job in ("backup", "retention", "vacuum", "report"):
+            assert one(got, "lanectl_housekeeping_failures", "lanectl_housekeeping_failures", job=job) == 0
+        assert not got.get("lanectl_housekeeping_last_ok")
         # requests by route pattern and status, on both faces (this scrape is counted once it is answered)
         assert one(got, "lanectl_http_requests", "lanectl_http_requests_total", face="public", route="unmatched",
                    status="404") == 1

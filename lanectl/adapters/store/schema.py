@@ -237,6 +237,18 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL
     );
     """,
+    # v10: scheduled housekeeping (adapters/housekeeping/): each job's last run, so a run missed while the daemon
+    # was down happens at the next start; records by time, for retention and the shift report.
+    """
+    CREATE TABLE housekeeping_runs (
+        job TEXT PRIMARY KEY,
+        fire_time TEXT NOT NULL,           -- the scheduled time the last run was for (lot time with offset)
+        ran_at TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        result TEXT NOT NULL               -- JSON: what the run did, or its error
+    );
+    CREATE INDEX records_ts ON records (ts, record_id);
+    """,
 )
 
 
