@@ -14,13 +14,17 @@ import pytest
 import yaml
 
 from lanectl.adapters.camera_mqtt import VzenithMqttCamera
+from lanectl.bootstrap import build_app
 from lanectl.cli import main
 from lanectl.config import ConfigError, load_config
 from lanectl.config.devices import VzenithMqttCameraConfig
-from lanectl.core.events import PlateRead
+from lanectl.core import effects as fx
+from lanectl.core.events import IoSnapshot, PlateRead
 from lanectl.protocols.vzenith_http import PlateResult, VzenithError
 from lanectl.protocols.vzenith_mqtt import camera_topic, decode_license, parse_ivs_result
-from tests.fakes import FakeClock, MemoryBroker
+from tests.fakes import (FakeClock, FakeControlServer, FakeLaneDevices, FakeListener, FakeNotifier, FakeSession,
+                         MemoryBroker, MemoryDaemonStore)
+from tests.minimal_site import write_minimal_config
 
 SN = "8fcd1c4e-20ca9ecb"
 TOPIC = f"device/{SN}/message/up/ivs_result"
@@ -239,3 +243,35 @@ def test_a_board_behind_a_camera_over_mqtt_is_refused(example_config: Path, monk
                             extra="  display: {kind: led_board, via_camera: true}\n")
     found = problems(example_config)
     assert any(p.startswith(f"{lane}: ") and "a camera over MQTT gets no reply" in p for p in found), found
+
+
+# --- the daemon built from fakes, on the in-memory broker ---------------------------------------------------
+async def test_the_daemon_lets_a_car_in_on_a_plate_from_its_camera_over_the_bus(tmp_path: Path):
+    etc = write_minimal_config(tmp_path, site_bus={"enabled": True, "booth_id": "boothA"})
+    (etc / "lanes" / "in1.yaml").write_text(f"""id: in1
+direction: entry
+devices:
+  barrier: {{kind: modbus_rtu, port: /dev/null-rs485, unit: 1}}
+  camera: {{kind: vzenith_mqtt, serialno: {SN}}}
+""")
+    broker, devices, store, listeners = MemoryBroker(), FakeLaneDevices(), MemoryDaemonStore(), []
+
+    def listener(*args: Any, **kwargs: Any) -> FakeListener:
+        listeners.append(FakeListener(*args, **kwargs))
+        return listeners[-1]
+    app = build_app(load_config(etc), store=store, clock=FakeClock(), devices=devices, listener=listener,
+                    control=FakeControlServer, session=FakeSession, notifier=FakeNotifier(),
+                    raise_nofile=lambda: (4096, 4096), site_bus=broker.client())
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(app.run(stop))
+    await asyncio.wait_for(app.ready.wait(), 5)
+    assert app.lan is None and len(listeners) == 1  # no LAN face and no HTTP route for a camera over MQTT
+
+    barrier = devices.barriers["in1"]
+    await barrier.send(IoSnapshot(arming=True, safety=False, up_limit=False, down_limit=True))
+    await broker.client().publish(TOPIC, ivs_result("粤B12345"))
+    await asyncio.wait_for(barrier.opened.wait(), 5)
+    assert [(r.kind, r.plate) for r in store.written(fx.NewRecord)] == [("entry", "粤B12345")]
+    assert (await app.status())["lanes"]["in1"]["camera"]["messages"] == 1
+    stop.set()
+    await asyncio.wait_for(daemon, 3)
