@@ -3,8 +3,9 @@
 The camera subscribes, on the site bus, to exactly its configured topic (device/<serialno>/message/up/ivs_result
 by default). Each message is read by the MQTT codec (lanectl/protocols/vzenith_mqtt.py, which hands the
 AlarmInfoPlate to the HTTP push's codec) and then treated like an HTTP push (adapters/camera_http.py, whose
-plate path this reuses): the picture is saved, the plate goes to the lane as a PlateRead; offline resends and
-reads under `min_confidence` are counted, never emitted. A message from another camera (its `sn` is not
+plate path this reuses): the picture is saved, the plate goes to the lane as a PlateRead; offline resends,
+reads under `min_confidence` and recognitions older than `max_age_s` by the camera's clock (a backlog the broker
+kept for this booth's session, a retained message) are counted, never emitted. A message from another camera (its `sn` is not
 `serialno`) is counted as `wrong_camera` and skipped; garbage is counted (`bad`) and skipped, logged once per
 streak. The handler never raises: it runs in the bus's dispatch loop.
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 class MqttCameraCounters(CameraCounters):
     messages: int = 0  # every message on the camera's topic, whatever it held
     wrong_camera: int = 0  # plate messages whose sn is not this lane's camera (skipped)
+    stale: int = 0  # plates older than max_age_s by the camera's clock (skipped)
 
 
 class VzenithMqttCamera(VzenithCamera):
@@ -47,6 +49,8 @@ class VzenithMqttCamera(VzenithCamera):
         self.counters = MqttCameraCounters()
         self.topic = cfg.topic_name
         self.serialno = cfg.serialno
+        self.max_age_s = cfg.max_age_s
+        self._stale_streak = 0
         bus.subscribe(self.topic, self.on_message)  # before the bus runs: App builds the lanes first
 
     async def on_message(self, topic: str, payload: bytes) -> None:
@@ -68,12 +72,31 @@ class VzenithMqttCamera(VzenithCamera):
                 log.warning("%s: a plate from camera %r on %s is not this lane's (%s): skipped", self.name,
                             msg.serialno, topic, self.serialno)
                 return
+            if self._stale(msg):
+                return
             await self._push(msg, None, self._clock.monotonic())  # no reply to wait for
         except VzenithError as exc:
             self._bad(exc)
         except Exception:  # a bug here must not end the bus's dispatch for every other subscriber
             self.counters.bad += 1
             log.exception("%s: camera message on %s could not be handled; skipped", self.name, topic)
+
+    def _stale(self, msg: PlateResult) -> bool:
+        """A recognition older than max_age_s by the camera's clock: a broker backlog or a retained message."""
+        max_age = self.max_age_s
+        if max_age is None or msg.time_sec is None:
+            return False
+        age = self._clock.now().timestamp() - (msg.time_sec + msg.time_usec / 1e6)
+        if age <= max_age:
+            self._stale_streak = 0
+            return False
+        self.counters.stale += 1
+        self._stale_streak += 1
+        if self._stale_streak == 1:  # a backlog comes in a burst: once per burst
+            log.warning("%s: plate %s recognised %.0f s ago (over max_age_s %g) not sent to the lane: a backlog "
+                        "from the broker, a retained message, or the camera's clock is wrong", self.name,
+                        msg.plate or "无牌车", age, max_age)
+        return True
 
     async def _parse_message(self, payload: bytes) -> PlateResult | Heartbeat:
         if len(payload) > self.max_body_bytes:

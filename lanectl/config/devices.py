@@ -163,6 +163,10 @@ class VzenithMqttCameraConfig(Strict):
     topic: Optional[str] = Field(None, min_length=1, max_length=256)  # default device/<serialno>/message/up/ivs_result
     relay_barrier: bool = False  # refused when true: nothing can carry an OPEN back to this camera
     min_confidence: int = Field(0, ge=0, le=100)  # lower reads are dropped at the camera
+    # A recognition older than this by the camera's clock is counted, not sent to the lane: the broker hands a
+    # booth that was away its queued backlog, and a retained message at every subscribe; neither is a car at the
+    # barrier now. null: no check (a camera whose clock cannot be kept right).
+    max_age_s: Optional[float] = Field(60.0, gt=0, le=86400)
     save_images: bool = True
     image_retention: int = Field(2000, ge=1, le=1_000_000)  # picture files kept for this lane (newest)
     max_image_kb: int = Field(1024, ge=16, le=16384)  # per picture; a message with a bigger one is skipped

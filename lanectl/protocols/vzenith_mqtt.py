@@ -14,7 +14,8 @@ Differences from the HTTP push, handled here before the shared HTTP codec reads 
 - pictures may come as `full_image_content` / `small_image_content` (base64), taken when `imageFile` /
   `imageFragmentFile` are absent (a camera that uploads to object storage sends paths only: no picture here).
 - the envelope's `sn` is the camera's serial (the one in its topic); it is the PlateResult's `serialno` when
-  present (the inner AlarmInfoPlate.serialno otherwise).
+  present (the inner AlarmInfoPlate.serialno otherwise). The envelope's `timestamp` (seconds) stands in for the
+  recognition time (`time_sec`) when the PlateResult has no timeStamp.
 A bare AlarmInfoPlate document (no envelope) is accepted as well, as are the HTTP codec's heartbeat shapes.
 Errors: VzenithError only, whatever the bytes.
 """
@@ -45,7 +46,7 @@ def parse_ivs_result(body: bytes, *, max_image_bytes: Optional[int] = None,
     doc = load_body(body)
     if not isinstance(doc, dict):
         raise VzenithError(f"message must be a JSON object, got {type(doc).__name__}")
-    sn = ""
+    sn, stamp = "", None
     if "payload" in doc:
         name = doc.get("name")
         if name is not None and name != "ivs_result":
@@ -55,6 +56,9 @@ def parse_ivs_result(body: bytes, *, max_image_bytes: Optional[int] = None,
             sn = ""
         elif not isinstance(sn, str):
             raise VzenithError(f"message.sn: expected a string, got {type(sn).__name__}")
+        stamp = doc.get("timestamp")
+        if stamp is not None and (not isinstance(stamp, int) or isinstance(stamp, bool)):
+            raise VzenithError(f"message.timestamp: expected an integer, got {type(stamp).__name__}")
         doc = doc["payload"]
         if not isinstance(doc, dict):
             raise VzenithError(f"message.payload must be a JSON object, got {type(doc).__name__}")
@@ -64,6 +68,8 @@ def parse_ivs_result(body: bytes, *, max_image_bytes: Optional[int] = None,
     msg = parse_push_object(doc, max_image_bytes=max_image_bytes, special_prefixes=special_prefixes)
     if sn and isinstance(msg, PlateResult):
         msg = dataclasses.replace(msg, serialno=sn)
+    if isinstance(msg, PlateResult) and msg.time_sec is None and stamp is not None:
+        msg = dataclasses.replace(msg, time_sec=stamp)  # when the camera sent it: the best time there is
     elif sn and isinstance(msg, Heartbeat):
         msg = Heartbeat(sn, msg.device_name)
     return msg

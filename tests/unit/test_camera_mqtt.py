@@ -35,13 +35,16 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
+NOW = int(FakeClock().now().timestamp())
+
+
 def ivs_result(plate: str = "粤B12345", *, sn: str = SN, confidence: int = 96, offline: int = 0,
-               encode: bool = True, **plate_fields: Any) -> bytes:
+               encode: bool = True, timestamp: Any = NOW, **plate_fields: Any) -> bytes:
     """An ivs_result message as the camera publishes it: the envelope, the license in base64."""
     pr = {"license": b64(plate) if encode else plate, "colorType": 1, "confidence": confidence,
           "isoffline": offline, "plateid": 7, **plate_fields}
     return json.dumps({"id": "iUA4fO7yCGrHZO2C", "sn": sn, "name": "ivs_result", "version": "1.0",
-                       "timestamp": 1621926595,
+                       "timestamp": timestamp,
                        "payload": {"AlarmInfoPlate": {"channel": 0, "deviceName": "0001", "serialno": sn,
                                                       "result": {"PlateResult": pr}}}}).encode("utf-8")
 
@@ -75,6 +78,7 @@ def test_the_envelope_sn_names_the_camera_and_pictures_come_from_the_mqtt_fields
     (ivs_result(encode=False, plate="!!!!"), "is not a plate"),
     (ivs_result(plate="hello world"), "is not a plate"),  # base64 of text that is no plate: not a plate either
     (ivs_result(confidence="high"), "confidence"),  # type: ignore[arg-type]
+    (ivs_result(timestamp="today"), "message.timestamp"),
 ])
 def test_garbage_is_a_vzenith_error_naming_what_is_wrong(body: bytes, says: str):
     with pytest.raises(VzenithError, match=says):
@@ -130,6 +134,23 @@ async def test_offline_resends_and_low_confidence_reads_are_counted_not_emitted(
         assert [r.plate for r in lane.reads] == ["粤B54321"]
         c = lane.camera.counters
         assert (c.offline_skipped, c.low_confidence, c.pushes, c.messages) == (1, 1, 3, 3)
+
+
+def timeval(sec: int) -> dict[str, Any]:
+    return {"timeStamp": {"Timeval": {"sec": sec, "usec": 0}}}
+
+
+async def test_old_recognitions_a_broker_backlog_or_a_retained_message_are_counted_not_emitted(tmp_path: Path):
+    async with Lane(tmp_path) as lane:  # max_age_s 60 by default
+        await lane.publish(ivs_result("粤B00001", **timeval(NOW - 120)))  # queued while the booth was away
+        await lane.publish(ivs_result("粤B00002", timestamp=NOW - 3600))  # no timeStamp: the envelope's time
+        await lane.publish(ivs_result("粤B00003", **timeval(NOW - 30)))
+        await lane.publish(ivs_result("粤B00004", timestamp=None))  # no time at all: nothing to judge by
+        assert [r.plate for r in lane.reads] == ["粤B00003", "粤B00004"]
+        assert lane.camera.counters.stale == 2 and lane.camera.status()["stale"] == 2
+    async with Lane(tmp_path / "unchecked", max_age_s=None) as lane:  # a camera whose clock is never right
+        await lane.publish(ivs_result("粤B00001", **timeval(NOW - 86400 * 365)))
+        assert [r.plate for r in lane.reads] == ["粤B00001"]
 
 
 async def test_garbage_and_another_cameras_plates_are_counted_and_skipped_without_raising(tmp_path: Path, caplog):
