@@ -25,7 +25,7 @@ from lanectl.adapters.camera_http import VzenithCamera, add_camera_routes
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
 from lanectl.adapters.control_socket import ControlError, ControlServer
 from lanectl.adapters.operator_identity import site_gatekeeper
-from lanectl.adapters.systemd_notify import SystemdNotifier, watchdog_loop
+from lanectl.adapters.systemd_notify import SystemdNotifier, status_loop, watchdog_loop
 from lanectl.adapters.webhook_publisher import WebhookPublisher
 from lanectl.config import Config, ConfigError, LaneConfig
 from lanectl.core import effects as fx
@@ -36,7 +36,7 @@ from lanectl.core.quotes import StayPrice, price_inside
 from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRules, renew_card
 from lanectl.providers.wiring import PlatformWiring
 from lanectl.providers.ports import PriceQuote
-from lanectl.service.lane_runner import LaneRunner, RequestExpired
+from lanectl.service.lane_runner import LaneRunner, LaneStatus, RequestExpired
 from lanectl.service.outbox import Backoff, OutboxRelay, Publisher
 from lanectl.service.remote_commands import RemoteCommands, remote_operators
 from lanectl.service.ports import Clock, StorageUnavailable
@@ -203,10 +203,10 @@ class App:
             if self.lan is not None:
                 await self.lan.start()
             # The watchdog is not one of the tasks whose end stops us: without systemd it returns at once.
-            watchdog = asyncio.create_task(watchdog_loop(self.notifier, lambda: self._healthy(tasks)),
-                                           name="watchdog")
+            watchdog = asyncio.create_task(watchdog_loop(self.notifier, lambda: self._healthy(tasks),
+                                                         status=self.status_line), name="watchdog")
             self.notifier.ready()
-            self._notify_status()
+            status = asyncio.create_task(status_loop(self.notifier, self.status_line), name="sd-status")
             log.info("lanectl running: park=%s lanes=%s db=%s control=%s", site.park_id,
                      ",".join(self.runners), site.database, site.control.socket)
             self.ready.set()
@@ -220,6 +220,7 @@ class App:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+                status.cancel()
             self.notifier.stopping()
             log.info("lanectl stopping: finishing in-flight writes; barriers are left as they are")
             for t in tasks:
@@ -279,8 +280,12 @@ class App:
         return {"lanes": lanes, "booth": booth}
 
     def status_line(self) -> str:
-        """sd_notify STATUS: the lanes, and the storage while it cannot be written."""
+        """sd_notify STATUS: the lanes, which are faulted and why, and the storage while it cannot be written."""
+        faulted = {lid: faults for lid, r in self.runners.items() if (faults := lane_faults(r.status))}
         line = f"{len(self.runners)} lane(s) running"
+        if faulted:
+            line = (f"{len(self.runners)} lane(s), {len(faulted)} FAULTED: "
+                    + "; ".join(f"{lid} {', '.join(faults)}" for lid, faults in faulted.items()))
         return line if self.store.health.ok else f"{line}; {self.store.health.summary()}"
 
     def _notify_status(self) -> None:
@@ -513,7 +518,7 @@ class App:
                                         since=since, until=until, limit=limit)
 
     async def outbox(self, *, limit: int) -> dict[str, Any]:
-        summary = await self.store.outbox_summary(limit)
+        summary = await self.store.outbox_summary(limit, self.config.site.tz)  # lot time, like the records
         summary["destinations"] = self.relay.status() if self.relay else {}
         return summary
 
@@ -623,3 +628,9 @@ async def _stop_tasks(name: str, tasks: list[asyncio.Task[Any]], timeout_s: floa
             where.append(f"{task.get_name()} at {at}")
         log.error("stopping: %s did not finish within %g s (%s); going on", name, timeout_s, "; ".join(where))
 
+
+def lane_faults(status: LaneStatus) -> list[str]:
+    """A lane's device faults with their reasons, e.g. ["barrier: no answer from unit 1"]."""
+    kinds = (("barrier", status.barrier_fault), ("plate reader", status.plate_reader_fault),
+             ("scanner", status.scanner_fault))
+    return [f"{kind}: {why}" for kind, why in kinds if why]

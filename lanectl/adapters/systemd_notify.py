@@ -132,6 +132,7 @@ async def watchdog_loop(
     *,
     interval: float | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    status: Callable[[], str] = lambda: "running",
 ) -> None:
     """Ping the watchdog every ``interval`` seconds (default: :func:`watchdog_interval`) while ``health()`` is
     true. Returns at once when there is no watchdog; otherwise runs until cancelled. A ``health()`` that raises
@@ -153,9 +154,29 @@ async def watchdog_loop(
             if withholding:
                 withholding = False
                 log.info("health restored; watchdog pings resumed")
-                notifier.status("running")
+                notifier.status(status())
         elif not withholding:
             withholding = True
             log.error("%s; withholding watchdog pings, systemd will restart lanectl", why)
             notifier.status(f"unhealthy: {why}; watchdog pings withheld")
+        await sleep(interval)
+
+
+async def status_loop(
+    notifier: SystemdNotifier,
+    line: Callable[[], str],
+    *,
+    interval: float = 5.0,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> None:
+    """Keep STATUS= current: every ``interval`` seconds send ``line()`` when it differs from what was last sent
+    (lane faults come and go without an event here). Returns at once outside systemd."""
+    if not notifier.enabled:
+        return
+    last = None
+    while True:
+        text = line()
+        if text != last:
+            notifier.status(text)
+            last = text
         await sleep(interval)

@@ -1,4 +1,4 @@
-"""Command line: `lanectl run | demo | check-config | records | outbox | status | open | balance | topup | fee | sign`.
+"""Command line: `lanectl run | demo | check-config | records | outbox | status | open | balance | topup | fee | sign | remote | install-service`.
 
 One module per command group; each adds its subcommands to the parser (`add_parser`) and only parses input
 and hands it on (to the daemon's composition root, the config loader or the control client):
@@ -12,6 +12,7 @@ and hands it on (to the daemon's composition root, the config loader or the cont
     actions.py       open, topup: audited operator actions through the running daemon
     fee.py           fee: price a stay with the configured tariffs (fee_report.py: its output)
     sign.py          sign: compute or check a platform signature
+    install.py       install-service: the service user, /etc/lanectl, /var/lib/lanectl and the systemd unit
 """
 
 from lanectl.cli.main import build_parser, main

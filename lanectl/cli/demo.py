@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Optional
 
 DEMO_MODULE = "hil.demo"
 
@@ -24,16 +27,27 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    env = None
     if importlib.util.find_spec(DEMO_MODULE.split(".")[0]) is None:  # finds the package without importing it
-        print("lanectl demo: the simulated lane (package `hil`) is not installed here; run the demo from a "
-              "source checkout: scripts/demo", file=sys.stderr)
-        return 2
+        root = checkout()
+        if root is None:
+            print("lanectl demo: the simulated lane (package `hil`) is not installed here: the wheel carries only "
+                  "lanectl; run the demo from a source checkout: scripts/demo", file=sys.stderr)
+            return 2
+        # an editable install from a checkout: hil sits beside lanectl but is not a package of the wheel
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH")))))
     argv = ["--scenario", args.scenario, "--baud", str(args.baud), "--log-level", args.log_level]
     if args.keep:
         argv += ["--keep", args.keep]
-    with subprocess.Popen([sys.executable, "-m", DEMO_MODULE, *argv]) as child:
+    with subprocess.Popen([sys.executable, "-m", DEMO_MODULE, *argv], env=env) as child:
         while True:
             try:
                 return child.wait()
             except KeyboardInterrupt:  # the demo got the same Ctrl-C (one process group): let it clean up and stop
                 continue
+
+
+def checkout() -> Optional[Path]:
+    """The source checkout this lanectl runs from (editable install), when it has the rig beside it."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "hil" / "demo.py").is_file() else None

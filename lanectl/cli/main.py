@@ -6,7 +6,7 @@ import argparse
 from typing import Optional, Sequence
 
 from lanectl import __version__
-from lanectl.cli import actions, check_config, demo, fee, remote, run, sign, views
+from lanectl.cli import actions, check_config, demo, fee, install, remote, run, sign, views
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     fee.add_parser(sub)
     sign.add_parser(sub)
     remote.add_parser(sub)
+    install.add_parser(sub)
     return p
 
 

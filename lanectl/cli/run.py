@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Any
 
+from lanectl.adapters import log_format
 from lanectl.config import ConfigError, load_config
 from lanectl.startup import EX_CONFIG, EX_SOFTWARE, EX_USAGE, StartupError
 
@@ -21,12 +22,16 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     run.add_argument("--config", required=True, metavar="DIR", help="directory with site.yaml and lanes/")
     run.add_argument("--log-level", default=os.environ.get("LANECTL_LOG_LEVEL", "INFO"),
                      help="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case); a bad one exits 64")
+    run.add_argument("--log-format", default=os.environ.get("LANECTL_LOG_FORMAT", "text"),
+                     help="text (lot time with offset; no time under journald, which stamps lines itself) or json "
+                          "(one object per line: time, level, logger, message and a decision's fields)")
     run.set_defaults(func=cmd_run)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(log_format.formatter(fmt, stream=sys.stdout))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our adapter logs faults once, with context
 
 
@@ -37,9 +42,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         source = "--log-level" + (" (or LANECTL_LOG_LEVEL)" if os.environ.get("LANECTL_LOG_LEVEL") else "")
         return _startup_failed(StartupError(source, f"{args.log_level!r} is not a log level; use one of "
                                             f"{', '.join(LOG_LEVELS)} (any case)", EX_USAGE), logged=False)
-    setup_logging(level)
+    fmt = str(args.log_format).strip().lower()
+    if fmt not in log_format.FORMATS:
+        source = "--log-format" + (" (or LANECTL_LOG_FORMAT)" if os.environ.get("LANECTL_LOG_FORMAT") else "")
+        return _startup_failed(StartupError(source, f"{args.log_format!r} is not a log format; use text or json",
+                                            EX_USAGE), logged=False)
+    setup_logging(level, fmt)
     try:
         config = load_config(args.config)
+        log_format.use_zone(config.site.tz)
         from lanectl.bootstrap import run_daemon
         asyncio.run(run_daemon(config))
     except ConfigError as exc:

@@ -71,11 +71,19 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         print(f"{key:30} {n}")
     for dest, st in (data.get("destinations") or {}).items():
         if st.get("failing_since"):
-            print(f"{dest}: failing since {st.get('failing_since')}: {st['last_error']}")
+            print(f"{dest}: failing since {_stamp(st.get('failing_since'))}: {st['last_error']}")
     for item in data.get("pending", []):
         print(f"  #{item['id']} {item['destination']} {item['key']} attempts={item['attempts']} "
-              f"next={item['next_at'][:19]} {item['last_error']}")
+              f"next={_stamp(item['next_at'])} {item['last_error']}")
     return 0
+
+
+def _stamp(value: object) -> str:
+    """An ISO time as the daemon sent it (lot time), shown with its offset so no time reads as another zone's."""
+    try:
+        return datetime.fromisoformat(str(value)).isoformat(sep=" ", timespec="seconds")
+    except ValueError:
+        return str(value)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

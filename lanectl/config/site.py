@@ -321,7 +321,7 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
     refs: list[tuple[str, SecretRef]] = []
     if site is not None:
         site = site.model_copy(update={"database": _resolve(d, site.database),
-                                       "secrets_file": _resolve(d, site.secrets_file),
+                                       "secrets_file": _as_credential(_resolve(d, site.secrets_file)),
                                        "site_bus": _resolve_bus(d, site.site_bus)})
         problems.extend(_check_site_bus(site_path, site.site_bus))
         problems.extend(_check_mqtt_cameras(site_path, site.site_bus, lanes, seen))
@@ -453,6 +453,17 @@ def secret_refs(model: BaseModel, prefix: str = "") -> list[tuple[str, SecretRef
 
     walk(model, prefix)
     return found
+
+
+def _as_credential(path: Optional[Path]) -> Optional[Path]:
+    """Under systemd the secrets file arrives as a credential named after it (the unit's
+    LoadCredential=secrets.yaml:/etc/lanectl/secrets.yaml): systemd reads it as root, so the file itself can stay
+    root-only (0600) and the service reads its copy in $CREDENTIALS_DIRECTORY. Elsewhere: the path as written."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if path is None or not directory:
+        return path
+    copy = Path(directory) / path.name
+    return copy if copy.is_file() else path
 
 
 def _read_secrets(site_path: Path, path: Optional[Path], refs: list[tuple[str, SecretRef]], problems: list[str],

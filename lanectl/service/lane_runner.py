@@ -316,7 +316,8 @@ class LaneRunner:
         elif isinstance(effect, fx.Log):
             fields = dict(effect.fields)
             text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in ("", None))
-            log.log(logging.getLevelName(effect.level.upper()), "%s %s", effect.message, text)
+            log.log(logging.getLevelName(effect.level.upper()), "%s %s", effect.message, text,
+                    extra={"decision": {"lane": self.lane_id, **fields}})  # as JSON keys with --log-format json
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -29,5 +29,17 @@ def test_python_m_hil_demo_is_the_same_demo():
 def test_without_the_rig_installed_the_launcher_says_so(monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture[str]):
     monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(launcher, "checkout", lambda: None)  # a wheel install: no checkout beside lanectl
     assert main(["demo"]) == 2
-    assert "package `hil`) is not installed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "package `hil`) is not installed" in err and "source checkout: scripts/demo" in err
+
+
+def test_from_a_checkout_without_hil_on_the_path_the_launcher_finds_it(monkeypatch: pytest.MonkeyPatch,
+                                                                       capfd: pytest.CaptureFixture[str],
+                                                                       tmp_path):
+    # `.venv/bin/lanectl demo` in a checkout: the editable install has no hil, the checkout has
+    monkeypatch.setattr(launcher.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.chdir(tmp_path)  # not the checkout's directory: only PYTHONPATH can find hil
+    assert main(["demo", "--scenario", "no-such-scenario"]) == 2
+    assert "lanectl demo: no scenario 'no-such-scenario'" in capfd.readouterr().err

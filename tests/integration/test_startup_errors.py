@@ -4,6 +4,7 @@ traceback, and exits 70. Each case runs the real command as a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -191,3 +192,23 @@ def test_a_secrets_file_others_may_read_stops_the_start(workdir: Path):
     line = one_line(result)
     assert result.returncode == 78
     assert str(secrets) in line and "0644" in line and f"chmod 640 {secrets}" in line
+
+
+def test_log_format_json_writes_one_object_per_line_in_lot_time(workdir: Path):
+    with socket.socket() as busy:  # stops fast after the configuration is read
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(write_config(workdir, http={"listen": f"127.0.0.1:{port}"}, timezone="Asia/Shanghai"),
+                     "--log-format", "json")
+    assert result.returncode == 75, result.stderr
+    entries = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    failed = [e for e in entries if e["message"].startswith("cannot start")]
+    assert failed and failed[0]["level"] == "ERROR" and failed[0]["time"].endswith("+08:00")
+    assert all({"time", "level", "logger", "message"} <= e.keys() for e in entries)
+
+
+def test_bad_log_format_is_a_usage_error(workdir: Path):
+    result = run(write_config(workdir), "--log-format", "xml")
+    assert result.returncode == 64
+    assert "--log-format" in one_line(result) and "json" in one_line(result)

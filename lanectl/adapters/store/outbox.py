@@ -4,7 +4,7 @@ row per destination; the relay (service/outbox.py) takes them FIFO per destinati
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
 from typing import Any, Optional, Sequence
 
 from lanectl.adapters.store.faults import StoreError
@@ -74,7 +74,8 @@ class OutboxRepository:
             "UPDATE outbox SET status='dead', last_error=?, done_at=?, attempts=attempts+1 WHERE id=?",
             (error[:500], now.isoformat(), item_id)))
 
-    async def outbox_summary(self, limit: int = 50) -> dict[str, Any]:
+    async def outbox_summary(self, limit: int = 50, tz: Optional[tzinfo] = None) -> dict[str, Any]:
+        """Counts and pending items; next_at (stored as epoch seconds) in `tz`, the lot's zone, like created_at."""
         def _query() -> dict[str, Any]:
             conn = self.uow.conn
             counts = {f"{r['destination']}/{r['status']}": r["n"] for r in conn.execute(
@@ -82,7 +83,7 @@ class OutboxRepository:
             pending = [
                 {"id": r["id"], "destination": r["destination"], "kind": r["kind"], "key": r["key"],
                  "attempts": r["attempts"], "created_at": r["created_at"], "last_error": r["last_error"],
-                 "next_at": datetime.fromtimestamp(r["next_at"]).astimezone().isoformat()}
+                 "next_at": datetime.fromtimestamp(r["next_at"], tz or timezone.utc).isoformat()}
                 for r in conn.execute("SELECT * FROM outbox WHERE status='pending' ORDER BY id LIMIT ?", (limit,))]
             return {"counts": counts, "pending": pending}
         return await self.uow.run(_query)
