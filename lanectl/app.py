@@ -74,6 +74,7 @@ class DeviceFactory(Protocol):
     (the RS-485 buses) once every device task has ended."""
 
     def camera(self, lane: LaneConfig, images_dir: Path, clock: Clock) -> VzenithCamera: ...
+    def mqtt_camera(self, lane: LaneConfig, images_dir: Path, clock: Clock, bus: SiteBus) -> VzenithCamera: ...
     def barrier(self, lane: LaneConfig, camera: Optional[VzenithCamera]) -> Optional[Any]: ...
     def display(self, lane: LaneConfig, via: Optional[VzenithCamera]) -> Optional[Any]: ...
     def plate_reader(self, lane: LaneConfig, on_activity: Optional[Callable[[], None]]) -> Optional[Any]: ...
@@ -113,7 +114,7 @@ class App:
         self.devices = adapters.devices
         self.runners: dict[str, LaneRunner] = {}
         self.readers: dict[str, Any] = {}  # serial plate readers: their line counts go to `status`
-        self.cameras: dict[str, VzenithCamera] = {}  # lanes whose camera pushes over HTTP
+        self.cameras: dict[str, VzenithCamera] = {}  # lanes whose camera pushes over HTTP or publishes over MQTT
         self.camera_auth: dict[str, CameraAuth] = {}  # who may push to each (checked before the body is read)
         self.lan: Optional[CallbackServer] = None  # the LAN face: opened for HTTP cameras and for /metrics
         # /metrics (adapters/metrics.py): this daemon's own registry, fed by the lanes, settlement and listeners
@@ -142,7 +143,8 @@ class App:
         site = self.config.site
         # Built first: a bad socket path fails before anything is open. Every resource that cannot open raises
         # a StartupError naming it (lanectl/startup.py); the CLI turns it into one line and an exit code.
-        cameras = any(lane.devices.camera is not None for lane in self.config.lanes)
+        cameras = any(lane.devices.camera is not None and lane.devices.camera.kind == "vzenith_http"
+                      for lane in self.config.lanes)  # cameras over MQTT need no listener
         lan_face = cameras or self.prometheus is not None
         counted = {"on_request": self.prometheus.http_request} if self.prometheus is not None else {}
         budget = fd_limit.plan(*self.adapters.raise_nofile(), site.http.max_connections,
@@ -313,7 +315,11 @@ class App:
     def _build_lane(self, lane: LaneConfig) -> LaneRunner:
         settle = self.settlement.on_effects if self.settlement is not None and lane.payments else None
         camera_cfg, display_cfg = lane.devices.camera, lane.devices.display
-        if camera_cfg is not None:  # HTTP push: its reply may carry the relay and board frames
+        if camera_cfg is not None and camera_cfg.kind == "vzenith_mqtt":  # plates from the broker, no reply
+            if self.site_bus is None:
+                raise ConfigError([f"lane {lane.id}: devices.camera: kind vzenith_mqtt needs site_bus.enabled: true"])
+            self.cameras[lane.id] = self.devices.mqtt_camera(lane, self.images_dir, self.clock, self.site_bus)
+        elif camera_cfg is not None:  # HTTP push: its reply may carry the relay and board frames
             self.cameras[lane.id] = self.devices.camera(lane, self.images_dir, self.clock)
             self.camera_auth[lane.id] = camera_auth(camera_cfg, self.config.secret, f"lane {lane.id}: devices.camera")
             if camera_cfg.insecure:
@@ -400,10 +406,10 @@ class App:
     def _register_callbacks(self) -> None:
         for path, handler in (self.platforms.routes if self.platforms else []):
             self.http.add_post(path, handler)
-        for lane_id, camera in self.cameras.items():
+        for lane_id, auth in self.camera_auth.items():  # HTTP cameras (those over MQTT have no route)
             # on the LAN face only; its own aiohttp handler: it answers 401/403 (who pushes), 400/403/413 itself
             assert self.lan is not None
-            add_camera_routes(self.lan.app.router, camera, self.camera_auth[lane_id])
+            add_camera_routes(self.lan.app.router, self.cameras[lane_id], auth)
         if self.image_links is not None:
             self.http.app.router.add_get(IMAGE_ROUTE, self.image_links.route())
         if self.prometheus is not None:  # the LAN face only: the public one answers 404 for it

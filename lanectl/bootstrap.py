@@ -25,6 +25,7 @@ import aiohttp
 from lanectl.adapters import fd_limit
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera
+from lanectl.adapters.camera_mqtt import VzenithMqttCamera
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlServer
 from lanectl.adapters.housekeeping import Housekeeping
@@ -36,9 +37,11 @@ from lanectl.adapters.store import SqliteStore
 from lanectl.adapters.systemd_notify import SystemdNotifier
 from lanectl.app import Adapters, App
 from lanectl.config import Config, LaneConfig
+from lanectl.config.devices import VzenithMqttCameraConfig
 from lanectl.core import effects as fx
 from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
 from lanectl.service.ports import Clock
+from lanectl.service.site_bus import SiteBus
 from lanectl.startup import EX_CONFIG, StartupError
 
 
@@ -53,6 +56,11 @@ class HardwareDevices:
     def camera(self, lane: LaneConfig, images_dir: Path, clock: Clock) -> VzenithCamera:
         assert lane.devices.camera is not None
         return VzenithCamera(lane.id, lane.devices.camera, images_dir, clock, special_prefixes=self.special_prefixes)
+
+    def mqtt_camera(self, lane: LaneConfig, images_dir: Path, clock: Clock, bus: SiteBus) -> VzenithMqttCamera:
+        assert isinstance(lane.devices.camera, VzenithMqttCameraConfig)
+        return VzenithMqttCamera(lane.id, lane.devices.camera, images_dir, clock, bus,
+                                 special_prefixes=self.special_prefixes)
 
     def barrier(self, lane: LaneConfig, camera: Optional[VzenithCamera]) -> Optional[Any]:
         cfg = lane.devices.barrier

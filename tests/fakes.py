@@ -520,10 +520,17 @@ class FakeLaneDevices:
     def __init__(self) -> None:
         self.barriers: dict[str, FakeLaneBarrier] = {}
         self.readers: dict[str, FakeLaneDevice] = {}
+        self.cameras: dict[str, Any] = {}  # cameras over MQTT (real, on the test's bus)
         self.closed = False
 
     def camera(self, lane: Any, images_dir: Any, clock: Any) -> Any:
         raise AssertionError("FakeLaneDevices has no HTTP camera")
+
+    def mqtt_camera(self, lane: Any, images_dir: Any, clock: Any, bus: Any) -> Any:
+        """The real camera over MQTT: on a MemoryBus it is in-memory already."""
+        from lanectl.adapters.camera_mqtt import VzenithMqttCamera
+        camera = self.cameras[lane.id] = VzenithMqttCamera(lane.id, lane.devices.camera, images_dir, clock, bus)
+        return camera
 
     def barrier(self, lane: Any, camera: Any) -> Optional[FakeLaneBarrier]:
         if lane.devices.barrier is None:

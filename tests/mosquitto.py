@@ -23,14 +23,21 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-USERS = {"booth1": "b00th-one", "booth2": "b00th-two", "screen": "scr33n"}
-# booths write under the lot's topics; the central screen only reads
+USERS = {"booth1": "b00th-one", "booth2": "b00th-two", "screen": "scr33n", "cam1": "c4m-one", "cam2": "c4m-two"}
+# booths write under the lot's topics and read the cameras' recognitions; the central screen only reads; each
+# plate camera (docs/site-bus.md "Cameras over MQTT") may write its own ivs_result topic and nothing else
 ACL = """user booth1
 topic readwrite lanectl/#
+topic read device/+/message/up/ivs_result
 user booth2
 topic readwrite lanectl/#
+topic read device/+/message/up/ivs_result
 user screen
 topic read lanectl/#
+user cam1
+topic write device/CAM1/message/up/ivs_result
+user cam2
+topic write device/CAM2/message/up/ivs_result
 """
 
 

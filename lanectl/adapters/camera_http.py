@@ -42,7 +42,7 @@ from aiohttp import web
 
 from lanectl.adapters.camera_auth import CameraAuth, Refusal
 from lanectl.adapters.log_tally import DEFAULT_INTERVAL_S, Tally
-from lanectl.config.devices import VzenithCameraConfig
+from lanectl.config.devices import VzenithCameraConfig, VzenithMqttCameraConfig
 from lanectl.core.events import IoSnapshot, PlateRead
 from lanectl.protocols.vzenith_http import Heartbeat, PlateResult, VzenithError, build_response, parse_push
 from lanectl.service.ports import BarrierError, Clock, Emit
@@ -87,7 +87,8 @@ class _OpenOrder:
 
 
 class VzenithCamera:
-    def __init__(self, lane_id: str, cfg: VzenithCameraConfig, images_dir: Path, clock: Clock, *,
+    def __init__(self, lane_id: str, cfg: VzenithCameraConfig | VzenithMqttCameraConfig, images_dir: Path,
+                 clock: Clock, *,
                  name: str = "", report_interval_s: float = DEFAULT_INTERVAL_S,
                  special_prefixes: Optional[Sequence[str]] = None) -> None:
         self.lane_id = lane_id

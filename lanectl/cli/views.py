@@ -157,6 +157,7 @@ def _refused(lane: dict[str, Any]) -> str:
     camera, lines = lane.get("camera") or {}, lane.get("plate_lines") or {}
     counts = (("camera pushes without valid credentials", camera.get("refused_credentials", 0)),
               ("camera pushes from sources not allowed", camera.get("refused_source", 0)),
+              ("camera messages from another camera", camera.get("wrong_camera", 0)),  # over MQTT
               ("unreadable plates sent to the booth", lane.get("unreadable_plates", 0)),
               ("bytes of noise on the plate line", lines.get("garbage_bytes", 0)))
     return ", ".join(f"{n} {what}" for what, n in counts if n)

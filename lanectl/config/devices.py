@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import string
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -149,7 +149,59 @@ class VzenithCameraConfig(Strict):
         return self.basic_auth is not None or self.token is not None
 
 
-CameraConfig = Annotated[Union[VzenithCameraConfig], Field(discriminator="kind")]
+class VzenithMqttCameraConfig(Strict):
+    """A Vzenith camera publishing its recognitions (`ivs_result`) to the lot's MQTT broker (the site bus).
+
+    The lane subscribes to exactly this camera's topic: `topic`, or by default the camera's own
+    device/<serialno>/message/up/ivs_result. Authentication is the broker's: the camera has its own user and may
+    publish only to its topic (docs/site-bus.md "Cameras over MQTT"), and `serialno` is checked in every message.
+    There is no reply to a message, so the camera's relay cannot be the barrier: the lane needs a Modbus barrier.
+    """
+
+    kind: Literal["vzenith_mqtt"]
+    serialno: Optional[str] = Field(None, pattern=r"^[0-9A-Za-z_.-]{1,64}$")  # the camera's sn (on its label)
+    topic: Optional[str] = Field(None, min_length=1, max_length=256)  # default device/<serialno>/message/up/ivs_result
+    relay_barrier: bool = False  # refused when true: nothing can carry an OPEN back to this camera
+    min_confidence: int = Field(0, ge=0, le=100)  # lower reads are dropped at the camera
+    # A recognition older than this by the camera's clock is counted, not sent to the lane: the broker hands a
+    # booth that was away its queued backlog, and a retained message at every subscribe; neither is a car at the
+    # barrier now. null: no check (a camera whose clock cannot be kept right).
+    max_age_s: Optional[float] = Field(60.0, gt=0, le=86400)
+    save_images: bool = True
+    image_retention: int = Field(2000, ge=1, le=1_000_000)  # picture files kept for this lane (newest)
+    max_image_kb: int = Field(1024, ge=16, le=16384)  # per picture; a message with a bigger one is skipped
+
+    @field_validator("topic")
+    @classmethod
+    def _one_topic(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        if "+" in v or "#" in v:
+            raise ValueError(f"{v!r}: no wildcards (+, #): the topic names exactly one camera")
+        if v.startswith("$") or "\x00" in v or not v.isprintable() or "" in v.split("/") or " " in v:
+            raise ValueError(f"{v!r}: not a topic name (no empty levels, spaces, control characters or leading $)")
+        return v
+
+    @model_validator(mode="after")
+    def _mqtt_camera(self) -> "VzenithMqttCameraConfig":
+        if self.relay_barrier:
+            raise ValueError("relay_barrier: a camera over MQTT gets no reply, so its relay cannot raise the barrier: "
+                             "configure a Modbus barrier (devices.barrier) or an HTTP camera (kind: vzenith_http)")
+        if self.serialno is None and self.topic is None:
+            raise ValueError("give serialno (the camera's sn; its topic is then device/<serialno>/message/up/"
+                             "ivs_result) or topic (the one topic this camera publishes to)")
+        return self
+
+    @property
+    def topic_name(self) -> str:
+        return self.topic if self.topic is not None else f"device/{self.serialno}/message/up/ivs_result"
+
+    # the HTTP camera's authentication checks pass: the broker authenticates this camera (its own user and topic)
+    insecure: ClassVar[bool] = False
+    authenticated: ClassVar[bool] = True
+
+
+CameraConfig = Annotated[Union[VzenithCameraConfig, VzenithMqttCameraConfig], Field(discriminator="kind")]
 
 # The lane's messages (lanectl.core.effects.Display.key) and the fields each one carries.
 MESSAGE_FIELDS: dict[str, frozenset[str]] = {
@@ -272,6 +324,9 @@ class LaneDevices(Strict):
     def _consistent(self) -> "LaneDevices":
         if self.display is not None and self.display.via_camera and self.camera is None:
             raise ValueError("display.via_camera needs a camera section (the board hangs on the camera's RS-485)")
+        if self.display is not None and self.display.via_camera and isinstance(self.camera, VzenithMqttCameraConfig):
+            raise ValueError("display.via_camera needs an HTTP camera (kind: vzenith_http): a camera over MQTT gets "
+                             "no reply to carry the board's frames")
         if self.barrier is not None and self.camera is not None and self.camera.relay_barrier:
             raise ValueError("barrier and camera.relay_barrier both raise the barrier: configure one of them")
         return self

@@ -26,7 +26,7 @@ from lanectl.adapters.camera_auth import CredentialError, camera_auth
 from lanectl.config.base import SecretRef, Strict
 from lanectl.config.housekeeping import HousekeepingConfig
 from lanectl.config.devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
-                                     SerialPlateReader)
+                                     SerialPlateReader, VzenithCameraConfig, VzenithMqttCameraConfig)
 from lanectl.config.operators import OperatorsConfig
 from lanectl.config.site_bus import SiteBusConfig
 from lanectl.config.base import Url
@@ -345,6 +345,7 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
                                        "secrets_file": _as_credential(_resolve(d, site.secrets_file)),
                                        "site_bus": _resolve_bus(d, site.site_bus)})
         problems.extend(_check_site_bus(site_path, site.site_bus))
+        problems.extend(_check_mqtt_cameras(site_path, site.site_bus, lanes, seen))
         refs = [(f"{site_path}: {key}", ref) for key, ref in secret_refs(site)
                 if site.site_bus.enabled or not key.startswith("site_bus.")]  # a disabled bus needs no secrets
         refs += [(f"{seen[lane.id]}: {key}", ref) for lane in lanes for key, ref in secret_refs(lane)]
@@ -392,6 +393,25 @@ def _check_site_bus(site_path: Path, bus: SiteBusConfig) -> list[str]:
     return problems
 
 
+def _check_mqtt_cameras(site_path: Path, bus: SiteBusConfig, lanes: list[LaneConfig],
+                        files: dict[str, Path]) -> list[str]:
+    """A camera over MQTT publishes to the lot's broker: the site bus must be on, and each camera's topic is one
+    lane's (two lanes on one camera would both take its plates)."""
+    problems, topics = [], {}
+    for lane in lanes:
+        cam = lane.devices.camera
+        if not isinstance(cam, VzenithMqttCameraConfig):
+            continue
+        if not bus.enabled:
+            problems.append(f"{files[lane.id]}: devices.camera.kind: vzenith_mqtt needs the site bus: set "
+                            f"site_bus.enabled: true in {site_path} (the camera publishes to the lot's broker)")
+        first = topics.setdefault(cam.topic_name, lane.id)
+        if first != lane.id:
+            problems.append(f"{files[lane.id]}: devices.camera.topic: {cam.topic_name} is already lane {first}'s "
+                            f"camera ({files[first]}): each camera publishes for one lane")
+    return problems
+
+
 def _check_camera_auth(lanes: list[LaneConfig], files: dict[str, Path]) -> list[str]:
     """A camera push can open the barrier: it must authenticate (basic auth or a token), or say insecure."""
     return [f"{files[lane.id]}: devices.camera: no authentication: give basic_auth {{username, password: {{secret: "
@@ -406,7 +426,7 @@ def _check_camera_secrets(config: Config, files: dict[str, Path]) -> None:
     """The cameras' credentials exist and fit where the camera puts them."""
     problems = []
     for lane in config.lanes:
-        if lane.devices.camera is None:
+        if not isinstance(lane.devices.camera, VzenithCameraConfig):  # a camera over MQTT: the broker's credentials
             continue
         try:
             camera_auth(lane.devices.camera, config.secret, f"{files[lane.id]}: devices.camera")
@@ -419,7 +439,7 @@ def _check_camera_secrets(config: Config, files: dict[str, Path]) -> None:
 
 
 def _camera_warnings(config: Config, site_path: Path, files: dict[str, Path]) -> list[str]:
-    cameras = [lane for lane in config.lanes if lane.devices.camera is not None]
+    cameras = [lane for lane in config.lanes if isinstance(lane.devices.camera, VzenithCameraConfig)]  # HTTP
     out = [f"{files[lane.id]}: devices.camera.insecure: pushes are accepted without credentials: anyone who "
            "reaches the LAN listener can open this lane's barrier" for lane in cameras
            if lane.devices.camera is not None and lane.devices.camera.insecure]

@@ -153,7 +153,17 @@ def parse_push(body: bytes, *, max_image_bytes: Optional[int] = None,
                special_prefixes: Optional[Iterable[str]] = None) -> PlateResult | Heartbeat:
     """A camera's POST body -> PlateResult or Heartbeat; VzenithError (status 400 / 413) otherwise.
     `special_prefixes`: the site's plates that start with no province (rules `special_prefixes`)."""
-    doc = _load(body)
+    return parse_push_object(load_body(body), max_image_bytes=max_image_bytes, special_prefixes=special_prefixes)
+
+
+def load_body(body: bytes) -> Any:
+    """A push body's JSON (UTF-8, a BOM tolerated, else GBK); VzenithError (400) when it is not JSON text."""
+    return _load(body)
+
+
+def parse_push_object(doc: Any, *, max_image_bytes: Optional[int] = None,
+                      special_prefixes: Optional[Iterable[str]] = None) -> PlateResult | Heartbeat:
+    """parse_push on JSON already loaded (the MQTT codec, vzenith_mqtt.py, unwraps its envelope first)."""
     if not isinstance(doc, dict):
         raise VzenithError(f"body must be a JSON object, got {type(doc).__name__}")
     if "AlarmInfoPlate" in doc:  # first: a plate push must never be mistaken for a heartbeat
