@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from lanectl.adapters.camera_auth import CredentialError, camera_auth
 from lanectl.config.base import SecretRef, Strict
+from lanectl.config.console import ConsoleConfig
 from lanectl.config.housekeeping import HousekeepingConfig
 from lanectl.config.devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
                                      SerialPlateReader)
@@ -163,6 +164,7 @@ class SiteConfig(BaseSettings):
     payments: PaymentsConfig = PaymentsConfig()  # settlement timing and platform credentials
     site_bus: SiteBusConfig = SiteBusConfig()  # the lot's MQTT broker (config/site_bus.py, docs/site-bus.md)
     housekeeping: HousekeepingConfig = HousekeepingConfig()  # backups, retention, VACUUM, shift report
+    console: ConsoleConfig = ConsoleConfig()  # the booth console on the LAN listener (docs/console.md)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -343,7 +345,9 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
     if site is not None:
         site = site.model_copy(update={"database": _resolve(d, site.database),
                                        "secrets_file": _as_credential(_resolve(d, site.secrets_file)),
-                                       "site_bus": _resolve_bus(d, site.site_bus)})
+                                       "site_bus": _resolve_bus(d, site.site_bus),
+                                       "console": site.console.model_copy(
+                                           update={"users_file": _resolve(d, site.console.users_file)})})
         problems.extend(_check_site_bus(site_path, site.site_bus))
         refs = [(f"{site_path}: {key}", ref) for key, ref in secret_refs(site)
                 if site.site_bus.enabled or not key.startswith("site_bus.")]  # a disabled bus needs no secrets
