@@ -248,6 +248,8 @@ class App:
             if self.remote is not None:
                 await _step("remote commands", self.remote.aclose())
             await _step("public listener", self.http.stop())
+            if self.console_feed is not None:
+                self.console_feed.close()  # the console's live streams end, or the LAN listener waits for them
             if self.lan is not None:
                 await _step("LAN listener", self.lan.stop())
             if self.settlement is not None:
@@ -347,6 +349,11 @@ class App:
         car = dict(st.car) if st.car is not None else None
         if car is not None:
             car["settling"] = car["record_id"] in settling  # a platform is still charging it
+            try:  # the stay by the daemon's clock (the page counts on from it)
+                entered = datetime.fromisoformat(car["entered_at"]) if car["entered_at"] else None
+            except ValueError:
+                entered = None
+            car["stay_min"] = int((self.clock.now() - entered).total_seconds() // 60) if entered else None
         faults = {name: why for name, why in (("barrier", st.barrier_fault), ("plate_reader", st.plate_reader_fault),
                                               ("scanner", st.scanner_fault)) if why}
         return {"lane": lane_id, "name": lane.name or lane_id, "direction": st.direction, "phase": st.phase,

@@ -20,6 +20,7 @@ class LiveFeed:
         self.views: dict[str, dict[str, Any]] = {}
         self.changed_at: dict[str, int] = {}  # lane -> seq of its last change
         self._wake = asyncio.Event()
+        self.closed = False
         for lane in lanes:
             self.changed(lane)
 
@@ -37,10 +38,17 @@ class LiveFeed:
         return sorted((at, self.views[lane]) for lane, at in self.changed_at.items() if at > seq)
 
     async def wait(self, seq: int, timeout: float) -> None:
-        """Until something changed after `seq`, or `timeout` s (for heartbeats)."""
-        if self.seq > seq:
+        """Until something changed after `seq`, the feed closed, or `timeout` s (for heartbeats)."""
+        if self.seq > seq or self.closed:
             return
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
             pass
+
+    def close(self) -> None:
+        """The daemon stops: every stream ends now (a browser reconnects to the next daemon by itself)."""
+        self.closed = True
+        wake, self._wake = self._wake, asyncio.Event()
+        wake.set()

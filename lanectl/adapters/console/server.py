@@ -172,6 +172,8 @@ class ConsoleServer:
         await stream.write(_sse("snapshot", sent, snapshot))
         while True:
             await self.feed.wait(sent, HEARTBEAT_S)
+            if self.feed.closed:
+                return stream
             if self.sessions.get(session.token) is None:  # idle logout or logout elsewhere: the page is told
                 await stream.write(_sse("logout", sent, {"reason": "session ended"}))
                 return stream

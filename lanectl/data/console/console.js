@@ -14,8 +14,9 @@ const TEXT = {
     not_handled: "未放行：{m}", not_delivered: "已决定放行，但道闸未确认：{m}", error: "失败：{m}",
     settling: "平台支付进行中", waiting_pay: "待支付", none: "—", minutes: "{h} 小时 {m} 分", short: "少收 {y} 元",
     session_ended: "会话已结束，请重新登录",
-    phases: { idle: "空闲", awaiting_payment: "待缴费", opening: "抬杆中", open: "道闸已开", passing: "车辆通过中",
-              closing: "落杆中", closed: "已落杆", faulted: "故障" },
+    phases: { idle: "空闲", awaiting_payment: "待缴费", opening: "抬杆中", open: "道闸已开，等待车辆通过",
+              closing: "落杆中", blocked: "已放行但道闸未抬起" },
+    colors: { blue: "蓝牌", yellow: "黄牌", green: "绿牌", white: "白牌", black: "黑牌", "": "" },
     classes: { monthly: "月卡", whitelist: "白名单", temporary: "临时车", stored_value: "储值卡", "": "—" },
   },
   en: {
@@ -30,8 +31,9 @@ const TEXT = {
     not_handled: "Not released: {m}", not_delivered: "Release decided but the barrier did not confirm: {m}",
     error: "Failed: {m}", settling: "platform payment in progress", waiting_pay: "waiting for payment", none: "—",
     minutes: "{h} h {m} min", short: "{y} yuan short", session_ended: "Session ended: log in again",
-    phases: { idle: "idle", awaiting_payment: "waiting to pay", opening: "opening", open: "open", passing: "passing",
-              closing: "closing", closed: "closed", faulted: "faulted" },
+    phases: { idle: "idle", awaiting_payment: "waiting to pay", opening: "opening", open: "open, car to pass",
+              closing: "closing", blocked: "released but the arm did not rise" },
+    colors: { blue: "(blue)", yellow: "(yellow)", green: "(green)", white: "(white)", black: "(black)", "": "" },
     classes: { monthly: "monthly", whitelist: "whitelist", temporary: "temporary", stored_value: "stored value", "": "—" },
   },
 };
@@ -106,14 +108,16 @@ function connect() {
 }
 
 function update(view) {
+  view.received = Date.now();
   lanes.set(view.lane, view);
   if (view.car && !(view.car.record_id in window.__seen)) window.__seen[view.car.record_id] = Date.now();
   render(view);
 }
 
-function stay(enteredAt) {
-  if (!enteredAt) return t("none");
-  const minutes = Math.max(0, Math.floor((Date.now() - Date.parse(enteredAt)) / 60000));
+function stay(view) {
+  // the daemon's figure when the view came, counted on by this page's clock (the two clocks may differ)
+  if (view.car.stay_min === null || view.car.stay_min === undefined) return t("none");
+  const minutes = view.car.stay_min + Math.max(0, Math.floor((Date.now() - view.received) / 60000));
   return t("minutes", { h: Math.floor(minutes / 60), m: minutes % 60 });
 }
 
@@ -134,10 +138,11 @@ function render(view) {
   card.querySelector(".name").textContent = view.name;
   card.querySelector(".direction").textContent = t(view.direction);
   card.querySelector(".phase").textContent = TEXT[lang].phases[view.phase] || view.phase;
-  card.querySelector(".plate").textContent = car ? `${car.plate} ${car.color || ""}`.trim() : t("none");
+  card.querySelector(".plate").textContent = car ? `${car.plate} ${TEXT[lang].colors[car.color] ?? car.color ?? ""}`.trim() : t("none");
   card.querySelector(".class").textContent = car ? (TEXT[lang].classes[car.vehicle_class] ?? car.vehicle_class) : t("none");
-  card.querySelector(".entered").textContent = car && car.entered_at ? new Date(car.entered_at).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB") : t("none");
-  card.querySelector(".stay").textContent = car ? stay(car.entered_at) : t("none");
+  // lot time as the daemon wrote it (the booth PC's own zone may differ)
+  card.querySelector(".entered").textContent = car && car.entered_at ? car.entered_at.slice(0, 16).replace("T", " ") : t("none");
+  card.querySelector(".stay").textContent = car ? stay(view) : t("none");
   const waiting = view.phase === "awaiting_payment" && car;
   card.querySelector(".due").textContent = waiting ? `¥${yuan(car.due_fen)}` : t("none");
   card.querySelector(".payment").textContent = !waiting ? t("none") : car.settling ? t("settling") :
@@ -153,6 +158,7 @@ function render(view) {
   result.textContent = text;
   result.className = `result ${cls}`;
   card.querySelector(".cash").disabled = !waiting;
+  card.querySelector(".cash").hidden = view.direction !== "exit";  // nobody pays at an entry
 }
 
 let dialogLane = null;
