@@ -22,7 +22,7 @@ from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.log_tally import install_loop_handler, uninstall_loop_handler
 from lanectl.adapters.camera_auth import CameraAuth, camera_auth
 from lanectl.adapters.camera_http import VzenithCamera, add_camera_routes
-from lanectl.adapters.console.accounts import Accounts
+from lanectl.adapters.console.accounts import AccountError, Accounts
 from lanectl.adapters.console.live import LiveFeed
 from lanectl.adapters.console.server import ConsoleServer
 from lanectl.adapters.console.sessions import LoginLimiter, Sessions
@@ -363,7 +363,13 @@ class App:
     def _console(self) -> ConsoleServer:
         cfg = self.config.site.console
         self.console_feed = LiveFeed(list(self.runners), self.console_view)
-        return ConsoleServer(Accounts(cfg.users_file), Sessions(cfg.idle_logout_min * 60, self.clock.monotonic),
+        accounts = Accounts(cfg.users_file)
+        try:  # a broken file is not fatal: the lanes run, the console refuses logins (503) until it is fixed
+            log.info("console: served on the LAN face at /console/ (%d account(s) in %s)", len(accounts.users()),
+                     cfg.users_file)
+        except AccountError as exc:
+            log.error("console: %s: nobody can log in until it is fixed (lanectl console-user)", exc)
+        return ConsoleServer(accounts, Sessions(cfg.idle_logout_min * 60, self.clock.monotonic),
                              LoginLimiter(cfg.max_failures, cfg.lockout_s, self.clock.monotonic),
                              self.console_feed, self)
 

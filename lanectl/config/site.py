@@ -361,6 +361,9 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
         warnings.append(f"{site_path}: operators: not configured: every member of the control socket's group may "
                         "open barriers and top up under any name it types (its uid is recorded); map uids to "
                         "operators and roles to check who acts (docs/operators.md)")
+    if site.console.enabled and not site.console.users_file.exists():
+        warnings.append(f"{site_path}: console.users_file: {site.console.users_file} does not exist: nobody can log "
+                        f"in to the console; add an account with `lanectl console-user --config {d} add NAME`")
     config = Config(d, site, tuple(lanes), secrets, tuple(warnings))
     if credentials:
         for where, ref in refs:

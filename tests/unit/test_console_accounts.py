@@ -102,3 +102,10 @@ def test_the_daemons_view_follows_the_file(etc, monkeypatch):
     assert accounts.check("wang", "wrong-pass") is None and accounts.check("nobody", "s3cret-pass") is None
     assert run(etc, "remove", "wang", monkeypatch=monkeypatch) == 0
     assert accounts.user("wang") is None
+
+
+def test_check_config_warns_when_the_console_is_on_and_nobody_can_log_in(tmp_path, monkeypatch):
+    etc = write_minimal_config(tmp_path, console={"enabled": True})
+    assert any("console.users_file" in w and "nobody can log in" in w for w in load_config(etc).warnings)
+    assert run(etc, "add", "wang", "--password-stdin", stdin="s3cret-pass\n", monkeypatch=monkeypatch) == 0
+    assert not any("console.users_file" in w for w in load_config(etc).warnings)

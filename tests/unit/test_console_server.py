@@ -120,7 +120,10 @@ async def test_five_failures_lock_the_user_out_for_a_minute_even_with_the_right_
         assert (await login(client, password="wrong-pass"))[0] == 401
     status, body = await login(client)
     assert status == 429 and body["error"] == "locked_out" and 0 < body["retry_after_s"] <= 61
-    assert sum("locked out" in r.getMessage() for r in caplog.records) == 2  # once for the source, once the user
+    said = [r.getMessage() for r in caplog.records if "locked out" in r.getMessage()]
+    assert len(said) == 1 and "user wang" in said[0] and "source 127.0.0.1" in said[0], said  # logged once
+    assert (await login(client))[0] == 429  # still locked: not logged again
+    assert len([r for r in caplog.records if "locked out" in r.getMessage()]) == 1
     ticks.now += 61
     assert (await login(client))[0] == 200
 

@@ -82,6 +82,7 @@ class LoginLimiter:
 
     def failed(self, *keys: str) -> None:
         now = self.monotonic()
+        locked = []
         for key in keys:
             f = self._keys.setdefault(key, _Failures())
             if now - f.last > 900 or (f.locked_until and now >= f.locked_until):
@@ -89,7 +90,10 @@ class LoginLimiter:
             f.count, f.last = f.count + 1, now
             if f.count == self.max_failures:
                 f.locked_until = now + self.lockout_s
-                log.warning("console: %d failed logins for %s: locked out for %g s", f.count, key, self.lockout_s)
+                locked.append(key)
+        if locked:  # one line per lockout, not one per refused attempt
+            log.warning("console: %d failed logins: %s locked out for %g s", self.max_failures, " and ".join(locked),
+                        self.lockout_s)
         while len(self._keys) > MAX_TRACKED:
             del self._keys[next(iter(self._keys))]
 
