@@ -22,6 +22,10 @@ from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.log_tally import install_loop_handler, uninstall_loop_handler
 from lanectl.adapters.camera_auth import CameraAuth, camera_auth
 from lanectl.adapters.camera_http import VzenithCamera, add_camera_routes
+from lanectl.adapters.console.accounts import AccountError, Accounts
+from lanectl.adapters.console.live import LiveFeed
+from lanectl.adapters.console.server import ConsoleServer
+from lanectl.adapters.console.sessions import LoginLimiter, Sessions
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
 from lanectl.adapters.metrics import Figures, PrometheusMetrics
 from lanectl.adapters.control_socket import ControlError, ControlServer
@@ -122,6 +126,7 @@ class App:
         self.metrics: Metrics = self.prometheus or NO_METRICS
         self.images_dir = config.site.database.parent / "images"  # their pictures, a folder per lane
         self.image_links: Optional[ImageLinks] = None  # served to the platforms when images.public_url is set
+        self.console_feed: Optional[LiveFeed] = None  # the booth console's live lane views (console.enabled)
         self.displays: dict[str, Any] = {}  # LED boards, closed at stop
         self.relay: Optional[OutboxRelay] = None
         self.notifier = adapters.notifier
@@ -145,7 +150,7 @@ class App:
         # a StartupError naming it (lanectl/startup.py); the CLI turns it into one line and an exit code.
         cameras = any(lane.devices.camera is not None and lane.devices.camera.kind == "vzenith_http"
                       for lane in self.config.lanes)  # cameras over MQTT need no listener
-        lan_face = cameras or self.prometheus is not None
+        lan_face = cameras or self.prometheus is not None or site.console.enabled
         counted = {"on_request": self.prometheus.http_request} if self.prometheus is not None else {}
         budget = fd_limit.plan(*self.adapters.raise_nofile(), site.http.max_connections,
                                site.control.max_connections, lan_max=site.lan.max_connections if lan_face else 0)
@@ -245,6 +250,8 @@ class App:
             if self.remote is not None:
                 await _step("remote commands", self.remote.aclose())
             await _step("public listener", self.http.stop())
+            if self.console_feed is not None:
+                self.console_feed.close()  # the console's live streams end, or the LAN listener waits for them
             if self.lan is not None:
                 await _step("LAN listener", self.lan.stop())
             if self.settlement is not None:
@@ -334,7 +341,43 @@ class App:
                           display=display, rules=lane_rules(lane, self.config.site.vehicles.special_prefixes),
                           on_effects=self.on_effects,
                           after_commit=lambda: self.relay.wake() if self.relay else None, settlement=settle,
-                          metrics=self.metrics)
+                          metrics=self.metrics, on_status=self._lane_changed)
+
+    def _lane_changed(self, lane_id: str) -> None:
+        if self.console_feed is not None:
+            self.console_feed.changed(lane_id)
+
+    def console_view(self, lane_id: str) -> dict[str, Any]:
+        """One lane as the console shows it, from what its runner published (never its state)."""
+        st = self.runners[lane_id].status
+        lane = next(lane for lane in self.config.lanes if lane.id == lane_id)
+        settling = set(self.settlement.status()["settling"]) if self.settlement is not None else set()
+        car = dict(st.car) if st.car is not None else None
+        if car is not None:
+            car["settling"] = car["record_id"] in settling  # a platform is still charging it
+            try:  # the stay by the daemon's clock (the page counts on from it)
+                entered = datetime.fromisoformat(car["entered_at"]) if car["entered_at"] else None
+            except ValueError:
+                entered = None
+            car["stay_min"] = int((self.clock.now() - entered).total_seconds() // 60) if entered else None
+        faults = {name: why for name, why in (("barrier", st.barrier_fault), ("plate_reader", st.plate_reader_fault),
+                                              ("scanner", st.scanner_fault)) if why}
+        return {"lane": lane_id, "name": lane.name or lane_id, "direction": st.direction, "phase": st.phase,
+                "car": car, "payments": list(lane.payments), "faults": faults, "board": st.last_display,
+                "last_release": st.last_release}
+
+    def _console(self) -> ConsoleServer:
+        cfg = self.config.site.console
+        self.console_feed = LiveFeed(list(self.runners), self.console_view)
+        accounts = Accounts(cfg.users_file)
+        try:  # a broken file is not fatal: the lanes run, the console refuses logins (503) until it is fixed
+            log.info("console: served on the LAN face at /console/ (%d account(s) in %s)", len(accounts.users()),
+                     cfg.users_file)
+        except AccountError as exc:
+            log.error("console: %s: nobody can log in until it is fixed (lanectl console-user)", exc)
+        return ConsoleServer(accounts, Sessions(cfg.idle_logout_min * 60, self.clock.monotonic),
+                             LoginLimiter(cfg.max_failures, cfg.lockout_s, self.clock.monotonic),
+                             self.console_feed, self)
 
     def _devices(self, lane: LaneConfig) -> list[Any]:
         devices: list[Any] = []
@@ -412,6 +455,9 @@ class App:
             add_camera_routes(self.lan.app.router, self.cameras[lane_id], auth)
         if self.image_links is not None:
             self.http.app.router.add_get(IMAGE_ROUTE, self.image_links.route())
+        if self.config.site.console.enabled:  # the LAN face only: the public one answers 404 for it
+            assert self.lan is not None
+            self._console().add_routes(self.lan.app.router)
         if self.prometheus is not None:  # the LAN face only: the public one answers 404 for it
             assert self.lan is not None
             self.lan.add_get(self.config.site.metrics.path, self.prometheus.handler(self.metric_figures))
@@ -637,7 +683,8 @@ class App:
                 note = f"OPEN not delivered: {error}"
         # the lane as its runner last published it (status), never its state read from outside its task;
         # the money as the release's record has it, for a car that was waiting to pay
-        return {"lane": lane, "opened": delivered, "record_id": answer.record_id, "action_id": answer.action_id,
+        return {"lane": lane, "opened": delivered, "outcome": answer.outcome, "record_id": answer.record_id,
+                "action_id": answer.action_id,
                 "message": note, "phase": runner.status.phase, "barrier_fault": runner.status.barrier_fault,
                 "operator": answer.operator if released else operator, "operator_uid": operator_uid,
                 **(dict(answer.money) if answer.car_waited else {})}

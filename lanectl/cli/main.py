@@ -6,7 +6,7 @@ import argparse
 from typing import Optional, Sequence
 
 from lanectl import __version__
-from lanectl.cli import actions, check_config, demo, fee, install, remote, restore, run, sign, views
+from lanectl.cli import actions, check_config, console_user, demo, fee, install, remote, restore, run, sign, views
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_parser(sub)
     install.add_parser(sub)
     restore.add_parser(sub)
+    console_user.add_parser(sub)
     return p
 
 

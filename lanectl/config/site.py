@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from lanectl.adapters.camera_auth import CredentialError, camera_auth
 from lanectl.config.base import SecretRef, Strict
+from lanectl.config.console import ConsoleConfig
 from lanectl.config.housekeeping import HousekeepingConfig
 from lanectl.config.devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
                                      SerialPlateReader, VzenithCameraConfig, VzenithMqttCameraConfig)
@@ -163,6 +164,7 @@ class SiteConfig(BaseSettings):
     payments: PaymentsConfig = PaymentsConfig()  # settlement timing and platform credentials
     site_bus: SiteBusConfig = SiteBusConfig()  # the lot's MQTT broker (config/site_bus.py, docs/site-bus.md)
     housekeeping: HousekeepingConfig = HousekeepingConfig()  # backups, retention, VACUUM, shift report
+    console: ConsoleConfig = ConsoleConfig()  # the booth console on the LAN listener (docs/console.md)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -343,7 +345,9 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
     if site is not None:
         site = site.model_copy(update={"database": _resolve(d, site.database),
                                        "secrets_file": _as_credential(_resolve(d, site.secrets_file)),
-                                       "site_bus": _resolve_bus(d, site.site_bus)})
+                                       "site_bus": _resolve_bus(d, site.site_bus),
+                                       "console": site.console.model_copy(
+                                           update={"users_file": _resolve(d, site.console.users_file)})})
         problems.extend(_check_site_bus(site_path, site.site_bus))
         problems.extend(_check_mqtt_cameras(site_path, site.site_bus, lanes, seen))
         refs = [(f"{site_path}: {key}", ref) for key, ref in secret_refs(site)
@@ -358,6 +362,9 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
         warnings.append(f"{site_path}: operators: not configured: every member of the control socket's group may "
                         "open barriers and top up under any name it types (its uid is recorded); map uids to "
                         "operators and roles to check who acts (docs/operators.md)")
+    if site.console.enabled and not site.console.users_file.exists():
+        warnings.append(f"{site_path}: console.users_file: {site.console.users_file} does not exist: nobody can log "
+                        f"in to the console; add an account with `lanectl console-user --config {d} add NAME`")
     config = Config(d, site, tuple(lanes), secrets, tuple(warnings))
     if credentials:
         for where, ref in refs:

@@ -64,6 +64,8 @@ class LaneStatus:
         ("count", "short", "short_fen", "over", "over_fen"), 0))
     unreadable_plates: int = 0  # readings that were no plate (sent to the booth, never to the rules)
     last_plate: str = ""  # the last plate the lane read (site bus telemetry)
+    # the car the lane handles now, as its last record says (plate, colour, class, entry, fee and breakdown)
+    car: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -102,6 +104,7 @@ class LaneRunner:
     _kept: list = field(default_factory=list, init=False)
     _replayed: Optional[Event] = field(default=None, init=False)  # the kept event handed in again last
     _faulted_at: dict = field(default_factory=dict, init=False)  # device -> monotonic time its fault began
+    on_status: Optional[Callable[[str], None]] = None  # told (lane id) after each step: the console's live view
 
     def __post_init__(self) -> None:
         self.status = LaneStatus(self.lane_id, self.direction)
@@ -258,7 +261,7 @@ class LaneRunner:
             self._act(effect, read_at)
             if isinstance(effect, fx.NewRecord):
                 self.metrics.decision(self.lane_id, effect.kind, effect.status)
-        self._refresh_status()
+        self._refresh_status(effects)
         if self.on_effects is not None and effects:
             self.on_effects(self.lane_id, effects)
         if committed and self.after_commit is not None and any(isinstance(e, fx.Publish) for e in effects):
@@ -391,11 +394,26 @@ class LaneRunner:
                 counts[kind] += 1
                 counts[f"{kind}_fen"] += figures[f"{kind}_fen"]
 
-    def _refresh_status(self) -> None:
+    def _refresh_status(self, effects: list[fx.Effect] = ()) -> None:  # type: ignore[assignment]
         s = self.state
+        v = s.visit
+        if v is None:
+            self.status.car = None
+        else:
+            car = self.status.car if self.status.car and self.status.car["record_id"] == v.record_id else {
+                "record_id": v.record_id, "entered_at": "", "at": "", "total_fen": v.due_fen, "detail": []}
+            for e in effects:
+                if isinstance(e, fx.NewRecord) and e.record_id == v.record_id:
+                    car = {**car, "entered_at": e.entered_at, "at": e.at, "total_fen": e.total_fen,
+                           "detail": list(e.detail)}
+            self.status.car = {**car, "plate": v.plate, "color": v.color, "vehicle_class": v.vehicle_class,
+                               "due_fen": v.due_fen, "paid_fen": v.paid_fen, "reason": v.reason,
+                               "operator": v.operator}
         self.status.phase = s.phase.value
         self.status.barrier_fault = s.barrier_fault
         self.status.last_plate = s.last_plate
         v = s.visit
         self.status.waiting = ({"plate": v.plate, "record_id": v.record_id, "due_fen": v.due_fen}
                                if v is not None and s.phase.value == "awaiting_payment" else None)
+        if self.on_status is not None:
+            self.on_status(self.lane_id)

@@ -1,0 +1,245 @@
+// The booth console: login, one card per lane fed by SSE (/console/events), release / cash release dialogs.
+// No build step, no library: served as is by lanectl (lanectl/adapters/console/server.py).
+"use strict";
+
+const TEXT = {
+  zh: {
+    title: "岗亭控制台", offline: "连接中断，正在重连…", logout: "退出", login: "操作员登录", user: "用户名",
+    password: "密码", login_button: "登录", plate: "车牌", class: "类别", entered: "入场", stay: "停留", due: "应收",
+    payment: "支付", board: "显示屏", release_cash: "收现放行", release: "放行", release_title: "放行",
+    amount: "收取现金（元）", reason: "原因", confirm: "确认放行", cancel: "取消",
+    entry: "入口", exit: "出口", bad_credentials: "用户名或密码错误", locked_out: "登录失败次数过多，请 {s} 秒后再试",
+    need_reason: "请填写原因", bad_amount: "金额格式不对（例如 12 或 12.50）", released: "已放行",
+    already_opening: "道闸已在抬起（可能另一位操作员刚放行），未重复操作", refused: "未放行：{m}",
+    not_handled: "未放行：{m}", not_delivered: "已决定放行，但道闸未确认：{m}", error: "失败：{m}",
+    settling: "平台支付进行中", waiting_pay: "待支付", none: "—", minutes: "{h} 小时 {m} 分", short: "少收 {y} 元",
+    session_ended: "会话已结束，请重新登录",
+    phases: { idle: "空闲", awaiting_payment: "待缴费", opening: "抬杆中", open: "道闸已开，等待车辆通过",
+              closing: "落杆中", blocked: "已放行但道闸未抬起" },
+    colors: { blue: "蓝牌", yellow: "黄牌", green: "绿牌", white: "白牌", black: "黑牌", "": "" },
+    classes: { monthly: "月卡", whitelist: "白名单", temporary: "临时车", stored_value: "储值卡", "": "—" },
+  },
+  en: {
+    title: "Booth console", offline: "Connection lost, reconnecting…", logout: "Log out", login: "Operator login",
+    user: "User", password: "Password", login_button: "Log in", plate: "Plate", class: "Class", entered: "Entered",
+    stay: "Stay", due: "Due", payment: "Payment", board: "Board", release_cash: "Cash release", release: "Release",
+    release_title: "Release", amount: "Cash taken (yuan)", reason: "Reason", confirm: "Release", cancel: "Cancel",
+    entry: "entry", exit: "exit", bad_credentials: "Wrong user name or password",
+    locked_out: "Too many failed logins: try again in {s} s", need_reason: "A reason is required",
+    bad_amount: "Amount like 12 or 12.50", released: "Released", refused: "Not released: {m}",
+    already_opening: "The barrier is already opening (another operator may have just released it): nothing done",
+    not_handled: "Not released: {m}", not_delivered: "Release decided but the barrier did not confirm: {m}",
+    error: "Failed: {m}", settling: "platform payment in progress", waiting_pay: "waiting for payment", none: "—",
+    minutes: "{h} h {m} min", short: "{y} yuan short", session_ended: "Session ended: log in again",
+    phases: { idle: "idle", awaiting_payment: "waiting to pay", opening: "opening", open: "open, car to pass",
+              closing: "closing", blocked: "released but the arm did not rise" },
+    colors: { blue: "(blue)", yellow: "(yellow)", green: "(green)", white: "(white)", black: "(black)", "": "" },
+    classes: { monthly: "monthly", whitelist: "whitelist", temporary: "temporary", stored_value: "stored value", "": "—" },
+  },
+};
+
+let lang = localStorage.getItem("lanectl.lang") || "zh";
+let csrf = "";
+let events = null;
+const lanes = new Map();        // lane id -> its latest view
+const results = new Map();      // lane id -> [text, class] of the last action there
+window.__seen = {};             // record id -> Date.now() when this page first showed it (the browser test reads it)
+
+const $ = (sel) => document.querySelector(sel);
+const t = (key, args = {}) => String(TEXT[lang][key] ?? key).replace(/\{(\w+)\}/g, (_, k) => args[k] ?? "");
+const yuan = (fen) => (fen / 100).toFixed(2);
+
+function translatePage() {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
+  $("#lang").textContent = lang === "zh" ? "English" : "中文";
+  lanes.forEach(render);
+}
+
+async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (method === "POST" && csrf) headers["X-CSRF-Token"] = csrf;
+  const res = await fetch(path, { method, headers, body: body ? JSON.stringify(body) : undefined,
+                                  credentials: "same-origin" });
+  let data = {};
+  try { data = await res.json(); } catch (e) { /* an empty or non-JSON answer */ }
+  return { status: res.status, data };
+}
+
+function show(view) {
+  $("#login-view").hidden = view !== "login";
+  $("#lanes-view").hidden = view !== "lanes";
+  $("#logout").hidden = view !== "lanes";
+}
+
+function loggedIn(who) {
+  csrf = who.csrf;
+  $("#who").textContent = `${who.user} (${who.role})`;
+  show("lanes");
+  connect();
+}
+
+function loggedOut(message) {
+  csrf = "";
+  if (events) { events.close(); events = null; }
+  $("#who").textContent = "";
+  $("#link").hidden = true;
+  $("#login-error").textContent = message || "";
+  show("login");
+}
+
+function connect() {
+  if (events) events.close();
+  events = new EventSource("/console/events");
+  events.addEventListener("snapshot", (e) => {
+    $("#link").hidden = true;
+    const data = JSON.parse(e.data);
+    data.lanes.forEach((view) => update(view));
+  });
+  events.addEventListener("lane", (e) => update(JSON.parse(e.data)));
+  events.addEventListener("logout", () => loggedOut(t("session_ended")));
+  events.onerror = async () => {
+    $("#link").hidden = false;
+    if (events && events.readyState === EventSource.CLOSED) {  // refused (401): the session is gone
+      const { status } = await api("GET", "/console/session");
+      if (status === 401) loggedOut(t("session_ended")); else setTimeout(connect, 2000);
+    }
+  };
+}
+
+function update(view) {
+  view.received = Date.now();
+  lanes.set(view.lane, view);
+  if (view.car && !(view.car.record_id in window.__seen)) window.__seen[view.car.record_id] = Date.now();
+  render(view);
+}
+
+function stay(view) {
+  // the daemon's figure when the view came, counted on by this page's clock (the two clocks may differ)
+  if (view.car.stay_min === null || view.car.stay_min === undefined) return t("none");
+  const minutes = view.car.stay_min + Math.max(0, Math.floor((Date.now() - view.received) / 60000));
+  return t("minutes", { h: Math.floor(minutes / 60), m: minutes % 60 });
+}
+
+function render(view) {
+  let card = document.getElementById(`lane-${view.lane}`);
+  if (!card) {
+    card = $("#lane-card").content.firstElementChild.cloneNode(true);
+    card.id = `lane-${view.lane}`;
+    card.dataset.lane = view.lane;
+    card.querySelector(".cash").addEventListener("click", () => openDialog(view.lane, true));
+    card.querySelector(".release").addEventListener("click", () => openDialog(view.lane, false));
+    $("#lanes").appendChild(card);
+  }
+  card.querySelectorAll("[data-t]").forEach((el) => { el.textContent = t(el.dataset.t); });
+  const car = view.car;
+  const faults = Object.entries(view.faults || {}).map(([k, v]) => `${k}: ${v}`).join("; ");
+  card.className = `lane ${view.phase}${faults ? " faulted" : ""}`;
+  card.querySelector(".name").textContent = view.name;
+  card.querySelector(".direction").textContent = t(view.direction);
+  card.querySelector(".phase").textContent = TEXT[lang].phases[view.phase] || view.phase;
+  card.querySelector(".plate").textContent = car ? `${car.plate} ${TEXT[lang].colors[car.color] ?? car.color ?? ""}`.trim() : t("none");
+  card.querySelector(".class").textContent = car ? (TEXT[lang].classes[car.vehicle_class] ?? car.vehicle_class) : t("none");
+  // lot time as the daemon wrote it (the booth PC's own zone may differ)
+  card.querySelector(".entered").textContent = car && car.entered_at ? car.entered_at.slice(0, 16).replace("T", " ") : t("none");
+  card.querySelector(".stay").textContent = car ? stay(view) : t("none");
+  const waiting = view.phase === "awaiting_payment" && car;
+  card.querySelector(".due").textContent = waiting ? `¥${yuan(car.due_fen)}` : t("none");
+  card.querySelector(".payment").textContent = !waiting ? t("none") : car.settling ? t("settling") :
+    `${t("waiting_pay")}${view.payments.length ? " (" + view.payments.join(", ") + ")" : ""}`;
+  card.querySelector(".board").textContent = view.board || t("none");
+  const detail = card.querySelector(".detail");
+  detail.replaceChildren(...(waiting ? car.detail : []).map((line) => {
+    const li = document.createElement("li"); li.textContent = line; return li;
+  }));
+  card.querySelector(".faults").textContent = faults;
+  const [text, cls] = results.get(view.lane) || ["", ""];
+  const result = card.querySelector(".result");
+  result.textContent = text;
+  result.className = `result ${cls}`;
+  card.querySelector(".cash").disabled = !waiting;
+  card.querySelector(".cash").hidden = view.direction !== "exit";  // nobody pays at an entry
+}
+
+let dialogLane = null;
+function openDialog(laneId, cash) {
+  const view = lanes.get(laneId);
+  dialogLane = laneId;
+  const dialog = $("#release-dialog");
+  dialog.querySelector(".lane-name").textContent = view.name;
+  dialog.querySelector(".car").textContent = view.car ? `${view.car.plate} ${view.phase === "awaiting_payment" ? "¥" + yuan(view.car.due_fen) : ""}` : "";
+  dialog.querySelector(".amount-row").hidden = !cash;
+  const form = $("#release-form");
+  form.amount.value = cash && view.car ? yuan(view.car.due_fen) : "";
+  form.reason.value = cash ? (lang === "zh" ? "现金缴费" : "cash paid") : "";
+  $("#release-error").textContent = "";
+  dialog.showModal();
+}
+
+function toFen(text) {
+  const m = /^\s*(\d{1,6})(?:\.(\d{1,2}))?\s*$/.exec(text);
+  if (!m) return null;
+  return Number(m[1]) * 100 + Number((m[2] || "").padEnd(2, "0"));  // no float on the money path
+}
+
+async function submitRelease(event) {
+  event.preventDefault();
+  const form = $("#release-form");
+  const cash = !form.querySelector(".amount-row").hidden;
+  const reason = form.reason.value.trim();
+  if (!reason) { $("#release-error").textContent = t("need_reason"); return; }
+  let amount = null;
+  if (cash) {
+    amount = toFen(form.amount.value);
+    if (amount === null) { $("#release-error").textContent = t("bad_amount"); return; }
+  }
+  const laneId = dialogLane;
+  $("#release-dialog").close();
+  const { status, data } = await api("POST", `/console/lanes/${encodeURIComponent(laneId)}/release`,
+                                     { reason, amount_fen: amount });
+  let text;
+  let cls = "refused";
+  if (status === 401) { loggedOut(t("session_ended")); return; }
+  if (status !== 200) text = t("error", { m: data.message || status });
+  else if (data.outcome === "released" && data.opened) {
+    text = t("released") + (data.short_fen ? ` · ${t("short", { y: yuan(data.short_fen) })}` : "");
+    cls = "ok";
+  } else if (data.outcome === "released") text = t("not_delivered", { m: data.message });
+  else if (data.outcome === "already_opening") text = t("already_opening");
+  else text = t(data.outcome === "not_handled" ? "not_handled" : "refused", { m: data.message });
+  results.set(laneId, [text, cls]);
+  if (lanes.has(laneId)) render(lanes.get(laneId));
+}
+
+let lastTouch = 0;
+function activity() {  // the operator is here: idle logout counts from the last action
+  if (!csrf || Date.now() - lastTouch < 60000) return;
+  lastTouch = Date.now();
+  api("POST", "/console/touch");
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  $("#lang").addEventListener("click", () => {
+    lang = lang === "zh" ? "en" : "zh";
+    localStorage.setItem("lanectl.lang", lang);
+    translatePage();
+  });
+  $("#login").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = event.target;
+    const { status, data } = await api("POST", "/console/login", { user: form.user.value, password: form.password.value });
+    form.password.value = "";
+    if (status === 200) { lastTouch = Date.now(); loggedIn(data); return; }
+    $("#login-error").textContent = status === 429 ? t("locked_out", { s: data.retry_after_s }) :
+      status === 401 ? t("bad_credentials") : t("error", { m: data.message || status });
+  });
+  $("#logout").addEventListener("click", async () => { await api("POST", "/console/logout"); loggedOut(""); });
+  $("#release-form").addEventListener("submit", submitRelease);
+  $("#release-cancel").addEventListener("click", () => $("#release-dialog").close());
+  document.addEventListener("click", activity);
+  document.addEventListener("keydown", activity);
+  setInterval(() => lanes.forEach(render), 30000);  // the stay keeps counting
+  translatePage();
+  const { status, data } = await api("GET", "/console/session");
+  if (status === 200) loggedIn(data); else show("login");
+});

@@ -1,0 +1,48 @@
+"""What the console shows of a lane comes from the runner's published status: after each step the runner tells
+`on_status`, and `status.car` holds the car it handles (plate, colour, class, entry, fee and its breakdown)
+until the car is gone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from lanectl.core.events import OperatorOpen, PlateRead
+from lanectl.service.lane_runner import LaneRunner
+from tests.fakes import FakeBarrier, MemoryLaneStore
+from tests.policies import FlatPolicy
+from tests.unit.test_lane_runner_storage import CLOCK, DOWN, until
+
+
+async def test_the_runner_publishes_the_waiting_car_and_tells_after_each_step():
+    store = MemoryLaneStore()
+    policy = FlatPolicy(flat_fen=500, free_minutes=0)
+    told: list[str] = []
+    entry = LaneRunner("in1", "entry", policy, store, CLOCK, barrier=FakeBarrier())
+    exit_ = LaneRunner("out1", "exit", policy, store, CLOCK, barrier=FakeBarrier(), on_status=told.append)
+    tasks = [asyncio.create_task(r.run()) for r in (entry, exit_)]
+    try:
+        for r in (entry, exit_):
+            await r.started.wait()
+            r.emit(DOWN)
+        await until(lambda: entry.state.io == DOWN and exit_.state.io == DOWN, "the first snapshots")
+        entry.emit(PlateRead("粤B12345", "blue", 90))
+        await until(lambda: "粤B12345" in store.inside(), "the car inside")
+        assert exit_.status.car is None
+        before = len(told)
+        exit_.emit(PlateRead("粤B12345", "blue", 90))
+        await until(lambda: exit_.status.phase == "awaiting_payment", "the exit pricing the stay")
+        assert len(told) > before and set(told) == {"out1"}
+        car = exit_.status.car
+        assert car is not None
+        assert (car["plate"], car["color"], car["due_fen"], car["record_id"]) == (
+            "粤B12345", "blue", 500, exit_.state.visit.record_id)
+        assert car["entered_at"] == store.inside()["粤B12345"].entered_at.isoformat()
+        assert isinstance(car["detail"], list)
+
+        exit_.emit(OperatorOpen("王", "cash", amount_fen=500))
+        await until(lambda: exit_.status.phase != "awaiting_payment", "the release")
+        assert exit_.status.car is not None and exit_.status.car["operator"] == "王"  # the car still at the arm
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
