@@ -14,17 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lanectl.bootstrap import build_app
 from lanectl.config import load_config
-from lanectl.core.events import DeviceFault, DeviceRecovered, IoSnapshot, PlateRead
+from lanectl.core.events import DeviceFault, DeviceRecovered, PlateRead
 from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
-from tests.minimal_site import write_minimal_config
+from tests.minimal_site import AT_THE_LOOP, DEVICE_LANE, write_minimal_config
 
-LANE = """id: in1
-direction: entry
-devices:
-  barrier: {kind: modbus_rtu, port: /dev/null-rs485, unit: 1}
-  plate_reader: {kind: serial_line, port: /dev/null-camera}
-"""
-AT_THE_LOOP = IoSnapshot(arming=True, safety=False, up_limit=False, down_limit=True)
 SERIES = ("lanectl_decisions", "lanectl_plate_to_command_seconds", "lanectl_barrier_commands",
           "lanectl_device_faults", "lanectl_device_fault_duration_seconds", "lanectl_device_fault_active",
           "lanectl_outbox_pending", "lanectl_outbox_dead", "lanectl_outbox_oldest_age_seconds",
@@ -50,7 +43,7 @@ def one(families: dict[str, Any], family: str, sample: str, **labels: str) -> fl
 def daemon_config(tmp_path: Path):
     # the webhook's address refuses connections: the car's record stays pending in the outbox
     etc = write_minimal_config(tmp_path, uploads={"webhook": {"url": "http://127.0.0.1:1/records"}})
-    (etc / "lanes" / "in1.yaml").write_text(LANE)
+    (etc / "lanes" / "in1.yaml").write_text(DEVICE_LANE)
     return load_config(etc)
 
 

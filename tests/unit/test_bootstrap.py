@@ -15,24 +15,17 @@ from lanectl.adapters.store import SqliteStore
 from lanectl.bootstrap import HardwareDevices, build_app, real_adapters
 from lanectl.config import load_config
 from lanectl.core import effects as fx
-from lanectl.core.events import IoSnapshot, PlateRead
+from lanectl.core.events import PlateRead
 from tests.fakes import (FakeClock, FakeControlServer, FakeLaneDevices, FakeListener, FakeNotifier, FakeSession,
                          MemoryDaemonStore)
-from tests.minimal_site import write_minimal_config
+from tests.minimal_site import AT_THE_LOOP, DEVICE_LANE, write_minimal_config
 
-LANE = """id: in1
-direction: entry
-devices:
-  barrier: {kind: modbus_rtu, port: /dev/null-rs485, unit: 1}
-  plate_reader: {kind: serial_line, port: /dev/null-camera}
-"""
-AT_THE_LOOP = IoSnapshot(arming=True, safety=False, up_limit=False, down_limit=True)
 
 
 @pytest.fixture
 def config(tmp_path: Path):
     etc = write_minimal_config(tmp_path)
-    (etc / "lanes" / "in1.yaml").write_text(LANE)
+    (etc / "lanes" / "in1.yaml").write_text(DEVICE_LANE)
     return load_config(etc)
 
 

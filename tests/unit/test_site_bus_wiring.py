@@ -12,25 +12,18 @@ import pytest
 from lanectl.adapters.mqtt_bus import MqttBus
 from lanectl.bootstrap import build_app, real_adapters
 from lanectl.config import load_config
-from lanectl.core.events import IoSnapshot, PlateRead
+from lanectl.core.events import PlateRead
 from lanectl.startup import EX_CONFIG, StartupError
 from tests.fakes import (FakeClock, FakeControlServer, FakeLaneDevices, FakeListener, FakeNotifier, FakeSession,
                          MemoryBroker, MemoryDaemonStore)
-from tests.minimal_site import write_minimal_config
+from tests.minimal_site import AT_THE_LOOP, DEVICE_LANE, write_minimal_config
 
-LANE = """id: in1
-direction: entry
-devices:
-  barrier: {kind: modbus_rtu, port: /dev/null-rs485, unit: 1}
-  plate_reader: {kind: serial_line, port: /dev/null-camera}
-"""
-AT_THE_LOOP = IoSnapshot(arming=True, safety=False, up_limit=False, down_limit=True)
 TELEMETRY = "lanectl/t/boothA/lanes/in1/telemetry"
 
 
 def config(tmp_path: Path, **bus):
     etc = write_minimal_config(tmp_path, site_bus={"booth_id": "boothA", **bus})
-    (etc / "lanes" / "in1.yaml").write_text(LANE)
+    (etc / "lanes" / "in1.yaml").write_text(DEVICE_LANE)
     return load_config(etc)
 
 
