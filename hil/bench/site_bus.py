@@ -56,7 +56,7 @@ from hil.rig import Rig, RigLane
 PARK = "demo"
 LAG_GOAL_MS = 50.0
 SAMPLE_S = 0.005
-POLL_MS = 10
+POLL_MS = 10  # the daemons poll the barrier modules' inputs this often
 SETTLE_S = 1.0  # an entry made this close before the broker stops is treated as made during the outage
 # Mosquitto leaves Nagle's algorithm on by default: a small packet (a PUBACK, a forwarded record) can then wait
 # for the peer's delayed ACK, about 40 ms on Linux. A lot's broker should set this (docs/site-bus.md).
@@ -130,14 +130,16 @@ async def start_booth(root: Path, name: str, lanes: list[RigLane], broker: Mosqu
     # free for half an hour: a car B knows leaves at once; one it does not know owes the no-entry fee and waits
     tariffs = {"default": {"free_minutes": 30, "first_minutes": 60, "first_fen": 500, "increment_minutes": 60,
                            "increment_fen": 100, "no_entry": "fixed", "no_entry_fen": 1000}}
-    rig = Rig(workdir, lanes, baudrate=9600, physics=Physics(rise_s=0.2, fall_s=0.2), led_boards=False, poll_ms=POLL_MS,
+    rig = Rig(workdir, lanes, baudrate=9600, physics=Physics(rise_s=0.2, fall_s=0.2), led_boards=False,
+              poll_ms=POLL_MS,
               site_overrides={"park_id": PARK, "site_bus": site_bus, "tariffs": tariffs,
                               "vehicles": {"whitelist": {}, "blacklist": {}, "stored_value": {}}},
               secrets={"bus_password": password, "site_key": site_key})
     await rig.start()
     socket = workdir / "control.sock"
     config = rig.write_config(workdir / "etc", socket)
-    daemon = DaemonProcess(config, socket, workdir / "daemon.log", log_level=os.environ.get("SITE_BUS_BENCH_LOG", "WARNING"))
+    daemon = DaemonProcess(config, socket, workdir / "daemon.log",
+                           log_level=os.environ.get("SITE_BUS_BENCH_LOG", "WARNING"))  # DEBUG: the daemons' detail
     await daemon.start()
     return Booth(name, rig, daemon, workdir / "lanectl.db")
 
@@ -334,7 +336,7 @@ def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[st
     still_inside = a.read().execute("SELECT COUNT(*) FROM records WHERE kind='entry' AND status='inside'").fetchone()[0]
     line(f"entries closed at A by B's exits: {len(entries) - still_inside}/{len(entries)}", still_inside == 0)
 
-    lags, queued = [], 0
+    lags, queued, detail = [], 0, ["booth\tseq\tcommitted\theld_by_other\tlag_ms\n"]
     for booth in (a, b):
         for seq, committed in booth.messages():
             held = run.first_held.get((booth.name, seq))
@@ -344,6 +346,9 @@ def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[st
                 queued += 1
                 continue
             lags.append(max(0.0, held - committed) * 1000)
+            detail.append(f"{booth.name}\t{seq}\t{committed:.6f}\t{held:.6f}\t{lags[-1]:.1f}\n")
+    detail.append(f"# broker stopped {run.t_stop}, back {run.t_back}, caught up {run.t_caught_up}\n")
+    (a.rig.workdir.parent / "lags.tsv").write_text("".join(detail))  # with --keep: each record's lag
     if lags:
         p50, p99 = pct(lags, 50), pct(lags, 99)
         line(f"replication lag outside the outage ({len(lags)} records, committed -> held by the other booth, "
