@@ -56,6 +56,7 @@ class Mosquitto:
     users: dict[str, str] = field(default_factory=dict)  # user name -> password
     acl: str = ""  # the broker's acl_file text (mosquitto's format)
     options: str = ""  # more lines for mosquitto.conf (e.g. "set_tcp_nodelay true\n")
+    persistence: bool = False  # True: sessions, their queued QoS 1 messages and retained ones survive a restart
 
     @property
     def uri(self) -> str:
@@ -86,7 +87,8 @@ class Mosquitto:
             "allow_anonymous false\n"
             + auth +
             f"acl_file {self.directory / 'acl'}\n"
-            "persistence false\n"
+            + (f"persistence true\npersistence_location {self.directory}/\n" if self.persistence
+               else "persistence false\n") +
             # as root mosquitto would switch to the `mosquitto` user, who cannot read pytest's private tmp dir
             f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             "log_dest stderr\n"

@@ -2,7 +2,8 @@
 
 Booth A runs the entry lanes (in1, in2), booth B the exit lanes (out1, out2): each its own `lanectl run` process,
 its own SQLite database and its own rig (pty serial lines, Modbus barrier emulator with physics, cameras). The
-bench starts Mosquitto itself (hil/mosquitto.py: password file + ACL on a free loopback port). Cars enter at A,
+bench starts Mosquitto itself (hil/mosquitto.py: password file + ACL on a free loopback port; persistence on and
+set_tcp_nodelay, as docs/site-bus.md sets up a lot's broker: the booths' sessions survive its restart). Cars enter at A,
 stay a few seconds and leave at B; the exit is free within the tariff's free minutes when B knows the entry, and
 costs the no-entry fee (the barrier stays down: the car is counted unmatched) when it does not.
 
@@ -20,7 +21,8 @@ Figures:
   * duplicates: a car entered twice at A, left twice at B, or two exits on one entry
   * replication lag (booth's record committed -> the other booth holds it and every earlier one), outside the
     outage, sampled by reading both databases every 5 ms (goal p99 <= 50 ms)
-  * catch-up: broker back -> every record queued during the outage held by the other booth
+  * catch-up: broker back -> every record queued during the outage sent by its booth's outbox and held by the other
+    booth (a catch-up answer can bring them there sooner; the booth's own relay may still be in its backoff)
   * a forged, an expired and a replayed remote open to A are refused, nothing opened by them (a genuine open,
     sent once, is the control: it opens, and its replay does not)
 
@@ -97,6 +99,11 @@ class Booth:
         row = self.read().execute("SELECT COALESCE(MAX(seq), 0) AS n FROM outbox WHERE destination='site_bus'")
         return row.fetchone()["n"]
 
+    def pending(self, upto: int) -> int:
+        """How many of this booth's messages up to seq `upto` its outbox has not sent yet."""
+        return self.read().execute("SELECT COUNT(*) FROM outbox WHERE destination='site_bus' AND status='pending' "
+                                   "AND seq <= ?", (upto,)).fetchone()[0]
+
     def close(self) -> None:
         if self._ro is not None:
             self._ro.close()
@@ -170,7 +177,11 @@ async def outage(broker: Mosquitto, a: Booth, b: Booth, run: Run, trigger: int) 
     targets = {a.name: a.max_seq(), b.name: b.max_seq()}  # queued before the broker is back
     await asyncio.to_thread(broker.start)
     run.t_back = time.time()
-    while not (b.holds_of("A") >= targets["A"] and a.holds_of("B") >= targets["B"]):
+    # caught up: each booth's queued records sent by its own outbox (not only answered to a catch-up request: its
+    # relay may still be waiting out the backoff of the outage, and new records would queue behind) and held by
+    # the other booth
+    while not (b.holds_of("A") >= targets["A"] and a.holds_of("B") >= targets["B"]
+               and not a.pending(targets["A"]) and not b.pending(targets["B"])):
         await asyncio.sleep(SAMPLE_S)
     run.t_caught_up = time.time()
     run.caught_up.set()
@@ -358,7 +369,7 @@ def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[st
         line("replication lag: no record outside the outage", False)
     if run.t_back is not None and run.t_caught_up is not None:
         line(f"catch-up after the outage: {run.t_caught_up - run.t_back:.2f} s from the broker back to every one of "
-             f"the {queued} records queued around the outage held by the other booth")
+             f"the {queued} records queued around the outage sent and held by the other booth")
     else:
         line("catch-up after the outage: did not happen", False)
 
@@ -382,7 +393,7 @@ async def main_async(n: int, outage_s: float, seed: int, stay_s: float, keep: bo
     passwords = {u: secrets.token_urlsafe(12) for u in ("boothA", "boothB", "console")}
     site_key = secrets.token_urlsafe(24)
     broker = Mosquitto(root / "mosquitto", users=passwords, acl=acl(list(passwords)),
-                       options=NODELAY if nodelay else "")
+                       options=NODELAY if nodelay else "", persistence=True)  # as docs/site-bus.md sets a lot's up
     broker.configure()
     broker.start()
     booths: list[Booth] = []
