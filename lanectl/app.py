@@ -412,7 +412,8 @@ class App:
         self.publishers["site_bus"] = SiteBusPublisher(self.site_bus, park_id, booth)
         self.replicator = SiteReplicator(self.site_bus, self.store, self.clock, park_id, booth,
                                           catchup_s=self.config.site.site_bus.catchup_s,
-                                          on_queued=lambda: self.relay.wake("site_bus") if self.relay else None)
+                                          on_queued=lambda: self.relay.wake("site_bus") if self.relay else None,
+                                          on_back=lambda: self.relay.retry_now("site_bus") if self.relay else None)
 
     def _rates(self) -> dict[str, float]:
         site = self.config.site

@@ -28,6 +28,8 @@ from typing import Any, Mapping, Optional, Protocol
 from lanectl.service.ports import Clock, OutboxQueue, StorageUnavailable
 
 log = logging.getLogger(__name__)
+# retry_now(): how far past a stored retry time the next drain looks (a backoff is never longer than a day)
+RETRY_NOW_HORIZON = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,8 @@ class OutboxRelay:
         self._wakeups = {d: asyncio.Event() for d in self._publishers}
         self._status = {d: DestinationStatus() for d in self._publishers}
         self._blocked_until: dict[str, float] = {}  # monotonic time the head item may be retried
+        # retry_now(): the destination is back; its head item goes at once, its stored retry time not waited for
+        self._retry_now: dict[str, asyncio.Event] = {d: asyncio.Event() for d in self._publishers}
 
     # -- public ------------------------------------------------------------------------------------------
     def wake(self, destination: Optional[str] = None) -> None:
@@ -152,6 +156,13 @@ class OutboxRelay:
         for d, ev in self._wakeups.items():
             if destination is None or d == destination:
                 ev.set()
+
+    def retry_now(self, destination: str) -> None:
+        """`destination` is reachable again (the site bus reconnected): the item waiting out its backoff is tried
+        at once instead of at its retry time, and the items behind it follow. Never blocks."""
+        if destination in self._retry_now:
+            self._retry_now[destination].set()
+            self._wakeups[destination].set()
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per destination: sent, rejected, last_error, failing_since, last_sent_at, retry_at — plain dicts
@@ -190,7 +201,11 @@ class OutboxRelay:
 
     async def _drain_once(self, destination: str) -> bool:
         """Send one batch of due items in order; stop at the first RETRY. True if any item was handled."""
-        items = await self._queue.due(destination, self._clock.now(), self._batch)
+        now = self._clock.now()
+        if self._retry_now[destination].is_set():  # back: the head's stored retry time is not waited for
+            self._retry_now[destination].clear()
+            now += RETRY_NOW_HORIZON
+        items = await self._queue.due(destination, now, self._batch)
         for item in items:
             await self._buckets[destination].take()
             outcome = await self._publish(destination, item)
@@ -253,13 +268,21 @@ class OutboxRelay:
             self._status[destination] = replace(st, failing_since=None, retry_at=None)
 
     async def _wait_out_backoff(self, destination: str) -> None:
-        """A head item waits for its retry time; wake() does not shorten it (new items queue behind)."""
+        """A head item waits for its retry time; wake() does not shorten it (new items queue behind), retry_now()
+        does."""
         until = self._blocked_until.pop(destination, None)
         if until is None:
             return
         remaining = until - self._clock.monotonic()
-        if remaining > 0:
-            await self._clock.sleep(remaining)
+        if remaining <= 0 or self._retry_now[destination].is_set():
+            return
+        back = asyncio.ensure_future(self._retry_now[destination].wait())
+        sleeper = asyncio.ensure_future(self._clock.sleep(remaining))
+        try:
+            await asyncio.wait({back, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            back.cancel()
+            sleeper.cancel()
 
     async def _idle(self, destination: str) -> None:
         """Sleep until wake() or the poll interval, whichever comes first."""

@@ -61,12 +61,14 @@ class SiteBusPublisher:
 
 class SiteReplicator:
     def __init__(self, bus: SiteBus, store: ReplicaStore, clock: Clock, park_id: str, booth: str, *,
-                 catchup_s: float = 30.0, page: int = 500, on_queued: Optional[Callable[[], None]] = None) -> None:
+                 catchup_s: float = 30.0, page: int = 500, on_queued: Optional[Callable[[], None]] = None,
+                 on_back: Optional[Callable[[], None]] = None) -> None:
         self._bus, self._store, self._clock = bus, store, clock
         self._park, self._booth = park_id, booth
         self.catchup_s = catchup_s
         self.page = page
         self._on_queued = on_queued  # a message applied here may queue one of ours (our entry closed): wake the relay
+        self._on_back = on_back  # the bus came back: our queued records go now, not after the relay's backoff
         self.counts = dict.fromkeys(("applied", "duplicate", "own", "bad", "answered", "asked"), 0)
         self._asked_at: Optional[float] = None
         self.on_bus = False  # the bus's state as `run` last saw it: a change to connected asks for what was missed
@@ -79,6 +81,8 @@ class SiteReplicator:
         asked_at = None
         while True:
             connected = self._bus.connected
+            if connected and not self.on_bus and self._on_back is not None:
+                self._on_back()
             due = asked_at is None or self._clock.monotonic() - asked_at >= self.catchup_s
             if connected and (not self.on_bus or due) and await self.catch_up():
                 asked_at = self._clock.monotonic()

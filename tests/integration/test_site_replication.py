@@ -40,15 +40,17 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) 
 
 
 class Booth:
-    def __init__(self, name: str, path: Path, broker: MemoryBroker) -> None:
+    def __init__(self, name: str, path: Path, broker: MemoryBroker,
+                 backoff: Backoff = Backoff(base_s=0.02, cap_s=0.1)) -> None:
         self.name = name
         self.path = path
         self.bus: MemoryBus = broker.client()
         self.store = SqliteStore(path, site_booth=name)
         self.relay = OutboxRelay(self.store, {"site_bus": SiteBusPublisher(self.bus, PARK, name)}, CLOCK,
-                                 backoff=Backoff(base_s=0.02, cap_s=0.1), default_rate_per_s=1000, idle_s=0.05)
+                                 backoff=backoff, default_rate_per_s=1000, idle_s=0.05)
         self.replicator = SiteReplicator(self.bus, self.store, CLOCK, PARK, name, catchup_s=3600,
-                                         on_queued=lambda: self.relay.wake("site_bus"))
+                                         on_queued=lambda: self.relay.wake("site_bus"),
+                                         on_back=lambda: self.relay.retry_now("site_bus"))
         self.tasks: list[asyncio.Task] = []
         self.lanes = 0
 
@@ -199,6 +201,31 @@ async def test_a_booth_back_on_the_bus_asks_for_what_it_missed_by_itself(booths)
     finally:
         replicator.cancel()
         await asyncio.gather(replicator, return_exceptions=True)
+
+
+async def test_records_queued_while_off_the_bus_go_out_when_it_is_back_not_after_the_backoff(tmp_path: Path):
+    """A's relay backs off 30 s after failing to publish; the bus is back after ~0.3 s: A's replicator sees it and
+    the relay sends at once (B asks for nothing here: the record comes by A's own outbox)."""
+    broker = MemoryBroker()
+    a = Booth("A", tmp_path / "a.db", broker, backoff=Backoff(base_s=30.0, cap_s=30.0, jitter=0.0))
+    b = Booth("B", tmp_path / "b.db", broker)
+    await a.start()
+    await b.start()
+    watching = asyncio.create_task(a.replicator.run())
+    try:
+        await until(lambda: a.replicator.on_bus, "A's replicator sees the bus")
+        a.bus.connected = False
+        await until(lambda: not a.replicator.on_bus, "A's replicator sees the bus down")
+        await a.enter(PLATE)
+        await until(lambda: a.relay.destination_status("site_bus").retry_at is not None, "A's relay backing off")
+        a.bus.connected = True
+        await until(lambda: PLATE in b.store.inside_view(), "the entry at B", timeout=3)
+        assert a.pending() == 0
+    finally:
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        for booth in (a, b):
+            await booth.stop()
 
 
 async def test_the_replica_survives_a_restart(booths, tmp_path: Path):

@@ -297,6 +297,34 @@ async def test_wake_does_not_cut_short_a_backoff(clock, queue):
         assert pub.keys == ["bolink-0", "bolink-0", "late"]
 
 
+async def test_retry_now_sends_the_waiting_head_at_once_and_the_items_behind_it(clock, queue):
+    """The destination is back (the site bus reconnected): the item waiting out a 10 s backoff goes now."""
+    add_items(queue, "site_bus", 1)
+    pub = ScriptedPublisher(clock, [RETRY])
+    relay = OutboxRelay(queue, {"site_bus": pub}, clock, backoff=Backoff(base_s=10.0, jitter=0.0))
+    async with running(relay, clock):
+        await clock.advance(1.0)
+        queue.add("site_bus", "exit", "behind")
+        assert len(pub.calls) == 1
+        relay.retry_now("site_bus")
+        await clock.advance(0.5)
+        assert pub.keys == ["site_bus-0", "site_bus-0", "behind"]
+        assert clock.elapsed < 2.0  # not the 10 s of the backoff
+
+
+async def test_retry_now_also_skips_a_retry_time_stored_by_a_previous_run(clock, queue):
+    queue.add("site_bus", "entry", "e", attempts=3, next_at=clock.now() + timedelta(seconds=60))
+    pub = ScriptedPublisher(clock)
+    relay = OutboxRelay(queue, {"site_bus": pub}, clock, idle_s=5.0)
+    async with running(relay, clock):
+        await clock.advance(1.0)
+        assert pub.calls == []
+        relay.retry_now("site_bus")
+        relay.retry_now("nowhere")  # a destination this relay does not have: nothing
+        await clock.advance(0.1)
+        assert pub.keys == ["e"]
+
+
 # -- logging and status ---------------------------------------------------------------------------------
 async def test_failure_and_recovery_are_logged_once_each(clock, queue, caplog):
     add_items(queue, "bolink", 3)
