@@ -1,11 +1,15 @@
-"""Benchmark: plate line written → OPEN coil seen by the IO emulator, for a whitelisted car.
+"""Benchmark: plate line written → OPEN coil seen by the IO emulator, for a whitelisted car, the daemon next to
+the bare path measured on the same cables in the same run.
 
-The daemon runs as its own process against the rig at 9600 baud line-speed emulation (camera line and
-RS-485 bus). The floor is the wire time of the same bytes — the plate line plus the write-coil request —
-measured on the same cables in the same run; the figure that matters is the ratio (target ≤ 1.2).
+The bare path (hil/bench/bare_path.py, its own process) reads the plate line from the same throttled camera
+tty and writes one coil with pymodbus to the same Modbus emulator — nothing else. Each run drives `--cars` cars
+through the bare path, then the same number through the daemon (its own process, 2 lanes, inputs polled every
+50 ms on the same bus) on the same rig, and prints p50/p99 of both and their ratios; `--runs N` repeats that
+and reports the worst run (the goal is held against the worst, not the best). The machine's noise lands on
+both sides of a run, so the ratio is the figure to read; absolute times vary with what else the machine runs.
 Also prints the daemon's peak RSS with 2 lanes.
 
-    python -m hil.bench.decision_latency [--cars 200] [--baud 9600]
+    python -m hil.bench.decision_latency [--cars 200] [--baud 9600] [--runs 3]
 """
 
 from __future__ import annotations
@@ -14,69 +18,169 @@ import argparse
 import asyncio
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from hil.bench.figures import Figure, Figures, over_baseline_at_most, percentile, ratio_at_most
 from hil.daemon_process import DaemonProcess
 from hil.emulators.barrier_io import Physics
 from hil.rig import Rig, RigLane
-from hil.wire import wire_time
 
-WRITE_COIL_REQUEST = 8  # bytes: unit, fc 5, address (2), value (2), CRC (2)
-IDLE_S = 0.5  # > the 300 ms coil pulse + a 50 ms poll
-
-
-def plates(n: int) -> list[str]:
-    return [f"粤B{10000 + i:05d}" for i in range(n)]
+IDLE_S = 0.5  # > the 300 ms coil pulse + a 50 ms poll: the next car meets a lane at rest
+LANE, UNIT = "in1", 1
 
 
-async def run(cars: int, baud: int, poll_ms: int = 50) -> None:
+def plates(n: int, run: int = 0) -> list[str]:
+    return [f"粤B{10000 + run * 5000 + i:05d}" for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Run:
+    bare: list[float]  # seconds, plate line written -> OPEN coil seen
+    daemon: list[float]
+
+    def p(self, side: str, q: float) -> float:
+        return percentile(getattr(self, side), q) * 1000
+
+    def p50(self, side: str) -> float:
+        return statistics.median(getattr(self, side)) * 1000
+
+
+@dataclass(frozen=True)
+class Result:
+    cars: int
+    baud: int
+    poll_ms: int
+    runs: list[Run]
+    rss_kib: int
+
+    def worst(self) -> Run:
+        """The run whose daemon p99 is furthest from its bare p99 (by ratio)."""
+        return max(self.runs, key=lambda r: r.p("daemon", 0.99) / r.p("bare", 0.99))
+
+    def lines(self) -> list[str]:
+        out = [f"decision latency, plate line written -> OPEN coil seen, {self.cars} whitelisted cars per side "
+               f"per run at {self.baud} baud, the daemon's inputs polled every {self.poll_ms} ms on the same bus"]
+        for i, r in enumerate(self.runs, 1):
+            out.append(f"  run {i}: bare p50 {r.p50('bare'):6.2f} p99 {r.p('bare', 0.99):6.2f} max "
+                       f"{max(r.bare) * 1000:6.2f} | daemon p50 {r.p50('daemon'):6.2f} p99 "
+                       f"{r.p('daemon', 0.99):6.2f} max {max(r.daemon) * 1000:6.2f} ms | ratio p50 "
+                       f"{r.p50('daemon') / r.p50('bare'):4.2f} p99 {r.p('daemon', 0.99) / r.p('bare', 0.99):4.2f}"
+                       f" | p99 over bare {r.p('daemon', 0.99) - r.p('bare', 0.99):+6.2f} ms")
+        w = self.worst()
+        out.append(f"  worst of {len(self.runs)}: p99 ratio {w.p('daemon', 0.99) / w.p('bare', 0.99):4.2f}, "
+                   f"p99 over bare {w.p('daemon', 0.99) - w.p('bare', 0.99):+.2f} ms")
+        out.append(f"daemon peak RSS with 2 lanes: {self.rss_kib / 1024:.1f} MiB")
+        return out
+
+    def figures(self) -> Figures:
+        w = self.worst()
+        goal = (Figure(w.p("daemon", 0.99), "ms", w.p("bare", 0.99), "ratio <= 1.15", ratio_at_most(1.15))
+                if self.baud <= 9600 else
+                Figure(w.p("daemon", 0.99), "ms", w.p("bare", 0.99), "<= bare + 2 ms", over_baseline_at_most(2.0)))
+        worst_p50 = max(self.runs, key=lambda r: r.p50("daemon") / r.p50("bare"))
+        return {
+            f"{self.baud} baud p50, worst of {len(self.runs)}": Figure(worst_p50.p50("daemon"), "ms",
+                                                                       worst_p50.p50("bare")),
+            f"{self.baud} baud p99, worst of {len(self.runs)}": goal,
+            "daemon peak RSS, 2 lanes": Figure(self.rss_kib / 1024, "MiB"),
+        }
+
+
+async def _bare_cars(rig: Rig, cars: list[str], baud: int) -> list[float]:
+    """The bare path's process on the daemon's side of the cables; the bench closes the arm itself."""
+    assert rig.io is not None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hil.bench.bare_path", str(rig.camera_path(LANE)), str(rig.bus_path),
+        "--baud", str(baud), "--unit", str(UNIT), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        if (await asyncio.wait_for(proc.stdout.readline(), 20)).strip() != b"ready":
+            raise SystemExit("the bare path did not start")
+        model = rig.io.barrier(UNIT)
+        out = []
+        for plate in cars:
+            rig.io.set_loop(UNIT, "arming", True)
+            await asyncio.sleep(0.05)  # as rig.car: the camera reads the car once it is on the loop
+            t_plate = time.monotonic()
+            await rig.cameras[LANE].send(plate, "blue")
+            event = await rig.io.wait_event(UNIT, "open", timeout=5.0, after=t_plate)
+            out.append(event.t - t_plate)
+            rig.io.set_loop(UNIT, "arming", False)
+            await rig.io.wait_until(lambda: model.up_limit, timeout=5.0)
+            model.command("close")
+            await rig.wait_down(LANE, timeout=5.0)
+            await asyncio.sleep(IDLE_S)
+        return out
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def _daemon_cars(rig: Rig, daemon: DaemonProcess, cars: list[str], workdir: Path) -> list[float]:
+    out = []
+    for i, plate in enumerate(cars):
+        result = await rig.car(LANE, plate, wait_open_s=5.0, drive_s=0.05, on_safety_s=0.2)
+        if not result.opened:
+            raise SystemExit(f"car {i} ({plate}) was not let in: see {workdir / 'daemon.log'}")
+        out.append(result.t_open - result.t_plate)
+        await rig.wait_down(LANE, timeout=5.0)
+        await asyncio.sleep(IDLE_S)
+    return out
+
+
+async def measure(cars: int, baud: int, runs: int = 1, poll_ms: int = 50) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-bench-", dir="/tmp"))
-    rig = Rig(workdir, [RigLane("in1", "entry", 1), RigLane("in2", "entry", 2)], baudrate=baud,
+    everyone = [p for run in range(runs) for p in plates(cars, run)]
+    rig = Rig(workdir, [RigLane(LANE, "entry", UNIT), RigLane("in2", "entry", 2)], baudrate=baud,
               physics=Physics(rise_s=0.05, fall_s=0.05), poll_ms=poll_ms,
-              site_overrides={"vehicles": {"whitelist": {p: {} for p in plates(cars)}}})
+              site_overrides={"vehicles": {"whitelist": {p: {} for p in everyone}}})
     await rig.start()
     socket = workdir / "control.sock"
-    daemon = DaemonProcess(rig.write_config(workdir / "etc", socket), socket, workdir / "daemon.log",
-                           log_level="WARNING")
+    config = rig.write_config(workdir / "etc", socket)
+    results, rss = [], 0
     try:
-        await daemon.start()
-        await asyncio.sleep(0.5)
-        latencies, floors = [], []
-        for i, plate in enumerate(plates(cars)):
-            result = await rig.car("in1", plate, wait_open_s=5.0, drive_s=0.05, on_safety_s=0.2)
-            if not result.opened:
-                raise SystemExit(f"car {i} ({plate}) was not let in: see {workdir / 'daemon.log'}")
-            line = len(f"{plate},blue,95\r\n".encode("gbk"))
-            floors.append(wire_time(line + WRITE_COIL_REQUEST, baud))
-            latencies.append(result.t_open - result.t_plate)
-            await rig.wait_down("in1", timeout=5.0)
-            # The next car meets a lane at rest: the daemon has seen the arm down and the CLOSE pulse is over.
-            await asyncio.sleep(IDLE_S)
-        rss = daemon.peak_rss_kib()
+        for run in range(runs):
+            bare = await _bare_cars(rig, [p.replace("粤B", "粤C") for p in plates(cars, run)], baud)
+            daemon = DaemonProcess(config, socket, workdir / "daemon.log", log_level="WARNING")
+            try:
+                await daemon.start()
+                await asyncio.sleep(0.5)
+                latencies = await _daemon_cars(rig, daemon, plates(cars, run), workdir)
+                rss = max(rss, daemon.peak_rss_kib())
+            finally:
+                await daemon.stop()
+            results.append(Run(bare, latencies))
     finally:
-        await daemon.stop()
         await rig.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    lat = sorted(latencies)
-    p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    floor = statistics.median(floors)
-    print(f"decision latency, plate line written -> OPEN coil seen, {cars} whitelisted cars at {baud} baud, "
-          f"inputs polled every {poll_ms} ms on the same bus")
-    print(f"  wire-time floor (plate line + write-coil request): {floor * 1000:7.2f} ms")
-    print(f"  p50 {p50 * 1000:7.2f} ms   ratio to floor {p50 / floor:5.2f}   (target <= 1.2)")
-    print(f"  p99 {p99 * 1000:7.2f} ms   ratio to floor {p99 / floor:5.2f}")
-    print(f"  max {lat[-1] * 1000:7.2f} ms")
-    print(f"daemon peak RSS with 2 lanes: {rss / 1024:.1f} MiB")
+    return Result(cars, baud, poll_ms, results, rss)
+
+
+async def figures(smoke: bool = False, runs: int = 1) -> dict[str, Figures]:
+    """Both line speeds, as `python -m hil.bench all` reports them."""
+    out = {}
+    for baud in (9600, 115200):
+        result = await measure(5 if smoke else 200, baud, 1 if smoke else runs)
+        print("\n".join(result.lines()), flush=True)
+        out[f"decision latency {baud}"] = result.figures()
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cars", type=int, default=200)
     ap.add_argument("--baud", type=int, default=9600)
+    ap.add_argument("--runs", type=int, default=1, help="repeat bare + daemon; the worst run is reported")
     ap.add_argument("--poll-ms", type=int, default=50, help="the daemon's barrier input polling period")
     args = ap.parse_args()
-    asyncio.run(run(args.cars, args.baud, args.poll_ms))
+    if args.cars < 2 or args.runs < 1:
+        ap.error("--cars: at least 2; --runs: at least 1")
+    print("\n".join(asyncio.run(measure(args.cars, args.baud, args.runs, args.poll_ms)).lines()))
 
 
 if __name__ == "__main__":
