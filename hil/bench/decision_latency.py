@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
 import subprocess
@@ -121,19 +122,54 @@ async def _bare_cars(rig: Rig, cars: list[str], baud: int) -> list[float]:
         await proc.wait()
 
 
-async def _daemon_cars(rig: Rig, daemon: DaemonProcess, cars: list[str], workdir: Path) -> list[float]:
+async def _daemon_cars(rig: Rig, daemon: DaemonProcess, cars: list[str], workdir: Path) -> list[tuple[float, float]]:
+    """(t_plate, t_open) per car, on the monotonic clock."""
     out = []
     for i, plate in enumerate(cars):
         result = await rig.car(LANE, plate, wait_open_s=5.0, drive_s=0.05, on_safety_s=0.2)
         if not result.opened:
             raise SystemExit(f"car {i} ({plate}) was not let in: see {workdir / 'daemon.log'}")
-        out.append(result.t_open - result.t_plate)
+        out.append((result.t_plate, result.t_open))
         await rig.wait_down(LANE, timeout=5.0)
         await asyncio.sleep(IDLE_S)
     return out
 
 
-async def measure(cars: int, baud: int, runs: int = 1, poll_ms: int = 50) -> Result:
+STAGES = ("line in", "queue", "decide", "commit", "to bus", "slot wait", "on the wire")
+MARKS = ("emit", "step", "commit", "committed", "write", "slot")
+
+
+def stages(trace: dict[str, list], cars: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """Per car, ms spent in each stage (hil/bench/traced_daemon.py's marks, the first of each kind after the
+    plate line began) and in garbage collection meanwhile."""
+    out = []
+    for t_plate, t_open in cars:
+        marks = [t_plate]
+        for kind in MARKS:
+            marks.append(next((t for t in trace[kind] if t >= marks[-1]), float("nan")))
+        marks.append(t_open)
+        row = {name: (b - a) * 1000 for name, a, b in zip(STAGES, marks, marks[1:])}
+        for kind in ("gc", "acquire", "settle", "read"):  # time inside the car's window
+            row[kind] = sum(d for t, d, _ in trace[kind] if t_plate <= t <= t_open) * 1000
+        row["total"] = (t_open - t_plate) * 1000
+        out.append(row)
+    return out
+
+
+def stage_lines(rows: list[dict[str, float]]) -> list[str]:
+    names = (*STAGES, "gc", "acquire", "settle", "read", "total")
+    out = ["  stages (ms)       " + " ".join(f"{n:>11}" for n in names),
+           "  (gc, acquire: a command waiting for the bus slot, settle: coils reset before a command, read: input "
+           "polls — each summed over the car's window)"]
+    for label, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+        out.append(f"  {label:17} " + " ".join(f"{percentile([r[n] for r in rows], q):11.2f}" for n in names))
+    for r in sorted(rows, key=lambda r: r["total"])[-3:]:
+        out.append("  a slow car       " + " ".join(f"{r[n]:11.2f}" for n in names))
+    return out
+
+
+async def measure(cars: int, baud: int, runs: int = 1, poll_ms: int = 50, trace: bool = False,
+                  gc_freeze: bool = False) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-bench-", dir="/tmp"))
     everyone = [p for run in range(runs) for p in plates(cars, run)]
     rig = Rig(workdir, [RigLane(LANE, "entry", UNIT), RigLane("in2", "entry", 2)], baudrate=baud,
@@ -146,15 +182,23 @@ async def measure(cars: int, baud: int, runs: int = 1, poll_ms: int = 50) -> Res
     try:
         for run in range(runs):
             bare = await _bare_cars(rig, [p.replace("粤B", "粤C") for p in plates(cars, run)], baud)
-            daemon = DaemonProcess(config, socket, workdir / "daemon.log", log_level="WARNING")
+            traced = trace or gc_freeze
+            env = {"LANECTL_TRACE": str(workdir / f"trace-{run}.json"), "LANECTL_GC_FREEZE": str(int(gc_freeze))}
+            daemon = DaemonProcess(config, socket, workdir / "daemon.log", log_level="WARNING",
+                                   module="hil.bench.traced_daemon" if traced else "lanectl",
+                                   env=env if traced else None)
             try:
                 await daemon.start()
                 await asyncio.sleep(0.5)
-                latencies = await _daemon_cars(rig, daemon, plates(cars, run), workdir)
+                windows = await _daemon_cars(rig, daemon, plates(cars, run), workdir)
                 rss = max(rss, daemon.peak_rss_kib())
             finally:
                 await daemon.stop()
-            results.append(Run(bare, latencies))
+            results.append(Run(bare, [b - a for a, b in windows]))
+            if trace:
+                rows = stages(json.loads((workdir / f"trace-{run}.json").read_text()), windows)
+                print(f"run {run + 1}, where the daemon's time went:")
+                print("\n".join(stage_lines(rows)), flush=True)
     finally:
         await rig.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -177,10 +221,14 @@ def main() -> None:
     ap.add_argument("--baud", type=int, default=9600)
     ap.add_argument("--runs", type=int, default=1, help="repeat bare + daemon; the worst run is reported")
     ap.add_argument("--poll-ms", type=int, default=50, help="the daemon's barrier input polling period")
+    ap.add_argument("--trace", action="store_true",
+                    help="run the daemon with stage timestamps (hil/bench/traced_daemon.py) and print the stages")
+    ap.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() in the daemon after start")
     args = ap.parse_args()
     if args.cars < 2 or args.runs < 1:
         ap.error("--cars: at least 2; --runs: at least 1")
-    print("\n".join(asyncio.run(measure(args.cars, args.baud, args.runs, args.poll_ms)).lines()))
+    print("\n".join(asyncio.run(measure(args.cars, args.baud, args.runs, args.poll_ms, args.trace,
+                                                 args.gc_freeze)).lines()))
 
 
 if __name__ == "__main__":
