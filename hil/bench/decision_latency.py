@@ -9,7 +9,21 @@ and reports the worst run (the goal is held against the worst, not the best). Th
 both sides of a run, so the ratio is the figure to read; absolute times vary with what else the machine runs.
 Also prints the daemon's peak RSS with 2 lanes.
 
-    python -m hil.bench.decision_latency [--cars 200] [--baud 9600] [--runs 3]
+    python -m hil.bench.decision_latency [--cars 200] [--baud 9600] [--runs 3] [--trace] [--gc-freeze]
+
+Where the daemon's time goes (`--trace`, 9600 baud, 2 lanes on one bus, a shared 2-core machine, Dec 2026):
+the plate line itself takes ~19.3 ms to come in (the bare path pays that too); the lane's queue ~0.04 ms; the
+decision ~0.5 ms; the write-ahead commit (writer-thread hop, SQL, fsync — it stays before the OPEN) 2.2–2.5 ms
+at p50 and up to 7.4 ms; handing the OPEN to the driver ~0.4 ms; the frame on the wire ~9 ms. So the median's
+cost over the bare path (~3.5 ms) is mostly the fsync. The tail had three sources: (1) a second lane's poll
+queued for the bus when the plate line began took the line anyway and the OPEN waited ~19 ms for it — fixed
+(the poll re-checks the hint once it holds the slot); (2) the write-ahead fsync's own tail (up to ~7 ms);
+(3) the machine: the line or the frame arriving 10–20 ms late (pty relay threads and processes starved of
+CPU), which the bare path suffers too in the same run — once 141 ms on one frame. GC pauses inside a car's
+window: ≤ 1.2 ms, rare. After the fix, 2 runs of 100 cars: p99 ratio 1.17 in the quiet run, 5.35 in the run
+with the 141 ms stall. At 115200 (60 cars): bare p50/p99 3.86/5.36 ms, daemon 6.78/9.96 ms (+4.6 ms at p99),
+of which the commit is 2.3 ms at p50 and 4.1 ms at worst, the decision 0.4–1.6 ms, the hand-over 0.4–0.8 ms:
+the 2 ms goal cannot be met while an fsync of this disk's cost stays in front of the OPEN.
 """
 
 from __future__ import annotations
