@@ -23,7 +23,9 @@ CPU), which the bare path suffers too in the same run — once 141 ms on one fra
 window: ≤ 1.2 ms, rare. After the fix, 2 runs of 100 cars: p99 ratio 1.17 in the quiet run, 5.35 in the run
 with the 141 ms stall. At 115200 (60 cars): bare p50/p99 3.86/5.36 ms, daemon 6.78/9.96 ms (+4.6 ms at p99),
 of which the commit is 2.3 ms at p50 and 4.1 ms at worst, the decision 0.4–1.6 ms, the hand-over 0.4–0.8 ms:
-the 2 ms goal cannot be met while an fsync of this disk's cost stays in front of the OPEN.
+the 2 ms goal cannot be met while an fsync of this disk's cost stays in front of the OPEN. `--gc-freeze`
+(gc.freeze() after the imports, 40 cars): no gain seen (GC inside a window still ≤ 1.1 ms, p99 ratio 1.19), so
+the daemon does not do it.
 """
 
 from __future__ import annotations
