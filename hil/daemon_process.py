@@ -16,19 +16,22 @@ from lanectl.adapters.control_client import ControlClient, ControlClientError
 
 class DaemonProcess:
     def __init__(self, config_dir: Path, socket: Path, log_path: Path, *, log_level: str = "INFO",
-                 nofile: Optional[int] = None) -> None:
+                 nofile: Optional[int] = None, module: str = "lanectl",
+                 env: Optional[dict[str, str]] = None) -> None:
         self.config_dir, self.socket, self.log_path = config_dir, socket, log_path
         self.log_level = log_level
         self.nofile = nofile  # e.g. 1024: the daemon runs with this hard and soft open-file limit, as under a unit
+        self.module = module  # e.g. hil.bench.traced_daemon: the daemon with stage timestamps
+        self.env = env or {}
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.client = ControlClient(str(socket))
 
     async def start(self, timeout: float = 20.0) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         env.pop("NOTIFY_SOCKET", None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lanectl", "run", "--config", str(self.config_dir),
+                [sys.executable, "-m", self.module, "run", "--config", str(self.config_dir),
                  "--log-level", self.log_level], stdout=log, stderr=subprocess.STDOUT, env=env,
                 preexec_fn=self._limit_nofile if self.nofile else None)
         deadline = time.monotonic() + timeout

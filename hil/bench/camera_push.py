@@ -23,10 +23,12 @@ import shutil
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from hil.bench.figures import Figure, Figures, percentile
 from hil.daemon_process import DaemonProcess
 from hil.emulators.camera_http import HttpCamera
 from hil.platforms import free_port
@@ -103,7 +105,19 @@ async def pushes(camera: HttpCamera, prefix: str, n: int, image_size: int) -> tu
     return out, max(sizes)
 
 
-async def run(n: int) -> None:
+@dataclass(frozen=True)
+class Result:
+    heartbeat: list[float]  # seconds
+    small: list[float]
+    small_body: int  # bytes
+    large: list[float]
+    large_body: int
+    large_heartbeat: list[float]
+    rss_mib: float
+    saved: int
+
+
+async def measure(n: int) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-bench-", dir="/tmp"))
     port = free_port()
     etc = workdir / "etc"
@@ -128,6 +142,12 @@ async def run(n: int) -> None:
         await camera.close()
         await daemon.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    return Result(floor, small, small_body, large, large_body, large_floor, rss_mib, saved)
+
+
+def report(n: int, r: Result) -> None:
+    floor, small, small_body, large, large_body = r.heartbeat, r.small, r.small_body, r.large, r.large_body
+    large_floor, saved, rss_mib = r.large_heartbeat, r.saved, r.rss_mib
 
     def p(xs: list[float], q: float) -> float:
         return sorted(xs)[min(len(xs) - 1, int(len(xs) * q))] * 1000
@@ -144,11 +164,26 @@ async def run(n: int) -> None:
     print(f"  pictures saved: {saved}; peak RSS of the daemon: {rss_mib:.1f} MiB")
 
 
+async def figures(smoke: bool = False) -> dict[str, Figures]:
+    n = 5 if smoke else 60
+    r = await measure(n)
+    report(n, r)
+    return {"camera push": {
+        "2 KB picture p50": Figure(statistics.median(r.small) * 1000, "ms", statistics.median(r.heartbeat) * 1000),
+        "2 KB picture p99": Figure(percentile(r.small, 0.99) * 1000, "ms", percentile(r.heartbeat, 0.99) * 1000),
+        "200 KB picture p50": Figure(statistics.median(r.large) * 1000, "ms",
+                                     statistics.median(r.large_heartbeat) * 1000),
+        "200 KB picture p99": Figure(percentile(r.large, 0.99) * 1000, "ms",
+                                     percentile(r.large_heartbeat, 0.99) * 1000),
+        "daemon peak RSS, camera-only lane": Figure(r.rss_mib, "MiB"),
+    }}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cars", type=int, default=60)
     args = ap.parse_args()
-    asyncio.run(run(args.cars))
+    report(args.cars, asyncio.run(measure(args.cars)))
 
 
 if __name__ == "__main__":

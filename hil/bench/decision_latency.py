@@ -1,82 +1,250 @@
-"""Benchmark: plate line written → OPEN coil seen by the IO emulator, for a whitelisted car.
+"""Benchmark: plate line written → OPEN coil seen by the IO emulator, for a whitelisted car, the daemon next to
+the bare path measured on the same cables in the same run.
 
-The daemon runs as its own process against the rig at 9600 baud line-speed emulation (camera line and
-RS-485 bus). The floor is the wire time of the same bytes — the plate line plus the write-coil request —
-measured on the same cables in the same run; the figure that matters is the ratio (target ≤ 1.2).
+The bare path (hil/bench/bare_path.py, its own process) reads the plate line from the same throttled camera
+tty and writes one coil with pymodbus to the same Modbus emulator — nothing else. Each run drives `--cars` cars
+through the bare path, then the same number through the daemon (its own process, 2 lanes, inputs polled every
+50 ms on the same bus) on the same rig, and prints p50/p99 of both and their ratios; `--runs N` repeats that
+and reports the worst run (the goal is held against the worst, not the best). The machine's noise lands on
+both sides of a run, so the ratio is the figure to read; absolute times vary with what else the machine runs.
 Also prints the daemon's peak RSS with 2 lanes.
 
-    python -m hil.bench.decision_latency [--cars 200] [--baud 9600]
+    python -m hil.bench.decision_latency [--cars 200] [--baud 9600] [--runs 3] [--trace] [--gc-freeze]
+
+Where the daemon's time goes (`--trace`, 9600 baud, 2 lanes on one bus, a shared 2-core machine, Dec 2026):
+the plate line itself takes ~19.3 ms to come in (the bare path pays that too); the lane's queue ~0.04 ms; the
+decision ~0.5 ms; the write-ahead commit (writer-thread hop, SQL, fsync — it stays before the OPEN) 2.2–2.5 ms
+at p50 and up to 7.4 ms; handing the OPEN to the driver ~0.4 ms; the frame on the wire ~9 ms. So the median's
+cost over the bare path (~3.5 ms) is mostly the fsync. The tail had three sources: (1) a second lane's poll
+queued for the bus when the plate line began took the line anyway and the OPEN waited ~19 ms for it — fixed
+(the poll re-checks the hint once it holds the slot); (2) the write-ahead fsync's own tail (up to ~7 ms);
+(3) the machine: the line or the frame arriving 10–20 ms late (pty relay threads and processes starved of
+CPU), which the bare path suffers too in the same run — once 141 ms on one frame. GC pauses inside a car's
+window: ≤ 1.2 ms, rare. After the fix, 2 runs of 100 cars: p99 ratio 1.17 in the quiet run, 5.35 in the run
+with the 141 ms stall. At 115200 (60 cars): bare p50/p99 3.86/5.36 ms, daemon 6.78/9.96 ms (+4.6 ms at p99),
+of which the commit is 2.3 ms at p50 and 4.1 ms at worst, the decision 0.4–1.6 ms, the hand-over 0.4–0.8 ms:
+the 2 ms goal cannot be met while an fsync of this disk's cost stays in front of the OPEN. `--gc-freeze`
+(gc.freeze() after the imports, 40 cars): no gain seen (GC inside a window still ≤ 1.1 ms, p99 ratio 1.19), so
+the daemon does not do it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from hil.bench.figures import Figure, Figures, over_baseline_at_most, percentile, ratio_at_most
 from hil.daemon_process import DaemonProcess
 from hil.emulators.barrier_io import Physics
 from hil.rig import Rig, RigLane
-from hil.wire import wire_time
 
-WRITE_COIL_REQUEST = 8  # bytes: unit, fc 5, address (2), value (2), CRC (2)
-IDLE_S = 0.5  # > the 300 ms coil pulse + a 50 ms poll
-
-
-def plates(n: int) -> list[str]:
-    return [f"粤B{10000 + i:05d}" for i in range(n)]
+IDLE_S = 0.5  # > the 300 ms coil pulse + a 50 ms poll: the next car meets a lane at rest
+LANE, UNIT = "in1", 1
 
 
-async def run(cars: int, baud: int, poll_ms: int = 50) -> None:
+def plates(n: int, run: int = 0) -> list[str]:
+    return [f"粤B{10000 + run * 5000 + i:05d}" for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Run:
+    bare: list[float]  # seconds, plate line written -> OPEN coil seen
+    daemon: list[float]
+
+    def p(self, side: str, q: float) -> float:
+        return percentile(getattr(self, side), q) * 1000
+
+    def p50(self, side: str) -> float:
+        return statistics.median(getattr(self, side)) * 1000
+
+
+@dataclass(frozen=True)
+class Result:
+    cars: int
+    baud: int
+    poll_ms: int
+    runs: list[Run]
+    rss_kib: int
+
+    def worst(self) -> Run:
+        """The run whose daemon p99 is furthest from its bare p99 (by ratio)."""
+        return max(self.runs, key=lambda r: r.p("daemon", 0.99) / r.p("bare", 0.99))
+
+    def lines(self) -> list[str]:
+        out = [f"decision latency, plate line written -> OPEN coil seen, {self.cars} whitelisted cars per side "
+               f"per run at {self.baud} baud, the daemon's inputs polled every {self.poll_ms} ms on the same bus"]
+        for i, r in enumerate(self.runs, 1):
+            out.append(f"  run {i}: bare p50 {r.p50('bare'):6.2f} p99 {r.p('bare', 0.99):6.2f} max "
+                       f"{max(r.bare) * 1000:6.2f} | daemon p50 {r.p50('daemon'):6.2f} p99 "
+                       f"{r.p('daemon', 0.99):6.2f} max {max(r.daemon) * 1000:6.2f} ms | ratio p50 "
+                       f"{r.p50('daemon') / r.p50('bare'):4.2f} p99 {r.p('daemon', 0.99) / r.p('bare', 0.99):4.2f}"
+                       f" | p99 over bare {r.p('daemon', 0.99) - r.p('bare', 0.99):+6.2f} ms")
+        w = self.worst()
+        out.append(f"  worst of {len(self.runs)}: p99 ratio {w.p('daemon', 0.99) / w.p('bare', 0.99):4.2f}, "
+                   f"p99 over bare {w.p('daemon', 0.99) - w.p('bare', 0.99):+.2f} ms")
+        out.append(f"daemon peak RSS with 2 lanes: {self.rss_kib / 1024:.1f} MiB")
+        return out
+
+    def figures(self) -> Figures:
+        w = self.worst()
+        goal = (Figure(w.p("daemon", 0.99), "ms", w.p("bare", 0.99), "ratio <= 1.15", ratio_at_most(1.15))
+                if self.baud <= 9600 else
+                Figure(w.p("daemon", 0.99), "ms", w.p("bare", 0.99), "<= bare + 2 ms", over_baseline_at_most(2.0)))
+        worst_p50 = max(self.runs, key=lambda r: r.p50("daemon") / r.p50("bare"))
+        return {
+            f"{self.baud} baud p50, worst of {len(self.runs)}": Figure(worst_p50.p50("daemon"), "ms",
+                                                                       worst_p50.p50("bare")),
+            f"{self.baud} baud p99, worst of {len(self.runs)}": goal,
+            "daemon peak RSS, 2 lanes": Figure(self.rss_kib / 1024, "MiB"),
+        }
+
+
+async def _bare_cars(rig: Rig, cars: list[str], baud: int) -> list[float]:
+    """The bare path's process on the daemon's side of the cables; the bench closes the arm itself."""
+    assert rig.io is not None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hil.bench.bare_path", str(rig.camera_path(LANE)), str(rig.bus_path),
+        "--baud", str(baud), "--unit", str(UNIT), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        if (await asyncio.wait_for(proc.stdout.readline(), 20)).strip() != b"ready":
+            raise SystemExit("the bare path did not start")
+        model = rig.io.barrier(UNIT)
+        out = []
+        for plate in cars:
+            rig.io.set_loop(UNIT, "arming", True)
+            await asyncio.sleep(0.05)  # as rig.car: the camera reads the car once it is on the loop
+            t_plate = time.monotonic()
+            await rig.cameras[LANE].send(plate, "blue")
+            event = await rig.io.wait_event(UNIT, "open", timeout=5.0, after=t_plate)
+            out.append(event.t - t_plate)
+            rig.io.set_loop(UNIT, "arming", False)
+            await rig.io.wait_until(lambda: model.up_limit, timeout=5.0)
+            model.command("close")
+            await rig.wait_down(LANE, timeout=5.0)
+            await asyncio.sleep(IDLE_S)
+        return out
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def _daemon_cars(rig: Rig, daemon: DaemonProcess, cars: list[str], workdir: Path) -> list[tuple[float, float]]:
+    """(t_plate, t_open) per car, on the monotonic clock."""
+    out = []
+    for i, plate in enumerate(cars):
+        result = await rig.car(LANE, plate, wait_open_s=5.0, drive_s=0.05, on_safety_s=0.2)
+        if not result.opened:
+            raise SystemExit(f"car {i} ({plate}) was not let in: see {workdir / 'daemon.log'}")
+        out.append((result.t_plate, result.t_open))
+        await rig.wait_down(LANE, timeout=5.0)
+        await asyncio.sleep(IDLE_S)
+    return out
+
+
+STAGES = ("line in", "queue", "decide", "commit", "to bus", "slot wait", "on the wire")
+MARKS = ("emit", "step", "commit", "committed", "write", "slot")
+
+
+def stages(trace: dict[str, list], cars: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """Per car, ms spent in each stage (hil/bench/traced_daemon.py's marks, the first of each kind after the
+    plate line began) and in garbage collection meanwhile."""
+    out = []
+    for t_plate, t_open in cars:
+        marks = [t_plate]
+        for kind in MARKS:
+            marks.append(next((t for t in trace[kind] if t >= marks[-1]), float("nan")))
+        marks.append(t_open)
+        row = {name: (b - a) * 1000 for name, a, b in zip(STAGES, marks, marks[1:])}
+        for kind in ("gc", "acquire", "settle", "read"):  # time inside the car's window
+            row[kind] = sum(d for t, d, _ in trace[kind] if t_plate <= t <= t_open) * 1000
+        row["total"] = (t_open - t_plate) * 1000
+        out.append(row)
+    return out
+
+
+def stage_lines(rows: list[dict[str, float]]) -> list[str]:
+    names = (*STAGES, "gc", "acquire", "settle", "read", "total")
+    out = ["  stages (ms)       " + " ".join(f"{n:>11}" for n in names),
+           "  (gc, acquire: a command waiting for the bus slot, settle: coils reset before a command, read: input "
+           "polls — each summed over the car's window)"]
+    for label, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+        out.append(f"  {label:17} " + " ".join(f"{percentile([r[n] for r in rows], q):11.2f}" for n in names))
+    for r in sorted(rows, key=lambda r: r["total"])[-3:]:
+        out.append("  a slow car       " + " ".join(f"{r[n]:11.2f}" for n in names))
+    return out
+
+
+async def measure(cars: int, baud: int, runs: int = 1, poll_ms: int = 50, trace: bool = False,
+                  gc_freeze: bool = False) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-bench-", dir="/tmp"))
-    rig = Rig(workdir, [RigLane("in1", "entry", 1), RigLane("in2", "entry", 2)], baudrate=baud,
+    everyone = [p for run in range(runs) for p in plates(cars, run)]
+    rig = Rig(workdir, [RigLane(LANE, "entry", UNIT), RigLane("in2", "entry", 2)], baudrate=baud,
               physics=Physics(rise_s=0.05, fall_s=0.05), poll_ms=poll_ms,
-              site_overrides={"vehicles": {"whitelist": {p: {} for p in plates(cars)}}})
+              site_overrides={"vehicles": {"whitelist": {p: {} for p in everyone}}})
     await rig.start()
     socket = workdir / "control.sock"
-    daemon = DaemonProcess(rig.write_config(workdir / "etc", socket), socket, workdir / "daemon.log",
-                           log_level="WARNING")
+    config = rig.write_config(workdir / "etc", socket)
+    results, rss = [], 0
     try:
-        await daemon.start()
-        await asyncio.sleep(0.5)
-        latencies, floors = [], []
-        for i, plate in enumerate(plates(cars)):
-            result = await rig.car("in1", plate, wait_open_s=5.0, drive_s=0.05, on_safety_s=0.2)
-            if not result.opened:
-                raise SystemExit(f"car {i} ({plate}) was not let in: see {workdir / 'daemon.log'}")
-            line = len(f"{plate},blue,95\r\n".encode("gbk"))
-            floors.append(wire_time(line + WRITE_COIL_REQUEST, baud))
-            latencies.append(result.t_open - result.t_plate)
-            await rig.wait_down("in1", timeout=5.0)
-            # The next car meets a lane at rest: the daemon has seen the arm down and the CLOSE pulse is over.
-            await asyncio.sleep(IDLE_S)
-        rss = daemon.peak_rss_kib()
+        for run in range(runs):
+            bare = await _bare_cars(rig, [p.replace("粤B", "粤C") for p in plates(cars, run)], baud)
+            traced = trace or gc_freeze
+            env = {"LANECTL_TRACE": str(workdir / f"trace-{run}.json"), "LANECTL_GC_FREEZE": str(int(gc_freeze))}
+            daemon = DaemonProcess(config, socket, workdir / "daemon.log", log_level="WARNING",
+                                   module="hil.bench.traced_daemon" if traced else "lanectl",
+                                   env=env if traced else None)
+            try:
+                await daemon.start()
+                await asyncio.sleep(0.5)
+                windows = await _daemon_cars(rig, daemon, plates(cars, run), workdir)
+                rss = max(rss, daemon.peak_rss_kib())
+            finally:
+                await daemon.stop()
+            results.append(Run(bare, [b - a for a, b in windows]))
+            if trace:
+                rows = stages(json.loads((workdir / f"trace-{run}.json").read_text()), windows)
+                print(f"run {run + 1}, where the daemon's time went:")
+                print("\n".join(stage_lines(rows)), flush=True)
     finally:
-        await daemon.stop()
         await rig.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    lat = sorted(latencies)
-    p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    floor = statistics.median(floors)
-    print(f"decision latency, plate line written -> OPEN coil seen, {cars} whitelisted cars at {baud} baud, "
-          f"inputs polled every {poll_ms} ms on the same bus")
-    print(f"  wire-time floor (plate line + write-coil request): {floor * 1000:7.2f} ms")
-    print(f"  p50 {p50 * 1000:7.2f} ms   ratio to floor {p50 / floor:5.2f}   (target <= 1.2)")
-    print(f"  p99 {p99 * 1000:7.2f} ms   ratio to floor {p99 / floor:5.2f}")
-    print(f"  max {lat[-1] * 1000:7.2f} ms")
-    print(f"daemon peak RSS with 2 lanes: {rss / 1024:.1f} MiB")
+    return Result(cars, baud, poll_ms, results, rss)
+
+
+async def figures(smoke: bool = False, runs: int = 1) -> dict[str, Figures]:
+    """Both line speeds, as `python -m hil.bench all` reports them."""
+    out = {}
+    for baud in (9600, 115200):
+        result = await measure(5 if smoke else 200, baud, 1 if smoke else runs)
+        print("\n".join(result.lines()), flush=True)
+        out[f"decision latency {baud}"] = result.figures()
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cars", type=int, default=200)
     ap.add_argument("--baud", type=int, default=9600)
+    ap.add_argument("--runs", type=int, default=1, help="repeat bare + daemon; the worst run is reported")
     ap.add_argument("--poll-ms", type=int, default=50, help="the daemon's barrier input polling period")
+    ap.add_argument("--trace", action="store_true",
+                    help="run the daemon with stage timestamps (hil/bench/traced_daemon.py) and print the stages")
+    ap.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() in the daemon after start")
     args = ap.parse_args()
-    asyncio.run(run(args.cars, args.baud, args.poll_ms))
+    if args.cars < 2 or args.runs < 1:
+        ap.error("--cars: at least 2; --runs: at least 1")
+    print("\n".join(asyncio.run(measure(args.cars, args.baud, args.runs, args.poll_ms, args.trace,
+                                                 args.gc_freeze)).lines()))
 
 
 if __name__ == "__main__":

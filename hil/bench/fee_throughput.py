@@ -14,6 +14,7 @@ import statistics
 import time
 from datetime import datetime, timedelta, timezone
 
+from hil.bench.figures import Figure, Figures, percentile, value_at_most
 from lanectl.core.tariff import TariffRule, compute_fee
 
 SITE_TZ = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -49,16 +50,32 @@ def _time_fees(stays: list[tuple[datetime, datetime]]) -> tuple[list[float], flo
     return per_fee, time.perf_counter() - begin
 
 
+def measure(fees: int, seed: int, months: int = 200) -> tuple[list[float], float, list[float]]:
+    """Per-fee seconds of `fees` random 1-30 day stays, their wall time, per-fee seconds of 30-day stays."""
+    rng = random.Random(seed)
+    _time_fees([_random_stay(rng, 1, 2) for _ in range(50)])  # warm up
+    per_fee, wall = _time_fees([_random_stay(rng, 1, 30) for _ in range(fees)])
+    month, _ = _time_fees([_random_stay(rng, 30, 30) for _ in range(months)])
+    return per_fee, wall, month
+
+
+def figures(smoke: bool = False) -> dict[str, Figures]:
+    per_fee, wall, month = measure(200 if smoke else 3000, 20261122, 20 if smoke else 200)
+    print(f"{len(per_fee)} fees of 1-30 day stays: {len(per_fee) / wall:,.0f} fees/s; 30-day stay p50 "
+          f"{statistics.median(month) * 1000:.3f} ms, p99 {percentile(month, 0.99) * 1000:.3f} ms", flush=True)
+    return {"fee engine": {
+        "fees per second, 1-30 day stays": Figure(len(per_fee) / wall, "fees/s"),
+        f"30-day stay p99 (of {len(month)})": Figure(percentile(month, 0.99) * 1000, "ms", None, "<= 1 ms",
+                                                     value_at_most(1.0)),
+    }}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fees", type=int, default=3000, help="random 1-30 day stays to price")
     parser.add_argument("--seed", type=int, default=20261122)
     args = parser.parse_args(argv)
-    rng = random.Random(args.seed)
-
-    _time_fees([_random_stay(rng, 1, 2) for _ in range(50)])  # warm up
-    per_fee, wall = _time_fees([_random_stay(rng, 1, 30) for _ in range(args.fees)])
-    month, _ = _time_fees([_random_stay(rng, 30, 30) for _ in range(200)])
+    per_fee, wall, month = measure(args.fees, args.seed)
 
     ms = sorted(s * 1000 for s in per_fee)
     p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]

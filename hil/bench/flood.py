@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from hil.bench.figures import Figure, Figures, value_at_most
 from hil.daemon_process import DaemonProcess
 
 
@@ -69,7 +70,8 @@ def ms(values: list[float]) -> str:
             f"({len(values)} calls)")
 
 
-async def run(connections: int, nofile: int, calls: int) -> None:
+async def measure(connections: int, nofile: int, calls: int, quiet: bool = False) -> dict[str, float]:
+    """Status latencies (s) before and during the flood, the flood's opening time and the log's growth."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < connections + 200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, connections + 200), hard))
@@ -86,15 +88,30 @@ async def run(connections: int, nofile: int, calls: int) -> None:
         opened_s = time.monotonic() - started
         flooded = await latencies(daemon, calls)
         growth = os.path.getsize(daemon.log_path) - before
-        print(f"daemon open-file limit {nofile}; {connections} idle connections opened in {opened_s:.1f} s")
-        print(f"status before the flood: {ms(baseline)}")
-        print(f"status during the flood: {ms(flooded)}")
-        print(f"log growth during the flood: {growth} bytes")
+        if not quiet:
+            print(f"daemon open-file limit {nofile}; {connections} idle connections opened in {opened_s:.1f} s")
+            print(f"status before the flood: {ms(baseline)}")
+            print(f"status during the flood: {ms(flooded)}")
+            print(f"log growth during the flood: {growth} bytes")
     finally:
         for s in socks:
             s.close()
         await daemon.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+    return {"before_max": max(baseline), "during_max": max(flooded), "before_median": statistics.median(baseline),
+            "during_median": statistics.median(flooded), "growth": float(growth)}
+
+
+async def figures(smoke: bool = False) -> dict[str, Figures]:
+    connections = 200 if smoke else 2000
+    m = await measure(connections, 1024, 5 if smoke else 20)
+    return {"flood": {
+        f"status median, {connections} idle connections": Figure(m["during_median"] * 1000, "ms",
+                                                                 m["before_median"] * 1000),
+        f"status worst, {connections} idle connections": Figure(m["during_max"] * 1000, "ms", m["before_max"] * 1000,
+                                                                "<= 1000 ms", value_at_most(1000.0)),
+        "log growth during the flood": Figure(m["growth"] / 1024, "KiB", None, "< 10 KiB", value_at_most(10.0)),
+    }}
 
 
 def main() -> None:
@@ -103,7 +120,7 @@ def main() -> None:
     ap.add_argument("--nofile", type=int, default=1024, help="the daemon's open-file limit (the unit's)")
     ap.add_argument("--calls", type=int, default=20, help="status calls measured before and during the flood")
     args = ap.parse_args()
-    asyncio.run(run(args.connections, args.nofile, args.calls))
+    asyncio.run(measure(args.connections, args.nofile, args.calls))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
+from hil.bench.figures import Figure, Figures
+
 LOT_TZ = timezone(timedelta(hours=8))
 YEAR_START = datetime(2025, 12, 1, tzinfo=LOT_TZ)
 PROVINCES = "粤京沪苏浙鲁川湘鄂闽皖赣豫冀"
@@ -284,6 +286,19 @@ def run(records: int, directory: Path) -> Result:
                   to_version=m["to"], size_before=size_before, size_after=m["size_after"],
                   size_checkpointed=m["size_checkpointed"], peak_rss_kb=m["peak_rss_kb"],
                   baseline_rss_kb=m["baseline_rss_kb"], open_s=first_open(path), steps=m["steps"])
+
+
+def figures(smoke: bool = False) -> dict[str, Figures]:
+    records = 2000 if smoke else 1_000_000
+    with tempfile.TemporaryDirectory(prefix="lanectl-migration-") as directory:
+        r = run(records, Path(directory))
+    print("\n".join(r.lines()), flush=True)
+    return {"schema migration": {
+        f"v{r.from_version} -> v{r.to_version}, {records:,} records": Figure(r.migrate_s, "s"),
+        "rows migrated per second": Figure(r.rows / max(r.migrate_s, 1e-9), "rows/s"),
+        "peak RSS of the migrating process": Figure(r.peak_rss_kb / 1024, "MiB", r.baseline_rss_kb / 1024),
+        "first store open after the upgrade": Figure(r.open_s, "s"),
+    }}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -356,14 +356,16 @@ class ModbusBarrier:
         was_faulted = False
         next_poll = last_poll = time.monotonic()
         while True:
-            held = self.bus.polls_held_for()
-            # A noisy camera line must not starve the loops: never longer than MAX_POLL_HOLD_S without a poll.
-            if held > 0 and time.monotonic() - last_poll < period + MAX_POLL_HOLD_S:
-                await asyncio.sleep(min(held, period))
+            if self._poll_yields(last_poll, period):
+                await asyncio.sleep(min(self.bus.polls_held_for(), period))
                 continue
-            last_poll = time.monotonic()
             try:
                 async with self.bus.exclusive(priority=False) as bus:
+                    # Checked again with the slot in hand: a plate line that began while this poll queued behind
+                    # another lane's poll would otherwise have its OPEN wait for this one too (~19 ms at 9600).
+                    if self._poll_yields(last_poll, period):
+                        continue
+                    last_poll = time.monotonic()
                     # Start or reconnect: no input is reported before the coils are known. (A pulse in progress
                     # settles them itself before its write, and must not have its own ON cut short here.)
                     if self._unsettled and not self._pulse_lock.locked():
@@ -395,6 +397,11 @@ class ModbusBarrier:
 
     async def open(self) -> None:
         await self._pulse(self.config.points.open, "OPEN")
+
+    def _poll_yields(self, last_poll: float, period: float) -> bool:
+        """A command is announced: the poll waits — but a noisy camera line must not starve the loops, so never
+        longer than MAX_POLL_HOLD_S beyond the period without a poll."""
+        return self.bus.polls_held_for() > 0 and time.monotonic() - last_poll < period + MAX_POLL_HOLD_S
 
     def expect_command(self, seconds: float = COMMAND_HINT_S) -> None:
         """Hint from the lane's plate reader: a decision, maybe an OPEN, follows in a few milliseconds."""

@@ -487,6 +487,33 @@ async def test_bus_reports_a_missing_answer_as_bus_error():
 # --- the plate reader's hint: keep polls off the bus while a decision is coming ---------------------------------
 
 
+async def test_a_poll_queued_for_the_bus_when_the_hint_comes_lets_the_command_go_first(make_rig):
+    """Two lanes on one line: lane 2's poll is already waiting for the slot (behind lane 1's) when lane 1's plate
+    line begins. It must not take the line then: the OPEN would wait for it (~19 ms at 9600 baud)."""
+    rig = await make_rig("tcp", units=(1, 2))
+    one, two = rig.barrier(1, poll_ms=20), rig.barrier(2, poll_ms=20)
+    rec = rig.run(two)
+    await rec.wait(IoSnapshot)
+    reads: list[float] = []
+    read = two._read
+
+    async def counted(bus):  # type: ignore[no-untyped-def]
+        reads.append(time.monotonic())
+        return await read(bus)
+
+    two._read = counted  # type: ignore[method-assign]
+    bus = one.bus
+    assert bus is two.bus
+    async with bus.exclusive():  # lane 1's poll on the wire ...
+        async with asyncio.timeout(2):
+            while not bus._slot._waiters:  # ... and lane 2's queued behind it
+                await asyncio.sleep(0.005)
+        one.expect_command(0.3)  # the plate line's first bytes
+    await one.open()  # lane 2's poll was handed the slot first: it must pass it on, unread
+    opened = rig.emu.commands[-1].t
+    assert rig.emu.commands[-1].name == "open" and not [t for t in reads if t < opened]
+
+
 async def test_a_command_hint_holds_polls_but_never_starves_them(make_rig):
     from lanectl.adapters.modbus_barrier import MAX_POLL_HOLD_S
 
