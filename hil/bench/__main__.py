@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from hil.bench import camera_push, decision_latency, fee_throughput, flood, migration, signfree_exit
+from hil.bench import camera_push, decision_latency, fee_throughput, flood, migration, signfree_exit, site_bus
 from hil.bench.figures import Figures, markdown
 
 
@@ -33,6 +33,7 @@ BENCHES: dict[str, Callable[[bool, int], Any]] = {
     "fee_throughput": lambda smoke, runs: fee_throughput.figures(smoke),
     "flood": lambda smoke, runs: flood.figures(smoke),
     "migration": lambda smoke, runs: migration.figures(smoke),
+    "site_bus": lambda smoke, runs: site_bus.figures(smoke),
 }
 
 

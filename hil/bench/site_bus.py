@@ -40,7 +40,6 @@ import random
 import secrets
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
+from hil.bench.figures import Figure, Figures, value_at_most
 from hil.daemon_process import DaemonProcess
 from hil.emulators.barrier_io import Physics
 from hil.mosquitto import Mosquitto
@@ -302,8 +302,12 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[str, Any]) -> bool:
+def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[str, Any],
+           fig: Optional[Figures] = None) -> bool:
+    """Print the figures (a line that misses its goal says FAILS); True if every goal is met. `fig` collects them
+    for `python -m hil.bench all`."""
     ok = True
+    fig = {} if fig is None else fig
 
     def line(text: str, good: bool = True) -> None:
         nonlocal ok
@@ -328,12 +332,14 @@ def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[st
     print(f"  the outage: {len(entered_during)} cars entered at A and {len(during)} left at B while the broker was "
           f"down; cars that entered during it (or within {SETTLE_S:g} s before) left after the catch-up")
     line(f"exits matched to their own entry: {matched}/{n}", matched == n)
+    fig["exits matched to their own entry"] = Figure(matched, "cars", None, f"= {n}", lambda f: f.value == n)
     line(f"exits decided without the entry (no entry record at B): {no_entry}", no_entry == 0)
     if run.not_let_in or run.not_let_out:
         line(f"cars not let in: {len(run.not_let_in)}, not let out: {len(run.not_let_out)}", False)
     lost = {x.name: max(0, x.max_seq() - y.holds_of(x.name)) for x, y in ((a, b), (b, a))}
     line(f"records lost: {sum(lost.values())} (A sent {a.max_seq()}, B holds {b.holds_of('A')}; "
          f"B sent {b.max_seq()}, A holds {a.holds_of('B')})", sum(lost.values()) == 0)
+    fig["records lost"] = Figure(sum(lost.values()), "records", None, "= 0", value_at_most(0))
     twice_in = sum(r["n"] - 1 for r in entry_rows if r["n"] > 1)
     twice_out = sum(len(v) - 1 for v in exits.values() if len(v) > 1)
     by_entry: dict[str, int] = {}
@@ -344,6 +350,7 @@ def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[st
     dropped = sum(s.get("duplicate", 0) for s in status.values())
     line(f"duplicates: {twice_in + twice_out + shared} (copies received again by catch-up and dropped: {dropped})",
          twice_in + twice_out + shared == 0)
+    fig["duplicates"] = Figure(twice_in + twice_out + shared, "records", None, "= 0", value_at_most(0))
     still_inside = a.read().execute("SELECT COUNT(*) FROM records WHERE kind='entry' AND status='inside'").fetchone()[0]
     line(f"entries closed at A by B's exits: {len(entries) - still_inside}/{len(entries)}", still_inside == 0)
 
@@ -365,11 +372,14 @@ def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[st
         line(f"replication lag outside the outage ({len(lags)} records, committed -> held by the other booth, "
              f"sampled every {SAMPLE_S * 1000:g} ms): p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(lags):.1f} ms "
              f"(goal p99 <= {LAG_GOAL_MS:g} ms)", p99 <= LAG_GOAL_MS)
+        fig["replication lag p99, outside the outage"] = Figure(p99, "ms", None, f"<= {LAG_GOAL_MS:g} ms",
+                                                                value_at_most(LAG_GOAL_MS))
     else:
         line("replication lag: no record outside the outage", False)
     if run.t_back is not None and run.t_caught_up is not None:
         line(f"catch-up after the outage: {run.t_caught_up - run.t_back:.2f} s from the broker back to every one of "
              f"the {queued} records queued around the outage sent and held by the other booth")
+        fig["catch-up after the outage"] = Figure(run.t_caught_up - run.t_back, "s")
     else:
         line("catch-up after the outage: did not happen", False)
 
@@ -380,6 +390,8 @@ def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[st
         opened = opens.get(f"bench: {name}", 0) + (opens.get("bench: genuine", 0) - 1 if name == "replayed" else 0)
         line(f"{name} remote open: {'refused (' + str(reply.get('code')) + ')' if not reply.get('ok') else 'RUN'}, "
              f"opened {opened}", refused and opened == 0)
+        fig[f"{name} remote opens that opened"] = Figure(opened if refused else max(1, opened), "opens", None, "= 0",
+                                                         value_at_most(0))
     genuine_opened = opens.get("bench: genuine", 0)
     line(f"genuine remote open (the control): {'ran' if replies['genuine'].get('ok') else 'refused'}, opened "
          f"{genuine_opened}", bool(replies["genuine"].get("ok")) and genuine_opened == 1)
@@ -387,7 +399,7 @@ def report(a: Booth, b: Booth, run: Run, remote: dict[str, Any], status: dict[st
 
 
 async def main_async(n: int, outage_s: float, seed: int, stay_s: float, keep: bool, nodelay: bool = True,
-                     base: str = "/tmp") -> bool:
+                     base: str = "/tmp", fig: Optional[Figures] = None) -> bool:
     rng = random.Random(seed)
     root = Path(tempfile.mkdtemp(prefix="lc-sb-", dir=base))  # short: control sockets must fit in 107 bytes
     passwords = {u: secrets.token_urlsafe(12) for u in ("boothA", "boothB", "console")}
@@ -422,7 +434,7 @@ async def main_async(n: int, outage_s: float, seed: int, stay_s: float, keep: bo
                 await asyncio.sleep(0.05)
         remote = await remote_opens(broker, passwords["console"], site_key, a)
         status = {bo.name: (await bo.daemon.client.status()).get("site_replication", {}) for bo in booths}
-        return report(a, b, run, remote, status)
+        return report(a, b, run, remote, status, fig)
     finally:
         if sampler is not None:
             sampler.cancel()
@@ -437,6 +449,13 @@ async def main_async(n: int, outage_s: float, seed: int, stay_s: float, keep: bo
             print(f"  (kept {root})")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+async def figures(smoke: bool = False) -> dict[str, Figures]:
+    """For `python -m hil.bench all`: 200 cars and a 60 s outage (smoke: 10 cars, 3 s)."""
+    fig: Figures = {}
+    await main_async(10 if smoke else 200, 3.0 if smoke else 60.0, 17, 1.5 if smoke else 3.0, False, fig=fig)
+    return {"site bus, two booths": fig}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

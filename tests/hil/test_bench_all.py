@@ -28,6 +28,10 @@ EXPECTED_ROWS = [  # (bench, figure) — the baseline column is filled where the
     ("fee engine", "30-day stay p99 (of 20)", False),
     ("flood", "status worst, 200 idle connections", True),
     ("schema migration", f"v1 -> v{len(MIGRATIONS)}, 2,000 records", False),
+    ("site bus, two booths", "exits matched to their own entry", False),
+    ("site bus, two booths", "records lost", False),
+    ("site bus, two booths", "replication lag p99, outside the outage", False),
+    ("site bus, two booths", "forged remote opens that opened", False),
 ]
 
 
@@ -47,7 +51,7 @@ def test_every_bench_runs_at_smoke_size_and_reports_its_rows(tmp_path: Path):
         assert row is not None, f"{bench}: no row {figure!r} in\n{table}"
         assert row[2] != "—" and (row[3] != "—") == has_baseline, row
         assert (row[4] != "—") == has_baseline, row  # the ratio to the same-run baseline
-    for name in ("camera_push", "decision_latency", "signfree_exit", "fee_throughput", "flood", "migration"):
+    for name in ("camera_push", "decision_latency", "signfree_exit", "fee_throughput", "flood", "migration", "site_bus"):
         assert f"== {name}" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
 
