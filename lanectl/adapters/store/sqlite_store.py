@@ -291,8 +291,12 @@ class SqliteStore:
         own: Optional[fx.PatchRecord] = None
         if ended is not None and self._inside.car(ended[0]) is not None:
             own = fx.PatchRecord(ended[0], (("status", ended[1]),))
-        await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now)
+        ours = record.prepay is not None and record.owned_by == self.replica.booth
+        kept = await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now, ours)
         self._seqs.mark(record.booth, seqs)
+        if kept and record.prepay is not None:  # another booth kept money paid ahead for our car
+            self._inside.apply([Prepaid(record.record_id, record.prepay.amount_fen,
+                                        datetime.fromisoformat(record.prepay.paid_at))])
         self._remote.put(changed)
         for e in changed:
             self._remote_cars.update(e)
@@ -301,10 +305,13 @@ class SqliteStore:
         return "applied"
 
     def _apply_site_sync(self, record: sr.SiteRecord, changed: list[sr.RemoteEntry], own: Optional[fx.PatchRecord],
-                         upto: int, now: datetime) -> None:
+                         upto: int, now: datetime, ours: bool = False) -> bool:
         assert self.replica is not None
         booth = record.booth
+        kept = False
         with self.uow.transaction():
+            if ours:
+                kept = self.replica.keep_prepay_sync(record, now)
             self.replica.put_sync(changed, now)
             if record.kind == "entry" and record.plate:
                 self.replica.marks_sync(record)
@@ -312,6 +319,7 @@ class SqliteStore:
                 self.lanes.patch_sync(own, now.isoformat())
                 self.replica.publish_record_sync(own.record_id, "entry", now)
             self.replica.peer_sync(booth, upto, now)
+        return kept
 
     def site_gaps(self) -> dict[str, int]:
         """Per other booth: the seq up to which every message is here (what a catch-up request asks after)."""
@@ -331,7 +339,13 @@ class SqliteStore:
         """Money paid ahead for a car inside: kept against its entry record (found by the order id the platform
         names, else by plate), with a payment row, in one transaction. Returns "recorded", "duplicate" or
         "not_inside" (kept nowhere: the caller logs it for the operator)."""
-        car = self._inside.car(order_id) or self._inside.view.get(plate)
+        car = self._inside.car(order_id)
+        if car is None and self.replica is not None:  # another booth's car (issue 17): through the replica
+            remote = self._remote_stay(order_id, plate)
+            if remote is not None:
+                return await self._prepay_remote(provider, trade_no, remote, amount_fen=amount_fen,
+                                                 paid_at=paid_at, now=now)
+        car = car or self._inside.view.get(plate)
         if car is None:
             return "not_inside"
         replica = self.replica
@@ -339,6 +353,40 @@ class SqliteStore:
         if not await self.inbox.prepay(provider, trade_no, car, amount_fen, paid_at, now, then):
             return "duplicate"
         self._inside.apply([Prepaid(car.record_id, amount_fen, paid_at)])
+        return "recorded"
+
+    def _remote_stay(self, order_id: str, plate: str) -> Optional[sr.RemoteEntry]:
+        """Another booth's car inside that a prepay notice names: by the order id (its entry record), else by the
+        plate when this booth has no car of that plate inside."""
+        entry = self._remote.entry(order_id)
+        if entry is not None and not entry.closed:
+            return entry
+        if plate in self._inside.view:
+            return None
+        car = self._view.get(plate)
+        entry = self._remote.entry(car.record_id) if car is not None else None
+        return entry if entry is not None and not entry.closed else None
+
+    async def _prepay_remote(self, provider: str, trade_no: str, entry: sr.RemoteEntry, *, amount_fen: int,
+                             paid_at: datetime, now: datetime) -> str:
+        """A car another booth recorded (seen here through the replica): the prepayment is kept here once per trade
+        (inbox), counted in the replica's entry so an exit here deducts it, and sent to the owner through the
+        site_bus outbox in the same transaction; the owner keeps it and republishes its entry."""
+        replica = self.replica
+        assert replica is not None
+        method = f"{provider}:prepay"
+        if any(p.method == method and p.reference == trade_no for p in entry.record.payments):
+            return "duplicate"  # the owner kept this trade already (the platform told it first): counted once
+        held = entry
+        prepay = sr.SitePrepay(provider=provider, trade_no=trade_no, amount_fen=amount_fen,
+                               paid_at=paid_at.isoformat())
+        updated = await self.inbox.prepay_elsewhere(
+            provider, trade_no, sr.encode(held.record).decode(), now,
+            lambda: replica.publish_prepay_sync(held, prepay, now))
+        if updated is None:
+            return "duplicate"
+        self._remote.put([updated])
+        self._remote_cars.update(self._remote.entry(updated.record.record_id) or updated)
         return "recorded"
 
     async def seed_balances(self, opening: dict[str, int], now: datetime) -> list[str]:
