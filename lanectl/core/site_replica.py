@@ -170,6 +170,16 @@ def with_prepayment(entry: SiteRecord, amount_fen: int, paid_at: str) -> SiteRec
     return entry.model_copy(update={"prepaid_fen": entry.prepaid_fen + amount_fen, "prepaid_at": latest})
 
 
+def counting(record: SiteRecord, forwarded: Iterable[SitePrepay]) -> SiteRecord:
+    """An owner's entry snapshot as received, with the prepayments this booth passed on to the owner that it does
+    not show yet (sent before the owner kept them): each trade counted once, whatever order messages arrive in."""
+    shown = {(p.method, p.reference) for p in record.payments}
+    for p in forwarded:
+        if (f"{p.provider}:prepay", p.trade_no) not in shown:
+            record = with_prepayment(record, p.amount_fen, p.paid_at)
+    return record
+
+
 def closes(record: SiteRecord) -> Optional[tuple[str, str]]:
     """The stay a message ends, as (entry record id, its new status), if it ends one."""
     if record.kind == "correction" and record.status in CLOSED:

@@ -436,6 +436,7 @@ async def test_a_resend_reaching_b_before_a_s_snapshot_is_set_right_by_a(booths)
     broker, a, b = booths
     entry_id = await a.enter(PLATE)
     await until(lambda: PLATE in b.store.inside_view(), "A's entry replicated at B")
+    await until(lambda: a.pending() == 0, "A's entry sent")
     relay = a.tasks.pop(0)  # A's relay held: its new snapshot stays in its outbox, A still hears the bus
     relay.cancel()
     await asyncio.gather(relay, return_exceptions=True)
@@ -449,3 +450,35 @@ async def test_a_resend_reaching_b_before_a_s_snapshot_is_set_right_by_a(booths)
     await until(lambda: any(r.record_id == entry_id and r.payments for r in b.store.site_inside()),
                 "A's snapshot at B")
     assert b.store.inside_view()[PLATE].paid_fen == 200  # A's snapshot (seq newer) replaced B's own count
+
+
+async def test_a_snapshot_a_sent_before_it_kept_b_s_prepayment_does_not_drop_it_at_b(booths, tmp_path: Path):
+    """Even across a restart of B: what B passed on is counted in every snapshot of A that does not show it yet."""
+    from lanectl.core import site_replica as sr
+    broker, a, b = booths
+    entry_id = await a.enter(PLATE)
+    await until(lambda: PLATE in b.store.inside_view(), "A's entry replicated at B")
+    await until(lambda: a.pending() == 0, "A's entry sent")
+    relay = a.tasks.pop(0)  # A's relay held: what A queues stays in its outbox
+    relay.cancel()
+    await asyncio.gather(relay, return_exceptions=True)
+    assert await prepay_at(a, "T-A5", entry_id, 100) == "recorded"  # A's snapshot s1: T-A5 only
+    (s1,) = [sr.decode(r[0]) for r in a.store.conn.execute(
+        "SELECT payload FROM outbox WHERE destination='site_bus' AND status='pending'")]
+    assert s1.prepaid_fen == 100
+    assert await prepay_at(b, "T-B5", entry_id, 200) == "recorded"
+    await until(lambda: prepaid_at_a(a, entry_id) == [("T-A5", 100), ("T-B5", 200)], "A keeps B's prepayment")
+    await until(lambda: b.pending() == 0, "B's notice sent")
+    await b.stop()
+    broker.clients.remove(b.bus)
+    again = SqliteStore(tmp_path / "b.db", site_booth="B")
+    await again.open()
+    try:
+        assert await again.apply_site(s1, CLOCK.now()) == "applied"  # s1 reaches B after B counted T-B5
+        assert again.inside_view()[PLATE].paid_fen == 300  # A's 100 and B's own 200, not 100
+        (s2,) = [sr.decode(r[0]) for r in a.store.conn.execute(
+            "SELECT payload FROM outbox WHERE destination='site_bus' AND status='pending' AND seq > ?", (s1.seq,))]
+        assert await again.apply_site(s2, CLOCK.now()) == "applied"  # A's snapshot with both: counted once
+        assert [p.reference for p in s2.payments] == ["T-A5", "T-B5"] and again.inside_view()[PLATE].paid_fen == 300
+    finally:
+        await again.close()

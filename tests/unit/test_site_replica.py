@@ -159,3 +159,13 @@ def test_a_bad_prepay_notice_is_a_typed_error(prepay: dict, error: str):
     raw = {"v": 1, "booth": "B", "seq": 1, "kind": "correction", "record_id": "A-1", "owner": "A", "prepay": prepay}
     with pytest.raises(sr.SiteMessageError, match=error):
         sr.decode(json.dumps(raw))
+
+
+def test_an_owner_snapshot_counts_what_was_passed_on_until_it_shows_it_and_then_once():
+    passed_on = [sr.SitePrepay(provider="bolink", trade_no="T-B", amount_fen=200, paid_at=T1)]
+    before = entry("A", 4, "A-1", prepaid_fen=100, prepaid_at=T0,
+                   payments=(sr.SitePayment(amount_fen=100, method="bolink:prepay", reference="T-A"),))
+    assert sr.counting(before, passed_on).prepaid_fen == 300
+    after = entry("A", 5, "A-1", prepaid_fen=300, prepaid_at=T1, payments=before.payments + (
+        sr.SitePayment(amount_fen=200, method="bolink:prepay", reference="T-B"),))
+    assert sr.counting(after, passed_on) == after

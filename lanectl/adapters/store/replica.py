@@ -127,6 +127,14 @@ class ReplicaRepository:
         peers = {r["booth"]: r["upto"] for r in conn.execute("SELECT booth, upto FROM site_peers")}
         return entries, peers
 
+    def forwarded_sync(self) -> dict[str, list[sr.SitePrepay]]:
+        """The prepayments this booth kept for other booths' cars and passed on, by entry record id."""
+        out: dict[str, list[sr.SitePrepay]] = {}
+        for r in self.uow.conn.execute("SELECT payload FROM inbox WHERE trade_no LIKE 'site-prepay:%' ORDER BY id"):
+            raw = json.loads(r["payload"])
+            out.setdefault(raw["record_id"], []).append(sr.SitePrepay.model_validate(raw["prepay"]))
+        return out
+
     async def since(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Our messages after `after_seq`, in order (what a booth that missed them asks for)."""
         def _query() -> list[dict[str, Any]]:

@@ -12,8 +12,10 @@ inside, balances) up to date with what was committed.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from concurrent.futures import Executor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -65,6 +67,7 @@ class SqliteStore:
         self._remote = sr.RemoteInside()
         self._remote_cars = sr.RemoteCars()
         self._seqs = sr.SeqTracker()
+        self._forwarded: dict[str, list[sr.SitePrepay]] = {}  # prepayments kept here for other booths' cars
         self._view = sr.InsideView(self._inside.view, self._remote_cars)
 
         # The callers' names (lane runner, settlement driver, inbound handlers, outbox relay, control socket).
@@ -111,6 +114,7 @@ class SqliteStore:
                 for e in entries:
                     self._remote_cars.update(e)
                 self._seqs = sr.SeqTracker(dict(peers))
+                self._forwarded = self.replica.forwarded_sync()
                 self._view = sr.InsideView(self._inside.view, self._remote_cars)
             self._balances.clear()
             self._balances.update(self.ledger.balances_sync())
@@ -286,7 +290,7 @@ class SqliteStore:
         seqs = self._seqs.after(record.booth, record.seq)
         if seqs is None:
             return "duplicate"
-        changed = self._remote.plan(record)
+        changed = [self._counting(e, record) for e in self._remote.plan(record)]
         ended = sr.closes(record)
         own: Optional[fx.PatchRecord] = None
         if ended is not None and self._inside.car(ended[0]) is not None:
@@ -303,6 +307,13 @@ class SqliteStore:
         if own is not None:
             self._inside.apply([own])
         return "applied"
+
+    def _counting(self, entry: sr.RemoteEntry, received: sr.SiteRecord) -> sr.RemoteEntry:
+        """The owner's new snapshot, with what we passed on that it does not show yet (never our stored copy,
+        which counts it already)."""
+        fresh = entry.record is received
+        forwarded = self._forwarded.get(entry.record.record_id)
+        return replace(entry, record=sr.counting(entry.record, forwarded)) if fresh and forwarded else entry
 
     def _apply_site_sync(self, record: sr.SiteRecord, changed: list[sr.RemoteEntry], own: Optional[fx.PatchRecord],
                          upto: int, now: datetime, ours: bool = False) -> bool:
@@ -380,11 +391,13 @@ class SqliteStore:
         held = entry
         prepay = sr.SitePrepay(provider=provider, trade_no=trade_no, amount_fen=amount_fen,
                                paid_at=paid_at.isoformat())
-        updated = await self.inbox.prepay_elsewhere(
-            provider, trade_no, sr.encode(held.record).decode(), now,
-            lambda: replica.publish_prepay_sync(held, prepay, now))
+        kept = json.dumps({"record_id": held.record.record_id, "owner": held.record.booth,
+                           "prepay": prepay.model_dump(mode="json")}, ensure_ascii=False)
+        updated = await self.inbox.prepay_elsewhere(provider, trade_no, kept, now,
+                                                    lambda: replica.publish_prepay_sync(held, prepay, now))
         if updated is None:
             return "duplicate"
+        self._forwarded.setdefault(held.record.record_id, []).append(prepay)
         self._remote.put([updated])
         self._remote_cars.update(self._remote.entry(updated.record.record_id) or updated)
         return "recorded"
