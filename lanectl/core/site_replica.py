@@ -7,7 +7,10 @@ Message (JSON, versioned, one per published change, see docs/site-bus.md "Replic
      "reason", "entry_record_id", "entered_at", "total_fen", "due_fen", "paid_fen", "flags": [...],
      "image": picture link, "order_ids": {provider: order ref}, "payments": [...], "prepaid_fen", "prepaid_at",
      "marks": [{provider, name, value, updated_at}] (entries: what platforms said of the plate, e.g. sign-free),
-     "caused_by": record id of the exit / entry that made a correction}
+     "caused_by": record id of the exit / entry that made a correction,
+     "prepay": {provider, trade_no, amount_fen, paid_at} (a correction: money paid ahead at this booth for the
+     owner's car; a correction without a closing status closes nothing, so a booth that does not know `prepay`
+     passes it by)}
 `seq` counts the publishing booth's messages (1, 2, ...) so a receiver finds a gap; a message is idempotent:
 an entry snapshot is kept only if its seq is newer than the one held for that record, and closing a stay
 (exit, release, correction) is final, whatever order the messages arrive in.
@@ -28,7 +31,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lanectl.core.lane import InsideCar
 
@@ -57,6 +60,23 @@ class SiteMark(BaseModel):
     name: str
     value: str
     updated_at: str
+
+
+class SitePrepay(BaseModel):
+    """A platform's prepay notice one booth received for a car another booth recorded: the owner keeps it once,
+    by (provider, trade_no), as if the platform had told it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    provider: str = Field(min_length=1)
+    trade_no: str = Field(min_length=1)
+    amount_fen: int = Field(ge=0)
+    paid_at: str = Field(min_length=1)
+
+    @field_validator("paid_at")
+    @classmethod
+    def _iso(cls, value: str) -> str:
+        datetime.fromisoformat(value)  # a ValueError: refused as a bad message
+        return value
 
 
 class SiteRecord(BaseModel):
@@ -88,6 +108,7 @@ class SiteRecord(BaseModel):
     prepaid_at: str = ""
     marks: tuple[SiteMark, ...] = ()  # on entries: the platforms' marks of the plate (sign-free ...)
     caused_by: str = ""
+    prepay: Optional[SitePrepay] = None  # on a correction: money paid ahead here for the owner's car
 
     @property
     def owned_by(self) -> str:
@@ -95,7 +116,7 @@ class SiteRecord(BaseModel):
 
 
 def encode(record: SiteRecord) -> bytes:
-    return json.dumps(record.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"),
+    return json.dumps(record.model_dump(mode="json", exclude_none=True), ensure_ascii=False, separators=(",", ":"),
                       sort_keys=True).encode()
 
 
@@ -135,6 +156,28 @@ def correction(booth: str, seq: int, record_id: str, owner: str, status: str, ca
     """We closed another booth's entry (an exit here, a new entry of the plate here, the partition rule)."""
     return SiteRecord(booth=booth, seq=seq, kind="correction", record_id=record_id, owner=owner, status=status,
                       caused_by=caused_by)
+
+
+def prepay_notice(booth: str, seq: int, entry: SiteRecord, prepay: SitePrepay) -> SiteRecord:
+    """We kept a prepayment for another booth's car: its owner keeps it too and republishes its entry."""
+    return SiteRecord(booth=booth, seq=seq, kind="correction", record_id=entry.record_id, owner=entry.owned_by,
+                      plate=entry.plate, prepay=prepay)
+
+
+def with_prepayment(entry: SiteRecord, amount_fen: int, paid_at: str) -> SiteRecord:
+    """A replicated entry with money paid ahead here, until its owner's snapshot (which counts it) arrives."""
+    latest = max(entry.prepaid_at, paid_at) if entry.prepaid_at else paid_at
+    return entry.model_copy(update={"prepaid_fen": entry.prepaid_fen + amount_fen, "prepaid_at": latest})
+
+
+def counting(record: SiteRecord, forwarded: Iterable[SitePrepay]) -> SiteRecord:
+    """An owner's entry snapshot as received, with the prepayments this booth passed on to the owner that it does
+    not show yet (sent before the owner kept them): each trade counted once, whatever order messages arrive in."""
+    shown = {(p.method, p.reference) for p in record.payments}
+    for p in forwarded:
+        if (f"{p.provider}:prepay", p.trade_no) not in shown:
+            record = with_prepayment(record, p.amount_fen, p.paid_at)
+    return record
 
 
 def closes(record: SiteRecord) -> Optional[tuple[str, str]]:

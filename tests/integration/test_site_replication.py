@@ -347,3 +347,138 @@ async def test_many_cars_in_at_a_out_at_b_across_an_outage_none_lost_none_twice(
     assert sorted(seqs) == seqs == list(range(1, len(seqs) + 1))  # in order, no hole, none twice
     assert b.replicator.counts["duplicate"] == 0 and b.replicator.counts["bad"] == 0
     assert b.store.site_inside() == [] and b.store.site_gaps()["A"] == len(seqs)
+
+
+async def prepay_at(booth: Booth, trade_no: str, order_id: str, amount_fen: int) -> str:
+    now = CLOCK.now()
+    outcome = await booth.store.add_prepayment("bolink", trade_no, order_id=order_id, plate=PLATE,
+                                               amount_fen=amount_fen, paid_at=now, now=now)
+    booth.relay.wake()
+    return outcome
+
+
+def prepaid_at_a(a: Booth, entry_id: str) -> list[tuple[str, int]]:
+    return [(r["trade_no"], r["amount_fen"]) for r in a.store.conn.execute(
+        "SELECT trade_no, amount_fen FROM prepayments WHERE entry_record_id=? ORDER BY id", (entry_id,))]
+
+
+async def test_a_prepay_at_b_for_a_s_car_is_kept_deducted_at_b_s_exit_and_kept_by_a_once(booths):
+    broker, a, b = booths
+    entry_id = await a.enter(PLATE)
+    await until(lambda: PLATE in b.store.inside_view(), "A's entry replicated at B")
+    # the platform tells B (the lot's one callback URL), by plate, not by the order id B never issued
+    assert await prepay_at(b, "T-B1", "unknown-order", 200) == "recorded"
+    assert b.store.inside_view()[PLATE].paid_fen == 200  # at once, before A hears of it
+    await until(lambda: a.store.inside()[PLATE].paid_fen == 200, "A keeps the prepayment")
+    assert prepaid_at_a(a, entry_id) == [("T-B1", 200)]
+    assert [p["method"] for p in await a.store.payments(entry_id)] == ["bolink:prepay"]
+    # A republished its entry with it: B's replica now holds A's snapshot, counted once
+    await until(lambda: any(r.record_id == entry_id and r.booth == "A" and r.prepaid_fen == 200
+                            and r.payments for r in b.store.site_inside()), "A's snapshot with the prepayment at B")
+    assert b.store.inside_view()[PLATE].paid_fen == 200
+    # a platform resend (to B, or the same trade to A) is answered again and changes nothing
+    assert await prepay_at(b, "T-B1", entry_id, 200) == "duplicate"
+    await until(lambda: a.pending() == 0 and b.pending() == 0, "every message sent")
+    assert prepaid_at_a(a, entry_id) == [("T-B1", 200)] and b.store.inside_view()[PLATE].paid_fen == 200
+
+    b.exit.emit(PlateRead(PLATE, "blue", 90))
+    await until(lambda: b.exit.state.phase.value == "awaiting_payment", "B pricing the stay")
+    assert b.exit.state.visit.entry_record_id == entry_id and b.exit.state.visit.due_fen == 300  # 500 - 200
+    b.exit.emit(OperatorOpen("王", "cash", amount_fen=300))
+    await until(lambda: PLATE not in a.store.inside(), "A's inside list drops the car")
+    assert prepaid_at_a(a, entry_id) == [("T-B1", 200)]
+
+
+async def test_a_prepay_at_b_that_covers_the_fee_lets_the_car_out_at_b_free(booths):
+    broker, a, b = booths
+    entry_id = await a.enter(PLATE)
+    await until(lambda: PLATE in b.store.inside_view(), "A's entry replicated at B")
+    assert await prepay_at(b, "T-B2", entry_id, 500) == "recorded"  # by A's order id (the entry record)
+    b.exit.emit(PlateRead(PLATE, "blue", 90))
+    await until(lambda: b.exit.state.visit is not None and b.exit.state.visit.entry_record_id == entry_id,
+                "B matches the exit to A's entry")
+    assert b.exit.state.visit.due_fen == 0
+    await until(lambda: PLATE not in a.store.inside(), "A's inside list drops the car")
+    assert prepaid_at_a(a, entry_id) == [("T-B2", 500)]
+
+
+async def test_a_prepay_at_b_while_the_bus_is_down_reaches_a_when_it_is_back(booths):
+    broker, a, b = booths
+    entry_id = await a.enter(PLATE)
+    await until(lambda: PLATE in b.store.inside_view(), "A's entry replicated at B")
+    b.bus.connected = False
+    assert await prepay_at(b, "T-B3", entry_id, 200) == "recorded"  # kept, never waits for the bus
+    assert b.store.inside_view()[PLATE].paid_fen == 200 and b.pending() == 1
+    assert prepaid_at_a(a, entry_id) == []
+    b.bus.connected = True
+    b.relay.retry_now("site_bus")
+    await until(lambda: prepaid_at_a(a, entry_id) == [("T-B3", 200)], "A keeps it once the bus is back")
+    assert a.store.inside()[PLATE].paid_fen == 200
+
+
+async def test_a_prepay_at_b_for_a_plate_inside_nowhere_is_not_inside(booths):
+    broker, a, b = booths
+    assert await prepay_at(b, "T-B4", "nope", 200) == "not_inside"
+    assert b.pending() == 0
+
+
+async def test_a_trade_the_platform_told_a_first_and_resends_to_b_is_counted_once(booths):
+    broker, a, b = booths
+    entry_id = await a.enter(PLATE)
+    assert await prepay_at(a, "T-A1", entry_id, 200) == "recorded"
+    await until(lambda: PLATE in b.store.inside_view() and b.store.inside_view()[PLATE].paid_fen == 200,
+                "A's snapshot with the prepayment at B")
+    assert await prepay_at(b, "T-A1", entry_id, 200) == "duplicate"
+    assert b.store.inside_view()[PLATE].paid_fen == 200 and b.pending() == 0
+
+
+async def test_a_resend_reaching_b_before_a_s_snapshot_is_set_right_by_a(booths):
+    broker, a, b = booths
+    entry_id = await a.enter(PLATE)
+    await until(lambda: PLATE in b.store.inside_view(), "A's entry replicated at B")
+    await until(lambda: a.pending() == 0, "A's entry sent")
+    relay = a.tasks.pop(0)  # A's relay held: its new snapshot stays in its outbox, A still hears the bus
+    relay.cancel()
+    await asyncio.gather(relay, return_exceptions=True)
+    assert await prepay_at(a, "T-A2", entry_id, 200) == "recorded"
+    assert await prepay_at(b, "T-A2", entry_id, 200) == "recorded"  # B cannot know yet: counts it, tells A
+    await until(lambda: a.pending() >= 2, "A answers B's notice with its snapshot again")
+    assert prepaid_at_a(a, entry_id) == [("T-A2", 200)]
+    assert b.store.inside_view()[PLATE].paid_fen == 200  # B's own count meanwhile
+    a.tasks.append(asyncio.create_task(a.relay.run()))
+    await until(lambda: a.pending() == 0, "A's snapshots sent")
+    await until(lambda: any(r.record_id == entry_id and r.payments for r in b.store.site_inside()),
+                "A's snapshot at B")
+    assert b.store.inside_view()[PLATE].paid_fen == 200  # A's snapshot (seq newer) replaced B's own count
+
+
+async def test_a_snapshot_a_sent_before_it_kept_b_s_prepayment_does_not_drop_it_at_b(booths, tmp_path: Path):
+    """Even across a restart of B: what B passed on is counted in every snapshot of A that does not show it yet."""
+    from lanectl.core import site_replica as sr
+    broker, a, b = booths
+    entry_id = await a.enter(PLATE)
+    await until(lambda: PLATE in b.store.inside_view(), "A's entry replicated at B")
+    await until(lambda: a.pending() == 0, "A's entry sent")
+    relay = a.tasks.pop(0)  # A's relay held: what A queues stays in its outbox
+    relay.cancel()
+    await asyncio.gather(relay, return_exceptions=True)
+    assert await prepay_at(a, "T-A5", entry_id, 100) == "recorded"  # A's snapshot s1: T-A5 only
+    (s1,) = [sr.decode(r[0]) for r in a.store.conn.execute(
+        "SELECT payload FROM outbox WHERE destination='site_bus' AND status='pending'")]
+    assert s1.prepaid_fen == 100
+    assert await prepay_at(b, "T-B5", entry_id, 200) == "recorded"
+    await until(lambda: prepaid_at_a(a, entry_id) == [("T-A5", 100), ("T-B5", 200)], "A keeps B's prepayment")
+    await until(lambda: b.pending() == 0, "B's notice sent")
+    await b.stop()
+    broker.clients.remove(b.bus)
+    again = SqliteStore(tmp_path / "b.db", site_booth="B")
+    await again.open()
+    try:
+        assert await again.apply_site(s1, CLOCK.now()) == "applied"  # s1 reaches B after B counted T-B5
+        assert again.inside_view()[PLATE].paid_fen == 300  # A's 100 and B's own 200, not 100
+        (s2,) = [sr.decode(r[0]) for r in a.store.conn.execute(
+            "SELECT payload FROM outbox WHERE destination='site_bus' AND status='pending' AND seq > ?", (s1.seq,))]
+        assert await again.apply_site(s2, CLOCK.now()) == "applied"  # A's snapshot with both: counted once
+        assert [p.reference for p in s2.payments] == ["T-A5", "T-B5"] and again.inside_view()[PLATE].paid_fen == 300
+    finally:
+        await again.close()

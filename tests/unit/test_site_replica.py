@@ -3,6 +3,7 @@ idempotent re-delivery, any delivery order, gap detection, and the partition rul
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
@@ -131,3 +132,40 @@ def test_a_tie_on_entry_time_is_broken_by_record_id_the_same_way_on_every_booth(
     a, b = entry("A", 1, "A-1"), entry("B", 1, "B-1")
     assert sr.InsideView({}, _remote(a, b))["粤B12345"].record_id == \
         sr.InsideView({}, _remote(b, a))["粤B12345"].record_id == "B-1"
+
+
+def test_a_prepay_notice_round_trips_names_the_owner_and_closes_nothing():
+    held = entry("A", 3, "A-1", prepaid_fen=100, prepaid_at=T0)
+    prepay = sr.SitePrepay(provider="bolink", trade_no="T-7", amount_fen=200, paid_at=T1)
+    notice = sr.prepay_notice("B", 9, held, prepay)
+    raw = sr.encode(notice)
+    assert sr.decode(raw) == notice
+    assert json.loads(raw)["kind"] == "correction" and json.loads(raw)["owner"] == "A"
+    assert notice.owned_by == "A" and sr.closes(notice) is None  # a receiver that does not know `prepay`: a no-op
+    replica = sr.RemoteInside([sr.RemoteEntry(held)])
+    assert replica.apply(notice) == [] and replica.inside() == [held]
+    # counted in the replica's entry at the booth that kept it, until the owner's snapshot arrives
+    counted = sr.with_prepayment(held, 200, T1)
+    assert counted.prepaid_fen == 300 and sr.inside_car(counted).paid_at == datetime.fromisoformat(T1)
+    assert "prepay" not in json.loads(sr.encode(held))  # messages without it keep their v1 form
+
+
+@pytest.mark.parametrize("prepay, error", [
+    ({"provider": "bolink", "trade_no": "T", "amount_fen": -1, "paid_at": T1}, "prepay.amount_fen"),
+    ({"provider": "bolink", "trade_no": "T", "amount_fen": 1, "paid_at": "yesterday"}, "prepay.paid_at"),
+    ({"provider": "bolink", "amount_fen": 1, "paid_at": T1}, "prepay.trade_no"),
+])
+def test_a_bad_prepay_notice_is_a_typed_error(prepay: dict, error: str):
+    raw = {"v": 1, "booth": "B", "seq": 1, "kind": "correction", "record_id": "A-1", "owner": "A", "prepay": prepay}
+    with pytest.raises(sr.SiteMessageError, match=error):
+        sr.decode(json.dumps(raw))
+
+
+def test_an_owner_snapshot_counts_what_was_passed_on_until_it_shows_it_and_then_once():
+    passed_on = [sr.SitePrepay(provider="bolink", trade_no="T-B", amount_fen=200, paid_at=T1)]
+    before = entry("A", 4, "A-1", prepaid_fen=100, prepaid_at=T0,
+                   payments=(sr.SitePayment(amount_fen=100, method="bolink:prepay", reference="T-A"),))
+    assert sr.counting(before, passed_on).prepaid_fen == 300
+    after = entry("A", 5, "A-1", prepaid_fen=300, prepaid_at=T1, payments=before.payments + (
+        sr.SitePayment(amount_fen=200, method="bolink:prepay", reference="T-B"),))
+    assert sr.counting(after, passed_on) == after

@@ -4,11 +4,13 @@ nothing — callbacks (keyed by provider and trade), marks on plates, card renew
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from lanectl.adapters.store.ledger import LedgerRepository
 from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core.lane import InsideCar
+
+T = TypeVar("T")
 
 
 class InboxRepository:
@@ -54,6 +56,19 @@ class InboxRepository:
                     if then is not None:
                         then()
             return cur.rowcount == 1
+        return await self.uow.write(_add)
+
+    async def prepay_elsewhere(self, provider: str, trade_no: str, payload: str, now: datetime,
+                               then: Callable[[], T]) -> Optional[T]:
+        """Money paid ahead for a car another booth recorded (its entry is not in our records table): kept in the
+        inbox once per trade, and `then` (the notice to its owner) in the same transaction. None if kept before."""
+        def _add() -> Optional[T]:
+            with self.uow.transaction() as conn:
+                cur = conn.execute(
+                    "INSERT INTO inbox (provider, trade_no, received_at, payload) VALUES (?,?,?,?) "
+                    "ON CONFLICT (provider, trade_no) DO NOTHING",
+                    (provider, f"site-prepay:{trade_no}", now.isoformat(), payload))
+                return then() if cur.rowcount == 1 else None
         return await self.uow.write(_add)
 
     async def add_renewal(self, provider: str, trade_no: str, card_id: str, plate: str, start: str, end: str,

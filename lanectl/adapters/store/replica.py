@@ -63,6 +63,35 @@ class ReplicaRepository:
         self._queue_sync(message, now)
         self.put_sync([entry], now)
 
+    def publish_prepay_sync(self, entry: sr.RemoteEntry, prepay: sr.SitePrepay, now: datetime) -> sr.RemoteEntry:
+        """We kept money paid ahead for another booth's car: tell its owner (it keeps it and republishes the
+        entry), and count it in our replica of the entry meanwhile. Returns the replica's entry as it is now."""
+        self._queue_sync(sr.prepay_notice(self.booth, self._next_seq_sync(), entry.record, prepay), now)
+        updated = sr.RemoteEntry(sr.with_prepayment(entry.record, prepay.amount_fen, prepay.paid_at), entry.closed)
+        self.put_sync([updated], now)
+        return updated
+
+    def keep_prepay_sync(self, record: sr.SiteRecord, now: datetime) -> bool:
+        """Another booth's notice of money paid ahead for one of OUR entries: kept once (provider, trade_no), with
+        its payment row, and our entry republished with it. False if kept before or not our record."""
+        prepay = record.prepay
+        assert prepay is not None
+        row = self.lanes.record_sync(record.record_id)
+        if row is None or row.get("kind") != "entry":
+            return False
+        cur = self.uow.conn.execute(
+            "INSERT INTO prepayments (provider, trade_no, entry_record_id, amount_fen, paid_at, received_at) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (provider, trade_no) DO NOTHING",
+            (prepay.provider, prepay.trade_no, record.record_id, prepay.amount_fen, prepay.paid_at, now.isoformat()))
+        if cur.rowcount != 1:  # kept before (a redelivery, or the platform told us too): our snapshot again, so
+            if row.get("status") == "inside":  # a booth that counted it in its replica counts it once
+                self.publish_record_sync(record.record_id, "entry", now)
+            return False
+        self.ledger.prepay_sync(record.record_id, row.get("lane_id", ""), prepay.amount_fen,
+                                f"{prepay.provider}:prepay", prepay.trade_no, prepay.paid_at)
+        self.publish_record_sync(record.record_id, "entry", now)
+        return True
+
     def put_sync(self, entries: list[sr.RemoteEntry], now: datetime) -> None:
         for e in entries:
             self.uow.conn.execute(
@@ -97,6 +126,14 @@ class ReplicaRepository:
                    for r in conn.execute("SELECT message, closed FROM site_replica ORDER BY rowid")]
         peers = {r["booth"]: r["upto"] for r in conn.execute("SELECT booth, upto FROM site_peers")}
         return entries, peers
+
+    def forwarded_sync(self) -> dict[str, list[sr.SitePrepay]]:
+        """The prepayments this booth kept for other booths' cars and passed on, by entry record id."""
+        out: dict[str, list[sr.SitePrepay]] = {}
+        for r in self.uow.conn.execute("SELECT payload FROM inbox WHERE trade_no LIKE 'site-prepay:%' ORDER BY id"):
+            raw = json.loads(r["payload"])
+            out.setdefault(raw["record_id"], []).append(sr.SitePrepay.model_validate(raw["prepay"]))
+        return out
 
     async def since(self, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Our messages after `after_seq`, in order (what a booth that missed them asks for)."""

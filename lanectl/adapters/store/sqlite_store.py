@@ -12,8 +12,10 @@ inside, balances) up to date with what was committed.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from concurrent.futures import Executor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -65,6 +67,7 @@ class SqliteStore:
         self._remote = sr.RemoteInside()
         self._remote_cars = sr.RemoteCars()
         self._seqs = sr.SeqTracker()
+        self._forwarded: dict[str, list[sr.SitePrepay]] = {}  # prepayments kept here for other booths' cars
         self._view = sr.InsideView(self._inside.view, self._remote_cars)
 
         # The callers' names (lane runner, settlement driver, inbound handlers, outbox relay, control socket).
@@ -111,6 +114,7 @@ class SqliteStore:
                 for e in entries:
                     self._remote_cars.update(e)
                 self._seqs = sr.SeqTracker(dict(peers))
+                self._forwarded = self.replica.forwarded_sync()
                 self._view = sr.InsideView(self._inside.view, self._remote_cars)
             self._balances.clear()
             self._balances.update(self.ledger.balances_sync())
@@ -286,13 +290,17 @@ class SqliteStore:
         seqs = self._seqs.after(record.booth, record.seq)
         if seqs is None:
             return "duplicate"
-        changed = self._remote.plan(record)
+        changed = [self._counting(e, record) for e in self._remote.plan(record)]
         ended = sr.closes(record)
         own: Optional[fx.PatchRecord] = None
         if ended is not None and self._inside.car(ended[0]) is not None:
             own = fx.PatchRecord(ended[0], (("status", ended[1]),))
-        await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now)
+        ours = record.prepay is not None and record.owned_by == self.replica.booth
+        kept = await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now, ours)
         self._seqs.mark(record.booth, seqs)
+        if kept and record.prepay is not None:  # another booth kept money paid ahead for our car
+            self._inside.apply([Prepaid(record.record_id, record.prepay.amount_fen,
+                                        datetime.fromisoformat(record.prepay.paid_at))])
         self._remote.put(changed)
         for e in changed:
             self._remote_cars.update(e)
@@ -300,11 +308,21 @@ class SqliteStore:
             self._inside.apply([own])
         return "applied"
 
+    def _counting(self, entry: sr.RemoteEntry, received: sr.SiteRecord) -> sr.RemoteEntry:
+        """The owner's new snapshot, with what we passed on that it does not show yet (never our stored copy,
+        which counts it already)."""
+        fresh = entry.record is received
+        forwarded = self._forwarded.get(entry.record.record_id)
+        return replace(entry, record=sr.counting(entry.record, forwarded)) if fresh and forwarded else entry
+
     def _apply_site_sync(self, record: sr.SiteRecord, changed: list[sr.RemoteEntry], own: Optional[fx.PatchRecord],
-                         upto: int, now: datetime) -> None:
+                         upto: int, now: datetime, ours: bool = False) -> bool:
         assert self.replica is not None
         booth = record.booth
+        kept = False
         with self.uow.transaction():
+            if ours:
+                kept = self.replica.keep_prepay_sync(record, now)
             self.replica.put_sync(changed, now)
             if record.kind == "entry" and record.plate:
                 self.replica.marks_sync(record)
@@ -312,6 +330,7 @@ class SqliteStore:
                 self.lanes.patch_sync(own, now.isoformat())
                 self.replica.publish_record_sync(own.record_id, "entry", now)
             self.replica.peer_sync(booth, upto, now)
+        return kept
 
     def site_gaps(self) -> dict[str, int]:
         """Per other booth: the seq up to which every message is here (what a catch-up request asks after)."""
@@ -331,7 +350,13 @@ class SqliteStore:
         """Money paid ahead for a car inside: kept against its entry record (found by the order id the platform
         names, else by plate), with a payment row, in one transaction. Returns "recorded", "duplicate" or
         "not_inside" (kept nowhere: the caller logs it for the operator)."""
-        car = self._inside.car(order_id) or self._inside.view.get(plate)
+        car = self._inside.car(order_id)
+        if car is None and self.replica is not None:  # another booth's car (issue 17): through the replica
+            remote = self._remote_stay(order_id, plate)
+            if remote is not None:
+                return await self._prepay_remote(provider, trade_no, remote, amount_fen=amount_fen,
+                                                 paid_at=paid_at, now=now)
+        car = car or self._inside.view.get(plate)
         if car is None:
             return "not_inside"
         replica = self.replica
@@ -339,6 +364,42 @@ class SqliteStore:
         if not await self.inbox.prepay(provider, trade_no, car, amount_fen, paid_at, now, then):
             return "duplicate"
         self._inside.apply([Prepaid(car.record_id, amount_fen, paid_at)])
+        return "recorded"
+
+    def _remote_stay(self, order_id: str, plate: str) -> Optional[sr.RemoteEntry]:
+        """Another booth's car inside that a prepay notice names: by the order id (its entry record), else by the
+        plate when this booth has no car of that plate inside."""
+        entry = self._remote.entry(order_id)
+        if entry is not None and not entry.closed:
+            return entry
+        if plate in self._inside.view:
+            return None
+        car = self._view.get(plate)
+        entry = self._remote.entry(car.record_id) if car is not None else None
+        return entry if entry is not None and not entry.closed else None
+
+    async def _prepay_remote(self, provider: str, trade_no: str, entry: sr.RemoteEntry, *, amount_fen: int,
+                             paid_at: datetime, now: datetime) -> str:
+        """A car another booth recorded (seen here through the replica): the prepayment is kept here once per trade
+        (inbox), counted in the replica's entry so an exit here deducts it, and sent to the owner through the
+        site_bus outbox in the same transaction; the owner keeps it and republishes its entry."""
+        replica = self.replica
+        assert replica is not None
+        method = f"{provider}:prepay"
+        if any(p.method == method and p.reference == trade_no for p in entry.record.payments):
+            return "duplicate"  # the owner kept this trade already (the platform told it first): counted once
+        held = entry
+        prepay = sr.SitePrepay(provider=provider, trade_no=trade_no, amount_fen=amount_fen,
+                               paid_at=paid_at.isoformat())
+        kept = json.dumps({"record_id": held.record.record_id, "owner": held.record.booth,
+                           "prepay": prepay.model_dump(mode="json")}, ensure_ascii=False)
+        updated = await self.inbox.prepay_elsewhere(provider, trade_no, kept, now,
+                                                    lambda: replica.publish_prepay_sync(held, prepay, now))
+        if updated is None:
+            return "duplicate"
+        self._forwarded.setdefault(held.record.record_id, []).append(prepay)
+        self._remote.put([updated])
+        self._remote_cars.update(self._remote.entry(updated.record.record_id) or updated)
         return "recorded"
 
     async def seed_balances(self, opening: dict[str, int], now: datetime) -> list[str]:
