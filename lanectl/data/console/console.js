@@ -19,7 +19,7 @@ const TEXT = {
     colors: { blue: "蓝牌", yellow: "黄牌", green: "绿牌", white: "白牌", black: "黑牌", "": "" },
     classes: { monthly: "月卡", whitelist: "白名单", temporary: "临时车", stored_value: "储值卡", "": "—" },
     // the lane card: pictures, each provider's payment state, the stored-value top-up (supervisors)
-    picture: "出口抓拍", entry_picture: "入场抓拍", no_picture: "无图片", providers: "平台支付",
+    picture: { exit: "出口抓拍", entry: "入口抓拍" }, entry_picture: "入场抓拍", no_picture: "无图片", providers: "平台支付",
     pay_states: { not_asked: "未发起", charging: "扣款中", no_answer: "无应答", pending: "支付中（查询中）",
                   fallback: "超时未完成（后台核对）", paid: "已支付", refused: "已拒绝", skipped: "不适用" },
     topup: "储值充值", topup_title: "储值卡充值", topup_plate: "车牌", topup_amount: "充值金额（元）",
@@ -42,7 +42,7 @@ const TEXT = {
     colors: { blue: "(blue)", yellow: "(yellow)", green: "(green)", white: "(white)", black: "(black)", "": "" },
     classes: { monthly: "monthly", whitelist: "whitelist", temporary: "temporary", stored_value: "stored value", "": "—" },
     // the lane card: pictures, each provider's payment state, the stored-value top-up (supervisors)
-    picture: "At the exit", entry_picture: "At the entry", no_picture: "no picture", providers: "Platforms",
+    picture: { exit: "At the exit", entry: "At the entry" }, entry_picture: "When it entered", no_picture: "no picture", providers: "Platforms",
     pay_states: { not_asked: "not asked", charging: "charging", no_answer: "no answer", pending: "pending (polled)",
                   fallback: "not settled in time (checked in the background)", paid: "paid", refused: "refused",
                   skipped: "skipped" },
@@ -173,7 +173,7 @@ function render(view) {
       const li = document.createElement("li"); li.textContent = line[lang]; li.className = line.kind; return li;
     }));
   renderProviders(card, waiting ? car.providers || [] : []);
-  renderPictures(card, car);
+  renderPictures(card, car, view.direction);
   card.querySelector(".faults").textContent = faults;
   const [text, cls] = results.get(view.lane) || ["", ""];
   const result = card.querySelector(".result");
@@ -197,14 +197,14 @@ function renderProviders(card, providers) {
   }));
 }
 
-function renderPictures(card, car) {
+function renderPictures(card, car, direction) {
   // the car at the lane and, at an exit, its entry: by record id; a missing one says so plainly
   const pics = [[".pic.here", car && car.picture], [".pic.entry", car && car.entry_picture]];
   card.querySelector(".pictures").hidden = !car;
   for (const [sel, url] of pics) {
     const fig = card.querySelector(sel);
     const img = fig.querySelector("img");
-    fig.querySelector(".label").textContent = t(sel === ".pic.here" ? "picture" : "entry_picture");
+    fig.querySelector(".label").textContent = sel === ".pic.here" ? TEXT[lang].picture[direction] || "" : t("entry_picture");
     fig.hidden = sel === ".pic.entry" && !url;
     if (!url) { img.removeAttribute("src"); img.hidden = true; fig.classList.add("missing"); continue; }
     if (img.getAttribute("src") !== url) {
@@ -239,6 +239,7 @@ async function submitTopup(event) {
   if (status === 401) { $("#topup-dialog").close(); loggedOut(t("session_ended")); return; }
   if (status !== 200) return say(t("error", { m: data.message || status }));
   say("");
+  form.amount.value = "";  // done: a second press must not top up twice
   $("#topup-result").textContent = t("topup_done", { p: data.plate, y: yuan(data.amount_fen), b: yuan(data.balance_fen) });
 }
 
