@@ -24,6 +24,8 @@ from lanectl.adapters.camera_auth import CameraAuth, camera_auth
 from lanectl.adapters.camera_http import VzenithCamera, add_camera_routes
 from lanectl.adapters.console.accounts import AccountError, Accounts
 from lanectl.adapters.console.live import LiveFeed
+from lanectl.adapters.console.payments import PaymentStates
+from lanectl.adapters.console.words import describe as fee_words
 from lanectl.adapters.console.server import ConsoleServer
 from lanectl.adapters.console.sessions import LoginLimiter, Sessions
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
@@ -127,6 +129,7 @@ class App:
         self.images_dir = config.site.database.parent / "images"  # their pictures, a folder per lane
         self.image_links: Optional[ImageLinks] = None  # served to the platforms when images.public_url is set
         self.console_feed: Optional[LiveFeed] = None  # the booth console's live lane views (console.enabled)
+        self.console_payments: Optional[PaymentStates] = None  # the providers' states of the car at each exit
         self.displays: dict[str, Any] = {}  # LED boards, closed at stop
         self.relay: Optional[OutboxRelay] = None
         self.notifier = adapters.notifier
@@ -252,6 +255,8 @@ class App:
             await _step("public listener", self.http.stop())
             if self.console_feed is not None:
                 self.console_feed.close()  # the console's live streams end, or the LAN listener waits for them
+            if self.console_payments is not None:
+                self.console_payments.close()
             if self.lan is not None:
                 await _step("LAN listener", self.lan.stop())
             if self.settlement is not None:
@@ -347,6 +352,10 @@ class App:
         if self.console_feed is not None:
             self.console_feed.changed(lane_id)
 
+    def _attempt_changed(self, lane_id: str, record_id: str) -> None:
+        if self.console_payments is not None:
+            self.console_payments.attempt_changed(lane_id, record_id)
+
     def console_view(self, lane_id: str) -> dict[str, Any]:
         """One lane as the console shows it, from what its runner published (never its state)."""
         st = self.runners[lane_id].status
@@ -355,6 +364,14 @@ class App:
         car = dict(st.car) if st.car is not None else None
         if car is not None:
             car["settling"] = car["record_id"] in settling  # a platform is still charging it
+            # pictures by record id (never the path on this PC); the entry's is looked up when asked
+            car["picture"] = f"/console/images/{car['record_id']}" if car.pop("image", "") else None
+            entry_id = car.get("entry_record_id") or ""
+            car["entry_picture"] = f"/console/images/{entry_id}" if entry_id else None
+            car["breakdown"] = fee_words(car)
+            car["providers"] = (self.console_payments.states(lane_id, car["record_id"], lane.payments)
+                                if self.console_payments is not None and lane.payments and st.direction == "exit"
+                                else [])
             try:  # the stay by the daemon's clock (the page counts on from it)
                 entered = datetime.fromisoformat(car["entered_at"]) if car["entered_at"] else None
             except ValueError:
@@ -368,6 +385,8 @@ class App:
 
     def _console(self) -> ConsoleServer:
         cfg = self.config.site.console
+        self.console_payments = PaymentStates(lambda record_id: self.store.attempts(record_id=record_id),
+                                              self._lane_changed)
         self.console_feed = LiveFeed(list(self.runners), self.console_view)
         accounts = Accounts(cfg.users_file)
         try:  # a broken file is not fatal: the lanes run, the console refuses logins (503) until it is fixed
@@ -377,7 +396,7 @@ class App:
             log.error("console: %s: nobody can log in until it is fixed (lanectl console-user)", exc)
         return ConsoleServer(accounts, Sessions(cfg.idle_logout_min * 60, self.clock.monotonic),
                              LoginLimiter(cfg.max_failures, cfg.lockout_s, self.clock.monotonic),
-                             self.console_feed, self)
+                             self.console_feed, self, images=self.images_dir)
 
     def _devices(self, lane: LaneConfig) -> list[Any]:
         devices: list[Any] = []
@@ -444,7 +463,7 @@ class App:
                                              t.reconcile_interval_s, t.reconcile_for_s,
                                              absent_checks=t.absent_checks, absent_span_s=t.absent_span_s,
                                              absent_late_check_s=t.absent_late_check_s),
-                metrics=self.metrics)
+                metrics=self.metrics, on_attempt=self._attempt_changed)
         wiring.attach(self.settlement, self)
 
     def _register_callbacks(self) -> None:
@@ -632,6 +651,11 @@ class App:
                  plate, amount_fen, operator, operator_uid, reason, balance)
         return {"plate": plate, "amount_fen": amount_fen, "balance_fen": balance, "operator": operator,
                 "operator_uid": operator_uid}
+
+    async def record_image(self, record_id: str) -> Optional[str]:
+        """The saved camera picture's path of a record ("" or None when it has none)."""
+        record = await self.store.record(record_id)
+        return record.get("image") if record is not None else None
 
     async def admit_plateless(self, channel: str, car_id: str, *, provider: str) -> tuple[bool, str]:
         """`provider` admits a plate-less car at the entry lane of `channel` (Bolink 5.7)."""

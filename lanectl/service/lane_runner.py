@@ -394,6 +394,14 @@ class LaneRunner:
                 counts[kind] += 1
                 counts[f"{kind}_fen"] += figures[f"{kind}_fen"]
 
+    def _entry_plate(self, e: fx.NewRecord) -> str:
+        """The plate the exit was matched to, when it is not the plate read (a fuzzy match: the booth sees both).
+        Looked up only then: an exact match needs no walk over the cars inside."""
+        if not e.entry_record_id or "match:exact" in e.detail:
+            return e.plate if e.entry_record_id else ""
+        return next((plate for plate, car in self.store.inside_view().items()
+                     if car.record_id == e.entry_record_id), "")
+
     def _refresh_status(self, effects: list[fx.Effect] = ()) -> None:  # type: ignore[assignment]
         s = self.state
         v = s.visit
@@ -405,7 +413,8 @@ class LaneRunner:
             for e in effects:
                 if isinstance(e, fx.NewRecord) and e.record_id == v.record_id:
                     car = {**car, "entered_at": e.entered_at, "at": e.at, "total_fen": e.total_fen,
-                           "detail": list(e.detail)}
+                           "detail": list(e.detail), "image": e.image, "entry_record_id": e.entry_record_id,
+                           "entry_plate": self._entry_plate(e)}
             self.status.car = {**car, "plate": v.plate, "color": v.color, "vehicle_class": v.vehicle_class,
                                "due_fen": v.due_fen, "paid_fen": v.paid_fen, "reason": v.reason,
                                "operator": v.operator}

@@ -89,6 +89,8 @@ class SettlementService:
     clock: Clock
     timing: SettlementTiming = SettlementTiming()
     metrics: Metrics = NO_METRICS  # attempts by provider and status, late payments
+    # (lane id, record id) after an attempt row of that exit was written: the booth console reads it again
+    on_attempt: Optional[Callable[[str, str], None]] = None
     _records: dict[str, _Record] = field(default_factory=dict, init=False)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -146,6 +148,7 @@ class SettlementService:
                                                self.clock.now()):
             return "duplicate"
         self._perform(sm.on_won(verdict.attempt, s))
+        self._attempt_changed(verdict.attempt.lane_id, verdict.attempt.record_id)
         record = self._records.get(verdict.attempt.record_id)
         track = record.state.track(verdict.attempt.id) if record is not None else None
         self._count_settled(verdict.attempt.provider, s.paid, track is None or track.mode in _NOT_WAITING)
@@ -255,6 +258,7 @@ class SettlementService:
                 effect.record_id, effect.lane_id, effect.provider, effect.order_ref, effect.amount_fen,
                 self.clock.now()))
             self.metrics.settlement_attempt(effect.provider, sm.Status.CHARGING.value)
+            self._attempt_changed(effect.lane_id, effect.record_id)
             return sm.AttemptCreated(attempt)
         if isinstance(effect, sm.CallProvider):
             task = asyncio.get_running_loop().create_task(self._call(record, effect),
@@ -274,6 +278,8 @@ class SettlementService:
             followed = record.state.track(effect.attempt_id)
             if marked is not False and followed is not None:
                 self.metrics.settlement_attempt(followed.attempt.provider, effect.status.value)
+            if marked is not False:
+                self._attempt_changed(record.state.lane_id, record.state.record_id)
             return None
         if isinstance(effect, sm.SettleAttempt):
             won = await self._stored(lambda: self.store.settle_attempt(
@@ -283,9 +289,14 @@ class SettlementService:
             assert track is not None
             if won:
                 self._count_settled(track.attempt.provider, effect.paid, track.mode in _NOT_WAITING)
+                self._attempt_changed(track.attempt.lane_id, track.attempt.record_id)
             return sm.Settled(effect.attempt_id, won, await self._row(track.attempt))
         self._perform((effect,))
         return None
+
+    def _attempt_changed(self, lane_id: str, record_id: str) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(lane_id, record_id)
 
     def _count_settled(self, provider: str, paid: bool, car_gone: bool) -> None:
         self.metrics.settlement_attempt(provider, (sm.Status.PAID if paid else sm.Status.FAILED).value)

@@ -46,3 +46,29 @@ async def test_the_runner_publishes_the_waiting_car_and_tells_after_each_step():
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_the_waiting_car_carries_its_picture_its_entry_record_and_the_plate_it_was_matched_to():
+    store = MemoryLaneStore()
+    policy = FlatPolicy(flat_fen=500, free_minutes=0)
+    entry = LaneRunner("in1", "entry", policy, store, CLOCK, barrier=FakeBarrier())
+    exit_ = LaneRunner("out1", "exit", policy, store, CLOCK, barrier=FakeBarrier())
+    tasks = [asyncio.create_task(r.run()) for r in (entry, exit_)]
+    try:
+        for r in (entry, exit_):
+            await r.started.wait()
+            r.emit(DOWN)
+        await until(lambda: entry.state.io == DOWN and exit_.state.io == DOWN, "the first snapshots")
+        entry.emit(PlateRead("粤B8C123", "blue", 90, image="/var/lib/lanectl/images/in1/a.jpg"))
+        await until(lambda: "粤B8C123" in store.inside(), "the car inside")
+        # the exit camera reads a B for the 8: matched by the letters that look alike
+        exit_.emit(PlateRead("粤BBC123", "blue", 90, image="/var/lib/lanectl/images/out1/b.jpg"))
+        await until(lambda: exit_.status.phase == "awaiting_payment", "the exit pricing the stay")
+        car = exit_.status.car
+        assert car is not None and "match:confusable" in car["detail"]
+        assert (car["image"], car["entry_record_id"], car["entry_plate"]) == (
+            "/var/lib/lanectl/images/out1/b.jpg", store.inside()["粤B8C123"].record_id, "粤B8C123")
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -7,6 +7,7 @@
     GET  /console/events           SSE: a snapshot of every lane, then each lane's changes (ids: the feed's seq)
     POST /console/lanes/<id>/release   {reason, amount_fen?}: a lane request audited as console:<user>
     GET  /console/sessions         supervisor: who is logged in
+    GET  /console/images/<record>  POST /console/topup: the lane card's (card_routes.py)
 
 Every route but the page, its assets and login needs a session (401 JSON); every POST but login needs the
 session's CSRF token in the X-CSRF-Token header (403 JSON). Errors are JSON with `error` and `message`.
@@ -23,6 +24,7 @@ from typing import Any, Awaitable, Callable, Optional, Protocol
 from aiohttp import web
 
 from lanectl.adapters.console.accounts import AccountError, Accounts
+from lanectl.adapters.console.card_routes import add_card_routes
 from lanectl.adapters.console.live import LiveFeed
 from lanectl.adapters.console.sessions import LoginLimiter, Session, Sessions
 from lanectl.adapters.control_socket import ControlError
@@ -39,6 +41,10 @@ class ConsoleActions(Protocol):
     async def open_barrier(self, *, lane: str, operator: str, reason: str,
                            amount_fen: Optional[int]) -> dict[str, Any]: ...
 
+    async def record_image(self, record_id: str) -> Optional[str]: ...
+
+    async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str) -> dict[str, Any]: ...
+
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": code, "message": message, **extra}, status=status)
@@ -49,10 +55,11 @@ Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
 class ConsoleServer:
     def __init__(self, accounts: Accounts, sessions: Sessions, limiter: LoginLimiter, feed: LiveFeed,
-                 actions: ConsoleActions, assets: Path = ASSETS) -> None:
+                 actions: ConsoleActions, assets: Path = ASSETS, images: Optional[Path] = None) -> None:
         self.accounts, self.sessions, self.limiter, self.feed = accounts, sessions, limiter, feed
         self.actions = actions
         self.assets = assets
+        self.images = images  # the cameras' pictures (served by record id, only from under this folder)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/console", self._to_page)
@@ -65,6 +72,7 @@ class ConsoleServer:
         router.add_get("/console/events", self._authed(self._events, post=False, activity=False))
         router.add_post("/console/lanes/{lane}/release", self._authed(self._release))
         router.add_get("/console/sessions", self._authed(self._list_sessions, post=False, role="supervisor"))
+        add_card_routes(self, router)
 
     # --- the page ------------------------------------------------------------------------------------------
     async def _to_page(self, request: web.Request) -> web.StreamResponse:

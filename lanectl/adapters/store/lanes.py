@@ -56,6 +56,10 @@ class LaneRepository:
         row = self.uow.conn.execute("SELECT * FROM records WHERE record_id=?", (record_id,)).fetchone()
         return record_dict(row) if row is not None else None
 
+    async def record(self, record_id: str) -> Optional[dict[str, Any]]:
+        """One record by its id (the console's pictures), or None."""
+        return await self.uow.run(self.record_sync, record_id)
+
     def inside_sync(self) -> dict[str, InsideCar]:
         """The cars inside, re-derived from the records: entry records still `inside`, with what was paid ahead
         for them. Read once at open; from then on the store keeps it from the committed effects (core/inside.py)."""

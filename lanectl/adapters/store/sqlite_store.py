@@ -73,6 +73,7 @@ class SqliteStore:
         # The callers' names (lane runner, settlement driver, inbound handlers, outbox relay, control socket).
         self.load_lane_state = self.lanes.load_lane_state
         self.records = self.lanes.records
+        self.record = self.lanes.record
         self.mark_action = self.audit.mark_action
         self.defer_action = self.audit.defer_action
         self.barrier_actions = self.audit.barrier_actions

@@ -18,6 +18,12 @@ const TEXT = {
               closing: "落杆中", blocked: "已放行但道闸未抬起" },
     colors: { blue: "蓝牌", yellow: "黄牌", green: "绿牌", white: "白牌", black: "黑牌", "": "" },
     classes: { monthly: "月卡", whitelist: "白名单", temporary: "临时车", stored_value: "储值卡", "": "—" },
+    // the lane card: pictures, each provider's payment state, the stored-value top-up (supervisors)
+    picture: { exit: "出口抓拍", entry: "入口抓拍" }, entry_picture: "入场抓拍", no_picture: "无图片", providers: "平台支付",
+    pay_states: { not_asked: "未发起", charging: "扣款中", no_answer: "无应答", pending: "支付中（查询中）",
+                  fallback: "超时未完成（后台核对）", paid: "已支付", refused: "已拒绝", skipped: "不适用" },
+    topup: "储值充值", topup_title: "储值卡充值", topup_plate: "车牌", topup_amount: "充值金额（元）",
+    topup_confirm: "确认充值", topup_done: "{p} 已充值 {y} 元，余额 {b} 元", need_plate: "请填写车牌",
   },
   en: {
     title: "Booth console", offline: "Connection lost, reconnecting…", logout: "Log out", login: "Operator login",
@@ -35,11 +41,19 @@ const TEXT = {
               closing: "closing", blocked: "released but the arm did not rise" },
     colors: { blue: "(blue)", yellow: "(yellow)", green: "(green)", white: "(white)", black: "(black)", "": "" },
     classes: { monthly: "monthly", whitelist: "whitelist", temporary: "temporary", stored_value: "stored value", "": "—" },
+    // the lane card: pictures, each provider's payment state, the stored-value top-up (supervisors)
+    picture: { exit: "At the exit", entry: "At the entry" }, entry_picture: "When it entered", no_picture: "no picture", providers: "Platforms",
+    pay_states: { not_asked: "not asked", charging: "charging", no_answer: "no answer", pending: "pending (polled)",
+                  fallback: "not settled in time (checked in the background)", paid: "paid", refused: "refused",
+                  skipped: "skipped" },
+    topup: "Top up", topup_title: "Stored-value top-up", topup_plate: "Plate", topup_amount: "Amount (yuan)",
+    topup_confirm: "Top up", topup_done: "{p} topped up {y} yuan, balance {b} yuan", need_plate: "A plate is required",
   },
 };
 
 let lang = localStorage.getItem("lanectl.lang") || "zh";
 let csrf = "";
+let role = "";
 let events = null;
 const lanes = new Map();        // lane id -> its latest view
 const results = new Map();      // lane id -> [text, class] of the last action there
@@ -70,10 +84,13 @@ function show(view) {
   $("#login-view").hidden = view !== "login";
   $("#lanes-view").hidden = view !== "lanes";
   $("#logout").hidden = view !== "lanes";
+  $("#topup-open").hidden = view !== "lanes" || role !== "supervisor";
 }
 
 function loggedIn(who) {
   csrf = who.csrf;
+  role = who.role;
+  $("#topup-open").hidden = role !== "supervisor";  // the server refuses others (403) all the same
   $("#who").textContent = `${who.user} (${who.role})`;
   show("lanes");
   connect();
@@ -81,6 +98,8 @@ function loggedIn(who) {
 
 function loggedOut(message) {
   csrf = "";
+  role = "";
+  $("#topup-open").hidden = true;
   if (events) { events.close(); events = null; }
   $("#who").textContent = "";
   $("#link").hidden = true;
@@ -149,9 +168,12 @@ function render(view) {
     `${t("waiting_pay")}${view.payments.length ? " (" + view.payments.join(", ") + ")" : ""}`;
   card.querySelector(".board").textContent = view.board || t("none");
   const detail = card.querySelector(".detail");
-  detail.replaceChildren(...(waiting ? car.detail : []).map((line) => {
-    const li = document.createElement("li"); li.textContent = line; return li;
-  }));
+  detail.replaceChildren(...(waiting ? car.breakdown || car.detail.map((l) => ({ zh: l, en: l, kind: "raw" })) : [])
+    .map((line) => {
+      const li = document.createElement("li"); li.textContent = line[lang]; li.className = line.kind; return li;
+    }));
+  renderProviders(card, waiting ? car.providers || [] : []);
+  renderPictures(card, car, view.direction);
   card.querySelector(".faults").textContent = faults;
   const [text, cls] = results.get(view.lane) || ["", ""];
   const result = card.querySelector(".result");
@@ -159,6 +181,66 @@ function render(view) {
   result.className = `result ${cls}`;
   card.querySelector(".cash").disabled = !waiting;
   card.querySelector(".cash").hidden = view.direction !== "exit";  // nobody pays at an entry
+}
+
+function renderProviders(card, providers) {
+  // each platform's state for the waiting car, with the platform's own reason when it gave one
+  card.querySelector(".providers-row").hidden = !providers.length;
+  card.querySelector(".providers").replaceChildren(...providers.map((p) => {
+    const li = document.createElement("li");
+    li.className = `provider ${p.state}`;
+    li.dataset.provider = p.provider;
+    const amount = p.state === "paid" ? ` ¥${yuan(p.amount_fen)}` : "";
+    li.textContent = `${p.provider}: ${TEXT[lang].pay_states[p.state] || p.state}${amount}` +
+      (p.reason && p.state !== "paid" ? ` — ${p.reason}` : "");
+    return li;
+  }));
+}
+
+function renderPictures(card, car, direction) {
+  // the car at the lane and, at an exit, its entry: by record id; a missing one says so plainly
+  const pics = [[".pic.here", car && car.picture], [".pic.entry", car && car.entry_picture]];
+  card.querySelector(".pictures").hidden = !car;
+  for (const [sel, url] of pics) {
+    const fig = card.querySelector(sel);
+    const img = fig.querySelector("img");
+    fig.querySelector(".label").textContent = sel === ".pic.here" ? TEXT[lang].picture[direction] || "" : t("entry_picture");
+    fig.hidden = sel === ".pic.entry" && !url;
+    if (!url) { img.removeAttribute("src"); img.hidden = true; fig.classList.add("missing"); continue; }
+    if (img.getAttribute("src") !== url) {
+      fig.classList.remove("missing");
+      img.hidden = false;
+      img.onerror = () => { img.hidden = true; fig.classList.add("missing"); };
+      img.src = url;
+    }
+  }
+  card.querySelectorAll(".pic .none").forEach((el) => { el.textContent = t("no_picture"); });
+}
+
+function openTopup() {
+  const form = $("#topup-form");
+  form.reset();
+  $("#topup-error").textContent = "";
+  $("#topup-result").textContent = "";
+  $("#topup-dialog").showModal();
+}
+
+async function submitTopup(event) {
+  event.preventDefault();
+  const form = $("#topup-form");
+  const plate = form.plate.value.trim();
+  const reason = form.reason.value.trim();
+  const amount = toFen(form.amount.value);
+  const say = (text) => { $("#topup-error").textContent = text; };
+  if (!plate) return say(t("need_plate"));
+  if (amount === null || amount === 0) return say(t("bad_amount"));
+  if (!reason) return say(t("need_reason"));
+  const { status, data } = await api("POST", "/console/topup", { plate, amount_fen: amount, reason });
+  if (status === 401) { $("#topup-dialog").close(); loggedOut(t("session_ended")); return; }
+  if (status !== 200) return say(t("error", { m: data.message || status }));
+  say("");
+  form.amount.value = "";  // done: a second press must not top up twice
+  $("#topup-result").textContent = t("topup_done", { p: data.plate, y: yuan(data.amount_fen), b: yuan(data.balance_fen) });
 }
 
 let dialogLane = null;
@@ -236,6 +318,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#logout").addEventListener("click", async () => { await api("POST", "/console/logout"); loggedOut(""); });
   $("#release-form").addEventListener("submit", submitRelease);
   $("#release-cancel").addEventListener("click", () => $("#release-dialog").close());
+  $("#topup-open").addEventListener("click", openTopup);
+  $("#topup-form").addEventListener("submit", submitTopup);
+  $("#topup-cancel").addEventListener("click", () => $("#topup-dialog").close());
   document.addEventListener("click", activity);
   document.addEventListener("keydown", activity);
   setInterval(() => lanes.forEach(render), 30000);  // the stay keeps counting
