@@ -24,6 +24,7 @@ from lanectl.adapters.camera_auth import CameraAuth, camera_auth
 from lanectl.adapters.camera_http import VzenithCamera, add_camera_routes
 from lanectl.adapters.console.accounts import AccountError, Accounts
 from lanectl.adapters.console.live import LiveFeed
+from lanectl.adapters.console.records import RecordsRoutes
 from lanectl.adapters.console.server import ConsoleServer
 from lanectl.adapters.console.sessions import LoginLimiter, Sessions
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
@@ -375,9 +376,16 @@ class App:
                      cfg.users_file)
         except AccountError as exc:
             log.error("console: %s: nobody can log in until it is fixed (lanectl console-user)", exc)
-        return ConsoleServer(accounts, Sessions(cfg.idle_logout_min * 60, self.clock.monotonic),
-                             LoginLimiter(cfg.max_failures, cfg.lockout_s, self.clock.monotonic),
-                             self.console_feed, self)
+        server = ConsoleServer(accounts, Sessions(cfg.idle_logout_min * 60, self.clock.monotonic),
+                               LoginLimiter(cfg.max_failures, cfg.lockout_s, self.clock.monotonic),
+                               self.console_feed, self)
+        reads = getattr(self.store, "reads", None)  # the records tab reads on the store's reader connection
+        if reads is not None:
+            server.records = RecordsRoutes(reads, tz=self.config.site.tz, images_dir=self.images_dir,
+                                           lanes={lane.id: lane.name or lane.id for lane in self.config.lanes},
+                                           now=self.clock.now,
+                                           relay_status=lambda: self.relay.status() if self.relay else {})
+        return server
 
     def _devices(self, lane: LaneConfig) -> list[Any]:
         devices: list[Any] = []

@@ -7,6 +7,7 @@
     GET  /console/events           SSE: a snapshot of every lane, then each lane's changes (ids: the feed's seq)
     POST /console/lanes/<id>/release   {reason, amount_fen?}: a lane request audited as console:<user>
     GET  /console/sessions         supervisor: who is logged in
+    GET  /console/records, /shift, /settlements, /outbox (+ .csv)   the records and shift tab (records.py)
 
 Every route but the page, its assets and login needs a session (401 JSON); every POST but login needs the
 session's CSRF token in the X-CSRF-Token header (403 JSON). Errors are JSON with `error` and `message`.
@@ -48,6 +49,8 @@ Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
 
 class ConsoleServer:
+    records: Optional[Any] = None  # the records and shift tab's routes (records.py), set by App._console
+
     def __init__(self, accounts: Accounts, sessions: Sessions, limiter: LoginLimiter, feed: LiveFeed,
                  actions: ConsoleActions, assets: Path = ASSETS) -> None:
         self.accounts, self.sessions, self.limiter, self.feed = accounts, sessions, limiter, feed
@@ -65,6 +68,8 @@ class ConsoleServer:
         router.add_get("/console/events", self._authed(self._events, post=False, activity=False))
         router.add_post("/console/lanes/{lane}/release", self._authed(self._release))
         router.add_get("/console/sessions", self._authed(self._list_sessions, post=False, role="supervisor"))
+        if self.records is not None:
+            self.records.add_routes(router, self._authed)  # GET /console/records..., /shift, /settlements, /outbox
 
     # --- the page ------------------------------------------------------------------------------------------
     async def _to_page(self, request: web.Request) -> web.StreamResponse:

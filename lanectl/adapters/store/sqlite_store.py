@@ -12,6 +12,7 @@ inside, balances) up to date with what was committed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from concurrent.futures import Executor
@@ -27,6 +28,7 @@ from lanectl.adapters.store.inbox import InboxRepository
 from lanectl.adapters.store.lanes import RECORD_COLUMNS, LaneRepository
 from lanectl.adapters.store.ledger import LedgerRepository
 from lanectl.adapters.store.outbox import OutboxRepository
+from lanectl.adapters.store.reads import StoreReads
 from lanectl.adapters.store.replica import ReplicaRepository
 from lanectl.adapters.store.schema import MIGRATIONS, migrate, schema_version
 from lanectl.adapters.store.settlements import SettlementRepository
@@ -57,6 +59,7 @@ class SqliteStore:
         self.settlements = SettlementRepository(self.uow)
         self.inbox = InboxRepository(self.uow, self.ledger)
         self.outbox = OutboxRepository(self.uow, self.lanes, self.ledger, destinations)
+        self.reads = StoreReads(self.uow.path)  # the booth console's reads: own connection and thread
         # Projections of what was committed, kept in memory and updated after each commit (on the loop).
         self._inside = InsideCars()
         self._balances: dict[str, int] = {}
@@ -122,6 +125,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self.uow.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.reads.close)
 
     # --- what tools and tests reach through the store --------------------------------------------------------------
     @property
