@@ -260,7 +260,7 @@ class RecordsRoutes:
         more = len(rows) > q.limit
         rows = rows[:q.limit]
         nxt = f"{rows[-1]['cursor'][0]!r}:{rows[-1]['cursor'][1]}" if more else None
-        return web.json_response({"records": [self._row(r) for r in rows], "next": nxt})
+        return web.json_response({"records": [self._row(r) for r in rows], "next": nxt, "lanes": self.lanes})
 
     async def _records_csv(self, request: web.Request) -> web.StreamResponse:
         search = parse_search(request.query, self.tz, list(self.lanes), paged=False)
