@@ -133,7 +133,8 @@ async def test_nothing_without_a_session(lot, tmp_path):
     ("/console/records", {"from": "2026-12-07 10:00", "to": "2026-12-07 09:00"}, "to"),
     ("/console/records", {"lane": "nope"}, "lane"), ("/console/records", {"kind": "parked"}, "kind"),
     ("/console/records", {"status": "gone"}, "status"), ("/console/records", {"cursor": "1;drop"}, "cursor"),
-    ("/console/records", {"match": "fuzzy", "plate": "B1"}, "match"), ("/console/records", {"plate": "x" * 17}, "plate"),
+    ("/console/records", {"match": "fuzzy", "plate": "B1"}, "match"),
+    ("/console/records", {"plate": "x" * 17}, "plate"), ("/console/records", {"plate": " - "}, "plate"),
     ("/console/records", {"sort": "plate"}, "sort"), ("/console/records.csv", {"lang": "fr"}, "lang"),
     ("/console/shift", {"day": "2026-13-01"}, "day"), ("/console/shift", {"to": "2026-12-07"}, "from"),
     ("/console/shift", {"day": "2026-12-07", "from": "2026-12-07"}, "day"),
@@ -242,9 +243,11 @@ async def test_the_picture_is_served_only_from_the_images_folder(console, lot, t
 
     def fill():
         at = datetime(2026, 12, 7, 11, 30, tzinfo=TZ)
-        ids["ok"] = l.record(EXIT, "exit", "粤B12345", at, "paid", image=str(pictures / "20261207113000_粤B12345.jpg"))
+        ids["ok"] = l.record(EXIT, "exit", "粤B12345", at, "paid",
+                             image=str(pictures / "20261207113000_粤B12345.jpg"))
         ids["outside"] = l.record(EXIT, "exit", "粤B22222", at, "paid", image=str(outside))
-        ids["dotdot"] = l.record(EXIT, "exit", "粤B33333", at, "paid", image=str(pictures / ".." / ".." / "secret.jpg"))
+        ids["dotdot"] = l.record(EXIT, "exit", "粤B33333", at, "paid",
+                                 image=str(pictures / ".." / ".." / "secret.jpg"))
         ids["pruned"] = l.record(EXIT, "exit", "粤B44444", at, "paid", image=str(pictures / "gone.jpg"))
     write(l, fill)
     _, body = await get(client, "/console/records", plate="粤B12345")
@@ -391,3 +394,49 @@ async def test_reads_answer_while_the_writer_thread_is_busy_and_cannot_write(con
         await writer
     # the reader's connection is query-only: a GET can never change a row
     assert await store.reads._run(lambda conn: conn.execute("PRAGMA query_only").fetchone()[0]) == 1
+
+
+# --- in the daemon -------------------------------------------------------------------------------------------------
+async def test_the_daemon_serves_the_tab_on_the_lan_face_only_reading_what_its_lanes_wrote(tmp_path):
+    """App._console wires the routes to the store's reader: a car entering through a lane is found, in lot time;
+    the public face answers 404 for every route of the tab."""
+    import aiohttp
+
+    from lanectl.bootstrap import build_app
+    from lanectl.config import load_config
+    from lanectl.core.events import PlateRead
+    from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
+    from tests.minimal_site import write_minimal_config
+
+    etc = write_minimal_config(tmp_path, console={"enabled": True}, housekeeping={"enabled": False})
+    write_users(etc / "console-users.yaml", {"wang": User("wang", "operator", hash_password("wang-pass-1", n=1024))})
+    clock, devices = FakeClock(), FakeLaneDevices()
+    app = build_app(load_config(etc), clock=clock, devices=devices, control=FakeControlServer,
+                    notifier=FakeNotifier(), raise_nofile=lambda: (4096, 4096))
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(app.run(stop))
+    try:
+        await asyncio.wait_for(app.ready.wait(), 5)
+        assert app.lan is not None
+        lan, public = f"http://127.0.0.1:{app.lan.port}", f"http://127.0.0.1:{app.http.port}"
+        app.runners["in1"].emit(PlateRead("粤B12345", "blue", 95, "in1-camera"))
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # an IP address
+            for path in ("/console/records", "/console/records.csv", "/console/shift", "/console/outbox"):
+                async with http.get(public + path) as r:
+                    assert r.status == 404, path
+            async with http.post(f"{lan}/console/login", json={"user": "wang", "password": "wang-pass-1"}) as r:
+                assert r.status == 200
+            for _ in range(100):  # the lane's commit, then the reader sees it (WAL): no fixed sleep
+                async with http.get(f"{lan}/console/records", params={"plate": "12345"}) as r:
+                    body = await r.json()
+                if body["records"]:
+                    break
+                await asyncio.sleep(0.02)
+            (row,) = body["records"]
+            assert row["lane"] == "in1" and row["at"] == clock.now().strftime("%Y-%m-%d %H:%M:%S")
+            assert body["lanes"] == {lane.id: lane.name or lane.id for lane in app.config.lanes}
+            async with http.get(f"{lan}/console/outbox") as r:
+                assert r.status == 200 and "destinations" in await r.json()
+    finally:
+        stop.set()
+        await asyncio.wait_for(daemon, 10)

@@ -13,8 +13,8 @@ from pathlib import Path
 from lanectl.bootstrap import build_app
 from lanectl.core.events import PlateRead
 from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
-from tests.integration.test_console_browser import (AT_THE_LOOP, CHROMIUM, PLATE, async_api, config, log_in,  # noqa: F401
-                                                    pytestmark)
+from tests.integration.test_console_browser import (  # noqa: F401 (config: the fixture, reused)
+    AT_THE_LOOP, CHROMIUM, PLATE, async_api, config, log_in, pytestmark)
 
 PICTURE_HTML = ("<body style='margin:0'><div style='width:320px;height:180px;background:#1d3557;color:#fff;"
                 "font:48px sans-serif;display:flex;align-items:center;justify-content:center'>粤B12345</div></body>")
@@ -63,8 +63,9 @@ async def test_an_operator_finds_a_car_by_part_of_its_plate_sees_its_picture_and
                 assert "东门入口" in text and "入场" in text and "2024-03-01 08:00:00" in text, text
                 thumb = row.locator("img.thumb")
                 await thumb.wait_for()
-                loaded = await thumb.evaluate("img => img.complete ? img.naturalWidth : "
-                                              "new Promise(ok => img.addEventListener('load', () => ok(img.naturalWidth)))")
+                loaded = await thumb.evaluate(
+                    "img => img.complete ? img.naturalWidth : "
+                    "new Promise(ok => img.addEventListener('load', () => ok(img.naturalWidth)))")
                 assert loaded == 320  # the picture itself, through the authenticated route
                 await page.screenshot(path=str(artefacts / "1-records-search.png"))
                 await thumb.click()

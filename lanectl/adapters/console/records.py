@@ -30,7 +30,7 @@ from aiohttp import web
 from lanectl.adapters.housekeeping.shift_report import day_span
 from lanectl.adapters.store.reads import RecordQuery, StoreReads
 from lanectl.core.effects import RecordStatus
-from lanectl.core.plates import normalize_plate
+from lanectl.core.plates import PLATELESS_WORDS, normalize_plate
 from lanectl.service.ports import StorageUnavailable
 
 MAX_LIMIT = 500
@@ -87,6 +87,8 @@ def plate_filter(text: str, match: str) -> tuple[str, bool]:
     if len(text) > 16:
         raise QueryError("plate", "plate: at most 16 characters")
     plate = normalize_plate(text)
+    if plate == "" and text.strip().upper() not in PLATELESS_WORDS:
+        raise QueryError("plate", f"plate: {text[:16]!r} has no letter or digit (无牌 finds the plate-less cars)")
     partial = match == "partial" and plate != ""  # "无牌" and the like: the plate-less cars, exactly
     if partial and plate and plate[0].isascii():
         plate = plate[0] + plate[1:].replace("O", "0").replace("I", "1")
@@ -176,15 +178,17 @@ WORDS = {
     "en": {},
 }
 RECORD_COLUMNS = {
-    "zh": ("时间", "车道", "车牌", "颜色", "类型", "状态", "车辆类别", "原因", "应收合计(元)", "待缴(元)",
+    "zh": ("时间", "车道", "车牌", "颜色", "类型", "状态", "车辆类别", "原因", "应收合计(元)",
+           "待缴(元)",
            "实收(元)", "少收(元)", "多收(元)", "操作员", "入场时间", "记录号"),
     "en": ("time", "lane", "plate", "color", "kind", "status", "class", "reason", "total (yuan)", "due (yuan)",
            "paid (yuan)", "short (yuan)", "over (yuan)", "operator", "entered", "record"),
 }
 SHIFT_COLUMNS = {"zh": ("分类", "项目", "笔数", "金额(元)", "少收(元)", "多收(元)"),
                  "en": ("section", "key", "count", "amount (yuan)", "short (yuan)", "over (yuan)")}
-SHIFT_SECTIONS = {"zh": {"period": "时段", "summary": "汇总", "entries": "入场", "exits": "出场", "releases": "人工放行",
-                         "money": "收费方式", "operator": "操作员", "short_over": "少收/多收", "total": "合计"},
+SHIFT_SECTIONS = {"zh": {"period": "时段", "summary": "汇总", "entries": "入场", "exits": "出场",
+                         "releases": "人工放行", "money": "收费方式", "operator": "操作员",
+                         "short_over": "少收/多收"},
                   "en": {}}
 
 
@@ -202,6 +206,12 @@ def _csv_response(rows: list[Sequence[Any]], filename: str) -> web.Response:
     return web.Response(body=(BOM + out.getvalue()).encode("utf-8"), content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{filename}"',
                                  "Cache-Control": "no-store"})
+
+
+def _no_parameters(request: web.Request) -> None:
+    if request.query:
+        name = sorted(request.query)[0]
+        raise QueryError(name, f"unknown parameter {name[:40]!r}: this takes none")
 
 
 class RecordsRoutes:
@@ -326,7 +336,8 @@ class RecordsRoutes:
 
         def sec(key: str) -> str:
             return _section(lang, key)
-        table: list[Sequence[Any]] = [SHIFT_COLUMNS[lang], (sec("period"), f"{s['from']} – {s['to']}", "", "", "", "")]
+        table: list[Sequence[Any]] = [SHIFT_COLUMNS[lang],
+                                      (sec("period"), f"{s['from']} – {s['to']}", "", "", "", "")]
         table += [(sec("summary"), sec("entries"), s["entries"], "", "", ""),
                   (sec("summary"), sec("exits"), s["exits"], "", "", ""),
                   (sec("summary"), sec("releases"), s["releases"], "", "", ""),
@@ -342,8 +353,7 @@ class RecordsRoutes:
 
     # --- money still moving, money to give back ------------------------------------------------------------------
     async def _settlements(self, request: web.Request) -> web.StreamResponse:
-        if request.query:
-            raise QueryError(sorted(request.query)[0], f"unknown parameter {sorted(request.query)[0]!r}: this takes none")
+        _no_parameters(request)
         running = await self.reads.open_settlements()
         refunds = await self.reads.for_refund()
         return web.json_response({
@@ -357,10 +367,9 @@ class RecordsRoutes:
                             "lane": r["lane_id"], "lane_name": self.lanes.get(r["lane_id"], r["lane_id"]),
                             "at": self.lot_time(r["at"])} for r in refunds]})
 
-    # --- the outbox ----------------------------------------------------------------------------------------------------
+    # --- the outbox ------------------------------------------------------------------------------------------------
     async def _outbox(self, request: web.Request) -> web.StreamResponse:
-        if request.query:
-            raise QueryError(sorted(request.query)[0], f"unknown parameter {sorted(request.query)[0]!r}: this takes none")
+        _no_parameters(request)
         depths = await self.reads.outbox_depths()
         relay = self.relay_status()
         now = self.now()
