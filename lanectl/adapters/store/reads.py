@@ -44,8 +44,10 @@ class StoreReads:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lanectl-reads")
         self._conn: Optional[sqlite3.Connection] = None
         self._closed = False
+        self._used = False  # a thread starts with the first read
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._used = True
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._reading, fn)
 
     def _reading(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -63,8 +65,8 @@ class StoreReads:
                 raise
             raise StorageUnavailable(reason) from exc
 
-    def close(self) -> None:
-        """Blocking (the store calls it on a thread): the connection closes on the thread that used it."""
+    async def close(self) -> None:
+        """The connection closes on the thread that used it; a reader never used has no thread to stop."""
         if self._closed:
             return
         self._closed = True
@@ -73,7 +75,8 @@ class StoreReads:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-        self._pool.submit(_close).result()
+        if self._used:
+            await asyncio.get_running_loop().run_in_executor(self._pool, _close)
         self._pool.shutdown(wait=True)
 
     # --- records --------------------------------------------------------------------------------------------------

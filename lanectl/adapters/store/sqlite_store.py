@@ -12,7 +12,6 @@ inside, balances) up to date with what was committed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from concurrent.futures import Executor
@@ -125,7 +124,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self.uow.close()
-        await asyncio.get_running_loop().run_in_executor(None, self.reads.close)
+        await self.reads.close()
 
     # --- what tools and tests reach through the store --------------------------------------------------------------
     @property
