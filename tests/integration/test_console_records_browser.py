@@ -2,7 +2,8 @@
 against a daemon built from fakes (devices, clock) over real SQLite and the real LAN listener, as in
 test_console_browser.py (whose fixtures this reuses). A car enters with the camera's picture; the operator opens
 "记录与班次", searches part of its plate typed in lower case, sees the row with its picture (thumbnail, then the
-full picture), downloads the CSV (UTF-8 with BOM, the plate and the lot time in it), and sees the shift counted.
+full picture), downloads the CSV (UTF-8 with BOM, the plate and the lot time in it), sees the shift counted, and
+the tab in English.
 Screenshots go to the test's artefact directory."""
 
 from __future__ import annotations
@@ -90,6 +91,17 @@ async def test_an_operator_finds_a_car_by_part_of_its_plate_sees_its_picture_and
                 await summary.wait_for()
                 assert "入场 1" in await summary.inner_text()
                 await page.screenshot(path=str(artefacts / "3-shift.png"))
+
+                await page.click("#lang")  # the English view: the tab's own texts follow the page's language
+                await page.wait_for_selector("#tab-records:has-text('Records & shift')")
+                await page.wait_for_selector("#shift-figures .summary:has-text('Entries 1')")
+                for pane, heading in (("money", "Provider"), ("outbox", "Destination")):
+                    await page.click(f"#records-view .subtab[data-pane={pane}]")
+                    await page.wait_for_selector(f"#pane-{pane} th:has-text('{heading}')")
+                await page.screenshot(path=str(artefacts / "4-outbox-english.png"))
+                await page.click("#tab-lanes")
+                await page.wait_for_selector("#lane-in1")
+                assert await page.is_hidden("#records-view")
                 print(f"\nconsole records tab: screenshots in {artefacts}")
             finally:
                 await browser.close()
