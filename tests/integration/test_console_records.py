@@ -292,6 +292,8 @@ async def test_the_shift_by_default_is_the_lot_day_so_far_with_takings_per_metho
     assert (s["short_fen"], s["over_fen"]) == (300, 0)
     _, y = await get(client, "/console/shift", day="2026-12-06")
     assert (y["entries"], y["exits"], y["money_fen"]) == (1, 0, 0)
+    _, named = await get(client, "/console/shift", day="yesterday")
+    assert named == y and named["to"] == "2026-12-07 00:00:00"
     _, y = await get(client, "/console/shift", **{"from": "2026-12-06 21:00", "to": "2026-12-07 06:00"})
     assert (y["entries"], y["exits"], y["money_fen"]) == (1, 1, 300)
 

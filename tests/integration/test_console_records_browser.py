@@ -91,6 +91,11 @@ async def test_an_operator_finds_a_car_by_part_of_its_plate_sees_its_picture_and
                 await summary.wait_for()
                 assert "入场 1" in await summary.inner_text()
                 await page.screenshot(path=str(artefacts / "3-shift.png"))
+                await page.select_option("#shift-form select[name=period]", "yesterday")  # by the lot's calendar
+                await page.wait_for_selector("#shift-figures .summary:has-text('2024-02-29 00:00:00')")
+                assert "入场 0" in await summary.inner_text()
+                await page.select_option("#shift-form select[name=period]", "today")
+                await page.wait_for_selector("#shift-figures .summary:has-text('入场 1')")
 
                 await page.click("#lang")  # the English view: the tab's own texts follow the page's language
                 await page.wait_for_selector("#tab-records:has-text('Records & shift')")

@@ -6,7 +6,8 @@ no CSRF token and never change anything). Reads go through the store's own reade
     GET /console/records.csv          the same search as a file (UTF-8 with BOM, yuan with 2 decimals, lot time)
     GET /console/records/<id>/image   the record's picture (only from the lanes' images folder)
     GET /console/shift[.csv]          takings per payment method and per operator, counts, short/over, for a
-                                      period: `day`, or `from`/`to`; default the lot day so far (00:00 until now)
+                                      period: `day` (a date, today, yesterday), or `from`/`to`; default the
+                                      lot day so far (00:00 until now)
     GET /console/settlements          provider charges still running, and money kept for refund (late payments)
     GET /console/outbox               per destination: depth, oldest item's age, last error
 
@@ -142,7 +143,8 @@ def parse_search(q: Mapping[str, str], tz: ZoneInfo, lanes: Sequence[str], *, pa
 
 
 def parse_period(q: Mapping[str, str], tz: ZoneInfo, now: datetime) -> tuple[datetime, datetime]:
-    """[start, end): `day` (a lot day), or `from` (and `to`, default now); default: today's lot day so far."""
+    """[start, end): `day` (a lot day: YYYY-MM-DD, today or yesterday), or `from` (and `to`, default now);
+    default: today's lot day so far."""
     unknown = sorted(set(q) - {"day", "from", "to", "lang"})
     if unknown:
         raise QueryError(unknown[0], f"unknown parameter {unknown[0]!r}; expected day, or from and to")
@@ -152,8 +154,9 @@ def parse_period(q: Mapping[str, str], tz: ZoneInfo, now: datetime) -> tuple[dat
     if q.get("day"):
         if q.get("from") or q.get("to"):
             raise QueryError("day", "day: give a day, or from and to, not both")
+        named = {"today": now.date(), "yesterday": now.date() - timedelta(days=1)}  # by the lot's calendar
         try:
-            return day_span(date.fromisoformat(q["day"].strip()), tz)
+            return day_span(named.get(q["day"].strip()) or date.fromisoformat(q["day"].strip()), tz)
         except ValueError:
             raise QueryError("day", f"day: not a date: {q['day'][:40]!r} (use 2026-12-07)") from None
     if q.get("from"):

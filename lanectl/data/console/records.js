@@ -185,9 +185,7 @@ const RTEXT = {
     const form = $("#shift-form");
     const q = new URLSearchParams();
     if (form.period.value === "yesterday") {
-      // the lot day before today's, by this page's calendar (the booth PC runs in the lot's zone)
-      const d = new Date(); d.setDate(d.getDate() - 1);
-      q.set("day", `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`);
+      q.set("day", "yesterday");  // by the lot's calendar, whatever this PC's zone
     } else if (form.period.value === "custom") {
       params(form, ["from", "to"]).forEach((v, k) => q.set(k, v));
     }
