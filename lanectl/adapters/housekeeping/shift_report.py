@@ -44,8 +44,9 @@ def shift_figures(conn: sqlite3.Connection, start: datetime, end: datetime) -> d
         money             [(method, count, amount_fen)]  every payment taken, late ones (for refund) too
         operators         [(operator, releases, paid_fen, short_fen, over_fen)]"""
     span = (start.timestamp(), end.timestamp())
+    # `+kind`: the period's rows by the time index, not every entry of years through the (kind, status) one
     by_lane = {kind: dict(conn.execute(
-        "SELECT lane_id, count(*) FROM records WHERE ts >= ? AND ts < ? AND kind = ? GROUP BY lane_id "
+        "SELECT lane_id, count(*) FROM records WHERE ts >= ? AND ts < ? AND +kind = ? GROUP BY lane_id "
         "ORDER BY lane_id", (*span, kind)).fetchall()) for kind in ("entry", "exit")}
     money = [tuple(r) for r in conn.execute(
         f"SELECT method, count(*), sum(amount_fen) FROM payments WHERE {PAID_TS} >= ? AND {PAID_TS} < ? "
