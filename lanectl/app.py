@@ -376,16 +376,9 @@ class App:
                      cfg.users_file)
         except AccountError as exc:
             log.error("console: %s: nobody can log in until it is fixed (lanectl console-user)", exc)
-        server = ConsoleServer(accounts, Sessions(cfg.idle_logout_min * 60, self.clock.monotonic),
-                               LoginLimiter(cfg.max_failures, cfg.lockout_s, self.clock.monotonic),
-                               self.console_feed, self)
-        reads = getattr(self.store, "reads", None)  # the records tab reads on the store's reader connection
-        if reads is not None:
-            server.records = RecordsRoutes(reads, tz=self.config.site.tz, images_dir=self.images_dir,
-                                           lanes={lane.id: lane.name or lane.id for lane in self.config.lanes},
-                                           now=self.clock.now,
-                                           relay_status=lambda: self.relay.status() if self.relay else {})
-        return server
+        return ConsoleServer(accounts, Sessions(cfg.idle_logout_min * 60, self.clock.monotonic),
+                             LoginLimiter(cfg.max_failures, cfg.lockout_s, self.clock.monotonic),
+                             self.console_feed, self)
 
     def _devices(self, lane: LaneConfig) -> list[Any]:
         devices: list[Any] = []
@@ -430,6 +423,17 @@ class App:
             rates["site_bus"] = 1000.0
         return rates | (self.platforms.rates if self.platforms else {})
 
+    def _console_records(self, server: ConsoleServer) -> ConsoleServer:
+        """The console's records and shift tab, reading on the store's own reader connection (a store without
+        one, a test's twin, has no such tab)."""
+        reads = getattr(self.store, "reads", None)
+        if reads is not None:
+            server.records = RecordsRoutes(reads, tz=self.config.site.tz, images_dir=self.images_dir,
+                                           lanes={lane.id: lane.name or lane.id for lane in self.config.lanes},
+                                           now=self.clock.now,
+                                           relay_status=lambda: self.relay.status() if self.relay else {})
+        return server
+
     def _build_payments(self) -> None:
         """Platform clients and exit providers, the settlement service, then the platforms' callbacks."""
         assert self._session is not None
@@ -466,7 +470,7 @@ class App:
             self.http.app.router.add_get(IMAGE_ROUTE, self.image_links.route())
         if self.config.site.console.enabled:  # the LAN face only: the public one answers 404 for it
             assert self.lan is not None
-            self._console().add_routes(self.lan.app.router)
+            self._console_records(self._console()).add_routes(self.lan.app.router)
         if self.prometheus is not None:  # the LAN face only: the public one answers 404 for it
             assert self.lan is not None
             self.lan.add_get(self.config.site.metrics.path, self.prometheus.handler(self.metric_figures))
