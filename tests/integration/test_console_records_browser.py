@@ -62,6 +62,7 @@ async def test_an_operator_finds_a_car_by_part_of_its_plate_sees_its_picture_and
                 await row.wait_for()
                 text = await row.inner_text()
                 assert "东门入口" in text and "入场" in text and "2024-03-01 08:00:00" in text, text
+                assert "临时车" in text, text  # the record's reason in the operator's words, not `temporary`
                 thumb = row.locator("img.thumb")
                 await thumb.wait_for()
                 loaded = await thumb.evaluate(

@@ -27,6 +27,11 @@ const RTEXT = {
     attempts: { charging: "扣款中", pending: "待平台确认", fallback: "超时，对账中", failed: "失败", paid: "已付",
                 skipped: "跳过" },
     methods: { cash: "现金", operator: "人工", stored_value: "储值卡" },
+    reasons: { temporary: "临时车", monthly: "月卡", whitelist: "白名单", stored_value: "储值卡扣费",
+               blacklist: "黑名单", free: "免费", zero_fee: "零收费", paid_ahead: "已预付",
+               no_entry_record: "无入场记录", monthly_spaces_full: "月卡车位已满", monthly_expired: "月卡已过期",
+               monthly_not_started: "月卡未生效", monthly_grace: "月卡宽限期", temporary_not_allowed: "不允许临时车",
+               unreadable_plate: "车牌无法识别", ambiguous_entry: "多条入场记录，待人工确认", operator: "人工放行" },
   },
   en: {
     tab_lanes: "Lanes", tab_records: "Records & shift", pane_search: "Records", pane_shift: "Shift takings",
@@ -52,6 +57,7 @@ const RTEXT = {
     attempts: { charging: "charging", pending: "pending", fallback: "window over, reconciling", failed: "failed",
                 paid: "paid", skipped: "skipped" },
     methods: { cash: "cash", operator: "operator", stored_value: "stored value" },
+    reasons: { operator: "operator release" },
   },
 };
 
@@ -64,6 +70,12 @@ const RTEXT = {
   const yuan = (fen) => {
     const f = Math.abs(fen || 0);
     return `${fen < 0 ? "-" : ""}${Math.floor(f / 100)}.${String(f % 100).padStart(2, "0")}`;
+  };
+  // a record's reason in the operator's words: "operator:现金缴费" -> "人工放行：现金缴费", "monthly_expired" -> "月卡已过期"
+  const reason = (r) => {
+    const [head, ...rest] = (r || "").split(":");
+    const said = RTEXT[lang()].reasons[head] ?? head.replace(/_/g, " ");
+    return rest.length ? `${said}${lang() === "zh" ? "：" : ": "}${rest.join(":")}` : said;
   };
   const method = (m) => m.split(":").map((part, i) => (i === 0 ? word("methods", part) : part)).join(" · ");
 
@@ -136,7 +148,7 @@ const RTEXT = {
     const so = r.short_fen ? `-${yuan(r.short_fen)}` : r.over_fen ? `+${yuan(r.over_fen)}` : "";
     const who = r.operator || (r.operator_uid !== null && r.operator_uid !== undefined ? rt("uid", { u: r.operator_uid }) : "");
     tr.append(cell(r.at, "time"), cell(r.lane_name), cell(r.plate || rt("none"), "plate"),
-              cell(word("kinds", r.kind)), cell(word("statuses", r.status), `status ${r.status}`), cell(r.reason),
+              cell(word("kinds", r.kind)), cell(word("statuses", r.status), `status ${r.status}`), cell(reason(r.reason)),
               cell(r.total_fen ? yuan(r.total_fen) : "", "money"), cell(r.paid_fen ? yuan(r.paid_fen) : "", "money"),
               cell(so, "money"), cell(who));
     const pic = cell("", "picture");
