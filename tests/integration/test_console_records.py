@@ -215,7 +215,8 @@ async def test_records_csv_is_utf8_with_a_bom_amounts_in_yuan_and_lot_time(conso
     client, _ = console
     _, l = lot
     write(l, lambda: l.record(EXIT, "exit", "粤B12345", datetime(2026, 12, 7, 11, 30, 5, tzinfo=TZ), "released",
-                              total_fen=1234, due_fen=1234, paid_fen=1000, short_fen=234, operator="console:wang"))
+                              total_fen=1234, due_fen=1234, paid_fen=1000, short_fen=234, operator="console:wang",
+                              reason="operator:现金缴费"))
     r = await client.get("/console/records.csv", params={"plate": "12345"})
     assert r.status == 200 and r.headers["Content-Type"].startswith("text/csv")
     assert r.headers["Content-Disposition"] == 'attachment; filename="records-20261207-1800.csv"'
@@ -224,10 +225,10 @@ async def test_records_csv_is_utf8_with_a_bom_amounts_in_yuan_and_lot_time(conso
     rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
     assert rows[0][:3] == ["时间", "车道", "车牌"]
     assert rows[1][:6] == ["2026-12-07 11:30:05", "东门出口", "粤B12345", "blue", "出场", "人工放行"]
-    assert rows[1][8:14] == ["12.34", "12.34", "10.00", "2.34", "0.00", "console:wang"]
+    assert rows[1][7:14] == ["人工放行：现金缴费", "12.34", "12.34", "10.00", "2.34", "0.00", "console:wang"]
     en = list(csv.reader(io.StringIO((await (await client.get("/console/records.csv",
                                                                params={"lang": "en"})).read()).decode("utf-8-sig"))))
-    assert en[0][0] == "time" and en[1][4:6] == ["exit", "released"]
+    assert en[0][0] == "time" and en[1][4:6] == ["exit", "released"] and en[1][7] == "operator release: 现金缴费"
 
 
 async def test_the_picture_is_served_only_from_the_images_folder(console, lot, tmp_path):

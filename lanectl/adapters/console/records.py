@@ -180,9 +180,17 @@ WORDS = {
            "paid": "已支付", "released": "人工放行", "abandoned": "已离开未缴"},
     "en": {},
 }
+# a record's reason in an operator's words (records.js has the page's copy of these)
+REASONS = {
+    "zh": {"temporary": "临时车", "monthly": "月卡", "whitelist": "白名单", "stored_value": "储值卡扣费",
+           "blacklist": "黑名单", "free": "免费", "zero_fee": "零收费", "paid_ahead": "已预付",
+           "no_entry_record": "无入场记录", "monthly_spaces_full": "月卡车位已满", "monthly_expired": "月卡已过期",
+           "monthly_not_started": "月卡未生效", "monthly_grace": "月卡宽限期", "temporary_not_allowed": "不允许临时车",
+           "unreadable_plate": "车牌无法识别", "ambiguous_entry": "多条入场记录，待人工确认", "operator": "人工放行"},
+    "en": {"operator": "operator release"},
+}
 RECORD_COLUMNS = {
-    "zh": ("时间", "车道", "车牌", "颜色", "类型", "状态", "车辆类别", "原因", "应收合计(元)",
-           "待缴(元)",
+    "zh": ("时间", "车道", "车牌", "颜色", "类型", "状态", "车辆类别", "原因", "应收合计(元)", "待缴(元)",
            "实收(元)", "少收(元)", "多收(元)", "操作员", "入场时间", "记录号"),
     "en": ("time", "lane", "plate", "color", "kind", "status", "class", "reason", "total (yuan)", "due (yuan)",
            "paid (yuan)", "short (yuan)", "over (yuan)", "operator", "entered", "record"),
@@ -197,6 +205,13 @@ SHIFT_SECTIONS = {"zh": {"period": "时段", "summary": "汇总", "entries": "�
 
 def _word(lang: str, key: str) -> str:
     return WORDS[lang].get(key, key)
+
+
+def reason_words(lang: str, reason: str) -> str:
+    """E.g. operator:现金缴费 -> 人工放行：现金缴费, monthly_expired -> 月卡已过期; unknown ones as they are."""
+    head, sep, rest = reason.partition(":")
+    said = REASONS[lang].get(head, head.replace("_", " ") if lang == "en" else head)
+    return f"{said}{'：' if lang == 'zh' else ': '}{rest}" if sep else said
 
 
 def _section(lang: str, key: str) -> str:
@@ -284,7 +299,8 @@ class RecordsRoutes:
         for r in (self._row(r) for r in rows[:CSV_MAX_ROWS]):
             who = r["operator"] or (f"uid {r['operator_uid']}" if r["operator_uid"] is not None else "")
             table.append((r["at"], r["lane_name"], r["plate"], r["color"], _word(lang, r["kind"]),
-                          _word(lang, r["status"]), r["vehicle_class"], r["reason"], yuan(r["total_fen"]),
+                          _word(lang, r["status"]), r["vehicle_class"], reason_words(lang, r["reason"]),
+                          yuan(r["total_fen"]),
                           yuan(r["due_fen"]), yuan(r["paid_fen"]), yuan(r["short_fen"]), yuan(r["over_fen"]), who,
                           r["entered_at"], r["record_id"]))
         if len(rows) > CSV_MAX_ROWS:
