@@ -442,3 +442,15 @@ async def test_the_daemon_serves_the_tab_on_the_lan_face_only_reading_what_its_l
     finally:
         stop.set()
         await asyncio.wait_for(daemon, 10)
+
+
+async def test_a_database_that_cannot_be_read_is_a_503_json_not_a_traceback(console, lot, monkeypatch):
+    from lanectl.service.ports import StorageUnavailable
+    client, _ = console
+    store, _ = lot
+
+    async def unreadable(*args, **kwargs):
+        raise StorageUnavailable("disk I/O error")
+    monkeypatch.setattr(store.reads, "search_records", unreadable)
+    status, body = await get(client, "/console/records")
+    assert status == 503 and body["error"] == "storage_unavailable" and "disk I/O error" in body["message"]
