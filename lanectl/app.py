@@ -26,6 +26,7 @@ from lanectl.adapters.console.accounts import AccountError, Accounts
 from lanectl.adapters.console.live import LiveFeed
 from lanectl.adapters.console.payments import PaymentStates
 from lanectl.adapters.console.words import describe as fee_words
+from lanectl.adapters.console.records import RecordsRoutes
 from lanectl.adapters.console.server import ConsoleServer
 from lanectl.adapters.console.sessions import LoginLimiter, Sessions
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
@@ -441,6 +442,17 @@ class App:
             rates["site_bus"] = 1000.0
         return rates | (self.platforms.rates if self.platforms else {})
 
+    def _console_records(self, server: ConsoleServer) -> ConsoleServer:
+        """The console's records and shift tab, reading on the store's own reader connection (a store without
+        one, a test's twin, has no such tab)."""
+        reads = getattr(self.store, "reads", None)
+        if reads is not None:
+            server.records = RecordsRoutes(reads, tz=self.config.site.tz, images_dir=self.images_dir,
+                                           lanes={lane.id: lane.name or lane.id for lane in self.config.lanes},
+                                           now=self.clock.now,
+                                           relay_status=lambda: self.relay.status() if self.relay else {})
+        return server
+
     def _build_payments(self) -> None:
         """Platform clients and exit providers, the settlement service, then the platforms' callbacks."""
         assert self._session is not None
@@ -477,7 +489,7 @@ class App:
             self.http.app.router.add_get(IMAGE_ROUTE, self.image_links.route())
         if self.config.site.console.enabled:  # the LAN face only: the public one answers 404 for it
             assert self.lan is not None
-            self._console().add_routes(self.lan.app.router)
+            self._console_records(self._console()).add_routes(self.lan.app.router)
         if self.prometheus is not None:  # the LAN face only: the public one answers 404 for it
             assert self.lan is not None
             self.lan.add_get(self.config.site.metrics.path, self.prometheus.handler(self.metric_figures))

@@ -8,6 +8,7 @@
     POST /console/lanes/<id>/release   {reason, amount_fen?}: a lane request audited as console:<user>
     GET  /console/sessions         supervisor: who is logged in
     GET  /console/images/<record>  POST /console/topup: the lane card's (card_routes.py)
+    GET  /console/records, /shift, /settlements, /outbox (+ .csv)   the records and shift tab (records.py)
 
 Every route but the page, its assets and login needs a session (401 JSON); every POST but login needs the
 session's CSRF token in the X-CSRF-Token header (403 JSON). Errors are JSON with `error` and `message`.
@@ -54,6 +55,8 @@ Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
 
 
 class ConsoleServer:
+    records: Optional[Any] = None  # the records and shift tab's routes (records.py), set by App._console
+
     def __init__(self, accounts: Accounts, sessions: Sessions, limiter: LoginLimiter, feed: LiveFeed,
                  actions: ConsoleActions, assets: Path = ASSETS, images: Optional[Path] = None) -> None:
         self.accounts, self.sessions, self.limiter, self.feed = accounts, sessions, limiter, feed
@@ -73,6 +76,8 @@ class ConsoleServer:
         router.add_post("/console/lanes/{lane}/release", self._authed(self._release))
         router.add_get("/console/sessions", self._authed(self._list_sessions, post=False, role="supervisor"))
         add_card_routes(self, router)
+        if self.records is not None:
+            self.records.add_routes(router, self._authed)  # GET /console/records..., /shift, /settlements, /outbox
 
     # --- the page ------------------------------------------------------------------------------------------
     async def _to_page(self, request: web.Request) -> web.StreamResponse:

@@ -27,6 +27,7 @@ from lanectl.adapters.store.inbox import InboxRepository
 from lanectl.adapters.store.lanes import RECORD_COLUMNS, LaneRepository
 from lanectl.adapters.store.ledger import LedgerRepository
 from lanectl.adapters.store.outbox import OutboxRepository
+from lanectl.adapters.store.reads import StoreReads
 from lanectl.adapters.store.replica import ReplicaRepository
 from lanectl.adapters.store.schema import MIGRATIONS, migrate, schema_version
 from lanectl.adapters.store.settlements import SettlementRepository
@@ -57,6 +58,7 @@ class SqliteStore:
         self.settlements = SettlementRepository(self.uow)
         self.inbox = InboxRepository(self.uow, self.ledger)
         self.outbox = OutboxRepository(self.uow, self.lanes, self.ledger, destinations)
+        self.reads = StoreReads(self.uow.path)  # the booth console's reads: own connection and thread
         # Projections of what was committed, kept in memory and updated after each commit (on the loop).
         self._inside = InsideCars()
         self._balances: dict[str, int] = {}
@@ -123,6 +125,7 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self.uow.close()
+        await self.reads.close()
 
     # --- what tools and tests reach through the store --------------------------------------------------------------
     @property

@@ -62,6 +62,7 @@ window.__seen = {};             // record id -> Date.now() when this page first 
 const $ = (sel) => document.querySelector(sel);
 const t = (key, args = {}) => String(TEXT[lang][key] ?? key).replace(/\{(\w+)\}/g, (_, k) => args[k] ?? "");
 const yuan = (fen) => (fen / 100).toFixed(2);
+window.lanectlConsole = { api, lang: () => lang };  // for records.js (the records and shift tab)
 
 function translatePage() {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
