@@ -14,8 +14,8 @@ from pathlib import Path
 from lanectl.bootstrap import build_app
 from lanectl.core.events import PlateRead
 from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
-from tests.integration.test_console_browser import (  # noqa: F401 (config: the fixture, reused)
-    AT_THE_LOOP, CHROMIUM, PLATE, async_api, config, log_in, pytestmark)
+from tests.integration.test_console_browser import (  # noqa: F401 (config, xft: the fixtures, reused)
+    AT_THE_LOOP, CHROMIUM, PLATE, async_api, config, log_in, pytestmark, xft)
 
 PICTURE_HTML = ("<body style='margin:0'><div style='width:320px;height:180px;background:#1d3557;color:#fff;"
                 "font:48px sans-serif;display:flex;align-items:center;justify-content:center'>粤B12345</div></body>")
