@@ -261,6 +261,8 @@ class LaneRunner:
                 self._note_release(event, e, now)
                 if e.request_id in self._requests:  # its operator waits: told whether the barrier took it
                     self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()
+            elif isinstance(e, fx.BoothResult) and e.action_id and e.request_id in self._requests:
+                self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()  # an admit's OPEN
         for effect in effects:
             self._act(effect, read_at)
             if isinstance(effect, fx.NewRecord):

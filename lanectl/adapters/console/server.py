@@ -5,7 +5,8 @@
     GET  /console/session          who is logged in (+ csrf) or 401
     POST /console/logout | /console/touch   end the session | mark the operator active (idle logout)
     GET  /console/events           SSE: a snapshot of every lane, then each lane's changes (ids: the feed's seq)
-    POST /console/lanes/<id>/release   {reason, amount_fen?}: a lane request audited as console:<user>
+    POST /console/lanes/<id>/release   {reason, amount_fen?, record_id?}: a lane request audited as console:<user>
+    POST /console/lanes/<id>/refuse|correct|admit   the booth's other actions (console/booth.py)
     GET  /console/sessions         supervisor: who is logged in
 
 Every route but the page, its assets and login needs a session (401 JSON); every POST but login needs the
@@ -23,6 +24,7 @@ from typing import Any, Awaitable, Callable, Optional, Protocol
 from aiohttp import web
 
 from lanectl.adapters.console.accounts import AccountError, Accounts
+from lanectl.adapters.console.booth import add_booth_routes
 from lanectl.adapters.console.live import LiveFeed
 from lanectl.adapters.console.sessions import LoginLimiter, Session, Sessions
 from lanectl.adapters.control_socket import ControlError
@@ -38,6 +40,9 @@ MAX_AMOUNT_FEN = 10_000_000  # 100 000 yuan: anything above is a typing slip
 class ConsoleActions(Protocol):
     async def open_barrier(self, *, lane: str, operator: str, reason: str,
                            amount_fen: Optional[int]) -> dict[str, Any]: ...
+
+    async def booth_action(self, action: str, *, lane: str, operator: str, reason: str = "", plate: str = "",
+                           record_id: str = "") -> dict[str, Any]: ...
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -65,6 +70,7 @@ class ConsoleServer:
         router.add_get("/console/events", self._authed(self._events, post=False, activity=False))
         router.add_post("/console/lanes/{lane}/release", self._authed(self._release))
         router.add_get("/console/sessions", self._authed(self._list_sessions, post=False, role="supervisor"))
+        add_booth_routes(self, router)  # refuse / correct / admit (console/booth.py)
 
     # --- the page ------------------------------------------------------------------------------------------
     async def _to_page(self, request: web.Request) -> web.StreamResponse:
@@ -195,11 +201,16 @@ class ConsoleServer:
                                    or not 0 <= amount <= MAX_AMOUNT_FEN):
             return _error(400, "bad_request", "amount_fen must be a whole number of fen between 0 and "
                           f"{MAX_AMOUNT_FEN}")
+        record_id = body.get("record_id") if body is not None else None  # the car the page showed, if sent
+        if record_id is not None and (not isinstance(record_id, str) or not record_id.isascii()
+                                      or not record_id.replace("_", "").isalnum() or len(record_id) > 48):
+            return _error(400, "bad_request", "record_id is not a record id")
         lane = request.match_info["lane"]
         operator = f"console:{session.user}"
         try:
             answer = await self.actions.open_barrier(lane=lane, operator=operator, reason=reason.strip(),
-                                                     amount_fen=amount)
+                                                     amount_fen=amount, **({"record_id": record_id} if record_id
+                                                                           else {}))
         except ControlError as exc:
             return _error(exc.http_status, exc.code, exc.message)
         log.info("console: %s release at lane %s: %s (%s)", operator, lane, answer.get("outcome"),
