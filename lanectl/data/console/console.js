@@ -159,6 +159,7 @@ function render(view) {
   result.className = `result ${cls}`;
   card.querySelector(".cash").disabled = !waiting;
   card.querySelector(".cash").hidden = view.direction !== "exit";  // nobody pays at an entry
+  window.laneActions?.(card, view);  // refuse / correct / admit (actions.js)
 }
 
 let dialogLane = null;
