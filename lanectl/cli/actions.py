@@ -1,5 +1,6 @@
-"""`lanectl open | topup | refuse | correct | admit`: audited operator actions, asked of the running daemon through its control socket.
-The daemon decides and records them (who, why, the money); these commands only ask and show the answer."""
+"""`lanectl open | topup | refuse | correct | admit`: audited operator actions, asked of the running daemon
+through its control socket. The daemon decides and records them (who, why, the money); these commands only ask
+and show the answer."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from typing import Any, Callable, Optional
 
 from lanectl.adapters.board_wording import status_line
 from lanectl.core import effects as fx
-from lanectl.core.events import (BOOTH_ACTIONS, REQUESTS, CommandDone, DeviceFault, DeviceRecovered, Event, OperatorOpen, PlateRead,
-                                 QuoteRequest, Request, Tick)
+from lanectl.core.events import (BOOTH_ACTIONS, REQUESTS, CommandDone, DeviceFault, DeviceRecovered, Event,
+                                 OperatorOpen, PlateRead, QuoteRequest, Request, Tick)
 from lanectl.core.lane import LaneContext, LaneRules, LaneState, Visit, handle, operator_name, restored
 from lanectl.core.plates import classify_plate, near_plates
 from lanectl.core.policy import Policy
