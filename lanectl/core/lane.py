@@ -913,10 +913,19 @@ def _booth_opening(state: LaneState, ev: Any, now: datetime, ctx: LaneContext, o
 
 
 def _booth_at_idle(then: Handler) -> Handler:
-    """An idle lane has a car for the booth only when an entry turned one away (state.booth)."""
+    """An idle lane has a car for the booth only when an entry turned one away (state.booth). A held car that is
+    no longer at the arm (real loops, the arming loop clear) has gone: admitting or correcting it would raise the
+    arm for nobody, so it is dropped and the operator told (refusing it only writes who refused it)."""
     def at_idle(state: LaneState, ev: Any, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
         if state.booth is None:
             return _booth_nothing(state, ev, now, ctx, out)
+        io = state.io
+        if not isinstance(ev, OperatorRefuse) and ctx.rules.loops and io is not None and not io.arming:
+            out.append(_log(ctx, "warning", "held car gone: no car at the arming loop any more",
+                            plate=state.booth.plate, record=state.booth.record_id, action=type(ev).__name__))
+            _booth_reply(ev, out, "car_gone", "that car is no longer at the barrier (the arming loop is clear)",
+                         record_id=state.booth.record_id)
+            return replace(state, booth=None)
         return then(state, ev, now, ctx, out)
     return at_idle
 

@@ -307,3 +307,21 @@ def test_the_held_car_and_the_last_ended_one_survive_a_restart():
     saved = lane.state.to_dict()
     assert LaneState.from_dict(saved) == lane.state
     assert lane.state.booth is not None and lane.state.ended[1:] == ("refused", "bob")
+
+
+@pytest.mark.parametrize("event", [OperatorAdmit("erin", "visitor"), OperatorCorrect("erin", "粤B55502")],
+                         ids=lambda e: type(e).__name__)
+def test_a_held_car_that_left_the_arm_is_not_admitted(event):
+    lane = held_entry()
+    lane.feed(DOWN, 10)  # the arming loop clear: the car backed away
+    out = lane.feed(event)
+    result = answer(lane, out)
+    assert result.outcome == "car_gone" and "arming loop" in result.message
+    assert not lane.of(fx.OpenBarrier, out) and not lane.of(fx.NewRecord, out) and lane.state.booth is None
+
+
+def test_without_real_loops_the_held_car_is_taken_to_be_there():
+    lane = Lane("entry", loops=False)
+    lane.feed(PlateRead(GARBLED, "blue", 90))
+    lane.feed(DOWN, 10)
+    assert answer(lane, lane.feed(OperatorAdmit("erin", "visitor"))).outcome == "admitted"
