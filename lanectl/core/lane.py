@@ -991,38 +991,58 @@ def _correct_waiting(state: LaneState, ev: OperatorCorrect, now: datetime, ctx: 
         return state
     assert match.plate is not None
     entry = ctx.inside[match.plate]
+    if plate == visit.plate and entry.record_id == visit.entry_record_id:
+        _booth_reply(ev, out, "corrected", f"{plate} is this car's plate already: nothing changed",
+                     record_id=visit.record_id, plate=plate, due_fen=visit.due_fen)
+        return state
     present = {p: c.entered_at for p, c in ctx.inside.items()}
     quote = ctx.policy.exit(plate, visit.color, entry.entered_at, now, present, paid_fen=entry.paid_fen,
                             paid_at=entry.paid_at, entry_reason=entry.reason)
     free = quote.free and not quote.needs_operator
+    # a stored-value car whose balance covers the fee pays from it, as at a plain exit
+    balance = ctx.balances.get(plate) if quote.vehicle_class == "stored_value" and not free else None
+    debit = not quote.needs_operator and balance is not None and balance >= quote.due_fen > 0
+    leaving = free or debit
     read = visit.read_plate or visit.plate
     out.append(fx.PatchRecord(visit.record_id, (
         ("plate", plate), ("read_plate", read), ("corrected_by", operator),
         ("entry_record_id", entry.record_id), ("entered_at", entry.entered_at.isoformat()),
-        ("vehicle_class", quote.vehicle_class), ("reason", quote.reason), ("total_fen", quote.total_fen),
-        ("due_fen", 0 if free else quote.due_fen), ("paid_fen", quote.paid_fen),
+        ("vehicle_class", quote.vehicle_class), ("reason", Reason.STORED_VALUE if debit else quote.reason),
+        ("total_fen", quote.total_fen), ("due_fen", 0 if leaving else quote.due_fen),
+        ("paid_fen", quote.paid_fen + (quote.due_fen if debit else 0)),
         ("detail", ("match:corrected",) + quote.breakdown + tuple(f"flag:{f}" for f in quote.flags)),
-        ("status", RecordStatus.LEAVING if free else RecordStatus.AWAITING_PAYMENT))))
+        ("status", RecordStatus.LEAVING if leaving else RecordStatus.AWAITING_PAYMENT))))
     out.append(_log(ctx, "info", "plate corrected by the operator", record=visit.record_id, read=read, plate=plate,
                     operator=operator, operator_uid=ev.operator_uid, entry=entry.record_id, due_fen=quote.due_fen))
     visit = replace(visit, plate=plate, read_plate=read, entry_record_id=entry.record_id, due_fen=quote.due_fen,
-                    paid_fen=quote.paid_fen, reason=quote.reason, vehicle_class=quote.vehicle_class)
+                    paid_fen=quote.paid_fen, reason=Reason.STORED_VALUE if debit else quote.reason,
+                    vehicle_class=quote.vehicle_class)
     state = replace(state, visit=visit)
     if ctx.settle:  # what was asked under the misread plate (if anything) stops; a late payment is still kept
-        out.append(fx.StopSettlement(visit.record_id, StopReason.PAID if free else StopReason.REIDENTIFIED))
-    if free:
+        out.append(fx.StopSettlement(visit.record_id, StopReason.PAID if leaving else StopReason.REIDENTIFIED))
+    if leaving:
+        if debit:
+            out.append(fx.DebitBalance(plate, quote.due_fen, visit.record_id, now.isoformat()))
+            out.append(fx.RecordPayment(visit.record_id, ctx.lane_id, quote.due_fen, "stored_value", "balance",
+                                        now.isoformat()))
         out.extend(_leave(visit))
-        out.append(fx.Display("goodbye", (("plate", plate),)))
-        state = _open(state, now, ctx, out, record_id=visit.record_id, authority="rules", reason=quote.reason)
-        _booth_reply(ev, out, "corrected", "plate corrected: free to leave, the barrier opens",
-                     record_id=visit.record_id, action_id=state.pending_action, plate=plate, due_fen=0)
+        if debit and balance is not None:
+            out.append(fx.Display("stored_value_paid", (("plate", plate), ("amount_fen", quote.due_fen),
+                                                        ("balance_fen", balance - quote.due_fen))))
+        else:
+            out.append(fx.Display("goodbye", (("plate", plate),)))
+        state = _open(state, now, ctx, out, record_id=visit.record_id, authority="payment" if debit else "rules",
+                      reason="stored_value" if debit else quote.reason)
+        how = "paid from its stored-value balance" if debit else "free to leave"
+        _booth_reply(ev, out, "corrected", f"plate corrected: {how}, the barrier opens", record_id=visit.record_id,
+                     action_id=state.pending_action, plate=plate, due_fen=0)
         return state
     if ctx.settle and not quote.needs_operator:
         out.append(fx.StartSettlement(visit.record_id, ctx.lane_id, plate, visit.color, quote.due_fen,
                                       quote.total_fen, now.isoformat(), entered_at=entry.entered_at.isoformat(),
                                       entry_record_id=entry.record_id, vehicle_class=quote.vehicle_class,
                                       entry_lane_id=entry.lane_id, image=visit.image, entry_image=entry.image))
-    out.append(fx.Display("booth" if quote.needs_operator else "pay",
+    out.append(fx.Display("booth" if quote.needs_operator else "balance_short" if balance is not None else "pay",
                           _owed(plate, quote.due_fen, entry.entered_at, now)))
     _booth_reply(ev, out, "corrected", f"plate corrected: {plate} owes {yuan_words(quote.due_fen)}",
                  record_id=visit.record_id, plate=plate, due_fen=quote.due_fen)

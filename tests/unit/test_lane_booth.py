@@ -325,3 +325,26 @@ def test_without_real_loops_the_held_car_is_taken_to_be_there():
     lane.feed(PlateRead(GARBLED, "blue", 90))
     lane.feed(DOWN, 10)
     assert answer(lane, lane.feed(OperatorAdmit("erin", "visitor"))).outcome == "admitted"
+
+
+def test_a_corrected_stored_value_car_pays_from_its_balance():
+    inside = {"粤B77777": InsideCar("e_7", T0 - timedelta(hours=2), "in1")}
+    lane = Lane("exit", inside=inside, balances={"粤B77777": 1200}, settle=True)
+    lane.feed(PlateRead("粤B7777Z", "blue", 90))
+    record_id = lane.state.visit.record_id
+    out = lane.feed(OperatorCorrect("carol", "粤B77777"))
+    assert lane.of(fx.DebitBalance, out) == [fx.DebitBalance("粤B77777", 500, record_id, lane.now.isoformat())]
+    (opened,) = lane.of(fx.OpenBarrier, out)
+    assert (opened.authority, opened.reason) == ("payment", "stored_value")
+    changes = patch(out, record_id)
+    assert (changes["status"], changes["due_fen"], changes["paid_fen"]) == ("leaving", 0, 500)
+    assert answer(lane, out).due_fen == 0 and not lane.of(fx.StartSettlement, out)
+
+
+def test_correcting_a_car_to_the_plate_it_is_matched_under_changes_nothing():
+    lane = waiting_exit()
+    lane.feed(OperatorCorrect("carol", "粤B82346"))
+    before = lane.state
+    out = lane.feed(OperatorCorrect("dave", "粤B82346"))
+    assert answer(lane, out).outcome == "corrected" and "already" in answer(lane, out).message
+    assert lane.state == before and not lane.of(fx.PatchRecord, out) and not lane.of(fx.StartSettlement, out)
