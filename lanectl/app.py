@@ -44,6 +44,7 @@ from lanectl.core.quotes import StayPrice, price_inside
 from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRules, renew_card
 from lanectl.providers.wiring import PlatformWiring
 from lanectl.providers.ports import PriceQuote
+from lanectl.service.booth import ACTIONS as BOOTH_ACTIONS, BoothError, ask_lane
 from lanectl.service.lane_runner import LaneRunner, LaneStatus, RequestExpired
 from lanectl.service.outbox import Backoff, OutboxRelay, Publisher
 from lanectl.service.remote_commands import RemoteCommands, remote_operators
@@ -382,7 +383,8 @@ class App:
                                               ("scanner", st.scanner_fault)) if why}
         return {"lane": lane_id, "name": lane.name or lane_id, "direction": st.direction, "phase": st.phase,
                 "car": car, "payments": list(lane.payments), "faults": faults, "board": st.last_display,
-                "last_release": st.last_release}
+                "last_release": st.last_release,
+                "held": st.held}  # (booth actions) an entry car held for the booth: admit or refuse it
 
     def _console(self) -> ConsoleServer:
         cfg = self.config.site.console
@@ -690,8 +692,27 @@ class App:
             return {"opened": False, "message": exc.message}
         return {"opened": answer["opened"], "message": answer["message"]}
 
+    async def booth_action(self, action: str, *, lane: str, operator: str, reason: str = "", plate: str = "",
+                           record_id: str = "", deadline: Optional[float] = None,
+                           operator_uid: Optional[int] = None) -> dict[str, Any]:
+        """The booth's refuse / correct / admit for the car at `lane` (service/booth.py); `record_id`: the car
+        the operator saw, so a second operator on a car gone since is told why nothing happened."""
+        runner = self.runners.get(lane)
+        if runner is None:
+            raise ControlError("unknown_lane", f"no lane {lane!r}; lanes: {', '.join(self.runners)}", 404)
+        if action not in BOOTH_ACTIONS:
+            raise ControlError("bad_action", f"no booth action {action!r}; one of {', '.join(BOOTH_ACTIONS)}", 400)
+        try:
+            return await ask_lane(runner, action,  # type: ignore[arg-type]
+                                  operator=operator, reason=reason, plate=plate, record_id=record_id,
+                                  operator_uid=operator_uid, deadline=deadline,
+                                  ack_s=OPERATOR_ACK_S)
+        except BoothError as exc:
+            raise ControlError(exc.code, exc.message, exc.status) from None
+
     async def open_barrier(self, *, lane: str, operator: str, reason: str, amount_fen: Optional[int],
-                           deadline: Optional[float] = None, operator_uid: Optional[int] = None) -> dict[str, Any]:
+                           deadline: Optional[float] = None, operator_uid: Optional[int] = None,
+                           record_id: str = "") -> dict[str, Any]:
         """An operator's release. ``deadline`` (loop time, from the control request): past it the release is
         not handed to the lane, and a lane that has not taken it by then drops it — never opened late.
         ``operator_uid``: the caller's uid from the kernel (None for a platform's remote release)."""
@@ -700,8 +721,8 @@ class App:
             raise ControlError("unknown_lane", f"no lane {lane!r}; lanes: {', '.join(self.runners)}", 404)
         request_id = uuid.uuid4().hex
         try:
-            answer = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id, operator_uid),
-                                          deadline=deadline)
+            answer = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id, operator_uid,
+                                                       record_id), deadline=deadline)
         except RequestExpired:
             raise ControlError("deadline_passed", f"lane {lane}: the request's deadline passed before the lane took "
                                "it; nothing was done", 408) from None

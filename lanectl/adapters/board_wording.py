@@ -66,7 +66,8 @@ def _welcome(f: Mapping[str, Any]) -> Said:
 
 
 def _refused(f: Mapping[str, Any]) -> Said:
-    message = str(f.get("message", ""))
+    # the booth turned the car away: the rules have no message for it
+    message = str(f.get("message", "")) or ("禁止通行 请倒车" if f.get("reason") == "operator_refused" else "")
     return Said({"plate": _plate(f), "message": message}, f"{_plate(f)} {message}".strip(), message)
 
 

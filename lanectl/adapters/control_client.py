@@ -137,9 +137,17 @@ class ControlClient:
             body["operator"] = operator
         return await self._request("POST", "/topup", json_body=body)
 
+    async def booth_action(self, action: str, *, lane: str, operator: str | None = None, **fields: str | None
+                           ) -> dict[str, Any]:
+        """POST /refuse | /correct | /admit: ``fields`` are reason, plate, record_id (those left None are not sent)."""
+        body: dict[str, Any] = {"lane": lane} | {k: v for k, v in fields.items() if v is not None}
+        if operator is not None:
+            body["operator"] = operator
+        return await self._request("POST", f"/{action}", json_body=body)
+
     # -- sync convenience for the CLI -----------------------------------------------------------------------
 
-    _METHODS = frozenset({"status", "records", "outbox", "open_barrier", "balances", "topup"})
+    _METHODS = frozenset({"status", "records", "outbox", "open_barrier", "balances", "topup", "booth_action"})
 
     def call_sync(self, method: str, /, **kwargs: Any) -> Any:
         """Run one call to completion from synchronous code: ``call_sync("open_barrier", lane=..., ...)``.

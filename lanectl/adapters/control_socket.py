@@ -19,6 +19,11 @@ or drops an operator's intention.
     POST /open {"lane", "operator"?, "reason", "amount_fen"?} -> handlers.open_barrier()
          operator/reason non-empty after strip, no control characters; amount_fen a non-negative integer or null
     POST /topup {"plate", "amount_fen", "operator"?, "reason"}  -> handlers.topup()
+    POST /refuse {"lane", "operator"?, "reason", "record_id"?}    -> handlers.booth_action("refuse", ...)
+    POST /correct {"lane", "operator"?, "plate", "record_id"?}    -> handlers.booth_action("correct", ...)
+    POST /admit {"lane", "operator"?, "reason", "plate"?, "record_id"?} -> handlers.booth_action("admit", ...)
+         the booth's other actions (service/booth.py); record_id: the car the operator acted on (0-9 A-Z a-z _),
+         so a car gone since is answered `car_gone` instead of acting on the next one; they need the `open` role
 
 Operators: the caller's uid comes from the kernel (SO_PEERCRED), never from the body. The gatekeeper
 (adapters/operator_identity.py, from the site's `operators:` section) decides whether that uid may open or top
@@ -36,7 +41,7 @@ Connections: at most ``max_connections`` at a time (more are closed at once, cou
 closed after ``idle_timeout_s``.
 
 Error codes from here (400): unknown_field, bad_request, bad_json, bad_datetime, bad_range, bad_limit, bad_lane,
-bad_plate, missing_field, bad_operator, bad_reason, bad_amount; 403 not_an_operator, not_allowed,
+bad_plate, missing_field, bad_operator, bad_reason, bad_amount, bad_record_id; 403 not_an_operator, not_allowed,
 operator_mismatch; 404 not_found, 405 method_not_allowed, 413 too_large, 408 deadline_passed, 500 internal. The app's ControlError keeps its own code and status.
 """
 
@@ -95,6 +100,11 @@ _PROBE_TIMEOUT_S = 1.0
 
 OPEN_FIELDS = frozenset({"lane", "operator", "reason", "amount_fen"})
 TOPUP_FIELDS = frozenset({"plate", "amount_fen", "operator", "reason"})
+# the booth's other actions: the fields each takes (and requires, besides lane)
+BOOTH_FIELDS = {"refuse": ({"lane", "operator", "reason", "record_id"}, ("reason",)),
+                "correct": ({"lane", "operator", "plate", "record_id"}, ("plate",)),
+                "admit": ({"lane", "operator", "reason", "plate", "record_id"}, ("reason",))}
+_RECORD_RE = re.compile(r"^[0-9A-Za-z_]{1,48}$")
 
 
 class ControlError(Exception):
@@ -147,6 +157,13 @@ class ControlHandlers(Protocol):
                     operator_uid: int | None = None) -> dict[str, Any]:
         """Credit a stored-value balance (audited in the ledger). Raises :class:`ControlError` for unknown plates.
         ``operator`` is the admitted operator's name, ``operator_uid`` the caller's uid from the kernel."""
+        ...
+
+    async def booth_action(
+        self, action: str, *, lane: str, operator: str, reason: str = "", plate: str = "", record_id: str = "",
+        deadline: float | None = None, operator_uid: int | None = None,
+    ) -> dict[str, Any]:
+        """Refuse / correct / admit the car at ``lane`` (see the module doc); ControlError as for open."""
         ...
 
     async def open_barrier(
@@ -269,6 +286,31 @@ def parse_open_body(body: Any) -> dict[str, Any]:
     reason = _text_field(body, "reason", MAX_REASON_LEN)
     amount = _amount_fen(body, required=False)
     return {"lane": lane, "operator": operator, "reason": reason, "amount_fen": amount}
+
+
+def parse_booth_body(action: str, body: Any) -> dict[str, Any]:
+    """Validate a POST /refuse|/correct|/admit body into keyword arguments for ControlHandlers.booth_action."""
+    if not isinstance(body, dict):
+        raise _bad("bad_request", "body must be a JSON object")
+    allowed, required = BOOTH_FIELDS[action]
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise _bad("unknown_field", f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    if body.get("lane") is None:
+        raise _bad("missing_field", "lane is required")
+    args: dict[str, Any] = {"lane": parse_lane(body["lane"]),
+                            "operator": _optional_text(body, "operator", MAX_OPERATOR_LEN)}
+    if "reason" in allowed:
+        args["reason"] = _text_field(body, "reason", MAX_REASON_LEN)
+    if "plate" in allowed:  # the lane says whether it can be a plate; normalized here like any plate
+        text = _text_field(body, "plate", MAX_PLATE_LEN) if "plate" in required else _optional_text(
+            body, "plate", MAX_PLATE_LEN)
+        args["plate"] = parse_plate(text) if text else ""
+    record_id = _optional_text(body, "record_id", 48)
+    if record_id is not None and not _RECORD_RE.match(record_id):
+        raise _bad("bad_record_id", f"record_id={record_id!r} is not a record id (0-9 A-Z a-z _)")
+    args["record_id"] = record_id or ""
+    return args
 
 
 def _amount_fen(body: Mapping[str, Any], *, required: bool) -> int | None:
@@ -534,6 +576,8 @@ class ControlServer:
         app.router.add_post("/open", self._open)
         app.router.add_get("/balances", self._balances)
         app.router.add_post("/topup", self._topup)
+        for action in BOOTH_FIELDS:
+            app.router.add_post(f"/{action}", self._booth(action))
         return app
 
     def _deadline(self, request: web.Request) -> float:
@@ -647,3 +691,14 @@ class ControlServer:
                  who.name, args["reason"], args["amount_fen"], who.uid, peer.pid if peer else "?")
         args.update(operator=who.name, operator_uid=who.uid)
         return _json_response(await self._handlers.open_barrier(**args, deadline=request[_DEADLINE]))
+
+    def _booth(self, action: str) -> Handler:
+        async def booth(request: web.Request) -> web.Response:
+            args = parse_booth_body(action, await self._json_body(request))
+            peer = _peer(request)
+            who = self._admit(peer, "open", args["operator"])  # an operator who may open may refuse / correct / admit
+            log.info("control %s requested: lane=%s operator=%r uid=%s pid=%s %s", action, args["lane"], who.name,
+                     who.uid, peer.pid if peer else "?", {k: v for k, v in args.items() if k in ("reason", "plate")})
+            args.update(operator=who.name, operator_uid=who.uid)
+            return _json_response(await self._handlers.booth_action(action, **args, deadline=request[_DEADLINE]))
+        return booth

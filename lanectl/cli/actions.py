@@ -1,5 +1,6 @@
-"""`lanectl open | topup`: audited operator actions, asked of the running daemon through its control socket.
-The daemon decides and records them (who, why, the money); these commands only ask and show the answer."""
+"""`lanectl open | topup | refuse | correct | admit`: audited operator actions, asked of the running daemon
+through its control socket. The daemon decides and records them (who, why, the money); these commands only ask
+and show the answer."""
 
 from __future__ import annotations
 
@@ -59,3 +60,40 @@ def cmd_topup(args: argparse.Namespace) -> int:
         print(f"{data['plate']}: +{yuan(data['amount_fen'])} 元, balance {yuan(data['balance_fen'])} 元"
               f"{f' (by {by})' if by else ''}")
     return 0
+
+
+# --- the booth's other actions (the daemon's lane decides; service/booth.py) -----------------------------------
+def add_booth(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """`lanectl refuse LANE --reason`, `lanectl correct LANE PLATE`, `lanectl admit LANE --reason [--plate]`."""
+    helps = {"refuse": "turn away the car waiting at a lane (audited; the barrier stays down)",
+             "correct": "give the right plate for the car waiting at a lane (re-matched against the cars inside)",
+             "admit": "let in the car held at an entry lane: plate-less, unreadable or refused (audited)"}
+    for action, helptext in helps.items():
+        sp = add_client_parser(sub, action, helptext, cmd_booth)
+        sp.set_defaults(action=action)
+        sp.add_argument("lane")
+        if action == "correct":
+            sp.add_argument("plate", help="the car's plate as it really is")
+        else:
+            sp.add_argument("--reason", required=True, help="why (recorded with your name)")
+        if action == "admit":
+            sp.add_argument("--plate", help="the car's plate, if it has one the camera misread")
+        sp.add_argument("--record", metavar="RECORD_ID", help="the car you mean (as `lanectl status` shows it): "
+                        "if it has gone since, nothing is done")
+        sp.add_argument("--operator", help="your operator name; default: the name the daemon knows for you")
+
+
+def cmd_booth(args: argparse.Namespace) -> int:
+    data = call(args, "booth_action", action=args.action, lane=args.lane, operator=args.operator,
+                reason=getattr(args, "reason", None), plate=getattr(args, "plate", None), record_id=args.record)
+    if args.json:
+        print_json(data)
+        return 0 if data.get("done") else 1
+    by = who(data.get("operator", ""), data.get("operator_uid"))
+    done_on = f" (record {data['record_id']}, by {by})" if data.get("record_id") and data.get("done") else ""
+    print(f"lane {data['lane']}: {data['outcome']}: {data['message']}{done_on}")
+    for c in data.get("candidates", []):
+        print(f"  {c['plate']}  entered {c['entered_at']} at {c['lane_id']}")
+    if data.get("due_fen") and data.get("outcome") == "corrected":
+        print(f"  owes {yuan(data['due_fen'])} 元")
+    return 0 if data.get("done") else 1

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_open(sub)
     views.add_balance(sub)
     actions.add_topup(sub)
+    actions.add_booth(sub)
     fee.add_parser(sub)
     sign.add_parser(sub)
     remote.add_parser(sub)

@@ -16,7 +16,7 @@ class RecordStatus(StrEnum):
     """A lane record's status (stored as these words; uploads and the store's queries read them)."""
 
     INSIDE = "inside"  # entry: the car is in the lot
-    REFUSED = "refused"  # entry: not let in
+    REFUSED = "refused"  # entry: not let in; exit: the operator turned the car away (reason operator_refused:...)
     EXITED = "exited"  # entry: the car has left (its exit record let it out)
     SUPERSEDED = "superseded"  # entry: the same plate came in again, its exit was missed
     LEAVING = "leaving"  # exit: free or paid on the spot, the barrier opens
@@ -32,7 +32,8 @@ class StopReason(StrEnum):
     PAID = "paid"
     RELEASED = "released"
     ABANDONED = "abandoned"
-    REIDENTIFIED = "reidentified"  # a platform named the stay: the exit is settled again under its order
+    REIDENTIFIED = "reidentified"  # a platform (or the operator's correction) named the stay: settled again
+    REFUSED = "refused"  # the operator turned the car away: a payment arriving later is reconciled, flagged late
 
 
 class Audit(StrEnum):
@@ -64,6 +65,8 @@ class NewRecord:
     image: str = ""  # the camera's picture of the car at this lane
     operator: str = ""  # an operator's release record: who (name) and their unix uid when known
     operator_uid: Optional[int] = None
+    read_plate: str = ""  # the camera's reading when an operator corrected it (`plate` is then the corrected one)
+    corrected_by: str = ""  # the operator who corrected it
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +206,7 @@ class OperatorResult:
     owed); `car_waited`: a car was waiting to pay (its record carries short / over)."""
 
     request_id: str
-    outcome: Literal["released", "already_opening", "refused", "not_handled"]
+    outcome: Literal["released", "already_opening", "refused", "car_gone", "not_handled"]
     message: str
     record_id: str = ""
     action_id: str = ""
@@ -235,12 +238,48 @@ class PlatformEntryResult:
     record_id: str = ""
 
 
-Result = Union[OperatorResult, QuoteResult, PlatformEntryResult]
-RESULTS = (OperatorResult, QuoteResult, PlatformEntryResult)
+BoothOutcome = Literal["refused", "corrected", "admitted", "candidates", "no_match", "nothing_waiting",
+                       "already_opening", "car_gone", "invalid", "not_handled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A car inside that a corrected plate may mean (core.plates.match_entry's fuzzy candidates)."""
+
+    plate: str
+    entered_at: str  # ISO 8601
+    lane_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BoothResult:
+    """What the lane decided of a booth action (OperatorRefuse / OperatorCorrect / OperatorAdmit).
+
+    outcome: refused (the car turned away), corrected (re-matched and re-priced: `due_fen`, opened when the
+    rules let it out: `action_id`), admitted (an entry made, the barrier opening), candidates (the plate typed
+    is no exact match: `candidates` lists what it may mean; nothing changed), no_match (no car inside under
+    it; nothing changed), nothing_waiting (no car at the lane for this action), already_opening (the barrier
+    is already up or going up for the car), car_gone (the car the operator acted on is no longer the one
+    waiting: `message` says what became of it when the lane knows), invalid (no name, reason or plate; a
+    plate that is no plate; an action this lane does not do), not_handled (set by the runner)."""
+
+    request_id: str
+    outcome: BoothOutcome
+    message: str
+    record_id: str = ""
+    action_id: str = ""
+    operator: str = ""
+    plate: str = ""
+    due_fen: Optional[int] = None
+    candidates: tuple[Candidate, ...] = ()
+
+
+Result = Union[OperatorResult, QuoteResult, PlatformEntryResult, BoothResult]
+RESULTS = (OperatorResult, QuoteResult, PlatformEntryResult, BoothResult)
 
 Effect = Union[NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, ChargeByCode,
                OpenBarrier, CloseBarrier, AuditAction, Publish, Display, Log, OperatorResult, QuoteResult,
-               PlatformEntryResult]
+               PlatformEntryResult, BoothResult]
 
 PERSISTENT = (NewRecord, PatchRecord, RecordPayment, DebitBalance, StartSettlement, StopSettlement, OpenBarrier,
               CloseBarrier, AuditAction, Publish)

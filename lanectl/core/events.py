@@ -60,6 +60,53 @@ class OperatorOpen:
     amount_fen: Optional[int] = None  # cash taken at the booth, if any
     request_id: str = ""
     operator_uid: Optional[int] = None
+    # the record of the car the operator saw waiting ("" = whatever car is there): a release meant for a car
+    # that has gone since (refused, released, let out by another operator) is answered `car_gone`, never applied
+    record_id: str = ""
+
+
+# --- the booth's other actions (issue 18): each names its operator like OperatorOpen, and may name the record
+# of the car the operator saw (record_id), so that of two operators acting on one car the second learns why
+# nothing happened instead of acting on the next car.
+@dataclass(frozen=True, slots=True)
+class OperatorRefuse:
+    """The operator turns away the car waiting at the lane (an exit car awaiting payment, or an entry car held
+    for the booth: unreadable plate, refused by the rules). The barrier stays down."""
+
+    operator: str
+    reason: str
+    request_id: str = ""
+    operator_uid: Optional[int] = None
+    record_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCorrect:
+    """The operator types the plate the camera misread for the car waiting at the lane: an exit re-matches it
+    against the cars inside, an entry records the car under it and lets the rules decide."""
+
+    operator: str
+    plate: str
+    request_id: str = ""
+    operator_uid: Optional[int] = None
+    record_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAdmit:
+    """The operator lets in the car held at an entry lane (plate-less, unreadable, refused by the rules) with a
+    reason; `plate`, when typed, is the car's plate (a correction of the read)."""
+
+    operator: str
+    reason: str
+    plate: str = ""
+    request_id: str = ""
+    operator_uid: Optional[int] = None
+    record_id: str = ""
+
+
+BoothAction = Union[OperatorRefuse, OperatorCorrect, OperatorAdmit]
+BOOTH_ACTIONS = (OperatorRefuse, OperatorCorrect, OperatorAdmit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +177,10 @@ class Tick:
 
 
 Event = Union[PlateRead, IoSnapshot, DeviceFault, DeviceRecovered, CommandDone, OperatorOpen, PaymentConfirmed,
-              PaymentFallback, PlatformEntry, IdentifyCar, QuoteRequest, CodeScanned, Tick]
+              PaymentFallback, PlatformEntry, IdentifyCar, QuoteRequest, CodeScanned, OperatorRefuse, OperatorCorrect,
+              OperatorAdmit, Tick]
 
 # Requests: events someone waits on. The lane answers each with one result effect of the same request_id
 # (core/effects.py RESULTS); the runner hands that result to the waiting caller.
-Request = Union[OperatorOpen, PlatformEntry, QuoteRequest]
-REQUESTS = (OperatorOpen, PlatformEntry, QuoteRequest)
+Request = Union[OperatorOpen, PlatformEntry, QuoteRequest, OperatorRefuse, OperatorCorrect, OperatorAdmit]
+REQUESTS = (OperatorOpen, PlatformEntry, QuoteRequest, *BOOTH_ACTIONS)

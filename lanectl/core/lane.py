@@ -50,7 +50,10 @@ from lanectl.core.events import (
     Event,
     IdentifyCar,
     IoSnapshot,
+    OperatorAdmit,
+    OperatorCorrect,
     OperatorOpen,
+    OperatorRefuse,
     PaymentConfirmed,
     PaymentFallback,
     PlateRead,
@@ -58,7 +61,7 @@ from lanectl.core.events import (
     QuoteRequest,
 )
 from lanectl.core.money import yuan_words
-from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, classify_plate, match_entry
+from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, classify_plate, match_entry, normalize_plate
 from lanectl.core.policy import EntryDecision, Policy
 from lanectl.core.quotes import StayPrice, stay_minutes
 
@@ -109,6 +112,7 @@ class Reason(StrEnum):
     UNREADABLE_PLATE = "unreadable_plate"  # a reading that is no plate (core.plates.classify_plate)
     AMBIGUOUS_ENTRY = "ambiguous_entry"  # several entries match the exit's plate: the booth decides
     STORED_VALUE = "stored_value"  # the fee was taken from the car's stored-value balance
+    OPERATOR_REFUSED = "operator_refused"  # the booth turned the car away (record reason operator_refused:<why>)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,8 @@ class Visit:
     operator: str = ""
     trade_no: str = ""
     operator_uid: Optional[int] = None
+    image: str = ""  # the camera's picture of this read (an entry the booth admits keeps it)
+    read_plate: str = ""  # what the camera read when the operator corrected `plate` (its re-reads are this car)
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,12 @@ class LaneState:
     pending_action: str = ""  # the barrier command not yet acknowledged by the adapter
     command: str = ""  # the last OPEN / CLOSE whose limit input has not yet agreed (audit: confirmed/unconfirmed)
     resuming: bool = False  # restored mid-cycle: the first IoSnapshot decides what happens
+    # an entry lane's car turned away (unreadable plate, refused by the rules) that the booth may still admit or
+    # refuse; the lane stays idle meanwhile and the next car read replaces it
+    booth: Optional[Visit] = None
+    # the last car an operator's action or a payment ended here: (record_id, what became of it, by whom), so
+    # that a second operator acting on it is told why nothing happened
+    ended: tuple[str, ...] = ()
 
     # --- persistence (JSON-friendly dicts) -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -215,6 +227,8 @@ class LaneState:
             pending_action=d.get("pending_action", ""),
             command=d.get("command", ""),
             resuming=bool(d.get("resuming", False)),
+            booth=_visit_from_dict(d["booth"]) if d.get("booth") else None,
+            ended=tuple(d.get("ended", ())),
         )
 
     def deadline(self, name: Timer) -> Optional[datetime]:
@@ -444,7 +458,8 @@ def _repeated(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext) 
     """A camera repeats itself: the same plate within the window, or the car the lane is handling already."""
     recent = (state.last_plate_at is not None and ev.plate == state.last_plate
               and now - state.last_plate_at < timedelta(seconds=ctx.rules.duplicate_window_s))
-    return recent or bool(state.visit is not None and ev.plate == state.visit.plate and ev.plate)
+    return recent or bool(state.visit is not None and ev.plate and ev.plate in (state.visit.plate,
+                                                                                state.visit.read_plate))
 
 
 def _plate_while_resuming(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
@@ -466,7 +481,8 @@ def _plate_at_idle(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneCont
 def _new_car(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
     if _repeated(state, ev, now, ctx):
         return state
-    return _decide(replace(state, last_plate=ev.plate, last_plate_at=now), ev, now, ctx, out)
+    # a new car: a car held for the booth before it has gone (its refused record stays as it is)
+    return _decide(replace(state, last_plate=ev.plate, last_plate_at=now, booth=None), ev, now, ctx, out)
 
 
 def _plate_in_cycle(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext,
@@ -518,7 +534,8 @@ def _plate_while_waiting(state: LaneState, ev: PlateRead, now: datetime, ctx: La
     if ctx.settle:
         out.append(fx.StopSettlement(visit.record_id, StopReason.ABANDONED))
     out.append(_log(ctx, "info", "waiting car replaced", plate=visit.plate, record=visit.record_id))
-    state = replace(state, phase=Phase.IDLE, visit=None, last_plate=ev.plate, last_plate_at=now)
+    state = replace(state, phase=Phase.IDLE, visit=None, last_plate=ev.plate, last_plate_at=now,
+                    ended=(visit.record_id, "abandoned", ""))
     return _decide(state, ev, now, ctx, out)
 
 
@@ -548,8 +565,8 @@ def _unreadable(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext
     out.append(_log(ctx, "warning", "plate unreadable: to the booth", plate=ev.plate, source=ev.source,
                     record=record_id))
     out.append(fx.Display("booth", (("plate", ""), ("reason", UNREADABLE))))
-    if entry:
-        return state
+    if entry:  # held for the booth: the operator may admit it (with a reason, or a corrected plate) or refuse it
+        return replace(state, booth=Visit(ev.plate, ev.color, record_id, reason=UNREADABLE, image=ev.image))
     visit = Visit(ev.plate, ev.color, record_id, reason=UNREADABLE)
     return replace(state, phase=Phase.AWAITING_PAYMENT, visit=visit)
 
@@ -589,6 +606,8 @@ class _Arrival:
     car_id: str = ""  # the platform's id for a plate-less car it admitted ("" for a camera's read)
     provider: str = ""
     request_id: str = ""  # the platform's entry request, answered with a PlatformEntryResult
+    read_plate: str = ""  # an operator's correction: what the camera read, and who corrected it
+    corrected_by: str = ""
 
 
 def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
@@ -603,7 +622,8 @@ def _admit(state: LaneState, car: _Arrival, now: datetime, ctx: LaneContext, out
     reason = f"{car.provider}_plateless" if car.car_id and decision.allow else decision.reason
     status = RecordStatus.INSIDE if decision.allow else RecordStatus.REFUSED
     out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", car.car_id or car.plate, car.color, now.isoformat(),
-                            status, vehicle_class=decision.vehicle_class, reason=reason, image=car.image))
+                            status, vehicle_class=decision.vehicle_class, reason=reason, image=car.image,
+                            read_plate=car.read_plate, corrected_by=car.corrected_by))
     if car.car_id:
         who: dict[str, Any] = {"car": car.car_id, "record": record_id, "reason": reason, "provider": car.provider}
     else:
@@ -613,7 +633,10 @@ def _admit(state: LaneState, car: _Arrival, now: datetime, ctx: LaneContext, out
         out.append(fx.Display("refused", (("plate", car.plate), ("message", decision.message))))
         if car.car_id:
             out.append(fx.PlatformEntryResult(car.request_id, False, "entry refused", record_id))
-        return state
+            return state
+        # held for the booth: the operator may still admit it (with a reason) or refuse it for good
+        return replace(state, booth=Visit(car.plate, car.color, record_id, decision.vehicle_class, reason,
+                                          image=car.image, read_plate=car.read_plate))
     stale = ctx.inside.get(car.plate) if car.plate else None
     if stale is not None:
         # Inside already by our books: its exit was missed. Close that record so one car has one stay.
@@ -734,6 +757,12 @@ def _operator_checked(then: Handler) -> Handler:
             out.append(_log(ctx, "warning", message, operator=operator, reason=reason, operator_uid=uid))
             out.append(fx.OperatorResult(ev.request_id, "refused", message, operator=operator))
             return state
+        if _gone(state, ev.record_id):
+            message = _gone_message(state, ev.record_id)
+            out.append(_log(ctx, "info", "operator release not applied: " + message, operator=operator,
+                            record=ev.record_id))
+            out.append(fx.OperatorResult(ev.request_id, "car_gone", message, ev.record_id, operator=operator))
+            return state
         return then(state, ev, now, ctx, out)
     return checked
 
@@ -785,6 +814,7 @@ def _operator_release(state: LaneState, ev: OperatorOpen, now: datetime, ctx: La
         out.extend(_leave(visit))
         if ctx.settle:
             out.append(fx.StopSettlement(record_id, StopReason.RELEASED))
+        state = replace(state, ended=(record_id, "released", operator))
     elif visit is not None:
         record_id = visit.record_id  # re-open for the same car (closing, or an OPEN that faulted)
     else:
@@ -796,7 +826,8 @@ def _operator_release(state: LaneState, ev: OperatorOpen, now: datetime, ctx: La
             out.append(fx.RecordPayment(record_id, ctx.lane_id, ev.amount_fen, method, operator, now.isoformat()))
         out.append(fx.Publish(record_id, "release"))
         money = {"paid_fen": ev.amount_fen or 0}
-        state = replace(state, visit=Visit("", "", record_id, reason=f"operator:{reason}"))
+        # a car held for the booth at an entry goes through on this release: it no longer waits
+        state = replace(state, visit=Visit("", "", record_id, reason=f"operator:{reason}"), booth=None)
     short = bool(figures.get("short_fen"))
     message = "operator release short of the amount due" if short else "operator release"
     out.append(_log(ctx, "warning" if short else "info", message, operator=operator, operator_uid=uid,
@@ -807,6 +838,286 @@ def _operator_release(state: LaneState, ev: OperatorOpen, now: datetime, ctx: La
     out.append(fx.OperatorResult(ev.request_id, "released", message, record_id, state.pending_action, operator,
                                  tuple(money.items()), car_waited=waited))
     return state
+
+
+# --- the booth's other actions: refuse, correct a misread plate, admit at an entry ----------------------------
+def _gone(state: LaneState, record_id: str) -> bool:
+    """The operator acted on a car (its record) that is no longer the one at the lane."""
+    here = {v.record_id for v in (state.visit, state.booth) if v is not None}
+    return bool(record_id) and record_id not in here
+
+
+def _gone_message(state: LaneState, record_id: str) -> str:
+    if len(state.ended) == 3 and state.ended[0] == record_id:
+        what, who = state.ended[1], state.ended[2]
+        return f"that car was already {what}" + (f" by {who}" if who else "")
+    return "that car is no longer waiting at this lane"
+
+
+def _booth_reply(ev: Any, out: list[fx.Effect], outcome: fx.BoothOutcome, message: str, **more: Any) -> None:
+    out.append(fx.BoothResult(ev.request_id, outcome, message, operator=_booth_operator(ev), **more))
+
+
+def _booth_operator(ev: Any) -> str:
+    name = ev.operator.strip()
+    return name or (f"uid:{ev.operator_uid}" if ev.operator_uid is not None else "")
+
+
+def _typed_plate(text: str, ctx: LaneContext) -> str:
+    """A plate the operator typed, normalized; "" when it cannot be a plate (a correction must be one)."""
+    plate = normalize_plate(text)
+    return plate if classify_plate(plate, ctx.rules.special_prefixes) in ("plate", "special") else ""
+
+
+def _booth_checked(then: Handler) -> Handler:
+    """A booth action names who (and why, or which plate) before any phase looks at it; one meant for a car
+    that has gone since is answered car_gone (two operators on one car: the second learns why)."""
+    def checked(state: LaneState, ev: Any, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+        operator = _booth_operator(ev)
+        missing = ("name" if not operator else
+                   "reason" if isinstance(ev, (OperatorRefuse, OperatorAdmit)) and not ev.reason.strip() else "")
+        typed = getattr(ev, "plate", "").strip()
+        if missing or (typed and not _typed_plate(typed, ctx)) or (isinstance(ev, OperatorCorrect) and not typed):
+            message = (f"{type(ev).__name__}: the operator's {missing} is required" if missing else
+                       f"not a plate: {typed!r}" if typed else "the corrected plate is required")
+            out.append(_log(ctx, "warning", "booth action refused: " + message, operator=operator))
+            _booth_reply(ev, out, "invalid", message)
+            return state
+        if isinstance(ev, OperatorAdmit) and ctx.direction != "entry":
+            _booth_reply(ev, out, "invalid", "admit is for an entry lane: at an exit, release with a reason")
+            return state
+        if _gone(state, ev.record_id):
+            message = _gone_message(state, ev.record_id)
+            out.append(_log(ctx, "info", "booth action not applied: " + message, operator=operator,
+                            record=ev.record_id, action=type(ev).__name__))
+            _booth_reply(ev, out, "car_gone", message, record_id=ev.record_id)
+            return state
+        return then(state, ev, now, ctx, out)
+    return checked
+
+
+def _booth_nothing(state: LaneState, ev: Any, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    message = "no car waiting at this lane"
+    if len(state.ended) == 3:
+        what, who = state.ended[1], state.ended[2]
+        message += f" (the last one was {what}" + (f" by {who})" if who else ")")
+    _booth_reply(ev, out, "nothing_waiting", message)
+    return state
+
+
+def _booth_opening(state: LaneState, ev: Any, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+    visit = state.visit
+    _booth_reply(ev, out, "already_opening", "the barrier is already opening for this car",
+                 record_id=visit.record_id if visit else "")
+    return state
+
+
+def _booth_at_idle(then: Handler) -> Handler:
+    """An idle lane has a car for the booth only when an entry turned one away (state.booth). A held car that is
+    no longer at the arm (real loops, the arming loop clear) has gone: admitting or correcting it would raise the
+    arm for nobody, so it is dropped and the operator told (refusing it only writes who refused it)."""
+    def at_idle(state: LaneState, ev: Any, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
+        if state.booth is None:
+            return _booth_nothing(state, ev, now, ctx, out)
+        io = state.io
+        if not isinstance(ev, OperatorRefuse) and ctx.rules.loops and io is not None and not io.arming:
+            out.append(_log(ctx, "warning", "held car gone: no car at the arming loop any more",
+                            plate=state.booth.plate, record=state.booth.record_id, action=type(ev).__name__))
+            _booth_reply(ev, out, "car_gone", "that car is no longer at the barrier (the arming loop is clear)",
+                         record_id=state.booth.record_id)
+            return replace(state, booth=None)
+        return then(state, ev, now, ctx, out)
+    return at_idle
+
+
+def _refuse_waiting(state: LaneState, ev: OperatorRefuse, now: datetime, ctx: LaneContext,
+                    out: list[fx.Effect]) -> LaneState:
+    """The exit car waiting to pay is turned away: its record says refused (who, why), its settlement stops
+    (a payment arriving later is reconciled and flagged late, never lost), the arm stays down."""
+    visit = state.visit
+    assert visit is not None
+    operator, reason = _booth_operator(ev), ev.reason.strip()
+    out.append(fx.PatchRecord(visit.record_id, (("status", RecordStatus.REFUSED), ("operator", operator),
+                                                ("operator_uid", ev.operator_uid),
+                                                ("reason", f"{Reason.OPERATOR_REFUSED}:{reason}"))))
+    if ctx.settle:
+        out.append(fx.StopSettlement(visit.record_id, StopReason.REFUSED))
+    out.append(_log(ctx, "info", "operator refused the car", plate=visit.plate, record=visit.record_id,
+                    operator=operator, operator_uid=ev.operator_uid, reason=reason))
+    out.append(fx.Display("refused", (("plate", visit.plate), ("reason", Reason.OPERATOR_REFUSED))))
+    _booth_reply(ev, out, "refused", "car refused: the barrier stays down", record_id=visit.record_id)
+    return replace(state, phase=Phase.IDLE, visit=None, ended=(visit.record_id, "refused", operator))
+
+
+def _refuse_held(state: LaneState, ev: OperatorRefuse, now: datetime, ctx: LaneContext,
+                 out: list[fx.Effect]) -> LaneState:
+    """The entry car held for the booth is turned away for good: its refused record names the operator."""
+    held = state.booth
+    assert held is not None
+    operator, reason = _booth_operator(ev), ev.reason.strip()
+    out.append(fx.PatchRecord(held.record_id, (("operator", operator), ("operator_uid", ev.operator_uid),
+                                               ("reason", f"{Reason.OPERATOR_REFUSED}:{reason}"))))
+    out.append(_log(ctx, "info", "operator refused the car", plate=held.plate, record=held.record_id,
+                    operator=operator, operator_uid=ev.operator_uid, reason=reason))
+    out.append(fx.Display("refused", (("plate", held.plate if held.reason != UNREADABLE else ""),
+                                      ("reason", Reason.OPERATOR_REFUSED))))
+    _booth_reply(ev, out, "refused", "car refused: the barrier stays down", record_id=held.record_id)
+    return replace(state, booth=None, ended=(held.record_id, "refused", operator))
+
+
+def _candidates(plates: tuple[str, ...], ctx: LaneContext) -> tuple[fx.Candidate, ...]:
+    cars = [(p, ctx.inside.get(p)) for p in plates]
+    return tuple(fx.Candidate(p, c.entered_at.isoformat(), c.lane_id) for p, c in cars if c is not None)
+
+
+def _correct_waiting(state: LaneState, ev: OperatorCorrect, now: datetime, ctx: LaneContext,
+                     out: list[fx.Effect]) -> LaneState:
+    """The exit car's plate as the operator typed it, re-matched against the cars inside. Only an exact match
+    changes anything: that stay is priced (as a platform's identification is), the records linked and the
+    settlement restarted under the corrected plate; the barrier opens only if the rules let the car out free.
+    A fuzzy match answers its candidates, none says so; both leave the car as it was."""
+    visit = state.visit
+    assert visit is not None
+    plate, operator = _typed_plate(ev.plate, ctx), _booth_operator(ev)
+    match = match_entry(plate, ctx.inside.keys())
+    if match.kind != "exact":
+        found = _candidates(match.candidates, ctx)
+        if found:
+            _booth_reply(ev, out, "candidates", f"no car inside under {plate}: did you mean one of these?",
+                         record_id=visit.record_id, plate=plate, candidates=found)
+        else:
+            _booth_reply(ev, out, "no_match", f"no car inside under {plate}: refuse the car, or release it with "
+                         "a reason", record_id=visit.record_id, plate=plate)
+        return state
+    assert match.plate is not None
+    entry = ctx.inside[match.plate]
+    if plate == visit.plate and entry.record_id == visit.entry_record_id:
+        _booth_reply(ev, out, "corrected", f"{plate} is this car's plate already: nothing changed",
+                     record_id=visit.record_id, plate=plate, due_fen=visit.due_fen)
+        return state
+    present = {p: c.entered_at for p, c in ctx.inside.items()}
+    quote = ctx.policy.exit(plate, visit.color, entry.entered_at, now, present, paid_fen=entry.paid_fen,
+                            paid_at=entry.paid_at, entry_reason=entry.reason)
+    free = quote.free and not quote.needs_operator
+    # a stored-value car whose balance covers the fee pays from it, as at a plain exit
+    balance = ctx.balances.get(plate) if quote.vehicle_class == "stored_value" and not free else None
+    debit = not quote.needs_operator and balance is not None and balance >= quote.due_fen > 0
+    leaving = free or debit
+    read = visit.read_plate or visit.plate
+    out.append(fx.PatchRecord(visit.record_id, (
+        ("plate", plate), ("read_plate", read), ("corrected_by", operator),
+        ("entry_record_id", entry.record_id), ("entered_at", entry.entered_at.isoformat()),
+        ("vehicle_class", quote.vehicle_class), ("reason", Reason.STORED_VALUE if debit else quote.reason),
+        ("total_fen", quote.total_fen), ("due_fen", 0 if leaving else quote.due_fen),
+        ("paid_fen", quote.paid_fen + (quote.due_fen if debit else 0)),
+        ("detail", ("match:corrected",) + quote.breakdown + tuple(f"flag:{f}" for f in quote.flags)),
+        ("status", RecordStatus.LEAVING if leaving else RecordStatus.AWAITING_PAYMENT))))
+    out.append(_log(ctx, "info", "plate corrected by the operator", record=visit.record_id, read=read, plate=plate,
+                    operator=operator, operator_uid=ev.operator_uid, entry=entry.record_id, due_fen=quote.due_fen))
+    visit = replace(visit, plate=plate, read_plate=read, entry_record_id=entry.record_id, due_fen=quote.due_fen,
+                    paid_fen=quote.paid_fen, reason=Reason.STORED_VALUE if debit else quote.reason,
+                    vehicle_class=quote.vehicle_class)
+    state = replace(state, visit=visit)
+    if ctx.settle:  # what was asked under the misread plate (if anything) stops; a late payment is still kept
+        out.append(fx.StopSettlement(visit.record_id, StopReason.PAID if leaving else StopReason.REIDENTIFIED))
+    if leaving:
+        if debit:
+            out.append(fx.DebitBalance(plate, quote.due_fen, visit.record_id, now.isoformat()))
+            out.append(fx.RecordPayment(visit.record_id, ctx.lane_id, quote.due_fen, "stored_value", "balance",
+                                        now.isoformat()))
+        out.extend(_leave(visit))
+        if debit and balance is not None:
+            out.append(fx.Display("stored_value_paid", (("plate", plate), ("amount_fen", quote.due_fen),
+                                                        ("balance_fen", balance - quote.due_fen))))
+        else:
+            out.append(fx.Display("goodbye", (("plate", plate),)))
+        state = _open(state, now, ctx, out, record_id=visit.record_id, authority="payment" if debit else "rules",
+                      reason="stored_value" if debit else quote.reason)
+        how = "paid from its stored-value balance" if debit else "free to leave"
+        _booth_reply(ev, out, "corrected", f"plate corrected: {how}, the barrier opens", record_id=visit.record_id,
+                     action_id=state.pending_action, plate=plate, due_fen=0)
+        return state
+    if ctx.settle and not quote.needs_operator:
+        out.append(fx.StartSettlement(visit.record_id, ctx.lane_id, plate, visit.color, quote.due_fen,
+                                      quote.total_fen, now.isoformat(), entered_at=entry.entered_at.isoformat(),
+                                      entry_record_id=entry.record_id, vehicle_class=quote.vehicle_class,
+                                      entry_lane_id=entry.lane_id, image=visit.image, entry_image=entry.image))
+    out.append(fx.Display("booth" if quote.needs_operator else "balance_short" if balance is not None else "pay",
+                          _owed(plate, quote.due_fen, entry.entered_at, now)))
+    _booth_reply(ev, out, "corrected", f"plate corrected: {plate} owes {yuan_words(quote.due_fen)}",
+                 record_id=visit.record_id, plate=plate, due_fen=quote.due_fen)
+    return state
+
+
+def _correct_held(state: LaneState, ev: OperatorCorrect, now: datetime, ctx: LaneContext,
+                  out: list[fx.Effect]) -> LaneState:
+    """The entry car held for the booth, under the plate the operator typed: the rules decide as for a read
+    (a new entry record keeps the camera's reading and who corrected it; the turned-away record stays)."""
+    held = state.booth
+    assert held is not None
+    plate, operator = _typed_plate(ev.plate, ctx), _booth_operator(ev)
+    out.append(_log(ctx, "info", "plate corrected by the operator", record=held.record_id, read=held.plate,
+                    plate=plate, operator=operator, operator_uid=ev.operator_uid))
+    state = replace(state, booth=None, last_plate=plate, last_plate_at=now)
+    state = _admit(state, _Arrival(plate, held.color, held.image, read_plate=held.read_plate or held.plate,
+                                   corrected_by=operator), now, ctx, out)
+    record_id = state.visit.record_id if state.visit is not None else state.booth.record_id if state.booth else ""
+    if state.phase == Phase.OPENING:
+        _booth_reply(ev, out, "corrected", f"plate corrected: {plate} admitted by the rules", record_id=record_id,
+                     action_id=state.pending_action, plate=plate)
+    else:
+        _booth_reply(ev, out, "corrected", f"plate corrected: the rules refuse {plate}; admit it with a reason or "
+                     "refuse it", record_id=record_id, plate=plate)
+    return state
+
+
+def _admit_held(state: LaneState, ev: OperatorAdmit, now: datetime, ctx: LaneContext,
+                out: list[fx.Effect]) -> LaneState:
+    """The operator lets the held entry car in: an entry record (the plate typed, else "" for a plate-less or
+    unreadable car) with the operator's reason, and the barrier opens as an operator release."""
+    held = state.booth
+    assert held is not None
+    operator, reason, uid = _booth_operator(ev), ev.reason.strip(), ev.operator_uid
+    typed = _typed_plate(ev.plate, ctx) if ev.plate.strip() else ""
+    plate = typed or ("" if held.reason == UNREADABLE else held.plate)
+    read = (held.read_plate or held.plate) if typed and typed != held.plate else held.read_plate
+    state, record_id = _next_id(state, ctx, now)
+    out.append(fx.NewRecord(record_id, ctx.lane_id, "entry", plate, held.color, now.isoformat(), RecordStatus.INSIDE,
+                            vehicle_class=held.vehicle_class if plate == held.plate else "",
+                            reason=f"operator:{reason}", image=held.image, operator=operator, operator_uid=uid,
+                            read_plate=read, corrected_by=operator if read else ""))
+    stale = ctx.inside.get(plate) if plate else None
+    if stale is not None:  # inside already by our books: its exit was missed (as for any entry)
+        out.append(fx.PatchRecord(stale.record_id, (("status", RecordStatus.SUPERSEDED),)))
+    out.append(fx.Publish(record_id, "entry"))
+    out.append(_log(ctx, "info", "operator admitted the car", plate=plate, read=held.plate, record=record_id,
+                    turned_away=held.record_id, operator=operator, operator_uid=uid, reason=reason))
+    out.append(fx.Display("welcome", (("plate", plate),)))
+    state = replace(state, booth=None, ended=(held.record_id, "admitted", operator),
+                    visit=Visit(plate, held.color, record_id, reason=f"operator:{reason}", image=held.image))
+    state = _open(state, now, ctx, out, record_id=record_id, authority="operator", reason=reason, operator=operator,
+                  operator_uid=uid)
+    _booth_reply(ev, out, "admitted", "car admitted: the barrier opens", record_id=record_id,
+                 action_id=state.pending_action, plate=plate)
+    return state
+
+
+def _booth_table() -> dict[tuple[Phase, type], Handler]:
+    """Each booth action in each phase: idle has a car only when an entry holds one for the booth; a car
+    waiting to pay can be refused or corrected (not admitted: it is inside already); a car whose barrier is
+    going up is past refusing; a closing lane has no car left."""
+    table: dict[tuple[Phase, type], Handler] = {}
+    for action in (OperatorRefuse, OperatorCorrect, OperatorAdmit):
+        for phase in (Phase.OPENING, Phase.OPEN, Phase.BLOCKED):
+            table[(phase, action)] = _booth_checked(_booth_opening)
+        table[(Phase.CLOSING, action)] = _booth_checked(_booth_nothing)
+    table[(Phase.IDLE, OperatorRefuse)] = _booth_checked(_booth_at_idle(_refuse_held))
+    table[(Phase.IDLE, OperatorCorrect)] = _booth_checked(_booth_at_idle(_correct_held))
+    table[(Phase.IDLE, OperatorAdmit)] = _booth_checked(_booth_at_idle(_admit_held))
+    table[(Phase.AWAITING_PAYMENT, OperatorRefuse)] = _booth_checked(_refuse_waiting)
+    table[(Phase.AWAITING_PAYMENT, OperatorCorrect)] = _booth_checked(_correct_waiting)
+    table[(Phase.AWAITING_PAYMENT, OperatorAdmit)] = _booth_checked(_booth_nothing)
+    return table
 
 
 # --- payments ------------------------------------------------------------------------------------------------
@@ -847,6 +1158,7 @@ def _on_payment(state: LaneState, ev: PaymentConfirmed, now: datetime, ctx: Lane
     out.append(_log(ctx, "info", "exit paid", plate=visit.plate, record=ev.record_id, provider=ev.provider,
                     trade_no=ev.trade_no, amount_fen=ev.amount_fen))
     out.append(fx.Display("paid", (("plate", visit.plate), ("amount_fen", ev.amount_fen))))
+    state = replace(state, ended=(ev.record_id, "paid", ev.provider))
     return _open(state, now, ctx, out, record_id=ev.record_id, authority="payment", reason=ev.provider,
                  trade_no=ev.trade_no)
 
@@ -1129,6 +1441,8 @@ _TABLE: Mapping[tuple[Phase, type], Handler] = {
     **{(phase, QuoteRequest): _quote_not_here for phase in _ALL if phase != Phase.AWAITING_PAYMENT},
     (Phase.IDLE, PlatformEntry): _on_platform_entry,
     **{(phase, PlatformEntry): _platform_entry_refused for phase in _ALL if phase != Phase.IDLE},
+
+    **_booth_table(),
 
     **{(phase, DeviceFault): _on_device_fault for phase in _ALL},
     **{(phase, DeviceRecovered): _on_device_recovered for phase in _ALL},

@@ -161,3 +161,28 @@ def match_entry(exit_plate: str, candidates: Iterable[str]) -> PlateMatch:
     if fuzzy:
         return PlateMatch("ambiguous", None, tuple(orig for _, orig in fuzzy))
     return PlateMatch("none", None)
+
+
+def near_plates(read: str, candidates: Iterable[str], limit: int = 6) -> tuple[str, ...]:
+    """Plates inside the booth operator may mean for a reading (the page lists them before the operator types):
+    match_entry's own candidates first, then any plate of the same length that differs from the reading in one
+    character (a camera's misread that no confusable pair explains, e.g. 粤B8234S for 粤B82345), then in two.
+    Never the reading itself as an exact match (that car needs no correction); at most `limit`, in that order."""
+    target = normalize_plate(read)
+    if not target:
+        return ()
+    seen: dict[str, str] = {}
+    for c in candidates:
+        n = normalize_plate(c)
+        if n and n != target:
+            seen.setdefault(n, c)
+    fuzzy = match_entry(target, seen.values())
+    ranked: list[tuple[int, str]] = [(0, c) for c in fuzzy.candidates]
+    for n, orig in seen.items():
+        if orig in fuzzy.candidates or len(n) != len(target):
+            continue
+        diffs = sum(a != b for a, b in zip(n, target))
+        if diffs <= 2:
+            ranked.append((diffs, orig))
+    ranked.sort(key=lambda r: r[0])  # stable: equal distances keep the order of the cars inside
+    return tuple(orig for _, orig in ranked[:limit])

@@ -16,10 +16,10 @@ from typing import Any, Callable, Optional
 
 from lanectl.adapters.board_wording import status_line
 from lanectl.core import effects as fx
-from lanectl.core.events import (REQUESTS, CommandDone, DeviceFault, DeviceRecovered, Event, OperatorOpen, PlateRead,
-                                 QuoteRequest, Request, Tick)
-from lanectl.core.lane import LaneContext, LaneRules, LaneState, handle, operator_name, restored
-from lanectl.core.plates import classify_plate
+from lanectl.core.events import (BOOTH_ACTIONS, REQUESTS, CommandDone, DeviceFault, DeviceRecovered, Event,
+                                 OperatorOpen, PlateRead, QuoteRequest, Request, Tick)
+from lanectl.core.lane import LaneContext, LaneRules, LaneState, Visit, handle, operator_name, restored
+from lanectl.core.plates import classify_plate, near_plates
 from lanectl.core.policy import Policy
 from lanectl.service.ports import (NO_METRICS, Barrier, BarrierError, BarrierUnsafe, Clock, Display, LaneStore,
                                    Metrics, StorageUnavailable)
@@ -41,6 +41,8 @@ def not_handled(event: Request, message: str = NOT_HANDLED) -> fx.Result:
         return fx.OperatorResult(event.request_id, "not_handled", message, operator=operator_name(event))
     if isinstance(event, QuoteRequest):
         return fx.QuoteResult(event.request_id, "not_handled")
+    if isinstance(event, BOOTH_ACTIONS):
+        return fx.BoothResult(event.request_id, "not_handled", message, operator=event.operator)
     return fx.PlatformEntryResult(event.request_id, False, message)
 
 
@@ -66,6 +68,8 @@ class LaneStatus:
     last_plate: str = ""  # the last plate the lane read (site bus telemetry)
     # the car the lane handles now, as its last record says (plate, colour, class, entry, fee and breakdown)
     car: Optional[dict[str, Any]] = None
+    # an entry lane's car turned away and held for the booth to admit or refuse (record, plate as read, reason)
+    held: Optional[dict[str, Any]] = None
 
 
 @dataclass
@@ -257,6 +261,8 @@ class LaneRunner:
                 self._note_release(event, e, now)
                 if e.request_id in self._requests:  # its operator waits: told whether the barrier took it
                     self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()
+            elif isinstance(e, fx.BoothResult) and e.action_id and e.request_id in self._requests:
+                self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()  # an admit's OPEN
         for effect in effects:
             self._act(effect, read_at)
             if isinstance(effect, fx.NewRecord):
@@ -401,6 +407,16 @@ class LaneRunner:
             return e.plate if e.entry_record_id else ""
         return next((plate for plate, car in self.store.inside_view().items()
                      if car.record_id == e.entry_record_id), "")
+    def _booth_fields(self, v: Visit, phase: str) -> dict[str, Any]:
+        """What the booth needs to correct a misread plate: the reading, and — while a car waits with no stay
+        found for it — the cars inside it may be (plate, entry time, entry lane), for the page to offer."""
+        fields: dict[str, Any] = {"read_plate": v.read_plate, "candidates": []}
+        if phase == "awaiting_payment" and not v.entry_record_id:
+            inside = self.store.inside_view()
+            fields["candidates"] = [{"plate": p, "entered_at": inside[p].entered_at.isoformat(),
+                                     "lane_id": inside[p].lane_id}
+                                    for p in near_plates(v.read_plate or v.plate, inside.keys())]
+        return fields
 
     def _refresh_status(self, effects: list[fx.Effect] = ()) -> None:  # type: ignore[assignment]
         s = self.state
@@ -417,7 +433,11 @@ class LaneRunner:
                            "entry_plate": self._entry_plate(e)}
             self.status.car = {**car, "plate": v.plate, "color": v.color, "vehicle_class": v.vehicle_class,
                                "due_fen": v.due_fen, "paid_fen": v.paid_fen, "reason": v.reason,
-                               "operator": v.operator}
+                               "operator": v.operator, **self._booth_fields(v, s.phase.value)}
+        h = s.booth  # an entry car held for the booth (the lane itself is idle)
+        self.status.held = None if h is None else {"record_id": h.record_id, "plate": h.plate, "color": h.color,
+                                                   "reason": h.reason, "vehicle_class": h.vehicle_class,
+                                                   "image": h.image}
         self.status.phase = s.phase.value
         self.status.barrier_fault = s.barrier_fault
         self.status.last_plate = s.last_plate

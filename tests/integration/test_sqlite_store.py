@@ -43,7 +43,7 @@ async def test_a_commit_writes_records_audit_outbox_and_state_together(store, tm
 
 async def test_a_failing_commit_leaves_nothing_behind(store):
     bad = [entry("in1_1", "粤B12345"), fx.Publish("in1_1", "entry"),
-           fx.PatchRecord("in1_1", (("plate", "x"),))]  # plate is not patchable
+           fx.PatchRecord("in1_1", (("kind", "x"),))]  # kind is not patchable
     with pytest.raises(StoreError):
         await store.commit_lane("in1", {"phase": "opening"}, bad, NOW)
     assert await store.records() == []
@@ -150,7 +150,7 @@ async def test_opening_balances_are_seeded_once_and_survive_a_restart(tmp_path):
 
 
 async def test_a_failed_commit_debits_nothing(store):
-    bad = [fx.DebitBalance("粤B7", 700, "x_1", NOW.isoformat()), fx.PatchRecord("x_1", (("plate", "evil"),))]
+    bad = [fx.DebitBalance("粤B7", 700, "x_1", NOW.isoformat()), fx.PatchRecord("x_1", (("kind", "evil"),))]
     await store.seed_balances({"粤B7": 5000}, NOW)
     with pytest.raises(StoreError):
         await store.commit_lane("out1", {"phase": "idle", "seq": 1}, bad, NOW)

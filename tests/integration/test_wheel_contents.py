@@ -33,7 +33,8 @@ def test_wheel_has_the_unit_and_the_example_config_and_no_hil(tmp_path: Path):
             "lanectl/data/config/example/lanes/east-out.yaml"} <= set(names)
     assert "lanectl/cli/install.py" in names
     assert {"lanectl/data/console/index.html", "lanectl/data/console/console.js",
-            "lanectl/data/console/console.css"} <= set(names)  # the booth console's page, no CDN
+            "lanectl/data/console/console.css",
+            "lanectl/data/console/actions.js"} <= set(names)  # the booth console's page, no CDN
     tops = {name.split("/")[0] for name in names}
     assert not any(top == "hil" for top in tops), sorted(tops)
     unit = zipfile.ZipFile(wheel).read("lanectl/data/lanectl.service").decode()

@@ -10,8 +10,8 @@ import pytest
 
 from lanectl.core import lane as core_lane
 from lanectl.core.events import (CodeScanned, CommandDone, DeviceFault, DeviceRecovered, Event, IdentifyCar,
-                                 IoSnapshot, OperatorOpen, PaymentConfirmed, PaymentFallback, PlateRead,
-                                 PlatformEntry, QuoteRequest, Tick)
+                                 IoSnapshot, OperatorAdmit, OperatorCorrect, OperatorOpen, OperatorRefuse,
+                                 PaymentConfirmed, PaymentFallback, PlateRead, PlatformEntry, QuoteRequest, Tick)
 from lanectl.core.lane import LaneState, Phase, Visit, handle, handler_for
 from tests.unit.test_lane import ARMING, Lane
 
@@ -31,6 +31,8 @@ SAMPLES = {
     IdentifyCar: IdentifyCar("r_1", "car-42", "bolink"), CodeScanned: CodeScanned("1345"),
     DeviceFault: DeviceFault("barrier", "x"), DeviceRecovered: DeviceRecovered("barrier"), Tick: Tick(),
     QuoteRequest: QuoteRequest("粤B12345", "", False, "bolink"),
+    OperatorRefuse: OperatorRefuse("alice", "no ticket"), OperatorCorrect: OperatorCorrect("alice", "粤B12345"),
+    OperatorAdmit: OperatorAdmit("alice", "visitor"),
 }
 
 
@@ -82,7 +84,7 @@ def test_the_stored_words_stay_the_same():
     from lanectl.core.effects import Audit, RecordStatus, StopReason
     assert [s.value for s in RecordStatus] == ["inside", "refused", "exited", "superseded", "leaving",
                                                "awaiting_payment", "paid", "released", "abandoned"]
-    assert [s.value for s in StopReason] == ["paid", "released", "abandoned", "reidentified"]
+    assert [s.value for s in StopReason] == ["paid", "released", "abandoned", "reidentified", "refused"]
     assert [s.value for s in Audit] == ["confirmed", "unconfirmed"]
     assert [t.value for t in core_lane.Timer] == ["open_confirm", "close_confirm", "pass_timeout", "close_retry"]
     assert [r.value for r in core_lane.CloseReason] == ["car_passed", "retry", "not_passed", "restart_no_car"]

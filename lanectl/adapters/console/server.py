@@ -5,7 +5,8 @@
     GET  /console/session          who is logged in (+ csrf) or 401
     POST /console/logout | /console/touch   end the session | mark the operator active (idle logout)
     GET  /console/events           SSE: a snapshot of every lane, then each lane's changes (ids: the feed's seq)
-    POST /console/lanes/<id>/release   {reason, amount_fen?}: a lane request audited as console:<user>
+    POST /console/lanes/<id>/release   {reason, amount_fen?, record_id?}: a lane request audited as console:<user>
+    POST /console/lanes/<id>/refuse|correct|admit   the booth's other actions (console/booth.py)
     GET  /console/sessions         supervisor: who is logged in
     GET  /console/images/<record>  POST /console/topup: the lane card's (card_routes.py)
     GET  /console/records, /shift, /settlements, /outbox (+ .csv)   the records and shift tab (records.py)
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from lanectl.adapters.console.accounts import AccountError, Accounts
 from lanectl.adapters.console.card_routes import add_card_routes
+from lanectl.adapters.console.booth import add_booth_routes
 from lanectl.adapters.console.live import LiveFeed
 from lanectl.adapters.console.sessions import LoginLimiter, Session, Sessions
 from lanectl.adapters.control_socket import ControlError
@@ -45,6 +47,8 @@ class ConsoleActions(Protocol):
     async def record_image(self, record_id: str) -> Optional[str]: ...
 
     async def topup(self, *, plate: str, amount_fen: int, operator: str, reason: str) -> dict[str, Any]: ...
+    async def booth_action(self, action: str, *, lane: str, operator: str, reason: str = "", plate: str = "",
+                           record_id: str = "") -> dict[str, Any]: ...
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> web.Response:
@@ -78,6 +82,7 @@ class ConsoleServer:
         add_card_routes(self, router)
         if self.records is not None:
             self.records.add_routes(router, self._authed)  # GET /console/records..., /shift, /settlements, /outbox
+        add_booth_routes(self, router)  # refuse / correct / admit (console/booth.py)
 
     # --- the page ------------------------------------------------------------------------------------------
     async def _to_page(self, request: web.Request) -> web.StreamResponse:
@@ -208,11 +213,16 @@ class ConsoleServer:
                                    or not 0 <= amount <= MAX_AMOUNT_FEN):
             return _error(400, "bad_request", "amount_fen must be a whole number of fen between 0 and "
                           f"{MAX_AMOUNT_FEN}")
+        record_id = body.get("record_id") if body is not None else None  # the car the page showed, if sent
+        if record_id is not None and (not isinstance(record_id, str) or not record_id.isascii()
+                                      or not record_id.replace("_", "").isalnum() or len(record_id) > 48):
+            return _error(400, "bad_request", "record_id is not a record id")
         lane = request.match_info["lane"]
         operator = f"console:{session.user}"
         try:
             answer = await self.actions.open_barrier(lane=lane, operator=operator, reason=reason.strip(),
-                                                     amount_fen=amount)
+                                                     amount_fen=amount, **({"record_id": record_id} if record_id
+                                                                           else {}))
         except ControlError as exc:
             return _error(exc.http_status, exc.code, exc.message)
         log.info("console: %s release at lane %s: %s (%s)", operator, lane, answer.get("outcome"),

@@ -16,7 +16,8 @@ from lanectl.core.lane import InsideCar
 
 # The record columns a lane may change after the record was written (PatchRecord).
 RECORD_COLUMNS = frozenset({"status", "reason", "paid_fen", "due_fen", "total_fen", "operator", "vehicle_class",
-                            "entry_record_id", "entered_at", "detail", "operator_uid", "short_fen", "over_fen"})
+                            "entry_record_id", "entered_at", "detail", "operator_uid", "short_fen", "over_fen",
+                            "plate", "read_plate", "corrected_by"})  # an operator's correction (OperatorCorrect)
 
 
 class LaneRepository:
@@ -49,6 +50,8 @@ class LaneRepository:
         bad = set(changes) - RECORD_COLUMNS
         if bad:
             raise StoreError(f"cannot patch record columns {sorted(bad)}")
+        if "detail" in changes:  # stored as NewRecord's is (a JSON list, Chinese kept readable)
+            changes["detail"] = json.dumps(list(changes["detail"]), ensure_ascii=False)
         changes["updated_at"] = stamp
         sqlite_utils.Database(self.uow.conn)["records"].update(e.record_id, changes)
 

@@ -249,6 +249,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX records_ts ON records (ts, record_id);
     """,
+    # v11: a plate the booth operator corrected (issue 18): `plate` is the corrected one, `read_plate` what the
+    # camera read, `corrected_by` who corrected it ('' on records never corrected).
+    """
+    ALTER TABLE records ADD COLUMN read_plate TEXT NOT NULL DEFAULT '';
+    ALTER TABLE records ADD COLUMN corrected_by TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 

@@ -182,6 +182,7 @@ function render(view) {
   result.className = `result ${cls}`;
   card.querySelector(".cash").disabled = !waiting;
   card.querySelector(".cash").hidden = view.direction !== "exit";  // nobody pays at an entry
+  window.laneActions?.(card, view);  // refuse / correct / admit (actions.js)
 }
 
 function renderProviders(card, providers) {
@@ -245,9 +246,11 @@ async function submitTopup(event) {
 }
 
 let dialogLane = null;
+let dialogRecord = "";  // the record of the car shown when the dialog opened
 function openDialog(laneId, cash) {
   const view = lanes.get(laneId);
   dialogLane = laneId;
+  dialogRecord = view.car?.record_id || "";
   const dialog = $("#release-dialog");
   dialog.querySelector(".lane-name").textContent = view.name;
   dialog.querySelector(".car").textContent = view.car ? `${view.car.plate} ${view.phase === "awaiting_payment" ? "¥" + yuan(view.car.due_fen) : ""}` : "";
@@ -278,8 +281,9 @@ async function submitRelease(event) {
   }
   const laneId = dialogLane;
   $("#release-dialog").close();
+  const shown = dialogRecord;  // the car this operator saw: if it has gone since, the lane does nothing
   const { status, data } = await api("POST", `/console/lanes/${encodeURIComponent(laneId)}/release`,
-                                     { reason, amount_fen: amount });
+                                     { reason, amount_fen: amount, ...(shown ? { record_id: shown } : {}) });
   let text;
   let cls = "refused";
   if (status === 401) { loggedOut(t("session_ended")); return; }
