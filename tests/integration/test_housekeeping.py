@@ -209,6 +209,49 @@ async def test_retention_deletes_old_settled_uploaded_records_and_keeps_what_is_
     assert any(f"{len(gone)} records" in r.getMessage() for r in caplog.records)
 
 
+async def test_retention_trims_the_site_bus_log_and_the_replica_but_never_what_is_unsent_or_the_top_seq(
+        new_db, tmp_path):
+    old, recent = NOW - timedelta(days=500), NOW - timedelta(days=3)
+    lot = fill(new_db, old, 3)  # three old visits: their records go
+    conn = lot.conn
+    going = [r[0] for r in conn.execute("SELECT record_id FROM records")]
+    conn.execute("BEGIN")
+    inside = lot.arrive(lot.plate())  # an old entry still inside: kept, and so is its message
+    rows = [(rid, "done", old) for rid in going]  # sent long ago, the record goes: the message goes
+    rows += [(inside, "done", old),  # its record stays: kept
+             ("B-0001", "done", old),  # a correction of another booth's record, sent long ago: goes
+             ("B-0002", "pending", old),  # never sent: kept whatever its age
+             ("B-0003", "done", recent),  # sent three days ago: kept
+             ("B-0004", "done", old)]  # the highest seq: kept, it numbers the next message
+    for seq, (rid, status, at) in enumerate(rows, start=1):
+        conn.execute("INSERT INTO outbox (destination, kind, key, payload, created_at, next_at, status, seq) "
+                     "VALUES ('site_bus', 'exit', ?, '{}', ?, ?, ?, ?)",
+                     (f"exit:{rid}:{seq}", at.isoformat(), at.timestamp(), status, seq))
+    for rid, closed, at in (("C-1", "exited", old), ("C-2", "", old), ("C-3", "exited", recent)):
+        conn.execute("INSERT INTO site_replica (record_id, booth, seq, plate, closed, message, updated_at) "
+                     "VALUES (?, 'B', 1, '粤A00001', ?, '{}', ?)", (rid, closed, at.isoformat()))
+    conn.execute("COMMIT")
+    conn.close()
+
+    store = await opened(new_db)
+    try:
+        st = await housekeeping(store, tmp_path, FakeClock(NOW), retention_batch=10).run_job("retention")
+    finally:
+        await store.close()
+    assert st.ok, st.result
+    assert st.result["deleted"]["site_bus_sent"] == len(going) + 1
+    assert st.result["deleted"]["site_replica"] == 1
+    conn = sqlite3.connect(new_db)
+    try:
+        left = {r[0] for r in conn.execute("SELECT key FROM outbox WHERE destination='site_bus'")}
+        assert {k.split(":")[1] for k in left} == {inside, "B-0002", "B-0003", "B-0004"}
+        assert {r[0] for r in conn.execute("SELECT record_id FROM site_replica")} == {"C-2", "C-3"}
+        # the booth's next message is numbered after the highest seq it ever used (ReplicaRepository._next_seq_sync)
+        assert conn.execute("SELECT MAX(seq) FROM outbox WHERE destination='site_bus'").fetchone()[0] == len(rows)
+    finally:
+        conn.close()
+
+
 async def test_a_lane_write_waits_for_one_retention_batch_not_for_the_whole_run(new_db, tmp_path):
     fill(new_db, NOW - timedelta(days=600), 1000).conn.close()
     store = await opened(new_db)

@@ -68,3 +68,17 @@ async def test_a_fault_reported_twice_counts_once_and_is_timed_when_it_ends():
         assert metrics.faults == [("l1", "plate_reader")]
         assert [(lane_id, device) for lane_id, device, _ in metrics.recovered] == [("l1", "plate_reader")]
         assert metrics.recovered[0][2] >= 0
+
+
+async def test_a_serial_device_fault_is_in_the_lane_status_and_the_sd_notify_line_until_it_recovers():
+    from lanectl.app import lane_faults
+    async with Lane() as lane:
+        lane.runner.emit(DeviceFault("plate_reader", "/dev/ttyUSB0: no such device"))
+        lane.runner.emit(DeviceFault("scanner", "/dev/ttyUSB1: no such device"))
+        await until(lambda: lane.runner.status.scanner_fault != "", "the scanner's fault published")
+        assert lane.runner.status.plate_reader_fault == "/dev/ttyUSB0: no such device"
+        assert lane_faults(lane.runner.status) == ["plate reader: /dev/ttyUSB0: no such device",
+                                                   "scanner: /dev/ttyUSB1: no such device"]
+        lane.runner.emit(DeviceRecovered("plate_reader"))
+        await until(lambda: lane.runner.status.plate_reader_fault == "", "the plate reader's recovery published")
+        assert lane_faults(lane.runner.status) == ["scanner: /dev/ttyUSB1: no such device"]

@@ -7,9 +7,14 @@ A record is kept, however old, while anything about it is still open:
   at — neither has reached its destination);
 - an open settlement, or a payment attempt still charging / pending / on fallback.
 What goes with a record: its payments, payment attempts, settlement, prepayments, barrier audit rows and its
-uploaded (`done`) outbox rows. Kept whatever their age: the site bus rows (the booth's numbered message log,
-whose highest seq numbers the next message), the stored-value ledger (`balance_moves`: balances are
+uploaded (`done`) outbox rows. Kept whatever their age: the stored-value ledger (`balance_moves`: balances are
 its sum), the inbox (callback dedupe keys), card renewals and platform marks.
+
+The site bus (in-park replication) is trimmed by its own step, `prune_site_bus_sync`, after the records: this
+booth's sent messages older than the cutoff whose record is gone (deleted above, or another booth's record that a
+correction named), never one not yet sent and never the highest seq (it numbers the booth's next message); and the
+replica's closed stays of other booths not updated since the cutoff. A booth that asks to catch up from before the
+cutoff gets what is left (a gap of more than `retention_days` is no longer anyone's car inside).
 """
 
 from __future__ import annotations
@@ -66,3 +71,23 @@ def delete_batch_sync(conn: sqlite3.Connection, record_ids: Sequence[str],
                                         key).rowcount for rid in going for key in keys[rid])
     counts["records"] = conn.execute(f"DELETE FROM records WHERE record_id IN ({marks})", going).rowcount
     return counts
+
+
+SITE_BUS = "site_bus"
+
+
+def prune_site_bus_sync(conn: sqlite3.Connection, cutoff_ts: float, limit: int) -> dict[str, int]:
+    """In the caller's transaction: at most `limit` old sent site bus messages and `limit` old closed replica
+    rows go (see the module's docstring). Returns rows deleted per kind; call again while it deletes `limit`."""
+    top = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE destination=?", (SITE_BUS,)).fetchone()[0]
+    # key = <kind>:<record_id>:<seq>; next_at is the last send's time (a done row is not retried)
+    sent = conn.execute(
+        "DELETE FROM outbox WHERE rowid IN (SELECT o.rowid FROM outbox o WHERE o.destination=? AND o.status='done' "
+        "AND o.seq < ? AND o.next_at < ? AND NOT EXISTS (SELECT 1 FROM records r WHERE r.record_id = "
+        "substr(o.key, instr(o.key, ':') + 1, length(o.key) - instr(o.key, ':') - length(CAST(o.seq AS TEXT)) - 1)) "
+        "LIMIT ?)", (SITE_BUS, top, cutoff_ts, limit)).rowcount
+    # julianday() reads the offset of the stored lot-time ISO strings, so the comparison is in one time base
+    replica = conn.execute(
+        "DELETE FROM site_replica WHERE rowid IN (SELECT rowid FROM site_replica WHERE closed != '' "
+        "AND julianday(updated_at) < julianday(?, 'unixepoch') LIMIT ?)", (cutoff_ts, limit)).rowcount
+    return {"site_bus_sent": sent, "site_replica": replica}

@@ -28,7 +28,8 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 
 from lanectl.adapters.housekeeping.backup import backup_sync
-from lanectl.adapters.housekeeping.retention import candidates_sync, delete_batch_sync, outbox_kinds_sync
+from lanectl.adapters.housekeeping.retention import (candidates_sync, delete_batch_sync, outbox_kinds_sync,
+                                                     prune_site_bus_sync)
 from lanectl.adapters.housekeeping.shift_report import write_report_sync
 from lanectl.adapters.housekeeping.vacuum import vacuum_sync
 from lanectl.adapters.store.faults import storage_fault
@@ -205,8 +206,20 @@ class Housekeeping:
             batches += 1
             totals.update(counts)
             await self.clock.sleep(0)  # the lanes' writes queued meanwhile go before the next batch
+
+        def _site_bus() -> dict[str, int]:
+            with self.uow.transaction() as conn:
+                return prune_site_bus_sync(conn, cutoff, self.cfg.retention_batch)
+
+        while True:  # then the site bus log and replica, in batches too
+            counts = await self.uow.write(_site_bus)
+            totals.update(counts)
+            if max(counts.values()) < self.cfg.retention_batch:
+                break
+            batches += 1
+            await self.clock.sleep(0)
         deleted = {k: v for k, v in totals.items() if k != "kept_unsent" and v}
-        if deleted.get("records"):
+        if deleted:
             log.info("housekeeping: retention deleted %s (records older than %d days); kept %d not yet uploaded",
                      ", ".join(f"{v} {k}" for k, v in sorted(deleted.items())), self.cfg.retention_days,
                      totals["kept_unsent"])
