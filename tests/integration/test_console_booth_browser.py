@@ -85,6 +85,8 @@ async def test_a_misread_plate_is_corrected_from_its_candidates_then_refused_and
                 await page.wait_for_selector(f"{pick}:has-text('粤B82346')")
                 offered = await page.locator(pick).all_inner_texts()
                 assert offered == ["粤B82345", "粤B82346"], offered
+                # no stay found: the fee is not known yet, which is not "free"
+                assert await page.inner_text("#lane-out1 .due") == "未知（无入场记录）"
                 await page.screenshot(path=str(artefacts / "1-misread-with-candidates.png"))
 
                 await page.click(f"{pick}:has-text('粤B82346')")

@@ -169,22 +169,25 @@ const ACTION_TEXT = {
     if (recordId) body.record_id = recordId;
     const { status, data } = await api("POST", `/console/lanes/${encodeURIComponent(laneId)}/${action}`, body);
     if (status === 401) { loggedOut(t("session_ended")); return; }
-    let text;
-    let cls = data.done ? "ok" : "refused";
+    if (status === 200 && data.outcome === "corrected") found.delete(laneId);
+    if (status === 200 && data.outcome === "candidates") found.set(laneId, data.candidates);
+    const cls = data.done && !(status === 200 && data.opened === false) ? "ok" : "refused";
     const p = data.plate || body.plate || "";
-    if (status !== 200) text = at("error", { m: data.message || status });
-    else if (data.outcome === "corrected") {
-      text = view && view.direction === "entry" ? at("corrected_entry", { p }) :
-        data.due_fen ? at("corrected_due", { p, y: yuan(data.due_fen) }) : at("corrected_free", { p });
-      found.delete(laneId);
-    } else if (data.outcome === "candidates") {
-      found.set(laneId, data.candidates);
-      text = at("candidates", { p, l: data.candidates.map((c) => c.plate).join(" / ") });
-    } else if (data.outcome === "no_match") text = at("no_match", { p });
-    else if (data.outcome === "car_gone") text = at("car_gone", { m: goneText(data.message) });
-    else text = at(data.outcome, { m: data.message });
-    if (status === 200 && data.opened === false) { text += " · " + at("not_delivered", { m: data.message }); cls = "refused"; }
-    results.set(laneId, [text, cls]);
+    const say = () => {  // worded when shown: a language switch rewords it
+      let text;
+      if (status !== 200) text = at("error", { m: data.message || status });
+      else if (data.outcome === "corrected") {
+        text = view && view.direction === "entry" ? at("corrected_entry", { p }) :
+          data.due_fen ? at("corrected_due", { p, y: yuan(data.due_fen) }) : at("corrected_free", { p });
+      } else if (data.outcome === "candidates") {
+        text = at("candidates", { p, l: data.candidates.map((c) => c.plate).join(" / ") });
+      } else if (data.outcome === "no_match") text = at("no_match", { p });
+      else if (data.outcome === "car_gone") text = at("car_gone", { m: goneText(data.message) });
+      else text = at(data.outcome, { m: data.message });
+      if (status === 200 && data.opened === false) text += " · " + at("not_delivered", { m: data.message });
+      return text;
+    };
+    results.set(laneId, [say, cls]);
     if (lanes.has(laneId)) render(lanes.get(laneId));
   }
 

@@ -12,7 +12,7 @@ const TEXT = {
     need_reason: "请填写原因", bad_amount: "金额格式不对（例如 12 或 12.50）", released: "已放行",
     already_opening: "道闸已在抬起（可能另一位操作员刚放行），未重复操作", refused: "未放行：{m}",
     not_handled: "未放行：{m}", not_delivered: "已决定放行，但道闸未确认：{m}", error: "失败：{m}",
-    settling: "平台支付进行中", waiting_pay: "待支付", none: "—", minutes: "{h} 小时 {m} 分", short: "少收 {y} 元",
+    settling: "平台支付进行中", due_unknown: "未知（无入场记录）", waiting_pay: "待支付", none: "—", minutes: "{h} 小时 {m} 分", short: "少收 {y} 元",
     session_ended: "会话已结束，请重新登录",
     phases: { idle: "空闲", awaiting_payment: "待缴费", opening: "抬杆中", open: "道闸已开，等待车辆通过",
               closing: "落杆中", blocked: "已放行但道闸未抬起" },
@@ -35,7 +35,7 @@ const TEXT = {
     bad_amount: "Amount like 12 or 12.50", released: "Released", refused: "Not released: {m}",
     already_opening: "The barrier is already opening (another operator may have just released it): nothing done",
     not_handled: "Not released: {m}", not_delivered: "Release decided but the barrier did not confirm: {m}",
-    error: "Failed: {m}", settling: "platform payment in progress", waiting_pay: "waiting for payment", none: "—",
+    error: "Failed: {m}", settling: "platform payment in progress", due_unknown: "unknown (no entry record)", waiting_pay: "waiting for payment", none: "—",
     minutes: "{h} h {m} min", short: "{y} yuan short", session_ended: "Session ended: log in again",
     phases: { idle: "idle", awaiting_payment: "waiting to pay", opening: "opening", open: "open, car to pass",
               closing: "closing", blocked: "released but the arm did not rise" },
@@ -56,7 +56,7 @@ let csrf = "";
 let role = "";
 let events = null;
 const lanes = new Map();        // lane id -> its latest view
-const results = new Map();      // lane id -> [text, class] of the last action there
+const results = new Map();      // lane id -> [() => text in the current language, class] of the last action there
 window.__seen = {};             // record id -> Date.now() when this page first showed it (the browser test reads it)
 
 const $ = (sel) => document.querySelector(sel);
@@ -164,7 +164,9 @@ function render(view) {
   card.querySelector(".entered").textContent = car && car.entered_at ? car.entered_at.slice(0, 16).replace("T", " ") : t("none");
   card.querySelector(".stay").textContent = car ? stay(view) : t("none");
   const waiting = view.phase === "awaiting_payment" && car;
-  card.querySelector(".due").textContent = waiting ? `¥${yuan(car.due_fen)}` : t("none");
+  // no stay found and nothing charged for that: the fee is not known, not zero (the booth decides)
+  const unknownDue = waiting && view.direction === "exit" && !car.entry_record_id && !car.due_fen;
+  card.querySelector(".due").textContent = !waiting ? t("none") : unknownDue ? t("due_unknown") : `¥${yuan(car.due_fen)}`;
   card.querySelector(".payment").textContent = !waiting ? t("none") : car.settling ? t("settling") :
     `${t("waiting_pay")}${view.payments.length ? " (" + view.payments.join(", ") + ")" : ""}`;
   card.querySelector(".board").textContent = view.board || t("none");
@@ -176,9 +178,9 @@ function render(view) {
   renderProviders(card, waiting ? car.providers || [] : []);
   renderPictures(card, car, view.direction);
   card.querySelector(".faults").textContent = faults;
-  const [text, cls] = results.get(view.lane) || ["", ""];
+  const [say, cls] = results.get(view.lane) || ["", ""];
   const result = card.querySelector(".result");
-  result.textContent = text;
+  result.textContent = typeof say === "function" ? say() : say;  // in the language shown now
   result.className = `result ${cls}`;
   card.querySelector(".cash").disabled = !waiting;
   card.querySelector(".cash").hidden = view.direction !== "exit";  // nobody pays at an entry
@@ -284,17 +286,17 @@ async function submitRelease(event) {
   const shown = dialogRecord;  // the car this operator saw: if it has gone since, the lane does nothing
   const { status, data } = await api("POST", `/console/lanes/${encodeURIComponent(laneId)}/release`,
                                      { reason, amount_fen: amount, ...(shown ? { record_id: shown } : {}) });
-  let text;
-  let cls = "refused";
   if (status === 401) { loggedOut(t("session_ended")); return; }
-  if (status !== 200) text = t("error", { m: data.message || status });
-  else if (data.outcome === "released" && data.opened) {
-    text = t("released") + (data.short_fen ? ` · ${t("short", { y: yuan(data.short_fen) })}` : "");
-    cls = "ok";
-  } else if (data.outcome === "released") text = t("not_delivered", { m: data.message });
-  else if (data.outcome === "already_opening") text = t("already_opening");
-  else text = t(data.outcome === "not_handled" ? "not_handled" : "refused", { m: data.message });
-  results.set(laneId, [text, cls]);
+  const cls = status === 200 && data.outcome === "released" && data.opened ? "ok" : "refused";
+  const say = () => {
+    if (status !== 200) return t("error", { m: data.message || status });
+    if (data.outcome === "released" && data.opened)
+      return t("released") + (data.short_fen ? ` · ${t("short", { y: yuan(data.short_fen) })}` : "");
+    if (data.outcome === "released") return t("not_delivered", { m: data.message });
+    if (data.outcome === "already_opening") return t("already_opening");
+    return t(data.outcome === "not_handled" ? "not_handled" : "refused", { m: data.message });
+  };
+  results.set(laneId, [say, cls]);
   if (lanes.has(laneId)) render(lanes.get(laneId));
 }
 
