@@ -162,6 +162,9 @@ const ACTION_TEXT = {
     return m ? String(ACTION_TEXT[lang].gone[m[1]] || m[1]).replace("{w}", m[2] || "") : message;
   }
 
+  // the release dialog (console.js) words a car already dealt with the same way
+  window.boothGoneText = (message) => at("car_gone", { m: goneText(message) });
+
   async function send(laneId, action, body) {
     const view = lanes.get(laneId);
     const recordId = dialog && dialog.lane === laneId ? dialog.record_id : view ? actionable(view).record_id : "";

@@ -294,6 +294,7 @@ async function submitRelease(event) {
       return t("released") + (data.short_fen ? ` · ${t("short", { y: yuan(data.short_fen) })}` : "");
     if (data.outcome === "released") return t("not_delivered", { m: data.message });
     if (data.outcome === "already_opening") return t("already_opening");
+    if (data.outcome === "car_gone" && window.boothGoneText) return window.boothGoneText(data.message);
     return t(data.outcome === "not_handled" ? "not_handled" : "refused", { m: data.message });
   };
   results.set(laneId, [say, cls]);
