@@ -86,6 +86,20 @@ def _stamp(value: object) -> str:
         return str(value)
 
 
+def _for_the_booth(lane_id: str, st: dict[str, Any]) -> list[str]:
+    """What waits for an operator at this lane: an entry car held for the booth, the cars a misread plate may be."""
+    lines = []
+    held = st.get("held")
+    if held:
+        lines.append(f"    held for the booth: {held.get('plate') or '(no plate)'} ({held.get('reason', '')}): "
+                     f"lanectl admit {lane_id} --reason ... | lanectl refuse {lane_id} --reason ...")
+    candidates = (st.get("car") or {}).get("candidates") or []
+    if candidates:
+        lines.append(f"    read {st['car'].get('read_plate') or st['car'].get('plate')}, no stay found; may be: "
+                     f"{', '.join(c['plate'] for c in candidates)}: lanectl correct {lane_id} PLATE")
+    return lines
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     data = call(args, "status")
     if args.json:
@@ -102,6 +116,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         counted = f"  plates read {lines['read']}, skipped {lines['skipped']}" if lines else ""
         print(f"  {lane_id:10} {st['direction']:5} {st['phase']:17}{extra}{counted}"
               f"{'  FAULT: ' + faults if faults else ''}")
+        for line in _for_the_booth(lane_id, st):
+            print(line)
         refused = _refused(st)
         if refused:
             print(f"    refused since start: {refused}")

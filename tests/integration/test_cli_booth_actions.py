@@ -61,6 +61,9 @@ async def test_a_misread_exit_plate_is_corrected_from_the_cli_then_refused(app: 
     record_id = out1.state.visit.record_id
     view = app.console_view("out1")
     assert [c["plate"] for c in view["car"]["candidates"]] == ["粤B82345", "粤B82346"]
+    code, out, _ = await lanectl(capsys, "status", "--socket", sock)
+    assert code == 0 and ("    read 粤B8234S, no stay found; may be: 粤B82345, 粤B82346: lanectl correct out1 PLATE"
+                          in out.splitlines())
 
     code, out, _ = await lanectl(capsys, "correct", "--socket", sock, "out1", "津B82345")
     assert code == 1 and "candidates" in out and "粤B82345  entered" in out
@@ -94,6 +97,8 @@ async def test_an_unreadable_entry_car_is_admitted_from_the_cli(app: App, capsys
     in1.emit(PlateRead("竑B55502", "blue", 90))
     await until(lambda: app.console_view("in1")["held"] is not None)
     assert app.console_view("in1")["held"]["reason"] == "unreadable_plate"
+    code, out, _ = await lanectl(capsys, "status", "--socket", sock)
+    assert code == 0 and "    held for the booth: 竑B55502 (unreadable_plate): lanectl admit in1" in out
 
     code, out, err = await lanectl(capsys, "admit", "--socket", sock, "in1", "--reason", "访客", "--plate", "hello")
     assert code == 1 and "not a plate" in err
