@@ -219,7 +219,8 @@ async def test_records_queued_while_off_the_bus_go_out_when_it_is_back_not_after
         await a.enter(PLATE)
         await until(lambda: a.relay.destination_status("site_bus").retry_at is not None, "A's relay backing off")
         a.bus.connected = True
-        await until(lambda: PLATE in b.store.inside_view(), "the entry at B", timeout=3)
+        # well inside the 30 s backoff (a loaded CI machine may take seconds; the backoff would take 30)
+        await until(lambda: PLATE in b.store.inside_view(), "the entry at B", timeout=10)
         assert a.pending() == 0
     finally:
         watching.cancel()
