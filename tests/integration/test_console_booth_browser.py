@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from lanectl.adapters.console.accounts import User, hash_password, write_users
-from lanectl.bootstrap import build_app
 from lanectl.config import load_config
 from lanectl.core.events import IoSnapshot, PlateRead
-from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
+from tests.daemon import fake_device_daemon
+from tests.fakes import FakeClock, FakeLaneDevices
 from tests.integration.test_console_browser import AT_THE_LOOP, CHROMIUM, DEVICES, async_api, log_in
 from tests.minimal_site import write_minimal_config
 
@@ -57,12 +57,7 @@ async def test_a_misread_plate_is_corrected_from_its_candidates_then_refused_and
     artefacts = tmp_path / "booth-screenshots"
     artefacts.mkdir()
     clock, devices = FakeClock(), FakeLaneDevices()
-    app = build_app(config, clock=clock, devices=devices, control=FakeControlServer, notifier=FakeNotifier(),
-                    raise_nofile=lambda: (4096, 4096))
-    stop = asyncio.Event()
-    daemon = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.ready.wait(), 5)
+    async with fake_device_daemon(config, clock, devices) as app:
         assert app.lan is not None
         lan = f"http://127.0.0.1:{app.lan.port}"
         await enter(devices, "in1", "粤B82345")
@@ -132,6 +127,3 @@ async def test_a_misread_plate_is_corrected_from_its_candidates_then_refused_and
                     if r["reason"] == "operator:访客 301"]
         assert [(r["status"], r["plate"], r["operator"]) for r in admitted] == [("inside", "", "console:wang")]
         print(f"\nconsole booth actions: screenshots in {artefacts}")
-    finally:
-        stop.set()
-        await asyncio.wait_for(daemon, 10)

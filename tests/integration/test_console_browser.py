@@ -23,11 +23,11 @@ import pytest
 
 from hil.emulators import xft as xft_emu
 from lanectl.adapters.console.accounts import User, hash_password, write_users
-from lanectl.bootstrap import build_app
 from lanectl.config import load_config
 from lanectl.core import effects as fx
 from lanectl.core.events import IoSnapshot, PlateRead
-from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
+from tests.daemon import fake_device_daemon
+from tests.fakes import FakeClock, FakeLaneDevices
 from tests.minimal_site import write_minimal_config
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -104,12 +104,7 @@ async def test_an_operator_sees_the_car_and_its_fee_live_and_releases_it_for_cas
             if isinstance(e, fx.NewRecord) and e.kind == "exit" and e.due_fen:
                 decided.setdefault(e.record_id, time.time())
 
-    app = build_app(config, clock=clock, devices=devices, control=FakeControlServer, notifier=FakeNotifier(),
-                    raise_nofile=lambda: (4096, 4096), on_effects=on_effects)
-    stop = asyncio.Event()
-    daemon = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.ready.wait(), 5)
+    async with fake_device_daemon(config, clock, devices, on_effects=on_effects) as app:
         assert app.lan is not None
         lan, public = f"http://127.0.0.1:{app.lan.port}", f"http://127.0.0.1:{app.http.port}"
         async with aiohttp.ClientSession() as http:
@@ -174,7 +169,7 @@ async def test_an_operator_sees_the_car_and_its_fee_live_and_releases_it_for_cas
 
                 # both operators open the cash dialog and confirm at the same moment
                 for page, amount in ((wang, "5.00"), (li, "7")):
-                    await page.wait_for_selector(f"#lane-out1 .due:has-text('¥7.00')")
+                    await page.wait_for_selector("#lane-out1 .due:has-text('¥7.00')")
                     await page.click("#lane-out1 button.cash")
                     await page.fill("#release-form input[name=amount]", amount)
                     await page.fill("#release-form input[name=reason]", "现金缴费")
@@ -225,7 +220,4 @@ async def test_an_operator_sees_the_car_and_its_fee_live_and_releases_it_for_cas
         moves = (await app.balances(plate=STORED, limit=10))["moves"]
         topups = [(m["kind"], m["delta_fen"]) for m in moves if "console:li" in m["reference"]]
         assert topups == [("topup", 5000)], moves
-    finally:
-        stop.set()
-        await asyncio.wait_for(daemon, 10)
     assert sorted(p.name for p in artefacts.iterdir())[0] == "1-login-refused.png"

@@ -13,10 +13,10 @@ import pytest
 
 from hil.emulators import xft as xft_emu
 from lanectl.adapters.console.accounts import User, hash_password, write_users
-from lanectl.bootstrap import build_app
 from lanectl.config import load_config
 from lanectl.core.events import PlateRead
-from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
+from tests.daemon import fake_device_daemon
+from tests.fakes import FakeClock, FakeLaneDevices
 from tests.minimal_site import AT_THE_LOOP, write_minimal_config
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,12 +57,7 @@ async def test_the_card_shows_the_refusal_with_its_reason_the_picture_and_the_fe
     write_users(etc / "console-users.yaml", {"wang": User("wang", "operator", hash_password("wang-pass-1",
                                                                                             n=2 ** 10))})
     clock, devices = FakeClock(), FakeLaneDevices()
-    app = build_app(load_config(etc), clock=clock, devices=devices, control=FakeControlServer,
-                    notifier=FakeNotifier(), raise_nofile=lambda: (4096, 4096))
-    stop = asyncio.Event()
-    daemon = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.ready.wait(), 5)
+    async with fake_device_daemon(load_config(etc), clock, devices) as app:
         assert app.lan is not None and app.console_feed is not None
         await devices.barriers["in1"].send(AT_THE_LOOP)
         await devices.readers["in1"].send(PlateRead(PLATE, "blue", 95, "in1-camera"))
@@ -97,6 +92,3 @@ async def test_the_card_shows_the_refusal_with_its_reason_the_picture_and_the_fe
                 assert r.status == 404 and (await r.json())["error"] == "no_picture"  # the entry's camera sent none
             async with http.get(f"http://127.0.0.1:{app.http.port}{car['picture']}") as r:
                 assert r.status == 404  # never on the public face
-    finally:
-        stop.set()
-        await asyncio.wait_for(daemon, 10)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import aiohttp
 
-from lanectl.bootstrap import build_app
 from lanectl.config import load_config
-from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
+from tests.daemon import fake_device_daemon
+from tests.fakes import FakeClock, FakeLaneDevices
 from tests.minimal_site import write_minimal_config
 
 PATHS = ("/console/", "/console/static/console.js", "/console/events", "/console/session")
@@ -20,12 +20,7 @@ PATHS = ("/console/", "/console/static/console.js", "/console/events", "/console
 async def statuses(enabled: bool, tmp_path: Path) -> tuple[dict[str, int], dict[str, int]]:
     config = load_config(write_minimal_config(tmp_path, console={"enabled": enabled},
                                               housekeeping={"enabled": False}))
-    app = build_app(config, clock=FakeClock(), devices=FakeLaneDevices(), control=FakeControlServer,
-                    notifier=FakeNotifier(), raise_nofile=lambda: (4096, 4096))
-    stop = asyncio.Event()
-    daemon = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.ready.wait(), 5)
+    async with fake_device_daemon(config, FakeClock(), FakeLaneDevices()) as app:
         assert app.lan is not None
         faces = {}
         async with aiohttp.ClientSession() as http:
@@ -35,9 +30,6 @@ async def statuses(enabled: bool, tmp_path: Path) -> tuple[dict[str, int], dict[
                     async with http.get(f"http://127.0.0.1:{port}{path}") as r:
                         faces[face][path] = r.status
         return faces["public"], faces["lan"]
-    finally:
-        stop.set()
-        await asyncio.wait_for(daemon, 10)
 
 
 async def test_the_console_is_on_the_lan_face_only(tmp_path):
@@ -59,12 +51,7 @@ async def test_the_live_stream_outlives_the_listeners_idle_timeout(tmp_path):
     etc = write_minimal_config(tmp_path, console={"enabled": True}, housekeeping={"enabled": False},
                                lan={"listen": "127.0.0.1:0", "idle_timeout_s": 0.3})
     write_users(etc / "console-users.yaml", {"wang": User("wang", "operator", hash_password("wang-pass-1", n=1024))})
-    app = build_app(load_config(etc), clock=FakeClock(), devices=FakeLaneDevices(), control=FakeControlServer,
-                    notifier=FakeNotifier(), raise_nofile=lambda: (4096, 4096))
-    stop = asyncio.Event()
-    daemon = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.ready.wait(), 5)
+    async with fake_device_daemon(load_config(etc), FakeClock(), FakeLaneDevices()) as app:
         lan = f"http://127.0.0.1:{app.lan.port}"
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # an IP address
             async with http.post(f"{lan}/console/login", json={"user": "wang", "password": "wang-pass-1"}) as r:
@@ -77,6 +64,3 @@ async def test_the_live_stream_outlives_the_listeners_idle_timeout(tmp_path):
                 while not any(b"event: lane" in line for line in lines):
                     lines.append(await asyncio.wait_for(stream.content.readline(), 5))
                     assert lines[-1], f"the stream was closed: {lines}"
-    finally:
-        stop.set()
-        await asyncio.wait_for(daemon, 10)

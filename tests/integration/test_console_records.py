@@ -404,21 +404,16 @@ async def test_the_daemon_serves_the_tab_on_the_lan_face_only_reading_what_its_l
     the public face answers 404 for every route of the tab."""
     import aiohttp
 
-    from lanectl.bootstrap import build_app
     from lanectl.config import load_config
     from lanectl.core.events import PlateRead
-    from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
+    from tests.daemon import fake_device_daemon
+    from tests.fakes import FakeClock, FakeLaneDevices
     from tests.minimal_site import write_minimal_config
 
     etc = write_minimal_config(tmp_path, console={"enabled": True}, housekeeping={"enabled": False})
     write_users(etc / "console-users.yaml", {"wang": User("wang", "operator", hash_password("wang-pass-1", n=1024))})
     clock, devices = FakeClock(), FakeLaneDevices()
-    app = build_app(load_config(etc), clock=clock, devices=devices, control=FakeControlServer,
-                    notifier=FakeNotifier(), raise_nofile=lambda: (4096, 4096))
-    stop = asyncio.Event()
-    daemon = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.ready.wait(), 5)
+    async with fake_device_daemon(load_config(etc), clock, devices) as app:
         assert app.lan is not None
         lan, public = f"http://127.0.0.1:{app.lan.port}", f"http://127.0.0.1:{app.http.port}"
         app.runners["in1"].emit(PlateRead("粤B12345", "blue", 95, "in1-camera"))
@@ -439,9 +434,6 @@ async def test_the_daemon_serves_the_tab_on_the_lan_face_only_reading_what_its_l
             assert body["lanes"] == {lane.id: lane.name or lane.id for lane in app.config.lanes}
             async with http.get(f"{lan}/console/outbox") as r:
                 assert r.status == 200 and "destinations" in await r.json()
-    finally:
-        stop.set()
-        await asyncio.wait_for(daemon, 10)
 
 
 async def test_a_database_that_cannot_be_read_is_a_503_json_not_a_traceback(console, lot, monkeypatch):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from lanectl.bootstrap import build_app
 from lanectl.core.events import PlateRead
-from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
+from tests.daemon import fake_device_daemon
+from tests.fakes import FakeClock, FakeLaneDevices
 from tests.integration.test_console_browser import (  # noqa: F401 (config, xft: the fixtures, reused)
     AT_THE_LOOP, CHROMIUM, PLATE, async_api, config, log_in, pytestmark, xft)
 
@@ -25,12 +25,7 @@ async def test_an_operator_finds_a_car_by_part_of_its_plate_sees_its_picture_and
     artefacts = tmp_path / "console-screenshots"
     artefacts.mkdir()
     clock, devices = FakeClock(), FakeLaneDevices()
-    app = build_app(config, clock=clock, devices=devices, control=FakeControlServer, notifier=FakeNotifier(),
-                    raise_nofile=lambda: (4096, 4096))
-    stop = asyncio.Event()
-    daemon = asyncio.create_task(app.run(stop))
-    try:
-        await asyncio.wait_for(app.ready.wait(), 5)
+    async with fake_device_daemon(config, clock, devices) as app:
         assert app.lan is not None
         lan = f"http://127.0.0.1:{app.lan.port}"
         async with async_api.async_playwright() as pw:
@@ -111,6 +106,3 @@ async def test_an_operator_finds_a_car_by_part_of_its_plate_sees_its_picture_and
                 print(f"\nconsole records tab: screenshots in {artefacts}")
             finally:
                 await browser.close()
-    finally:
-        stop.set()
-        await asyncio.wait_for(daemon, 10)
