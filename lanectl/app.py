@@ -45,7 +45,7 @@ from lanectl.core.rules import CardRenewal, RenewalError, RulesPolicy, VehicleRu
 from lanectl.providers.wiring import PlatformWiring
 from lanectl.providers.ports import PriceQuote
 from lanectl.service.booth import ACTIONS as BOOTH_ACTIONS, BoothError, ask_lane
-from lanectl.service.lane_runner import LaneRunner, LaneStatus, RequestExpired
+from lanectl.service.lane_runner import LaneDidNotAnswer, LaneRunner, LaneStatus
 from lanectl.service.outbox import Backoff, OutboxRelay, Publisher
 from lanectl.service.remote_commands import RemoteCommands, remote_operators
 from lanectl.service.ports import NO_METRICS, Clock, Metrics, StorageUnavailable
@@ -721,22 +721,16 @@ class App:
             raise ControlError("unknown_lane", f"no lane {lane!r}; lanes: {', '.join(self.runners)}", 404)
         request_id = uuid.uuid4().hex
         try:
-            answer = await runner.request(OperatorOpen(operator, reason, amount_fen, request_id, operator_uid,
-                                                       record_id), deadline=deadline)
-        except RequestExpired:
-            raise ControlError("deadline_passed", f"lane {lane}: the request's deadline passed before the lane took "
-                               "it; nothing was done", 408) from None
-        except asyncio.TimeoutError:
-            raise ControlError("lane_busy", f"lane {lane} did not answer in time", 503) from None
+            answer = await runner.ask(OperatorOpen(operator, reason, amount_fen, request_id, operator_uid,
+                                                   record_id), deadline=deadline)
+        except LaneDidNotAnswer as exc:
+            raise ControlError(exc.code, exc.message, exc.status) from None
         assert isinstance(answer, fx.OperatorResult)
         released = answer.outcome == "released"
         note, delivered, error = answer.message, False, ""
         if released:
             # The operator learns whether the barrier module took the command, not just that it was decided.
-            try:
-                delivered, error = await runner.outcome(answer.action_id, OPERATOR_ACK_S)
-            except asyncio.TimeoutError:
-                error = f"no answer from the barrier within {OPERATOR_ACK_S:g} s"
+            delivered, error = await runner.delivered(answer.action_id, OPERATOR_ACK_S)
             if not delivered:
                 note = f"OPEN not delivered: {error}"
         # the lane as its runner last published it (status), never its state read from outside its task;

@@ -9,14 +9,13 @@ for the barrier's answer to the OPEN.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import asdict
 from typing import Any, Literal, Optional
 
 from lanectl.core import effects as fx
 from lanectl.core.events import OperatorAdmit, OperatorCorrect, OperatorRefuse
-from lanectl.service.lane_runner import LaneRunner, RequestExpired
+from lanectl.service.lane_runner import LaneDidNotAnswer, LaneRunner
 
 Action = Literal["refuse", "correct", "admit"]
 ACTIONS: tuple[Action, ...] = ("refuse", "correct", "admit")
@@ -51,12 +50,9 @@ async def ask_lane(runner: LaneRunner, action: Action, *, operator: str, reason:
     event = booth_event(action, operator=operator, reason=reason, plate=plate, record_id=record_id,
                         operator_uid=operator_uid)
     try:
-        answer = await runner.request(event, deadline=deadline)
-    except RequestExpired:
-        raise BoothError("deadline_passed", f"lane {runner.lane_id}: the request's deadline passed before the lane "
-                         "took it; nothing was done", 408) from None
-    except asyncio.TimeoutError:
-        raise BoothError("lane_busy", f"lane {runner.lane_id} did not answer in time", 503) from None
+        answer = await runner.ask(event, deadline=deadline)
+    except LaneDidNotAnswer as exc:
+        raise BoothError(exc.code, exc.message, exc.status) from None
     assert isinstance(answer, fx.BoothResult)
     if answer.outcome == "invalid":
         raise BoothError("invalid", answer.message, 400)
@@ -65,10 +61,7 @@ async def ask_lane(runner: LaneRunner, action: Action, *, operator: str, reason:
     opened: Optional[bool] = None
     message = answer.message
     if answer.action_id:  # the lane decided an OPEN: did the barrier take it?
-        try:
-            opened, error = await runner.outcome(answer.action_id, ack_s)
-        except asyncio.TimeoutError:
-            opened, error = False, f"no answer from the barrier within {ack_s:g} s"
+        opened, error = await runner.delivered(answer.action_id, ack_s)
         if not opened:
             message += f" (OPEN not delivered: {error})"
     return {"lane": runner.lane_id, "action": action, "outcome": answer.outcome, "done": answer.outcome in DONE,

@@ -32,6 +32,15 @@ class RequestExpired(TimeoutError):
     """A request reached its deadline before the lane took it: it was not handled and will not be."""
 
 
+class LaneDidNotAnswer(Exception):
+    """An operator's request the lane did not decide (`code`, `message` for a person, HTTP `status`): its deadline
+    passed before the lane took it (408, nothing done), or the lane took it and did not finish in time (503)."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.status = code, message, status
+
+
 NOT_HANDLED = "not handled: its records cannot be written now"
 
 
@@ -171,6 +180,24 @@ class LaneRunner:
             return False
         self._taken.add(rid)
         return True
+
+    async def ask(self, event: Request, deadline: Optional[float] = None) -> fx.Result:
+        """`request` for an operator: the two ways of not answering as one error a caller can word."""
+        try:
+            return await self.request(event, deadline=deadline)
+        except RequestExpired:
+            raise LaneDidNotAnswer("deadline_passed", f"lane {self.lane_id}: the request's deadline passed before "
+                                   "the lane took it; nothing was done", 408) from None
+        except asyncio.TimeoutError:
+            raise LaneDidNotAnswer("lane_busy", f"lane {self.lane_id} did not answer in time", 503) from None
+
+    async def delivered(self, action_id: str, timeout: float) -> tuple[bool, str]:
+        """Whether the barrier took an OPEN the lane decided for an operator: (delivered, error), waiting at most
+        `timeout` s."""
+        try:
+            return await self.outcome(action_id, timeout)
+        except asyncio.TimeoutError:
+            return False, f"no answer from the barrier within {timeout:g} s"
 
     async def outcome(self, action_id: str, timeout: float) -> tuple[bool, str]:
         """What the barrier answered to an operator's OPEN (see step): (delivered, error). TimeoutError if the
