@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import yaml
 
@@ -139,10 +139,19 @@ class StepOutcome:
         return self.expected == self.got or (self.expected == "not_opened" and self.got in ("refused", "waiting"))
 
 
+class Booth(Protocol):
+    """Who takes the scenario's `operator:` steps: the control socket (lanectl's ControlClient), the console's
+    HTTP API or a person at the console (hil/console_booth.py)."""
+
+    async def open_barrier(self, *, lane: str, reason: str, operator: Optional[str] = None,
+                           amount_fen: Optional[int] = None) -> dict[str, Any]: ...
+
+
 class ScenarioPlayer:
     def __init__(self, rig: Rig, control: ControlClient, *, settle_s: float = 2.0, refuse_wait_s: float = 3.0,
-                 platforms: Optional[Platforms] = None):
+                 platforms: Optional[Platforms] = None, booth: Optional[Booth] = None):
         self.rig, self.control, self.platforms = rig, control, platforms
+        self.booth: Booth = booth if booth is not None else control  # operator steps; the control socket by default
         self.settle_s, self.refuse_wait_s = settle_s, refuse_wait_s
         self.waiting: dict[str, asyncio.Task[CarResult]] = {}
         self.outcomes: list[StepOutcome] = []
@@ -192,9 +201,10 @@ class ScenarioPlayer:
     async def _operator(self, spec: dict[str, Any], expected: str) -> tuple[str, str]:
         lane = str(spec["lane"])
         amount: Optional[int] = spec.get("amount_fen")
-        what = f"operator {spec.get('operator', '')} opens {lane} ({spec.get('reason', '')})"
-        answer = await self.control.open_barrier(lane=lane, operator=str(spec.get("operator", "")),
-                                                 reason=str(spec.get("reason", "")), amount_fen=amount)
+        who = getattr(self.booth, "name", "") or spec.get("operator", "")  # the console records its own account
+        what = f"operator {who} opens {lane} ({spec.get('reason', '')})"
+        answer = await self.booth.open_barrier(lane=lane, operator=str(spec.get("operator", "")),
+                                               reason=str(spec.get("reason", "")), amount_fen=amount)
         if not answer.get("opened"):
             return "not_opened", what
         task = self.waiting.pop(lane, None)
