@@ -13,7 +13,6 @@ neither does this module).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Callable, Optional
 

@@ -3,7 +3,8 @@
 The HIL rig (hil/rig.py) emulates the devices behind real pty serial lines — a Modbus RTU barrier IO module
 per lane with barrier physics on one RS-485 bus, a plate camera per lane — writes a configuration pointing the
 daemon at them, starts the daemon in this process and plays a scenario (hil/scenarios/demo.yaml): cars
-entering and leaving, a refused car, a booth cash payment and operator releases through the control socket.
+entering and leaving, a refused car, a booth cash payment and operator releases through the control socket
+(or the booth console: `--booth-via console|person`, hil/console_booth.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -188,7 +190,10 @@ async def _demo(scn, workdir: Path, baud: Optional[int], *, booth_via: str = "so
         code = _report(rig, office, platforms, records, actions, outcomes)
         if serve:
             print(f"\nthe daemon keeps running (--serve): console {url} (accounts above); Ctrl-C stops it")
-            await asyncio.Event().wait()
+            done = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # either one: stop and clean up (also when SIGINT is
+                asyncio.get_running_loop().add_signal_handler(sig, done.set)  # ignored, as in a background job)
+            await done.wait()
         return code
     finally:
         if booth is not None:
