@@ -208,7 +208,7 @@ async def test_a_misread_plate_is_corrected_in_the_browser_on_the_rig(bench, tmp
                 body: JSON.stringify({plate: '粤A12345'})});
             return {status: r.status, body: await r.json()};
         }""")
-        assert answer["status"] == 200, answer
+        assert answer["status"] == 200 and answer["body"].get("done") is not False, answer
         # re-matched to the car that came in two hours ago: 5 + 1 yuan
         await page.wait_for_selector("#lane-out1:has-text('6.00')", timeout=10_000)
         await page.screenshot(path=str(shots / "2-corrected-owes-6-yuan.png"))
