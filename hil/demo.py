@@ -65,6 +65,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="who takes the scenario's booth (operator) steps: socket = the control socket; console = "
                         "the console's HTTP API as account booth (login, CSRF, release); person = you, in the "
                         "console in a browser (the demo says what to do and waits for the barrier)")
+    p.add_argument("--booth-cases", action="store_true",
+                   help="play only the scenario's booth cases (each operator step with its car and the platform "
+                        "steps naming it): a practice run for an operator, e.g. with --booth-via person")
     p.add_argument("--serve", action="store_true",
                    help="keep the daemon and the rig running after the scenario (the console stays up) until Ctrl-C")
     p.add_argument("--console-listen", metavar="HOST:PORT", default="",
@@ -73,20 +76,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     try:
         return run_demo(scenario=args.scenario, baud=args.baud or None, keep=args.keep, log_level=args.log_level,
-                        booth_via=args.booth_via, serve=args.serve, console_listen=args.console_listen)
+                        booth_via=args.booth_via, serve=args.serve, console_listen=args.console_listen,
+                        only_booth_cases=args.booth_cases)
     except KeyboardInterrupt:
         return 130
 
 
 def run_demo(*, scenario: str = "demo", baud: Optional[int] = 9600, keep: Optional[str] = None,
              log_level: str = "WARNING", booth_via: str = "socket", serve: bool = False,
-             console_listen: str = "") -> int:
+             console_listen: str = "", only_booth_cases: bool = False) -> int:
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    from hil.scenario import ScenarioError, load_scenario
+    from hil.scenario import ScenarioError, booth_cases, load_scenario
     try:
         scn = load_scenario(scenario)
+        scn = booth_cases(scn) if only_booth_cases else scn
     except ScenarioError as exc:
         print(f"lanectl demo: {exc}", file=sys.stderr)
         return 2

@@ -127,6 +127,37 @@ def load_scenario(name_or_path: str) -> Scenario:
                     dict(doc.get("site") or {}), inside, platforms)
 
 
+PLATFORM_STEPS = ("bolink", "xft", "tdzn")
+
+
+def booth_cases(scenario: Scenario) -> Scenario:
+    """The scenario cut down to its booth cases: each `operator:` step with the car it lets out (the last car
+    left `waiting` at that lane before it), the platform steps naming that car's plate (a refused wallet ...)
+    and the waits just before it. The cars parked beforehand stay. For a browser test or an operator's practice
+    run that covers every booth case of the scenario without the rest."""
+    steps, keep = scenario.steps, set()
+    for i, step in enumerate(steps):
+        if "operator" not in step:
+            continue
+        lane = str(step["operator"]["lane"])
+        keep.add(i)
+        j = i - 1
+        while j >= 0 and "wait" in steps[j]:
+            keep.add(j)
+            j -= 1
+        cars = [k for k in range(i) if "car" in steps[k] and str(steps[k]["car"]["lane"]) == lane
+                and steps[k].get("expect") in ("waiting", "not_opened")]
+        if not cars:
+            continue  # a release with no car waiting (an empty lane's arm raised): the step alone
+        keep.add(cars[-1])
+        plate = str(steps[cars[-1]]["car"].get("plate", ""))
+        keep.update(k for k in range(cars[-1]) for name in PLATFORM_STEPS
+                    if plate and isinstance(steps[k].get(name), dict) and plate in map(str, steps[k][name].values()))
+    kept = [steps[k] for k in sorted(keep)]
+    return replace(scenario, name=f"{scenario.name} (booth cases)", steps=kept,
+                   platforms=tuple(p for p in scenario.platforms if any(p in step for step in kept)))
+
+
 @dataclass
 class StepOutcome:
     index: int

@@ -1,4 +1,4 @@
-"""The demo with the booth console (issue 18): the scenario's booth steps — a cash release for a car that owes its
+"""The demo with the booth console (issue 18): the scenario's booth steps — cash releases for cars that owe their
 fee, a plate-less car released for the fixed amount with a reason — taken through the console's HTTP API (login,
 CSRF, POST /console/lanes/<id>/release) with the same outcomes as through the control socket, and by a person at
 the console (here a stand-in that acts in the console when the demo says it is their turn)."""
@@ -37,17 +37,20 @@ steps:
 """
 
 
-def test_the_demo_takes_its_booth_steps_through_the_console(tmp_path, capsys):
-    scenario = tmp_path / "booth-cases.yaml"
-    scenario.write_text(BOOTH_CASES, encoding="utf-8")
-    assert run_demo(scenario=str(scenario), baud=None, booth_via="console") == 0
+def test_the_demo_takes_its_booth_steps_through_the_console(capsys):
+    # the demo scenario cut to its booth cases (--booth-cases): Bolink and XFT wallets refused, a car parked
+    # three hours, a plate-less car — each paid in cash at the booth, here through the console's HTTP API
+    assert run_demo(scenario="demo", baud=None, booth_via="console", only_booth_cases=True) == 0
     out = capsys.readouterr().out
+    assert "scenario 'demo (booth cases)'" in out
     assert "booth console: http://127.0.0.1:" in out and "/console/" in out
     assert "account booth " in out and "(operator)" in out and "account chief " in out and "(supervisor)" in out
     assert "the scenario's booth steps go through the console's HTTP API" in out
     steps = [line for line in out.splitlines() if "operator console:booth opens out1" in line]
-    assert len(steps) == 2 and all(line.lstrip().startswith("ok ") for line in steps), steps
-    assert "operator:cash by console:booth due 7.00 paid 7.00" in out
+    assert len(steps) == 4 and all(line.lstrip().startswith("ok ") for line in steps), steps
+    assert out.count("operator:cash by console:booth due 5.00 paid 5.00") == 2  # the refused wallets
+    assert any("粤A88888" in line and "released" in line and "operator:cash by console:booth due 7.00 paid 7.00"
+               in line for line in out.splitlines())
     assert "operator:plate-less car by console:booth due 10.00 paid 10.00" in out
     assert "demo finished: every step behaved as expected" in out
 
