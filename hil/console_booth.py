@@ -102,7 +102,7 @@ class PersonAtTheConsole:
     async def open_barrier(self, *, lane: str, reason: str, operator: Optional[str] = None,
                            amount_fen: Optional[int] = None) -> dict[str, Any]:
         after = time.monotonic()
-        cash = f"take {amount_fen / 100:.2f} 元 cash and " if amount_fen is not None else ""
+        cash = f"take {amount_fen // 100}.{amount_fen % 100:02d} 元 cash and " if amount_fen is not None else ""
         self.say(lane, f">>> YOUR TURN at {self.url} : lane {lane}: {cash}release the car (reason: {reason}) "
                        f"— the demo waits for the barrier")
         await self.wait_open(lane, after)

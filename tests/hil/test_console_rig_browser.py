@@ -113,11 +113,11 @@ class BrowserBooth:
                            amount_fen: Optional[int] = None) -> dict:
         card = f"#lane-{lane}"
         await self.page.wait_for_selector(f"{card} button.cash:not([disabled])", timeout=10_000)  # a car waits
-        if amount_fen is not None:
-            await self.page.wait_for_selector(f"{card} :text('¥{amount_fen / 100:.2f}')")  # what it owes
+        yuan = f"{amount_fen // 100}.{amount_fen % 100:02d}" if amount_fen is not None else None
+        if yuan is not None:
+            await self.page.wait_for_selector(f"{card} :text('¥{yuan}')")  # what it owes
         self.cases += 1
         await self.page.screenshot(path=str(self.shots / f"{self.cases}-{lane}-car-waits.png"))
-        yuan = f"{amount_fen // 100}.{amount_fen % 100:02d}" if amount_fen is not None else None
         answer = await release_for_cash(self.page, yuan, reason, lane)
         await self.page.screenshot(path=str(self.shots / f"{self.cases}-{lane}-released.png"))
         return answer

@@ -71,7 +71,7 @@ async def test_a_person_at_the_console_takes_the_booth_steps_the_demo_waits_for(
     async with ConsoleBooth(base, "booth", "booth-pass-1") as hands:
         for amount, reason in ((700, "现金缴费"), (1000, "无牌车")):
             told = await asyncio.wait_for(turns.get(), 30)  # the demo says what to do, then waits
-            assert f"take {amount / 100:.2f} 元 cash" in told and "YOUR TURN" in told, told
+            assert f"take {amount // 100}.{amount % 100:02d} 元 cash" in told and "YOUR TURN" in told, told
             assert not play.done()
             answer = await hands.open_barrier(lane="out1", reason=reason, amount_fen=amount)
             assert answer["opened"], answer
