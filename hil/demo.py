@@ -3,7 +3,8 @@
 The HIL rig (hil/rig.py) emulates the devices behind real pty serial lines — a Modbus RTU barrier IO module
 per lane with barrier physics on one RS-485 bus, a plate camera per lane — writes a configuration pointing the
 daemon at them, starts the daemon in this process and plays a scenario (hil/scenarios/demo.yaml): cars
-entering and leaving, a refused car, a booth cash payment and operator releases through the control socket.
+entering and leaving, a refused car, a booth cash payment and operator releases through the control socket
+(or the booth console: `--booth-via console|person`, hil/console_booth.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 import time
@@ -19,6 +23,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from lanectl.core import effects as fx
+
+BOOTHS = {"socket": "the control socket", "console": "the console's HTTP API (account booth)",
+          "person": "YOU, in the console (the demo waits for the barrier)"}
 
 
 class Printer:
@@ -54,21 +61,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--baud", type=int, default=9600, help="emulate RS-485 line speed (0: off)")
     p.add_argument("--keep", metavar="DIR", help="keep the demo's config and database in DIR")
     p.add_argument("--log-level", default="WARNING", help="daemon log level shown beside the demo output")
+    p.add_argument("--booth-via", choices=BOOTHS, default="socket",
+                   help="who takes the scenario's booth (operator) steps: socket = the control socket; console = "
+                        "the console's HTTP API as account booth (login, CSRF, release); person = you, in the "
+                        "console in a browser (the demo says what to do and waits for the barrier)")
+    p.add_argument("--booth-cases", action="store_true",
+                   help="play only the scenario's booth cases (each operator step with its car and the platform "
+                        "steps naming it): a practice run for an operator, e.g. with --booth-via person")
+    p.add_argument("--serve", action="store_true",
+                   help="keep the daemon and the rig running after the scenario (the console stays up) until Ctrl-C")
+    p.add_argument("--console-listen", metavar="HOST:PORT", default="",
+                   help="where the LAN face serving the console listens (default: 127.0.0.1 on a free port; "
+                        "0.0.0.0:8080 lets the other machines of the LAN in)")
     args = p.parse_args(argv)
     try:
-        return run_demo(scenario=args.scenario, baud=args.baud or None, keep=args.keep, log_level=args.log_level)
+        return run_demo(scenario=args.scenario, baud=args.baud or None, keep=args.keep, log_level=args.log_level,
+                        booth_via=args.booth_via, serve=args.serve, console_listen=args.console_listen,
+                        only_booth_cases=args.booth_cases)
     except KeyboardInterrupt:
         return 130
 
 
 def run_demo(*, scenario: str = "demo", baud: Optional[int] = 9600, keep: Optional[str] = None,
-             log_level: str = "WARNING") -> int:
+             log_level: str = "WARNING", booth_via: str = "socket", serve: bool = False,
+             console_listen: str = "", only_booth_cases: bool = False) -> int:
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    from hil.scenario import ScenarioError, load_scenario
+    from hil.scenario import ScenarioError, booth_cases, load_scenario
     try:
         scn = load_scenario(scenario)
+        scn = booth_cases(scn) if only_booth_cases else scn
     except ScenarioError as exc:
         print(f"lanectl demo: {exc}", file=sys.stderr)
         return 2
@@ -76,34 +99,68 @@ def run_demo(*, scenario: str = "demo", baud: Optional[int] = 9600, keep: Option
     workdir = Path(keep).resolve() if keep else Path(tempfile.mkdtemp(prefix="lanectl-demo-", dir="/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        return asyncio.run(_demo(scn, workdir, baud))
+        return asyncio.run(_demo(scn, workdir, baud, booth_via=booth_via, serve=serve,
+                                 console_listen=console_listen))
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
+def console_accounts(etc: Path) -> dict[str, tuple[str, str]]:
+    """The demo's console accounts, fresh passwords each run: name -> (role, password), written (scrypt hashed)
+    to the console's users file in the demo's configuration."""
+    from lanectl.adapters.console.accounts import User, hash_password, write_users
+    accounts = {"booth": ("operator", secrets.token_urlsafe(9)), "chief": ("supervisor", secrets.token_urlsafe(9))}
+    write_users(etc / "console-users.yaml",
+                {name: User(name, role, hash_password(password)) for name, (role, password) in accounts.items()})
+    return accounts
+
+
+def console_url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::"):
+        host = socket.gethostname()  # every address of this machine: name it the way the LAN does
+    return f"http://{host}:{port}/console/"
+
+
+async def _demo(scn, workdir: Path, baud: Optional[int], *, booth_via: str = "socket", serve: bool = False,
+                console_listen: str = "") -> int:
+    from hil.console_booth import ConsoleBooth, PersonAtTheConsole
     from hil.emulators.backoffice import Backoffice
-    from hil.platforms import Platforms
+    from hil.platforms import Platforms, free_port
     from hil.rig import Rig
     from hil.scenario import ScenarioPlayer
     from lanectl.adapters.control_client import ControlClient
     from lanectl.bootstrap import build_app
     from lanectl.config import load_config
 
+    lan: dict[str, str] = {}  # the rig's own choice (127.0.0.1, a free port) unless told where the LAN face listens
+    lan_port = 0
+    if console_listen:
+        host, _, port = console_listen.rpartition(":")
+        if not port.isdigit() or int(port) > 65535:
+            print(f"lanectl demo: --console-listen {console_listen!r}: expected HOST:PORT, e.g. 0.0.0.0:8080",
+                  file=sys.stderr)
+            return 2
+        lan_port = int(port) or free_port()
+        lan = {"listen": f"{host or '127.0.0.1'}:{lan_port}"}
     printer = Printer()
     print(f"lanectl demo — scenario {scn.name!r}: {scn.description.strip()}")
     print(f"rig in {workdir}; serial lines at {baud or 'unpaced'} baud; daemon config in {workdir / 'etc'}\n")
     office = Backoffice()  # the lot's back office: every record is uploaded to it through the outbox
     await office.start()
     platforms = await Platforms(scn.platforms).start()  # payment platform emulators (Bolink ...)
-    site = {"uploads": {"webhook": {"url": office.url, "rate_per_s": 5}}, **platforms.site(), **scn.site}
+    # the booth console on the LAN face (never the platforms' face), with the demo's two accounts
+    site = {"uploads": {"webhook": {"url": office.url, "rate_per_s": 5}}, **platforms.site(),
+            "console": {"enabled": True}, **({"lan": lan} if lan else {}), **scn.site}
     rig = Rig(workdir, scn.lanes, baudrate=baud, say=printer.rig, site_overrides=site,
               board_said=lambda lane, text: printer.line("board", lane, text),
-              lane_extra=platforms.lane_extra() if scn.platforms else {}, secrets=platforms.secrets())
+              lane_extra=platforms.lane_extra() if scn.platforms else {}, secrets=platforms.secrets(),
+              lan_port=lan_port)  # the rig's HTTP cameras push to the same LAN face
     await rig.start()
-    socket = workdir / "control.sock"
-    config = load_config(rig.write_config(workdir / "etc", socket))
+    control_socket = workdir / "control.sock"
+    etc = rig.write_config(workdir / "etc", control_socket)
+    accounts = console_accounts(etc)
+    config = load_config(etc)
     if scn.inside:
         await rig.seed_inside(config.site.database, scn.inside)
         for car in scn.inside:
@@ -111,10 +168,22 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
     app = build_app(config, on_effects=printer.effects)
     stop = asyncio.Event()
     daemon = asyncio.create_task(app.run(stop))
+    booth: Optional[ConsoleBooth] = None
     try:
         await asyncio.wait_for(app.ready.wait(), 15)
         platforms.connect(app.http.port)
-        player = ScenarioPlayer(rig, ControlClient(str(socket)), platforms=platforms)
+        assert app.lan is not None
+        url = console_url(config.site.lan.host, app.lan.port)
+        print(f"booth console: {url}")
+        for name, (role, password) in accounts.items():
+            print(f"  account {name:6} password {password}  ({role})")
+        print(f"the scenario's booth steps go through {BOOTHS[booth_via]}\n")
+        control = ControlClient(str(control_socket))
+        if booth_via == "console":
+            booth = ConsoleBooth(f"http://127.0.0.1:{app.lan.port}", "booth", accounts["booth"][1])
+            await booth.login()
+        person = PersonAtTheConsole(printer.rig, rig.wait_open, url) if booth_via == "person" else None
+        player = ScenarioPlayer(rig, control, platforms=platforms, booth=booth or person or control)
         outcomes = await player.play(scn)
         await player.settle()
         records = await app.store.records(limit=100)
@@ -123,20 +192,34 @@ async def _demo(scn, workdir: Path, baud: Optional[int]) -> int:
             if not (await app.store.outbox_summary())["pending"]:
                 break
             await asyncio.sleep(0.1)
+        code = _report(rig, office, platforms, records, actions, outcomes)
+        if serve:
+            print(f"\nthe daemon keeps running (--serve): console {url} (accounts above); Ctrl-C stops it")
+            done = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):  # either one: stop and clean up (also when SIGINT is
+                asyncio.get_running_loop().add_signal_handler(sig, done.set)  # ignored, as in a background job)
+            await done.wait()
+        return code
     finally:
+        if booth is not None:
+            await booth.close()
         stop.set()
         await asyncio.wait_for(daemon, 15)
         await rig.stop()
         await office.stop()
         await platforms.stop()
 
+
+def _report(rig, office, platforms, records, actions, outcomes) -> int:
+
     print("\nrecords in the local store (newest first):")
     for r in records:
         paid = f" paid {r['paid_fen'] / 100:.2f}" if r["paid_fen"] else ""
         due = f" due {r['due_fen'] / 100:.2f}" if r["due_fen"] else ""
         picture = f"  picture {Path(r['image']).name}" if r.get("image") else ""
+        by = f" by {r['operator']}" if r.get("operator") else ""
         print(f"  {r['record_id']:28} {r['kind']:7} {r['plate'] or '(none)':9} {r['status']:17}"
-              f" {r['reason']}{due}{paid}{picture}")
+              f" {r['reason']}{by}{due}{paid}{picture}")
     opens = [a for a in actions if a["command"] == "open"]
     print(f"\nbarrier commands: {len(opens)} OPEN, {len(actions) - len(opens)} CLOSE, all written ahead "
           f"(statuses: {sorted({a['status'] for a in actions})})")

@@ -269,6 +269,11 @@ class Rig:
         self.say(lane_id, f"booth scanner reads a payment code {code[:4]}…")
         await self.scanners[lane_id].send_raw(f"{code}\r\n".encode("ascii"))
 
+    async def wait_open(self, lane_id: str, after: float, timeout: float = 24 * 3600.0) -> None:
+        """Until the lane's IO module sees an OPEN coil at or after monotonic time `after`."""
+        assert self.io is not None
+        await self.io.wait_event(self.lane(lane_id).unit, "open", timeout=timeout, after=after)
+
     async def wait_down(self, lane_id: str, timeout: float = 10.0) -> bool:
         assert self.io is not None
         model = self.io.barrier(self.lane(lane_id).unit)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import yaml
 
@@ -127,6 +127,37 @@ def load_scenario(name_or_path: str) -> Scenario:
                     dict(doc.get("site") or {}), inside, platforms)
 
 
+PLATFORM_STEPS = ("bolink", "xft", "tdzn")
+
+
+def booth_cases(scenario: Scenario) -> Scenario:
+    """The scenario cut down to its booth cases: each `operator:` step with the car it lets out (the last car
+    left `waiting` at that lane before it), the platform steps naming that car's plate (a refused wallet ...)
+    and the waits just before it. The cars parked beforehand stay. For a browser test or an operator's practice
+    run that covers every booth case of the scenario without the rest."""
+    steps, keep = scenario.steps, set()
+    for i, step in enumerate(steps):
+        if "operator" not in step:
+            continue
+        lane = str(step["operator"]["lane"])
+        keep.add(i)
+        j = i - 1
+        while j >= 0 and "wait" in steps[j]:
+            keep.add(j)
+            j -= 1
+        cars = [k for k in range(i) if "car" in steps[k] and str(steps[k]["car"]["lane"]) == lane
+                and steps[k].get("expect") in ("waiting", "not_opened")]
+        if not cars:
+            continue  # a release with no car waiting (an empty lane's arm raised): the step alone
+        keep.add(cars[-1])
+        plate = str(steps[cars[-1]]["car"].get("plate", ""))
+        keep.update(k for k in range(cars[-1]) for name in PLATFORM_STEPS
+                    if plate and isinstance(steps[k].get(name), dict) and plate in map(str, steps[k][name].values()))
+    kept = [steps[k] for k in sorted(keep)]
+    return replace(scenario, name=f"{scenario.name} (booth cases)", steps=kept,
+                   platforms=tuple(p for p in scenario.platforms if any(p in step for step in kept)))
+
+
 @dataclass
 class StepOutcome:
     index: int
@@ -139,10 +170,19 @@ class StepOutcome:
         return self.expected == self.got or (self.expected == "not_opened" and self.got in ("refused", "waiting"))
 
 
+class Booth(Protocol):
+    """Who takes the scenario's `operator:` steps: the control socket (lanectl's ControlClient), the console's
+    HTTP API or a person at the console (hil/console_booth.py)."""
+
+    async def open_barrier(self, *, lane: str, reason: str, operator: Optional[str] = None,
+                           amount_fen: Optional[int] = None) -> dict[str, Any]: ...
+
+
 class ScenarioPlayer:
     def __init__(self, rig: Rig, control: ControlClient, *, settle_s: float = 2.0, refuse_wait_s: float = 3.0,
-                 platforms: Optional[Platforms] = None):
+                 platforms: Optional[Platforms] = None, booth: Optional[Booth] = None):
         self.rig, self.control, self.platforms = rig, control, platforms
+        self.booth: Booth = booth if booth is not None else control  # operator steps; the control socket by default
         self.settle_s, self.refuse_wait_s = settle_s, refuse_wait_s
         self.waiting: dict[str, asyncio.Task[CarResult]] = {}
         self.outcomes: list[StepOutcome] = []
@@ -192,9 +232,10 @@ class ScenarioPlayer:
     async def _operator(self, spec: dict[str, Any], expected: str) -> tuple[str, str]:
         lane = str(spec["lane"])
         amount: Optional[int] = spec.get("amount_fen")
-        what = f"operator {spec.get('operator', '')} opens {lane} ({spec.get('reason', '')})"
-        answer = await self.control.open_barrier(lane=lane, operator=str(spec.get("operator", "")),
-                                                 reason=str(spec.get("reason", "")), amount_fen=amount)
+        who = getattr(self.booth, "name", "") or spec.get("operator", "")  # the console records its own account
+        what = f"operator {who} opens {lane} ({spec.get('reason', '')})"
+        answer = await self.booth.open_barrier(lane=lane, operator=str(spec.get("operator", "")),
+                                               reason=str(spec.get("reason", "")), amount_fen=amount)
         if not answer.get("opened"):
             return "not_opened", what
         task = self.waiting.pop(lane, None)

@@ -23,6 +23,13 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     demo.add_argument("--baud", type=int, default=9600, help="emulate RS-485 line speed (0: off)")
     demo.add_argument("--keep", metavar="DIR", help="keep the demo's config and database in DIR")
     demo.add_argument("--log-level", default="WARNING", help="daemon log level shown beside the demo output")
+    demo.add_argument("--booth-via", choices=("socket", "console", "person"), default="socket",
+                      help="who takes the scenario's booth steps: the control socket, the console's HTTP API, or "
+                           "a person in the console (the demo waits)")
+    demo.add_argument("--booth-cases", action="store_true", help="play only the scenario's booth cases")
+    demo.add_argument("--serve", action="store_true", help="keep the daemon and the console up after the scenario")
+    demo.add_argument("--console-listen", metavar="HOST:PORT", default="",
+                      help="where the console (the LAN face) listens; default 127.0.0.1 on a free port")
     demo.set_defaults(func=cmd_demo)
 
 
@@ -39,6 +46,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     argv = ["--scenario", args.scenario, "--baud", str(args.baud), "--log-level", args.log_level]
     if args.keep:
         argv += ["--keep", args.keep]
+    argv += ["--booth-via", args.booth_via] + (["--serve"] if args.serve else []) + \
+        (["--booth-cases"] if args.booth_cases else [])
+    if args.console_listen:
+        argv += ["--console-listen", args.console_listen]
     with subprocess.Popen([sys.executable, "-m", DEMO_MODULE, *argv], env=env) as child:
         while True:
             try:

@@ -14,7 +14,8 @@ from lanectl.cli import main
 
 
 def test_lanectl_demo_runs_hil_demo_with_the_flags_and_returns_its_exit_code(capfd: pytest.CaptureFixture[str]):
-    assert main(["demo", "--scenario", "no-such-scenario", "--baud", "0", "--log-level", "INFO"]) == 2
+    assert main(["demo", "--scenario", "no-such-scenario", "--baud", "0", "--log-level", "INFO",
+                 "--booth-via", "console", "--serve", "--console-listen", "127.0.0.1:0", "--booth-cases"]) == 2
     err = capfd.readouterr().err
     assert "lanectl demo: no scenario 'no-such-scenario' (known: " in err and "demo" in err
 
