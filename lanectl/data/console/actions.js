@@ -190,7 +190,7 @@ const ACTION_TEXT = {
       if (status === 200 && data.opened === false) text += " · " + at("not_delivered", { m: data.message });
       return text;
     };
-    results.set(laneId, [say, cls]);
+    results.set(laneId, [say, cls, recordId]);
     if (lanes.has(laneId)) render(lanes.get(laneId));
   }
 

@@ -12,7 +12,7 @@ const TEXT = {
     need_reason: "请填写原因", bad_amount: "金额格式不对（例如 12 或 12.50）", released: "已放行",
     already_opening: "道闸已在抬起（可能另一位操作员刚放行），未重复操作", refused: "未放行：{m}",
     not_handled: "未放行：{m}", not_delivered: "已决定放行，但道闸未确认：{m}", error: "失败：{m}",
-    settling: "平台支付进行中", due_unknown: "未知（无入场记录）", waiting_pay: "待支付", none: "—", minutes: "{h} 小时 {m} 分", short: "少收 {y} 元",
+    settling: "平台支付进行中", due_unknown: "未知（无入场记录）", no_plate: "无牌车", waiting_pay: "待支付", none: "—", minutes: "{h} 小时 {m} 分", short: "少收 {y} 元",
     session_ended: "会话已结束，请重新登录",
     phases: { idle: "空闲", awaiting_payment: "待缴费", opening: "抬杆中", open: "道闸已开，等待车辆通过",
               closing: "落杆中", blocked: "已放行但道闸未抬起" },
@@ -35,7 +35,7 @@ const TEXT = {
     bad_amount: "Amount like 12 or 12.50", released: "Released", refused: "Not released: {m}",
     already_opening: "The barrier is already opening (another operator may have just released it): nothing done",
     not_handled: "Not released: {m}", not_delivered: "Release decided but the barrier did not confirm: {m}",
-    error: "Failed: {m}", settling: "platform payment in progress", due_unknown: "unknown (no entry record)", waiting_pay: "waiting for payment", none: "—",
+    error: "Failed: {m}", settling: "platform payment in progress", due_unknown: "unknown (no entry record)", no_plate: "no plate", waiting_pay: "waiting for payment", none: "—",
     minutes: "{h} h {m} min", short: "{y} yuan short", session_ended: "Session ended: log in again",
     phases: { idle: "idle", awaiting_payment: "waiting to pay", opening: "opening", open: "open, car to pass",
               closing: "closing", blocked: "released but the arm did not rise" },
@@ -56,7 +56,7 @@ let csrf = "";
 let role = "";
 let events = null;
 const lanes = new Map();        // lane id -> its latest view
-const results = new Map();      // lane id -> [() => text in the current language, class] of the last action there
+const results = new Map();      // lane id -> [() => text in the current language, class, record id] of its last action
 window.__seen = {};             // record id -> Date.now() when this page first showed it (the browser test reads it)
 
 const $ = (sel) => document.querySelector(sel);
@@ -158,7 +158,8 @@ function render(view) {
   card.querySelector(".name").textContent = view.name;
   card.querySelector(".direction").textContent = t(view.direction);
   card.querySelector(".phase").textContent = TEXT[lang].phases[view.phase] || view.phase;
-  card.querySelector(".plate").textContent = car ? `${car.plate} ${TEXT[lang].colors[car.color] ?? car.color ?? ""}`.trim() : t("none");
+  card.querySelector(".plate").textContent = !car ? t("none") : !car.plate ? t("no_plate") :
+    `${car.plate} ${TEXT[lang].colors[car.color] ?? car.color ?? ""}`.trim();
   card.querySelector(".class").textContent = car ? (TEXT[lang].classes[car.vehicle_class] ?? car.vehicle_class) : t("none");
   // lot time as the daemon wrote it (the booth PC's own zone may differ)
   card.querySelector(".entered").textContent = car && car.entered_at ? car.entered_at.slice(0, 16).replace("T", " ") : t("none");
@@ -178,6 +179,9 @@ function render(view) {
   renderProviders(card, waiting ? car.providers || [] : []);
   renderPictures(card, car, view.direction);
   card.querySelector(".faults").textContent = faults;
+  // an action's result belongs to the car it was for: the next car at the lane starts with none
+  if (car && results.has(view.lane) && results.get(view.lane)[2] && results.get(view.lane)[2] !== car.record_id)
+    results.delete(view.lane);
   const [say, cls] = results.get(view.lane) || ["", ""];
   const result = card.querySelector(".result");
   result.textContent = typeof say === "function" ? say() : say;  // in the language shown now
@@ -297,7 +301,7 @@ async function submitRelease(event) {
     if (data.outcome === "car_gone" && window.boothGoneText) return window.boothGoneText(data.message);
     return t(data.outcome === "not_handled" ? "not_handled" : "refused", { m: data.message });
   };
-  results.set(laneId, [say, cls]);
+  results.set(laneId, [say, cls, shown]);
   if (lanes.has(laneId)) render(lanes.get(laneId));
 }
 
