@@ -190,7 +190,7 @@ const ACTION_TEXT = {
       if (status === 200 && data.opened === false) text += " · " + at("not_delivered", { m: data.message });
       return text;
     };
-    results.set(laneId, [say, cls, recordId]);
+    results.set(laneId, [say, cls, data.record_id || recordId]);  // an admit makes a new record: the result is its
     if (lanes.has(laneId)) render(lanes.get(laneId));
   }
 

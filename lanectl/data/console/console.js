@@ -301,7 +301,7 @@ async function submitRelease(event) {
     if (data.outcome === "car_gone" && window.boothGoneText) return window.boothGoneText(data.message);
     return t(data.outcome === "not_handled" ? "not_handled" : "refused", { m: data.message });
   };
-  results.set(laneId, [say, cls, shown]);
+  results.set(laneId, [say, cls, data.record_id || shown]);
   if (lanes.has(laneId)) render(lanes.get(laneId));
 }
 
