@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from lanectl.adapters.console.accounts import Accounts, User, hash_password, write_users
-from lanectl.adapters.console.card_routes import picture_file
+from lanectl.adapters.console.pictures import picture_file
 from lanectl.adapters.console.live import LiveFeed
 from lanectl.adapters.console.server import ConsoleServer
 from lanectl.adapters.console.sessions import LoginLimiter, Sessions

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from lanectl.adapters.console.pictures import picture_file
 from lanectl.adapters.control_socket import ControlError, parse_topup_body
 from lanectl.service.ports import StorageUnavailable
 
@@ -26,18 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lanectl.console")
 RECORD_ID = re.compile(r"[0-9A-Za-z_]{1,48}")  # the record id's own alphabet (docs/architecture: rule 4)
-
-
-def picture_file(images_root: Optional[Path], stored: Optional[str]) -> Optional[Path]:
-    """The picture a record points at, if it is a kept .jpg under the images folder; else None."""
-    if images_root is None or not stored:
-        return None
-    try:
-        path = Path(stored).resolve()
-        path.relative_to(Path(images_root).resolve())
-    except (ValueError, OSError):
-        return None
-    return path if path.suffix == ".jpg" and path.is_file() else None
 
 
 def add_card_routes(server: "ConsoleServer", router: web.UrlDispatcher) -> None:

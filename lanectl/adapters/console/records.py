@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from lanectl.adapters.console.pictures import picture_file
 from lanectl.adapters.housekeeping.shift_report import day_span
 from lanectl.adapters.store.reads import RecordQuery, StoreReads
 from lanectl.core.effects import RecordStatus
@@ -314,21 +315,11 @@ class RecordsRoutes:
         if not RECORD_ID.fullmatch(record_id):
             return _error(404, "no_picture", "no such record")
         image = await self.reads.record_image(record_id)
-        path = self._picture(image) if image else None
+        path = picture_file(self.images_dir, image)
         if path is None:
             return _error(404, "no_picture", "this record has no picture kept (none taken, or pruned)")
         return web.FileResponse(path, headers={"Content-Type": "image/jpeg", "Cache-Control": "private, max-age=3600",
                                                "X-Content-Type-Options": "nosniff"})
-
-    def _picture(self, image: str) -> Optional[Path]:
-        """The picture a record names, only when it is a .jpg file inside the lanes' images folder."""
-        try:
-            root = self.images_dir.resolve()
-            path = Path(image).resolve()
-            path.relative_to(root)
-        except (ValueError, OSError):
-            return None
-        return path if path.suffix == ".jpg" and path.is_file() else None
 
     # --- the shift -------------------------------------------------------------------------------------------------
     async def _figures(self, request: web.Request) -> tuple[datetime, datetime, dict[str, Any]]:

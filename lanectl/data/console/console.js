@@ -214,11 +214,17 @@ function renderPictures(card, car, direction) {
     const img = fig.querySelector("img");
     fig.querySelector(".label").textContent = sel === ".pic.here" ? TEXT[lang].picture[direction] || "" : t("entry_picture");
     fig.hidden = sel === ".pic.entry" && !url;
-    if (!url) { img.removeAttribute("src"); img.hidden = true; fig.classList.add("missing"); continue; }
-    if (img.getAttribute("src") !== url) {
+    if (!url) { img.removeAttribute("src"); delete img.dataset.url; img.hidden = true; fig.classList.add("missing"); continue; }
+    if (img.dataset.url !== url) {
+      img.dataset.url = url;
       fig.classList.remove("missing");
       img.hidden = false;
-      img.onerror = () => { img.hidden = true; fig.classList.add("missing"); };
+      let tries = 0;  // a picture still being written when the car is shown: asked again twice, a second apart
+      img.onerror = () => {
+        img.hidden = true; fig.classList.add("missing");
+        if (++tries <= 2) setTimeout(() => { if (img.dataset.url === url) img.src = `${url}?try=${tries}`; }, 1000);
+      };
+      img.onload = () => { img.hidden = false; fig.classList.remove("missing"); };
       img.src = url;
     }
   }
