@@ -49,11 +49,13 @@ class SiteBusPublisher:
         except ValueError as exc:  # our own row unreadable: nothing will make it readable
             return Outcome.reject(f"site message unreadable: {exc}")
         try:
-            await self._bus.publish(topic(self._park, self._booth, "records"), sr.encode(record), qos=1)
+            # the retained state first: it is an overwrite, so when the bus drops between the two and the item is
+            # tried again only it is repeated, and the numbered log carries the message once
             if record.kind == "entry":
                 state = sr.encode(record) if record.status == "inside" else b""  # empty: clears the retained state
                 await self._bus.publish(topic(self._park, self._booth, "inside", record.record_id), state, qos=1,
                                         retain=True)
+            await self._bus.publish(topic(self._park, self._booth, "records"), sr.encode(record), qos=1)
         except BusUnavailable as exc:
             return Outcome.retry(f"site bus down: {exc}")
         return Outcome.done()
