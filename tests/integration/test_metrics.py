@@ -17,6 +17,7 @@ from lanectl.config import load_config
 from lanectl.core.events import DeviceFault, DeviceRecovered, PlateRead
 from tests.fakes import FakeClock, FakeControlServer, FakeLaneDevices, FakeNotifier
 from tests.minimal_site import AT_THE_LOOP, DEVICE_LANE, write_minimal_config
+from tests.unit.test_lane_runner_storage import until
 
 SERIES = ("lanectl_decisions", "lanectl_plate_to_command_seconds", "lanectl_barrier_commands",
           "lanectl_device_faults", "lanectl_device_fault_duration_seconds", "lanectl_device_fault_active",
@@ -64,6 +65,8 @@ async def test_metrics_after_a_car_passes(daemon_config):
         await camera.send(DeviceRecovered("plate_reader"))
         await clock.advance(2)  # the record waits in the outbox 5 s in all
         await clock.settle()
+        # settle() sees a quiet loop while a commit runs on the store's thread: the lane's own word is waited for
+        await until(lambda: not app.runners["in1"].status.plate_reader_fault, "the plate reader's recovery", 10)
 
         assert app.lan is not None
         lan = f"http://127.0.0.1:{app.lan.port}"
