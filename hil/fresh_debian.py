@@ -47,10 +47,12 @@ MACHINE = "lanectl-fresh"
 SECURITY_LIMIT = 1.9  # the unit's rating when issue 19 was filed; lower is better
 LOT_TZ = timezone(timedelta(hours=8))  # the lot's Asia/Shanghai (no DST)
 # the container shares the host's network: ports away from the rig's and the demo's defaults
-HTTP_PORT, LAN_PORT, MODBUS_PORT = 18780, 18781, 18502
+HTTP_PORT, LAN_PORT, MODBUS_PORT, BOLINK_PORT = 18780, 18781, 18502, 18791
 LAN = f"http://127.0.0.1:{LAN_PORT}"
 CAMERA_USER, CAMERA_PASSWORD = "east_cam", "fresh-debian-test-camera-password"  # test credentials only
 BACKOFFICE_TOKEN = "fresh-debian-test-backoffice-token"
+BOLINK_KEY = "8403A41ED5EF20BC"  # the Bolink emulator's test vendor key
+SIGN_FREE = "粤B12345"  # a Bolink wallet member: the platform pays its exit
 
 # issue 19's list: (what the issue says, the series, whether this run's traffic must have produced a sample)
 SERIES = [
@@ -61,8 +63,8 @@ SERIES = [
     ("device fault durations", "lanectl_device_fault_duration_seconds", True),
     ("outbox depth by destination", "lanectl_outbox_pending", True),
     ("outbox oldest age by destination", "lanectl_outbox_oldest_age_seconds", True),
-    ("settlement attempts by provider and status", "lanectl_settlement_attempts_total", False),  # no platform
-    ("late payments", "lanectl_late_payments_total", False),
+    ("settlement attempts by provider and status", "lanectl_settlement_attempts_total", True),
+    ("late payments", "lanectl_late_payments_total", False),  # none happen in this run
     ("HTTP requests by route and status", "lanectl_http_requests_total", True),
     ("database size", "lanectl_database_size_bytes", True),
 ]
@@ -78,6 +80,7 @@ class Run:
     keep: bool
     wheel: Optional[Path]
     work: Path = field(init=False)
+    wheel_dir: Optional[Path] = None  # made by this run: removed at the end
     nspawn: Optional[subprocess.Popen] = None
     leader: int = 0
     figures: dict[str, object] = field(default_factory=dict)
@@ -150,7 +153,7 @@ def step_fresh_copy(run: Run) -> str:
 
 def step_wheel(run: Run) -> str:
     if run.wheel is None:
-        out = Path(tempfile.mkdtemp(prefix="lanectl-wheel-", dir=run.rootfs.parent))
+        out = run.wheel_dir = Path(tempfile.mkdtemp(prefix="lanectl-wheel-", dir=run.rootfs.parent))
         _host([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(CHECKOUT)], timeout=300)
         wheels = sorted(out.glob("lanectl-*.whl"))
         if not wheels:
@@ -215,7 +218,7 @@ def step_configure(run: Run) -> str:
     if not found:
         raise StepFailed("the printout names no file for the keys")
     secrets = found.group(1)
-    backup_at = (datetime.now(LOT_TZ) + timedelta(minutes=2)).strftime("%H:%M")
+    backup_at = (datetime.now(LOT_TZ) + timedelta(minutes=4)).strftime("%H:%M")  # after the drive (~2 min)
     run.figures["backup_at"] = backup_at
     run.write("/etc/lanectl/site.yaml", site_yaml(run.sh("cat /etc/lanectl/site.yaml"), backup_at), 0o640,
               "root:lanectl")
@@ -228,10 +231,19 @@ def step_configure(run: Run) -> str:
 
 
 def step_rig(run: Run) -> str:
+    _start_barrier(run)
+    run.sh(f"systemd-run --unit rig-bolink -E PYTHONPATH=/root/rig /opt/lanectl/bin/python -m hil.emulators.bolink "
+           f"--port {BOLINK_PORT} --key {BOLINK_KEY} --sign-free {SIGN_FREE} "
+           f"--callback-url http://127.0.0.1:{HTTP_PORT}/bolink")
+    run.wait_for("the Bolink emulator listening", lambda: "" if _listening(run, BOLINK_PORT) else None, 30)
+    return (f"Modbus TCP barrier emulator (units 1, 2) on 127.0.0.1:{MODBUS_PORT} (rig-barrier.service), Bolink "
+            f"platform emulator on 127.0.0.1:{BOLINK_PORT} (rig-bolink.service, {SIGN_FREE} has the wallet)")
+
+
+def _start_barrier(run: Run) -> None:
     run.sh(f"systemd-run --unit rig-barrier -E PYTHONPATH=/root/rig /opt/lanectl/bin/python -m "
            f"hil.emulators.barrier_io --tcp {MODBUS_PORT} --units 1,2 --rise 0.5 --fall 0.5")
     run.wait_for("the barrier emulator listening", lambda: "" if _listening(run, MODBUS_PORT) else None, 30)
-    return f"Modbus TCP barrier emulator (units 1, 2) on 127.0.0.1:{MODBUS_PORT} as rig-barrier.service"
 
 
 def step_start(run: Run) -> str:
@@ -256,22 +268,27 @@ def step_security(run: Run) -> str:
 
 
 def step_drive(run: Run) -> str:
+    # the emulator has no car on its loops: each arm comes down after pass_timeout_s, then the lane is idle again
     lines = []
-    for lane, plate in (("east_in", "粤B12345"), ("east_in", "粤B23456"), ("east_in", "粤B34567"),
-                        ("east_out", "粤B12345"), ("east_out", "粤B77777")):  # an exit with no entry: a fee due
-        lines.append(_car(run, lane, plate))
-        # the emulator has no car on its loops: each arm comes down after pass_timeout_s
-        _wait_idle(run, ("idle", "awaiting_payment"))
-    run.wait_for("粤B77777 awaiting payment", lambda: "" if "awaiting_payment" in run.sh(
-        "lanectl records --plate 粤B77777") else None, 30)
-    lines.append(run.sh("lanectl open --lane east_out --reason cash --amount 1000 --operator fresh-debian"))
-    _wait_idle(run)
+    entered = time.monotonic()
+    for plate in (SIGN_FREE, "粤B23456", "粤B34567"):
+        lines.append(_car(run, "east_in", plate))
+        _wait_idle(run)
     # a barrier fault and its recovery: the module's line goes away for a while
     run.sh("systemctl stop rig-barrier")
     run.wait_for("a barrier fault", lambda: "" if run.healthz()["lanes"]["east_in"]["barrier_fault"] else None, 30)
     run.sh("systemctl reset-failed rig-barrier 2>/dev/null; true")
-    step_rig(run)
+    _start_barrier(run)
     run.wait_for("the fault's end", lambda: _healthy(run), 60)
+    # stays are counted in whole minutes: the member's must be one long to owe anything
+    time.sleep(max(0.0, entered + 62 - time.monotonic()))
+    lines.append(_car(run, "east_out", SIGN_FREE))
+    _wait_idle(run)  # paid by the wallet: out without the booth
+    lines.append(_car(run, "east_out", "粤B77777"))  # no entry: a fee Bolink does not charge (no member)
+    run.wait_for("east_out awaiting payment", lambda: "" if run.healthz()["lanes"]["east_out"]["phase"]
+                 == "awaiting_payment" else None, 60, 0.5)
+    lines.append(run.sh("lanectl open --lane east_out --reason cash --amount 1000 --operator fresh-debian"))
+    _wait_idle(run)
     records = run.sh("lanectl records --limit 1000")
     run.figures["records"] = len(records.strip().splitlines()) - 1
     return (f"{run.figures['records']} records; camera: "
@@ -296,8 +313,13 @@ def step_metrics(run: Run) -> str:
             problems.append(f"{what} ({name}): {'no samples' if has_type else 'not declared'}")
     print(_indent("\n".join(report)))
     for name in ("lanectl_decisions_total", "lanectl_barrier_commands_total", "lanectl_outbox_pending",
+                 "lanectl_settlement_attempts_total",
                  "lanectl_plate_to_command_seconds_count", "lanectl_device_fault_duration_seconds_count"):
         print(_indent("\n".join(ln for ln in text.splitlines() if ln.startswith(name + "{"))))
+    for want in (f'lanectl_settlement_attempts_total{{provider="bolink",status="paid"}}',
+                 f'lanectl_settlement_attempts_total{{provider="bolink",status="skipped"}}'):
+        if want not in text:
+            problems.append(f"no {want}")
     run.figures["metric_families"] = len(declared)
     if problems:
         raise StepFailed("; ".join(problems))
@@ -315,6 +337,8 @@ def step_healthz(run: Run) -> str:
 def step_backup(run: Run) -> str:
     _wait_idle(run)
     before = run.sh("lanectl records --limit 1000")
+    if run.sh("ls /var/lib/lanectl/backups/ 2>/dev/null || true").strip():
+        raise StepFailed("the backup ran before the cars were through: the run was slower than backup_at allows")
     found = run.wait_for(f"the scheduled backup at {run.figures['backup_at']} lot time",
                          lambda: run.sh("ls /var/lib/lanectl/backups/*.db 2>/dev/null || true").strip() or None,
                          240, 5)
@@ -360,18 +384,23 @@ STEPS: list[tuple[str, Callable[[Run], str]]] = [
 # -- the lot this run describes (pure: tests/unit/test_fresh_debian.py loads it with lanectl's own loader) -----
 
 LANES = [("east_in", "entry", 1), ("east_out", "exit", 2)]
-SECRETS_YAML = f"camera_password: \"{CAMERA_PASSWORD}\"\nbackoffice_token: \"{BACKOFFICE_TOKEN}\"\n"
+SECRETS_YAML = (f"camera_password: \"{CAMERA_PASSWORD}\"\nbackoffice_token: \"{BACKOFFICE_TOKEN}\"\n"
+                f"bolink_key: \"{BOLINK_KEY}\"\n")
 
 
 def site_yaml(example: str, backup_at: str) -> str:
-    """The example site.yaml install-service put in place, on this run's ports, with a webhook nobody answers
-    (the outbox fills) and the daily backup due in a couple of minutes."""
+    """The example site.yaml install-service put in place, on this run's ports, with no free minutes (a stay of
+    seconds owes a fee), the Bolink emulator as payment platform, a webhook nobody answers (the outbox fills)
+    and the daily backup due a few minutes later."""
     site = (example.replace('listen: "0.0.0.0:8780"', f'listen: "127.0.0.1:{HTTP_PORT}"')
-                   .replace('listen: "127.0.0.1:8781"', f'listen: "127.0.0.1:{LAN_PORT}"'))
-    if f":{HTTP_PORT}" not in site or f":{LAN_PORT}" not in site:
-        raise StepFailed("the example site.yaml no longer has the listen addresses this run edits")
+                   .replace('listen: "127.0.0.1:8781"', f'listen: "127.0.0.1:{LAN_PORT}"')
+                   .replace("free_minutes: 30 ", "free_minutes: 0  ", 1))
+    if f":{HTTP_PORT}" not in site or f":{LAN_PORT}" not in site or "free_minutes: 0 " not in site:
+        raise StepFailed("the example site.yaml no longer has the listen addresses and free minutes this run edits")
     return site + (f"uploads:\n  webhook:\n    url: \"http://127.0.0.1:9/records\"   # nothing listens\n"
                    f"    token: {{secret: backoffice_token}}\n"
+                   f"payments:\n  bolink:\n    base_url: http://127.0.0.1:{BOLINK_PORT}\n    union_id: 200208\n"
+                   f"    park_id: \"21835\"\n    key: {{secret: bolink_key}}\n"
                    f"housekeeping:\n  backup_at: \"{backup_at}\"\n")
 
 
@@ -389,7 +418,7 @@ devices:
 rules:
   duplicate_window_s: 10
   pass_timeout_s: 3      # the emulator has no car on its loops: the arm comes down after this
-"""
+""" + ("payments: [bolink]\n" if direction == "exit" else "")
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
@@ -409,9 +438,9 @@ def _healthy(run: Run) -> Optional[str]:
     return run.sh("systemctl show -p StatusText --value lanectl").strip()
 
 
-def _wait_idle(run: Run, phases: tuple[str, ...] = ("idle",)) -> None:
-    run.wait_for(f"lanes {'/'.join(phases)}", lambda: "" if all(
-        lane["phase"] in phases for lane in run.healthz()["lanes"].values()) else None, 60, 0.5)
+def _wait_idle(run: Run) -> None:
+    run.wait_for("lanes idle", lambda: "" if all(
+        lane["phase"] == "idle" for lane in run.healthz()["lanes"].values()) else None, 60, 0.5)
 
 
 def _listening(run: Run, port: int) -> bool:
@@ -461,6 +490,8 @@ def _remove_work(run: Run) -> None:
 
 
 def cleanup(run: Run) -> str:
+    if run.wheel_dir is not None:
+        shutil.rmtree(run.wheel_dir, ignore_errors=True)
     if run.nspawn is not None and run.nspawn.poll() is None:
         if run.leader:
             try:

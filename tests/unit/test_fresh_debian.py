@@ -66,9 +66,12 @@ def test_the_lot_it_describes_loads_with_its_keys(tmp_path: Path) -> None:
     assert config.site.http.listen == f"127.0.0.1:{fd.HTTP_PORT}"
     assert config.site.lan.listen == f"127.0.0.1:{fd.LAN_PORT}"
     assert config.site.housekeeping.backup_at == "03:31"
+    assert config.site.tariffs.default.free_minutes == 0  # a stay of seconds owes: the wallet has to pay
     assert config.site.uploads.webhook is not None and config.site.uploads.webhook.token is not None
     assert config.secret(config.site.uploads.webhook.token, "webhook") == fd.BACKOFFICE_TOKEN
-    assert [(lane.id, lane.direction) for lane in config.lanes] == [("east_in", "entry"), ("east_out", "exit")]
+    assert config.secret(config.site.payments.bolink.key, "bolink") == fd.BOLINK_KEY
+    assert [(lane.id, lane.direction, tuple(lane.payments)) for lane in config.lanes] == [
+        ("east_in", "entry", ()), ("east_out", "exit", ("bolink",))]
     for lane in config.lanes:
         camera = lane.devices.camera
         assert camera is not None and camera.basic_auth is not None
@@ -77,5 +80,5 @@ def test_the_lot_it_describes_loads_with_its_keys(tmp_path: Path) -> None:
 
 
 def test_an_example_without_the_listen_addresses_it_edits_is_a_failed_step() -> None:
-    with pytest.raises(fd.StepFailed, match="listen addresses"):
+    with pytest.raises(fd.StepFailed, match="listen addresses and free minutes"):
         fd.site_yaml("park_id: '1'\n", "03:31")
