@@ -372,12 +372,24 @@ def step_restore(run: Run) -> str:
     return f"daemon active on the restored database; the same {n} records (粤B99999, after the backup, not among them)"
 
 
+def step_journal(run: Run) -> str:
+    """The whole run in the journal: warnings are expected (cars that never passed, the barrier fault, the
+    webhook nobody answers); an error or a traceback is not."""
+    journal = run.sh("journalctl -u lanectl --no-pager -o cat")
+    bad = [ln for ln in journal.splitlines() if re.match(r"(ERROR|CRITICAL)\b", ln) or "Traceback" in ln]
+    warnings = sum(1 for ln in journal.splitlines() if ln.startswith("WARNING"))
+    run.figures["journal_lines"] = len(journal.splitlines())
+    if bad:
+        raise StepFailed("errors in the journal:\n" + _indent("\n".join(bad[:20])))
+    return f"{run.figures['journal_lines']} lines from lanectl, {warnings} warnings, no error, no traceback"
+
+
 STEPS: list[tuple[str, Callable[[Run], str]]] = [
     ("host-tools", step_host_tools), ("rootfs", step_rootfs), ("fresh-copy", step_fresh_copy),
     ("wheel", step_wheel), ("boot", step_boot), ("pip-install", step_pip_install),
     ("install-service", step_install_service), ("configure", step_configure), ("rig", step_rig),
     ("start", step_start), ("security", step_security), ("drive", step_drive), ("metrics", step_metrics),
-    ("healthz", step_healthz), ("backup", step_backup), ("restore", step_restore),
+    ("healthz", step_healthz), ("backup", step_backup), ("restore", step_restore), ("journal", step_journal),
 ]
 
 
@@ -530,19 +542,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     run = Run(args.rootfs, args.keep, args.wheel.resolve() if args.wheel else None)
     failed = None
     t_start = time.monotonic()
-    for n, (name, step) in enumerate(STEPS, 1):
-        print(f"[{n:2}/{len(STEPS)}] {name} ...", flush=True)
-        t0 = time.monotonic()
-        try:
-            result = step(run)
-        except (StepFailed, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
-            print(f"        FAILED ({time.monotonic() - t0:.1f} s): {exc}", flush=True)
-            failed = name
-            break
-        print(f"        ok ({time.monotonic() - t0:.1f} s): {result}", flush=True)
-    if failed and run.leader:
-        print(_indent(run.sh("journalctl -u lanectl --no-pager | tail -40", check=False)))
-    print(f"cleanup: {cleanup(run)}")
+    try:
+        for n, (name, step) in enumerate(STEPS, 1):
+            print(f"[{n:2}/{len(STEPS)}] {name} ...", flush=True)
+            t0 = time.monotonic()
+            try:
+                result = step(run)
+            except (StepFailed, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as exc:
+                print(f"        FAILED ({time.monotonic() - t0:.1f} s): {exc}", flush=True)
+                failed = name
+                break
+            print(f"        ok ({time.monotonic() - t0:.1f} s): {result}", flush=True)
+        if failed and run.leader:
+            print(_indent(run.sh("journalctl -u lanectl --no-pager | tail -40", check=False)))
+    except KeyboardInterrupt:
+        failed = "interrupted"
+    finally:
+        print(f"cleanup: {cleanup(run)}")
     print(f"figures: {json.dumps(run.figures, ensure_ascii=False)}; total {time.monotonic() - t_start:.0f} s")
     print(f"FAILED at {failed}" if failed else "all steps passed")
     return 1 if failed else 0

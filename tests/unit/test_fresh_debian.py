@@ -38,7 +38,7 @@ def test_the_steps_run_in_the_installers_order() -> None:
     names = [name for name, _ in fd.STEPS]
     assert len(names) == len(set(names))
     order = ["rootfs", "boot", "pip-install", "install-service", "configure", "start", "security", "drive",
-             "metrics", "backup", "restore"]
+             "metrics", "backup", "restore", "journal"]
     assert [n for n in names if n in order] == order
 
 
