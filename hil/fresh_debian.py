@@ -252,7 +252,10 @@ def step_start(run: Run) -> str:
     if active != "active":
         raise StepFailed(f"lanectl is {active}:\n{_indent(run.sh('journalctl -u lanectl --no-pager | tail -30'))}")
     status = run.wait_for("both lanes healthy", lambda: _healthy(run), 60)
-    return f"active; STATUS={status}"
+    # the keys reach the service only as a credential: its user cannot read the file itself
+    if run.sh("runuser -u lanectl -- cat /etc/lanectl/secrets.yaml >/dev/null 2>&1 && echo readable || true").strip():
+        raise StepFailed("the service user can read /etc/lanectl/secrets.yaml itself")
+    return f"active; STATUS={status}; the keys reach it as a credential (user lanectl cannot read the file)"
 
 
 def step_security(run: Run) -> str:
