@@ -246,13 +246,14 @@ class SettlementService:
         """Hand the machine one event, carry out its effects; what they answer at once is fed in turn."""
         queue: deque[sm.Input] = deque([event])
         while queue:
+            before = record.state
             record.state, effects = sm.handle(record.state, queue.popleft(), self.clock.now(), self.timing)
             for effect in effects:
-                follow = await self._execute(record, effect)
+                follow = await self._execute(record, effect, before)
                 if follow is not None:
                     queue.append(follow)
 
-    async def _execute(self, record: _Record, effect: sm.Effect) -> Optional[sm.Input]:
+    async def _execute(self, record: _Record, effect: sm.Effect, before: sm.SettlementState) -> Optional[sm.Input]:
         if isinstance(effect, sm.NewAttempt):
             attempt = await self._stored(lambda: self.store.new_attempt(
                 effect.record_id, effect.lane_id, effect.provider, effect.order_ref, effect.amount_fen,
@@ -275,7 +276,8 @@ class SettlementService:
             only_from = tuple(s.value for s in effect.only_from)
             marked = await self._stored(lambda: self.store.mark_attempt(
                 effect.attempt_id, effect.status.value, effect.detail, self.clock.now(), only_from=only_from))
-            followed = record.state.track(effect.attempt_id)
+            # the state before the event: a mark that ends the attempt (skipped, failed) has dropped its track
+            followed = record.state.track(effect.attempt_id) or before.track(effect.attempt_id)
             if marked is not False and followed is not None:
                 self.metrics.settlement_attempt(followed.attempt.provider, effect.status.value)
             if marked is not False:

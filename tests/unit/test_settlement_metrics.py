@@ -52,3 +52,18 @@ async def test_a_payment_found_by_reconciliation_after_the_fallback_is_late():
         assert metrics.attempts[-1] == ("bolink", "paid") and metrics.late == ["bolink"]
     finally:
         await bench.svc.stop()
+
+
+async def test_a_provider_that_does_not_charge_the_car_counts_its_attempt_as_skipped():
+    # found on a fresh Debian (python -m hil.fresh_debian): Bolink skipped two cars that were no wallet members
+    # and /metrics showed only their "charging"; the skip ends the attempt's track before the mark is counted
+    clock = FakeClock()
+    bolink = ScriptedProvider("bolink", clock, [ChargeAnswer("skip", detail="not a Bolink sign-free member")])
+    bench = Bench(bolink, clock=clock)
+    bench.svc.metrics = metrics = RecordedMetrics()
+    try:
+        bench.svc.on_effects("out1", [bench.order()])
+        await bench.until(lambda: bool(bench.events(PaymentFallback)))
+        assert metrics.attempts == [("bolink", "charging"), ("bolink", "skipped")]
+    finally:
+        await bench.svc.stop()
