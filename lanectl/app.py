@@ -130,6 +130,7 @@ class App:
         self.metrics: Metrics = self.prometheus or NO_METRICS
         self.images_dir = config.site.database.parent / "images"  # their pictures, a folder per lane
         self.image_links: Optional[ImageLinks] = None  # served to the platforms when images.public_url is set
+        self._status_changed = asyncio.Event()  # a lane published a change: sd_notify's STATUS= looks again
         self.console_feed: Optional[LiveFeed] = None  # the booth console's live lane views (console.enabled)
         self.console_payments: Optional[PaymentStates] = None  # the providers' states of the car at each exit
         self.displays: dict[str, Any] = {}  # LED boards, closed at stop
@@ -230,7 +231,8 @@ class App:
             watchdog = asyncio.create_task(watchdog_loop(self.notifier, lambda: self._healthy(tasks),
                                                          status=self.status_line), name="watchdog")
             self.notifier.ready()
-            status = asyncio.create_task(status_loop(self.notifier, self.status_line), name="sd-status")
+            status = asyncio.create_task(status_loop(self.notifier, self.status_line, changed=self._status_changed),
+                                         name="sd-status")
             log.info("lanectl running: park=%s lanes=%s db=%s control=%s", site.park_id,
                      ",".join(self.runners), site.database, site.control.socket)
             self.ready.set()
@@ -351,6 +353,7 @@ class App:
                           metrics=self.metrics, on_status=self._lane_changed)
 
     def _lane_changed(self, lane_id: str) -> None:
+        self._status_changed.set()  # STATUS= says a fault at once, not at the next 5 s look
         if self.console_feed is not None:
             self.console_feed.changed(lane_id)
 

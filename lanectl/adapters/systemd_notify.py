@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,11 @@ async def status_loop(
     *,
     interval: float = 5.0,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    changed: Optional[asyncio.Event] = None,
 ) -> None:
-    """Keep STATUS= current: every ``interval`` seconds send ``line()`` when it differs from what was last sent
-    (lane faults come and go without an event here). Returns at once outside systemd."""
+    """Keep STATUS= current: send ``line()`` when it differs from what was last sent, looked at every
+    ``interval`` seconds and at once when ``changed`` is set (a lane's fault came or went). Returns at once
+    outside systemd."""
     if not notifier.enabled:
         return
     last = None
@@ -179,4 +182,11 @@ async def status_loop(
         if text != last:
             notifier.status(text)
             last = text
-        await sleep(interval)
+        if changed is None:
+            await sleep(interval)
+            continue
+        try:
+            await asyncio.wait_for(changed.wait(), interval)
+        except TimeoutError:
+            pass
+        changed.clear()

@@ -59,3 +59,25 @@ class _Runner:
     def __init__(self) -> None:
         from lanectl.service.lane_runner import LaneStatus
         self.status = LaneStatus("x", "entry")
+
+
+async def test_a_lane_change_is_in_status_at_once_not_at_the_next_look(tmp_path: Path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    notifier = SystemdNotifier(str(tmp_path / "notify"))
+    changed = asyncio.Event()
+    line = ["2 lane(s) running"]
+    loop = asyncio.create_task(status_loop(notifier, lambda: line[0], interval=3600, changed=changed))
+    try:
+        assert await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 4096), 5) == \
+            b"STATUS=2 lane(s) running"
+        line[0] = "2 lane(s), 1 FAULTED: east_in barrier: x"
+        changed.set()  # what App._lane_changed does when a runner publishes
+        got = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 4096), 5)  # an hour's look away
+        assert got == b"STATUS=2 lane(s), 1 FAULTED: east_in barrier: x"
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        notifier.close()
+        sock.close()
