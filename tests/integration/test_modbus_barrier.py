@@ -435,6 +435,25 @@ async def test_slot_serves_a_waiting_command_before_waiting_polls():
     slot.release()
 
 
+async def test_slot_serves_an_open_before_another_lanes_close_or_pulse_end_and_those_before_polls():
+    from lanectl.adapters.modbus_barrier import COMMAND, POLL, URGENT
+
+    slot, order = _Slot(), []
+
+    async def user(name: str, rank: int) -> None:
+        await slot.acquire(rank)
+        order.append(name)
+        slot.release()
+
+    await slot.acquire(POLL)  # a poll is on the wire
+    tasks = [asyncio.create_task(user(n, r)) for n, r in
+             [("poll", POLL), ("pulse end", COMMAND), ("close", COMMAND), ("open", URGENT)]]
+    await asyncio.sleep(0)
+    slot.release()
+    await asyncio.gather(*tasks)
+    assert order == ["open", "pulse end", "close", "poll"]
+
+
 class _FakeClient:
     """Stands in for a pymodbus client: answers at once, remembers when each request went out."""
 
@@ -512,6 +531,32 @@ async def test_a_poll_queued_for_the_bus_when_the_hint_comes_lets_the_command_go
     await one.open()  # lane 2's poll was handed the slot first: it must pass it on, unread
     opened = rig.emu.commands[-1].t
     assert rig.emu.commands[-1].name == "open" and not [t for t in reads if t < opened]
+
+
+async def test_on_a_line_too_slow_for_poll_ms_the_hint_still_keeps_every_units_poll_off_it(make_rig):
+    """8 units on one 9600-baud line, each configured to be polled every 20 ms: one poll takes the line ~22 ms,
+    so each unit is read only every ~175 ms and is always "overdue" by poll_ms. A plate line's hint must still
+    keep their polls off the line, or the OPEN waits behind one nearly every time (8 lanes on one bus cost
+    1.4x one lane's latency at p50): the guard against starving the loops counts from the round of polls the
+    line can give, not from poll_ms alone."""
+    from lanectl.adapters.modbus_barrier import MAX_POLL_HOLD_S
+
+    units = tuple(range(1, 9))
+    rig = await make_rig("rtu-9600", units=units)
+    barriers = [rig.barrier(u, poll_ms=20) for u in units]
+    for rec in [rig.run(b) for b in barriers]:
+        await rec.wait(IoSnapshot, timeout=5.0)
+    await asyncio.sleep(0.6)  # a few rounds: the bus has timed its polls
+    assert barriers[0].bus.poll_round_s() > 0.12  # ~8 x 22 ms
+    hint = time.monotonic()
+    barriers[0].expect_command(0.4)
+    await asyncio.sleep(0.4)
+    # the poll on the wire when the hint came ends within ~25 ms; none may start until a unit's inputs went
+    # unread a whole round + MAX_POLL_HOLD_S (before the fix: poll_ms + MAX_POLL_HOLD_S = 270 ms after its
+    # last read, i.e. within ~100 ms of the hint for the units read longest ago)
+    started = [round((t - hint) * 1000) for _, t in rig.emu.input_reads if hint + 0.04 < t < hint + 0.2]
+    assert started == [], f"polls answered {started} ms after the hint"
+    assert MAX_POLL_HOLD_S >= 0.2  # the window above assumes it
 
 
 async def test_a_command_hint_holds_polls_but_never_starves_them(make_rig):
