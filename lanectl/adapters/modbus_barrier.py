@@ -514,6 +514,8 @@ class ModbusBarrier:
         await self._pulse_lock.acquire()
         handed_over = False
         try:
+            if rank != URGENT:
+                await self._after_announced_open()
             async with self.bus.exclusive(rank) as bus:
                 if coil in self._unknown or self._unsettled:
                     # Its last OFF was not acknowledged (or never written): without this reset the module could
@@ -545,9 +547,18 @@ class ModbusBarrier:
             if not handed_over:
                 self._pulse_lock.release()
 
+    async def _after_announced_open(self) -> None:
+        """A CLOSE or a pulse end is not urgent: while plate lines on this bus announce a command (maybe an OPEN
+        of another lane), it waits — at most MAX_POLL_HOLD_S in all — so the OPEN does not find its frame on the
+        wire (~20 ms at 9600 baud). The arm stays up a moment longer, a pulse lasts a moment longer."""
+        deadline = time.monotonic() + MAX_POLL_HOLD_S
+        while (held := self.bus.polls_held_for()) > 0 and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(held, left))
+
     async def _release_after(self, coil: int, what: str) -> None:
         try:
             await asyncio.sleep(self.config.pulse_ms / 1000)
+            await self._after_announced_open()
             try:
                 # after any OPEN waiting for the line (a pulse a few ms longer does no harm)
                 await self.bus.write_coil(self.config.unit, coil, False, retries=self.config.retries,

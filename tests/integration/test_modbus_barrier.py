@@ -559,6 +559,26 @@ async def test_on_a_line_too_slow_for_poll_ms_the_hint_still_keeps_every_units_p
     assert MAX_POLL_HOLD_S >= 0.2  # the window above assumes it
 
 
+async def test_a_close_and_a_pulse_end_wait_while_a_plate_line_announces_an_open(make_rig):
+    """Lane 2's CLOSE and the end of lane 1's OPEN pulse are not urgent: while a plate line is arriving they keep
+    off the line (the OPEN it announces would wait ~20 ms behind either at 9600 baud); the OPEN goes at once."""
+    rig = await make_rig("tcp", units=(1, 2))
+    one, two = rig.barrier(1, pulse_ms=30), rig.barrier(2, pulse_ms=30)
+    for rec in (rig.run(one), rig.run(two)):
+        await rec.wait(IoSnapshot)
+    t0 = time.monotonic()
+    one.expect_command(0.2)
+    close = asyncio.create_task(two.close())
+    await one.open()
+    await close
+    await one.aclose()
+    writes = [(w.unit, w.coil, w.value, w.t - t0) for w in rig.emu.coil_writes if w.t >= t0]
+    assert [(u, c, v) for u, c, v, _ in writes][0] == (1, 0, True), writes  # the OPEN first, at once
+    assert writes[0][3] < 0.1
+    later = {(u, c, v): t for u, c, v, t in writes[1:]}
+    assert later[(2, 1, True)] >= 0.19 and later[(1, 0, False)] >= 0.19, writes  # CLOSE, OPEN's OFF: after
+
+
 async def test_a_command_hint_holds_polls_but_never_starves_them(make_rig):
     from lanectl.adapters.modbus_barrier import MAX_POLL_HOLD_S
 
