@@ -16,13 +16,16 @@ Every lane polls every 50 ms (the shipped default). On RS-485 all units share th
 every ~175 ms each whatever poll_ms says — `lanectl check-config` warns about such a bus (lanectl/config/
 bus_budget.py) — and the period figure is held against that.
 
-Where 8 lanes on one bus cost more than one (Dec 2026, 2-core shared machine, 100 cars): p50 44.3 -> 46.7 ms vs
-31-33 ms for one lane before the fixes; the OPEN waited behind a frame another unit had just put on the line:
-(1) polls: on a line that cannot poll its units at poll_ms every poll is "overdue", and the guard that keeps the
-loops from starving let it go in front of an announced OPEN — the guard now counts from the line's measured
-round of polls; (2) other lanes' CLOSEs and pulse ends (OFF), which now rank after an OPEN and keep off the line
-while a plate line announces one. What remains: an OPEN that meets another lane's OPEN or a frame already on
-the wire waits for it (at most one frame, ~8-20 ms), and two cars read at once on one line are served in turn.
+Where 8 lanes on one bus cost more than one (Dec 2026, 2-core machine shared with other benches, 100 cars a
+configuration): before the fixes p50 44.3-46.7 ms vs 31-33 ms for one lane (1.40). The OPEN waited behind a frame
+another unit had put on the line: (1) polls — on a line that cannot poll its units at poll_ms every poll is
+"overdue", and the guard that keeps the loops from starving let it go in front of an announced OPEN; the guard
+now counts from the line's measured round of polls; (2) other lanes' CLOSEs and pulse ends, which now rank
+after an OPEN and keep off the line while a plate line announces one. After: p50 1.21-1.38x at 50 ms (the line
+over-subscribed: the OPEN's wait for the bus p50 4 ms, p90 20 ms — a frame already on the wire when the line
+began, or a poll overdue by more than a round + MAX_POLL_HOLD_S; at most one frame), 1.03x at 200 ms; on Modbus
+TCP 8 and 16 lanes cost nothing measurable. p99 over 100 cars is dominated by the machine (one lane's own p99
+ranged 47-141 ms from run to run): read it over several runs.
 
     python -m hil.bench.lanes_scale [--cars 160] [--only rtu|tcp] [--seed 1] [--rss]
 """
@@ -94,8 +97,8 @@ class Outcome:
                 f"{self.p(0.99):6.2f} max {max(self.latencies) * 1000:6.2f} ms | input reads every "
                 f"{self.poll_median_ms():6.1f} ms (median of the slowest lane; worst gap {self.poll_worst_ms():6.1f})"
                 f" configured {c.poll_ms} ms, bus allows {c.achievable_ms:.0f} | RSS {self.rss_kib / 1024:5.1f} MiB\n"
-                f"  {'':24} after a plate line began and before its OPEN, an input poll went on the wire for "
-                f"{self.in_the_way[0]:.0%} of the cars, another coil write for {self.in_the_way[1]:.0%}")
+                f"  {'':24} the IO module answered an input poll >= 12 ms after the plate line began and before "
+                f"its OPEN for {self.in_the_way[0]:.0%} of the cars, another coil write for {self.in_the_way[1]:.0%}")
 
 
 def plate(lane: int, i: int) -> str:
