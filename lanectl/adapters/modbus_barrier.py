@@ -363,6 +363,9 @@ class ModbusBarrier:
         self._count = max(self._inputs.values()) - self._first + 1
         self._backoff = _Backoff(backoff_first_s, backoff_max_s)
         self._pulse_lock = asyncio.Lock()  # one pulse at a time: a pulse's OFF goes out before the next ON
+        # this lane's own OPEN / STOP waits for the pulse lock: its deferred CLOSE or pulse end goes now
+        self._urgent_waiting = 0
+        self._urgent = asyncio.Event()
         self._release_task: Optional[asyncio.Task] = None
         self._coils = {"OPEN": p.open, "CLOSE": p.close, "STOP": p.stop}
         # Coils whose level we do not know (all of them until the first settle and after a reconnect; a pulsed
@@ -511,7 +514,7 @@ class ModbusBarrier:
 
     async def _pulse(self, coil: int, what: str, rank: int, check_safe: bool = False) -> None:
         unit, retries = self.config.unit, self.config.retries
-        await self._pulse_lock.acquire()
+        await self._acquire_pulse_lock(rank)
         handed_over = False
         try:
             if rank != URGENT:
@@ -547,13 +550,31 @@ class ModbusBarrier:
             if not handed_over:
                 self._pulse_lock.release()
 
+    async def _acquire_pulse_lock(self, rank: int) -> None:
+        if rank != URGENT:
+            await self._pulse_lock.acquire()
+            return
+        self._urgent_waiting += 1
+        self._urgent.set()
+        try:
+            await self._pulse_lock.acquire()
+        finally:
+            self._urgent_waiting -= 1
+            if not self._urgent_waiting:
+                self._urgent.clear()
+
     async def _after_announced_open(self) -> None:
         """A CLOSE or a pulse end is not urgent: while plate lines on this bus announce a command (maybe an OPEN
         of another lane), it waits — at most MAX_POLL_HOLD_S in all — so the OPEN does not find its frame on the
-        wire (~20 ms at 9600 baud). The arm stays up a moment longer, a pulse lasts a moment longer."""
+        wire (~20 ms at 9600 baud). The arm stays up a moment longer, a pulse lasts a moment longer. Not when
+        this lane's own OPEN or STOP waits behind it (for the pulse lock)."""
         deadline = time.monotonic() + MAX_POLL_HOLD_S
-        while (held := self.bus.polls_held_for()) > 0 and (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(held, left))
+        while not self._urgent.is_set() and (held := self.bus.polls_held_for()) > 0 \
+                and (left := deadline - time.monotonic()) > 0:
+            try:
+                await asyncio.wait_for(self._urgent.wait(), min(held, left))
+            except asyncio.TimeoutError:
+                pass
 
     async def _release_after(self, coil: int, what: str) -> None:
         try:

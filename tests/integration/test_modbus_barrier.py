@@ -579,6 +579,23 @@ async def test_a_close_and_a_pulse_end_wait_while_a_plate_line_announces_an_open
     assert later[(2, 1, True)] >= 0.19 and later[(1, 0, False)] >= 0.19, writes  # CLOSE, OPEN's OFF: after
 
 
+async def test_a_lanes_own_open_is_not_held_behind_its_deferred_close_and_pulse_end(make_rig):
+    """The next car's plate line at the same lane announces its OPEN while the lane's CLOSE is held back: the
+    OPEN waits for the pulse lock, so the CLOSE and its pulse end go at once instead of after the hint."""
+    rig = await make_rig("tcp")
+    one = rig.barrier(1, pulse_ms=30)
+    await rig.run(one).wait(IoSnapshot)
+    t0 = time.monotonic()
+    one.expect_command(0.4)
+    close = asyncio.create_task(one.close())  # held back by the hint
+    await asyncio.sleep(0.02)
+    await one.open()
+    await close
+    writes = [(w.coil, w.value, round(w.t - t0, 3)) for w in rig.emu.coil_writes if w.t >= t0]
+    assert [(c, v) for c, v, _ in writes[:3]] == [(1, True), (1, False), (0, True)], writes  # CLOSE ON, OFF, OPEN
+    assert writes[2][2] < 0.25, writes  # not after the 0.4 s hint
+
+
 async def test_a_command_hint_holds_polls_but_never_starves_them(make_rig):
     from lanectl.adapters.modbus_barrier import MAX_POLL_HOLD_S
 
