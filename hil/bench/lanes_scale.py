@@ -46,6 +46,7 @@ from hil.bench.figures import Figure, Figures, percentile, ratio_at_most, value_
 from hil.daemon_process import DaemonProcess
 from hil.emulators.barrier_io import Physics
 from hil.rig import Rig, RigLane
+from lanectl.adapters.modbus_barrier import MAX_POLL_HOLD_S
 
 POLL_MS = 50  # the shipped default
 FITTING_POLL_MS = 200  # what one 9600 line can give 8 units (~175 ms a round): check-config accepts it
@@ -110,8 +111,10 @@ async def _lane_cars(rig: Rig, lane: RigLane, index: int, cars: int, rng: random
     round_s = max(rig.poll_ms, len(rig.lanes) * POLL_FRAME_MS if not rig.barrier_tcp else 0) / 1000
     await asyncio.sleep(rng.uniform(0, 1.0))
     for i in range(cars):
-        # the car stays on the safety loop long enough for the input reads to see it on a busy bus
-        result = await rig.car(lane.id, plate(index, i), wait_open_s=5.0, drive_s=0.05, on_safety_s=5 * round_s)
+        # the car stays on the safety loop long enough for the input reads to see it on a busy bus (plate lines at
+        # other lanes may hold a unit's polls up to MAX_POLL_HOLD_S beyond its period)
+        result = await rig.car(lane.id, plate(index, i), wait_open_s=5.0, drive_s=0.05,
+                               on_safety_s=5 * round_s + MAX_POLL_HOLD_S)
         if not result.opened:
             raise SystemExit(f"lane {lane.id}: car {plate(index, i)} was not let in: see {workdir / 'daemon.log'}")
         out.append((lane.unit, result.t_plate, result.t_open))
