@@ -23,9 +23,10 @@ another unit had put on the line: (1) polls — on a line that cannot poll its u
 now counts from the line's measured round of polls; (2) other lanes' CLOSEs and pulse ends, which now rank
 after an OPEN and keep off the line while a plate line announces one. After: p50 1.21-1.38x at 50 ms (the line
 over-subscribed: the OPEN's wait for the bus p50 4 ms, p90 20 ms — a frame already on the wire when the line
-began, or a poll overdue by more than a round + MAX_POLL_HOLD_S; at most one frame), 1.03x at 200 ms; on Modbus
-TCP 8 and 16 lanes cost nothing measurable. p99 over 100 cars is dominated by the machine (one lane's own p99
-ranged 47-141 ms from run to run): read it over several runs.
+began, or a poll overdue by more than a round + MAX_POLL_HOLD_S; at most one frame), 1.01-1.03x at 200 ms with
+p99 61 vs 43 ms (1.44: two lanes' OPENs at once, or a poll overdue during a plate line); on Modbus TCP 8 and
+16 lanes cost nothing measurable (p50 0.97-0.99x, p99 0.80-0.84x). p99 over 100 cars is dominated by the
+machine (one lane's own p99 ranged 36-141 ms from run to run): read it over several runs.
 
     python -m hil.bench.lanes_scale [--cars 160] [--only rtu|tcp] [--seed 1] [--rss]
 """
