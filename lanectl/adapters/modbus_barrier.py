@@ -134,7 +134,7 @@ class ModbusBus:
         self._client: Optional[Client] = None
         self._slot = _Slot()
         self._quiet_since = 0.0
-        self._polls_held_until = 0.0
+        self._holds: dict[object, float] = {}  # who announced a command (a barrier) -> until when polls wait
         self._connect_after = 0.0
         self._connect_error = ""
         self._pending: set[asyncio.Task] = set()
@@ -152,13 +152,24 @@ class ModbusBus:
         polled every 50 ms, whatever poll_ms says)."""
         return self._pollers * self._poll_s
 
-    def hold_polls(self, seconds: float) -> None:
+    def hold_polls(self, seconds: float, who: object = None) -> None:
         """A command is probably coming (a plate line is arriving): keep polls off the line for a moment, so
         the OPEN does not wait behind a poll frame already on the wire (~15 ms at 9600 baud)."""
-        self._polls_held_until = max(self._polls_held_until, time.monotonic() + seconds)
+        self._holds[who] = max(self._holds.get(who, 0.0), time.monotonic() + seconds)
+
+    def release_hold(self, who: object) -> None:
+        """The command `who` announced has gone: its hold ends now, not COMMAND_HINT_S after its line (on a
+        busy line the polls and CLOSEs it kept waiting would otherwise run late and meet the next car's OPEN)."""
+        self._holds.pop(who, None)
 
     def polls_held_for(self) -> float:
-        return max(0.0, self._polls_held_until - time.monotonic())
+        if not self._holds:
+            return 0.0
+        left = max(self._holds.values()) - time.monotonic()
+        if left <= 0:
+            self._holds.clear()
+            return 0.0
+        return left
 
     @asynccontextmanager
     async def exclusive(self, priority: Union[bool, int] = False) -> AsyncIterator["_Session"]:
@@ -446,7 +457,7 @@ class ModbusBarrier:
 
     def expect_command(self, seconds: float = COMMAND_HINT_S) -> None:
         """Hint from the lane's plate reader: a decision, maybe an OPEN, follows in a few milliseconds."""
-        self.bus.hold_polls(seconds)
+        self.bus.hold_polls(seconds, who=self)
 
     async def close(self) -> None:
         await self._pulse(self.config.points.close, "CLOSE", COMMAND, check_safe=True)
@@ -536,6 +547,8 @@ class ModbusBarrier:
                 # call cancelled mid-pulse, or a module in pulse mode that has not dropped it yet).
                 self._unknown.add(coil)
                 await bus.write_coil(unit, coil, True, retries=retries)
+            if rank == URGENT:
+                self.bus.release_hold(self)  # the command this lane's plate line announced has gone
             if self.config.pulse_ms > 0:
                 # The OFF goes out in the background (the caller need not wait pulse_ms); the pulse lock moves
                 # to that task, so a following command waits for it and the bus order stays ON, OFF, ON...

@@ -560,23 +560,27 @@ async def test_on_a_line_too_slow_for_poll_ms_the_hint_still_keeps_every_units_p
 
 
 async def test_a_close_and_a_pulse_end_wait_while_a_plate_line_announces_an_open(make_rig):
-    """Lane 2's CLOSE and the end of lane 1's OPEN pulse are not urgent: while a plate line is arriving they keep
-    off the line (the OPEN it announces would wait ~20 ms behind either at 9600 baud); the OPEN goes at once."""
+    """Lane 2's CLOSE and the end of lane 1's OPEN pulse are not urgent: while a plate line announces a command
+    they keep off the line (the OPEN would wait ~20 ms behind either at 9600 baud); the OPEN goes at once, and
+    once it has gone they follow."""
     rig = await make_rig("tcp", units=(1, 2))
     one, two = rig.barrier(1, pulse_ms=30), rig.barrier(2, pulse_ms=30)
     for rec in (rig.run(one), rig.run(two)):
         await rec.wait(IoSnapshot)
     t0 = time.monotonic()
     one.expect_command(0.2)
+    two.expect_command(0.2)  # a second plate line, at lane 2: still arriving when lane 1 opens
     close = asyncio.create_task(two.close())
+    await asyncio.sleep(0.1)
+    assert not [w for w in rig.emu.coil_writes if w.t >= t0], "the CLOSE went during the plate lines"
     await one.open()
     await close
     await one.aclose()
     writes = [(w.unit, w.coil, w.value, w.t - t0) for w in rig.emu.coil_writes if w.t >= t0]
     assert [(u, c, v) for u, c, v, _ in writes][0] == (1, 0, True), writes  # the OPEN first, at once
-    assert writes[0][3] < 0.1
     later = {(u, c, v): t for u, c, v, t in writes[1:]}
-    assert later[(2, 1, True)] >= 0.19 and later[(1, 0, False)] >= 0.19, writes  # CLOSE, OPEN's OFF: after
+    # lane 2's line still holds them: the CLOSE and the OPEN's OFF wait for it
+    assert later[(2, 1, True)] >= 0.19 and later[(1, 0, False)] >= 0.19, writes
 
 
 async def test_a_lanes_own_open_is_not_held_behind_its_deferred_close_and_pulse_end(make_rig):
@@ -594,6 +598,23 @@ async def test_a_lanes_own_open_is_not_held_behind_its_deferred_close_and_pulse_
     writes = [(w.coil, w.value, round(w.t - t0, 3)) for w in rig.emu.coil_writes if w.t >= t0]
     assert [(c, v) for c, v, _ in writes[:3]] == [(1, True), (1, False), (0, True)], writes  # CLOSE ON, OFF, OPEN
     assert writes[2][2] < 0.25, writes  # not after the 0.4 s hint
+
+
+async def test_a_lanes_hint_ends_with_its_open_while_another_lanes_still_holds(make_rig):
+    """Once the OPEN a plate line announced has gone, that line's hold ends (the polls it kept waiting go now, not
+    COMMAND_HINT_S later); a plate line still arriving at another lane keeps holding."""
+    rig = await make_rig("tcp", units=(1, 2))
+    one, two = rig.barrier(1, poll_ms=20), rig.barrier(2, poll_ms=20)
+    for rec in (rig.run(one), rig.run(two)):
+        await rec.wait(IoSnapshot)
+    one.expect_command(0.3)
+    two.expect_command(0.1)
+    await one.open()
+    assert 0.05 < one.bus.polls_held_for() <= 0.1  # lane 2's line only
+    t0 = time.monotonic()
+    await asyncio.sleep(0.25)
+    first = min(t for _, t in rig.emu.input_reads if t > t0)
+    assert first - t0 < 0.15, "polls waited for lane 1's hint although its OPEN had gone"
 
 
 async def test_a_command_hint_holds_polls_but_never_starves_them(make_rig):
