@@ -17,16 +17,18 @@ every ~175 ms each whatever poll_ms says — `lanectl check-config` warns about 
 bus_budget.py) — and the period figure is held against that.
 
 Where 8 lanes on one bus cost more than one (Dec 2026, 2-core machine shared with other benches, 100 cars a
-configuration): before the fixes p50 44.3-46.7 ms vs 31-33 ms for one lane (1.40). The OPEN waited behind a frame
-another unit had put on the line: (1) polls — on a line that cannot poll its units at poll_ms every poll is
-"overdue", and the guard that keeps the loops from starving let it go in front of an announced OPEN; the guard
-now counts from the line's measured round of polls; (2) other lanes' CLOSEs and pulse ends, which now rank
-after an OPEN and keep off the line while a plate line announces one. After: p50 1.21-1.38x at 50 ms (the line
-over-subscribed: the OPEN's wait for the bus p50 4 ms, p90 20 ms — a frame already on the wire when the line
-began, or a poll overdue by more than a round + MAX_POLL_HOLD_S; at most one frame), 1.01-1.03x at 200 ms with
-p99 61 vs 43 ms (1.44: two lanes' OPENs at once, or a poll overdue during a plate line); on Modbus TCP 8 and
-16 lanes cost nothing measurable (p50 0.97-0.99x, p99 0.80-0.84x). p99 over 100 cars is dominated by the
-machine (one lane's own p99 ranged 36-141 ms from run to run): read it over several runs.
+configuration): before the fixes p50 42.7-46.7 ms vs 31-33 ms for one lane (1.38-1.40). The OPEN waited behind a
+frame another unit had put on the line: (1) polls — on a line that cannot poll its units at poll_ms every poll
+is "overdue", and the guard that keeps the loops from starving let it go in front of an announced OPEN; the
+guard now counts from the line's measured round of polls; (2) other lanes' CLOSEs and pulse ends, which now
+rank after an OPEN and keep off the line while a plate line announces one; (3) the hold itself: it lasted
+COMMAND_HINT_S after every line, so on a busy line the polls and CLOSEs it had kept waiting ran late and met the
+next car's OPEN — a hold now ends when the OPEN its line announced has gone. After: p50 1.01x at 50 ms, 0.96x at
+200 ms (the period the line can give 8 units). What remains is the tail: p99 70 vs 34 ms at 50 ms, 54 vs 35 ms
+at 200 ms — two lanes' OPENs at once, a CLOSE's check-and-write (two frames, never split) or a poll overdue by
+a round + MAX_POLL_HOLD_S on the line when the OPEN is ready. On Modbus TCP 8 and 16 lanes cost nothing
+measurable (p50 0.97-0.99x, p99 0.80-0.84x). p99 over 100 cars is also the machine's: one lane's own p99
+ranged 34-141 ms from run to run; read it over several runs.
 
     python -m hil.bench.lanes_scale [--cars 160] [--only rtu|tcp] [--seed 1] [--rss]
 """
