@@ -81,6 +81,8 @@ class Rig:
     http_cameras: dict[str, HttpCamera] = field(default_factory=dict)  # lanes with camera="http"
     lan_port: int = 0  # the daemon's LAN listener, fixed in advance when a camera pushes to it
     camera_passwords: dict[str, str] = field(default_factory=dict)  # lane id -> its camera's basic-auth password
+    barrier_tcp: bool = False  # the IO modules on Modbus TCP (one endpoint, a unit id per lane) instead of RS-485
+    tcp_port: int = 0  # the Modbus TCP endpoint's port once started
 
     @property
     def bus_path(self) -> Path:
@@ -98,9 +100,12 @@ class Rig:
     async def start(self) -> None:
         dev = self.workdir / "dev"
         dev.mkdir(parents=True, exist_ok=True)
-        self.bus = VirtualCable(str(self.bus_path), str(dev / "rs485-io-side"), self.baudrate)
         self.io = BarrierEmulator([lane.unit for lane in self.lanes], physics=self.physics)
-        await self.io.start_serial(str(dev / "rs485-io-side"), baudrate=self.baudrate or 9600)
+        if self.barrier_tcp:
+            self.tcp_port = await self.io.start_tcp(0)
+        else:
+            self.bus = VirtualCable(str(self.bus_path), str(dev / "rs485-io-side"), self.baudrate)
+            await self.io.start_serial(str(dev / "rs485-io-side"), baudrate=self.baudrate or 9600)
         if any(lane.camera == "http" for lane in self.lanes) and not self.lan_port:
             self.lan_port = free_port()
         for lane in self.lanes:
@@ -181,9 +186,10 @@ class Rig:
         (directory / "site.yaml").write_text(yaml.safe_dump(site, allow_unicode=True, sort_keys=False))
         for lane in self.lanes:
             baud = self.baudrate or 9600
+            barrier = ({"kind": "modbus_tcp", "host": "127.0.0.1", "tcp_port": self.tcp_port} if self.barrier_tcp
+                       else {"kind": "modbus_rtu", "port": str(self.bus_path), "baudrate": baud})
             doc = {"id": lane.id, "direction": lane.direction,
-                   "devices": {"barrier": {"kind": "modbus_rtu", "port": str(self.bus_path), "baudrate": baud,
-                                           "unit": lane.unit, "poll_ms": self.poll_ms, "timeout_s": 0.5},
+                   "devices": {"barrier": {**barrier, "unit": lane.unit, "poll_ms": self.poll_ms, "timeout_s": 0.5},
                                **({"camera": self._camera_section(lane.id)} if lane.camera == "http" else
                                   {"plate_reader": {"kind": "serial_line", "port": str(self.camera_path(lane.id)),
                                                     "baudrate": baud}}),

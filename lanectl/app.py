@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 import aiohttp
 
@@ -22,15 +22,7 @@ from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.log_tally import install_loop_handler, uninstall_loop_handler
 from lanectl.adapters.camera_auth import CameraAuth, camera_auth
 from lanectl.adapters.camera_http import VzenithCamera, add_camera_routes
-from lanectl.adapters.console.accounts import AccountError, Accounts
-from lanectl.adapters.console.live import LiveFeed
-from lanectl.adapters.console.payments import PaymentStates
-from lanectl.adapters.console.words import describe as fee_words
-from lanectl.adapters.console.records import RecordsRoutes
-from lanectl.adapters.console.server import ConsoleServer
-from lanectl.adapters.console.sessions import LoginLimiter, Sessions
 from lanectl.adapters.image_links import ROUTE as IMAGE_ROUTE, ImageLinks, no_links
-from lanectl.adapters.metrics import Figures, PrometheusMetrics
 from lanectl.adapters.control_socket import ControlError, ControlServer
 from lanectl.adapters.operator_identity import site_gatekeeper
 from lanectl.adapters.systemd_notify import SystemdNotifier, status_loop, watchdog_loop
@@ -53,6 +45,12 @@ from lanectl.service.settlement import SettlementService, SettlementTiming
 from lanectl.service.site_bus import SiteBus
 from lanectl.service.site_replication import SiteBusPublisher, SiteReplicator
 from lanectl.service.telemetry import TelemetryPublisher
+
+if TYPE_CHECKING:  # imported where used: a booth without the console or /metrics does not load them
+    from lanectl.adapters.console.live import LiveFeed
+    from lanectl.adapters.console.payments import PaymentStates
+    from lanectl.adapters.console.server import ConsoleServer
+    from lanectl.adapters.metrics import Figures, PrometheusMetrics
 
 log = logging.getLogger("lanectl")
 # the lot's own broker: once it is back, the queued records go out within seconds, not after a 5-minute backoff
@@ -126,7 +124,10 @@ class App:
         self.camera_auth: dict[str, CameraAuth] = {}  # who may push to each (checked before the body is read)
         self.lan: Optional[CallbackServer] = None  # the LAN face: opened for HTTP cameras and for /metrics
         # /metrics (adapters/metrics.py): this daemon's own registry, fed by the lanes, settlement and listeners
-        self.prometheus = PrometheusMetrics() if config.site.metrics.enabled else None
+        self.prometheus: Optional[PrometheusMetrics] = None
+        if config.site.metrics.enabled:
+            from lanectl.adapters.metrics import PrometheusMetrics
+            self.prometheus = PrometheusMetrics()
         self.metrics: Metrics = self.prometheus or NO_METRICS
         self.images_dir = config.site.database.parent / "images"  # their pictures, a folder per lane
         self.image_links: Optional[ImageLinks] = None  # served to the platforms when images.public_url is set
@@ -373,6 +374,7 @@ class App:
             car["picture"] = f"/console/images/{car['record_id']}" if car.pop("image", "") else None
             entry_id = car.get("entry_record_id") or ""
             car["entry_picture"] = f"/console/images/{entry_id}" if entry_id else None
+            from lanectl.adapters.console.words import describe as fee_words  # the console is on: loaded already
             car["breakdown"] = fee_words(car)
             car["providers"] = (self.console_payments.states(lane_id, car["record_id"], lane.payments)
                                 if self.console_payments is not None and lane.payments and st.direction == "exit"
@@ -390,6 +392,12 @@ class App:
                 "held": st.held}  # (booth actions) an entry car held for the booth: admit or refuse it
 
     def _console(self) -> ConsoleServer:
+        from lanectl.adapters.console.accounts import AccountError, Accounts
+        from lanectl.adapters.console.live import LiveFeed
+        from lanectl.adapters.console.payments import PaymentStates
+        from lanectl.adapters.console.server import ConsoleServer
+        from lanectl.adapters.console.sessions import LoginLimiter, Sessions
+
         cfg = self.config.site.console
         self.console_payments = PaymentStates(lambda record_id: self.store.attempts(record_id=record_id),
                                               self._lane_changed)
@@ -452,6 +460,7 @@ class App:
         one, a test's twin, has no such tab)."""
         reads = getattr(self.store, "reads", None)
         if reads is not None:
+            from lanectl.adapters.console.records import RecordsRoutes
             server.records = RecordsRoutes(reads, tz=self.config.site.tz, images_dir=self.images_dir,
                                            lanes={lane.id: lane.name or lane.id for lane in self.config.lanes},
                                            now=self.clock.now,
@@ -516,6 +525,8 @@ class App:
         jobs = {name: (st.get("ok"), datetime.fromisoformat(st["last_run"]).timestamp() if st.get("last_run") else None,
                        st.get("failures", 0))
                 for name, st in (self.housekeeping.status() if self.housekeeping is not None else {}).items()}
+        from lanectl.adapters.metrics import Figures
+
         return Figures(outbox=outbox, faults=faults, database_bytes=_database_bytes(self.config.site.database),
                        storage_ok=self.store.health.ok, jobs=jobs)
 

@@ -18,19 +18,16 @@ import faulthandler
 import signal
 import ssl
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import aiohttp
 
 from lanectl.adapters import fd_limit
 from lanectl.adapters.callback_server import CallbackServer
 from lanectl.adapters.camera_http import CameraRelayBarrier, VzenithCamera
-from lanectl.adapters.camera_mqtt import VzenithMqttCamera
 from lanectl.adapters.clock import SystemClock
 from lanectl.adapters.control_socket import ControlServer
-from lanectl.adapters.housekeeping import Housekeeping
 from lanectl.adapters.led_board_display import LedBoardDisplay
-from lanectl.adapters.mqtt_bus import MqttBus
 from lanectl.adapters.modbus_barrier import ModbusBarrier, ModbusBusRegistry
 from lanectl.adapters.serial_lines import BoothScanner, SerialPlateReader
 from lanectl.adapters.store import SqliteStore
@@ -43,6 +40,11 @@ from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES
 from lanectl.service.ports import Clock
 from lanectl.service.site_bus import SiteBus
 from lanectl.startup import EX_CONFIG, StartupError
+
+if TYPE_CHECKING:  # imported where used: a booth without the site bus or housekeeping never loads paho / apscheduler
+    from lanectl.adapters.camera_mqtt import VzenithMqttCamera
+    from lanectl.adapters.housekeeping import Housekeeping
+    from lanectl.adapters.mqtt_bus import MqttBus
 
 
 class HardwareDevices:
@@ -58,6 +60,8 @@ class HardwareDevices:
         return VzenithCamera(lane.id, lane.devices.camera, images_dir, clock, special_prefixes=self.special_prefixes)
 
     def mqtt_camera(self, lane: LaneConfig, images_dir: Path, clock: Clock, bus: SiteBus) -> VzenithMqttCamera:
+        from lanectl.adapters.camera_mqtt import VzenithMqttCamera
+
         assert isinstance(lane.devices.camera, VzenithMqttCameraConfig)
         return VzenithMqttCamera(lane.id, lane.devices.camera, images_dir, clock, bus,
                                  special_prefixes=self.special_prefixes)
@@ -106,6 +110,8 @@ def housekeeping_for(config: Config) -> Optional[Callable[[Any, Clock], Housekee
     backup_dir, report_dir = cfg.directories(config.directory, config.site.database)
 
     def build(store: Any, clock: Clock) -> Optional[Housekeeping]:
+        from lanectl.adapters.housekeeping import Housekeeping
+
         if not isinstance(store, SqliteStore):
             return None
         return Housekeeping(store, cfg, backup_dir=backup_dir, report_dir=report_dir, clock=clock,
@@ -145,6 +151,8 @@ def mqtt_site_bus(config: Config) -> Optional[MqttBus]:
     bus = config.site.site_bus
     if not bus.enabled:
         return None
+    from lanectl.adapters.mqtt_bus import MqttBus
+
     password = config.secret(bus.password, "site_bus.password") if bus.password is not None else None
     try:
         # the lot's own broker: once it is back, the booth is on it within seconds (the queued records follow)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hil.bench import camera_push, decision_latency, fee_throughput, flood, migration, signfree_exit, site_bus
+from hil.bench import lanes_scale, outbox_drain
 from hil.bench.figures import Figures, markdown
 
 
@@ -34,6 +35,8 @@ BENCHES: dict[str, Callable[[bool, int], Any]] = {
     "flood": lambda smoke, runs: flood.figures(smoke),
     "migration": lambda smoke, runs: migration.figures(smoke),
     "site_bus": lambda smoke, runs: site_bus.figures(smoke),
+    "lanes_scale": lambda smoke, runs: lanes_scale.figures(smoke),
+    "outbox_drain": lambda smoke, runs: outbox_drain.figures(smoke),
 }
 
 

@@ -277,6 +277,7 @@ class BarrierEmulator:
         self.on_command = on_command
         self.events: list[BarrierEvent] = []
         self.coil_writes: list[CoilWrite] = []
+        self.input_reads: list[tuple[int, float]] = []  # (unit, monotonic time) of every input read (FC 2)
         self.ignored_requests = 0  # requests for unit ids this line does not host (answered by silence)
         self.port: Optional[int] = None  # TCP port once started
         self._server: Optional[ModbusTcpServer | ModbusSerialServer] = None
@@ -386,6 +387,7 @@ class BarrierEmulator:
                     self._record(unit, model.write_coil(address + i, bool(value), now), now)
                 return None  # pymodbus then stores the written bits itself
             if fc == _READ_INPUTS_FC:
+                self.input_reads.append((unit, now))
                 _pack_into(registers, model.input_levels())
             elif fc in (_READ_COIL_FC, *_WRITE_COIL_FCS):
                 _pack_into(registers, model.coils)

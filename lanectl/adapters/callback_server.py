@@ -26,7 +26,6 @@ from typing import Any, Awaitable, Callable, Optional
 from aiohttp import web
 
 from lanectl.adapters.connection_gate import ConnectionGate, GatedSite
-from lanectl.adapters.metrics import route_of
 from lanectl.adapters.log_tally import CLIENT_FAULTS, DEFAULT_INTERVAL_S, ServerLog, Tally
 from lanectl.service.ports import StorageUnavailable
 from lanectl.startup import EX_CONFIG, EX_TEMPFAIL, StartupError
@@ -201,3 +200,11 @@ def listen_error(host: str, port: int, exc: OSError, *, face: str = "public", ke
 def _dumps(value: Any) -> str:
     import json
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def route_of(request: web.Request) -> str:
+    """For /metrics (adapters/metrics.py, loaded only when it is on): the route's pattern (e.g. /camera/{lane}), never
+    the raw path: a scanner's random paths add no series."""
+    resource = request.match_info.route.resource if request.match_info is not None else None
+    canonical: Optional[str] = resource.canonical if resource is not None else None
+    return canonical or "unmatched"

@@ -141,10 +141,3 @@ class PrometheusMetrics:
             body = generate_latest(self.registry)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         return scrape
-
-
-def route_of(request: web.Request) -> str:
-    """The route's pattern (e.g. /camera/{lane}), never the raw path: a scanner's random paths add no series."""
-    resource = request.match_info.route.resource if request.match_info is not None else None
-    canonical: Optional[str] = resource.canonical if resource is not None else None
-    return canonical or "unmatched"

@@ -2,9 +2,9 @@
 
 Two pieces:
 - `ModbusBus` owns ONE pymodbus client per RS-485 line (port path) or TCP endpoint (host:port), shared by
-  every lane whose module hangs on it. It serializes requests (a waiting command goes before waiting polls),
-  keeps the Modbus 3.5-character silence between frames on serial, connects lazily and reports failures as
-  `BusError`. `ModbusBusRegistry` hands out the buses.
+  every lane whose module hangs on it. It serializes requests by rank (an OPEN or STOP first, then a CLOSE or
+  a pulse's end, then input polls), keeps the Modbus 3.5-character silence between frames on serial, connects
+  lazily and reports failures as `BusError`. `ModbusBusRegistry` hands out the buses.
 - `ModbusBarrier` is one lane's barrier on a bus: it polls the inputs, emits IoSnapshot / DeviceFault /
   DeviceRecovered, and pulses the OPEN / CLOSE coils. CLOSE is refused (BarrierUnsafe, nothing written) when
   a fresh read shows the safety loop or anti-smash occupied.
@@ -65,6 +65,10 @@ def frame_gap_s(baudrate: int, bits: int = 10) -> float:
 
 COMMAND_HINT_S = 0.08  # a plate line was seen: polls wait this long after its last byte
 MAX_POLL_HOLD_S = 0.25  # ... but the inputs are never left unread longer than this beyond the poll period
+# (or beyond one round of polls of every unit on the line, when the line cannot poll them all that often)
+
+# Ranks on the bus slot: an OPEN / STOP first, a CLOSE or a pulse's end next, input polls last.
+URGENT, COMMAND, POLL = 0, 1, 2
 
 
 def _quiet_pymodbus() -> None:
@@ -76,8 +80,16 @@ def _quiet_pymodbus() -> None:
         logger.setLevel(logging.CRITICAL)
 
 
+def _rank(priority: Union[bool, int]) -> int:
+    """True / False (a command / a poll, as callers have always said) or a rank (URGENT, COMMAND, POLL)."""
+    if isinstance(priority, bool):
+        return URGENT if priority else POLL
+    return priority
+
+
 class _Slot:
-    """Mutual exclusion for one bus, with two queues: waiting commands are served before waiting polls.
+    """Mutual exclusion for one bus, waiters served by rank, then in arrival order: an OPEN goes before a CLOSE
+    or a pulse end of another lane, and every command before the polls.
 
     (asyncio.Lock is FIFO: an OPEN would wait behind every poll already queued by every lane on the line.)
     """
@@ -87,12 +99,12 @@ class _Slot:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
-    async def acquire(self, priority: bool) -> None:
+    async def acquire(self, priority: Union[bool, int]) -> None:
         if not self._busy:  # invariant: not busy => nobody waiting
             self._busy = True
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (0 if priority else 1, next(self._seq), fut))
+        heapq.heappush(self._waiters, (_rank(priority), next(self._seq), fut))
         try:
             await fut
         except asyncio.CancelledError:
@@ -122,21 +134,45 @@ class ModbusBus:
         self._client: Optional[Client] = None
         self._slot = _Slot()
         self._quiet_since = 0.0
-        self._polls_held_until = 0.0
+        self._holds: dict[object, float] = {}  # who announced a command (a barrier) -> until when polls wait
         self._connect_after = 0.0
         self._connect_error = ""
         self._pending: set[asyncio.Task] = set()
+        self._pollers = 0  # barriers polling their inputs on this bus
+        self._poll_s = 0.0  # how long one poll holds the bus (moving average of the answered ones)
 
-    def hold_polls(self, seconds: float) -> None:
+    def add_poller(self, delta: int) -> None:
+        self._pollers += delta
+
+    def note_poll(self, seconds: float) -> None:
+        self._poll_s = seconds if self._poll_s == 0.0 else 0.8 * self._poll_s + 0.2 * seconds
+
+    def poll_round_s(self) -> float:
+        """How long one poll of every unit takes on this line (at 9600 baud ~22 ms a unit: 8 units cannot be
+        polled every 50 ms, whatever poll_ms says)."""
+        return self._pollers * self._poll_s
+
+    def hold_polls(self, seconds: float, who: object = None) -> None:
         """A command is probably coming (a plate line is arriving): keep polls off the line for a moment, so
         the OPEN does not wait behind a poll frame already on the wire (~15 ms at 9600 baud)."""
-        self._polls_held_until = max(self._polls_held_until, time.monotonic() + seconds)
+        self._holds[who] = max(self._holds.get(who, 0.0), time.monotonic() + seconds)
+
+    def release_hold(self, who: object) -> None:
+        """The command `who` announced has gone: its hold ends now, not COMMAND_HINT_S after its line (on a
+        busy line the polls and CLOSEs it kept waiting would otherwise run late and meet the next car's OPEN)."""
+        self._holds.pop(who, None)
 
     def polls_held_for(self) -> float:
-        return max(0.0, self._polls_held_until - time.monotonic())
+        if not self._holds:
+            return 0.0
+        left = max(self._holds.values()) - time.monotonic()
+        if left <= 0:
+            self._holds.clear()
+            return 0.0
+        return left
 
     @asynccontextmanager
-    async def exclusive(self, priority: bool = False) -> AsyncIterator["_Session"]:
+    async def exclusive(self, priority: Union[bool, int] = False) -> AsyncIterator["_Session"]:
         """Hold the bus for several requests in a row (e.g. CLOSE's safety read and its coil write)."""
         await self._slot.acquire(priority)
         try:
@@ -145,12 +181,12 @@ class ModbusBus:
             self._slot.release()
 
     async def read_bits(self, unit: int, address: int, count: int, *, retries: int = 0,
-                        priority: bool = False) -> list[bool]:
+                        priority: Union[bool, int] = False) -> list[bool]:
         async with self.exclusive(priority) as bus:
             return await bus.read_bits(unit, address, count, retries=retries)
 
     async def write_coil(self, unit: int, address: int, value: bool, *, retries: int = 0,
-                         priority: bool = True) -> None:
+                         priority: Union[bool, int] = True) -> None:
         async with self.exclusive(priority) as bus:
             await bus.write_coil(unit, address, value, retries=retries)
 
@@ -338,6 +374,9 @@ class ModbusBarrier:
         self._count = max(self._inputs.values()) - self._first + 1
         self._backoff = _Backoff(backoff_first_s, backoff_max_s)
         self._pulse_lock = asyncio.Lock()  # one pulse at a time: a pulse's OFF goes out before the next ON
+        # this lane's own OPEN / STOP waits for the pulse lock: its deferred CLOSE or pulse end goes now
+        self._urgent_waiting = 0
+        self._urgent = asyncio.Event()
         self._release_task: Optional[asyncio.Task] = None
         self._coils = {"OPEN": p.open, "CLOSE": p.close, "STOP": p.stop}
         # Coils whose level we do not know (all of them until the first settle and after a reconnect; a pulsed
@@ -352,9 +391,16 @@ class ModbusBarrier:
 
     async def run(self, emit: Emit) -> None:
         period = self.config.poll_ms / 1000
+        next_poll = last_poll = time.monotonic()
+        self.bus.add_poller(1)
+        try:
+            await self._poll_loop(emit, period, next_poll, last_poll)
+        finally:
+            self.bus.add_poller(-1)
+
+    async def _poll_loop(self, emit: Emit, period: float, next_poll: float, last_poll: float) -> None:
         reported: Optional[IoSnapshot] = None
         was_faulted = False
-        next_poll = last_poll = time.monotonic()
         while True:
             if self._poll_yields(last_poll, period):
                 await asyncio.sleep(min(self.bus.polls_held_for(), period))
@@ -370,7 +416,9 @@ class ModbusBarrier:
                     # settles them itself before its write, and must not have its own ON cut short here.)
                     if self._unsettled and not self._pulse_lock.locked():
                         await self._settle_coils(bus, found_on="found ON at start / reconnect")
+                    started = time.monotonic()
                     snapshot = await self._read(bus)
+                    self.bus.note_poll(time.monotonic() - started)
             except BusError as exc:
                 reported = self.last_snapshot = None  # after recovery, report the inputs again even if unchanged
                 self._unsettled = True  # the module may have lost power, or missed an OFF
@@ -396,25 +444,29 @@ class ModbusBarrier:
             await asyncio.sleep(next_poll - time.monotonic())
 
     async def open(self) -> None:
-        await self._pulse(self.config.points.open, "OPEN")
+        await self._pulse(self.config.points.open, "OPEN", URGENT)
 
     def _poll_yields(self, last_poll: float, period: float) -> bool:
         """A command is announced: the poll waits — but a noisy camera line must not starve the loops, so never
-        longer than MAX_POLL_HOLD_S beyond the period without a poll."""
-        return self.bus.polls_held_for() > 0 and time.monotonic() - last_poll < period + MAX_POLL_HOLD_S
+        longer than MAX_POLL_HOLD_S beyond the period without a poll. The period is the one the line can give:
+        on a line that cannot poll its units as often as configured, every poll is always "late", and measured
+        against poll_ms alone it would take the line in front of an OPEN every time."""
+        if self.bus.polls_held_for() <= 0:
+            return False
+        return time.monotonic() - last_poll < max(period, self.bus.poll_round_s()) + MAX_POLL_HOLD_S
 
     def expect_command(self, seconds: float = COMMAND_HINT_S) -> None:
         """Hint from the lane's plate reader: a decision, maybe an OPEN, follows in a few milliseconds."""
-        self.bus.hold_polls(seconds)
+        self.bus.hold_polls(seconds, who=self)
 
     async def close(self) -> None:
-        await self._pulse(self.config.points.close, "CLOSE", check_safe=True)
+        await self._pulse(self.config.points.close, "CLOSE", COMMAND, check_safe=True)
 
     # --- extras ---
 
     async def stop(self) -> None:
         """Pulse STOP (halts the arm where it is)."""
-        await self._pulse(self.config.points.stop, "STOP")
+        await self._pulse(self.config.points.stop, "STOP", URGENT)
 
     async def read_inputs(self, priority: bool = True) -> IoSnapshot:
         """Read every input now (BusError when the module does not answer)."""
@@ -471,12 +523,14 @@ class ModbusBarrier:
         self._unknown.difference_update(names)
         self._unsettled = False
 
-    async def _pulse(self, coil: int, what: str, check_safe: bool = False) -> None:
+    async def _pulse(self, coil: int, what: str, rank: int, check_safe: bool = False) -> None:
         unit, retries = self.config.unit, self.config.retries
-        await self._pulse_lock.acquire()
+        await self._acquire_pulse_lock(rank)
         handed_over = False
         try:
-            async with self.bus.exclusive(priority=True) as bus:
+            if rank != URGENT:
+                await self._after_announced_open()
+            async with self.bus.exclusive(rank) as bus:
                 if coil in self._unknown or self._unsettled:
                     # Its last OFF was not acknowledged (or never written): without this reset the module could
                     # see no rising edge and the command would be lost.
@@ -493,6 +547,8 @@ class ModbusBarrier:
                 # call cancelled mid-pulse, or a module in pulse mode that has not dropped it yet).
                 self._unknown.add(coil)
                 await bus.write_coil(unit, coil, True, retries=retries)
+            if rank == URGENT:
+                self.bus.release_hold(self)  # the command this lane's plate line announced has gone
             if self.config.pulse_ms > 0:
                 # The OFF goes out in the background (the caller need not wait pulse_ms); the pulse lock moves
                 # to that task, so a following command waits for it and the bus order stays ON, OFF, ON...
@@ -507,11 +563,40 @@ class ModbusBarrier:
             if not handed_over:
                 self._pulse_lock.release()
 
+    async def _acquire_pulse_lock(self, rank: int) -> None:
+        if rank != URGENT:
+            await self._pulse_lock.acquire()
+            return
+        self._urgent_waiting += 1
+        self._urgent.set()
+        try:
+            await self._pulse_lock.acquire()
+        finally:
+            self._urgent_waiting -= 1
+            if not self._urgent_waiting:
+                self._urgent.clear()
+
+    async def _after_announced_open(self) -> None:
+        """A CLOSE or a pulse end is not urgent: while plate lines on this bus announce a command (maybe an OPEN
+        of another lane), it waits — at most MAX_POLL_HOLD_S in all — so the OPEN does not find its frame on the
+        wire (~20 ms at 9600 baud). The arm stays up a moment longer, a pulse lasts a moment longer. Not when
+        this lane's own OPEN or STOP waits behind it (for the pulse lock)."""
+        deadline = time.monotonic() + MAX_POLL_HOLD_S
+        while not self._urgent.is_set() and (held := self.bus.polls_held_for()) > 0 \
+                and (left := deadline - time.monotonic()) > 0:
+            try:
+                await asyncio.wait_for(self._urgent.wait(), min(held, left))
+            except asyncio.TimeoutError:
+                pass
+
     async def _release_after(self, coil: int, what: str) -> None:
         try:
             await asyncio.sleep(self.config.pulse_ms / 1000)
+            await self._after_announced_open()
             try:
-                await self.bus.write_coil(self.config.unit, coil, False, retries=self.config.retries)
+                # after any OPEN waiting for the line (a pulse a few ms longer does no harm)
+                await self.bus.write_coil(self.config.unit, coil, False, retries=self.config.retries,
+                                          priority=COMMAND)
                 self._unknown.discard(coil)
             except BusError as exc:
                 log.warning("barrier %s: %s pulse end not delivered: %s", self.name, what, exc)

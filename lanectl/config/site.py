@@ -26,6 +26,7 @@ from lanectl.adapters.camera_auth import CredentialError, camera_auth
 from lanectl.config.base import SecretRef, Strict
 from lanectl.config.console import ConsoleConfig
 from lanectl.config.housekeeping import HousekeepingConfig
+from lanectl.config.bus_budget import bus_warnings
 from lanectl.config.devices import (BoothScannerConfig, LaneDevices, LedBoardConfig, ModbusRtuBarrier,
                                      SerialPlateReader, VzenithCameraConfig, VzenithMqttCameraConfig)
 from lanectl.config.operators import OperatorsConfig
@@ -376,6 +377,8 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
             raise ConfigError(problems)
         _check_camera_secrets(config, seen)
     warnings.extend(_camera_warnings(config, site_path, seen))
+    warnings.extend(bus_warnings({lane.id: lane.devices.barrier for lane in lanes
+                                  if isinstance(lane.devices.barrier, ModbusRtuBarrier)}, seen))
     return Config(d, site, tuple(lanes), secrets, tuple(warnings))
 
 

@@ -32,6 +32,17 @@ EXPECTED_ROWS = [  # (bench, figure) — the baseline column is filled where the
     ("site bus, two booths", "records lost", False),
     ("site bus, two booths", "replication lag p99, outside the outage", False),
     ("site bus, two booths", "forged remote opens that opened", False),
+    ("lanes at scale", "8 lanes on one 9600 bus, polled every 50 ms: p99 vs 1 lane", True),
+    ("lanes at scale", "8 lanes on one 9600 bus, polled every 200 ms: p99 vs 1 lane", True),
+    ("lanes at scale", "8 lanes on one 9600 bus, polled every 50 ms: input read period (slowest lane, median)", True),
+    ("lanes at scale", "8 lanes on Modbus TCP: p99 vs 1 lane", True),
+    ("lanes at scale", "16 lanes on Modbus TCP: p99 vs 1 lane", True),
+    ("lanes at scale", "daemon peak RSS, 4 lanes", False),
+    ("lanes at scale", "daemon peak RSS, 4 lanes, /metrics + housekeeping off", False),
+    ("lanes at scale", "daemon peak RSS, 16 lanes", False),
+    ("outbox drain", "webhook: 60 records at 100/s, drain vs records / rate", True),
+    ("outbox drain", "xft: 60 records at 100/s, drain vs records / rate", True),
+    ("outbox drain", "tdzn: 60 records at 50/s, drain vs records / rate", True),
 ]
 
 
@@ -51,7 +62,8 @@ def test_every_bench_runs_at_smoke_size_and_reports_its_rows(tmp_path: Path):
         assert row is not None, f"{bench}: no row {figure!r} in\n{table}"
         assert row[2] != "—" and (row[3] != "—") == has_baseline, row
         assert (row[4] != "—") == has_baseline, row  # the ratio to the same-run baseline
-    for name in ("camera_push", "decision_latency", "signfree_exit", "fee_throughput", "flood", "migration", "site_bus"):
+    for name in ("camera_push", "decision_latency", "signfree_exit", "fee_throughput", "flood", "migration", "site_bus",
+                 "lanes_scale", "outbox_drain"):
         assert f"== {name}" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
 

@@ -435,6 +435,25 @@ async def test_slot_serves_a_waiting_command_before_waiting_polls():
     slot.release()
 
 
+async def test_slot_serves_an_open_before_another_lanes_close_or_pulse_end_and_those_before_polls():
+    from lanectl.adapters.modbus_barrier import COMMAND, POLL, URGENT
+
+    slot, order = _Slot(), []
+
+    async def user(name: str, rank: int) -> None:
+        await slot.acquire(rank)
+        order.append(name)
+        slot.release()
+
+    await slot.acquire(POLL)  # a poll is on the wire
+    tasks = [asyncio.create_task(user(n, r)) for n, r in
+             [("poll", POLL), ("pulse end", COMMAND), ("close", COMMAND), ("open", URGENT)]]
+    await asyncio.sleep(0)
+    slot.release()
+    await asyncio.gather(*tasks)
+    assert order == ["open", "pulse end", "close", "poll"]
+
+
 class _FakeClient:
     """Stands in for a pymodbus client: answers at once, remembers when each request went out."""
 
@@ -512,6 +531,90 @@ async def test_a_poll_queued_for_the_bus_when_the_hint_comes_lets_the_command_go
     await one.open()  # lane 2's poll was handed the slot first: it must pass it on, unread
     opened = rig.emu.commands[-1].t
     assert rig.emu.commands[-1].name == "open" and not [t for t in reads if t < opened]
+
+
+async def test_on_a_line_too_slow_for_poll_ms_the_hint_still_keeps_every_units_poll_off_it(make_rig):
+    """8 units on one 9600-baud line, each configured to be polled every 20 ms: one poll takes the line ~22 ms,
+    so each unit is read only every ~175 ms and is always "overdue" by poll_ms. A plate line's hint must still
+    keep their polls off the line, or the OPEN waits behind one nearly every time (8 lanes on one bus cost
+    1.4x one lane's latency at p50): the guard against starving the loops counts from the round of polls the
+    line can give, not from poll_ms alone."""
+    from lanectl.adapters.modbus_barrier import MAX_POLL_HOLD_S
+
+    units = tuple(range(1, 9))
+    rig = await make_rig("rtu-9600", units=units)
+    barriers = [rig.barrier(u, poll_ms=20) for u in units]
+    for rec in [rig.run(b) for b in barriers]:
+        await rec.wait(IoSnapshot, timeout=5.0)
+    await asyncio.sleep(0.6)  # a few rounds: the bus has timed its polls
+    assert barriers[0].bus.poll_round_s() > 0.12  # ~8 x 22 ms
+    hint = time.monotonic()
+    barriers[0].expect_command(0.4)
+    await asyncio.sleep(0.4)
+    # the poll on the wire when the hint came ends within ~25 ms; none may start until a unit's inputs went
+    # unread a whole round + MAX_POLL_HOLD_S (before the fix: poll_ms + MAX_POLL_HOLD_S = 270 ms after its
+    # last read, i.e. within ~100 ms of the hint for the units read longest ago)
+    started = [round((t - hint) * 1000) for _, t in rig.emu.input_reads if hint + 0.04 < t < hint + 0.2]
+    assert started == [], f"polls answered {started} ms after the hint"
+    assert MAX_POLL_HOLD_S >= 0.2  # the window above assumes it
+
+
+async def test_a_close_and_a_pulse_end_wait_while_a_plate_line_announces_an_open(make_rig):
+    """Lane 2's CLOSE and the end of lane 1's OPEN pulse are not urgent: while a plate line announces a command
+    they keep off the line (the OPEN would wait ~20 ms behind either at 9600 baud); the OPEN goes at once, and
+    once it has gone they follow."""
+    rig = await make_rig("tcp", units=(1, 2))
+    one, two = rig.barrier(1, pulse_ms=30), rig.barrier(2, pulse_ms=30)
+    for rec in (rig.run(one), rig.run(two)):
+        await rec.wait(IoSnapshot)
+    t0 = time.monotonic()
+    one.expect_command(0.2)
+    two.expect_command(0.2)  # a second plate line, at lane 2: still arriving when lane 1 opens
+    close = asyncio.create_task(two.close())
+    await asyncio.sleep(0.1)
+    assert not [w for w in rig.emu.coil_writes if w.t >= t0], "the CLOSE went during the plate lines"
+    await one.open()
+    await close
+    await one.aclose()
+    writes = [(w.unit, w.coil, w.value, w.t - t0) for w in rig.emu.coil_writes if w.t >= t0]
+    assert [(u, c, v) for u, c, v, _ in writes][0] == (1, 0, True), writes  # the OPEN first, at once
+    later = {(u, c, v): t for u, c, v, t in writes[1:]}
+    # lane 2's line still holds them: the CLOSE and the OPEN's OFF wait for it
+    assert later[(2, 1, True)] >= 0.19 and later[(1, 0, False)] >= 0.19, writes
+
+
+async def test_a_lanes_own_open_is_not_held_behind_its_deferred_close_and_pulse_end(make_rig):
+    """The next car's plate line at the same lane announces its OPEN while the lane's CLOSE is held back: the
+    OPEN waits for the pulse lock, so the CLOSE and its pulse end go at once instead of after the hint."""
+    rig = await make_rig("tcp")
+    one = rig.barrier(1, pulse_ms=30)
+    await rig.run(one).wait(IoSnapshot)
+    t0 = time.monotonic()
+    one.expect_command(0.4)
+    close = asyncio.create_task(one.close())  # held back by the hint
+    await asyncio.sleep(0.02)
+    await one.open()
+    await close
+    writes = [(w.coil, w.value, round(w.t - t0, 3)) for w in rig.emu.coil_writes if w.t >= t0]
+    assert [(c, v) for c, v, _ in writes[:3]] == [(1, True), (1, False), (0, True)], writes  # CLOSE ON, OFF, OPEN
+    assert writes[2][2] < 0.25, writes  # not after the 0.4 s hint
+
+
+async def test_a_lanes_hint_ends_with_its_open_while_another_lanes_still_holds(make_rig):
+    """Once the OPEN a plate line announced has gone, that line's hold ends (the polls it kept waiting go now, not
+    COMMAND_HINT_S later); a plate line still arriving at another lane keeps holding."""
+    rig = await make_rig("tcp", units=(1, 2))
+    one, two = rig.barrier(1, poll_ms=20), rig.barrier(2, poll_ms=20)
+    for rec in (rig.run(one), rig.run(two)):
+        await rec.wait(IoSnapshot)
+    one.expect_command(0.3)
+    two.expect_command(0.1)
+    await one.open()
+    assert 0.05 < one.bus.polls_held_for() <= 0.1  # lane 2's line only
+    t0 = time.monotonic()
+    await asyncio.sleep(0.25)
+    first = min(t for _, t in rig.emu.input_reads if t > t0)
+    assert first - t0 < 0.15, "polls waited for lane 1's hint although its OPEN had gone"
 
 
 async def test_a_command_hint_holds_polls_but_never_starves_them(make_rig):

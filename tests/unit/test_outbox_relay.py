@@ -61,6 +61,33 @@ async def test_items_go_out_in_id_order(clock, queue):
     assert relay.destination_status("bolink").sent == 6
 
 
+async def test_the_wait_for_each_done_mark_is_not_added_to_the_send_interval(clock, queue):
+    """A send takes 50 ms and writing its "done" (a commit with fsync) 100 ms, at 10 uploads/s: waiting for each
+    mark before the next send would space them 150 ms apart (a backlog drained 1.5x slower than the rate)."""
+    add_items(queue, "webhook", 8)
+    marked = queue.mark_done
+
+    async def slow_mark(item_id, now):  # type: ignore[no-untyped-def]
+        await clock.sleep(0.1)
+        await marked(item_id, now)
+
+    queue.mark_done = slow_mark  # type: ignore[method-assign]
+
+    class SlowSend(ScriptedPublisher):
+        async def publish(self, item):  # type: ignore[no-untyped-def]
+            outcome = await super().publish(item)
+            await clock.sleep(0.05)
+            return outcome
+
+    pub = SlowSend(clock)
+    relay = OutboxRelay(queue, {"webhook": pub}, clock, rate_per_s={"webhook": 10}, batch=4)
+    async with running(relay, clock):
+        await clock.run_until(lambda: queue.pending_count() == 0)
+    assert queue.done_order == sorted(queue.done_order) and len(queue.done_order) == 8
+    # within a batch at the rate; between batches (4 items) the last mark is awaited before the next due()
+    assert gaps([t for t, _ in pub.calls]) == [0.1, 0.1, 0.1, 0.15, 0.1, 0.1, 0.1], gaps([t for t, _ in pub.calls])
+
+
 async def test_a_retried_item_holds_back_the_later_ones(clock, queue):
     entry = queue.add("bolink", "entry", "r1-entry")
     exit_ = queue.add("bolink", "exit", "r1-exit")
@@ -249,6 +276,29 @@ async def test_token_bucket_allows_a_burst_then_the_rate(clock):
     assert done == pytest.approx([0, 0, 0, 0.25, 0.5, 0.75, 1.0])
     with pytest.raises(ValueError):
         TokenBucket(clock, rate=0)
+
+
+async def test_token_bucket_does_not_add_late_wake_ups_to_the_interval():
+    """Every sleep ends 3 ms late (a busy event loop): at 10/s, 21 sends still take 2 s, not 2.06 s."""
+    from tests.fakes import FakeClock
+
+    class LateClock(FakeClock):
+        async def sleep(self, seconds: float) -> None:
+            await super().sleep(seconds + 0.003 if seconds > 0 else seconds)
+
+    clock = LateClock()
+    bucket = TokenBucket(clock, rate=10.0)
+    done: list[float] = []
+
+    async def take_many() -> None:
+        for _ in range(21):
+            await bucket.take()
+            done.append(clock.monotonic() - 1000.0)
+
+    task = asyncio.create_task(take_many())
+    await clock.run_until(task.done)
+    assert done[-1] == pytest.approx(2.003)
+    assert min(gaps(done)) >= 0.1 - 0.003 - 1e-9  # never faster than the rate by more than one wake-up's lateness
 
 
 # -- wake-up ----------------------------------------------------------------------------------------------

@@ -7,9 +7,8 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Optional
 
-import sqlite_utils
-
 from lanectl.adapters.store.faults import StoreError
+from lanectl.adapters.store.rows import insert_row, update_row
 from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core import effects as fx
 from lanectl.core.lane import InsideCar
@@ -43,7 +42,7 @@ class LaneRepository:
         row["detail"] = json.dumps(list(e.detail), ensure_ascii=False)
         row["ts"] = datetime.fromisoformat(e.at).timestamp()
         row["updated_at"] = stamp
-        sqlite_utils.Database(self.uow.conn)["records"].insert(row)
+        insert_row(self.uow.conn, "records", row)
 
     def patch_sync(self, e: fx.PatchRecord, stamp: str) -> None:
         changes = dict(e.changes)
@@ -53,7 +52,7 @@ class LaneRepository:
         if "detail" in changes:  # stored as NewRecord's is (a JSON list, Chinese kept readable)
             changes["detail"] = json.dumps(list(changes["detail"]), ensure_ascii=False)
         changes["updated_at"] = stamp
-        sqlite_utils.Database(self.uow.conn)["records"].update(e.record_id, changes)
+        update_row(self.uow.conn, "records", "record_id", e.record_id, changes)
 
     def record_sync(self, record_id: str) -> Optional[dict[str, Any]]:
         row = self.uow.conn.execute("SELECT * FROM records WHERE record_id=?", (record_id,)).fetchone()
@@ -99,10 +98,9 @@ class LaneRepository:
             params.append(until.timestamp())
 
         def _query() -> list[dict[str, Any]]:
-            db = sqlite_utils.Database(self.uow.conn)
-            rows = db["records"].rows_where(" AND ".join(where) or None, params, order_by="ts DESC, rowid DESC",
-                                            limit=limit)
-            return [record_dict(r) for r in rows]
+            sql = ("SELECT * FROM records" + (" WHERE " + " AND ".join(where) if where else "")
+                   + " ORDER BY ts DESC, rowid DESC LIMIT ?")
+            return [record_dict(r) for r in self.uow.conn.execute(sql, (*params, -1 if limit is None else limit))]
         return await self.uow.run(_query)
 
 

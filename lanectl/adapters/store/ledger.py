@@ -7,8 +7,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Optional
 
-import sqlite_utils
-
+from lanectl.adapters.store.rows import insert_row
 from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core import effects as fx
 
@@ -19,7 +18,7 @@ class LedgerRepository:
 
     # --- in the caller's transaction (writer thread) -------------------------------------------------------------
     def pay_sync(self, e: fx.RecordPayment) -> None:
-        sqlite_utils.Database(self.uow.conn)["payments"].insert(asdict(e))
+        insert_row(self.uow.conn, "payments", asdict(e))
 
     def prepay_sync(self, record_id: str, lane_id: str, amount_fen: int, method: str, reference: str,
                     at: str) -> None:

@@ -13,7 +13,6 @@ import json
 from functools import partial
 from typing import Any, Optional
 
-from lanectl.providers.bolink import codec
 from lanectl.providers.bolink.config import BolinkConfig, check_lane
 from lanectl.providers.ports import AppHooks, Results
 from lanectl.providers.provider import Inbound, Platform, Provider, SignRequest, SiteContext
@@ -60,6 +59,8 @@ def sign(req: SignRequest) -> tuple[str, str]:
         raise ValueError(f"--data is not JSON ({exc}); give the data object exactly as sent") from None
     if not isinstance(parsed, dict):
         raise ValueError("--data must be the JSON object of `data`")
+    from lanectl.providers.bolink import codec  # here: a lot without Bolink never loads its codec
+
     try:
         return codec.sign(req.data, req.key, encoding=req.charset), ""
     except (LookupError, UnicodeEncodeError) as exc:

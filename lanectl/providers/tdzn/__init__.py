@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Optional
 
-from lanectl.providers.tdzn import codec
 from lanectl.providers.ports import AppHooks, Results
 from lanectl.providers.provider import Inbound, Platform, Provider, SignRequest, SiteContext
 from lanectl.providers.tdzn.config import TdznConfig
@@ -41,6 +40,8 @@ def build(site: SiteContext, cfg: TdznConfig) -> Platform:
 
 def sign(req: SignRequest) -> tuple[str, str]:
     """tdzn signs a parameter set: the signature and the string that is hashed."""
+    from lanectl.providers.tdzn import codec  # here: a lot without it never loads its codec
+
     params = req.params_object(PROVIDER.name)
     try:
         return codec.sign(params, req.key), codec.signing_string(params, req.key)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from lanectl.providers.xft import codec
 from lanectl.providers.ports import AppHooks, Results
 from lanectl.providers.provider import Inbound, Platform, Provider, SignRequest, SiteContext
 from lanectl.providers.xft.config import XftConfig
@@ -37,6 +36,8 @@ def build(site: SiteContext, cfg: XftConfig) -> Platform:
 
 def sign(req: SignRequest) -> tuple[str, str]:
     """XFT signs a parameter set: the signature and the string that is hashed."""
+    from lanectl.providers.xft import codec  # here: a lot without it never loads its codec
+
     params = req.params_object(PROVIDER.name)
     try:
         return codec.sign(params, req.key), codec.signing_string(params, req.key)

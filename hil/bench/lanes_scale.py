@@ -1,0 +1,240 @@
+"""Benchmark: many lanes in one daemon — 8 barrier IO modules on one 9600-baud RS-485 bus and on Modbus TCP, 16
+lanes on Modbus TCP — with the one-lane figure measured in the same run on the same rig as the reference.
+
+Each configuration starts a fresh rig (one IO emulator hosting a unit per lane, a throttled plate-camera line
+per lane) and the daemon (its own process). Cars come to every lane at once: each lane has its own stream of
+whitelisted cars, started at a random offset and spaced by a random pause, so OPENs, pulse ends, CLOSEs and
+input polls of all units meet on the bus as they would in a busy lot. Printed per configuration: plate line
+written -> OPEN coil seen (p50 / p99 / max over every car of every lane); each lane's achieved input read period
+(the median and the worst gap between two input reads the IO module answered) against the configured one and
+against what the line allows; how often a poll or another coil write went on the wire between a plate line's
+start and its OPEN; and the daemon's peak RSS. `python -m hil.bench all` also starts it with 2 and 4 lanes (and
+4 lanes with /metrics and housekeeping off) for its RSS.
+
+Every lane polls every 50 ms (the shipped default). On RS-485 all units share the line: at 9600 baud one poll
+(an 8-byte request, a 6-byte answer, two t3.5 silences) takes ~22 ms, so 8 units cannot be read more often than
+every ~175 ms each whatever poll_ms says — `lanectl check-config` warns about such a bus (lanectl/config/
+bus_budget.py) — and the period figure is held against that.
+
+Where 8 lanes on one bus cost more than one (Dec 2026, 2-core machine shared with other benches, 100 cars a
+configuration): before the fixes p50 42.7-46.7 ms vs 31-33 ms for one lane (1.38-1.40). The OPEN waited behind a
+frame another unit had put on the line: (1) polls — on a line that cannot poll its units at poll_ms every poll
+is "overdue", and the guard that keeps the loops from starving let it go in front of an announced OPEN; the
+guard now counts from the line's measured round of polls; (2) other lanes' CLOSEs and pulse ends, which now
+rank after an OPEN and keep off the line while a plate line announces one; (3) the hold itself: it lasted
+COMMAND_HINT_S after every line, so on a busy line the polls and CLOSEs it had kept waiting ran late and met the
+next car's OPEN — a hold now ends when the OPEN its line announced has gone. After: p50 1.01x at 50 ms, 0.96x at
+200 ms (the period the line can give 8 units). What remains is the tail: p99 70 vs 34 ms at 50 ms, 54 vs 35 ms
+at 200 ms — two lanes' OPENs at once, a CLOSE's check-and-write (two frames, never split) or a poll overdue by
+a round + MAX_POLL_HOLD_S on the line when the OPEN is ready. On Modbus TCP 8 and 16 lanes cost nothing
+measurable (p50 0.97-0.99x, p99 0.80-0.84x). p99 over 100 cars is also the machine's: one lane's own p99
+ranged 34-141 ms from run to run; read it over several runs.
+
+    python -m hil.bench.lanes_scale [--cars 160] [--only rtu|tcp] [--seed 1] [--rss]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hil.bench.figures import Figure, Figures, percentile, ratio_at_most, value_at_most
+from hil.daemon_process import DaemonProcess
+from hil.emulators.barrier_io import Physics
+from hil.rig import Rig, RigLane
+from lanectl.adapters.modbus_barrier import MAX_POLL_HOLD_S
+
+POLL_MS = 50  # the shipped default
+FITTING_POLL_MS = 200  # what one 9600 line can give 8 units (~175 ms a round): check-config accepts it
+STARTED_AFTER_S = 0.012
+POLL_FRAME_MS = 21.875  # one input poll at 9600 8N1 (lanectl.config.bus_budget.poll_ms)
+
+
+@dataclass(frozen=True)
+class Config:
+    transport: str  # rtu | tcp
+    lanes: int
+    poll_ms: int
+    lean: bool = False  # /metrics and housekeeping off (what a lane does not need is then never imported)
+
+    @property
+    def achievable_ms(self) -> float:
+        """The shortest input read period the bus allows: the configured one, or one round of polls of every
+        unit on a serial line, whichever is longer (what `check-config` computes)."""
+        return max(float(self.poll_ms), self.lanes * POLL_FRAME_MS if self.transport == "rtu" else 0.0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.lanes} lane{'s' if self.lanes > 1 else ''} on " + (
+            f"one 9600 bus, polled every {self.poll_ms} ms" if self.transport == "rtu" else "Modbus TCP") + (
+            ", /metrics + housekeeping off" if self.lean else "")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    config: Config
+    latencies: list[float]  # seconds, plate line written -> OPEN coil seen, every car of every lane
+    poll_gaps: dict[int, list[float]]  # unit -> seconds between two input reads
+    rss_kib: int
+    in_the_way: tuple[float, float]  # share of cars with an input poll / another coil write answered meanwhile
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+    def poll_median_ms(self) -> float:
+        """The slowest lane's median gap between two input reads."""
+        return max(statistics.median(g) for g in self.poll_gaps.values() if g) * 1000
+
+    def poll_worst_ms(self) -> float:
+        return max(max(g) for g in self.poll_gaps.values() if g) * 1000
+
+    def line(self) -> str:
+        c = self.config
+        return (f"  {c.label:24} {len(self.latencies):4d} cars | plate -> OPEN p50 {self.p(0.5):6.2f} p99 "
+                f"{self.p(0.99):6.2f} max {max(self.latencies) * 1000:6.2f} ms | input reads every "
+                f"{self.poll_median_ms():6.1f} ms (median of the slowest lane; worst gap {self.poll_worst_ms():6.1f})"
+                f" configured {c.poll_ms} ms, bus allows {c.achievable_ms:.0f} | RSS {self.rss_kib / 1024:5.1f} MiB\n"
+                f"  {'':24} the IO module answered an input poll >= 12 ms after the plate line began and before "
+                f"its OPEN for {self.in_the_way[0]:.0%} of the cars, another coil write for {self.in_the_way[1]:.0%}")
+
+
+def plate(lane: int, i: int) -> str:
+    return f"粤D{lane:02d}{i:03d}"
+
+
+async def _lane_cars(rig: Rig, lane: RigLane, index: int, cars: int, rng: random.Random, workdir: Path,
+                     out: list[tuple[int, float, float]]) -> None:
+    round_s = max(rig.poll_ms, len(rig.lanes) * POLL_FRAME_MS if not rig.barrier_tcp else 0) / 1000
+    await asyncio.sleep(rng.uniform(0, 1.0))
+    for i in range(cars):
+        # the car stays on the safety loop long enough for the input reads to see it on a busy bus (plate lines at
+        # other lanes may hold a unit's polls up to MAX_POLL_HOLD_S beyond its period)
+        result = await rig.car(lane.id, plate(index, i), wait_open_s=5.0, drive_s=0.05,
+                               on_safety_s=5 * round_s + MAX_POLL_HOLD_S)
+        if not result.opened:
+            raise SystemExit(f"lane {lane.id}: car {plate(index, i)} was not let in: see {workdir / 'daemon.log'}")
+        out.append((lane.unit, result.t_plate, result.t_open))
+        await rig.wait_down(lane.id, timeout=10.0)
+        # the lane must have read the loops empty and the arm down before the next car (a few poll periods: a
+        # busy bus polls late)
+        await asyncio.sleep(4 * rig.poll_ms / 1000 + rng.uniform(0.3, 0.8))
+
+
+async def run_config(config: Config, cars_per_lane: int, seed: int) -> Outcome:
+    workdir = Path(tempfile.mkdtemp(prefix="lanectl-scale-", dir="/tmp"))
+    lanes = [RigLane(f"in{i}", "entry", i) for i in range(1, config.lanes + 1)]
+    whitelist = {plate(i, n): {} for i in range(1, config.lanes + 1) for n in range(cars_per_lane)}
+    rig = Rig(workdir, lanes, baudrate=9600, physics=Physics(rise_s=0.05, fall_s=0.05), poll_ms=config.poll_ms,
+              led_boards=False, barrier_tcp=config.transport == "tcp",
+              site_overrides={"vehicles": {"whitelist": whitelist},
+                              **({"metrics": {"enabled": False}, "housekeeping": {"enabled": False}}
+                                 if config.lean else {})})
+    await rig.start()
+    assert rig.io is not None
+    socket = workdir / "control.sock"
+    daemon = DaemonProcess(rig.write_config(workdir / "etc", socket), socket, workdir / "daemon.log",
+                           log_level="WARNING")
+    cars: list[tuple[int, float, float]] = []
+    try:
+        await daemon.start()
+        await asyncio.sleep(0.5)
+        rng = random.Random(seed)
+        t0 = time.monotonic()
+        await asyncio.gather(*(_lane_cars(rig, lane, i, cars_per_lane, random.Random(rng.random()), workdir,
+                                          cars) for i, lane in enumerate(lanes, 1)))
+        rss = daemon.peak_rss_kib()
+        reads = [(u, t) for u, t in rig.io.input_reads if t >= t0]
+        writes = [(w.unit, w.t) for w in rig.io.coil_writes if w.t >= t0]
+    finally:
+        await daemon.stop()
+        await rig.stop()
+    shutil.rmtree(workdir, ignore_errors=True)  # kept when the run failed: its daemon.log tells why
+    gaps: dict[int, list[float]] = {}
+    last: dict[int, float] = {}
+    for unit, t in reads:
+        if unit in last:
+            gaps.setdefault(unit, []).append(t - last[unit])
+        last[unit] = t
+    # frames that began after the plate line did (a request is answered ~8 ms after it starts at 9600 baud)
+    polled = sum(1 for _, a, b in cars if any(a + STARTED_AFTER_S <= t < b for _, t in reads))
+    written = sum(1 for unit, a, b in cars if any(a + STARTED_AFTER_S <= t < b - 0.001 for _, t in writes))
+    return Outcome(config, [b - a for _, a, b in cars], gaps, rss, (polled / len(cars), written / len(cars)))
+
+
+SERIES = (("rtu", POLL_MS), ("rtu", FITTING_POLL_MS), ("tcp", POLL_MS))
+
+
+async def measure(cars: int, series: tuple[tuple[str, int], ...] = SERIES, seed: int = 1,
+                  rss_lanes: tuple[int, ...] = (), poll_ms: int = POLL_MS) -> dict[str, list[Outcome]]:
+    """`cars` per configuration (spread over its lanes); per series (transport, poll period) the 1-lane
+    reference first."""
+    out: dict[str, list[Outcome]] = {}
+    for transport, poll in series:
+        for n in (1, 8) if transport == "rtu" else (1, 8, 16):
+            outcome = await run_config(Config(transport, n, poll), max(2, -(-cars // n)), seed)
+            print(outcome.line(), flush=True)
+            out.setdefault(f"{transport} {poll}", []).append(outcome)
+    for n, lean in [(n, False) for n in rss_lanes] + [(4, True)] * bool(rss_lanes):
+        outcome = await run_config(Config("tcp", n, poll_ms, lean), 3, seed)
+        print(outcome.line(), flush=True)
+        out.setdefault("rss", []).append(outcome)
+    return out
+
+
+def figures_of(results: dict[str, list[Outcome]]) -> Figures:
+    rows: Figures = {}
+    for transport, outcomes in results.items():
+        if transport == "rss":
+            continue
+        one = outcomes[0]
+        for o in outcomes[1:]:
+            rows[f"{o.config.label}: p99 vs 1 lane"] = Figure(o.p(0.99), "ms", one.p(0.99), "ratio <= 1.2",
+                                                               ratio_at_most(1.2))
+            rows[f"{o.config.label}: p50 vs 1 lane"] = Figure(o.p(0.5), "ms", one.p(0.5))
+            # against what the line allows (8 units at 9600 need ~175 ms a round, whatever poll_ms says)
+            rows[f"{o.config.label}: input read period (slowest lane, median)"] = Figure(
+                o.poll_median_ms(), "ms", o.config.achievable_ms, "ratio <= 1.2", ratio_at_most(1.2))
+    every = sorted((o for outcomes in results.values() for o in outcomes),
+                   key=lambda o: (o.config.lanes, o.config.lean))
+    for o in every:
+        name = f"daemon peak RSS, {o.config.lanes} lanes" + (", /metrics + housekeeping off" if o.config.lean else "")
+        if name in rows:
+            continue
+        rows[name] = (Figure(o.rss_kib / 1024, "MiB", None, "<= 60 MiB", value_at_most(60.0))
+                      if o.config.lanes == 4 and not o.config.lean else Figure(o.rss_kib / 1024, "MiB"))
+    return rows
+
+
+async def figures(smoke: bool = False) -> dict[str, Figures]:
+    """As `python -m hil.bench all` reports them."""
+    print("lanes at scale: plate line -> OPEN, input read period, RSS; cars at every lane at once")
+    results = await measure(8 if smoke else 160, rss_lanes=(2, 4))
+    return {"lanes at scale": figures_of(results)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cars", type=int, default=160, help="cars per configuration, spread over its lanes")
+    ap.add_argument("--only", choices=["rtu", "tcp"], help="one transport only")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--poll-ms", type=int, help="every lane's input read period (default: 50 and, on RS-485, 200)")
+    ap.add_argument("--rss", action="store_true", help="also start the daemon with 2 and 4 lanes for its RSS")
+    args = ap.parse_args()
+    series = tuple((t, p) for t, p in SERIES if args.only in (None, t))
+    if args.poll_ms is not None:
+        series = tuple(dict.fromkeys((t, args.poll_ms) for t, _ in series))
+    results = asyncio.run(measure(args.cars, series, args.seed, (2, 4) if args.rss else ()))
+    for name, f in figures_of(results).items():
+        print(f"{name}: {f.value:.2f} {f.unit}" + (f" (vs {f.baseline:.2f}, ratio {f.ratio:.2f})" if f.baseline
+                                                   else ""))
+
+
+if __name__ == "__main__":
+    main()
