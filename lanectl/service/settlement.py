@@ -89,6 +89,10 @@ class SettlementService:
     clock: Clock
     timing: SettlementTiming = SettlementTiming()
     metrics: Metrics = NO_METRICS  # attempts by provider and status, late payments
+    # A provider said "paid" for a lane's car: its OPEN follows once the payment is committed (a few ms). The
+    # daemon passes the lane's barrier hint, so no input poll takes the bus in between (at 9600 baud a poll frame
+    # already on the line holds the OPEN up to ~15 ms); the hint only orders the bus, it decides nothing.
+    expect_open: Callable[[str], None] = lambda lane_id: None
     _records: dict[str, _Record] = field(default_factory=dict, init=False)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -135,7 +139,11 @@ class SettlementService:
                         lane_id: Optional[str] = None) -> Outcome:
         """A verified result from a provider for one of our charges. Confirms a payment at most once. A store
         fault reaches the caller (StorageUnavailable), which does not acknowledge: the platform sends it again."""
+        if answer.status == "paid" and lane_id is not None:
+            self.expect_open(lane_id)
         attempts = await self.store.attempts(provider=provider, order_ref=order_ref)
+        if answer.status == "paid" and lane_id is None and attempts:
+            self.expect_open(attempts[0].lane_id)
         verdict = sm.judge_result(provider, order_ref, attempts, answer, lane_id)
         self._perform(verdict.effects)
         if verdict.settle is None or verdict.attempt is None:
@@ -314,6 +322,8 @@ class SettlementService:
             log.error("settlement %s: %s %s raised %r", effect.attempt.record_id, effect.attempt.provider,
                       effect.kind, exc)
             return
+        if answer.status == "paid":
+            self.expect_open(effect.attempt.lane_id)
         record.put(sm.Answered(effect.call, answer))
 
     def _perform(self, effects: Sequence[sm.Effect]) -> None:
