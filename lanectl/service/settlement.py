@@ -322,7 +322,7 @@ class SettlementService:
             log.error("settlement %s: %s %s raised %r", effect.attempt.record_id, effect.attempt.provider,
                       effect.kind, exc)
             return
-        if answer.status == "paid":
+        if answer is not None and answer.status == "paid":  # (a precheck answers None: go on and charge)
             self.expect_open(effect.attempt.lane_id)
         record.put(sm.Answered(effect.call, answer))
 
