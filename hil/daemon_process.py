@@ -17,12 +17,13 @@ from lanectl.adapters.control_client import ControlClient, ControlClientError
 class DaemonProcess:
     def __init__(self, config_dir: Path, socket: Path, log_path: Path, *, log_level: str = "INFO",
                  nofile: Optional[int] = None, module: str = "lanectl",
-                 env: Optional[dict[str, str]] = None) -> None:
+                 env: Optional[dict[str, str]] = None, nice: int = 0) -> None:
         self.config_dir, self.socket, self.log_path = config_dir, socket, log_path
         self.log_level = log_level
         self.nofile = nofile  # e.g. 1024: the daemon runs with this hard and soft open-file limit, as under a unit
         self.module = module  # e.g. hil.bench.traced_daemon: the daemon with stage timestamps
         self.env = env or {}
+        self.nice = nice  # e.g. -10: the daemon runs at this priority, as under a unit with Nice=-10
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.client = ControlClient(str(socket))
 
@@ -33,7 +34,7 @@ class DaemonProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", self.module, "run", "--config", str(self.config_dir),
                  "--log-level", self.log_level], stdout=log, stderr=subprocess.STDOUT, env=env,
-                preexec_fn=self._limit_nofile if self.nofile else None)
+                preexec_fn=self._limits if self.nofile or self.nice else None)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -46,10 +47,12 @@ class DaemonProcess:
                     raise RuntimeError(f"daemon not ready after {timeout} s:\n{self.log()[-3000:]}") from None
                 await asyncio.sleep(0.1)
 
-    def _limit_nofile(self) -> None:
+    def _limits(self) -> None:
         import resource
-        assert self.nofile is not None
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        if self.nofile:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        if self.nice:
+            os.setpriority(os.PRIO_PROCESS, 0, self.nice)  # absolute, whatever the parent runs at
 
     def kill9(self) -> None:
         assert self.proc is not None

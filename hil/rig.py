@@ -28,7 +28,7 @@ from hil.emulators.led_board import LedBoard
 from hil.emulators.camera_http import HttpCamera
 from hil.emulators.plate_camera import PlateCamera
 from hil.platforms import free_port
-from hil.wire import VirtualCable
+from hil.wire import CableProcess, VirtualCable
 
 Say = Callable[[str, str], None]  # (lane, text) — the demo prints it, tests ignore it
 
@@ -83,6 +83,11 @@ class Rig:
     camera_passwords: dict[str, str] = field(default_factory=dict)  # lane id -> its camera's basic-auth password
     barrier_tcp: bool = False  # the IO modules on Modbus TCP (one endpoint, a unit id per lane) instead of RS-485
     tcp_port: int = 0  # the Modbus TCP endpoint's port once started
+    # benches: the cables' relays run in a process of their own (hil.wire.CableProcess), not as threads of this
+    # one; rig.cables stays empty (no unplug/replug)
+    cables_in_process: bool = False
+    cable_nice: int = 0  # that process's niceness (the devices it stands for have CPUs of their own)
+    cable_process: Optional[CableProcess] = None
 
     @property
     def bus_path(self) -> Path:
@@ -97,14 +102,33 @@ class Rig:
     def scanner_path(self, lane_id: str) -> Path:
         return self.workdir / "dev" / f"scanner-{lane_id}"
 
+    def _cable(self, name: str, a_link: Path, b_link: Path) -> None:
+        if not self.cables_in_process:
+            self.cables[name] = VirtualCable(str(a_link), str(b_link), self.baudrate)
+
+    async def _start_cable_process(self, dev: Path) -> None:
+        pairs = [] if self.barrier_tcp else [(str(self.bus_path), str(dev / "rs485-io-side"))]
+        for lane in self.lanes:
+            if lane.camera != "http":
+                pairs.append((str(self.camera_path(lane.id)), str(dev / f"camera-{lane.id}-device")))
+            if self.led_boards:
+                pairs.append((str(self.board_path(lane.id)), str(dev / f"board-{lane.id}-device")))
+            if lane.direction == "exit":
+                pairs.append((str(self.scanner_path(lane.id)), str(dev / f"scanner-{lane.id}-device")))
+        self.cable_process = CableProcess(pairs, self.baudrate, self.cable_nice)
+        await self.cable_process.start()
+
     async def start(self) -> None:
         dev = self.workdir / "dev"
         dev.mkdir(parents=True, exist_ok=True)
+        if self.cables_in_process:
+            await self._start_cable_process(dev)
         self.io = BarrierEmulator([lane.unit for lane in self.lanes], physics=self.physics)
         if self.barrier_tcp:
             self.tcp_port = await self.io.start_tcp(0)
         else:
-            self.bus = VirtualCable(str(self.bus_path), str(dev / "rs485-io-side"), self.baudrate)
+            if not self.cables_in_process:
+                self.bus = VirtualCable(str(self.bus_path), str(dev / "rs485-io-side"), self.baudrate)
             await self.io.start_serial(str(dev / "rs485-io-side"), baudrate=self.baudrate or 9600)
         if any(lane.camera == "http" for lane in self.lanes) and not self.lan_port:
             self.lan_port = free_port()
@@ -115,22 +139,18 @@ class Rig:
                                                         username=f"cam-{lane.id}", password=password)
                 await self.http_cameras[lane.id].start()
             else:
-                cable = VirtualCable(str(self.camera_path(lane.id)), str(dev / f"camera-{lane.id}-device"),
-                                     self.baudrate)
-                self.cables[lane.id] = cable
+                self._cable(lane.id, self.camera_path(lane.id), dev / f"camera-{lane.id}-device")
                 camera = PlateCamera(str(dev / f"camera-{lane.id}-device"))
                 await camera.open()
                 self.cameras[lane.id] = camera
             if self.led_boards:
-                self.cables[f"board-{lane.id}"] = VirtualCable(str(self.board_path(lane.id)),
-                                                               str(dev / f"board-{lane.id}-device"), self.baudrate)
+                self._cable(f"board-{lane.id}", self.board_path(lane.id), dev / f"board-{lane.id}-device")
                 board = LedBoard(str(dev / f"board-{lane.id}-device"), baudrate=self.baudrate or 9600)
                 board.on_output = lambda out, lane_id=lane.id: self.board_said(lane_id, board_text(out))
                 await board.open()
                 self.boards[lane.id] = board
             if lane.direction == "exit":
-                self.cables[f"scanner-{lane.id}"] = VirtualCable(str(self.scanner_path(lane.id)),
-                                                                 str(dev / f"scanner-{lane.id}-device"), self.baudrate)
+                self._cable(f"scanner-{lane.id}", self.scanner_path(lane.id), dev / f"scanner-{lane.id}-device")
                 scanner = PlateCamera(str(dev / f"scanner-{lane.id}-device"))
                 await scanner.open()
                 self.scanners[lane.id] = scanner
@@ -149,6 +169,8 @@ class Rig:
         for cable in [*self.cables.values(), self.bus]:
             if cable is not None:
                 cable.close()
+        if self.cable_process is not None:
+            await self.cable_process.stop()
 
     async def replug(self, name: str) -> None:
         """Plug a cable back after `rig.cables[name].unplug()`. The cable is made anew, so the emulator on its

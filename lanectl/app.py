@@ -489,8 +489,14 @@ class App:
                                              t.reconcile_interval_s, t.reconcile_for_s,
                                              absent_checks=t.absent_checks, absent_span_s=t.absent_span_s,
                                              absent_late_check_s=t.absent_late_check_s),
-                metrics=self.metrics, on_attempt=self._attempt_changed)
+                metrics=self.metrics, on_attempt=self._attempt_changed, expect_open=self._expect_open)
         wiring.attach(self.settlement, self)
+
+    def _expect_open(self, lane_id: str) -> None:
+        """A payment for the lane's car is being confirmed: its barrier keeps the bus free for the OPEN."""
+        runner = self.runners.get(lane_id)
+        if runner is not None and runner.barrier is not None and hasattr(runner.barrier, "expect_command"):
+            runner.barrier.expect_command()
 
     def _register_callbacks(self) -> None:
         for path, handler in (self.platforms.routes if self.platforms else []):

@@ -12,6 +12,10 @@ monotonic clock the rig also uses (so the bench can line them up with its own t_
   module's answer read
 - `gc`: every collection (start, seconds, generation); `acquire`: a command waiting for the bus slot;
   `settle`: coils driven OFF and read back before a command; `read`: input reads (the polls)
+- `calls`: (start, seconds, label) of the steps a paid exit goes through — every store write on the writer
+  thread (its function's name, the thread hop excluded), platform HTTP calls (and their rate-limit wait), the
+  settlement driver's effects and verified provider results, lane events handed over
+- `fsync`: (start, seconds) of every COMMIT statement: the WAL frames appended and synced
 
 and writes them as JSON to $LANECTL_TRACE when the process exits. `gc.freeze()` after the imports when
 $LANECTL_GC_FREEZE=1 (an experiment: the start-up objects leave the collector's generations).
@@ -19,6 +23,7 @@ $LANECTL_GC_FREEZE=1 (an experiment: the start-up objects leave the collector's 
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import gc
 import json
@@ -27,14 +32,17 @@ import sys
 import time
 from typing import Any
 
-from lanectl.adapters import modbus_barrier
+from hil.bench.fsync import timed_transaction
+from lanectl.adapters import modbus_barrier, platform_http
+from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.adapters.store.sqlite_store import SqliteStore
 from lanectl.cli import main
 from lanectl.core.events import PlateRead
 from lanectl.service.lane_runner import LaneRunner
+from lanectl.service.settlement import SettlementService
 
 TRACE: dict[str, list[Any]] = {k: [] for k in ("emit", "step", "commit", "committed", "write", "slot", "written",
-                                               "gc", "acquire", "settle", "read")}
+                                               "gc", "acquire", "settle", "read", "calls", "fsync")}
 
 
 def _interval(cls: type, name: str, kind: str, want=lambda *a, **k: True) -> None:
@@ -50,6 +58,26 @@ def _interval(cls: type, name: str, kind: str, want=lambda *a, **k: True) -> Non
         finally:
             TRACE[kind].append((start, time.monotonic() - start, None))
 
+    setattr(cls, name, wrapper)
+
+
+def _labelled(cls: type, name: str, label: Any) -> None:
+    """Record (start, seconds, label(*args)) of every call of a method (async or not) into TRACE["calls"]."""
+    original = getattr(cls, name)
+    if asyncio.iscoroutinefunction(original):
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.monotonic()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                TRACE["calls"].append((start, time.monotonic() - start, label(*args, **kwargs)))
+    else:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            start = time.monotonic()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                TRACE["calls"].append((start, time.monotonic() - start, label(*args, **kwargs)))
     setattr(cls, name, wrapper)
 
 
@@ -95,6 +123,20 @@ def _install() -> None:
     _interval(modbus_barrier._Slot, "acquire", "acquire", lambda self, priority: priority)  # commands only
     _interval(modbus_barrier.ModbusBarrier, "_settle_coils", "settle")
     _interval(modbus_barrier.ModbusBarrier, "_read", "read")  # input reads: the polls (and CLOSE's check)
+    _labelled(UnitOfWork, "_writing", lambda self, probe, fn, *a: f"store {getattr(fn, '__name__', fn)}")
+    _labelled(platform_http.PlatformTransport, "post", lambda self, url, body, what, **kw: f"http {what}")
+    _labelled(platform_http.PlatformTransport, "_wait_slot", lambda self: "http rate-limit wait")
+    _labelled(SettlementService, "_execute", lambda self, record, effect: f"settle {type(effect).__name__}")
+    _labelled(SettlementService, "on_result", lambda self, provider, ref, answer, **kw: f"result {provider} "
+              f"{answer.status}")
+    _labelled(LaneRunner, "emit", lambda self, event: f"emit {type(event).__name__}")
+    opened = UnitOfWork.open
+
+    async def traced_open(self: UnitOfWork, *args: Any, **kwargs: Any) -> None:
+        await opened(self, *args, **kwargs)
+        timed_transaction(self, lambda began, started, done: TRACE["fsync"].append((started, done - started, None)))
+
+    UnitOfWork.open = traced_open  # type: ignore[method-assign]
     started: list[float] = []
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:

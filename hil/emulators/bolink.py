@@ -217,6 +217,9 @@ class BolinkPlatform:
     # observations
     orders: dict[tuple[str, str], Order] = field(default_factory=dict)
     uploads: list[Upload] = field(default_factory=list)
+    # (started, seconds, path) of every API call: how long the platform itself took to answer (monotonic clock,
+    # from the request's body read to the answer made) — the benches subtract it from the lane's latency
+    answer_times: list[tuple[float, float, str]] = field(default_factory=list)
     pushes: list[Push] = field(default_factory=list)
     images: pictures.Fetched = field(default_factory=dict)  # picture links fetched: link -> (status, body)
     bad_signatures: int = 0
@@ -295,6 +298,13 @@ class BolinkPlatform:
     # ------------------------------------------------------------------------------------- API paths
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        try:
+            return await self._api_call(request)
+        finally:
+            self.answer_times.append((started, time.monotonic() - started, request.path))
+
+    async def _api_call(self, request: web.Request) -> web.StreamResponse:
         kind = next(k for k, p in w.API_PATHS.items() if p == request.path)
         body = await request.read()
         try:

@@ -91,6 +91,10 @@ class SettlementService:
     metrics: Metrics = NO_METRICS  # attempts by provider and status, late payments
     # (lane id, record id) after an attempt row of that exit was written: the booth console reads it again
     on_attempt: Optional[Callable[[str, str], None]] = None
+    # A provider said "paid" for a lane's car: its OPEN follows once the payment is committed (a few ms). The
+    # daemon passes the lane's barrier hint, so no input poll takes the bus in between (at 9600 baud a poll frame
+    # already on the line holds the OPEN up to ~15 ms); the hint only orders the bus, it decides nothing.
+    expect_open: Callable[[str], None] = lambda lane_id: None
     _records: dict[str, _Record] = field(default_factory=dict, init=False)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -137,7 +141,11 @@ class SettlementService:
                         lane_id: Optional[str] = None) -> Outcome:
         """A verified result from a provider for one of our charges. Confirms a payment at most once. A store
         fault reaches the caller (StorageUnavailable), which does not acknowledge: the platform sends it again."""
+        if answer.status == "paid" and lane_id is not None:
+            self.expect_open(lane_id)
         attempts = await self.store.attempts(provider=provider, order_ref=order_ref)
+        if answer.status == "paid" and lane_id is None and attempts:
+            self.expect_open(attempts[0].lane_id)
         verdict = sm.judge_result(provider, order_ref, attempts, answer, lane_id)
         self._perform(verdict.effects)
         if verdict.settle is None or verdict.attempt is None:
@@ -327,6 +335,8 @@ class SettlementService:
             log.error("settlement %s: %s %s raised %r", effect.attempt.record_id, effect.attempt.provider,
                       effect.kind, exc)
             return
+        if answer is not None and answer.status == "paid":  # (a precheck answers None: go on and charge)
+            self.expect_open(effect.attempt.lane_id)
         record.put(sm.Answered(effect.call, answer))
 
     def _perform(self, effects: Sequence[sm.Effect]) -> None:

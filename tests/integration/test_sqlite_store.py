@@ -181,3 +181,39 @@ async def test_prepayments_are_kept_against_the_entry_once_and_reloaded(tmp_path
     await s2.open()
     assert (s2.inside()["粤B12345"].paid_fen, s2.inside()["粤B12345"].paid_at) == (600, NOW)
     await s2.close()
+
+
+async def test_the_store_checkpoints_after_a_write_has_answered_and_keeps_its_wal_small(tmp_path):
+    """SQLite's own checkpoint ran inside the COMMIT an OPEN waited for (issue 20); the store's runs after it."""
+    import asyncio
+    import threading
+
+    from lanectl.adapters.store import unit_of_work
+
+    store = SqliteStore(tmp_path / "lanectl.db", destinations=["webhook", "bolink"])
+    await store.open()
+    try:
+        release, running = threading.Event(), threading.Event()
+        checkpoint = store.uow._checkpoint_sync
+
+        def held_checkpoint() -> None:
+            running.set()
+            release.wait(10)
+            checkpoint()
+        store.uow._checkpoint_sync = held_checkpoint  # type: ignore[method-assign]
+        every = unit_of_work.CHECKPOINT_EVERY_WRITES
+        for i in range(every):
+            await store.commit_lane("in1", {"phase": "opening", "seq": i}, [entry(f"in1_{i}", f"粤B{i:05d}")], NOW)
+        assert await asyncio.to_thread(running.wait, 5), "a checkpoint follows the writes"
+        assert not release.is_set(), "the last write was answered while its checkpoint still ran"
+        release.set()
+        store.uow._checkpoint_sync = checkpoint  # type: ignore[method-assign]
+        for i in range(every, 8 * every):
+            await store.commit_lane("in1", {"phase": "opening", "seq": i}, [entry(f"in1_{i}", f"粤B{i:05d}"),
+                                    fx.Publish(f"in1_{i}", "entry")], NOW)
+        wal = (tmp_path / "lanectl.db-wal").stat().st_size
+        # reused from its start after each checkpoint: about CHECKPOINT_EVERY_WRITES commits long, where SQLite's
+        # default grew it to 1000 pages (4 MiB) before checkpointing inside a commit
+        assert wal < 3 * 1024 * 1024, wal
+    finally:
+        await store.close()

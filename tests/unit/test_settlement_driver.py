@@ -189,6 +189,35 @@ async def test_a_callback_while_polling_confirms_once_and_ends_the_polls(clock, 
     assert bolink.times("query") == [2] and bench.svc.status()["settling"] == []
 
 
+async def test_a_paid_answer_hints_the_lane_before_its_payment_is_confirmed_and_a_pending_one_does_not(clock,
+                                                                                                      stop_all):
+    """The hint lets the lane's barrier keep its polls off the bus for the OPEN that follows (issue 20)."""
+    bolink = ScriptedProvider("bolink", clock, [PENDING], [PENDING, ChargeAnswer("paid", "T1", 700)])
+    bench = Bench(bolink, clock=clock)
+    stop_all(bench)
+    hints: list[tuple[str, int]] = []
+    bench.svc.expect_open = lambda lane_id: hints.append((lane_id, len(bench.events(PaymentConfirmed))))
+    bench.svc.on_effects("out1", [bench.order()])
+    await clock.advance(3)
+    assert bolink.times("charge") == [0] and bolink.times("query") == [2] and hints == [], "pending: no hint"
+    await bench.until(lambda: bool(bench.events(PaymentConfirmed)))
+    assert hints == [("out1", 0)], "hinted once, before the lane was told"
+
+
+async def test_a_paid_callback_hints_the_lane_of_its_attempt(clock, stop_all):
+    bolink = ScriptedProvider("bolink", clock, [PENDING], [PENDING])
+    bench = Bench(bolink, clock=clock)
+    stop_all(bench)
+    hints: list[str] = []
+    bench.svc.expect_open = hints.append
+    bench.svc.on_effects("out1", [bench.order()])
+    await clock.advance(1)
+    await bench.svc.on_result("bolink", "bolink-out1_1", PENDING)
+    assert hints == [], "not paid: no hint"
+    assert await bench.svc.on_result("bolink", "bolink-out1_1", ChargeAnswer("paid", "T1", 700)) == "accepted"
+    assert hints == ["out1"] and len(bench.events(PaymentConfirmed)) == 1
+
+
 async def test_a_stop_ends_the_flow_and_leaves_the_charge_to_the_reconciler(clock, stop_all):
     later = {"paid": False}
     bolink = ScriptedProvider("bolink", clock, [PENDING],

@@ -1,6 +1,7 @@
 """The local store: one SQLite file, one writer thread, repositories over one unit of work.
 
-    unit_of_work.py   connection (WAL, synchronous=FULL), the writer thread, transactions, storage faults + probe
+    unit_of_work.py   connection (WAL, synchronous=FULL), the writer thread, transactions, storage faults + probe,
+                      WAL checkpoints after a write has answered (never inside the COMMIT an OPEN waits for)
     schema.py         versioned migrations        faults.py   StoreError, DatabaseUnusable, storage_fault()
     lanes.py          lane state and records      audit.py    barrier commands written ahead; kept while down
     settlements.py    exit settlements, attempts  ledger.py   payments, stored-value balances (moves)
