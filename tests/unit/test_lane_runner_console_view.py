@@ -4,27 +4,15 @@ until the car is gone."""
 
 from __future__ import annotations
 
-import asyncio
-
 from lanectl.core.events import OperatorOpen, PlateRead
-from lanectl.service.lane_runner import LaneRunner
-from tests.fakes import FakeBarrier, MemoryLaneStore
-from tests.policies import FlatPolicy
-from tests.unit.test_lane_runner_storage import CLOCK, DOWN, until
+from tests.fakes import MemoryLaneStore
+from tests.unit.test_lane_runner_storage import entry_and_exit, until
 
 
 async def test_the_runner_publishes_the_waiting_car_and_tells_after_each_step():
     store = MemoryLaneStore()
-    policy = FlatPolicy(flat_fen=500, free_minutes=0)
     told: list[str] = []
-    entry = LaneRunner("in1", "entry", policy, store, CLOCK, barrier=FakeBarrier())
-    exit_ = LaneRunner("out1", "exit", policy, store, CLOCK, barrier=FakeBarrier(), on_status=told.append)
-    tasks = [asyncio.create_task(r.run()) for r in (entry, exit_)]
-    try:
-        for r in (entry, exit_):
-            await r.started.wait()
-            r.emit(DOWN)
-        await until(lambda: entry.state.io == DOWN and exit_.state.io == DOWN, "the first snapshots")
+    async with entry_and_exit(store, on_status=told.append) as (entry, exit_):
         entry.emit(PlateRead("粤B12345", "blue", 90))
         await until(lambda: "粤B12345" in store.inside(), "the car inside")
         assert exit_.status.car is None
@@ -42,23 +30,11 @@ async def test_the_runner_publishes_the_waiting_car_and_tells_after_each_step():
         exit_.emit(OperatorOpen("王", "cash", amount_fen=500))
         await until(lambda: exit_.status.phase != "awaiting_payment", "the release")
         assert exit_.status.car is not None and exit_.status.car["operator"] == "王"  # the car still at the arm
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_the_waiting_car_carries_its_picture_its_entry_record_and_the_plate_it_was_matched_to():
     store = MemoryLaneStore()
-    policy = FlatPolicy(flat_fen=500, free_minutes=0)
-    entry = LaneRunner("in1", "entry", policy, store, CLOCK, barrier=FakeBarrier())
-    exit_ = LaneRunner("out1", "exit", policy, store, CLOCK, barrier=FakeBarrier())
-    tasks = [asyncio.create_task(r.run()) for r in (entry, exit_)]
-    try:
-        for r in (entry, exit_):
-            await r.started.wait()
-            r.emit(DOWN)
-        await until(lambda: entry.state.io == DOWN and exit_.state.io == DOWN, "the first snapshots")
+    async with entry_and_exit(store) as (entry, exit_):
         entry.emit(PlateRead("粤B8C123", "blue", 90, image="/var/lib/lanectl/images/in1/a.jpg"))
         await until(lambda: "粤B8C123" in store.inside(), "the car inside")
         # the exit camera reads a B for the 8: matched by the letters that look alike
@@ -68,7 +44,3 @@ async def test_the_waiting_car_carries_its_picture_its_entry_record_and_the_plat
         assert car is not None and "match:confusable" in car["detail"]
         assert (car["image"], car["entry_record_id"], car["entry_plate"]) == (
             "/var/lib/lanectl/images/out1/b.jpg", store.inside()["粤B8C123"].record_id, "粤B8C123")
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

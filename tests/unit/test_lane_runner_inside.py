@@ -4,27 +4,15 @@ nothing; the exit takes the car out again."""
 
 from __future__ import annotations
 
-import asyncio
-
 from lanectl.core.events import OperatorOpen, PlateRead
-from lanectl.service.lane_runner import LaneRunner
-from tests.fakes import FakeBarrier, MemoryLaneStore
-from tests.policies import FlatPolicy
-from tests.unit.test_lane_runner_storage import CLOCK, DOWN, until
+from tests.fakes import MemoryLaneStore
+from tests.unit.test_lane_runner_storage import entry_and_exit, until
 
 
 
 async def test_the_exit_lane_prices_the_stay_the_entry_lane_committed_and_a_refused_step_changes_nothing():
     store = MemoryLaneStore()
-    policy = FlatPolicy(flat_fen=500, free_minutes=0)
-    entry = LaneRunner("in1", "entry", policy, store, CLOCK, barrier=FakeBarrier())
-    exit_ = LaneRunner("out1", "exit", policy, store, CLOCK, barrier=FakeBarrier())
-    tasks = [asyncio.create_task(r.run()) for r in (entry, exit_)]
-    try:
-        for r in (entry, exit_):
-            await r.started.wait()
-            r.emit(DOWN)
-        await until(lambda: entry.state.io == DOWN and exit_.state.io == DOWN, "the first snapshots")
+    async with entry_and_exit(store) as (entry, exit_):
 
         store.down = True
         entry.emit(PlateRead("粤B12345", "blue", 90))
@@ -45,7 +33,3 @@ async def test_the_exit_lane_prices_the_stay_the_entry_lane_committed_and_a_refu
         exit_.emit(OperatorOpen("王", "cash", amount_fen=500))
         await until(lambda: "粤B12345" not in store.inside(), "the car out by the store's books")
         assert store.inside() == {}
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -4,8 +4,9 @@ The task never dies; nothing opens without its rows; kept payment results are ha
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Callable
+from typing import AsyncIterator, Callable, Optional
 
 import pytest
 
@@ -126,3 +127,23 @@ async def test_the_close_after_the_car_is_sent_without_storage_unless_the_adapte
         if safety:  # refused by the adapter: the lane stays open and tries again when the loops are clear
             await until(lambda: lane.runner.state.phase.value == "open", "the lane back to open")
         assert not lane.task.done()
+
+
+@asynccontextmanager
+async def entry_and_exit(store: MemoryLaneStore, *, on_status: Optional[Callable[[str], None]] = None,
+                         ) -> AsyncIterator[tuple[LaneRunner, LaneRunner]]:
+    """An entry lane and an exit lane (flat 5 yuan, no free minutes) over one store, running and at rest."""
+    policy = FlatPolicy(flat_fen=500, free_minutes=0)
+    entry = LaneRunner("in1", "entry", policy, store, CLOCK, barrier=FakeBarrier())
+    exit_ = LaneRunner("out1", "exit", policy, store, CLOCK, barrier=FakeBarrier(), on_status=on_status)
+    tasks = [asyncio.create_task(r.run()) for r in (entry, exit_)]
+    try:
+        for r in (entry, exit_):
+            await r.started.wait()
+            r.emit(DOWN)
+        await until(lambda: entry.state.io == DOWN and exit_.state.io == DOWN, "the first snapshots")
+        yield entry, exit_
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
