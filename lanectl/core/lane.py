@@ -35,10 +35,10 @@ PaymentFallback. The lane alone decides what a result means for the barrier.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
-from typing import Any, Callable, Literal, Mapping, Optional
+from typing import Any, Callable, Iterator, Literal, Mapping, Optional
 
 from lanectl.core import effects as fx
 from lanectl.core.effects import Audit, RecordStatus, StopReason
@@ -61,7 +61,7 @@ from lanectl.core.events import (
     QuoteRequest,
 )
 from lanectl.core.money import yuan_words
-from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, classify_plate, match_entry, normalize_plate
+from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, PlateMatch, classify_plate, match_entry, normalize_plate
 from lanectl.core.policy import EntryDecision, Policy
 from lanectl.core.quotes import StayPrice, stay_minutes
 
@@ -143,6 +143,36 @@ class InsideCar:
     image: str = ""  # the entry camera's picture (platforms that take one get a link to it at the exit)
 
 
+class EnteredAt(Mapping[str, datetime]):
+    """The policy's `present` (plate -> entry time) read through the cars inside: no copy of the whole lot for
+    each decision (the rules look up a card's few plates)."""
+
+    __slots__ = ("_inside",)
+
+    def __init__(self, inside: Mapping[str, InsideCar]) -> None:
+        self._inside = inside
+
+    def __getitem__(self, plate: str) -> datetime:
+        return self._inside[plate].entered_at
+
+    def __contains__(self, plate: object) -> bool:
+        return plate in self._inside
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._inside)
+
+    def __len__(self) -> int:
+        return len(self._inside)
+
+
+def match_inside(plate: str, inside: Mapping[str, InsideCar]) -> PlateMatch:
+    """match_entry over the cars inside, the common case first: plates are stored normalized, so a normalized
+    reading that is a key is its own exact match — found without normalizing every plate in the lot."""
+    if plate and plate in inside and normalize_plate(plate) == plate:
+        return PlateMatch("exact", plate, (plate,))
+    return match_entry(plate, inside.keys())
+
+
 @dataclass(frozen=True)
 class LaneContext:
     lane_id: str
@@ -204,7 +234,11 @@ class LaneState:
 
     # --- persistence (JSON-friendly dicts) -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # What dataclasses.asdict gave, without its deep copy of every value (a lane step stores its state
+        # whole, before the OPEN): the values are immutable, and the dataclasses inside hold no dataclass.
+        d = {name: getattr(self, name) for name in _names(LaneState)}
+        for name in ("visit", "io", "held", "booth"):
+            d[name] = _flat(d[name])
         d["phase"] = self.phase.value
         d["last_plate_at"] = self.last_plate_at.isoformat() if self.last_plate_at else None
         d["held_at"] = self.held_at.isoformat() if self.held_at else None
@@ -236,6 +270,21 @@ class LaneState:
 
     def next_deadline(self) -> Optional[datetime]:
         return min((t for _, t in self.deadlines), default=None)
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def _flat(value: Any) -> Optional[dict[str, Any]]:
+    """A dataclass whose fields hold no dataclass (Visit, IoSnapshot, PlateRead) as a dict, or None."""
+    return None if value is None else {name: getattr(value, name) for name in _names(type(value))}
 
 
 def _visit_from_dict(d: Mapping[str, Any]) -> Visit:
@@ -616,8 +665,7 @@ def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out
 
 def _admit(state: LaneState, car: _Arrival, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
     """The rules decide whether the car comes in; the record is written ahead of the OPEN."""
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    decision = ctx.policy.entry(car.plate, car.color, now, present)
+    decision = ctx.policy.entry(car.plate, car.color, now, EnteredAt(ctx.inside))
     state, record_id = _next_id(state, ctx, now)
     reason = f"{car.provider}_plateless" if car.car_id and decision.allow else decision.reason
     status = RecordStatus.INSIDE if decision.allow else RecordStatus.REFUSED
@@ -660,10 +708,9 @@ def _welcome(decision: EntryDecision, car: _Arrival, ctx: LaneContext) -> fx.Dis
 
 
 def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
-    match = match_entry(ev.plate, ctx.inside.keys())
+    match = match_inside(ev.plate, ctx.inside)
     entry = ctx.inside.get(match.plate) if match.plate else None
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    quote = ctx.policy.exit(ev.plate, ev.color, entry.entered_at if entry else None, now, present,
+    quote = ctx.policy.exit(ev.plate, ev.color, entry.entered_at if entry else None, now, EnteredAt(ctx.inside),
                             paid_fen=entry.paid_fen if entry else 0, paid_at=entry.paid_at if entry else None,
                             entry_reason=entry.reason if entry else "")
     needs_operator = quote.needs_operator or match.kind == "ambiguous"
@@ -979,7 +1026,7 @@ def _correct_waiting(state: LaneState, ev: OperatorCorrect, now: datetime, ctx: 
     visit = state.visit
     assert visit is not None
     plate, operator = _typed_plate(ev.plate, ctx), _booth_operator(ev)
-    match = match_entry(plate, ctx.inside.keys())
+    match = match_inside(plate, ctx.inside)
     if match.kind != "exact":
         found = _candidates(match.candidates, ctx)
         if found:
@@ -995,8 +1042,7 @@ def _correct_waiting(state: LaneState, ev: OperatorCorrect, now: datetime, ctx: 
         _booth_reply(ev, out, "corrected", f"{plate} is this car's plate already: nothing changed",
                      record_id=visit.record_id, plate=plate, due_fen=visit.due_fen)
         return state
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    quote = ctx.policy.exit(plate, visit.color, entry.entered_at, now, present, paid_fen=entry.paid_fen,
+    quote = ctx.policy.exit(plate, visit.color, entry.entered_at, now, EnteredAt(ctx.inside), paid_fen=entry.paid_fen,
                             paid_at=entry.paid_at, entry_reason=entry.reason)
     free = quote.free and not quote.needs_operator
     # a stored-value car whose balance covers the fee pays from it, as at a plain exit
@@ -1196,9 +1242,8 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
     entry = ctx.inside.get(ev.car_id) if ev.car_id else None
     if visit is None or visit.record_id != ev.record_id or visit.plate or visit.entry_record_id or entry is None:
         return _identify_ignored(state, ev, now, ctx, out)
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    quote = ctx.policy.exit("", "", entry.entered_at, now, present, paid_fen=entry.paid_fen, paid_at=entry.paid_at,
-                            entry_reason=entry.reason)
+    quote = ctx.policy.exit("", "", entry.entered_at, now, EnteredAt(ctx.inside), paid_fen=entry.paid_fen,
+                            paid_at=entry.paid_at, entry_reason=entry.reason)
     free = quote.free
     out.append(fx.PatchRecord(visit.record_id, (
         ("entry_record_id", entry.record_id), ("entered_at", entry.entered_at.isoformat()),
