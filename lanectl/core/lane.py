@@ -377,17 +377,24 @@ def _unsafe_to_close(state: LaneState) -> bool:
 
 def _open(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], *, record_id: str,
           authority: fx.Authority, reason: str, operator: str = "", trade_no: str = "",
-          operator_uid: Optional[int] = None) -> LaneState:
-    state, action_id = _next_id(state, ctx, now)
+          operator_uid: Optional[int] = None, visit: Optional[Visit] = None) -> LaneState:
+    """OPEN for the lane's car (`visit`: the car this decision starts handling; default the state's own)."""
+    seq = state.seq + 1
+    action_id = make_id(ctx.lane_id, now, seq)
     out.append(fx.OpenBarrier(action_id, record_id, authority, reason, operator=operator, trade_no=trade_no,
                               operator_uid=operator_uid))
-    visit = state.visit
+    visit = visit if visit is not None else state.visit
     if visit is not None:
         visit = replace(visit, authority=authority, open_reason=reason, operator=operator, trade_no=trade_no,
                         operator_uid=operator_uid)
-    state = replace(state, phase=Phase.OPENING, pending_action=action_id, command=action_id, visit=visit)
-    state = _clear_deadline(state, Timer.CLOSE_CONFIRM, Timer.PASS_TIMEOUT)
-    return _set_deadline(state, Timer.OPEN_CONFIRM, now + timedelta(seconds=ctx.rules.open_confirm_s))
+    # One new state, not one per change: this runs before every OPEN, and each dataclasses.replace of the lane's
+    # state costs as much as the rest of the decision. The timers as _clear_deadline(CLOSE_CONFIRM, PASS_TIMEOUT)
+    # then _set_deadline(OPEN_CONFIRM) leave them.
+    gone = (Timer.CLOSE_CONFIRM, Timer.PASS_TIMEOUT, Timer.OPEN_CONFIRM)
+    deadlines = tuple((n, t) for n, t in state.deadlines if n not in gone) + (
+        (Timer.OPEN_CONFIRM, now + timedelta(seconds=ctx.rules.open_confirm_s)),)
+    return replace(state, seq=seq, phase=Phase.OPENING, pending_action=action_id, command=action_id, visit=visit,
+                   deadlines=deadlines)
 
 
 def _close(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], reason: CloseReason) -> LaneState:
@@ -691,10 +698,10 @@ def _admit(state: LaneState, car: _Arrival, now: datetime, ctx: LaneContext, out
         out.append(fx.PatchRecord(stale.record_id, (("status", RecordStatus.SUPERSEDED),)))
     out.append(fx.Publish(record_id, "entry"))
     out.append(_welcome(decision, car, ctx))
-    state = replace(state, visit=Visit(car.plate, car.color, record_id, decision.vehicle_class, reason))
     if car.car_id:
         out.append(fx.PlatformEntryResult(car.request_id, True, "", record_id))
-    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason)
+    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason,
+                 visit=Visit(car.plate, car.color, record_id, decision.vehicle_class, reason))
 
 
 def _welcome(decision: EntryDecision, car: _Arrival, ctx: LaneContext) -> fx.Display:
@@ -737,11 +744,10 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
                     plate=ev.plate, record=record_id, reason=reason, due_fen=quote.due_fen, match=match.kind))
     visit = Visit(ev.plate, ev.color, record_id, quote.vehicle_class, reason,
                   entry.record_id if entry else "", quote.due_fen, paid_fen=quote.paid_fen)
-    state = replace(state, visit=visit)
     if free:
         out.extend(_leave(visit))
         out.append(fx.Display("goodbye", (("plate", ev.plate),)))
-        return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason)
+        return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason, visit=visit)
     if debit:
         assert balance is not None
         # The debit, its payment row and the OPEN commit in one transaction: a crash leaves all or none.
@@ -751,7 +757,8 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
         out.extend(_leave(visit))
         out.append(fx.Display("stored_value_paid", (("plate", ev.plate), ("amount_fen", quote.due_fen),
                                                     ("balance_fen", balance - quote.due_fen))))
-        return _open(state, now, ctx, out, record_id=record_id, authority="payment", reason="stored_value")
+        return _open(state, now, ctx, out, record_id=record_id, authority="payment", reason="stored_value",
+                     visit=visit)
     fields = _owed(ev.plate, quote.due_fen, entry.entered_at if entry else None, now)
     out.append(fx.Display("booth" if needs_operator else "balance_short" if balance is not None else "pay", fields))
     if ctx.settle and not needs_operator:
@@ -760,7 +767,7 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
             entered_at=entry.entered_at.isoformat() if entry else "", entry_record_id=entry.record_id if entry else "",
             vehicle_class=quote.vehicle_class, entry_lane_id=entry.lane_id if entry else "", image=ev.image,
             entry_image=entry.image if entry else ""))
-    return replace(state, phase=Phase.AWAITING_PAYMENT)
+    return replace(state, phase=Phase.AWAITING_PAYMENT, visit=visit)
 
 
 def _owed(plate: str, due_fen: int, entered_at: Optional[datetime], now: datetime) -> tuple[tuple[str, str | int], ...]:
