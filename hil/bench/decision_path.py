@@ -275,7 +275,7 @@ async def measure(cars: int, inside: int = 300, directory: Optional[Path] = None
             commits: list[float] = []
             timed_transaction(app.store.uow, lambda began, started, done: commits.append(done - started))
             for runner in app.runners.values():
-                step, commit = runner.step, app.store.commit_lane
+                step = runner.step
 
                 async def traced_step(event: Any, step: Any = step) -> Any:
                     if isinstance(event, PlateRead):
@@ -286,13 +286,23 @@ async def measure(cars: int, inside: int = 300, directory: Optional[Path] = None
 
             commit_lane = app.store.commit_lane
 
-            async def traced_commit(lane_id: str, state: Any, effects: Any, now: datetime) -> None:
+            def traced_commit(lane_id: str, state: Any, effects: Any, now: datetime) -> Any:
+                """Marks the call and the answer, and hands back what the store gave: a future (SqliteStore
+                since Dec 2026) stays a future, as the lane awaits it; a coroutine (before) stays awaitable."""
                 opening = any(type(e).__name__ == "OpenBarrier" for e in effects)
                 if opening:
                     marks["commit"] = time.monotonic()
-                await commit_lane(lane_id, state, effects, now)
-                if opening:
+                answer = commit_lane(lane_id, state, effects, now)
+                if not opening:
+                    return answer
+                if isinstance(answer, asyncio.Future):  # its callbacks run in order: this mark, then the lane
+                    answer.add_done_callback(lambda _: marks.__setitem__("committed", time.monotonic()))
+                    return answer
+
+                async def awaited() -> None:
+                    await answer
                     marks["committed"] = time.monotonic()
+                return awaited()
 
             app.store.commit_lane = traced_commit  # type: ignore[method-assign]
             for lane_id, barrier in devices.barriers.items():

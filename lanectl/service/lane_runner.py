@@ -271,8 +271,11 @@ class LaneRunner:
         committed = True
         if new_state != self.state or any(fx.is_persistent(e) for e in effects):
             try:
-                # Shielded: a SIGTERM arriving mid-write still finishes the transaction it started.
-                await asyncio.shield(self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now))
+                # A SIGTERM arriving mid-write still finishes the transaction it started: a coroutine is shielded;
+                # a store that answers with a future (SqliteStore) finishes it whatever its waiter does, and is
+                # awaited as it is (one loop turn less between the COMMIT and the OPEN).
+                commit = self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now)
+                await (commit if isinstance(commit, asyncio.Future) else asyncio.shield(commit))
             except StorageUnavailable:
                 committed = False
                 new_state, effects = self._without_storage(event, new_state, effects, now, ctx)
