@@ -26,6 +26,7 @@ from lanectl.service.ports import (NO_METRICS, Barrier, BarrierError, BarrierUns
 from lanectl.service.storage import FAULT_DISPLAY, act_without_storage
 
 log = logging.getLogger("lanectl.lane")
+AFTER_THE_WIRE_S = 1e-6  # see step: the step's own work waits for the loop's next turn, after its I/O
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -298,10 +299,13 @@ class LaneRunner:
         for effect in commands:
             self._act(effect, read_at)
         if commands:
-            # The command reaches the barrier driver before the rest of the step (the decision's log line, the
-            # board, the status and its listeners): its task runs up to the driver's first wait, then this goes on.
+            # The command goes out before the rest of the step (the decision's log line, the board, the status and
+            # its listeners): its task runs up to the driver's first wait (the frame handed to the transport); a
+            # serial port's transport writes it on the loop's next turn, once the port is writable, and the rest of
+            # the step waits for that turn — a timer, which the loop runs after the I/O of its turn.
             try:
                 await asyncio.sleep(0)
+                await asyncio.sleep(AFTER_THE_WIRE_S)
             except asyncio.CancelledError:  # the daemon stops: the step still ends as it would have
                 self._finish_step(event, effects, committed, read_at)
                 raise
