@@ -41,10 +41,12 @@ the median of 4 runs of 200 cars, the versions taking turns; "own" = total less 
       by 8 callbacks of 25 us every 2 ms, 3 runs: total 1.32 / 1.51 / 1.51 -> 1.33 / 1.32 / 1.35, hand-over
       0.27 / 0.09 / 0.27 -> 0.05 — the hops it removes are where other ready work gets in)
 
-The floor meanwhile: 0.49-0.53 ms. The last change (the Modbus request without a task of its own, and the step's
-own work after the loop's next turn so the serial transport writes the frame first) does not show here (the
-barrier double has no transport); `decision_latency --trace` at 115200, 2 runs of 40 cars each way, taking
-turns: the frame on the wire p50 1.86 / 1.89 -> 1.47 / 1.49 ms.
+The floor meanwhile: 0.49-0.53 ms. Before and after all of it, 4 runs each of 300 cars taking turns: total p50
+1.76 -> 1.17 ms, p99 3.12 -> 2.22 ms, own work p50 1.36 -> 0.76 ms (the floor 0.51 / 0.55 ms).
+The last change (the Modbus request without a task of its own, and the step's own work after the loop's next
+turn so the serial transport writes the frame first) does not show here (the barrier double has no transport);
+`decision_latency --trace` at 115200, 2 runs of 40 cars each way, taking turns: the frame on the wire p50
+1.86 / 1.89 -> 1.47 / 1.49 ms.
 
 Where the rest goes (p50): the COMMIT ~0.4 ms (the disk's sync, as the floor's); the SQL around it ~0.2 ms
 (BEGIN IMMEDIATE, the record with its indexes, the audit row, the lane's state, an exit's PATCH of its entry);
