@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from hil.bench import (camera_push, decision_latency, fee_throughput, flood, fsync, lanes_scale, migration,
-                       outbox_drain, signfree_exit, site_bus)
+from hil.bench import (camera_push, decision_latency, decision_path, fee_throughput, flood, fsync, lanes_scale,
+                       migration, outbox_drain, signfree_exit, site_bus)
 from hil.bench.figures import Figures, markdown
 
 
@@ -29,6 +29,7 @@ def _decision(smoke: bool, runs: int) -> Any:
 
 BENCHES: dict[str, Callable[[bool, int], Any]] = {
     "decision_latency": _decision,
+    "decision_path": lambda smoke, runs: decision_path.figures(smoke),
     "fsync": lambda smoke, runs: fsync.figures(smoke),
     "signfree_exit": lambda smoke, runs: signfree_exit.figures(smoke),
     "camera_push": lambda smoke, runs: camera_push.figures(smoke),

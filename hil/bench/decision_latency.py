@@ -46,7 +46,16 @@ At 115200, 2 runs of 200 cars with all of the changes: bare p50/p99 3.31/4.28 an
 and 6.17/12.93 ms: +4.0 and +6.2 ms at p99 (+2.8 ms at p50). Earlier traces (60 cars): the commit 2.3 ms at p50
 and 4.1 ms at worst (its COMMIT, the sync, ~0.5–1 ms of it at p50 on this disk; `python -m hil.bench.fsync`), the
 decision 0.4–1.6 ms, the hand-over 0.4–0.8 ms: the 2 ms goal cannot be met while a synced commit of this disk's
-cost, plus the writer-thread hop and the decision, stays in front of the OPEN. `--gc-freeze` (gc.freeze() after the
+cost, plus the writer-thread hop and the decision, stays in front of the OPEN.
+Then the daemon's own CPU on that path was cut (`python -m hil.bench.decision_path` measures it in-process, change
+by change, next to the disk's floor: p50 plate decoded -> OPEN handed over 1.90 -> 1.22 ms, of which the
+daemon's own work, the COMMIT statement aside, 1.51 -> 0.82 ms): no deep copies of the lane's state and records,
+no copy or re-normalizing of the whole lot per decision, SQL text built once, the commit handed to the writer
+thread at once with one hop back, and the OPEN's frame written before the step's log line, board and status. A
+traced run of 60 cars at 115200 after it (same machine, Dec 2026): decide 0.28 ms p50 (was 0.50), commit 1.09
+(1.53; its COMMIT 0.50), to the bus 0.06 (0.45), the frame on the wire 1.41 (1.49); daemon p50 4.95 / p99 7.39
+ms vs bare 3.51 / 5.51: +1.44 ms at p50 (was +2.1), +1.87 ms at p99 — one run of 60 cars, where p99 is the worst
+car: the write-ahead sync's own tail (2.4 ms for one car here) still decides it. `--gc-freeze` (gc.freeze() after the
 imports, 40 cars): no gain seen (GC inside a window still <= 1.1 ms, p99 ratio 1.19), so the daemon does not do
 it. `--nice -10` (the bare path, the daemon and the rig at that priority): no gain that stood out from the noise
 in 2 runs, so neither the unit nor docs/operations.md recommend it.

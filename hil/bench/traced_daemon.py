@@ -114,8 +114,19 @@ def _install() -> None:
         return await step(self, event)
 
     LaneRunner.step = traced_step  # type: ignore[method-assign]
-    _wrap_async(SqliteStore, "commit_lane", "commit", "committed",
-                lambda self, lane, state, effects, now: any(type(e).__name__ == "OpenBarrier" for e in effects))
+    commit_lane = SqliteStore.commit_lane
+
+    def traced_commit(self: SqliteStore, lane: str, state: Any, effects: Any, now: Any) -> Any:
+        # the store answers with a future the lane awaits as it is: marked by a callback, not wrapped in a coroutine
+        opening = any(type(e).__name__ == "OpenBarrier" for e in effects)
+        if opening:
+            TRACE["commit"].append(time.monotonic())
+        answer = commit_lane(self, lane, state, effects, now)
+        if opening:
+            answer.add_done_callback(lambda _: TRACE["committed"].append(time.monotonic()))
+        return answer
+
+    SqliteStore.commit_lane = traced_commit  # type: ignore[method-assign]
     opening = lambda self, unit, address, value, **kw: bool(value) and address == 0  # noqa: E731
     _wrap_async(modbus_barrier.ModbusBarrier, "open", "write", "")
     _wrap_async(modbus_barrier._Session, "write_coil", "slot", "written", opening)

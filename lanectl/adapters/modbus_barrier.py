@@ -233,8 +233,11 @@ class ModbusBus:
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
-                # pymodbus enforces timeout_s itself; the outer bound only guards against a stuck transport.
-                response = await asyncio.wait_for(call(client), self.timeout_s + 1.0)
+                # pymodbus enforces timeout_s itself; the outer bound only guards against a stuck transport. (A
+                # timeout scope, not wait_for: no task of its own, so the frame reaches the transport in this turn
+                # of the loop — before the lane's step goes on, see LaneRunner.step.)
+                async with asyncio.timeout(self.timeout_s + 1.0):
+                    response = await call(client)
             except (ModbusIOException, asyncio.TimeoutError):
                 if attempt < retries and client.connected:
                     continue

@@ -35,10 +35,10 @@ PaymentFallback. The lane alone decides what a result means for the barrier.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
-from typing import Any, Callable, Literal, Mapping, Optional
+from typing import Any, Callable, Iterator, Literal, Mapping, Optional
 
 from lanectl.core import effects as fx
 from lanectl.core.effects import Audit, RecordStatus, StopReason
@@ -61,7 +61,7 @@ from lanectl.core.events import (
     QuoteRequest,
 )
 from lanectl.core.money import yuan_words
-from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, classify_plate, match_entry, normalize_plate
+from lanectl.core.plates import DEFAULT_SPECIAL_PREFIXES, PlateMatch, classify_plate, match_entry, normalize_plate
 from lanectl.core.policy import EntryDecision, Policy
 from lanectl.core.quotes import StayPrice, stay_minutes
 
@@ -143,6 +143,36 @@ class InsideCar:
     image: str = ""  # the entry camera's picture (platforms that take one get a link to it at the exit)
 
 
+class EnteredAt(Mapping[str, datetime]):
+    """The policy's `present` (plate -> entry time) read through the cars inside: no copy of the whole lot for
+    each decision (the rules look up a card's few plates)."""
+
+    __slots__ = ("_inside",)
+
+    def __init__(self, inside: Mapping[str, InsideCar]) -> None:
+        self._inside = inside
+
+    def __getitem__(self, plate: str) -> datetime:
+        return self._inside[plate].entered_at
+
+    def __contains__(self, plate: object) -> bool:
+        return plate in self._inside
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._inside)
+
+    def __len__(self) -> int:
+        return len(self._inside)
+
+
+def match_inside(plate: str, inside: Mapping[str, InsideCar]) -> PlateMatch:
+    """match_entry over the cars inside, the common case first: plates are stored normalized, so a normalized
+    reading that is a key is its own exact match — found without normalizing every plate in the lot."""
+    if plate and plate in inside and normalize_plate(plate) == plate:
+        return PlateMatch("exact", plate, (plate,))
+    return match_entry(plate, inside.keys())
+
+
 @dataclass(frozen=True)
 class LaneContext:
     lane_id: str
@@ -204,7 +234,11 @@ class LaneState:
 
     # --- persistence (JSON-friendly dicts) -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # What dataclasses.asdict gave, without its deep copy of every value (a lane step stores its state
+        # whole, before the OPEN): the values are immutable, and the dataclasses inside hold no dataclass.
+        d = {name: getattr(self, name) for name in _names(LaneState)}
+        for name in ("visit", "io", "held", "booth"):
+            d[name] = _flat(d[name])
         d["phase"] = self.phase.value
         d["last_plate_at"] = self.last_plate_at.isoformat() if self.last_plate_at else None
         d["held_at"] = self.held_at.isoformat() if self.held_at else None
@@ -236,6 +270,21 @@ class LaneState:
 
     def next_deadline(self) -> Optional[datetime]:
         return min((t for _, t in self.deadlines), default=None)
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def _flat(value: Any) -> Optional[dict[str, Any]]:
+    """A dataclass whose fields hold no dataclass (Visit, IoSnapshot, PlateRead) as a dict, or None."""
+    return None if value is None else {name: getattr(value, name) for name in _names(type(value))}
 
 
 def _visit_from_dict(d: Mapping[str, Any]) -> Visit:
@@ -328,17 +377,24 @@ def _unsafe_to_close(state: LaneState) -> bool:
 
 def _open(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], *, record_id: str,
           authority: fx.Authority, reason: str, operator: str = "", trade_no: str = "",
-          operator_uid: Optional[int] = None) -> LaneState:
-    state, action_id = _next_id(state, ctx, now)
+          operator_uid: Optional[int] = None, visit: Optional[Visit] = None) -> LaneState:
+    """OPEN for the lane's car (`visit`: the car this decision starts handling; default the state's own)."""
+    seq = state.seq + 1
+    action_id = make_id(ctx.lane_id, now, seq)
     out.append(fx.OpenBarrier(action_id, record_id, authority, reason, operator=operator, trade_no=trade_no,
                               operator_uid=operator_uid))
-    visit = state.visit
+    visit = visit if visit is not None else state.visit
     if visit is not None:
         visit = replace(visit, authority=authority, open_reason=reason, operator=operator, trade_no=trade_no,
                         operator_uid=operator_uid)
-    state = replace(state, phase=Phase.OPENING, pending_action=action_id, command=action_id, visit=visit)
-    state = _clear_deadline(state, Timer.CLOSE_CONFIRM, Timer.PASS_TIMEOUT)
-    return _set_deadline(state, Timer.OPEN_CONFIRM, now + timedelta(seconds=ctx.rules.open_confirm_s))
+    # One new state, not one per change: this runs before every OPEN, and each dataclasses.replace of the lane's
+    # state costs as much as the rest of the decision. The timers as _clear_deadline(CLOSE_CONFIRM, PASS_TIMEOUT)
+    # then _set_deadline(OPEN_CONFIRM) leave them.
+    gone = (Timer.CLOSE_CONFIRM, Timer.PASS_TIMEOUT, Timer.OPEN_CONFIRM)
+    deadlines = tuple((n, t) for n, t in state.deadlines if n not in gone) + (
+        (Timer.OPEN_CONFIRM, now + timedelta(seconds=ctx.rules.open_confirm_s)),)
+    return replace(state, seq=seq, phase=Phase.OPENING, pending_action=action_id, command=action_id, visit=visit,
+                   deadlines=deadlines)
 
 
 def _close(state: LaneState, now: datetime, ctx: LaneContext, out: list[fx.Effect], reason: CloseReason) -> LaneState:
@@ -616,8 +672,7 @@ def _entry(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out
 
 def _admit(state: LaneState, car: _Arrival, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
     """The rules decide whether the car comes in; the record is written ahead of the OPEN."""
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    decision = ctx.policy.entry(car.plate, car.color, now, present)
+    decision = ctx.policy.entry(car.plate, car.color, now, EnteredAt(ctx.inside))
     state, record_id = _next_id(state, ctx, now)
     reason = f"{car.provider}_plateless" if car.car_id and decision.allow else decision.reason
     status = RecordStatus.INSIDE if decision.allow else RecordStatus.REFUSED
@@ -643,10 +698,10 @@ def _admit(state: LaneState, car: _Arrival, now: datetime, ctx: LaneContext, out
         out.append(fx.PatchRecord(stale.record_id, (("status", RecordStatus.SUPERSEDED),)))
     out.append(fx.Publish(record_id, "entry"))
     out.append(_welcome(decision, car, ctx))
-    state = replace(state, visit=Visit(car.plate, car.color, record_id, decision.vehicle_class, reason))
     if car.car_id:
         out.append(fx.PlatformEntryResult(car.request_id, True, "", record_id))
-    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason)
+    return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=reason,
+                 visit=Visit(car.plate, car.color, record_id, decision.vehicle_class, reason))
 
 
 def _welcome(decision: EntryDecision, car: _Arrival, ctx: LaneContext) -> fx.Display:
@@ -660,10 +715,9 @@ def _welcome(decision: EntryDecision, car: _Arrival, ctx: LaneContext) -> fx.Dis
 
 
 def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out: list[fx.Effect]) -> LaneState:
-    match = match_entry(ev.plate, ctx.inside.keys())
+    match = match_inside(ev.plate, ctx.inside)
     entry = ctx.inside.get(match.plate) if match.plate else None
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    quote = ctx.policy.exit(ev.plate, ev.color, entry.entered_at if entry else None, now, present,
+    quote = ctx.policy.exit(ev.plate, ev.color, entry.entered_at if entry else None, now, EnteredAt(ctx.inside),
                             paid_fen=entry.paid_fen if entry else 0, paid_at=entry.paid_at if entry else None,
                             entry_reason=entry.reason if entry else "")
     needs_operator = quote.needs_operator or match.kind == "ambiguous"
@@ -690,11 +744,10 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
                     plate=ev.plate, record=record_id, reason=reason, due_fen=quote.due_fen, match=match.kind))
     visit = Visit(ev.plate, ev.color, record_id, quote.vehicle_class, reason,
                   entry.record_id if entry else "", quote.due_fen, paid_fen=quote.paid_fen)
-    state = replace(state, visit=visit)
     if free:
         out.extend(_leave(visit))
         out.append(fx.Display("goodbye", (("plate", ev.plate),)))
-        return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason)
+        return _open(state, now, ctx, out, record_id=record_id, authority="rules", reason=quote.reason, visit=visit)
     if debit:
         assert balance is not None
         # The debit, its payment row and the OPEN commit in one transaction: a crash leaves all or none.
@@ -704,7 +757,8 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
         out.extend(_leave(visit))
         out.append(fx.Display("stored_value_paid", (("plate", ev.plate), ("amount_fen", quote.due_fen),
                                                     ("balance_fen", balance - quote.due_fen))))
-        return _open(state, now, ctx, out, record_id=record_id, authority="payment", reason="stored_value")
+        return _open(state, now, ctx, out, record_id=record_id, authority="payment", reason="stored_value",
+                     visit=visit)
     fields = _owed(ev.plate, quote.due_fen, entry.entered_at if entry else None, now)
     out.append(fx.Display("booth" if needs_operator else "balance_short" if balance is not None else "pay", fields))
     if ctx.settle and not needs_operator:
@@ -713,7 +767,7 @@ def _exit(state: LaneState, ev: PlateRead, now: datetime, ctx: LaneContext, out:
             entered_at=entry.entered_at.isoformat() if entry else "", entry_record_id=entry.record_id if entry else "",
             vehicle_class=quote.vehicle_class, entry_lane_id=entry.lane_id if entry else "", image=ev.image,
             entry_image=entry.image if entry else ""))
-    return replace(state, phase=Phase.AWAITING_PAYMENT)
+    return replace(state, phase=Phase.AWAITING_PAYMENT, visit=visit)
 
 
 def _owed(plate: str, due_fen: int, entered_at: Optional[datetime], now: datetime) -> tuple[tuple[str, str | int], ...]:
@@ -979,7 +1033,7 @@ def _correct_waiting(state: LaneState, ev: OperatorCorrect, now: datetime, ctx: 
     visit = state.visit
     assert visit is not None
     plate, operator = _typed_plate(ev.plate, ctx), _booth_operator(ev)
-    match = match_entry(plate, ctx.inside.keys())
+    match = match_inside(plate, ctx.inside)
     if match.kind != "exact":
         found = _candidates(match.candidates, ctx)
         if found:
@@ -995,8 +1049,7 @@ def _correct_waiting(state: LaneState, ev: OperatorCorrect, now: datetime, ctx: 
         _booth_reply(ev, out, "corrected", f"{plate} is this car's plate already: nothing changed",
                      record_id=visit.record_id, plate=plate, due_fen=visit.due_fen)
         return state
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    quote = ctx.policy.exit(plate, visit.color, entry.entered_at, now, present, paid_fen=entry.paid_fen,
+    quote = ctx.policy.exit(plate, visit.color, entry.entered_at, now, EnteredAt(ctx.inside), paid_fen=entry.paid_fen,
                             paid_at=entry.paid_at, entry_reason=entry.reason)
     free = quote.free and not quote.needs_operator
     # a stored-value car whose balance covers the fee pays from it, as at a plain exit
@@ -1196,9 +1249,8 @@ def _on_identify(state: LaneState, ev: IdentifyCar, now: datetime, ctx: LaneCont
     entry = ctx.inside.get(ev.car_id) if ev.car_id else None
     if visit is None or visit.record_id != ev.record_id or visit.plate or visit.entry_record_id or entry is None:
         return _identify_ignored(state, ev, now, ctx, out)
-    present = {p: c.entered_at for p, c in ctx.inside.items()}
-    quote = ctx.policy.exit("", "", entry.entered_at, now, present, paid_fen=entry.paid_fen, paid_at=entry.paid_at,
-                            entry_reason=entry.reason)
+    quote = ctx.policy.exit("", "", entry.entered_at, now, EnteredAt(ctx.inside), paid_fen=entry.paid_fen,
+                            paid_at=entry.paid_at, entry_reason=entry.reason)
     free = quote.free
     out.append(fx.PatchRecord(visit.record_id, (
         ("entry_record_id", entry.record_id), ("entered_at", entry.entered_at.isoformat()),

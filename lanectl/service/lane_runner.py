@@ -26,6 +26,8 @@ from lanectl.service.ports import (NO_METRICS, Barrier, BarrierError, BarrierUns
 from lanectl.service.storage import FAULT_DISPLAY, act_without_storage
 
 log = logging.getLogger("lanectl.lane")
+AFTER_THE_WIRE_S = 1e-6  # see step: the step's own work waits for the loop's next turn, after its I/O
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 class RequestExpired(TimeoutError):
@@ -270,8 +272,11 @@ class LaneRunner:
         committed = True
         if new_state != self.state or any(fx.is_persistent(e) for e in effects):
             try:
-                # Shielded: a SIGTERM arriving mid-write still finishes the transaction it started.
-                await asyncio.shield(self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now))
+                # A SIGTERM arriving mid-write still finishes the transaction it started: a coroutine is shielded;
+                # a store that answers with a future (SqliteStore) finishes it whatever its waiter does, and is
+                # awaited as it is (one loop turn less between the COMMIT and the OPEN).
+                commit = self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now)
+                await (commit if isinstance(commit, asyncio.Future) else asyncio.shield(commit))
             except StorageUnavailable:
                 committed = False
                 new_state, effects = self._without_storage(event, new_state, effects, now, ctx)
@@ -290,8 +295,29 @@ class LaneRunner:
                     self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()
             elif isinstance(e, fx.BoothResult) and e.action_id and e.request_id in self._requests:
                 self._outcomes[e.action_id] = asyncio.get_running_loop().create_future()  # an admit's OPEN
-        for effect in effects:
+        commands = [e for e in effects if isinstance(e, (fx.OpenBarrier, fx.CloseBarrier))]
+        for effect in commands:
             self._act(effect, read_at)
+        if commands:
+            # The command goes out before the rest of the step (the decision's log line, the board, the status and
+            # its listeners): its task runs up to the driver's first wait (the frame handed to the transport); a
+            # serial port's transport writes it on the loop's next turn, once the port is writable, and the rest of
+            # the step waits for that turn — a timer, which the loop runs after the I/O of its turn.
+            try:
+                await asyncio.sleep(0)
+                await asyncio.sleep(AFTER_THE_WIRE_S)
+            except asyncio.CancelledError:  # the daemon stops: the step still ends as it would have
+                self._finish_step(event, effects, committed, read_at)
+                raise
+        self._finish_step(event, effects, committed, read_at)
+        return effects
+
+    def _finish_step(self, event: Event, effects: list[fx.Effect], committed: bool, read_at: Optional[float]) -> None:
+        """After the step's commands went to the barrier driver: its other effects, the status, the listeners and
+        the answer to a request."""
+        for effect in effects:
+            if not isinstance(effect, (fx.OpenBarrier, fx.CloseBarrier)):
+                self._act(effect, read_at)
             if isinstance(effect, fx.NewRecord):
                 self.metrics.decision(self.lane_id, effect.kind, effect.status)
         self._refresh_status(effects)
@@ -304,7 +330,6 @@ class LaneRunner:
             self.settlement(self.lane_id, effects)
         if isinstance(event, REQUESTS):
             self._answer(event, effects)
-        return effects
 
     def _answer(self, event: Request, effects: list[fx.Effect]) -> None:
         """Hand the lane's answer to the caller waiting on this request (if it still waits)."""
@@ -356,9 +381,12 @@ class LaneRunner:
             if self.display is not None:
                 self._spawn(self._show(effect))
         elif isinstance(effect, fx.Log):
+            level = _LEVELS.get(effect.level, logging.WARNING)
+            if not log.isEnabledFor(level):  # nothing formatted for a line nobody will see
+                return
             fields = dict(effect.fields)
             text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in ("", None))
-            log.log(logging.getLevelName(effect.level.upper()), "%s %s", effect.message, text,
+            log.log(level, "%s %s", effect.message, text,
                     extra={"decision": {"lane": self.lane_id, **fields}})  # as JSON keys with --log-format json
 
     def _spawn(self, coro: Any) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Optional, Protocol, Sequence
 
 from lanectl.core import effects as fx
 from lanectl.core.events import Event
@@ -86,9 +86,10 @@ class LaneStore(Protocol):
 
     async def load_lane_state(self, lane_id: str) -> Optional[dict[str, Any]]: ...
 
-    async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect],
-                          now: datetime) -> None:
-        """The lane's new state and the persistent effects of one event, in one transaction (write ahead)."""
+    def commit_lane(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect],
+                    now: datetime) -> Awaitable[None]:
+        """The lane's new state and the persistent effects of one event, in one transaction (write ahead): a
+        coroutine (the runner shields it), or a future that finishes the transaction whatever its waiter does."""
 
     async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None: ...
 

@@ -24,6 +24,10 @@ EXPECTED_ROWS = [  # (bench, figure) — the baseline column is filled where the
     ("sign-free exit", "p99 less the platform's answer time (0 ms delay)", True),
     ("sign-free exit", "p99 less the platform's answer time (200 ms delay)", True),
     ("sign-free exit", "p99 less the platform's answer time (2000 ms delay)", True),
+    ("decision path", "plate decoded -> OPEN handed over p50", True),
+    ("decision path", "plate decoded -> OPEN handed over p99", True),
+    ("decision path", "the daemon's own work (total less the COMMIT) p50", False),
+    ("decision path", "the daemon's own work (total less the COMMIT) p99", False),
     ("write-ahead commit", "commit fsync p50", True),
     ("write-ahead commit", "commit fsync p99", True),
     ("camera push", "2 KB picture p99", True),
@@ -65,8 +69,8 @@ def test_every_bench_runs_at_smoke_size_and_reports_its_rows(tmp_path: Path):
         assert row is not None, f"{bench}: no row {figure!r} in\n{table}"
         assert row[2] != "—" and (row[3] != "—") == has_baseline, row
         assert (row[4] != "—") == has_baseline, row  # the ratio to the same-run baseline
-    for name in ("camera_push", "decision_latency", "fsync", "signfree_exit", "fee_throughput", "flood", "migration",
-                 "site_bus", "lanes_scale", "outbox_drain"):
+    for name in ("camera_push", "decision_latency", "decision_path", "fsync", "signfree_exit", "fee_throughput",
+                 "flood", "migration", "site_bus", "lanes_scale", "outbox_drain"):
         assert f"== {name}" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
 

@@ -52,6 +52,21 @@ async def test_a_failing_commit_leaves_nothing_behind(store):
     assert store.inside() == {}
 
 
+async def test_a_commit_is_on_its_way_before_it_is_awaited_and_ends_even_if_its_waiter_gives_up(store):
+    """commit_lane hands the transaction to the writer thread at once and answers with a future: a lane awaits
+    it without a loop turn first, and a stop that cancels the wait does not cut the commit or its projections."""
+    import asyncio
+
+    waited = store.commit_lane("in1", {"phase": "opening", "seq": 2},
+                               [entry("in1_1", "粤B12345"), fx.Publish("in1_1", "entry")], NOW)
+    assert isinstance(waited, asyncio.Future)
+    waited.cancel()  # its waiter gave up (the daemon stops) before the writer thread answered
+    await store.uow.write(lambda: None)  # the writer thread's next job: the commit is done, and answered
+    assert [r["record_id"] for r in await store.records()] == ["in1_1"]
+    assert "粤B12345" in store.inside()  # the projections followed the commit all the same
+    assert (await store.outbox_summary())["counts"] == {"webhook/pending": 1, "bolink/pending": 1}
+
+
 async def test_publishing_twice_does_not_queue_twice(store):
     await store.commit_lane("in1", {}, [entry("in1_1", "粤B1"), fx.Publish("in1_1", "entry")], NOW)
     await store.commit_lane("in1", {}, [fx.Publish("in1_1", "entry")], NOW)

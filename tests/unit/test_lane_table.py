@@ -98,3 +98,25 @@ def test_the_stored_words_stay_the_same():
     lane.feed(core_lane.IoSnapshot(False, True, True, False), 1.0)
     saved = lane.state.to_dict()
     assert saved["visit"]["passage"] == "on_safety" and LaneState.from_dict(saved) == lane.state
+
+
+def test_the_stored_state_is_what_asdict_gave_and_comes_back_whole():
+    """to_dict skips dataclasses.asdict's deep copy (it runs before every OPEN): the stored JSON must not change,
+    with every nested part of the state set."""
+    import json
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    at = datetime(2026, 12, 8, 8, 0, tzinfo=timezone.utc)
+    visit = Visit("粤B12345", "blue", "in1_1", "vip", "whitelist", passage=core_lane.Passage.ON_SAFETY,
+                  operator_uid=1000, authority="rules")
+    state = LaneState(Phase.OPEN, 7, visit, IoSnapshot(True, False, True, False), "", "粤B12345", at,
+                      PlateRead("粤B54321", "blue", 90, "cam", "/img/1.jpg"), at,
+                      ((core_lane.Timer.PASS_TIMEOUT, at),), "in1_7", "in1_7", False,
+                      replace(visit, record_id="in1_2"), ("in1_3", "released", "li"))
+    old = asdict(state)
+    old.update(phase="open", last_plate_at=at.isoformat(), held_at=at.isoformat(),
+               deadlines=[["pass_timeout", at.isoformat()]])
+    assert json.dumps(state.to_dict(), ensure_ascii=False) == json.dumps(old, ensure_ascii=False)
+    assert LaneState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+    assert LaneState.from_dict(LaneState().to_dict()) == LaneState()

@@ -145,3 +145,21 @@ def test_plateless_never_matches(exit_plate):
 def test_plateless_candidates_are_skipped():
     m = match_entry("粤B12345", ["", "湘B12345"])
     assert m.kind == "province"
+
+
+def test_the_lanes_lookup_of_the_cars_inside_matches_as_match_entry_does():
+    """core/lane.py match_inside: a normalized plate that is a key is taken at once; anything else goes through
+    match_entry — the answer is match_entry's either way. EnteredAt reads like the dict it replaces."""
+    from datetime import datetime, timedelta, timezone
+
+    from lanectl.core.lane import EnteredAt, InsideCar, match_inside
+
+    t0 = datetime(2026, 12, 8, tzinfo=timezone.utc)
+    plates = ["粤B12345", "湘B12345", "粤B1234学", "粤B88888", "粤BO1234", "京A00001"]
+    inside = {p: InsideCar(f"in1_{i}", t0 + timedelta(minutes=i)) for i, p in enumerate(plates)}
+    for read in (*plates, "粤b12345", "粤 B12345", "川B12345", "粤BB8888", "粤B8B888", "粤B99999", "", "粤B0I234"):
+        assert match_inside(read, inside) == match_entry(read, inside.keys()), read
+    assert match_inside("粤B88888", inside).kind == "exact"
+    present = EnteredAt(inside)
+    assert dict(present) == {p: c.entered_at for p, c in inside.items()} and len(present) == len(plates)
+    assert "京A00001" in present and "京A00002" not in present and present.get("京A00002") is None

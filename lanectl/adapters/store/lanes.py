@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Optional
 
 from lanectl.adapters.store.faults import StoreError
-from lanectl.adapters.store.rows import insert_row, update_row
+from lanectl.adapters.store.rows import insert_row, row_of, update_row
 from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core import effects as fx
 from lanectl.core.lane import InsideCar
@@ -38,7 +37,7 @@ class LaneRepository:
 
     # --- records (in the caller's transaction) -------------------------------------------------------------------
     def add_sync(self, e: fx.NewRecord, stamp: str) -> None:
-        row = asdict(e)
+        row = row_of(e)
         row["detail"] = json.dumps(list(e.detail), ensure_ascii=False)
         row["ts"] = datetime.fromisoformat(e.at).timestamp()
         row["updated_at"] = stamp

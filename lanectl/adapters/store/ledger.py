@@ -3,11 +3,10 @@ their running sum per plate (`balances`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Optional
 
-from lanectl.adapters.store.rows import insert_row
+from lanectl.adapters.store.rows import insert_row, row_of
 from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core import effects as fx
 
@@ -18,7 +17,7 @@ class LedgerRepository:
 
     # --- in the caller's transaction (writer thread) -------------------------------------------------------------
     def pay_sync(self, e: fx.RecordPayment) -> None:
-        insert_row(self.uow.conn, "payments", asdict(e))
+        insert_row(self.uow.conn, "payments", row_of(e))
 
     def prepay_sync(self, record_id: str, lane_id: str, amount_fen: int, method: str, reference: str,
                     at: str) -> None:

@@ -24,18 +24,20 @@ class OutboxRepository:
         self.destinations = tuple(destinations)  # where Publish effects fan out to
 
     def enqueue_sync(self, e: fx.Publish, stamp: str, now: datetime) -> None:
-        """In the lane step's transaction: the record as it stands now, with its payments, for each destination."""
+        """In the lane step's transaction: the record as it stands now, with its payments, for each destination.
+        (Before the OPEN: a booth that uploads nowhere reads nothing, and the payload is serialized once.)"""
+        if not self.destinations:
+            return
         payload = self.lanes.record_sync(e.record_id)
         if payload is None:
             raise StoreError(f"publish of unknown record {e.record_id}")
         payload["payments"] = [{k: p[k] for k in ("amount_fen", "method", "reference", "at", "flag")}
                                for p in self.ledger.payments_sync(e.record_id)]
-        for dest in self.destinations:
-            self.uow.conn.execute(
-                "INSERT INTO outbox (destination, kind, key, payload, created_at, next_at) VALUES (?,?,?,?,?,?) "
-                "ON CONFLICT (destination, key) DO NOTHING",
-                (dest, e.kind, f"{e.kind}:{e.record_id}", json.dumps(payload, ensure_ascii=False), stamp,
-                 now.timestamp()))
+        body, key, next_at = json.dumps(payload, ensure_ascii=False), f"{e.kind}:{e.record_id}", now.timestamp()
+        self.uow.conn.executemany(
+            "INSERT INTO outbox (destination, kind, key, payload, created_at, next_at) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT (destination, key) DO NOTHING",
+            [(dest, e.kind, key, body, stamp, next_at) for dest in self.destinations])
 
     # --- OutboxQueue port (for service/outbox.py) -----------------------------------------------------------------
     async def due(self, destination: str, now: datetime, limit: int) -> list[OutboxItem]:

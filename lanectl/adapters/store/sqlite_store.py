@@ -12,6 +12,7 @@ inside, balances) up to date with what was committed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from concurrent.futures import Executor
@@ -185,21 +186,25 @@ class SqliteStore:
         return self._balances_view
 
     # --- a lane step: one transaction over the repositories ----------------------------------------------------
-    async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: Iterable[fx.Effect],
-                          now: datetime) -> None:
-        """The lane's new state and the persistent effects of one event, atomically; then the projections."""
+    def commit_lane(self, lane_id: str, state: dict[str, Any], effects: Iterable[fx.Effect],
+                    now: datetime) -> "asyncio.Future[None]":
+        """The lane's new state and the persistent effects of one event, atomically; then the projections.
+        The transaction is on the writer thread before this returns, and it and the projections finish whatever
+        the caller does (cancelling the returned future only stops the wait): a lane awaits it as it is."""
         effects = [e for e in effects if fx.is_persistent(e)]
         closing: list[tuple[sr.RemoteEntry, str]] = []
         if self.replica is not None:
             effects, closing = self._site_closings(effects)
-        await self.uow.write(self._commit_sync, lane_id, state, effects, now, closing)
-        self._inside.apply(effects)
-        for entry, _ in closing:
-            self._remote.put([entry])
-            self._remote_cars.update(entry)
-        for e in effects:
-            if isinstance(e, fx.DebitBalance):
-                self._balances[e.plate] = self._balances.get(e.plate, 0) - e.amount_fen
+
+        def committed(result: None) -> None:
+            self._inside.apply(effects)
+            for entry, _ in closing:
+                self._remote.put([entry])
+                self._remote_cars.update(entry)
+            for e in effects:
+                if isinstance(e, fx.DebitBalance):
+                    self._balances[e.plate] = self._balances.get(e.plate, 0) - e.amount_fen
+        return self.uow.submit(self._commit_sync, lane_id, state, effects, now, closing, then=committed)
 
     def _commit_sync(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect], now: datetime,
                      closing: Sequence[tuple[sr.RemoteEntry, str]] = ()) -> None:

@@ -11,6 +11,7 @@ written.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -157,12 +158,45 @@ class UnitOfWork:
         try:
             return await loop.run_in_executor(self.pool, self._writing, probe, fn, *args)
         finally:
-            self._writes_since_checkpoint += 1
-            if self._writes_since_checkpoint >= CHECKPOINT_EVERY_WRITES and self._conn is not None:
-                self._writes_since_checkpoint = 0
-                # queued behind this write, not awaited: the caller (a lane about to send its OPEN) goes on
-                with contextlib.suppress(RuntimeError):  # the store is closing: its pool takes no more jobs
-                    loop.run_in_executor(self.pool, self._checkpoint_sync).add_done_callback(_checkpoint_done)
+            self._count_write(loop)
+
+    def submit(self, fn: Callable[..., T], *args: Any,
+               then: Optional[Callable[[T], None]] = None) -> "asyncio.Future[T]":
+        """`write` for the write ahead of an OPEN: handed to the writer thread now (no loop turn first), and
+        finished whatever its waiter does — `then(result)` runs on the loop once it succeeded, before the
+        returned future answers (cancelling that future only stops the wait). One hop back, not three."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+        job = self.pool.submit(self._writing, False, fn, *args)
+
+        def answered(job: "concurrent.futures.Future[T]") -> None:  # on the loop
+            self._count_write(loop)
+            exc = job.exception() if not job.cancelled() else asyncio.CancelledError()
+            if exc is None and then is not None:
+                try:
+                    then(job.result())
+                except Exception as failed:  # a bug: its waiter hears of it rather than waiting for ever
+                    exc = failed
+            if answer.done():  # its waiter gave up: the write and `then` happened all the same
+                return
+            if exc is None:
+                answer.set_result(job.result())
+            else:
+                answer.set_exception(exc)
+
+        def done(job: "concurrent.futures.Future[T]") -> None:  # on the writer thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(answered, job)
+        job.add_done_callback(done)
+        return answer
+
+    def _count_write(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._writes_since_checkpoint += 1
+        if self._writes_since_checkpoint >= CHECKPOINT_EVERY_WRITES and self._conn is not None:
+            self._writes_since_checkpoint = 0
+            # queued behind this write, not awaited: the caller (a lane about to send its OPEN) goes on
+            with contextlib.suppress(RuntimeError):  # the store is closing: its pool takes no more jobs
+                loop.run_in_executor(self.pool, self._checkpoint_sync).add_done_callback(_checkpoint_done)
 
     def _checkpoint_sync(self) -> None:
         """Copy the WAL into the database file (PASSIVE: never waits for a reader); the next write then starts
