@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
+import functools
 import os
 import signal
 import subprocess
@@ -11,7 +13,16 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import lanectl
 from lanectl.adapters.control_client import ControlClient, ControlClientError
+
+
+@functools.cache
+def bytecode_as_installed() -> None:
+    """Compile lanectl's modules as `pip install` of the wheel does: a lane PC's daemon never compiles at start. A
+    checkout run under PYTHONDONTWRITEBYTECODE (or with a changed source) compiles in the daemon instead: a slower
+    start, and the compiler's memory stays in the daemon's RSS (2.3 MiB of 63 with 4 lanes, measured Dec 2026)."""
+    compileall.compile_dir(Path(lanectl.__file__).parent, quiet=1)
 
 
 class DaemonProcess:
@@ -28,6 +39,7 @@ class DaemonProcess:
         self.client = ControlClient(str(socket))
 
     async def start(self, timeout: float = 20.0) -> None:
+        bytecode_as_installed()
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         env.pop("NOTIFY_SOCKET", None)
         with open(self.log_path, "ab") as log:

@@ -39,14 +39,13 @@ from lanectl.providers.ports import PriceQuote
 from lanectl.service.booth import ACTIONS as BOOTH_ACTIONS, BoothError, ask_lane
 from lanectl.service.lane_runner import LaneDidNotAnswer, LaneRunner, LaneStatus
 from lanectl.service.outbox import Backoff, OutboxRelay, Publisher
-from lanectl.service.remote_commands import RemoteCommands, remote_operators
 from lanectl.service.ports import NO_METRICS, Clock, Metrics, StorageUnavailable
 from lanectl.service.settlement import SettlementService, SettlementTiming
 from lanectl.service.site_bus import SiteBus
-from lanectl.service.site_replication import SiteBusPublisher, SiteReplicator
-from lanectl.service.telemetry import TelemetryPublisher
 
-if TYPE_CHECKING:  # imported where used: a booth without the console or /metrics does not load them
+if TYPE_CHECKING:  # imported where used: a booth without the console, /metrics or a site bus does not load them
+    from lanectl.service.remote_commands import RemoteCommands
+    from lanectl.service.site_replication import SiteReplicator
     from lanectl.adapters.console.live import LiveFeed
     from lanectl.adapters.console.payments import PaymentStates
     from lanectl.adapters.console.server import ConsoleServer
@@ -280,6 +279,7 @@ class App:
         cfg = self.config.site.site_bus
         if self.site_bus is None or not cfg.enabled or cfg.site_key is None:
             return None
+        from lanectl.service.remote_commands import RemoteCommands, remote_operators
         key = self.config.secret(cfg.site_key, "site_bus.site_key").encode("utf-8")
         remote = RemoteCommands(self.site_bus, self.config.site.park_id, cfg.booth_id, {cfg.site_key_id: key},
                                 self, self.store.inbox_put, self.clock, reply_key_id=cfg.site_key_id,
@@ -288,6 +288,7 @@ class App:
         remote.attach()
         return remote
     def _site_bus_tasks(self, bus: SiteBus) -> list[asyncio.Task[Any]]:
+        from lanectl.service.telemetry import TelemetryPublisher
         cfg, park_id = self.config.site.site_bus, self.config.site.park_id
         telemetry = TelemetryPublisher(bus, park_id, cfg.booth_id, self.telemetry_snapshot, self.clock,
                                        cfg.telemetry_interval_s)
@@ -441,6 +442,7 @@ class App:
         booth = getattr(getattr(self.store, "replica", None), "booth", None)
         if self.site_bus is None or booth is None:
             return
+        from lanectl.service.site_replication import SiteBusPublisher, SiteReplicator
         park_id = self.config.site.park_id
         self.publishers["site_bus"] = SiteBusPublisher(self.site_bus, park_id, booth)
         self.replicator = SiteReplicator(self.site_bus, self.store, self.clock, park_id, booth,

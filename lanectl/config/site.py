@@ -9,18 +9,18 @@ Every error names the file, the key and the reason; an unknown key is an error, 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Mapping, Optional
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lanectl.adapters.camera_auth import CredentialError, camera_auth
 from lanectl.config.base import SecretRef, Strict
@@ -144,9 +144,13 @@ class ImagesConfig(Strict):
     public_url: Optional[Url] = None
 
 
-class SiteConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LANECTL_", env_nested_delimiter="__", extra="forbid",
-                                      frozen=True)
+ENV_PREFIX = "LANECTL_"  # LANECTL_DATABASE, LANECTL_CONTROL__SOCKET: override the site file (nested keys: __)
+
+
+class SiteConfig(BaseModel):
+    """site.yaml. The environment's overrides are applied by pydantic-settings (`site_config`), which is imported
+    only when an override is set: its sources cost the daemon ~1.2 MiB of its 60 MiB budget otherwise."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     park_id: str = Field(min_length=1, max_length=64)
     timezone: str = "Asia/Shanghai"
@@ -167,14 +171,6 @@ class SiteConfig(BaseSettings):
     housekeeping: HousekeepingConfig = HousekeepingConfig()  # backups, retention, VACUUM, shift report
     console: ConsoleConfig = ConsoleConfig()  # the booth console on the LAN listener (docs/console.md)
 
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)  # the YAML comes in as init data: the environment wins
-
     @field_validator("timezone")
     @classmethod
     def _zone(cls, v: str) -> str:
@@ -187,6 +183,39 @@ class SiteConfig(BaseSettings):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+
+def env_overrides(environ: Mapping[str, str]) -> list[str]:
+    """The variables in `environ` that name a site file key (LANECTL_<KEY>[__<SUBKEY>...], any case)."""
+    return [k for k in environ if k.upper().startswith(ENV_PREFIX)
+            and k[len(ENV_PREFIX):].split("__")[0].lower() in SiteConfig.model_fields]
+
+
+def site_config(data: dict[str, Any], environ: Mapping[str, str] = os.environ) -> SiteConfig:
+    """site.yaml's data validated, the environment's overrides winning over it."""
+    if not env_overrides(environ):
+        return SiteConfig(**data)
+    return _with_environment()(**data)
+
+
+@functools.cache
+def _with_environment() -> type[SiteConfig]:
+    from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+    class SiteSettings(SiteConfig, BaseSettings):  # type: ignore[misc]
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                          frozen=True)
+
+        @classmethod
+        def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                       init_settings: PydanticBaseSettingsSource,
+                                       env_settings: PydanticBaseSettingsSource,
+                                       dotenv_settings: PydanticBaseSettingsSource,
+                                       file_secret_settings: PydanticBaseSettingsSource
+                                       ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (env_settings, init_settings)  # the YAML comes in as init data: the environment wins
+
+    return SiteSettings
 
 
 class LaneRulesConfig(Strict):
@@ -314,7 +343,7 @@ def load_config(directory: str | Path, *, credentials: bool = True) -> Config:
     data = _read_yaml(site_path, problems)
     if data is not None:
         try:
-            site = SiteConfig(**data)
+            site = site_config(data)
         except ValidationError as exc:
             problems.extend(_explain(site_path, exc))
     lanes: list[LaneConfig] = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +75,30 @@ def test_environment_overrides_the_site_file(cfg: Path, monkeypatch, tmp_path: P
     c = load_config(cfg)
     assert c.site.database == tmp_path / "other.db"
     assert str(c.site.control.socket) == "/tmp/x.sock"
+
+
+def test_a_bad_environment_override_names_the_variable_and_the_reason(cfg: Path, monkeypatch):
+    monkeypatch.setenv("LANECTL_HTTP__MAX_BODY_KB", "lots")
+    [msg] = problems(cfg)
+    assert "site.yaml" in msg and "http.max_body_kb" in msg and "integer" in msg
+
+
+def test_only_variables_naming_a_site_key_are_overrides():
+    from lanectl.config.site import env_overrides
+    assert env_overrides({"LANECTL_DATABASE": "x", "lanectl_control__socket": "y", "LANECTL_TEST_TOKEN": "z",
+                          "LANECTL_LOG_LEVEL": "INFO", "PATH": "/bin"}) == ["LANECTL_DATABASE",
+                                                                             "lanectl_control__socket"]
+
+
+def test_without_an_override_pydantic_settings_is_not_loaded(cfg: Path):
+    """Its sources cost the daemon ~1.2 MiB: loaded only when an override asks for them."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LANECTL_")}
+    probe = ("import sys; from lanectl.config import load_config; load_config(sys.argv[1]); "
+             "print('pydantic_settings' in sys.modules)")
+    run = lambda e: subprocess.run([sys.executable, "-c", probe, str(cfg)], env=e, capture_output=True, text=True,
+                                   check=True).stdout.strip()
+    assert run(env) == "False"
+    assert run({**env, "LANECTL_DATABASE": str(cfg / "x.db")}) == "True"
 
 
 def test_lanes_sharing_a_bus_need_distinct_units_and_same_line(cfg: Path):
