@@ -115,7 +115,7 @@ def _install() -> None:
 
     LaneRunner.step = traced_step  # type: ignore[method-assign]
     _wrap_async(SqliteStore, "commit_lane", "commit", "committed",
-                lambda self, lane, state, effects, now: any(type(e).__name__ == "OpenBarrier" for e in effects))
+                lambda self, lane, state, effects, now, **kw: any(type(e).__name__ == "OpenBarrier" for e in effects))
     opening = lambda self, unit, address, value, **kw: bool(value) and address == 0  # noqa: E731
     _wrap_async(modbus_barrier.ModbusBarrier, "open", "write", "")
     _wrap_async(modbus_barrier._Session, "write_coil", "slot", "written", opening)
@@ -126,7 +126,7 @@ def _install() -> None:
     _labelled(UnitOfWork, "_writing", lambda self, probe, fn, *a: f"store {getattr(fn, '__name__', fn)}")
     _labelled(platform_http.PlatformTransport, "post", lambda self, url, body, what, **kw: f"http {what}")
     _labelled(platform_http.PlatformTransport, "_wait_slot", lambda self: "http rate-limit wait")
-    _labelled(SettlementService, "_execute", lambda self, record, effect: f"settle {type(effect).__name__}")
+    _labelled(SettlementService, "_execute", lambda self, record, effect, *a: f"settle {type(effect).__name__}")
     _labelled(SettlementService, "on_result", lambda self, provider, ref, answer, **kw: f"result {provider} "
               f"{answer.status}")
     _labelled(LaneRunner, "emit", lambda self, event: f"emit {type(event).__name__}")

@@ -21,6 +21,7 @@ from lanectl.core.events import (BOOTH_ACTIONS, REQUESTS, CommandDone, DeviceFau
 from lanectl.core.lane import LaneContext, LaneRules, LaneState, Visit, handle, operator_name, restored
 from lanectl.core.plates import classify_plate, near_plates
 from lanectl.core.policy import Policy
+from lanectl.service.claims import ClaimedPayment, ClaimLost
 from lanectl.service.ports import (NO_METRICS, Barrier, BarrierError, BarrierUnsafe, Clock, Display, LaneStore,
                                    Metrics, StorageUnavailable)
 from lanectl.service.storage import FAULT_DISPLAY, act_without_storage
@@ -261,6 +262,9 @@ class LaneRunner:
 
     async def step(self, event: Event) -> list[fx.Effect]:
         """Handle one event: decide, commit (write ahead), then act."""
+        claimed = event if isinstance(event, ClaimedPayment) else None
+        if claimed is not None:  # a payment confirmed in this step's own transaction (service/claims.py)
+            event = claimed.event
         now = self.clock.now()
         read_at = self.clock.monotonic() if isinstance(event, PlateRead) else None  # plate-to-command latency
         # the store's projections, live and read-only: no copy per step (a Tick included)
@@ -268,13 +272,30 @@ class LaneRunner:
                           self.store.balances_view(), settle=self.settlement is not None)
         new_state, effects = handle(self.state, event, now, ctx)
         committed = True
-        if new_state != self.state or any(fx.is_persistent(e) for e in effects):
+        if claimed is not None or new_state != self.state or any(fx.is_persistent(e) for e in effects):
+            commit = self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now) if claimed is None \
+                else self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now, claim=claimed.claim)
             try:
                 # Shielded: a SIGTERM arriving mid-write still finishes the transaction it started.
-                await asyncio.shield(self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now))
-            except StorageUnavailable:
+                await asyncio.shield(commit)
+            except ClaimLost:
+                assert claimed is not None  # confirmed before, by a confirmation of its own: this step never was
+                claimed.outcome.set_result(False)
+                return []
+            except StorageUnavailable as exc:
                 committed = False
-                new_state, effects = self._without_storage(event, new_state, effects, now, ctx)
+                # a claim is not kept for later: its driver tries again (its compare-and-set must be in the step)
+                new_state, effects = self._without_storage(event, new_state, effects, now, ctx,
+                                                           keep=claimed is None)
+                if claimed is not None:
+                    claimed.outcome.set_exception(exc)
+            except BaseException as exc:  # the lane stops (or a bug): the driver waiting on its claim is told
+                if claimed is not None and not claimed.outcome.done():
+                    if isinstance(exc, Exception):
+                        claimed.outcome.set_exception(exc)
+                    else:
+                        claimed.outcome.cancel()
+                raise
             else:
                 self._refusing_since = None
         self.state = new_state
@@ -294,6 +315,8 @@ class LaneRunner:
             self._act(effect, read_at)
             if isinstance(effect, fx.NewRecord):
                 self.metrics.decision(self.lane_id, effect.kind, effect.status)
+        if claimed is not None and committed:  # told after the OPEN's task is queued: it runs first
+            claimed.outcome.set_result(True)
         self._refresh_status(effects)
         if self.on_effects is not None and effects:
             self.on_effects(self.lane_id, effects)
@@ -316,7 +339,7 @@ class LaneRunner:
         fut.set_result(result if result is not None else not_handled(event))
 
     def _without_storage(self, event: Event, new_state: LaneState, effects: list[fx.Effect], now: datetime,
-                         ctx: LaneContext) -> tuple[LaneState, list[fx.Effect]]:
+                         ctx: LaneContext, keep: bool = True) -> tuple[LaneState, list[fx.Effect]]:
         """The commit failed: do only what storage.act_without_storage allows (the lane's state as before the
         event, or an arm that must come down brought down with its audit row kept for later)."""
         # the board shows the fault unless it shows it already (not once per refused event)
@@ -344,7 +367,7 @@ class LaneRunner:
             if self._refusing_since is None:
                 self._refusing_since = self.clock.monotonic()
             self._retry_at = self.clock.monotonic() + self.storage_retry_s
-            if plan.retry:
+            if plan.retry and keep:
                 self._kept.append(event)
         return plan.state, list(plan.act)
 

@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core import effects as fx
+from lanectl.service.claims import PaymentClaim
 from lanectl.service.settlement import ATTEMPT_OPEN, ATTEMPT_PAYABLE, Attempt
 
 
@@ -108,10 +109,19 @@ class SettlementRepository:
         allowed = ATTEMPT_PAYABLE if paid else ATTEMPT_OPEN
 
         def _settle() -> bool:
-            cur = self.uow.conn.execute(
-                f"UPDATE payment_attempts SET status=?, trade_no=?, paid_fen=?, method=?, detail=?, updated_at=? "
-                f"WHERE id=? AND status IN ({','.join('?' * len(allowed))})",
-                ("paid" if paid else "failed", trade_no, paid_fen, method, detail[:500], now.isoformat(), attempt_id,
-                 *allowed))
-            return cur.rowcount == 1
+            return self._settle_sync(attempt_id, "paid" if paid else "failed", trade_no, paid_fen, method, detail,
+                                     now, allowed)
         return await self.uow.write(_settle)
+
+    def claim_sync(self, claim: PaymentClaim) -> bool:
+        """In a lane step's transaction: the payment a lane's step confirms, paid once (see service/claims.py)."""
+        return self._settle_sync(claim.attempt_id, "paid", claim.trade_no, claim.paid_fen, claim.method, claim.detail,
+                                 claim.now, claim.allowed)
+
+    def _settle_sync(self, attempt_id: int, status: str, trade_no: str, paid_fen: int, method: str, detail: str,
+                     now: datetime, allowed: Sequence[str]) -> bool:
+        cur = self.uow.conn.execute(
+            f"UPDATE payment_attempts SET status=?, trade_no=?, paid_fen=?, method=?, detail=?, updated_at=? "
+            f"WHERE id=? AND status IN ({','.join('?' * len(allowed))})",
+            (status, trade_no, paid_fen, method, detail[:500], now.isoformat(), attempt_id, *allowed))
+        return cur.rowcount == 1

@@ -36,6 +36,7 @@ from lanectl.core import effects as fx
 from lanectl.core import site_replica as sr
 from lanectl.core.inside import InsideCars, Prepaid
 from lanectl.core.lane import InsideCar
+from lanectl.service.claims import ClaimLost, PaymentClaim
 from lanectl.service.storage import StorageHealth
 
 __all__ = ["MIGRATIONS", "RECORD_COLUMNS", "DatabaseUnusable", "SqliteStore", "StoreError", "migrate",
@@ -186,13 +187,14 @@ class SqliteStore:
 
     # --- a lane step: one transaction over the repositories ----------------------------------------------------
     async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: Iterable[fx.Effect],
-                          now: datetime) -> None:
-        """The lane's new state and the persistent effects of one event, atomically; then the projections."""
+                          now: datetime, claim: Optional[PaymentClaim] = None) -> None:
+        """The lane's new state and the persistent effects of one event, atomically; then the projections. With
+        a `claim`, only if its compare-and-set wins in the same transaction, else ClaimLost (nothing written)."""
         effects = [e for e in effects if fx.is_persistent(e)]
         closing: list[tuple[sr.RemoteEntry, str]] = []
         if self.replica is not None:
             effects, closing = self._site_closings(effects)
-        await self.uow.write(self._commit_sync, lane_id, state, effects, now, closing)
+        await self.uow.write(self._commit_sync, lane_id, state, effects, now, closing, claim)
         self._inside.apply(effects)
         for entry, _ in closing:
             self._remote.put([entry])
@@ -202,10 +204,12 @@ class SqliteStore:
                 self._balances[e.plate] = self._balances.get(e.plate, 0) - e.amount_fen
 
     def _commit_sync(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect], now: datetime,
-                     closing: Sequence[tuple[sr.RemoteEntry, str]] = ()) -> None:
+                     closing: Sequence[tuple[sr.RemoteEntry, str]] = (), claim: Optional[PaymentClaim] = None) -> None:
         stamp = now.isoformat()
         remote = {entry.record.record_id for entry, _ in closing}
         with self.uow.transaction():
+            if claim is not None and not self.settlements.claim_sync(claim):
+                raise ClaimLost(f"attempt {claim.attempt_id} was confirmed before")  # rolls the step back
             for e in effects:
                 if isinstance(e, fx.NewRecord):
                     self.lanes.add_sync(e, stamp)
