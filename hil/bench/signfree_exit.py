@@ -155,12 +155,53 @@ async def measure(n: int, baud: int, delays: tuple[float, ...] = DELAYS_S, slow_
         await rig.stop()
         await platforms.stop()
         if trace:
-            print_trace(json.loads(trace_path.read_text()), windows)
+            traced = json.loads(trace_path.read_text())
+            print_trace(traced, windows)
+            print_steps(traced, windows)
         shutil.rmtree(workdir, ignore_errors=True)
     answers = [(t, d) for t, d, path in platforms.bolink.answer_times if path.endswith("/updateorder")]
     return Result(counts, baud, [b - a for a, b in reference],
                   {d: [b - a for a, b in w] for d, w in windows.items()},
                   {d: [sum(s for t, s in answers if a <= t <= b) for a, b in w] for d, w in windows.items()})
+
+
+def paid_steps(trace: dict[str, list], t_plate: float, t_open: float) -> Optional[dict[str, float]]:
+    """One sign-free exit's steps (ms), from the traced daemon's marks inside its window; None if one is missing."""
+    calls = [(t, d, what) for t, d, what in trace["calls"] if t_plate <= t <= t_open]
+    http = next(((t, d) for t, d, what in calls if what.endswith("/updateorder")), None)
+    commits = [(t, d) for t, d, what in calls if what == "store _commit_sync"]
+    attempt = next((d for t, d, what in calls if what == "store _insert"), None)
+    handed = [t for t in trace["write"] if t_plate <= t <= t_open]
+    if http is None or len(commits) < 2 or attempt is None or not handed:
+        return None
+    answered = http[0] + http[1]
+    lane = next(((t, d) for t, d in commits if t >= answered), None)
+    slot = next((d for t, d, _ in trace["acquire"] if t >= handed[-1] - 0.0005 and t <= t_open), 0.0)
+    if lane is None:
+        return None
+    exit_committed = commits[0][0] + commits[0][1]
+    return {"plate line -> exit record committed": exit_committed - t_plate,
+            "exit committed -> charge sent (settlement start, attempt written ahead, request built)":
+                http[0] - exit_committed,
+            "  of which the attempt's synced INSERT (writer thread)": attempt,
+            "charge sent -> answer read (HTTP, the platform's own time included)": http[1],
+            "answer read -> lane's commit starts (parsed, verified, handed to the lane)": lane[0] - answered,
+            "lane's commit: payment confirmed (compare-and-set) + OPEN written ahead": lane[1],
+            "lane's commit done -> OPEN handed to the barrier driver": handed[-1] - lane[0] - lane[1],
+            "OPEN waits for the bus slot (a poll already on the wire)": slot,
+            "OPEN handed -> coil seen (slot, t3.5, the frame)": t_open - handed[-1]}
+
+
+def print_steps(trace: dict[str, list], windows: dict[float, list[tuple[float, float]]]) -> None:
+    """Per delay, each step's p50 / p99 over every car (ms)."""
+    for delay, cars in windows.items():
+        rows = [r for r in (paid_steps(trace, a, b) for a, b in cars) if r is not None]
+        if not rows:
+            continue
+        print(f"steps of a sign-free exit at a {delay * 1000:.0f} ms platform ({len(rows)} cars), p50 / p99 ms:")
+        for step in rows[0]:
+            xs = [r[step] for r in rows]
+            print(f"  {percentile(xs, .5) * 1000:7.2f} {percentile(xs, .99) * 1000:7.2f}  {step}")
 
 
 def print_trace(trace: dict[str, list], windows: dict[float, list[tuple[float, float]]]) -> None:

@@ -120,7 +120,8 @@ def _install() -> None:
     _wrap_async(modbus_barrier.ModbusBarrier, "open", "write", "")
     _wrap_async(modbus_barrier._Session, "write_coil", "slot", "written", opening)
 
-    _interval(modbus_barrier._Slot, "acquire", "acquire", lambda self, priority: priority)  # commands only
+    _interval(modbus_barrier._Slot, "acquire", "acquire",  # commands only (a rank above the polls')
+              lambda self, priority: modbus_barrier._rank(priority) < modbus_barrier.POLL)
     _interval(modbus_barrier.ModbusBarrier, "_settle_coils", "settle")
     _interval(modbus_barrier.ModbusBarrier, "_read", "read")  # input reads: the polls (and CLOSE's check)
     _labelled(UnitOfWork, "_writing", lambda self, probe, fn, *a: f"store {getattr(fn, '__name__', fn)}")

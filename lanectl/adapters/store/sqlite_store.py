@@ -304,7 +304,11 @@ class SqliteStore:
         if ended is not None and self._inside.car(ended[0]) is not None:
             own = fx.PatchRecord(ended[0], (("status", ended[1]),))
         ours = record.prepay is not None and record.owned_by == self.replica.booth
-        kept = await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now, ours)
+        try:
+            kept = await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now, ours)
+        finally:
+            if record.kind == "entry" and record.plate:  # its marks may have changed in the table
+                self.inbox.forget_marks(record.plate)
         self._seqs.mark(record.booth, seqs)
         if kept and record.prepay is not None:  # another booth kept money paid ahead for our car
             self._inside.apply([Prepaid(record.record_id, record.prepay.amount_fen,
