@@ -169,7 +169,8 @@ def paid_steps(trace: dict[str, list], t_plate: float, t_open: float) -> Optiona
     """One sign-free exit's steps (ms), from the traced daemon's marks inside its window; None if one is missing."""
     calls = [(t, d, what) for t, d, what in trace["calls"] if t_plate <= t <= t_open]
     http = next(((t, d) for t, d, what in calls if what.endswith("/updateorder")), None)
-    commits = [(t, d) for t, d, what in calls if what == "store _commit_sync"]
+    read = next((t for t in trace["emit"] if t_plate <= t <= t_open), None)  # the plate line decoded
+    commits = [(t, d) for t, d, what in calls if what == "store _commit_sync" and read is not None and t >= read]
     attempt = next((d for t, d, what in calls if what == "store _insert"), None)
     handed = [t for t in trace["write"] if t_plate <= t <= t_open]
     if http is None or len(commits) < 2 or attempt is None or not handed:
