@@ -138,6 +138,14 @@ class SettlementService:
                 record.starting = True
                 record.put(lambda rid=e.record_id, lid=lane_id, code=e.code: self._code_event(rid, lid, code))
 
+    def first_attempt(self, order: fx.StartSettlement) -> Optional[tuple[str, str]]:
+        """(provider, order_ref) of a fresh exit's first attempt: what the store may write ahead in the lane's own
+        step (a fresh exit has no earlier attempts, so the flow's first is always its first provider's)."""
+        names = self.lane_providers.get(order.lane_id)
+        if not names or names[0] not in self.providers:
+            return None
+        return names[0], self.providers[names[0]].order_ref(order)
+
     def status(self) -> dict[str, Any]:
         records = self._records.values()
         return {"settling": sorted(rid for rid, r in self._records.items() if r.starting or r.state.settling),
@@ -279,9 +287,13 @@ class SettlementService:
 
     async def _execute(self, record: _Record, effect: sm.Effect, before: sm.SettlementState) -> Optional[sm.Input]:
         if isinstance(effect, sm.NewAttempt):
-            attempt = await self._stored(lambda: self.store.new_attempt(
-                effect.record_id, effect.lane_id, effect.provider, effect.order_ref, effect.amount_fen,
-                self.clock.now()))
+            # written ahead with the exit's own step (first_attempt), else now
+            take = getattr(self.store, "take_ahead", None)
+            ahead = take(effect.record_id, effect.provider, effect.order_ref) if take is not None else None
+            attempt = ahead if ahead is not None and ahead.amount_fen == effect.amount_fen else \
+                await self._stored(lambda: self.store.new_attempt(
+                    effect.record_id, effect.lane_id, effect.provider, effect.order_ref, effect.amount_fen,
+                    self.clock.now()))
             self.metrics.settlement_attempt(effect.provider, sm.Status.CHARGING.value)
             self._attempt_changed(effect.lane_id, effect.record_id)
             return sm.AttemptCreated(attempt)

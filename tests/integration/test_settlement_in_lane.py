@@ -79,6 +79,14 @@ class Lot:
         self.held: Optional[list[ClaimedPayment]] = None
         self.svc = SettlementService(self.store, {"bolink": provider}, {"out1": ["bolink"]}, self._to_lane, CLOCK,
                                      TIMING, confirm_in_lane=True)
+        self.store.write_first_attempts(self.svc.first_attempt)  # as the daemon wires it
+        self.written_later: list[str] = []  # attempts the driver wrote itself (not with the exit's step)
+        new_attempt = self.store.new_attempt
+
+        async def counted(record_id: str, *args: Any) -> Attempt:
+            self.written_later.append(record_id)
+            return await new_attempt(record_id, *args)
+        self.store.new_attempt = counted  # type: ignore[method-assign]
         policy = FlatPolicy(flat_fen=500, free_minutes=0)
         self.runners = {
             "in1": LaneRunner("in1", "entry", policy, self.store, CLOCK, barrier=self.gates["in1"]),
@@ -145,6 +153,31 @@ async def test_a_paid_answer_is_confirmed_in_the_step_that_opens_the_barrier(lot
     assert (attempt.status, attempt.trade_no, attempt.paid_fen, attempt.delivered) == ("paid", "T1", 500, True)
     [payment] = await lot.store.payments(record_id)
     assert (payment["amount_fen"], payment["reference"], payment["flag"]) == (500, "T1", "")
+    assert lot.gates["out1"].commands == ["open"]
+
+
+@pytest.mark.parametrize("lot", [Provider(paid())], indirect=True)
+async def test_a_fresh_exits_first_attempt_is_written_ahead_in_the_exit_step_itself(lot: Lot):
+    lot.provider.release.clear()
+    charged: list[Attempt] = []
+    charge = lot.provider.charge
+
+    async def seen(order: fx.StartSettlement, attempt: Attempt) -> ChargeAnswer:
+        # the row the charge goes out under is on disk already, with the exit record and its settlement
+        charged.append(attempt)
+        assert [a.id for a in await lot.store.attempts(record_id=order.record_id)] == [attempt.id]
+        assert await lot.store.settlement_open(order.record_id)
+        return await charge(order, attempt)
+
+    lot.provider.charge = seen  # type: ignore[method-assign]
+    record_id = await lot.car_waits_at_the_exit()
+    await until(lambda: lot.provider.charges == 1, "the charge sent")
+    [attempt] = charged
+    assert (attempt.record_id, attempt.status, attempt.amount_fen, attempt.order_ref) == \
+        (record_id, "charging", 500, f"bolink-{record_id}")
+    lot.provider.release.set()
+    await until(lot.settled, "the settlement over")
+    assert lot.written_later == [] and [a.status for a in await lot.store.attempts(record_id=record_id)] == ["paid"]
     assert lot.gates["out1"].commands == ["open"]
 
 

@@ -30,7 +30,7 @@ from lanectl.adapters.store.outbox import OutboxRepository
 from lanectl.adapters.store.reads import StoreReads
 from lanectl.adapters.store.replica import ReplicaRepository
 from lanectl.adapters.store.schema import MIGRATIONS, migrate, schema_version
-from lanectl.adapters.store.settlements import SettlementRepository
+from lanectl.adapters.store.settlements import FirstAttempt, SettlementRepository
 from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core import effects as fx
 from lanectl.core import site_replica as sr
@@ -89,6 +89,7 @@ class SqliteStore:
         self.attempts = self.settlements.attempts
         self.mark_attempt = self.settlements.mark_attempt
         self.settle_attempt = self.settlements.settle_attempt
+        self.take_ahead = self.settlements.take_ahead
         self.inbox_put = self.inbox.inbox_put
         self.set_mark = self.inbox.set_mark
         self.mark = self.inbox.mark
@@ -185,6 +186,10 @@ class SqliteStore:
     def balances_view(self) -> Mapping[str, int]:
         return self._balances_view
 
+    def write_first_attempts(self, first: FirstAttempt) -> None:
+        """A fresh exit's first payment attempt is written with its step (settlements.py `first_attempt`)."""
+        self.settlements.first_attempt = first
+
     # --- a lane step: one transaction over the repositories ----------------------------------------------------
     async def commit_lane(self, lane_id: str, state: dict[str, Any], effects: Iterable[fx.Effect],
                           now: datetime, claim: Optional[PaymentClaim] = None) -> None:
@@ -207,6 +212,8 @@ class SqliteStore:
                      closing: Sequence[tuple[sr.RemoteEntry, str]] = (), claim: Optional[PaymentClaim] = None) -> None:
         stamp = now.isoformat()
         remote = {entry.record.record_id for entry, _ in closing}
+        new = {e.record_id for e in effects if isinstance(e, fx.NewRecord)}
+        ahead = []  # first attempts of fresh exits, written ahead with their step
         with self.uow.transaction():
             if claim is not None and not self.settlements.claim_sync(claim):
                 raise ClaimLost(f"attempt {claim.attempt_id} was confirmed before")  # rolls the step back
@@ -220,7 +227,9 @@ class SqliteStore:
                     self.ledger.pay_sync(e)
                     self.settlements.delivered_sync(e)
                 elif isinstance(e, fx.StartSettlement):
-                    self.settlements.start_sync(e, stamp)
+                    attempt = self.settlements.start_sync(e, stamp, now, fresh=e.record_id in new)
+                    if attempt is not None:
+                        ahead.append(attempt)
                 elif isinstance(e, fx.StopSettlement):
                     self.settlements.stop_sync(e, stamp)
                 elif isinstance(e, fx.DebitBalance):
@@ -234,6 +243,7 @@ class SqliteStore:
             if self.replica is not None:
                 self._publish_site_sync(effects, closing, now)
             self.lanes.save_state_sync(lane_id, state, stamp)
+        self.settlements.keep_ahead(ahead)
 
     # --- in-park replication -----------------------------------------------------------------------------------------
     def _site_closings(self, effects: list[fx.Effect]) -> tuple[list[fx.Effect], list[tuple[sr.RemoteEntry, str]]]:
