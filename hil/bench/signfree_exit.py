@@ -171,9 +171,9 @@ def paid_steps(trace: dict[str, list], t_plate: float, t_open: float) -> Optiona
     http = next(((t, d) for t, d, what in calls if what.endswith("/updateorder")), None)
     read = next((t for t in trace["emit"] if t_plate <= t <= t_open), None)  # the plate line decoded
     commits = [(t, d) for t, d, what in calls if what == "store _commit_sync" and read is not None and t >= read]
-    attempt = next((d for t, d, what in calls if what == "store _insert"), None)
+    attempt = next((d for t, d, what in calls if what == "store _insert"), 0.0)  # 0: written with the exit's step
     handed = [t for t in trace["write"] if t_plate <= t <= t_open]
-    if http is None or len(commits) < 2 or attempt is None or not handed:
+    if http is None or len(commits) < 2 or not handed:
         return None
     answered = http[0] + http[1]
     lane = next(((t, d) for t, d in commits if t >= answered), None)
@@ -184,7 +184,7 @@ def paid_steps(trace: dict[str, list], t_plate: float, t_open: float) -> Optiona
     return {"plate line -> exit record committed": exit_committed - t_plate,
             "exit committed -> charge sent (settlement start, attempt written ahead, request built)":
                 http[0] - exit_committed,
-            "  of which the attempt's synced INSERT (writer thread)": attempt,
+            "  of which the attempt's own synced INSERT (0: written with the exit's step)": attempt,
             "charge sent -> answer read (HTTP, the platform's own time included)": http[1],
             "answer read -> lane's commit starts (parsed, verified, handed to the lane)": lane[0] - answered,
             "lane's commit: payment confirmed (compare-and-set) + OPEN written ahead": lane[1],
