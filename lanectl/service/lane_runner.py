@@ -56,6 +56,20 @@ def not_handled(event: Request, message: str = NOT_HANDLED) -> fx.Result:
     return fx.PlatformEntryResult(event.request_id, False, message)
 
 
+def _tell(claimed: ClaimedPayment, outcome: bool | BaseException) -> None:
+    """Answer a claim's driver, unless it stopped waiting (cancelled: the daemon stops, a callback's client left);
+    what was committed stands either way."""
+    fut = claimed.outcome
+    if fut.done():
+        return
+    if isinstance(outcome, bool):
+        fut.set_result(outcome)
+    elif isinstance(outcome, Exception):
+        fut.set_exception(outcome)
+    else:
+        fut.cancel()
+
+
 @dataclass
 class LaneStatus:
     """What `lanectl status` and the demo show of a lane."""
@@ -280,7 +294,7 @@ class LaneRunner:
                 await asyncio.shield(commit)
             except ClaimLost:
                 assert claimed is not None  # confirmed before, by a confirmation of its own: this step never was
-                claimed.outcome.set_result(False)
+                _tell(claimed, False)
                 return []
             except StorageUnavailable as exc:
                 committed = False
@@ -288,13 +302,10 @@ class LaneRunner:
                 new_state, effects = self._without_storage(event, new_state, effects, now, ctx,
                                                            keep=claimed is None)
                 if claimed is not None:
-                    claimed.outcome.set_exception(exc)
+                    _tell(claimed, exc)
             except BaseException as exc:  # the lane stops (or a bug): the driver waiting on its claim is told
-                if claimed is not None and not claimed.outcome.done():
-                    if isinstance(exc, Exception):
-                        claimed.outcome.set_exception(exc)
-                    else:
-                        claimed.outcome.cancel()
+                if claimed is not None:
+                    _tell(claimed, exc)
                 raise
             else:
                 self._refusing_since = None
@@ -316,7 +327,7 @@ class LaneRunner:
             if isinstance(effect, fx.NewRecord):
                 self.metrics.decision(self.lane_id, effect.kind, effect.status)
         if claimed is not None and committed:  # told after the OPEN's task is queued: it runs first
-            claimed.outcome.set_result(True)
+            _tell(claimed, True)
         self._refresh_status(effects)
         if self.on_effects is not None and effects:
             self.on_effects(self.lane_id, effects)

@@ -11,6 +11,11 @@ Every attempt is written ahead of the provider call, and "paid" is a compare-and
 answer, a poll and a callback racing each other confirm one payment once. After a restart, open settlements
 resume from their attempts: a charge that may have reached the platform is polled, never sent twice to
 another provider.
+
+The paid path in the daemon (`confirm_in_lane`, `first_attempt`) saves two synced commits: a fresh exit's first
+attempt is written with the exit's own step (the store takes it from `first_attempt`; the driver then takes that
+row instead of writing one), and a paid result's compare-and-set is committed in the lane's step it causes, with
+the payment row and the OPEN written ahead (service/claims.py); a claim that loses there changes nothing.
 """
 
 from __future__ import annotations

@@ -269,3 +269,17 @@ async def test_a_claimed_step_refused_for_want_of_storage_is_claimed_again_and_o
     attempt = await lot.attempt(record_id)
     assert (attempt.status, attempt.delivered) == ("paid", True)
     assert len(await lot.store.payments(record_id)) == 1 and lot.gates["out1"].commands == ["open"]
+
+
+@pytest.mark.parametrize("lot", [Provider(paid())], indirect=True)
+async def test_a_claim_whose_driver_stopped_waiting_is_still_committed_and_the_lane_goes_on(lot: Lot):
+    lot.held = []
+    record_id = await lot.car_waits_at_the_exit()
+    await until(lambda: len(lot.held or []) == 1, "the claim out")
+    [claim] = lot.held
+    claim.outcome.cancel()  # its driver was cancelled (the daemon stops) before the lane took the claim
+    lot.runners["out1"].emit(claim)
+    await until(lambda: lot.gates["out1"].commands == ["open"], "the paid car let out all the same")
+    attempt = await lot.attempt(record_id)
+    assert (attempt.status, attempt.delivered) == ("paid", True)
+    assert not any(t.done() for t in lot.tasks)  # the lanes run on
