@@ -491,7 +491,10 @@ class App:
                                              t.reconcile_interval_s, t.reconcile_for_s,
                                              absent_checks=t.absent_checks, absent_span_s=t.absent_span_s,
                                              absent_late_check_s=t.absent_late_check_s),
-                metrics=self.metrics, on_attempt=self._attempt_changed, expect_open=self._expect_open)
+                metrics=self.metrics, on_attempt=self._attempt_changed, expect_open=self._expect_open,
+                confirm_in_lane=True)  # the lane runners commit a paid result's compare-and-set (claims.py)
+            if hasattr(self.store, "write_first_attempts"):  # with the exit's own step (a test's store may not)
+                self.store.write_first_attempts(self.settlement.first_attempt)
         wiring.attach(self.settlement, self)
 
     def _expect_open(self, lane_id: str) -> None:

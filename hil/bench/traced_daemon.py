@@ -116,12 +116,12 @@ def _install() -> None:
     LaneRunner.step = traced_step  # type: ignore[method-assign]
     commit_lane = SqliteStore.commit_lane
 
-    def traced_commit(self: SqliteStore, lane: str, state: Any, effects: Any, now: Any) -> Any:
+    def traced_commit(self: SqliteStore, lane: str, state: Any, effects: Any, now: Any, **kw: Any) -> Any:
         # the store answers with a future the lane awaits as it is: marked by a callback, not wrapped in a coroutine
         opening = any(type(e).__name__ == "OpenBarrier" for e in effects)
         if opening:
             TRACE["commit"].append(time.monotonic())
-        answer = commit_lane(self, lane, state, effects, now)
+        answer = commit_lane(self, lane, state, effects, now, **kw)
         if opening:
             answer.add_done_callback(lambda _: TRACE["committed"].append(time.monotonic()))
         return answer
@@ -131,13 +131,14 @@ def _install() -> None:
     _wrap_async(modbus_barrier.ModbusBarrier, "open", "write", "")
     _wrap_async(modbus_barrier._Session, "write_coil", "slot", "written", opening)
 
-    _interval(modbus_barrier._Slot, "acquire", "acquire", lambda self, priority: priority)  # commands only
+    _interval(modbus_barrier._Slot, "acquire", "acquire",  # commands only (a rank above the polls')
+              lambda self, priority: modbus_barrier._rank(priority) < modbus_barrier.POLL)
     _interval(modbus_barrier.ModbusBarrier, "_settle_coils", "settle")
     _interval(modbus_barrier.ModbusBarrier, "_read", "read")  # input reads: the polls (and CLOSE's check)
     _labelled(UnitOfWork, "_writing", lambda self, probe, fn, *a: f"store {getattr(fn, '__name__', fn)}")
     _labelled(platform_http.PlatformTransport, "post", lambda self, url, body, what, **kw: f"http {what}")
     _labelled(platform_http.PlatformTransport, "_wait_slot", lambda self: "http rate-limit wait")
-    _labelled(SettlementService, "_execute", lambda self, record, effect: f"settle {type(effect).__name__}")
+    _labelled(SettlementService, "_execute", lambda self, record, effect, *a: f"settle {type(effect).__name__}")
     _labelled(SettlementService, "on_result", lambda self, provider, ref, answer, **kw: f"result {provider} "
               f"{answer.status}")
     _labelled(LaneRunner, "emit", lambda self, event: f"emit {type(event).__name__}")

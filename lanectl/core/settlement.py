@@ -286,6 +286,9 @@ class Settled:
     attempt_id: int
     won: bool
     row: Attempt
+    # a paid one was confirmed to the lane in the lane's own step, with the compare-and-set (service/claims.py):
+    # no confirmation is sent again
+    confirmed: bool = False
 
 
 @dataclass(frozen=True)
@@ -879,8 +882,9 @@ def _on_settled(state: SettlementState, track: Track, ev: Settled, now: datetime
     if ev.won:
         track = replace(track, absence=Absence.UNKNOWN, absent_count=0, absent_first=None, absent_last=None)
         if ev.row.state is Status.PAID:
-            out.extend(on_won(ev.row, SettleAttempt(ev.row.id, True, ev.row.trade_no, ev.row.paid_fen,
-                                                    ev.row.method, ev.row.detail)))
+            said = on_won(ev.row, SettleAttempt(ev.row.id, True, ev.row.trade_no, ev.row.paid_fen, ev.row.method,
+                                                ev.row.detail))
+            out.extend(e for e in said if not (ev.confirmed and isinstance(e, ToLane)))
         if purpose == "absent":
             out.append(fx.Log("warning", f"settlement {state.record_id}: {detail}"))
             if timing.absent_late_check_s > 0:

@@ -21,6 +21,7 @@ from lanectl.core.events import (BOOTH_ACTIONS, REQUESTS, CommandDone, DeviceFau
 from lanectl.core.lane import LaneContext, LaneRules, LaneState, Visit, handle, operator_name, restored
 from lanectl.core.plates import classify_plate, near_plates
 from lanectl.core.policy import Policy
+from lanectl.service.claims import ClaimedPayment, ClaimLost
 from lanectl.service.ports import (NO_METRICS, Barrier, BarrierError, BarrierUnsafe, Clock, Display, LaneStore,
                                    Metrics, StorageUnavailable)
 from lanectl.service.storage import FAULT_DISPLAY, act_without_storage
@@ -55,6 +56,20 @@ def not_handled(event: Request, message: str = NOT_HANDLED) -> fx.Result:
     if isinstance(event, BOOTH_ACTIONS):
         return fx.BoothResult(event.request_id, "not_handled", message, operator=event.operator)
     return fx.PlatformEntryResult(event.request_id, False, message)
+
+
+def _tell(claimed: ClaimedPayment, outcome: bool | BaseException) -> None:
+    """Answer a claim's driver, unless it stopped waiting (cancelled: the daemon stops, a callback's client left);
+    what was committed stands either way."""
+    fut = claimed.outcome
+    if fut.done():
+        return
+    if isinstance(outcome, bool):
+        fut.set_result(outcome)
+    elif isinstance(outcome, Exception):
+        fut.set_exception(outcome)
+    else:
+        fut.cancel()
 
 
 @dataclass
@@ -263,6 +278,9 @@ class LaneRunner:
 
     async def step(self, event: Event) -> list[fx.Effect]:
         """Handle one event: decide, commit (write ahead), then act."""
+        claimed = event if isinstance(event, ClaimedPayment) else None
+        if claimed is not None:  # a payment confirmed in this step's own transaction (service/claims.py)
+            event = claimed.event
         now = self.clock.now()
         read_at = self.clock.monotonic() if isinstance(event, PlateRead) else None  # plate-to-command latency
         # the store's projections, live and read-only: no copy per step (a Tick included)
@@ -270,16 +288,29 @@ class LaneRunner:
                           self.store.balances_view(), settle=self.settlement is not None)
         new_state, effects = handle(self.state, event, now, ctx)
         committed = True
-        if new_state != self.state or any(fx.is_persistent(e) for e in effects):
+        if claimed is not None or new_state != self.state or any(fx.is_persistent(e) for e in effects):
             try:
                 # A SIGTERM arriving mid-write still finishes the transaction it started: a coroutine is shielded;
                 # a store that answers with a future (SqliteStore) finishes it whatever its waiter does, and is
                 # awaited as it is (one loop turn less between the COMMIT and the OPEN).
-                commit = self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now)
+                commit = self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now) if claimed is None \
+                    else self.store.commit_lane(self.lane_id, new_state.to_dict(), effects, now, claim=claimed.claim)
                 await (commit if isinstance(commit, asyncio.Future) else asyncio.shield(commit))
-            except StorageUnavailable:
+            except ClaimLost:
+                assert claimed is not None  # confirmed before, by a confirmation of its own: this step never was
+                _tell(claimed, False)
+                return []
+            except StorageUnavailable as exc:
                 committed = False
-                new_state, effects = self._without_storage(event, new_state, effects, now, ctx)
+                # a claim is not kept for later: its driver tries again (its compare-and-set must be in the step)
+                new_state, effects = self._without_storage(event, new_state, effects, now, ctx,
+                                                           keep=claimed is None)
+                if claimed is not None:
+                    _tell(claimed, exc)
+            except BaseException as exc:  # the lane stops (or a bug): the driver waiting on its claim is told
+                if claimed is not None:
+                    _tell(claimed, exc)
+                raise
             else:
                 self._refusing_since = None
         self.state = new_state
@@ -307,19 +338,22 @@ class LaneRunner:
                 await asyncio.sleep(0)
                 await asyncio.sleep(AFTER_THE_WIRE_S)
             except asyncio.CancelledError:  # the daemon stops: the step still ends as it would have
-                self._finish_step(event, effects, committed, read_at)
+                self._finish_step(event, effects, committed, read_at, claimed)
                 raise
-        self._finish_step(event, effects, committed, read_at)
+        self._finish_step(event, effects, committed, read_at, claimed)
         return effects
 
-    def _finish_step(self, event: Event, effects: list[fx.Effect], committed: bool, read_at: Optional[float]) -> None:
+    def _finish_step(self, event: Event, effects: list[fx.Effect], committed: bool, read_at: Optional[float],
+                     claimed: Optional[ClaimedPayment] = None) -> None:
         """After the step's commands went to the barrier driver: its other effects, the status, the listeners and
-        the answer to a request."""
+        the answer to a request (and to the driver whose claimed payment the step committed)."""
         for effect in effects:
             if not isinstance(effect, (fx.OpenBarrier, fx.CloseBarrier)):
                 self._act(effect, read_at)
             if isinstance(effect, fx.NewRecord):
                 self.metrics.decision(self.lane_id, effect.kind, effect.status)
+        if claimed is not None and committed:  # told after the OPEN went to the driver: it runs first
+            _tell(claimed, True)
         self._refresh_status(effects)
         if self.on_effects is not None and effects:
             self.on_effects(self.lane_id, effects)
@@ -341,7 +375,7 @@ class LaneRunner:
         fut.set_result(result if result is not None else not_handled(event))
 
     def _without_storage(self, event: Event, new_state: LaneState, effects: list[fx.Effect], now: datetime,
-                         ctx: LaneContext) -> tuple[LaneState, list[fx.Effect]]:
+                         ctx: LaneContext, keep: bool = True) -> tuple[LaneState, list[fx.Effect]]:
         """The commit failed: do only what storage.act_without_storage allows (the lane's state as before the
         event, or an arm that must come down brought down with its audit row kept for later)."""
         # the board shows the fault unless it shows it already (not once per refused event)
@@ -369,7 +403,7 @@ class LaneRunner:
             if self._refusing_since is None:
                 self._refusing_since = self.clock.monotonic()
             self._retry_at = self.clock.monotonic() + self.storage_retry_s
-            if plan.retry:
+            if plan.retry and keep:
                 self._kept.append(event)
         return plan.state, list(plan.act)
 

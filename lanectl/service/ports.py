@@ -12,6 +12,7 @@ from lanectl.core.settlement import Attempt
 
 if TYPE_CHECKING:
     from lanectl.service.outbox import OutboxItem
+    from lanectl.service.claims import PaymentClaim
 
 # Adapters push events through this; it never blocks (it puts on the lane's queue).
 Emit = Callable[[Event], None]
@@ -87,8 +88,9 @@ class LaneStore(Protocol):
     async def load_lane_state(self, lane_id: str) -> Optional[dict[str, Any]]: ...
 
     def commit_lane(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect],
-                    now: datetime) -> Awaitable[None]:
-        """The lane's new state and the persistent effects of one event, in one transaction (write ahead): a
+                    now: datetime, claim: Optional[PaymentClaim] = None) -> Awaitable[None]:
+        """The lane's new state and the persistent effects of one event, in one transaction (write ahead); with a
+        `claim` (service/claims.py) only if its compare-and-set wins in that transaction, else ClaimLost. A
         coroutine (the runner shields it), or a future that finishes the transaction whatever its waiter does."""
 
     async def mark_action(self, action_id: str, ok: bool, error: str, now: datetime) -> None: ...

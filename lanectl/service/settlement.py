@@ -11,6 +11,11 @@ Every attempt is written ahead of the provider call, and "paid" is a compare-and
 answer, a poll and a callback racing each other confirm one payment once. After a restart, open settlements
 resume from their attempts: a charge that may have reached the platform is polled, never sent twice to
 another provider.
+
+The paid path in the daemon (`confirm_in_lane`, `first_attempt`) saves two synced commits: a fresh exit's first
+attempt is written with the exit's own step (the store takes it from `first_attempt`; the driver then takes that
+row instead of writing one), and a paid result's compare-and-set is committed in the lane's step it causes, with
+the payment row and the OPEN written ahead (service/claims.py); a claim that loses there changes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from lanectl.core.events import Event
 from lanectl.core.settlement import (UNANSWERED, Attempt, ChargeAnswer, Outcome,  # noqa: F401 (re-exported)
                                      SettlementTiming)
 # SettlementStore: the port the driver takes (declared with the store's other ports)
+from lanectl.service.claims import ClaimedPayment, PaymentClaim
 from lanectl.service.ports import NO_METRICS, Clock, Metrics, SettlementStore, StorageUnavailable
 
 log = logging.getLogger("lanectl.settlement")
@@ -95,6 +101,11 @@ class SettlementService:
     # daemon passes the lane's barrier hint, so no input poll takes the bus in between (at 9600 baud a poll frame
     # already on the line holds the OPEN up to ~15 ms); the hint only orders the bus, it decides nothing.
     expect_open: Callable[[str], None] = lambda lane_id: None
+    # True: a paid result's compare-and-set is committed in the lane's own step with what it causes (the payment
+    # recorded, the OPEN written ahead): one synced transaction, not two in series (service/claims.py). `emit`
+    # then takes ClaimedPayment too, and the lane runner answers it. False: the driver commits it, then tells the
+    # lane (a lane that cannot answer claims, e.g. a test's event list).
+    confirm_in_lane: bool = False
     _records: dict[str, _Record] = field(default_factory=dict, init=False)
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -121,7 +132,9 @@ class SettlementService:
         """Called by the lane runner after a commit: the settlement rows are already on disk."""
         for e in effects:
             if isinstance(e, fx.StartSettlement):
-                self._begin(e)
+                # an exit recorded in this very step has no attempts yet: nothing to read before the first one
+                self._begin(e, fresh=any(isinstance(n, fx.NewRecord) and n.record_id == e.record_id
+                                         for n in effects))
             elif isinstance(e, fx.StopSettlement):
                 if e.record_id in self._records:
                     self._records[e.record_id].put(sm.Stop())
@@ -129,6 +142,14 @@ class SettlementService:
                 record = self._record(e.record_id, lane_id)
                 record.starting = True
                 record.put(lambda rid=e.record_id, lid=lane_id, code=e.code: self._code_event(rid, lid, code))
+
+    def first_attempt(self, order: fx.StartSettlement) -> Optional[tuple[str, str]]:
+        """(provider, order_ref) of a fresh exit's first attempt: what the store may write ahead in the lane's own
+        step (a fresh exit has no earlier attempts, so the flow's first is always its first provider's)."""
+        names = self.lane_providers.get(order.lane_id)
+        if not names or names[0] not in self.providers:
+            return None
+        return names[0], self.providers[names[0]].order_ref(order)
 
     def status(self) -> dict[str, Any]:
         records = self._records.values()
@@ -152,10 +173,15 @@ class SettlementService:
             assert verdict.outcome is not None
             return verdict.outcome
         s = verdict.settle
-        if not await self.store.settle_attempt(s.attempt_id, s.paid, s.trade_no, s.amount_fen, s.method, s.detail,
-                                               self.clock.now()):
+        in_lane = s.paid and self.confirm_in_lane
+        if in_lane:
+            won = await self._confirm(verdict.attempt, s)
+        else:
+            won = await self.store.settle_attempt(s.attempt_id, s.paid, s.trade_no, s.amount_fen, s.method, s.detail,
+                                                  self.clock.now())
+        if not won:
             return "duplicate"
-        self._perform(sm.on_won(verdict.attempt, s))
+        self._perform([e for e in sm.on_won(verdict.attempt, s) if not (in_lane and isinstance(e, sm.ToLane))])
         self._attempt_changed(verdict.attempt.lane_id, verdict.attempt.record_id)
         record = self._records.get(verdict.attempt.record_id)
         track = record.state.track(verdict.attempt.id) if record is not None else None
@@ -172,7 +198,7 @@ class SettlementService:
             record.task = asyncio.get_running_loop().create_task(self._run(record), name=f"settle-{record_id}")
         return record
 
-    def _begin(self, order: fx.StartSettlement) -> None:
+    def _begin(self, order: fx.StartSettlement, fresh: bool = False) -> None:
         # (the machine ignores these too; checked here so that no task is started for nothing)
         if not self.lane_providers.get(order.lane_id):
             return
@@ -181,7 +207,10 @@ class SettlementService:
             return
         record = self._record(order.record_id, order.lane_id)
         record.starting = True
-        record.put(lambda: self._begin_event(order))
+        if fresh:
+            record.put(sm.Begin(order, self._specs(order, self.lane_providers[order.lane_id])))
+        else:
+            record.put(lambda: self._begin_event(order))
 
     def _reconcile(self, attempt: Attempt) -> None:
         record = self._record(attempt.record_id, attempt.lane_id)
@@ -263,9 +292,13 @@ class SettlementService:
 
     async def _execute(self, record: _Record, effect: sm.Effect, before: sm.SettlementState) -> Optional[sm.Input]:
         if isinstance(effect, sm.NewAttempt):
-            attempt = await self._stored(lambda: self.store.new_attempt(
-                effect.record_id, effect.lane_id, effect.provider, effect.order_ref, effect.amount_fen,
-                self.clock.now()))
+            # written ahead with the exit's own step (first_attempt), else now
+            take = getattr(self.store, "take_ahead", None)
+            ahead = take(effect.record_id, effect.provider, effect.order_ref) if take is not None else None
+            attempt = ahead if ahead is not None and ahead.amount_fen == effect.amount_fen else \
+                await self._stored(lambda: self.store.new_attempt(
+                    effect.record_id, effect.lane_id, effect.provider, effect.order_ref, effect.amount_fen,
+                    self.clock.now()))
             self.metrics.settlement_attempt(effect.provider, sm.Status.CHARGING.value)
             self._attempt_changed(effect.lane_id, effect.record_id)
             return sm.AttemptCreated(attempt)
@@ -292,17 +325,33 @@ class SettlementService:
                 self._attempt_changed(record.state.lane_id, record.state.record_id)
             return None
         if isinstance(effect, sm.SettleAttempt):
-            won = await self._stored(lambda: self.store.settle_attempt(
-                effect.attempt_id, effect.paid, effect.trade_no, effect.amount_fen, effect.method, effect.detail,
-                self.clock.now()))
             track = record.state.track(effect.attempt_id)
             assert track is not None
+            in_lane = effect.paid and self.confirm_in_lane
+            if in_lane:
+                won = await self._stored(lambda: self._confirm(track.attempt, effect))
+            else:
+                won = await self._stored(lambda: self.store.settle_attempt(
+                    effect.attempt_id, effect.paid, effect.trade_no, effect.amount_fen, effect.method,
+                    effect.detail, self.clock.now()))
             if won:
                 self._count_settled(track.attempt.provider, effect.paid, track.mode in _NOT_WAITING)
                 self._attempt_changed(track.attempt.lane_id, track.attempt.record_id)
-            return sm.Settled(effect.attempt_id, won, await self._row(track.attempt))
+            # a won compare-and-set wrote the row from what it was given: only a lost one needs reading back
+            row = sm.settled_row(track.attempt, effect) if won else await self._row(track.attempt)
+            return sm.Settled(effect.attempt_id, won, row, confirmed=in_lane)
         self._perform((effect,))
         return None
+
+    async def _confirm(self, attempt: Attempt, settle: sm.SettleAttempt) -> bool:
+        """A paid result confirmed in the lane's step (service/claims.py): True for the call that moved the
+        attempt, False if it was confirmed before; StorageUnavailable if the lane's step could not be written."""
+        told = sm.confirmation(attempt, settle.trade_no, settle.amount_fen, settle.method)
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        claim = PaymentClaim(attempt.id, settle.trade_no, settle.amount_fen, settle.method, settle.detail,
+                             ATTEMPT_PAYABLE, self.clock.now())
+        self.emit(told.lane_id, ClaimedPayment(told.event, claim, outcome))  # type: ignore[arg-type]
+        return await outcome
 
     def _attempt_changed(self, lane_id: str, record_id: str) -> None:
         if self.on_attempt is not None:

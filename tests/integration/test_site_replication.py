@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import contextlib
+from datetime import timedelta
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -293,6 +294,16 @@ async def test_a_platform_mark_of_the_plate_at_a_sign_free_travels_with_the_entr
     await a.enter(PLATE)  # a new stay: A's older mark does not overwrite B's newer one
     await until(lambda: b.replicator.counts["applied"] >= 3, "A's next entry applied at B")
     assert await b.store.mark("bolink", PLATE, "signfree") == "0"
+
+
+async def test_a_newer_mark_from_a_replaces_the_one_b_read_before(booths):
+    broker, a, b = booths
+    await b.store.set_mark("bolink", PLATE, "signfree", "0", CLOCK.now())
+    assert await b.store.mark("bolink", PLATE, "signfree") == "0"  # B keeps what it read (the paid path's hop)
+    await a.store.set_mark("bolink", PLATE, "signfree", "1", CLOCK.now() + timedelta(seconds=1))
+    await a.enter(PLATE)
+    await until(lambda: PLATE in b.store.inside_view(), "replicated at B")
+    assert await b.store.mark("bolink", PLATE, "signfree") == "1"
 
 
 async def test_money_paid_ahead_at_a_travels_with_the_entry_to_the_exit_at_b(booths):

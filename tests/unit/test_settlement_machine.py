@@ -112,6 +112,16 @@ def test_paid_on_the_charge_is_written_then_confirmed_once():
     assert m.state.idle
 
 
+def test_a_payment_confirmed_in_the_lanes_own_step_is_not_sent_to_the_lane_again():
+    m = Machine()
+    [call] = m.create(*m.begin(spec("bolink")))
+    [settle] = m.answer(call, ChargeAnswer("paid", "T1", 700, "wallet"))
+    m.rows[1] = sm.settled_row(m.rows[1], settle)
+    out = m.feed(sm.Settled(1, True, m.rows[1], confirmed=True))  # the lane committed it with its step
+    assert lane_events(out) == [] and [e.level for e in out if isinstance(e, fx.Log)] == ["info"]
+    assert m.state.idle
+
+
 def test_a_lost_compare_and_set_confirms_nothing_and_its_winner_stands():
     m = Machine()
     [call] = m.create(*m.begin(spec("bolink"), spec("xft")))

@@ -3,6 +3,7 @@ nothing — callbacks (keyed by provider and trade), marks on plates, card renew
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Callable, Optional, TypeVar
 
@@ -11,12 +12,27 @@ from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core.lane import InsideCar
 
 T = TypeVar("T")
+# Marks written or read lately, kept in memory (a sign-free exit asks for its plate's mark right before its charge:
+# a read on the writer thread there is a hop on the paid path). Bounded: a miss is read from the table.
+MARKS_KEPT = 1024
 
 
 class InboxRepository:
     def __init__(self, uow: UnitOfWork, ledger: LedgerRepository) -> None:
         self.uow = uow
         self.ledger = ledger
+        self._marks: OrderedDict[tuple[str, str, str], Optional[str]] = OrderedDict()
+
+    def _keep_mark(self, key: tuple[str, str, str], value: Optional[str]) -> None:
+        self._marks[key] = value
+        self._marks.move_to_end(key)
+        while len(self._marks) > MARKS_KEPT:
+            self._marks.popitem(last=False)
+
+    def forget_marks(self, plate: str) -> None:
+        """A plate's marks were written behind this repository's back (another booth's, site replication)."""
+        for key in [k for k in self._marks if k[1] == plate]:
+            del self._marks[key]
 
     async def inbox_put(self, provider: str, key: str, payload: str, now: datetime) -> bool:
         """Store a callback before it is acknowledged; False if (provider, key) was already stored (a repeat)."""
@@ -28,17 +44,27 @@ class InboxRepository:
         return await self.uow.write(_put)
 
     async def set_mark(self, provider: str, plate: str, name: str, value: str, now: datetime) -> None:
+        key = (provider, plate, name)
+        self._marks.pop(key, None)  # while the write is out, a read goes to the table (behind it)
         await self.uow.write(lambda: self.uow.conn.execute(
             "INSERT INTO provider_marks (provider, plate, name, value, updated_at) VALUES (?,?,?,?,?) "
             "ON CONFLICT (provider, plate, name) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
             (provider, plate, name, value, now.isoformat())))
+        self._keep_mark(key, value)
 
     async def mark(self, provider: str, plate: str, name: str) -> Optional[str]:
+        key = (provider, plate, name)
+        if key in self._marks:
+            self._marks.move_to_end(key)
+            return self._marks[key]
+
         def _get() -> Optional[str]:
             row = self.uow.conn.execute("SELECT value FROM provider_marks WHERE provider=? AND plate=? AND name=?",
                                         (provider, plate, name)).fetchone()
             return row["value"] if row else None
-        return await self.uow.run(_get)
+        value = await self.uow.run(_get)
+        self._keep_mark(key, value)
+        return value
 
     async def prepay(self, provider: str, trade_no: str, car: InsideCar, amount_fen: int, paid_at: datetime,
                      now: datetime, then: Optional[Callable[[], None]] = None) -> bool:

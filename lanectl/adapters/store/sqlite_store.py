@@ -31,12 +31,13 @@ from lanectl.adapters.store.outbox import OutboxRepository
 from lanectl.adapters.store.reads import StoreReads
 from lanectl.adapters.store.replica import ReplicaRepository
 from lanectl.adapters.store.schema import MIGRATIONS, migrate, schema_version
-from lanectl.adapters.store.settlements import SettlementRepository
+from lanectl.adapters.store.settlements import FirstAttempt, SettlementRepository
 from lanectl.adapters.store.unit_of_work import UnitOfWork
 from lanectl.core import effects as fx
 from lanectl.core import site_replica as sr
 from lanectl.core.inside import InsideCars, Prepaid
 from lanectl.core.lane import InsideCar
+from lanectl.service.claims import ClaimLost, PaymentClaim
 from lanectl.service.storage import StorageHealth
 
 __all__ = ["MIGRATIONS", "RECORD_COLUMNS", "DatabaseUnusable", "SqliteStore", "StoreError", "migrate",
@@ -89,6 +90,7 @@ class SqliteStore:
         self.attempts = self.settlements.attempts
         self.mark_attempt = self.settlements.mark_attempt
         self.settle_attempt = self.settlements.settle_attempt
+        self.take_ahead = self.settlements.take_ahead
         self.inbox_put = self.inbox.inbox_put
         self.set_mark = self.inbox.set_mark
         self.mark = self.inbox.mark
@@ -185,10 +187,15 @@ class SqliteStore:
     def balances_view(self) -> Mapping[str, int]:
         return self._balances_view
 
+    def write_first_attempts(self, first: FirstAttempt) -> None:
+        """A fresh exit's first payment attempt is written with its step (settlements.py `first_attempt`)."""
+        self.settlements.first_attempt = first
+
     # --- a lane step: one transaction over the repositories ----------------------------------------------------
     def commit_lane(self, lane_id: str, state: dict[str, Any], effects: Iterable[fx.Effect],
-                    now: datetime) -> "asyncio.Future[None]":
-        """The lane's new state and the persistent effects of one event, atomically; then the projections.
+                    now: datetime, claim: Optional[PaymentClaim] = None) -> "asyncio.Future[None]":
+        """The lane's new state and the persistent effects of one event, atomically; then the projections. With
+        a `claim`, only if its compare-and-set wins in the same transaction, else ClaimLost (nothing written).
         The transaction is on the writer thread before this returns, and it and the projections finish whatever
         the caller does (cancelling the returned future only stops the wait): a lane awaits it as it is."""
         effects = [e for e in effects if fx.is_persistent(e)]
@@ -204,13 +211,17 @@ class SqliteStore:
             for e in effects:
                 if isinstance(e, fx.DebitBalance):
                     self._balances[e.plate] = self._balances.get(e.plate, 0) - e.amount_fen
-        return self.uow.submit(self._commit_sync, lane_id, state, effects, now, closing, then=committed)
+        return self.uow.submit(self._commit_sync, lane_id, state, effects, now, closing, claim, then=committed)
 
     def _commit_sync(self, lane_id: str, state: dict[str, Any], effects: list[fx.Effect], now: datetime,
-                     closing: Sequence[tuple[sr.RemoteEntry, str]] = ()) -> None:
+                     closing: Sequence[tuple[sr.RemoteEntry, str]] = (), claim: Optional[PaymentClaim] = None) -> None:
         stamp = now.isoformat()
         remote = {entry.record.record_id for entry, _ in closing}
+        new = {e.record_id for e in effects if isinstance(e, fx.NewRecord)}
+        ahead = []  # first attempts of fresh exits, written ahead with their step
         with self.uow.transaction():
+            if claim is not None and not self.settlements.claim_sync(claim):
+                raise ClaimLost(f"attempt {claim.attempt_id} was confirmed before")  # rolls the step back
             for e in effects:
                 if isinstance(e, fx.NewRecord):
                     self.lanes.add_sync(e, stamp)
@@ -221,7 +232,9 @@ class SqliteStore:
                     self.ledger.pay_sync(e)
                     self.settlements.delivered_sync(e)
                 elif isinstance(e, fx.StartSettlement):
-                    self.settlements.start_sync(e, stamp)
+                    attempt = self.settlements.start_sync(e, stamp, now, fresh=e.record_id in new)
+                    if attempt is not None:
+                        ahead.append(attempt)
                 elif isinstance(e, fx.StopSettlement):
                     self.settlements.stop_sync(e, stamp)
                 elif isinstance(e, fx.DebitBalance):
@@ -235,6 +248,7 @@ class SqliteStore:
             if self.replica is not None:
                 self._publish_site_sync(effects, closing, now)
             self.lanes.save_state_sync(lane_id, state, stamp)
+        self.settlements.keep_ahead(ahead)
 
     # --- in-park replication -----------------------------------------------------------------------------------------
     def _site_closings(self, effects: list[fx.Effect]) -> tuple[list[fx.Effect], list[tuple[sr.RemoteEntry, str]]]:
@@ -305,7 +319,11 @@ class SqliteStore:
         if ended is not None and self._inside.car(ended[0]) is not None:
             own = fx.PatchRecord(ended[0], (("status", ended[1]),))
         ours = record.prepay is not None and record.owned_by == self.replica.booth
-        kept = await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now, ours)
+        try:
+            kept = await self.uow.write(self._apply_site_sync, record, changed, own, seqs[0], now, ours)
+        finally:
+            if record.kind == "entry" and record.plate:  # its marks may have changed in the table
+                self.inbox.forget_marks(record.plate)
         self._seqs.mark(record.booth, seqs)
         if kept and record.prepay is not None:  # another booth kept money paid ahead for our car
             self._inside.apply([Prepaid(record.record_id, record.prepay.amount_fen,
