@@ -42,8 +42,9 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from hil.bench.figures import Figure, Figures, percentile, ratio_at_most, value_at_most
 from hil.daemon_process import DaemonProcess
@@ -55,6 +56,18 @@ POLL_MS = 50  # the shipped default
 FITTING_POLL_MS = 200  # what one 9600 line can give 8 units (~175 ms a round): check-config accepts it
 STARTED_AFTER_S = 0.012
 POLL_FRAME_MS = 21.875  # one input poll at 9600 8N1 (lanectl.config.bus_budget.poll_ms)
+
+
+@dataclass(frozen=True, order=True)
+class Frame:
+    """A request the IO module answered: when it had read it, whose, what (poll, OPEN, OPEN end, CLOSE, ...)."""
+    t: float
+    unit: int
+    what: str
+
+
+_COIL_NAMES = {0: "OPEN", 1: "CLOSE", 2: "STOP"}  # the rig's point map (the default of lane-hardware.md)
+BACK_TO_BACK_S = 0.030  # two frames read this close were queued one behind the other (~19-21 ms apart at 9600)
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,8 @@ class Outcome:
     poll_gaps: dict[int, list[float]]  # unit -> seconds between two input reads
     rss_kib: int
     in_the_way: tuple[float, float]  # share of cars with an input poll / another coil write answered meanwhile
+    cars: list[tuple[int, float, float]] = field(default_factory=list)  # (unit, plate line written, OPEN seen)
+    frames: list[Frame] = field(default_factory=list)  # what the IO module answered during the run
 
     def p(self, q: float) -> float:
         return percentile(self.latencies, q) * 1000
@@ -151,7 +166,7 @@ async def run_config(config: Config, cars_per_lane: int, seed: int) -> Outcome:
                                           cars) for i, lane in enumerate(lanes, 1)))
         rss = daemon.peak_rss_kib()
         reads = [(u, t) for u, t in rig.io.input_reads if t >= t0]
-        writes = [(w.unit, w.t) for w in rig.io.coil_writes if w.t >= t0]
+        writes = [(w.unit, w.coil, w.value, w.t) for w in rig.io.coil_writes if w.t >= t0]
     finally:
         await daemon.stop()
         await rig.stop()
@@ -164,23 +179,99 @@ async def run_config(config: Config, cars_per_lane: int, seed: int) -> Outcome:
         last[unit] = t
     # frames that began after the plate line did (a request is answered ~8 ms after it starts at 9600 baud)
     polled = sum(1 for _, a, b in cars if any(a + STARTED_AFTER_S <= t < b for _, t in reads))
-    written = sum(1 for unit, a, b in cars if any(a + STARTED_AFTER_S <= t < b - 0.001 for _, t in writes))
-    return Outcome(config, [b - a for _, a, b in cars], gaps, rss, (polled / len(cars), written / len(cars)))
+    written = sum(1 for unit, a, b in cars if any(a + STARTED_AFTER_S <= t < b - 0.001 for _, _, _, t in writes))
+    frames = sorted([Frame(t, unit, "poll") for unit, t in reads]
+                    + [Frame(t, unit, _COIL_NAMES.get(coil, f"coil {coil}") + ("" if on else " end"))
+                       for unit, coil, on, t in writes])
+    return Outcome(config, [b - a for _, a, b in cars], gaps, rss, (polled / len(cars), written / len(cars)),
+                   cars, frames)
+
+
+def in_front(o: Outcome, unit: int, t_plate: float, t_open: float) -> list[Frame]:
+    """The frames the line carried back to back up to this car's OPEN, from after its plate line began: what the
+    OPEN waited behind. Empty: the OPEN found the line idle (its wait was the daemon's own)."""
+    before = [f for f in o.frames if f.t < t_open - 0.0005 or (f.unit != unit and f.t < t_open)]
+    chain: list[Frame] = []
+    edge = t_open
+    for f in reversed(before):
+        if edge - f.t > BACK_TO_BACK_S or f.t < t_plate:
+            break
+        chain.insert(0, f)
+        edge = f.t
+    return chain
+
+
+def cause(o: Outcome, unit: int, chain: list[Frame]) -> str:
+    """What the OPEN waited behind, by the frame that held the line longest in front of it."""
+    if not chain:
+        return "line idle: the daemon's own time"
+    names = []
+    for i, f in enumerate(chain):
+        nxt = chain[i + 1] if i + 1 < len(chain) else None
+        if f.what == "poll" and nxt is not None and nxt.unit == f.unit and nxt.what == "CLOSE":
+            names.append("CLOSE's check-and-write")
+        elif f.what == "CLOSE" and names[-1:] == ["CLOSE's check-and-write"]:
+            continue
+        elif f.what == "poll":
+            names.append("own poll" if f.unit == unit else "poll")
+        elif f.what == "OPEN":
+            names.append("own OPEN" if f.unit == unit else "another lane's OPEN")
+        elif f.what.endswith(" end"):
+            names.append("pulse end")
+        else:
+            names.append(f.what)
+    for kind in ("another lane's OPEN", "CLOSE's check-and-write", "CLOSE", "pulse end", "poll", "own poll"):
+        if kind in names:
+            return kind if len(names) == 1 else f"{kind} (+{len(names) - 1} more)"
+    return names[0]
+
+
+def _unread_s(o: Outcome, poll: Frame) -> float:
+    """How long the unit's inputs had gone unread when this poll came (the starvation guard lets a poll go
+    in front of an announced OPEN once it is due)."""
+    before = [f.t for f in o.frames if f.unit == poll.unit and f.what == "poll" and f.t < poll.t]
+    return poll.t - before[-1] if before else 0.0
+
+
+def trace(o: Outcome, reference: Optional[Outcome]) -> None:
+    """Per car over the goal line (1.2 x one lane's p99 in the same run; without one, over the p95) what was on
+    the wire between its plate line and its OPEN, and the causes' share of that tail."""
+    limit = 1.2 * reference.p(0.99) / 1000 if reference is not None else percentile(o.latencies, 0.95)
+    base = reference.p(0.5) / 1000 if reference is not None else percentile(o.latencies, 0.5)
+    slow = sorted(((b - a, u, a, b) for u, a, b in o.cars if b - a > limit), reverse=True)
+    print(f"  trace: {len(slow)} of {len(o.cars)} cars ({len(slow) / len(o.cars):.1%}) over {limit * 1000:.1f} ms"
+          f" (1.2 x one lane's p99); one lane's p50 {base * 1000:.1f} ms")
+    shares: dict[str, int] = {}
+    for latency, unit, a, b in slow:
+        chain = in_front(o, unit, a, b)
+        why = cause(o, unit, chain)
+        shares[why.split(" (+")[0]] = shares.get(why.split(" (+")[0], 0) + 1
+        plates = [u for u, pa, _ in o.cars if u != unit and abs(pa - a) < 0.060]
+        print(f"    unit {unit}: {latency * 1000:6.1f} ms (+{(latency - base) * 1000:5.1f}) {why:34} | "
+              + " ".join(f"{f.what}@u{f.unit}+{(f.t - a) * 1000:.0f}" + (
+                  f"(unread {_unread_s(o, f) * 1000:.0f})" if f.what == "poll" else "") for f in chain)
+              + f" | OPEN +{(b - a) * 1000:.0f}" + (f" | plate lines within 60 ms at units {plates}" if plates else ""))
+    for why, n in sorted(shares.items(), key=lambda kv: -kv[1]):
+        print(f"    {why:40} {n:3d} cars ({n / len(slow):.0%} of the tail, {n / len(o.cars):.1%} of all)")
 
 
 SERIES = (("rtu", POLL_MS), ("rtu", FITTING_POLL_MS), ("tcp", POLL_MS))
 
 
 async def measure(cars: int, series: tuple[tuple[str, int], ...] = SERIES, seed: int = 1,
-                  rss_lanes: tuple[int, ...] = (), poll_ms: int = POLL_MS) -> dict[str, list[Outcome]]:
+                  rss_lanes: tuple[int, ...] = (), poll_ms: int = POLL_MS,
+                  show_trace: bool = False, lane_counts: tuple[int, ...] = ()) -> dict[str, list[Outcome]]:
     """`cars` per configuration (spread over its lanes); per series (transport, poll period) the 1-lane
     reference first."""
     out: dict[str, list[Outcome]] = {}
     for transport, poll in series:
-        for n in (1, 8) if transport == "rtu" else (1, 8, 16):
+        for n in lane_counts or ((1, 8) if transport == "rtu" else (1, 8, 16)):
             outcome = await run_config(Config(transport, n, poll), max(2, -(-cars // n)), seed)
             print(outcome.line(), flush=True)
             out.setdefault(f"{transport} {poll}", []).append(outcome)
+            if show_trace and n > 1:
+                first = out[f"{transport} {poll}"][0]
+                trace(outcome, first if first.config.lanes == 1 else None)
     for n, lean in [(n, False) for n in rss_lanes] + [(4, True)] * bool(rss_lanes):
         outcome = await run_config(Config("tcp", n, poll_ms, lean), 3, seed)
         print(outcome.line(), flush=True)
@@ -226,11 +317,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--poll-ms", type=int, help="every lane's input read period (default: 50 and, on RS-485, 200)")
     ap.add_argument("--rss", action="store_true", help="also start the daemon with 2 and 4 lanes for its RSS")
+    ap.add_argument("--lanes", type=lambda v: tuple(int(n) for n in v.split(",")), default=(),
+                    help="lane counts to run, e.g. 8 (default: 1,8 on RS-485, 1,8,16 on TCP; without 1 there is no "
+                         "reference and no ratio)")
+    ap.add_argument("--trace", action="store_true",
+                    help="per car over 1.2 x one lane's p99: what the line carried between its plate line and OPEN")
     args = ap.parse_args()
     series = tuple((t, p) for t, p in SERIES if args.only in (None, t))
     if args.poll_ms is not None:
         series = tuple(dict.fromkeys((t, args.poll_ms) for t, _ in series))
-    results = asyncio.run(measure(args.cars, series, args.seed, (2, 4) if args.rss else ()))
+    results = asyncio.run(measure(args.cars, series, args.seed, (2, 4) if args.rss else (), show_trace=args.trace,
+                                  lane_counts=args.lanes))
     for name, f in figures_of(results).items():
         print(f"{name}: {f.value:.2f} {f.unit}" + (f" (vs {f.baseline:.2f}, ratio {f.ratio:.2f})" if f.baseline
                                                    else ""))
