@@ -103,6 +103,11 @@ class Outcome:
     def p(self, q: float) -> float:
         return percentile(self.latencies, q) * 1000
 
+    def cars_per_lane_hour(self) -> float:
+        """The pace the cars came at: cars per lane per hour over the run (first plate line to last OPEN)."""
+        span = max(b for _, _, b in self.cars) - min(a for _, a, _ in self.cars)
+        return len(self.cars) / self.config.lanes / span * 3600 if span > 0 else 0.0
+
     def poll_median_ms(self) -> float:
         """The slowest lane's median gap between two input reads."""
         return max(statistics.median(g) for g in self.poll_gaps.values() if g) * 1000
@@ -115,7 +120,8 @@ class Outcome:
         return (f"  {c.label:24} {len(self.latencies):4d} cars | plate -> OPEN p50 {self.p(0.5):6.2f} p99 "
                 f"{self.p(0.99):6.2f} max {max(self.latencies) * 1000:6.2f} ms | input reads every "
                 f"{self.poll_median_ms():6.1f} ms (median of the slowest lane; worst gap {self.poll_worst_ms():6.1f})"
-                f" configured {c.poll_ms} ms, bus allows {c.achievable_ms:.0f} | RSS {self.rss_kib / 1024:5.1f} MiB\n"
+                f" configured {c.poll_ms} ms, bus allows {c.achievable_ms:.0f} | RSS {self.rss_kib / 1024:5.1f} MiB"
+                f" | {self.cars_per_lane_hour():.0f} cars a lane an hour\n"
                 f"  {'':24} the IO module answered an input poll >= 12 ms after the plate line began and before "
                 f"its OPEN for {self.in_the_way[0]:.0%} of the cars, another coil write for {self.in_the_way[1]:.0%}")
 
@@ -125,10 +131,11 @@ def plate(lane: int, i: int) -> str:
 
 
 async def _lane_cars(rig: Rig, lane: RigLane, index: int, cars: int, rng: random.Random, workdir: Path,
-                     out: list[tuple[int, float, float]]) -> None:
+                     out: list[tuple[int, float, float]], lane_rate: Optional[int] = None) -> None:
     round_s = max(rig.poll_ms, len(rig.lanes) * POLL_FRAME_MS if not rig.barrier_tcp else 0) / 1000
-    await asyncio.sleep(rng.uniform(0, 1.0))
+    await asyncio.sleep(rng.uniform(0, 1.0) if lane_rate is None else rng.uniform(0, 3600 / lane_rate))
     for i in range(cars):
+        arrived = time.monotonic()
         # the car stays on the safety loop long enough for the input reads to see it on a busy bus (plate lines at
         # other lanes may hold a unit's polls up to MAX_POLL_HOLD_S beyond its period)
         result = await rig.car(lane.id, plate(index, i), wait_open_s=5.0, drive_s=0.05,
@@ -140,9 +147,11 @@ async def _lane_cars(rig: Rig, lane: RigLane, index: int, cars: int, rng: random
         # the lane must have read the loops empty and the arm down before the next car (a few poll periods: a
         # busy bus polls late)
         await asyncio.sleep(4 * rig.poll_ms / 1000 + rng.uniform(0.3, 0.8))
+        if lane_rate is not None:  # a lot's peak: the next car ~3600 / lane_rate s after this one (+-25 %)
+            await asyncio.sleep(max(0.0, arrived + rng.uniform(0.75, 1.25) * 3600 / lane_rate - time.monotonic()))
 
 
-async def run_config(config: Config, cars_per_lane: int, seed: int) -> Outcome:
+async def run_config(config: Config, cars_per_lane: int, seed: int, lane_rate: Optional[int] = None) -> Outcome:
     workdir = Path(tempfile.mkdtemp(prefix="lanectl-scale-", dir="/tmp"))
     lanes = [RigLane(f"in{i}", "entry", i) for i in range(1, config.lanes + 1)]
     whitelist = {plate(i, n): {} for i in range(1, config.lanes + 1) for n in range(cars_per_lane)}
@@ -163,7 +172,7 @@ async def run_config(config: Config, cars_per_lane: int, seed: int) -> Outcome:
         rng = random.Random(seed)
         t0 = time.monotonic()
         await asyncio.gather(*(_lane_cars(rig, lane, i, cars_per_lane, random.Random(rng.random()), workdir,
-                                          cars) for i, lane in enumerate(lanes, 1)))
+                                          cars, lane_rate) for i, lane in enumerate(lanes, 1)))
         rss = daemon.peak_rss_kib()
         reads = [(u, t) for u, t in rig.io.input_reads if t >= t0]
         writes = [(w.unit, w.coil, w.value, w.t) for w in rig.io.coil_writes if w.t >= t0]
@@ -253,6 +262,16 @@ def trace(o: Outcome, reference: Optional[Outcome]) -> None:
               + f" | OPEN +{(b - a) * 1000:.0f}" + (f" | plate lines within 60 ms at units {plates}" if plates else ""))
     for why, n in sorted(shares.items(), key=lambda kv: -kv[1]):
         print(f"    {why:40} {n:3d} cars ({n / len(slow):.0%} of the tail, {n / len(o.cars):.1%} of all)")
+    # Two OPENs at once: one line carries one frame at a time, so the second waits for the first (~20 ms at
+    # 9600 baud) whatever the scheduling; how often depends on the pace of the cars.
+    behind = [b - a for u, a, b in o.cars
+              if any(f.what == "OPEN" and f.unit != u for f in in_front(o, u, a, b))]
+    rest = [b - a for u, a, b in o.cars
+            if not any(f.what == "OPEN" and f.unit != u for f in in_front(o, u, a, b))]
+    if behind:
+        print(f"    {len(behind)} of {len(o.cars)} cars ({len(behind) / len(o.cars):.1%}) waited behind another lane's "
+              f"OPEN (median {(statistics.median(behind) - base) * 1000:+.1f} ms over one lane's p50); the other "
+              f"cars' p99 {percentile(rest, 0.99) * 1000:.1f} ms")
 
 
 SERIES = (("rtu", POLL_MS), ("rtu", FITTING_POLL_MS), ("tcp", POLL_MS))
@@ -260,13 +279,14 @@ SERIES = (("rtu", POLL_MS), ("rtu", FITTING_POLL_MS), ("tcp", POLL_MS))
 
 async def measure(cars: int, series: tuple[tuple[str, int], ...] = SERIES, seed: int = 1,
                   rss_lanes: tuple[int, ...] = (), poll_ms: int = POLL_MS,
-                  show_trace: bool = False, lane_counts: tuple[int, ...] = ()) -> dict[str, list[Outcome]]:
+                  show_trace: bool = False, lane_counts: tuple[int, ...] = (),
+                  lane_rate: Optional[int] = None) -> dict[str, list[Outcome]]:
     """`cars` per configuration (spread over its lanes); per series (transport, poll period) the 1-lane
     reference first."""
     out: dict[str, list[Outcome]] = {}
     for transport, poll in series:
         for n in lane_counts or ((1, 8) if transport == "rtu" else (1, 8, 16)):
-            outcome = await run_config(Config(transport, n, poll), max(2, -(-cars // n)), seed)
+            outcome = await run_config(Config(transport, n, poll), max(2, -(-cars // n)), seed, lane_rate)
             print(outcome.line(), flush=True)
             out.setdefault(f"{transport} {poll}", []).append(outcome)
             if show_trace and n > 1:
@@ -320,6 +340,9 @@ def main() -> None:
     ap.add_argument("--lanes", type=lambda v: tuple(int(n) for n in v.split(",")), default=(),
                     help="lane counts to run, e.g. 8 (default: 1,8 on RS-485, 1,8,16 on TCP; without 1 there is no "
                          "reference and no ratio)")
+    ap.add_argument("--lane-rate", type=int, metavar="CARS_AN_HOUR",
+                    help="cars come to each lane about this often (a lot's peak, e.g. 600) instead of back to back "
+                         "(the default: each lane's next car as soon as the arm is down, ~1 200 an hour)")
     ap.add_argument("--trace", action="store_true",
                     help="per car over 1.2 x one lane's p99: what the line carried between its plate line and OPEN")
     args = ap.parse_args()
@@ -327,7 +350,7 @@ def main() -> None:
     if args.poll_ms is not None:
         series = tuple(dict.fromkeys((t, args.poll_ms) for t, _ in series))
     results = asyncio.run(measure(args.cars, series, args.seed, (2, 4) if args.rss else (), show_trace=args.trace,
-                                  lane_counts=args.lanes))
+                                  lane_counts=args.lanes, lane_rate=args.lane_rate))
     for name, f in figures_of(results).items():
         print(f"{name}: {f.value:.2f} {f.unit}" + (f" (vs {f.baseline:.2f}, ratio {f.ratio:.2f})" if f.baseline
                                                    else ""))
