@@ -11,26 +11,52 @@ against what the line allows; how often a poll or another coil write went on the
 start and its OPEN; and the daemon's peak RSS. `python -m hil.bench all` also starts it with 2 and 4 lanes (and
 4 lanes with /metrics and housekeeping off) for its RSS.
 
-Every lane polls every 50 ms (the shipped default). On RS-485 all units share the line: at 9600 baud one poll
-(an 8-byte request, a 6-byte answer, two t3.5 silences) takes ~22 ms, so 8 units cannot be read more often than
-every ~175 ms each whatever poll_ms says — `lanectl check-config` warns about such a bus (lanectl/config/
-bus_budget.py) — and the period figure is held against that.
+Every lane polls every 50 ms (the shipped default) and, on RS-485, every 200 ms. On RS-485 all units share the
+line: at 9600 baud one poll (an 8-byte request, a 6-byte answer, two t3.5 silences) takes ~22 ms, so 8 units
+cannot be read more often than every ~175 ms each whatever poll_ms says — `lanectl check-config` warns about
+such a bus (lanectl/config/bus_budget.py) — and the period figure is held against that. The 50 ms row is that
+misconfigured line: polls ask for 3.5x the line's time, every unit is always overdue, the line is never idle
+and each unit is read every ~250 ms anyway; it measures how an OPEN fares on a saturated line (the cars also
+come ~25 % faster there: the pause between cars is counted in poll periods). 200 ms is the period the line can
+give: polls alone then fill ~88 % of it.
 
-Where 8 lanes on one bus cost more than one (Dec 2026, 2-core machine shared with other benches, 100 cars a
-configuration): before the fixes p50 42.7-46.7 ms vs 31-33 ms for one lane (1.38-1.40). The OPEN waited behind a
-frame another unit had put on the line: (1) polls — on a line that cannot poll its units at poll_ms every poll
-is "overdue", and the guard that keeps the loops from starving let it go in front of an announced OPEN; the
-guard now counts from the line's measured round of polls; (2) other lanes' CLOSEs and pulse ends, which now
-rank after an OPEN and keep off the line while a plate line announces one; (3) the hold itself: it lasted
-COMMAND_HINT_S after every line, so on a busy line the polls and CLOSEs it had kept waiting ran late and met the
-next car's OPEN — a hold now ends when the OPEN its line announced has gone. After: p50 1.01x at 50 ms, 0.96x at
-200 ms (the period the line can give 8 units). What remains is the tail: p99 70 vs 34 ms at 50 ms, 54 vs 35 ms
-at 200 ms — two lanes' OPENs at once, a CLOSE's check-and-write (two frames, never split) or a poll overdue by
-a round + MAX_POLL_HOLD_S on the line when the OPEN is ready. On Modbus TCP 8 and 16 lanes cost nothing
-measurable (p50 0.97-0.99x, p99 0.80-0.84x). p99 over 100 cars is also the machine's: one lane's own p99
-ranged 34-141 ms from run to run; read it over several runs.
+The pace (`--trace` and the "cars a lane an hour" figure): by default each lane's next car arrives as soon as
+the previous one has passed and the arm is down, ~1 250 cars a lane an hour on all 8 lanes at once. A real lane
+passes far fewer at its peak: the arm alone takes 0.8-5 s to rise (the rig's takes 50 ms), the car then crosses
+the loops and the next one pulls up; a staffed toll-style lane passes 300-400 an hour (FHWA, Managing Travel for
+Planned Special Events, 9-12 s a vehicle). The default stays the harsher back-to-back pace; `--lane-rate 600`
+models a lot at its peak on every lane at once (still above what a lane passes).
 
-    python -m hil.bench.lanes_scale [--cars 160] [--only rtu|tcp] [--seed 1] [--rss]
+Where 8 lanes on one bus cost more than one. Earlier (wave 5, p50 1.38-1.40x before): polls let in front of an
+announced OPEN by the starvation guard (it now counts from the line's measured round of polls), other lanes'
+CLOSEs and pulse ends (they now rank after an OPEN and keep off the line while a plate line announces one), and
+holds that outlived their OPEN. After that p50 was ~1.0x and the tail remained. Wave 6, found with `--trace`
+(8 lanes, 200 ms, same sitting, 2-core machine shared with other benches):
+(1) a CLOSE's check-and-write: 82 % of the cars over the p95 (240 cars). The CLOSE had queued for the line
+    before the plate line began, got it while the line was arriving, and held it for two frames (~40 ms). Now a
+    CLOSE or a pulse end that gets the slot while a plate line announces an OPEN hands it back, and a plate line
+    that begins during a CLOSE's safety check lets its OPEN go between the check and the write; the CLOSE then
+    checks again (a CLOSE write never follows a check another frame followed; a car that came meanwhile is
+    seen and the CLOSE refused). Both still within MAX_POLL_HOLD_S in all.
+(2) polls the starvation guard let go (units unread 540-740 ms): polls held for a plate line slept until the
+    hold would have run out, even when its OPEN had gone ~60 ms before; on a line at 88 % they fell behind and
+    came due in front of a later OPEN. Now a hold that ends wakes them (worst unread gap 700 -> 470 ms).
+(3) another lane's OPEN: two OPENs at once. One line carries one frame at a time, so the second waits for the
+    first (~20-25 ms at 9600 baud) whatever the scheduling. After (1) and (2) it is all of the tail.
+Figures, same sitting (Dec 2026): `--only rtu --poll-ms 200 --cars 80`: before p99 74.5 vs 34.2 ms for one
+lane (2.18x; 15 % of the cars over 1.2x one lane's p99), after 57.0 vs 33.8 ms (1.69x; 5 %), p50 0.99x both;
+240 cars on 8 lanes: p99 69.7 -> 54.8 ms, max 76.2 -> 58.7. 50 ms row (240 cars): p99 71.5 -> 50.3 ms. Modbus
+TCP (`--only tcp --cars 80`) unchanged: 8 / 16 lanes p99 1.03x / 0.94x after, 0.90x / 0.92x before (noise at 80
+cars); its worst unread gap 203 -> 78 ms.
+What remains is (3), and how often it happens is the pace: 6.2 % of the cars met another lane's OPEN at the
+back-to-back pace (median +20 ms), 3.1 % at 600 cars a lane an hour (p99 42.2 ms, ~1.24x; the other cars' p99
+35.0 ms). A p99 within 1.2x needs fewer than 1 % of the cars to meet one: (lanes - 1) x cars a lane a second x
+~26 ms < 1 %, i.e. at most ~200 cars a lane an hour with 8 lanes busy at once on one 9600 line — otherwise a
+faster line (19200 baud halves the window) or fewer units a line. p99 over 80 cars is the slowest car, and one
+lane's own p99 ranged 33.8-37.7 ms between runs: read it over several runs.
+
+    python -m hil.bench.lanes_scale [--cars 160] [--only rtu|tcp] [--poll-ms 200] [--lanes 1,8] [--lane-rate 600]
+                                    [--trace] [--seed 1] [--rss]
 """
 
 from __future__ import annotations

@@ -9,6 +9,12 @@ Two pieces:
   DeviceRecovered, and pulses the OPEN / CLOSE coils. CLOSE is refused (BarrierUnsafe, nothing written) when
   a fresh read shows the safety loop or anti-smash occupied.
 
+A plate line arriving at any lane announces a command (`expect_command`): until its OPEN has gone, polls,
+CLOSEs and pulse ends of every lane on the bus keep off the line — checked again once they hold the slot, and
+by a CLOSE between its safety check and its write (it then checks again after the OPEN) — but never longer
+than MAX_POLL_HOLD_S, so the loops are still read and the arm still closes. On a line that cannot spare the
+time (8 units at 9600 baud) an OPEN then waits only for a frame already on the wire or another lane's OPEN.
+
 Coil state is part of the lane's truth. The controller acts on a coil's rising edge, so a coil left ON (a
 pulse cut short by a crash, an OFF whose answer was lost) would swallow the next command of its kind. At start
 and after every reconnect every command coil is driven OFF and read back before the first poll is reported;
