@@ -40,19 +40,24 @@ holds that outlived their OPEN. After that p50 was ~1.0x and the tail remained. 
     seen and the CLOSE refused). Both still within MAX_POLL_HOLD_S in all.
 (2) polls the starvation guard let go (units unread 540-740 ms): polls held for a plate line slept until the
     hold would have run out, even when its OPEN had gone ~60 ms before; on a line at 88 % they fell behind and
-    came due in front of a later OPEN. Now a hold that ends wakes them (worst unread gap 700 -> 470 ms).
+    came due in front of a later OPEN. Now a hold that ends wakes them (worst unread gap 700 -> 470-590 ms).
 (3) another lane's OPEN: two OPENs at once. One line carries one frame at a time, so the second waits for the
     first (~20-25 ms at 9600 baud) whatever the scheduling. After (1) and (2) it is all of the tail.
 Figures, same sitting (Dec 2026): `--only rtu --poll-ms 200 --cars 80`: before p99 74.5 vs 34.2 ms for one
-lane (2.18x; 15 % of the cars over 1.2x one lane's p99), after 57.0 vs 33.8 ms (1.69x; 5 %), p50 0.99x both;
-240 cars on 8 lanes: p99 69.7 -> 54.8 ms, max 76.2 -> 58.7. 50 ms row (240 cars): p99 71.5 -> 50.3 ms. Modbus
-TCP (`--only tcp --cars 80`) unchanged: 8 / 16 lanes p99 1.03x / 0.94x after, 0.90x / 0.92x before (noise at 80
-cars); its worst unread gap 203 -> 78 ms.
-What remains is (3), and how often it happens is the pace: 6.2 % of the cars met another lane's OPEN at the
-back-to-back pace (median +20 ms), 3.1 % at 600 cars a lane an hour (p99 42.2 ms, ~1.24x; the other cars' p99
-35.0 ms). A p99 within 1.2x needs fewer than 1 % of the cars to meet one: (lanes - 1) x cars a lane a second x
-~26 ms < 1 %, i.e. at most ~200 cars a lane an hour with 8 lanes busy at once on one 9600 line — otherwise a
-faster line (19200 baud halves the window) or fewer units a line. p99 over 80 cars is the slowest car, and one
+lane (2.18x; 15 % of the cars over 1.2x one lane's p99), after 57.0 vs 33.8 and 54.0 vs 34.2 ms (1.69x, 1.58x;
+5 % over), p50 0.98-0.99x throughout; 240 cars on 8 lanes: p99 69.7 -> 54.8 ms, max 76.2 -> 58.7, worst unread
+gap 700 -> 470-590 ms. 50 ms row (240 cars): p99 71.5 -> 50.3 ms. Modbus TCP (`--only tcp --cars 80`)
+unchanged: 8 / 16 lanes p99 1.03x / 0.94x after, 0.90x / 0.92x before (noise at 80 cars); worst unread gap
+203 -> 78 ms.
+What remains is (3), and how often it happens is the pace. Back to back (~1 250 cars a lane an hour) every car
+over the 1.2x line waited behind another lane's OPEN (5 % of the cars, +16-26 ms). At 600 cars a lane an hour
+(`--lane-rate 600`, 160 cars) p99 42.2 ms, ~1.24x one lane's p99 of the sitting, 3 cars behind another OPEN over
+the line; at 300 p99 36.0 ms (~1.06x), one car in 160 (the max, 56.8 ms). A p99 within 1.2x needs fewer than
+1 % of the cars to meet another lane's OPEN: (lanes - 1) x cars a lane a second x ~26 ms < 1 %, i.e. at most
+~200-300 cars a lane an hour with all 8 lanes busy at once on one 9600 line — beyond that a faster line (19200
+baud halves the window) or fewer units a line. At 50 ms a few polls still went between a plate line and its
+OPEN with their unit unread well under the guard (290-380 ms) — probably the plate line's first bytes reaching
+the daemon late on the loaded machine; not checked further. p99 over 80 cars is the slowest car, and one
 lane's own p99 ranged 33.8-37.7 ms between runs: read it over several runs.
 
     python -m hil.bench.lanes_scale [--cars 160] [--only rtu|tcp] [--poll-ms 200] [--lanes 1,8] [--lane-rate 600]
