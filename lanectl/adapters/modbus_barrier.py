@@ -9,6 +9,12 @@ Two pieces:
   DeviceRecovered, and pulses the OPEN / CLOSE coils. CLOSE is refused (BarrierUnsafe, nothing written) when
   a fresh read shows the safety loop or anti-smash occupied.
 
+A plate line arriving at any lane announces a command (`expect_command`): until its OPEN has gone, polls,
+CLOSEs and pulse ends of every lane on the bus keep off the line — checked again once they hold the slot, and
+by a CLOSE between its safety check and its write (it then checks again after the OPEN) — but never longer
+than MAX_POLL_HOLD_S, so the loops are still read and the arm still closes. On a line that cannot spare the
+time (8 units at 9600 baud) an OPEN then waits only for a frame already on the wire or another lane's OPEN.
+
 Coil state is part of the lane's truth. The controller acts on a coil's rising edge, so a coil left ON (a
 pulse cut short by a crash, an OFF whose answer was lost) would swallow the next command of its kind. At start
 and after every reconnect every command coil is driven OFF and read back before the first poll is reported;
@@ -135,6 +141,7 @@ class ModbusBus:
         self._slot = _Slot()
         self._quiet_since = 0.0
         self._holds: dict[object, float] = {}  # who announced a command (a barrier) -> until when polls wait
+        self._nudge: Optional[asyncio.Event] = None  # set when a hold ends early or a lane's OPEN waits its turn
         self._connect_after = 0.0
         self._connect_error = ""
         self._pending: set[asyncio.Task] = set()
@@ -159,8 +166,28 @@ class ModbusBus:
 
     def release_hold(self, who: object) -> None:
         """The command `who` announced has gone: its hold ends now, not COMMAND_HINT_S after its line (on a
-        busy line the polls and CLOSEs it kept waiting would otherwise run late and meet the next car's OPEN)."""
-        self._holds.pop(who, None)
+        busy line the polls and CLOSEs it kept waiting would otherwise run late and meet the next car's OPEN),
+        and whoever waits for the holds is woken (see wait_for_holds)."""
+        if self._holds.pop(who, None) is not None:
+            self.nudge()
+
+    def nudge(self) -> None:
+        """Wake everything waiting in wait_for_holds: a hold ended early, or a lane's own OPEN now waits."""
+        if self._nudge is not None:
+            self._nudge.set()
+            self._nudge = None
+
+    async def wait_for_holds(self, seconds: float) -> None:
+        """Sleep while polls are held: `seconds` at most, less when a hold ends early (its OPEN has gone). A
+        saturated line (8 units at 9600 baud) has no time to spare: a poll sleeping out a hold whose OPEN went
+        long ago falls behind, and the starvation guard later puts it in front of another car's OPEN."""
+        if self._nudge is None:
+            self._nudge = asyncio.Event()
+        try:
+            async with asyncio.timeout(seconds):  # (not wait_for: no task per wait, a cancel is never lost)
+                await self._nudge.wait()
+        except TimeoutError:
+            pass
 
     def polls_held_for(self) -> float:
         if not self._holds:
@@ -406,7 +433,7 @@ class ModbusBarrier:
         was_faulted = False
         while True:
             if self._poll_yields(last_poll, period):
-                await asyncio.sleep(min(self.bus.polls_held_for(), period))
+                await self.bus.wait_for_holds(min(self.bus.polls_held_for(), period))
                 continue
             try:
                 async with self.bus.exclusive(priority=False) as bus:
@@ -530,26 +557,36 @@ class ModbusBarrier:
         unit, retries = self.config.unit, self.config.retries
         await self._acquire_pulse_lock(rank)
         handed_over = False
+        # a CLOSE keeps off the line while plate lines announce an OPEN, at most this long in all
+        deadline = time.monotonic() + MAX_POLL_HOLD_S
         try:
-            if rank != URGENT:
-                await self._after_announced_open()
-            async with self.bus.exclusive(rank) as bus:
-                if coil in self._unknown or self._unsettled:
-                    # Its last OFF was not acknowledged (or never written): without this reset the module could
-                    # see no rising edge and the command would be lost.
-                    await self._settle_coils(bus, found_on="still ON before a command")
-                if check_safe:
-                    # Same bus slot as the write: nothing else goes on the line between the check and CLOSE.
-                    snap = await self._read(bus)
-                    if snap.safety or snap.anti_smash:
-                        raise BarrierUnsafe(
-                            f"{what} refused on {self.name}: "
-                            + ("safety loop occupied" if snap.safety else "anti-smash tripped")
-                        )
-                # Until an OFF is acknowledged the coil may be ON (an answer lost after the module acted, this
-                # call cancelled mid-pulse, or a module in pulse mode that has not dropped it yet).
-                self._unknown.add(coil)
-                await bus.write_coil(unit, coil, True, retries=retries)
+            while True:
+                if rank != URGENT:
+                    await self._after_announced_open(deadline)
+                async with self.bus.exclusive(rank) as bus:
+                    if rank != URGENT and self._yields_to_open(deadline):
+                        continue  # a plate line began while this command queued for the slot
+                    if coil in self._unknown or self._unsettled:
+                        # Its last OFF was not acknowledged (or never written): without this reset the module
+                        # could see no rising edge and the command would be lost.
+                        await self._settle_coils(bus, found_on="still ON before a command")
+                    if check_safe:
+                        # Same bus slot as the write: nothing else goes on the line between the check and CLOSE.
+                        snap = await self._read(bus)
+                        if snap.safety or snap.anti_smash:
+                            raise BarrierUnsafe(
+                                f"{what} refused on {self.name}: "
+                                + ("safety loop occupied" if snap.safety else "anti-smash tripped")
+                            )
+                        if rank != URGENT and self._yields_to_open(deadline):
+                            # A plate line began during the check: its OPEN goes first, the CLOSE checks again
+                            # after it (the write never follows a check older than its own slot).
+                            continue
+                    # Until an OFF is acknowledged the coil may be ON (an answer lost after the module acted,
+                    # this call cancelled mid-pulse, or a module in pulse mode that has not dropped it yet).
+                    self._unknown.add(coil)
+                    await bus.write_coil(unit, coil, True, retries=retries)
+                break
             if rank == URGENT:
                 self.bus.release_hold(self)  # the command this lane's plate line announced has gone
             if self.config.pulse_ms > 0:
@@ -572,6 +609,7 @@ class ModbusBarrier:
             return
         self._urgent_waiting += 1
         self._urgent.set()
+        self.bus.nudge()  # this lane's deferred CLOSE or pulse end stops waiting for the holds
         try:
             await self._pulse_lock.acquire()
         finally:
@@ -579,27 +617,33 @@ class ModbusBarrier:
             if not self._urgent_waiting:
                 self._urgent.clear()
 
-    async def _after_announced_open(self) -> None:
+    def _yields_to_open(self, deadline: float) -> bool:
+        """A CLOSE or a pulse end lets an announced OPEN go first — not this lane's own (it waits for this
+        command's pulse lock), and not after `deadline` (a noisy camera line must not keep the arm up)."""
+        return (not self._urgent.is_set() and self.bus.polls_held_for() > 0
+                and time.monotonic() < deadline)
+
+    async def _after_announced_open(self, deadline: float) -> None:
         """A CLOSE or a pulse end is not urgent: while plate lines on this bus announce a command (maybe an OPEN
-        of another lane), it waits — at most MAX_POLL_HOLD_S in all — so the OPEN does not find its frame on the
+        of another lane), it waits — until `deadline` at most — so the OPEN does not find its frame on the
         wire (~20 ms at 9600 baud). The arm stays up a moment longer, a pulse lasts a moment longer. Not when
         this lane's own OPEN or STOP waits behind it (for the pulse lock)."""
-        deadline = time.monotonic() + MAX_POLL_HOLD_S
-        while not self._urgent.is_set() and (held := self.bus.polls_held_for()) > 0 \
-                and (left := deadline - time.monotonic()) > 0:
-            try:
-                await asyncio.wait_for(self._urgent.wait(), min(held, left))
-            except asyncio.TimeoutError:
-                pass
+        while self._yields_to_open(deadline):
+            await self.bus.wait_for_holds(min(self.bus.polls_held_for(), deadline - time.monotonic()))
 
     async def _release_after(self, coil: int, what: str) -> None:
         try:
             await asyncio.sleep(self.config.pulse_ms / 1000)
-            await self._after_announced_open()
+            deadline = time.monotonic() + MAX_POLL_HOLD_S
             try:
                 # after any OPEN waiting for the line (a pulse a few ms longer does no harm)
-                await self.bus.write_coil(self.config.unit, coil, False, retries=self.config.retries,
-                                          priority=COMMAND)
+                while True:
+                    await self._after_announced_open(deadline)
+                    async with self.bus.exclusive(COMMAND) as bus:
+                        if self._yields_to_open(deadline):
+                            continue  # a plate line began while the OFF queued for the slot
+                        await bus.write_coil(self.config.unit, coil, False, retries=self.config.retries)
+                        break
                 self._unknown.discard(coil)
             except BusError as exc:
                 log.warning("barrier %s: %s pulse end not delivered: %s", self.name, what, exc)

@@ -647,3 +647,111 @@ async def test_a_command_hint_holds_polls_but_never_starves_them(make_rig):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# --- a saturated line: 8 units at 9600 baud leave no time to waste, and no frame may sit in front of an OPEN ----
+
+
+async def test_polls_held_for_a_plate_line_resume_as_soon_as_its_open_has_gone(make_rig):
+    """A poll due during a hold sleeps; once the OPEN the plate line announced has gone it is read at once, not
+    when the hold would have run out (on a line polled at 200 ms with 8 units on it, those sleeping polls fell
+    behind, until the starvation guard put them in front of another car's OPEN)."""
+    rig = await make_rig("tcp")
+    barrier = rig.barrier(poll_ms=600)
+    await rig.run(barrier).wait(IoSnapshot)  # just read: the next poll is due in 0.6 s
+    barrier.expect_command(2.0)  # the poll falls due inside this hold and waits
+    await asyncio.sleep(0.8)
+    await barrier.open()
+    opened = rig.emu.commands[-1].t
+    async with asyncio.timeout(2):
+        while not [t for _, t in rig.emu.input_reads if t > opened]:
+            await asyncio.sleep(0.01)
+    first = min(t for _, t in rig.emu.input_reads if t > opened)
+    # before: the poll slept out min(hold, poll_ms) = 0.6 s from when it fell due, i.e. 0.4 s after the OPEN
+    assert first - opened < 0.2, f"inputs read {first - opened:.3f} s after the OPEN"
+
+
+async def test_a_close_queued_for_the_line_when_a_plate_line_begins_lets_the_open_go_first(make_rig):
+    """Lane 2's CLOSE already waits for the slot (behind a frame on the wire) when lane 1's plate line begins:
+    with the slot in hand it must let the OPEN go first (its check and write would hold the line ~45 ms at
+    9600 baud), then close."""
+    rig = await make_rig("tcp", units=(1, 2))
+    one, two = rig.barrier(1), rig.barrier(2)
+    t0 = time.monotonic()
+    bus = one.bus
+    async with bus.exclusive():  # a frame on the wire ...
+        close = asyncio.create_task(two.close())
+        async with asyncio.timeout(2):
+            while not bus._slot._waiters:  # ... and the CLOSE queued behind it
+                await asyncio.sleep(0.005)
+        one.expect_command(0.5)  # lane 1's plate line begins
+    await one.open()
+    await close
+    writes = [(w.unit, w.coil, w.value) for w in rig.emu.coil_writes if w.t >= t0 and w.value]
+    assert writes == [(1, 0, True), (2, 1, True)], writes  # the OPEN, then the CLOSE (not 0.5 s later)
+    assert rig.emu.coil_writes[-1].t - rig.emu.commands[0].t < 0.3
+
+
+async def _close_meets_a_plate_line_during_its_check(rig, one: ModbusBarrier, two: ModbusBarrier,
+                                                     car_comes: bool) -> asyncio.Task:
+    """Lane 2's CLOSE reads its loops; while that read is on the wire lane 1's plate line begins and its OPEN
+    follows. With `car_comes`, a car rolls onto lane 2's safety loop right after the check."""
+    read, checks = two._read, []
+
+    async def check(bus):  # type: ignore[no-untyped-def]
+        if not checks:
+            one.expect_command(0.5)
+            checks.append(asyncio.create_task(one.open()))
+        snap = await read(bus)
+        if car_comes:
+            rig.emu.set_loop(2, "safety", True)
+        return snap
+
+    two._read = check  # type: ignore[method-assign]
+    return asyncio.create_task(two.close())
+
+
+async def test_a_plate_line_during_a_closes_check_lets_its_open_go_before_the_close_write(make_rig):
+    """The CLOSE's safety check and its write were one slot: an OPEN announced during the check waited for the
+    write too (~45 ms at 9600 baud in all). Now the OPEN goes between them, and the CLOSE checks the loops
+    again before it writes (never a write after a check that another frame followed)."""
+    rig = await make_rig("tcp", units=(1, 2))
+    one, two = rig.barrier(1), rig.barrier(2)
+    t0 = time.monotonic()
+    await (await _close_meets_a_plate_line_during_its_check(rig, one, two, car_comes=False))
+    writes = [(w.unit, w.coil, w.t) for w in rig.emu.coil_writes if w.t >= t0 and w.value]
+    assert [(u, c) for u, c, _ in writes] == [(1, 0), (2, 1)], writes
+    opened, closed = writes[0][2], writes[1][2]
+    assert [t for u, t in rig.emu.input_reads if u == 2 and opened < t < closed], "no fresh check after the OPEN"
+
+
+async def test_a_car_under_the_arm_while_another_lanes_open_goes_between_the_check_and_write_stops_the_close(
+        make_rig):
+    """The split must not weaken the CLOSE's guard: a car that reaches the safety loop while the other lane's OPEN
+    is on the line is seen by the second check, and the CLOSE is refused (nothing written)."""
+    rig = await make_rig("tcp", units=(1, 2))
+    one, two = rig.barrier(1), rig.barrier(2)
+    t0 = time.monotonic()
+    close = await _close_meets_a_plate_line_during_its_check(rig, one, two, car_comes=True)
+    with pytest.raises(BarrierUnsafe, match="safety loop"):
+        await close
+    assert [(w.unit, w.coil) for w in rig.emu.coil_writes if w.t >= t0 and w.value] == [(1, 0)]
+
+
+async def test_a_pulse_end_queued_for_the_line_when_a_plate_line_begins_lets_the_open_go_first(make_rig):
+    """Lane 2's OPEN pulse ends (its OFF queued behind a frame on the wire) as lane 1's plate line begins: the OFF
+    lets lane 1's OPEN go first, then follows."""
+    rig = await make_rig("tcp", units=(1, 2))
+    one, two = rig.barrier(1), rig.barrier(2, pulse_ms=30)
+    await two.open()
+    t0 = time.monotonic()
+    bus = one.bus
+    async with bus.exclusive():  # a frame on the wire when the OFF falls due ...
+        async with asyncio.timeout(2):
+            while not bus._slot._waiters:  # ... and the OFF queued behind it
+                await asyncio.sleep(0.005)
+        one.expect_command(0.5)  # lane 1's plate line begins
+    await one.open()
+    await two.aclose()
+    writes = [(w.unit, w.coil, w.value) for w in rig.emu.coil_writes if w.t >= t0]
+    assert writes[:2] == [(1, 0, True), (2, 0, False)], writes
