@@ -264,18 +264,21 @@ class VzenithCamera:
         return self._reply("push", connected)
 
     async def _wait_for_lane(self, seq: int, deadline: float) -> None:
-        """Until the lane's OPEN for this car is queued, or its message is and no OPEN followed, or the
-        deadline (counted from the push's arrival: the camera's own HTTP timeout runs from there too)."""
+        """Until the lane's OPEN for this car and its message for the board are both queued (each as far as this
+        camera carries them), or one is and the other did not follow within SETTLE_S (a refused car has no OPEN;
+        the lane hands its OPEN to the relay a loop turn before its message), or the deadline (counted from the
+        push's arrival: the camera's own HTTP timeout runs from there too)."""
         if not self._relay_claimed and not self._displays:
             return  # nothing the lane could add to this reply
         now = self._clock.monotonic()
         settle_until: Optional[float] = None
-        while self._open_order is None:
-            if self._serial_seq > seq:
-                if not self._relay_claimed:
-                    return
-                if settle_until is None:
-                    settle_until = now + SETTLE_S
+        while True:
+            opened = self._open_order is not None
+            shown = self._serial_seq > seq
+            if (opened or not self._relay_claimed) and (shown or not self._displays):
+                return
+            if (opened or shown) and settle_until is None:
+                settle_until = now + SETTLE_S
             end = deadline if settle_until is None else min(deadline, settle_until)
             if end <= now:
                 return
